@@ -1,0 +1,139 @@
+import LedgerSQLite
+
+/// A thread's row as the ledger reads it.
+struct ThreadRow {
+    /// The budget, nil when the thread is not open.
+    let budget: ThreadBudget?
+    /// The default max a new thread would open with.
+    let defaultMaxTokens: Int64
+
+    /// One lookup: the thread's state and the ledger's default max.
+    static func fetch(_ threadID: String, on connection: Connection) throws -> ThreadRow {
+        let row = try connection.cachedStatement(LedgerSQL.selectThreadAndDefault).fetchOne([threadID]) { row in
+            let maxTokens: Int64? = try row[0]
+            let budget = try maxTokens.map { maxTokens in
+                ThreadBudget(
+                    threadID: threadID, maxTokens: maxTokens, promptTokens: try row[1], completionTokens: try row[2],
+                    requestCount: try row[3], triggeredThresholds: parseThresholds(try row[4]))
+            }
+            return ThreadRow(budget: budget, defaultMaxTokens: try row[5])
+        }
+        guard let row else {
+            preconditionFailure("ledger_settings has no row: the schema is broken")
+        }
+        return row
+    }
+
+    /// Decodes the columns of `LedgerSQL.threadColumns`.
+    static func budget(from row: Row) throws -> ThreadBudget {
+        ThreadBudget(
+            threadID: try row[0], maxTokens: try row[1], promptTokens: try row[2], completionTokens: try row[3],
+            requestCount: try row[4], triggeredThresholds: parseThresholds(try row[5]))
+    }
+
+    static func parseThresholds(_ list: String?) -> [Int] {
+        guard let list else { return [] }
+        return list.split(separator: ",").compactMap { Int($0) }.sorted()
+    }
+}
+
+extension Ledger {
+    /// The default max for threads opened from now on, as stored in the ledger (shared by every
+    /// process using the file).
+    public var maxTokensPerThread: Int64 {
+        get throws {
+            try withConnection { connection in
+                try connection.cachedStatement(LedgerSQL.selectDefaultMax).fetchOne { try $0[0] as Int64 } ?? 0
+            }
+        }
+    }
+
+    /// Sets the default max for threads opened from now on; open threads keep theirs.
+    ///
+    /// - Throws: `LedgerError.invalidInput` for a negative max.
+    public func configure(maxTokensPerThread: Int64) throws {
+        try Validate.tokens(maxTokensPerThread, field: "maxTokensPerThread")
+        try write { connection in
+            try connection.execute(LedgerSQL.insertConfigure, [configuration.clock(), maxTokensPerThread])
+        }
+    }
+
+    /// The thread's budget, opening the thread at the default max when it is not open.
+    public func budget(for threadID: String) throws -> ThreadBudget {
+        try Validate.identifier(threadID, field: "threadId")
+        if let budget = try usage(threadID) {
+            return budget
+        }
+        return try write { connection in
+            let found = try ThreadRow.fetch(threadID, on: connection)
+            if let budget = found.budget { return budget }
+            return try openThread(
+                threadID, maxTokens: found.defaultMaxTokens, at: configuration.clock(), on: connection)
+        }
+    }
+
+    /// Whether the thread is open. Never opens one.
+    public func hasBudget(_ threadID: String) throws -> Bool {
+        try usage(threadID) != nil
+    }
+
+    /// The thread's budget, or nil when it is not open. Never opens one.
+    public func usage(_ threadID: String) throws -> ThreadBudget? {
+        try Validate.identifier(threadID, field: "threadId")
+        return try withConnection { connection in
+            try connection.cachedStatement(LedgerSQL.selectThread).fetchOne([threadID], ThreadRow.budget(from:))
+        }
+    }
+
+    /// Every open thread's budget, hottest (highest percent used) first.
+    public func allUsage() throws -> [ThreadBudget] {
+        try withConnection { connection in
+            try connection.cachedStatement(LedgerSQL.selectAllThreads).fetchAll(ThreadRow.budget(from:))
+        }
+    }
+
+    /// Starts a new window for the thread: spent reads zero, the max stays, thresholds re-arm.
+    /// The old events stay in the ledger.
+    ///
+    /// - Returns: the fresh budget, or nil when the thread is not open.
+    @discardableResult
+    public func resetThread(_ threadID: String) throws -> ThreadBudget? {
+        try Validate.identifier(threadID, field: "threadId")
+        return try write { connection in
+            guard let budget = try ThreadRow.fetch(threadID, on: connection).budget else { return nil }
+            try connection.execute(LedgerSQL.insertReset, [configuration.clock(), threadID])
+            return ThreadBudget(threadID: threadID, maxTokens: budget.maxTokens)
+        }
+    }
+
+    /// Ends the thread's life: returns its final budget; afterwards the thread is not open, and
+    /// using its id again opens a fresh thread at the default max. The events stay.
+    ///
+    /// - Returns: the final budget, or nil when the thread is not open.
+    @discardableResult
+    public func cleanupThread(_ threadID: String) throws -> ThreadBudget? {
+        try Validate.identifier(threadID, field: "threadId")
+        return try write { connection in
+            guard let budget = try ThreadRow.fetch(threadID, on: connection).budget else { return nil }
+            try connection.execute(LedgerSQL.insertCleanup, [configuration.clock(), threadID])
+            return budget
+        }
+    }
+
+    /// Sets one thread's max, opening the thread when it is not open. The max may be lowered
+    /// below what is spent (the thread is then exhausted); 0 blocks the thread entirely.
+    ///
+    /// - Throws: `LedgerError.invalidInput` for a negative max or a bad thread id.
+    @discardableResult
+    public func setLimit(_ threadID: String, maxTokens: Int64) throws -> ThreadBudget {
+        try Validate.identifier(threadID, field: "threadId")
+        try Validate.tokens(maxTokens, field: "maxTokens")
+        return try write { connection in
+            try connection.execute(LedgerSQL.insertLimit, [configuration.clock(), threadID, maxTokens])
+            guard let budget = try ThreadRow.fetch(threadID, on: connection).budget else {
+                preconditionFailure("a limit event left thread \(threadID) closed")
+            }
+            return budget
+        }
+    }
+}

@@ -1,0 +1,76 @@
+import LedgerSQLite
+
+/// What `Ledger.verify()` found.
+public struct VerifyReport: Sendable, Equatable {
+    /// Events in the ledger.
+    public let eventCount: Int64
+    /// Open threads.
+    public let threadCount: Int64
+    /// Every difference between the derived tables and the events, and every integrity problem.
+    public let problems: [String]
+
+    /// True when every derived total equals the events and SQLite's integrity check is ok.
+    public var isConsistent: Bool { problems.isEmpty }
+}
+
+extension Ledger {
+    /// A derived table and the view that recomputes it from the events alone.
+    private static let derivedTables: [(table: String, view: String, columns: String, key: String)] = [
+        (
+            "thread_state", "thread_state_from_events",
+            "thread_id, max_tokens, prompt_tokens, completion_tokens, request_count, opened_event_id, window_event_id",
+            "thread_id"
+        ),
+        ("thread_thresholds", "thread_thresholds_from_events", "thread_id, threshold_percent, event_id", "thread_id"),
+        ("ledger_settings", "ledger_settings_from_events", "id, default_max_tokens", "id"),
+    ]
+
+    /// The triggers that keep `events` append-only.
+    private static let guardTriggers = ["events_forbid_update", "events_forbid_delete", "events_forbid_replace"]
+
+    /// Recomputes every derived total from the raw events and runs SQLite's integrity check.
+    ///
+    /// Reads one snapshot; writers in other processes are not blocked.
+    /// See <https://www.sqlite.org/pragma.html#pragma_integrity_check>.
+    public func verify() throws -> VerifyReport {
+        try read { connection in
+            var problems: [String] = []
+            let integrity = try connection.prepare("PRAGMA integrity_check").fetchAll { try $0[0] as String }
+            problems += integrity.filter { $0 != "ok" }.map { "integrity: \($0)" }
+            for derived in Self.derivedTables {
+                problems += try differences(derived.table, derived.view, derived.columns, derived.key, on: connection)
+            }
+            for name in Self.guardTriggers {
+                let count = try connection.prepare("SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND name = ?")
+                    .fetchOne([name]) { try $0[0] as Int64 } ?? 0
+                if count == 0 {
+                    problems.append("trigger \(name) is missing: events is no longer protected against rewrites")
+                }
+            }
+            let events = try connection.prepare("SELECT count(*) FROM events").fetchOne { try $0[0] as Int64 } ?? 0
+            let threads = try connection.prepare("SELECT count(*) FROM thread_state").fetchOne { try $0[0] as Int64 } ?? 0
+            return VerifyReport(eventCount: events, threadCount: threads, problems: problems)
+        }
+    }
+
+    /// Rows of `table` that `view` does not reproduce, and the reverse, named by `key`.
+    private func differences(
+        _ table: String, _ view: String, _ columns: String, _ key: String, on connection: Connection
+    ) throws -> [String] {
+        let keyOnly = { (row: Row) throws -> String in
+            switch row.value(at: 0) {
+            case .text(let text): return text
+            case .integer(let integer): return String(integer)
+            default: return "NULL"
+            }
+        }
+        let stale = try connection.prepare(
+            "SELECT \(key) FROM (SELECT \(columns) FROM \(table) EXCEPT SELECT \(columns) FROM \(view)) LIMIT 20"
+        ).fetchAll(keyOnly)
+        let missing = try connection.prepare(
+            "SELECT \(key) FROM (SELECT \(columns) FROM \(view) EXCEPT SELECT \(columns) FROM \(table)) LIMIT 20"
+        ).fetchAll(keyOnly)
+        return stale.map { "\(table): row \($0) differs from the events" }
+            + missing.map { "\(table): row \($0) that the events imply is missing or different" }
+    }
+}

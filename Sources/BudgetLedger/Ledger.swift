@@ -1,0 +1,128 @@
+import Foundation
+import LedgerSQLite
+import Synchronization
+
+/// A durable token-budget ledger on one SQLite file.
+///
+/// Every state change is an event appended to the `events` table; budgets are derived from
+/// them by triggers in the same transaction. Every write is one `BEGIN IMMEDIATE` transaction,
+/// so budget decisions are exact across threads and across processes sharing the file.
+///
+/// `Ledger` is `Sendable`: share one instance across threads and tasks. It holds one SQLite
+/// connection behind a lock.
+public final class Ledger: Sendable {
+    /// How a ledger is opened.
+    public struct Configuration: Sendable {
+        /// Durability of each commit: `.full` (default) survives power loss; `.normal` survives
+        /// a process crash but may lose the last commits on power loss.
+        public var synchronous: Synchronous
+        /// How long a write waits for another process's lock before failing.
+        public var busyTimeoutMilliseconds: Int32
+        /// The warning levels, ascending or not; each fires once per thread window.
+        public var thresholds: [BudgetThreshold]
+        /// The clock: UTC microseconds since 1970. Tests may inject one.
+        public var clock: @Sendable () -> Int64
+
+        public init(
+            synchronous: Synchronous = .full,
+            busyTimeoutMilliseconds: Int32 = 5_000,
+            thresholds: [BudgetThreshold] = BudgetThreshold.defaults,
+            clock: @escaping @Sendable () -> Int64 = Ledger.systemClockMicroseconds
+        ) {
+            self.synchronous = synchronous
+            self.busyTimeoutMilliseconds = busyTimeoutMilliseconds
+            self.thresholds = thresholds
+            self.clock = clock
+        }
+    }
+
+    /// The file the ledger lives in (`:memory:` for an in-memory ledger).
+    public let path: String
+    /// How the ledger was opened.
+    public let configuration: Configuration
+    let thresholds: [BudgetThreshold]
+    private let connection: Mutex<Connection>
+
+    /// The `application_id` that marks a BudgetLedger database ('BDLG').
+    public static let applicationID: Int32 = 0x4244_4C47
+
+    /// The migrations carried inside this binary, in order.
+    public static var migrations: [Migration] { EmbeddedMigrations.all }
+
+    /// Opens (creating and migrating when needed) the ledger at `path`.
+    ///
+    /// - Parameters:
+    ///   - path: a file path, or `:memory:`.
+    ///   - maxTokensPerThread: when given and different from the ledger's stored default,
+    ///     records a new default (as `configure(maxTokensPerThread:)`); nil keeps the stored one
+    ///     (100,000 for a new ledger).
+    /// - Throws: `LedgerError.database` when the file cannot be opened, is not a database or is
+    ///   corrupt; `LedgerError.incompatible` when its schema is newer or it belongs to another application.
+    public init(path: String, maxTokensPerThread: Int64? = nil, configuration: Configuration = Configuration()) throws {
+        try Validate.thresholds(configuration.thresholds)
+        self.path = path
+        self.configuration = configuration
+        self.thresholds = configuration.thresholds.sorted { $0.percent < $1.percent }
+        let options = Connection.Options(
+            busyTimeoutMilliseconds: configuration.busyTimeoutMilliseconds,
+            synchronous: configuration.synchronous)
+        let opened: Connection
+        do {
+            opened = try Connection(path: path, options: options)
+            try Migrator(migrations: Self.migrations, applicationID: Self.applicationID).migrate(opened)
+        } catch let error as SQLiteError {
+            throw LedgerError.database(path: path, error)
+        } catch let error as MigrationError {
+            throw LedgerError.incompatible(path: path, error)
+        }
+        connection = Mutex(opened)
+        if let maxTokensPerThread, try self.maxTokensPerThread != maxTokensPerThread {
+            try configure(maxTokensPerThread: maxTokensPerThread)
+        }
+    }
+
+    /// A ledger that lives in memory only: for tests and throwaway runs.
+    public static func inMemory(
+        maxTokensPerThread: Int64? = nil, configuration: Configuration = Configuration()
+    ) throws -> Ledger {
+        try Ledger(path: ":memory:", maxTokensPerThread: maxTokensPerThread, configuration: configuration)
+    }
+
+    /// Closes the SQLite connection. Later calls throw `LedgerError.closed`. Idempotent.
+    public func close() {
+        connection.withLock { $0.close() }
+    }
+
+    /// UTC microseconds since 1970, from the system's real-time clock.
+    @Sendable public static func systemClockMicroseconds() -> Int64 {
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        return Int64(now.tv_sec) * 1_000_000 + Int64(now.tv_nsec) / 1_000
+    }
+
+    /// Runs `body` with the connection, outside any transaction, mapping SQLite errors.
+    func withConnection<Result: Sendable>(_ body: (Connection) throws -> Result) throws -> Result {
+        try connection.withLock { connection throws -> Result in
+            guard connection.isOpen else { throw LedgerError.closed }
+            do {
+                return try body(connection)
+            } catch let error as SQLiteError {
+                throw LedgerError.database(path: path, error)
+            }
+        }
+    }
+
+    /// Runs `body` in one `BEGIN IMMEDIATE` transaction: all of it commits, or none of it.
+    func write<Result: Sendable>(_ body: (Connection) throws -> Result) throws -> Result {
+        try withConnection { connection in
+            try connection.transaction(.immediate) { try body(connection) }
+        }
+    }
+
+    /// Runs `body` in one read transaction, so that every statement sees the same snapshot.
+    func read<Result: Sendable>(_ body: (Connection) throws -> Result) throws -> Result {
+        try withConnection { connection in
+            try connection.transaction(.deferred) { try body(connection) }
+        }
+    }
+}

@@ -1,0 +1,148 @@
+/// One thread's token budget in its current window, as the reference registry reports it.
+public struct ThreadBudget: Sendable, Equatable {
+    /// The thread this budget belongs to.
+    public let threadID: String
+    /// The most tokens the thread may spend in this window.
+    public let maxTokens: Int64
+    /// Prompt tokens spent in this window.
+    public let promptTokens: Int64
+    /// Completion tokens spent in this window.
+    public let completionTokens: Int64
+    /// Consume events recorded in this window.
+    public let requestCount: Int64
+    /// Thresholds (percent) already crossed in this window, ascending.
+    public let triggeredThresholds: [Int]
+
+    public init(
+        threadID: String, maxTokens: Int64, promptTokens: Int64 = 0, completionTokens: Int64 = 0,
+        requestCount: Int64 = 0, triggeredThresholds: [Int] = []
+    ) {
+        self.threadID = threadID
+        self.maxTokens = maxTokens
+        self.promptTokens = promptTokens
+        self.completionTokens = completionTokens
+        self.requestCount = requestCount
+        self.triggeredThresholds = triggeredThresholds
+    }
+
+    /// Prompt plus completion tokens. The ledger refuses any consume that would overflow it.
+    public var totalTokens: Int64 { promptTokens + completionTokens }
+
+    /// Tokens left before the max, never negative.
+    public var remaining: Int64 { max(0, maxTokens - totalTokens) }
+
+    /// True when the total has reached the max (a max of 0 is always exhausted).
+    public var isExhausted: Bool { totalTokens >= maxTokens }
+
+    /// Percent of the max spent; 0 when the max is 0, as the reference.
+    public var percentUsed: Double {
+        maxTokens == 0 ? 0 : Double(totalTokens) / Double(maxTokens) * 100
+    }
+
+    /// Whether `tokens` more fit under the max: total + tokens ≤ max, without overflow.
+    public func canConsume(_ tokens: Int64) -> Bool {
+        guard tokens >= 0 else { return false }
+        let (sum, overflow) = totalTokens.addingReportingOverflow(tokens)
+        return !overflow && sum <= maxTokens
+    }
+}
+
+/// A warning level: fires once per thread window when the spent percent reaches it.
+public struct BudgetThreshold: Sendable, Equatable, Hashable {
+    /// The percent of the max (1…1000) at which the threshold fires.
+    public let percent: Int
+    /// Its name: "warning", "critical", "final" by default.
+    public let severity: String
+
+    public init(percent: Int, severity: String) {
+        self.percent = percent
+        self.severity = severity
+    }
+
+    /// The reference's defaults: 75% warning, 90% critical, 95% final.
+    public static let defaults = [
+        BudgetThreshold(percent: 75, severity: "warning"),
+        BudgetThreshold(percent: 90, severity: "critical"),
+        BudgetThreshold(percent: 95, severity: "final"),
+    ]
+
+    /// Whether `used` tokens of `maxTokens` reach this threshold (never for a max of 0).
+    func isReached(used: Int64, maxTokens: Int64) -> Bool {
+        guard maxTokens > 0 else { return false }
+        // used * 100 >= percent * max, in 128 bits so that no count can overflow.
+        let left = used.multipliedFullWidth(by: 100)
+        let right = Int64(percent).multipliedFullWidth(by: maxTokens)
+        return (left.high, left.low) >= (right.high, right.low)
+    }
+}
+
+/// A threshold that a consume crossed.
+public struct ThresholdCrossing: Sendable, Equatable {
+    public let thresholdPercent: Int
+    public let severity: String
+    /// The thread's total after the consume that crossed it.
+    public let tokensUsed: Int64
+    /// The thread's max when it was crossed.
+    public let maxTokens: Int64
+
+    public init(thresholdPercent: Int, severity: String, tokensUsed: Int64, maxTokens: Int64) {
+        self.thresholdPercent = thresholdPercent
+        self.severity = severity
+        self.tokensUsed = tokensUsed
+        self.maxTokens = maxTokens
+    }
+
+    public var percentUsed: Double { maxTokens == 0 ? 0 : Double(tokensUsed) / Double(maxTokens) * 100 }
+    public var tokensRemaining: Int64 { max(0, maxTokens - tokensUsed) }
+}
+
+/// Optional usage details recorded with a consume, for billing.
+public struct UsageDetails: Sendable, Equatable {
+    public var agentID: String?
+    public var model: String?
+    public var provider: String?
+    public var latencyMilliseconds: Int64?
+    /// A JSON object, as text; its `org_id` and `user_id` (strings) are indexed for billing.
+    public var metadataJSON: String?
+
+    public init(
+        agentID: String? = nil, model: String? = nil, provider: String? = nil,
+        latencyMilliseconds: Int64? = nil, metadataJSON: String? = nil
+    ) {
+        self.agentID = agentID
+        self.model = model
+        self.provider = provider
+        self.latencyMilliseconds = latencyMilliseconds
+        self.metadataJSON = metadataJSON
+    }
+
+    public static let none = UsageDetails()
+}
+
+/// One recorded consume event.
+public struct ConsumeEvent: Sendable, Equatable {
+    /// The event id: strictly increasing across the ledger.
+    public let id: Int64
+    /// When it was recorded: UTC microseconds since 1970.
+    public let timestampMicroseconds: Int64
+    public let threadID: String
+    public let promptTokens: Int64
+    public let completionTokens: Int64
+    public let idempotencyKey: String?
+    public let usage: UsageDetails
+    /// The cost in nano-dollars (10⁻⁹ USD); nil when the model has no price.
+    public let costNanos: Int64?
+}
+
+/// What a consume did.
+public struct ConsumeResult: Sendable, Equatable {
+    /// The thread's budget after the consume (for a replay: as it stands now).
+    public let budget: ThreadBudget
+    /// The thresholds this consume crossed, ascending.
+    public let crossedThresholds: [ThresholdCrossing]
+    /// The recorded event.
+    public let event: ConsumeEvent
+    /// True when an idempotency key matched an earlier consume: nothing new was recorded,
+    /// and `event` and `crossedThresholds` are the original's.
+    public let isReplay: Bool
+}

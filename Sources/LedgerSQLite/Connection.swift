@@ -1,0 +1,232 @@
+import CSQLite
+import Foundation
+
+/// How hard SQLite works to make a commit durable.
+/// See <https://www.sqlite.org/pragma.html#pragma_synchronous> and <https://www.sqlite.org/wal.html>.
+public enum Synchronous: String, Sendable, CaseIterable {
+    /// In WAL mode, every commit is synced to disk before it returns: it survives power loss.
+    case full = "FULL"
+    /// In WAL mode, commits survive a crash of the process, but the last ones may be lost
+    /// on power loss or an operating-system crash (the WAL is synced only at checkpoints).
+    case normal = "NORMAL"
+}
+
+/// A connection to one SQLite database: a file, or `:memory:`.
+///
+/// Not `Sendable`: use it from one thread at a time (the ledger keeps it behind a lock).
+/// Statements are cached per connection; closing finalizes them all.
+/// See <https://www.sqlite.org/c3ref/sqlite3.html>.
+public final class Connection {
+    /// How to open a connection.
+    public struct Options: Sendable {
+        /// How long a statement waits for another connection's lock before failing with `SQLITE_BUSY`.
+        public var busyTimeoutMilliseconds: Int32 = 5_000
+        /// The durability of commits.
+        public var synchronous: Synchronous = .full
+        /// Opens read-only; the file must exist.
+        public var readOnly = false
+        /// Creates the file when it does not exist (ignored when read-only).
+        public var create = true
+
+        public init(
+            busyTimeoutMilliseconds: Int32 = 5_000, synchronous: Synchronous = .full,
+            readOnly: Bool = false, create: Bool = true
+        ) {
+            self.busyTimeoutMilliseconds = busyTimeoutMilliseconds
+            self.synchronous = synchronous
+            self.readOnly = readOnly
+            self.create = create
+        }
+    }
+
+    /// The path the connection was opened on.
+    public let path: String
+    private var handle: OpaquePointer?
+    private var statementCache: [String: Statement] = [:]
+    private var savepointDepth = 0
+
+    /// Opens `path` (or `:memory:`) with extended result codes, WAL, foreign keys on,
+    /// the busy timeout and the synchronous level of `options`.
+    ///
+    /// - Throws: `SQLiteError`: `.cannotOpen` for a missing folder, `.notADatabase` for a file
+    ///   that is not SQLite, `.readOnly` when WAL cannot be set up on a read-only file or folder.
+    public init(path: String, options: Options = Options()) throws {
+        self.path = path
+        var flags = SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_URI
+        if options.readOnly {
+            flags |= SQLITE_OPEN_READONLY
+        } else {
+            flags |= SQLITE_OPEN_READWRITE
+            if options.create { flags |= SQLITE_OPEN_CREATE }
+        }
+        var opened: OpaquePointer?
+        let resultCode = sqlite3_open_v2(path, &opened, flags, nil)
+        guard resultCode == SQLITE_OK, let opened else {
+            let error = SQLiteError.lastError(of: opened, resultCode: resultCode, sql: nil)
+            sqlite3_close_v2(opened)
+            throw error
+        }
+        handle = opened
+        sqlite3_extended_result_codes(opened, 1)
+        do {
+            try configure(options)
+        } catch {
+            close()
+            throw error
+        }
+    }
+
+    deinit {
+        close()
+    }
+
+    private func configure(_ options: Options) throws {
+        sqlite3_busy_timeout(liveHandle, options.busyTimeoutMilliseconds)
+        // The first statement reads the file header, so a file that is not SQLite fails here,
+        // before anything is written to it.
+        if !options.readOnly && path != ":memory:" && !path.isEmpty {
+            let mode = try fetchText("PRAGMA journal_mode = WAL")
+            if mode?.lowercased() != "wal" {
+                throw SQLiteError(
+                    extendedCode: .error, message: "could not switch to WAL journal mode (got \(mode ?? "nothing"))",
+                    sql: "PRAGMA journal_mode = WAL")
+            }
+        } else {
+            _ = try fetchText("PRAGMA schema_version")
+        }
+        try execute(sql: "PRAGMA foreign_keys = ON")
+        try execute(sql: "PRAGMA synchronous = \(options.synchronous.rawValue)")
+    }
+
+    private func fetchText(_ sql: String) throws -> String? {
+        try prepare(sql).fetchOne { row in
+            switch row.value(at: 0) {
+            case .text(let text): return text
+            case .integer(let integer): return String(integer)
+            default: return nil
+            }
+        } ?? nil
+    }
+
+    var liveHandle: OpaquePointer {
+        guard let handle else { preconditionFailure("connection to \(path) used after close") }
+        return handle
+    }
+
+    /// Whether the connection is still open.
+    public var isOpen: Bool { handle != nil }
+
+    /// Finalizes every cached statement and closes the connection. Idempotent.
+    ///
+    /// Uses `sqlite3_close_v2`, so a statement still held elsewhere keeps the connection alive
+    /// as a zombie until it is released, instead of leaking or failing.
+    /// See <https://www.sqlite.org/c3ref/close.html>.
+    public func close() {
+        guard let handle else { return }
+        for statement in statementCache.values {
+            statement.finalize()
+        }
+        statementCache.removeAll()
+        sqlite3_close_v2(handle)
+        self.handle = nil
+    }
+
+    /// Compiles one statement, uncached. The caller owns it.
+    public func prepare(_ sql: String) throws -> Statement {
+        var statement: OpaquePointer?
+        let resultCode = sqlite3_prepare_v3(liveHandle, sql, -1, 0, &statement, nil)
+        guard resultCode == SQLITE_OK, let statement else {
+            throw SQLiteError.lastError(of: liveHandle, resultCode: resultCode, sql: sql)
+        }
+        return Statement(handle: statement, sql: sql)
+    }
+
+    /// The cached compiled statement for `sql`, compiling it on first use.
+    ///
+    /// Compiled with `SQLITE_PREPARE_PERSISTENT`; a statement that fails to compile is not cached.
+    /// See <https://www.sqlite.org/c3ref/prepare.html>.
+    public func cachedStatement(_ sql: String) throws -> Statement {
+        if let statement = statementCache[sql] {
+            return statement
+        }
+        var compiled: OpaquePointer?
+        let resultCode = sqlite3_prepare_v3(liveHandle, sql, -1, UInt32(SQLITE_PREPARE_PERSISTENT), &compiled, nil)
+        guard resultCode == SQLITE_OK, let compiled else {
+            throw SQLiteError.lastError(of: liveHandle, resultCode: resultCode, sql: sql)
+        }
+        let statement = Statement(handle: compiled, sql: sql)
+        statementCache[sql] = statement
+        return statement
+    }
+
+    /// Runs one cached statement with `arguments`, ignoring any rows.
+    public func execute(_ sql: String, _ arguments: [any SQLiteBindable]) throws {
+        try cachedStatement(sql).execute(arguments)
+    }
+
+    /// Runs `sql`, which may hold several statements separated by semicolons, uncached.
+    ///
+    /// Statements run one after another; the first failure stops the rest and names the
+    /// statement that failed.
+    public func execute(sql: String) throws {
+        let utf8 = Array(sql.utf8CString)
+        try utf8.withUnsafeBufferPointer { buffer in
+            guard let start = buffer.baseAddress else { return }
+            var cursor: UnsafePointer<CChar>? = start
+            while let current = cursor, current.pointee != 0 {
+                var statement: OpaquePointer?
+                var tail: UnsafePointer<CChar>?
+                let resultCode = sqlite3_prepare_v2(liveHandle, current, -1, &statement, &tail)
+                let text = Self.text(from: current, to: tail)
+                guard resultCode == SQLITE_OK else {
+                    throw SQLiteError.lastError(of: liveHandle, resultCode: resultCode, sql: text)
+                }
+                cursor = tail
+                // Whitespace or a comment compiles to no statement.
+                guard let statement else { continue }
+                let wrapped = Statement(handle: statement, sql: text)
+                defer { wrapped.finalize() }
+                while try wrapped.step() {}
+            }
+        }
+    }
+
+    private static func text(from start: UnsafePointer<CChar>, to end: UnsafePointer<CChar>?) -> String {
+        let count = end.map { $0 - start } ?? Int(strlen(start))
+        let bytes = UnsafeRawBufferPointer(start: start, count: count)
+        return String(decoding: bytes, as: UTF8.self).trimmingWhitespace()
+    }
+
+    /// The rowid of the most recent successful INSERT on this connection.
+    public var lastInsertRowID: Int64 { sqlite3_last_insert_rowid(liveHandle) }
+
+    /// Rows changed by the most recent INSERT, UPDATE or DELETE.
+    public var changes: Int64 { sqlite3_changes64(liveHandle) }
+
+    /// False while a transaction is open. See <https://www.sqlite.org/c3ref/get_autocommit.html>.
+    public var isAutocommit: Bool { sqlite3_get_autocommit(liveHandle) != 0 }
+
+    /// Sets how long statements wait for another connection's lock.
+    public func setBusyTimeout(milliseconds: Int32) {
+        sqlite3_busy_timeout(liveHandle, milliseconds)
+    }
+
+    func nextSavepointName() -> String {
+        savepointDepth += 1
+        return "ledger_savepoint_\(savepointDepth)"
+    }
+
+    func savepointEnded() {
+        savepointDepth -= 1
+    }
+}
+
+extension String {
+    func trimmingWhitespace() -> String {
+        let isSpace: (Character) -> Bool = { $0.isWhitespace }
+        guard let first = firstIndex(where: { !isSpace($0) }), let last = lastIndex(where: { !isSpace($0) }) else {
+            return ""
+        }
+        return String(self[first...last])
+    }
+}

@@ -1,0 +1,20 @@
+import ArgumentParser
+import BudgetLedger
+
+extension BudgetLedgerCommand {
+    struct Init: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Create or migrate the ledger.")
+
+        @OptionGroup var options: LedgerOptions
+
+        func run() throws {
+            try options.withLedger { ledger in
+                let defaultMax = try ledger.maxTokensPerThread
+                Output.emit(
+                    .object([("path", .string(ledger.path)), ("defaultMaxTokens", .integer(defaultMax))]),
+                    text: "ledger ready at \(ledger.path) (default max per thread: \(defaultMax) tokens)",
+                    asJSON: options.json)
+            }
+        }
+    }
+}
