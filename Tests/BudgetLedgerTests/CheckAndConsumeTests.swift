@@ -1,0 +1,155 @@
+import BudgetLedger
+import Foundation
+import LedgerSQLite
+import Synchronization
+import Testing
+
+@Suite("Check-and-consume, idempotency, bad input")
+struct CheckAndConsumeTests {
+    @Test("checkAndConsume records only what fits, and a refusal records nothing")
+    func refusesWhatDoesNotFit() throws {
+        // Proves the check and the consume are one decision: a refused call leaves no event.
+        let folder = try TemporaryFolder()
+        let path = folder.path("l.db")
+        let ledger = try Ledger(path: path)
+        try ledger.setLimit("t", maxTokens: 100)
+        try ledger.checkAndConsume("t", promptTokens: 60, completionTokens: 40)
+        let before = try eventCount(at: path)
+        let error = try #require(throws: BudgetExhaustedError.self) {
+            try ledger.checkAndConsume("t", promptTokens: 1)
+        }
+        #expect(error.used == 100)
+        #expect(error.requestedTokens == 1)
+        #expect(try eventCount(at: path) == before)
+        #expect(try ledger.usage("t")?.totalTokens == 100)
+    }
+
+    @Test("a refused checkAndConsume on a new thread does not even open it")
+    func refusalOnNewThreadLeavesNothing() throws {
+        // Proves the implicit open is rolled back with the refused consume.
+        let ledger = try Ledger.inMemory(maxTokensPerThread: 10)
+        #expect(throws: BudgetExhaustedError.self) { try ledger.checkAndConsume("new", promptTokens: 11) }
+        #expect(try !ledger.hasBudget("new"))
+    }
+
+    @Test("an idempotency key records once and replays the original")
+    func idempotentReplay() throws {
+        // Proves a retried consume with the same key never double-counts, and returns the original event.
+        let ledger = try Ledger.inMemory()
+        try ledger.setLimit("t", maxTokens: 100)
+        let first = try ledger.consume("t", promptTokens: 80, idempotencyKey: "req-1")
+        #expect(!first.isReplay)
+        #expect(first.crossedThresholds.map(\.thresholdPercent) == [75])
+        let again = try ledger.checkAndConsume("t", promptTokens: 80, idempotencyKey: "req-1")
+        #expect(again.isReplay)
+        #expect(again.event == first.event)
+        #expect(again.crossedThresholds == first.crossedThresholds)
+        #expect(again.budget.totalTokens == 80)
+        #expect(again.budget.requestCount == 1)
+    }
+
+    @Test("a key reused for a different consume is a conflict and records nothing")
+    func idempotencyConflict() throws {
+        // Proves a key cannot silently stand for two different consumes.
+        let ledger = try Ledger.inMemory()
+        try ledger.consume("t", promptTokens: 5, idempotencyKey: "k")
+        #expect(throws: LedgerError.self) { try ledger.consume("t", promptTokens: 6, idempotencyKey: "k") }
+        #expect(throws: LedgerError.self) { try ledger.consume("other", promptTokens: 5, idempotencyKey: "k") }
+        #expect(try ledger.usage("t")?.totalTokens == 5)
+        #expect(try ledger.usage("other") == nil)
+    }
+
+    @Test(
+        "bad input is refused with a message naming the field, and nothing is written",
+        arguments: [
+            ("", Int64(1), Int64(0), "threadId"),
+            (String(repeating: "x", count: 257), 1, 0, "threadId"),
+            ("tab\there", 1, 0, "threadId"),
+            ("nul\u{0}", 1, 0, "threadId"),
+            ("t", -1, 0, "promptTokens"),
+            ("t", 0, -1, "completionTokens"),
+            ("t", Int64.max, 1, "completionTokens"),
+        ])
+    func badInput(threadID: String, prompt: Int64, completion: Int64, field: String) throws {
+        // Proves each kind of bad input gets a clear error and no event.
+        let folder = try TemporaryFolder()
+        let path = folder.path("l.db")
+        let ledger = try Ledger(path: path)
+        let before = try eventCount(at: path)
+        for enforce in [false, true] {
+            let error = try #require(throws: LedgerError.self) {
+                if enforce {
+                    try ledger.checkAndConsume(threadID, promptTokens: prompt, completionTokens: completion)
+                } else {
+                    try ledger.consume(threadID, promptTokens: prompt, completionTokens: completion)
+                }
+            }
+            guard case .invalidInput(let reportedField, _) = error else {
+                Issue.record("expected invalidInput, got \(error)")
+                return
+            }
+            #expect(reportedField == field)
+        }
+        #expect(try eventCount(at: path) == before)
+    }
+
+    @Test("a 256-byte thread id is accepted, 257 bytes is not")
+    func threadIDLimitBoundary() throws {
+        // Proves the id limit is exactly 256 UTF-8 bytes (multi-byte characters count as bytes).
+        let ledger = try Ledger.inMemory()
+        try ledger.consume(String(repeating: "a", count: 256), promptTokens: 1)
+        #expect(throws: LedgerError.self) { try ledger.consume(String(repeating: "é", count: 129), promptTokens: 1) }
+    }
+
+    @Test("a consume that would overflow the thread's total is refused")
+    func totalOverflow() throws {
+        // Proves running totals can never wrap or turn into floating point.
+        let ledger = try Ledger.inMemory()
+        try ledger.consume("t", promptTokens: Int64.max - 10)
+        #expect(throws: LedgerError.self) { try ledger.consume("t", promptTokens: 0, completionTokens: 11) }
+        #expect(try ledger.usage("t")?.totalTokens == Int64.max - 10)
+    }
+
+    @Test("negative limits and defaults are refused; metadata must be a JSON object")
+    func otherBadInput() throws {
+        // Proves the remaining validation paths refuse and write nothing.
+        let ledger = try Ledger.inMemory()
+        #expect(throws: LedgerError.self) { try ledger.setLimit("t", maxTokens: -1) }
+        #expect(throws: LedgerError.self) { try ledger.configure(maxTokensPerThread: -5) }
+        #expect(throws: LedgerError.self) {
+            try ledger.consume("t", promptTokens: 1, usage: UsageDetails(metadataJSON: "[1,2]"))
+        }
+        #expect(throws: LedgerError.self) {
+            try ledger.consume("t", promptTokens: 1, usage: UsageDetails(latencyMilliseconds: -3))
+        }
+        #expect(try ledger.allUsage().isEmpty)
+        #expect(try ledger.maxTokensPerThread == 100_000)
+    }
+
+    @Test("8 threads hammering one budget never push it past max, and the total equals the successes")
+    func concurrentThreads() throws {
+        // Proves checkAndConsume is exact under in-process contention.
+        let folder = try TemporaryFolder()
+        let ledger = try Ledger(path: folder.path("l.db"), configuration: Ledger.Configuration(synchronous: .normal))
+        try ledger.setLimit("shared", maxTokens: 1_000)
+        let successes = Mutex(0)
+        let unexpected = Mutex<[String]>([])
+        DispatchQueue.concurrentPerform(iterations: 8) { _ in
+            for _ in 0..<40 {
+                do {
+                    try ledger.checkAndConsume("shared", promptTokens: 5, completionTokens: 2)
+                    successes.withLock { $0 += 1 }
+                } catch is BudgetExhaustedError {
+                } catch {
+                    unexpected.withLock { $0.append("\(error)") }
+                }
+            }
+        }
+        #expect(unexpected.withLock { $0 }.isEmpty)
+        let total = try #require(try ledger.usage("shared")).totalTokens
+        #expect(total <= 1_000)
+        #expect(total == Int64(successes.withLock { $0 }) * 7)
+        #expect(successes.withLock { $0 } == 142)
+        #expect(try ledger.verify().isConsistent)
+    }
+}

@@ -1,0 +1,139 @@
+import BudgetLedger
+import Foundation
+import LedgerSQLite
+import Testing
+
+@Suite("Restart, append-only history, verify, migrations")
+struct DurabilityTests {
+    @Test("budgets, threshold crossings, resets and cleanups survive a restart")
+    func restart() throws {
+        // Proves everything lives in the file: a reopened ledger reads exactly what was recorded.
+        let folder = try TemporaryFolder()
+        let path = folder.path("l.db")
+        do {
+            let ledger = try Ledger(path: path)
+            try ledger.configure(maxTokensPerThread: 400)
+            try ledger.setLimit("a", maxTokens: 100)
+            #expect(try ledger.consume("a", promptTokens: 76).crossedThresholds.count == 1)
+            try ledger.consume("b", promptTokens: 10)
+            try ledger.resetThread("b")
+            try ledger.consume("c", promptTokens: 10)
+            try ledger.cleanupThread("c")
+            ledger.close()
+        }
+        let reopened = try Ledger(path: path)
+        #expect(try reopened.maxTokensPerThread == 400)
+        #expect(try reopened.usage("a")?.totalTokens == 76)
+        #expect(try reopened.usage("a")?.triggeredThresholds == [75])
+        #expect(try reopened.consume("a", promptTokens: 1).crossedThresholds.isEmpty)
+        #expect(try reopened.usage("b") == ThreadBudget(threadID: "b", maxTokens: 400))
+        #expect(try reopened.usage("c") == nil)
+        #expect(try reopened.verify().isConsistent)
+    }
+
+    @Test("UPDATE, DELETE and INSERT OR REPLACE on events fail through a raw connection")
+    func appendOnly() throws {
+        // Proves history cannot be rewritten even outside the ledger API.
+        let folder = try TemporaryFolder()
+        let path = folder.path("l.db")
+        let ledger = try Ledger(path: path)
+        try ledger.consume("t", promptTokens: 5, idempotencyKey: "k")
+        ledger.close()
+        let raw = try Connection(path: path)
+        let attempts = [
+            "UPDATE events SET prompt_tokens = prompt_tokens",
+            "UPDATE events SET prompt_tokens = 0 WHERE kind = 'consume'",
+            "DELETE FROM events",
+            "INSERT OR REPLACE INTO events (id, timestamp_us, kind, thread_id, max_tokens) VALUES (1, 0, 'limit', 't', 9)",
+            "INSERT OR REPLACE INTO events (timestamp_us, kind, thread_id, idempotency_key) VALUES (0, 'consume', 't', 'k')",
+        ]
+        for sql in attempts {
+            let error = try #require(throws: SQLiteError.self) { try raw.execute(sql: sql) }
+            #expect(error.isConstraint)
+            #expect(error.message.contains("append-only"))
+        }
+        raw.close()
+        #expect(try Ledger(path: path).verify().isConsistent)
+        #expect(try Ledger(path: path).usage("t")?.totalTokens == 5)
+    }
+
+    @Test("verify catches a corrupted derived total and a dropped guard trigger")
+    func verifyCatchesCorruption() throws {
+        // Proves verify recomputes from the events rather than trusting the derived tables.
+        let folder = try TemporaryFolder()
+        let path = folder.path("l.db")
+        let ledger = try Ledger(path: path)
+        try ledger.consume("t", promptTokens: 5)
+        #expect(try ledger.verify().isConsistent)
+        let raw = try Connection(path: path)
+        try raw.execute(sql: "UPDATE thread_state SET prompt_tokens = 4 WHERE thread_id = 't'")
+        try raw.execute(sql: "DROP TRIGGER events_forbid_delete")
+        raw.close()
+        let report = try ledger.verify()
+        #expect(!report.isConsistent)
+        #expect(report.problems.contains { $0.contains("thread_state") && $0.contains("t") })
+        #expect(report.problems.contains { $0.contains("events_forbid_delete") })
+    }
+
+    @Test("the binary carries migrations/ byte for byte")
+    func embeddedMigrations() throws {
+        // Proves the schema compiled into the library is exactly the checked-in SQL.
+        let folder = URL(fileURLWithPath: #filePath)
+            .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("migrations")
+        let names = try FileManager.default.contentsOfDirectory(atPath: folder.path).filter { $0.hasSuffix(".sql") }.sorted()
+        #expect(!names.isEmpty)
+        #expect(Ledger.migrations.map(\.name) == names)
+        for migration in Ledger.migrations {
+            let onDisk = try Data(contentsOf: folder.appendingPathComponent(migration.name))
+            #expect(Data(migration.sql.utf8) == onDisk, "\(migration.name) differs from the embedded copy")
+        }
+    }
+
+    @Test("a ledger written by a newer schema is refused and left untouched")
+    func newerSchema() throws {
+        // Proves an old binary never writes into a newer ledger.
+        let folder = try TemporaryFolder()
+        let path = folder.path("l.db")
+        try Ledger(path: path).consume("t", promptTokens: 1)
+        let raw = try Connection(path: path)
+        try raw.execute(sql: "INSERT INTO schema_migrations (version, name) VALUES (9999, '9999_future.sql')")
+        raw.close()
+        let before = try eventCount(at: path)
+        let error = try #require(throws: LedgerError.self) { try Ledger(path: path) }
+        guard case .incompatible(_, .schemaTooNew(let found, _)) = error else {
+            Issue.record("expected schemaTooNew, got \(error)")
+            return
+        }
+        #expect(found == 9999)
+        #expect("\(error)".contains("newer"))
+        #expect(try eventCount(at: path) == before)
+    }
+
+    @Test("a file that is not a database is refused, named, and not overwritten")
+    func notADatabase() throws {
+        // Proves opening garbage fails clearly and writes nothing into it.
+        let folder = try TemporaryFolder()
+        let path = folder.path("notes.db")
+        let bytes = Data("these are my notes, not a ledger\n".utf8)
+        try bytes.write(to: URL(fileURLWithPath: path))
+        let error = try #require(throws: LedgerError.self) { try Ledger(path: path) }
+        #expect("\(error)".contains(path))
+        #expect("\(error)".contains("not a SQLite database"))
+        #expect(try Data(contentsOf: URL(fileURLWithPath: path)) == bytes)
+    }
+
+    @Test("reopening applies no migration twice")
+    func migrationsIdempotent() throws {
+        // Proves migrations apply once and reopening is a no-op for the schema.
+        let folder = try TemporaryFolder()
+        let path = folder.path("l.db")
+        _ = try Ledger(path: path)
+        _ = try Ledger(path: path)
+        let raw = try Connection(path: path)
+        let versions = try raw.prepare("SELECT version FROM schema_migrations ORDER BY version").fetchAll { try $0[0] as Int }
+        #expect(versions == Ledger.migrations.map(\.version))
+        let userVersion = try raw.prepare("PRAGMA user_version").fetchOne { try $0[0] as Int }
+        #expect(userVersion == Ledger.migrations.last?.version)
+    }
+}

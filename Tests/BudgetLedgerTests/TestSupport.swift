@@ -1,0 +1,43 @@
+import BudgetLedger
+import Foundation
+import LedgerSQLite
+import Synchronization
+
+/// A temporary folder removed when the test ends.
+final class TemporaryFolder: Sendable {
+    let url: URL
+
+    init() throws {
+        url = FileManager.default.temporaryDirectory.appendingPathComponent("budget-ledger-tests-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+    }
+
+    deinit {
+        try? FileManager.default.removeItem(at: url)
+    }
+
+    /// A path inside the folder.
+    func path(_ name: String) -> String {
+        url.appendingPathComponent(name).path
+    }
+}
+
+/// A clock the test moves by hand, in microseconds.
+final class ManualClock: Sendable {
+    private let now = Mutex<Int64>(1_764_400_000_000_000)
+
+    var read: @Sendable () -> Int64 {
+        { [self] in now.withLock { $0 } }
+    }
+
+    func advance(microseconds: Int64) {
+        now.withLock { $0 += microseconds }
+    }
+}
+
+/// Counts rows of `events` through a raw connection, bypassing the ledger.
+func eventCount(at path: String) throws -> Int64 {
+    let connection = try Connection(path: path)
+    defer { connection.close() }
+    return try connection.prepare("SELECT count(*) FROM events").fetchOne { try $0[0] as Int64 } ?? -1
+}
