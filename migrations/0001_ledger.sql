@@ -13,7 +13,7 @@ CREATE TABLE events (
     -- Rowid: strictly increasing, never reused, because rows are never deleted.
     id INTEGER PRIMARY KEY,
     -- UTC, microseconds since 1970-01-01T00:00:00Z.
-    timestamp_us INTEGER NOT NULL,
+    timestamp_us INTEGER NOT NULL CHECK (timestamp_us >= 0),
     -- open: a thread starts a life at max_tokens (the default then in force).
     -- consume: prompt_tokens + completion_tokens were spent on thread_id.
     -- limit: thread_id's max becomes max_tokens (opening the thread if it is not open).
@@ -21,8 +21,11 @@ CREATE TABLE events (
     -- cleanup: the thread's life ends; the same id later starts a new life.
     -- threshold: thread_id crossed threshold_percent (once per window); caused_by is the consume.
     -- configure: the default max for threads opened from now on becomes max_tokens.
-    kind TEXT NOT NULL CHECK (kind IN ('open', 'consume', 'limit', 'reset', 'cleanup', 'threshold', 'configure')),
-    thread_id TEXT CHECK ((thread_id IS NULL) = (kind = 'configure')),
+    -- usage_reset: a new window for the usage overview (billing still sees every event).
+    -- reserve, settle, release, expire: two-phase holds (see the reservations migration).
+    kind TEXT NOT NULL CHECK (kind IN ('open', 'consume', 'limit', 'reset', 'cleanup', 'threshold', 'configure',
+                                       'usage_reset', 'reserve', 'settle', 'release', 'expire')),
+    thread_id TEXT CHECK ((thread_id IS NULL) = (kind IN ('configure', 'usage_reset'))),
     prompt_tokens INTEGER NOT NULL DEFAULT 0 CHECK (prompt_tokens >= 0),
     completion_tokens INTEGER NOT NULL DEFAULT 0 CHECK (completion_tokens >= 0),
     max_tokens INTEGER CHECK ((max_tokens IS NOT NULL) = (kind IN ('open', 'limit', 'configure', 'threshold')) AND max_tokens >= 0),
@@ -93,11 +96,13 @@ CREATE TABLE thread_thresholds (
 ) STRICT, WITHOUT ROWID;
 
 -- The default max for new threads. Derived: the last configure event, else 100,000.
+-- The usage window counts usage_reset events: the overview shows the current window.
 CREATE TABLE ledger_settings (
     id INTEGER PRIMARY KEY CHECK (id = 1),
-    default_max_tokens INTEGER NOT NULL
+    default_max_tokens INTEGER NOT NULL,
+    usage_window INTEGER NOT NULL
 ) STRICT;
-INSERT INTO ledger_settings (id, default_max_tokens) VALUES (1, 100000);
+INSERT INTO ledger_settings (id, default_max_tokens, usage_window) VALUES (1, 100000, 0);
 
 -- A thread event needs an open thread; an open needs a thread that is not open.
 CREATE TRIGGER events_require_open_thread BEFORE INSERT ON events
@@ -159,6 +164,11 @@ END;
 CREATE TRIGGER events_apply_configure AFTER INSERT ON events WHEN NEW.kind = 'configure'
 BEGIN
     UPDATE ledger_settings SET default_max_tokens = NEW.max_tokens WHERE id = 1;
+END;
+
+CREATE TRIGGER events_apply_usage_reset AFTER INSERT ON events WHEN NEW.kind = 'usage_reset'
+BEGIN
+    UPDATE ledger_settings SET usage_window = usage_window + 1 WHERE id = 1;
 END;
 
 -- Every open thread's budget, as the reference registry reports it.
@@ -233,4 +243,5 @@ WHERE events.kind = 'threshold';
 CREATE VIEW ledger_settings_from_events AS
 SELECT 1 AS id,
        coalesce((SELECT max_tokens FROM events WHERE kind = 'configure' ORDER BY id DESC LIMIT 1), 100000)
-           AS default_max_tokens;
+           AS default_max_tokens,
+       (SELECT count(*) FROM events WHERE kind = 'usage_reset') AS usage_window;

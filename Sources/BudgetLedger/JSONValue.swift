@@ -127,11 +127,12 @@ extension ThresholdCrossing {
 }
 
 extension ConsumeResult {
-    /// `{"budget": …, "crossedThresholds": […], "replayed": Bool}`.
+    /// `{"budget": …, "crossedThresholds": […], "event": …, "replayed": Bool}`.
     public var json: JSONValue {
         .object([
             ("budget", budget.json),
             ("crossedThresholds", .array(crossedThresholds.map(\.json))),
+            ("event", event.json),
             ("replayed", .bool(isReplay)),
         ])
     }

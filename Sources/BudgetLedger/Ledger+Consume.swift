@@ -18,7 +18,9 @@ extension Ledger {
         let request = try ConsumeRequest(
             threadID: threadID, promptTokens: promptTokens, completionTokens: completionTokens,
             idempotencyKey: idempotencyKey, usage: usage, enforce: false)
-        return try write { try record(request, on: $0) }
+        let result = try write { try record(request, on: $0) }
+        notify(result)
+        return result
     }
 
     /// Checks the budget and records the usage in one transaction, only if it fits.
@@ -36,7 +38,9 @@ extension Ledger {
         let request = try ConsumeRequest(
             threadID: threadID, promptTokens: promptTokens, completionTokens: completionTokens,
             idempotencyKey: idempotencyKey, usage: usage, enforce: true)
-        return try write { try record(request, on: $0) }
+        let result = try write { try record(request, on: $0) }
+        notify(result)
+        return result
     }
 
     /// Checks that `estimatedTokens` more fit in the thread's budget (opening it when new).
@@ -75,7 +79,8 @@ extension Ledger {
             throw LedgerError.invalidInput(
                 field: "promptTokens", reason: "the thread's total would overflow a 64-bit count")
         }
-        try connection.execute(LedgerSQL.insertConsume, request.consumeArguments(at: now))
+        let cost = try price(of: request, at: now, on: connection)
+        try connection.execute(LedgerSQL.insertConsume, request.consumeArguments(at: now, costNanos: cost))
         let eventID = connection.lastInsertRowID
         var budget = ThreadBudget(
             threadID: request.threadID, maxTokens: before.maxTokens, promptTokens: promptTotal,
@@ -85,8 +90,20 @@ extension Ledger {
         let event = ConsumeEvent(
             id: eventID, timestampMicroseconds: now, threadID: request.threadID,
             promptTokens: request.promptTokens, completionTokens: request.completionTokens,
-            idempotencyKey: request.idempotencyKey, usage: request.usage, costNanos: nil)
+            idempotencyKey: request.idempotencyKey, usage: request.usage, costNanos: cost)
         return ConsumeResult(budget: budget, crossedThresholds: crossings, event: event, isReplay: false)
+    }
+
+    /// The cost of the request at the price in force at `now`; nil when it names no priced model.
+    private func price(of request: ConsumeRequest, at now: Int64, on connection: Connection) throws -> Int64? {
+        guard let model = request.usage.model,
+            let price = try connection.cachedStatement(LedgerSQL.selectPriceForModel).fetchOne([model, now], ModelPrice.init(row:))
+        else { return nil }
+        guard let cost = Money.cost(promptTokens: request.promptTokens, completionTokens: request.completionTokens, price: price)
+        else {
+            throw LedgerError.invalidInput(field: "promptTokens", reason: "the cost of this call overflows 64-bit nano-dollars")
+        }
+        return cost
     }
 
     /// Appends the open event of a new thread life and returns its empty budget.
@@ -175,10 +192,10 @@ struct ConsumeRequest: Sendable {
         self.enforce = enforce
     }
 
-    func consumeArguments(at now: Int64) -> [any SQLiteBindable] {
+    func consumeArguments(at now: Int64, costNanos: Int64?) -> [any SQLiteBindable] {
         [
             now, threadID, promptTokens, completionTokens, idempotencyKey, usage.agentID, usage.model,
-            usage.provider, usage.latencyMilliseconds, usage.metadataJSON, organizationID, userID,
+            usage.provider, usage.latencyMilliseconds, usage.metadataJSON, organizationID, userID, costNanos,
         ]
     }
 }

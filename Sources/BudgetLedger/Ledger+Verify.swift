@@ -22,11 +22,20 @@ extension Ledger {
             "thread_id"
         ),
         ("thread_thresholds", "thread_thresholds_from_events", "thread_id, threshold_percent, event_id", "thread_id"),
-        ("ledger_settings", "ledger_settings_from_events", "id, default_max_tokens", "id"),
+        ("ledger_settings", "ledger_settings_from_events", "id, default_max_tokens, usage_window", "id"),
+        (
+            "usage_rollup", "usage_rollup_from_events",
+            "usage_window, day, org_id, user_id, agent_id, model, prompt_tokens, completion_tokens, request_count, "
+                + "cost_nanos, unpriced_requests, latency_ms_sum, latency_count",
+            "'window ' || usage_window || ', day ' || day || ', org ' || org_id || ', agent ' || agent_id || ', model ' || model"
+        ),
     ]
 
     /// The triggers that keep `events` append-only.
-    private static let guardTriggers = ["events_forbid_update", "events_forbid_delete", "events_forbid_replace"]
+    private static let guardTriggers = [
+        "events_forbid_update", "events_forbid_delete", "events_forbid_replace",
+        "model_prices_forbid_update", "model_prices_forbid_delete",
+    ]
 
     /// Recomputes every derived total from the raw events and runs SQLite's integrity check.
     ///
@@ -40,6 +49,13 @@ extension Ledger {
             for derived in Self.derivedTables {
                 problems += try differences(derived.table, derived.view, derived.columns, derived.key, on: connection)
             }
+            let mispriced = try connection.prepare(
+                """
+                SELECT events.id FROM events JOIN event_prices ON event_prices.event_id = events.id
+                WHERE events.cost_nanos IS NOT event_prices.cost_nanos LIMIT 20
+                """
+            ).fetchAll { try $0[0] as Int64 }
+            problems += mispriced.map { "events: event \($0) has a cost that differs from the price table" }
             for name in Self.guardTriggers {
                 let count = try connection.prepare("SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND name = ?")
                     .fetchOne([name]) { try $0[0] as Int64 } ?? 0

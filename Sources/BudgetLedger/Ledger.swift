@@ -42,6 +42,7 @@ public final class Ledger: Sendable {
     public let configuration: Configuration
     let thresholds: [BudgetThreshold]
     private let connection: Mutex<Connection>
+    let subscriberList = Mutex(SubscriberList())
 
     /// The `application_id` that marks a BudgetLedger database ('BDLG').
     public static let applicationID: Int32 = 0x4244_4C47
@@ -110,6 +111,15 @@ public final class Ledger: Sendable {
                 throw LedgerError.database(path: path, error)
             }
         }
+    }
+
+    /// As `withConnection`, for results that are not `Sendable` and never leave the caller's thread.
+    func withConnectionUnchecked<Result>(_ body: (Connection) throws -> Result) throws -> Result {
+        nonisolated(unsafe) var result: Result?
+        try withConnection { connection in
+            result = try body(connection)
+        }
+        return result!
     }
 
     /// Runs `body` in one `BEGIN IMMEDIATE` transaction: all of it commits, or none of it.

@@ -35,8 +35,8 @@ enum LedgerSQL {
 
     static let insertConsume = """
         INSERT INTO events (timestamp_us, kind, thread_id, prompt_tokens, completion_tokens, idempotency_key,
-                            agent_id, model, provider, latency_ms, metadata, org_id, user_id)
-        VALUES (?, 'consume', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                            agent_id, model, provider, latency_ms, metadata, org_id, user_id, cost_nanos)
+        VALUES (?, 'consume', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
         """
 
     static let insertThreshold = """
@@ -55,4 +55,28 @@ enum LedgerSQL {
         SELECT threshold_percent, severity, tokens_used, max_tokens
         FROM events WHERE caused_by = ? AND kind = 'threshold' ORDER BY threshold_percent
         """
+
+    /// The price in force for a model at a time: longest prefix first, then the latest.
+    /// `lower()` is SQLite's (ASCII only), the same as in the `event_prices` view.
+    static let selectPriceForModel = """
+        SELECT model_prefix, prompt_nanos_per_token, completion_nanos_per_token, effective_from_us, source
+        FROM model_prices
+        WHERE substr(lower(?1), 1, length(model_prefix)) = model_prefix AND effective_from_us <= ?2
+        ORDER BY length(model_prefix) DESC, effective_from_us DESC
+        LIMIT 1
+        """
+
+    static let selectPrices = """
+        SELECT model_prefix, prompt_nanos_per_token, completion_nanos_per_token, effective_from_us, source
+        FROM model_prices ORDER BY model_prefix, effective_from_us
+        """
+
+    static let insertPrice = """
+        INSERT INTO model_prices (model_prefix, prompt_nanos_per_token, completion_nanos_per_token, effective_from_us, source)
+        VALUES (lower(?), ?, ?, ?, ?)
+        """
+
+    static let selectLastEventTimestamp = "SELECT coalesce(max(timestamp_us), 0) FROM events"
+
+    static let insertUsageReset = "INSERT INTO events (timestamp_us, kind) VALUES (?, 'usage_reset')"
 }

@@ -14,7 +14,7 @@ struct BudgetLedgerCommand: ParsableCommand {
         version: Ledger.version,
         subcommands: [
             Init.self, Consume.self, Check.self, Usage.self, Threads.self, Reset.self, Cleanup.self,
-            SetLimit.self, Configure.self, Verify.self,
+            SetLimit.self, Configure.self, Verify.self, Price.self, Export.self, Events.self,
         ]
     )
 }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import BudgetLedger
+import Foundation
 
 extension BudgetLedgerCommand {
     struct Consume: ParsableCommand {
@@ -23,15 +24,21 @@ extension BudgetLedgerCommand {
         @Flag(help: "Check and consume in one transaction; refuse (exit 3) what does not fit.")
         var enforce = false
 
+        @OptionGroup var usage: UsageFlags
+
         func run() throws {
+            let details = try usage.details()
             try options.withLedger { ledger in
                 let result =
                     enforce
                     ? try ledger.checkAndConsume(
-                        thread, promptTokens: prompt, completionTokens: completion, idempotencyKey: idempotencyKey)
+                        thread, promptTokens: prompt, completionTokens: completion, idempotencyKey: idempotencyKey,
+                        usage: details)
                     : try ledger.consume(
-                        thread, promptTokens: prompt, completionTokens: completion, idempotencyKey: idempotencyKey)
+                        thread, promptTokens: prompt, completionTokens: completion, idempotencyKey: idempotencyKey,
+                        usage: details)
                 var text = (result.isReplay ? "replayed (already recorded): " : "recorded: ") + Output.text(result.budget)
+                text += "\nevent \(result.event.id), cost " + (result.event.costNanos.map { "$" + Money.decimalString(nanos: $0) } ?? "unknown (no price for the model)")
                 for crossing in result.crossedThresholds {
                     text += "\nthreshold \(crossing.thresholdPercent)% (\(crossing.severity)) crossed"
                 }
@@ -58,5 +65,52 @@ extension BudgetLedgerCommand {
                 Output.emit(budget.json, text: "ok: " + Output.text(budget), asJSON: options.json)
             }
         }
+    }
+}
+
+/// The optional usage details of a consume, for billing.
+struct UsageFlags: ParsableArguments {
+    @Option(name: .customLong("agent"), help: "The agent that made the call.")
+    var agentID: String?
+
+    @Option(help: "The model called (priced by longest prefix).")
+    var model: String?
+
+    @Option(help: "The provider of the model.")
+    var provider: String?
+
+    @Option(name: .customLong("latency-ms"), parsing: .unconditional, help: "The call's latency in milliseconds.")
+    var latencyMilliseconds: Int64?
+
+    @Option(name: .customLong("meta"), help: "A metadata entry KEY=VALUE (repeatable; org_id and user_id are indexed).")
+    var metadataPairs: [String] = []
+
+    @Option(name: .customLong("meta-json"), help: "Metadata as a JSON object; --meta entries are added to it.")
+    var metadataJSON: String?
+
+    /// The usage details, with `--meta` entries merged over `--meta-json`.
+    func details() throws -> UsageDetails {
+        UsageDetails(
+            agentID: agentID, model: model, provider: provider, latencyMilliseconds: latencyMilliseconds,
+            metadataJSON: try mergedMetadata())
+    }
+
+    private func mergedMetadata() throws -> String? {
+        guard metadataJSON != nil || !metadataPairs.isEmpty else { return nil }
+        var object: [String: Any] = [:]
+        if let metadataJSON {
+            guard let parsed = try? JSONSerialization.jsonObject(with: Data(metadataJSON.utf8)) as? [String: Any] else {
+                throw ValidationError("--meta-json must be a JSON object, got: \(metadataJSON)")
+            }
+            object = parsed
+        }
+        for pair in metadataPairs {
+            guard let equals = pair.firstIndex(of: "="), equals != pair.startIndex else {
+                throw ValidationError("--meta takes KEY=VALUE, got: \(pair)")
+            }
+            object[String(pair[..<equals])] = String(pair[pair.index(after: equals)...])
+        }
+        let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
+        return String(decoding: data, as: UTF8.self)
     }
 }

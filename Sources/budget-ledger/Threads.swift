@@ -3,23 +3,6 @@ import BudgetLedger
 import Foundation
 
 extension BudgetLedgerCommand {
-    struct Usage: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Show one thread's budget (exit 4 when unknown).")
-
-        @OptionGroup var options: LedgerOptions
-
-        @Argument(help: "The thread id.")
-        var thread: String
-
-        func run() throws {
-            try options.withLedger { ledger in
-                guard let budget = try ledger.usage(thread) else {
-                    throw Output.notFound(thread, json: options.json)
-                }
-                Output.emit(budget.json, text: Output.text(budget), asJSON: options.json)
-            }
-        }
-    }
 
     struct Threads: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "List every open thread, hottest first.")

@@ -1,0 +1,185 @@
+import LedgerSQLite
+
+/// Any event of the ledger, as the feed and exports read it.
+public struct LedgerEvent: Sendable, Equatable {
+    public let id: Int64
+    /// UTC microseconds since 1970.
+    public let timestampMicroseconds: Int64
+    /// open, consume, limit, reset, cleanup, threshold, configure, usage_reset, …
+    public let kind: String
+    public let threadID: String?
+    public let promptTokens: Int64
+    public let completionTokens: Int64
+    /// open, limit, configure: the max set; threshold: the max when crossed.
+    public let maxTokens: Int64?
+    public let thresholdPercent: Int?
+    public let severity: String?
+    /// threshold: the consume that crossed it.
+    public let causedBy: Int64?
+    public let idempotencyKey: String?
+    public let usage: UsageDetails
+    public let organizationID: String?
+    public let userID: String?
+    /// Nano-dollars; nil for an unpriced consume (and for other kinds).
+    public let costNanos: Int64?
+
+    static let columns = """
+        id, timestamp_us, kind, thread_id, prompt_tokens, completion_tokens, max_tokens, threshold_percent, severity,
+        caused_by, idempotency_key, agent_id, model, provider, latency_ms, metadata, org_id, user_id, cost_nanos
+        """
+
+    init(row: Row) throws {
+        id = try row[0]
+        timestampMicroseconds = try row[1]
+        kind = try row[2]
+        threadID = try row[3]
+        promptTokens = try row[4]
+        completionTokens = try row[5]
+        maxTokens = try row[6]
+        thresholdPercent = try row[7]
+        severity = try row[8]
+        causedBy = try row[9]
+        idempotencyKey = try row[10]
+        usage = UsageDetails(
+            agentID: try row[11], model: try row[12], provider: try row[13], latencyMilliseconds: try row[14],
+            metadataJSON: try row[15])
+        organizationID = try row[16]
+        userID = try row[17]
+        costNanos = try row[18]
+    }
+}
+
+/// One page of the feed.
+public struct EventPage: Sendable, Equatable {
+    public let events: [LedgerEvent]
+    /// The id to pass as `after` for the next page: the last event's id, or `after` when empty.
+    public let lastID: Int64
+}
+
+/// A time range and filter for exports: `from` inclusive, `to` exclusive, UTC microseconds.
+public struct ExportQuery: Sendable, Equatable {
+    public var from: Int64?
+    public var to: Int64?
+    public var organizationID: String?
+
+    public init(from: Int64? = nil, to: Int64? = nil, organizationID: String? = nil) {
+        self.from = from
+        self.to = to
+        self.organizationID = organizationID
+    }
+}
+
+/// What an export rolls up by.
+public enum ExportGrouping: String, Sendable, CaseIterable {
+    case org, agent, model, thread, day
+
+    var expression: String {
+        switch self {
+        case .org: return "org_id"
+        case .agent: return "agent_id"
+        case .model: return "model"
+        case .thread: return "thread_id"
+        case .day: return "timestamp_us / 86400000000"
+        }
+    }
+}
+
+extension Ledger {
+    /// The most events one feed page may hold.
+    public static let feedPageLimitMax = 10_000
+
+    /// Events with id greater than `after`, in id order: a resumable feed. An exporter that
+    /// remembers `lastID` gets every event exactly once, across its own restarts.
+    ///
+    /// - Throws: `LedgerError.invalidInput` for a negative `after` or a limit outside 1…10,000.
+    public func events(after: Int64, limit: Int = 1_000) throws -> EventPage {
+        if after < 0 {
+            throw LedgerError.invalidInput(field: "after", reason: "must not be negative (got \(after))")
+        }
+        guard (1...Self.feedPageLimitMax).contains(limit) else {
+            throw LedgerError.invalidInput(field: "limit", reason: "must be 1…\(Self.feedPageLimitMax) (got \(limit))")
+        }
+        let events = try withConnection { connection in
+            try connection.cachedStatement("SELECT \(LedgerEvent.columns) FROM events WHERE id > ? ORDER BY id LIMIT ?")
+                .fetchAll([after, limit], LedgerEvent.init(row:))
+        }
+        return EventPage(events: events, lastID: events.last?.id ?? after)
+    }
+
+    /// Calls `body` with every consume event in the range, in id order, streaming from one snapshot.
+    ///
+    /// A file ledger reads on a connection of its own, so a long export does not hold up writers.
+    public func forEachConsumeEvent(_ query: ExportQuery, _ body: (LedgerEvent) throws -> Void) throws {
+        try validate(query)
+        try withReadSnapshot { connection in
+            var cursor = try connection.prepare(
+                """
+                SELECT \(LedgerEvent.columns) FROM events
+                WHERE kind = 'consume' AND timestamp_us >= ?1 AND timestamp_us < ?2 AND (?3 IS NULL OR org_id = ?3)
+                ORDER BY id
+                """
+            ).rows([query.from ?? 0, query.to ?? Int64.max, query.organizationID])
+            while let row = try cursor.next() {
+                try body(try LedgerEvent(row: row))
+            }
+        }
+    }
+
+    /// Consume totals in the range, grouped (nil key: events without that field), by key.
+    public func rollup(_ query: ExportQuery, by grouping: ExportGrouping) throws -> [(key: String?, totals: UsageTotals)] {
+        try validate(query)
+        return try withReadSnapshot { connection in
+            try connection.prepare(
+                """
+                SELECT \(grouping.expression), sum(prompt_tokens), sum(completion_tokens), count(*),
+                       coalesce(sum(cost_nanos), 0), sum(cost_nanos IS NULL), coalesce(sum(latency_ms), 0), count(latency_ms)
+                FROM events
+                WHERE kind = 'consume' AND timestamp_us >= ?1 AND timestamp_us < ?2 AND (?3 IS NULL OR org_id = ?3)
+                GROUP BY 1 ORDER BY 1
+                """
+            ).fetchAll([query.from ?? 0, query.to ?? Int64.max, query.organizationID]) { row in
+                let key: String?
+                switch row.value(at: 0) {
+                case .integer(let day): key = Timestamps.date(day: day)
+                case .text(let text): key = text
+                default: key = nil
+                }
+                var totals = UsageTotals()
+                totals.promptTokens = try row[1]
+                totals.completionTokens = try row[2]
+                totals.requestCount = try row[3]
+                totals.costNanos = try row[4]
+                totals.unpricedRequests = try row[5]
+                totals.latencyMillisecondsSum = try row[6]
+                totals.latencyCount = try row[7]
+                return (key: key, totals: totals)
+            }
+        }
+    }
+
+    private func validate(_ query: ExportQuery) throws {
+        try Validate.optionalIdentifier(query.organizationID, field: "org")
+        if let from = query.from, let to = query.to, from > to {
+            throw LedgerError.invalidInput(field: "to", reason: "the range ends before it starts")
+        }
+    }
+
+    /// Runs `body` in one read transaction on a connection of its own (file ledgers), or on the
+    /// ledger's connection (in-memory ledgers, which no other connection can see).
+    func withReadSnapshot<Result>(_ body: (Connection) throws -> Result) throws -> Result {
+        if path == ":memory:" || path.isEmpty {
+            // Result may not be Sendable (a cursor's output), so run under the lock directly.
+            return try withConnectionUnchecked { connection in
+                try connection.transaction(.deferred) { try body(connection) }
+            }
+        }
+        do {
+            let reader = try Connection(
+                path: path, options: Connection.Options(busyTimeoutMilliseconds: configuration.busyTimeoutMilliseconds))
+            defer { reader.close() }
+            return try reader.transaction(.deferred) { try body(reader) }
+        } catch let error as SQLiteError {
+            throw LedgerError.database(path: path, error)
+        }
+    }
+}

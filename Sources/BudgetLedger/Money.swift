@@ -1,0 +1,76 @@
+/// Exact money: integer nano-dollars (10⁻⁹ USD), rendered as plain decimals only at the edge.
+public enum Money {
+    /// Nano-dollars in one dollar.
+    public static let nanosPerDollar: Int64 = 1_000_000_000
+
+    /// `nanos` as a plain decimal number of dollars: `18`, `12.5`, `0.00045`, never `4.5E-4`.
+    public static func decimalString(nanos: Int64) -> String {
+        let negative = nanos < 0
+        let magnitude = nanos.magnitude
+        let whole = magnitude / UInt64(nanosPerDollar)
+        let fraction = magnitude % UInt64(nanosPerDollar)
+        var text = (negative ? "-" : "") + String(whole)
+        if fraction != 0 {
+            var digits = String(fraction)
+            digits = String(repeating: "0", count: 9 - digits.count) + digits
+            while digits.hasSuffix("0") { digits.removeLast() }
+            text += "." + digits
+        }
+        return text
+    }
+
+    /// Parses a price in USD per million tokens (`2.5`, `0.15`, `15`) into nano-dollars per token.
+    ///
+    /// One nano-dollar per token is $0.001 per million tokens, so at most three decimals are
+    /// accepted: anything finer would not be exact.
+    ///
+    /// - Throws: `LedgerError.invalidInput` naming `field` for anything else.
+    public static func nanosPerToken(fromUSDPerMillion text: String, field: String) throws -> Int64 {
+        let parts = text.split(separator: ".", maxSplits: 1, omittingEmptySubsequences: false)
+        let wholePart = parts[0]
+        let fractionPart = parts.count > 1 ? parts[1] : ""
+        let isDigits = { (part: Substring) in part.allSatisfy { $0.isASCII && $0.isNumber } }
+        guard !wholePart.isEmpty, isDigits(wholePart), isDigits(fractionPart), parts.count == 1 || !fractionPart.isEmpty
+        else {
+            throw LedgerError.invalidInput(
+                field: field, reason: "\"\(text)\" is not a plain decimal number of USD per million tokens")
+        }
+        guard fractionPart.count <= 3 else {
+            throw LedgerError.invalidInput(
+                field: field,
+                reason: "\(text) has more than 3 decimals; prices are kept exactly in nano-dollars per token "
+                    + "($0.001 per million tokens)")
+        }
+        let scaled = String(wholePart) + fractionPart + String(repeating: "0", count: 3 - fractionPart.count)
+        guard let nanos = Int64(scaled), nanos <= 1_000_000_000_000 else {
+            throw LedgerError.invalidInput(field: field, reason: "\(text) USD per million tokens is too large")
+        }
+        return nanos
+    }
+
+    /// A price in nano-dollars per token as USD per million tokens: 2500 → `2.5`.
+    public static func usdPerMillion(nanosPerToken: Int64) -> String {
+        // nanos per token × 10⁶ tokens = dollars × 10⁹ / 10³.
+        decimalString(nanos: nanosPerToken * 1_000_000)
+    }
+
+    /// The cost of a call, or nil when it overflows 64 bits (over $9.2 billion).
+    static func cost(promptTokens: Int64, completionTokens: Int64, price: ModelPrice) -> Int64? {
+        let (prompt, promptOverflow) = promptTokens.multipliedReportingOverflow(by: price.promptNanosPerToken)
+        let (completion, completionOverflow) = completionTokens.multipliedReportingOverflow(by: price.completionNanosPerToken)
+        let (sum, sumOverflow) = prompt.addingReportingOverflow(completion)
+        return promptOverflow || completionOverflow || sumOverflow ? nil : sum
+    }
+}
+
+/// One row of the price table.
+public struct ModelPrice: Sendable, Equatable {
+    /// Lowercase prefix matched against model names; the longest match wins.
+    public let modelPrefix: String
+    public let promptNanosPerToken: Int64
+    public let completionNanosPerToken: Int64
+    /// UTC microseconds from which the price holds.
+    public let effectiveFromMicroseconds: Int64
+    /// Where the price came from.
+    public let source: String
+}

@@ -1,0 +1,157 @@
+import Foundation
+
+/// JSON and CSV shapes shared by the CLI and the REST API. Amounts are exact decimals of USD.
+
+extension JSONValue {
+    /// A cost in nano-dollars as an exact decimal number of USD, or null when unknown.
+    public static func cost(_ nanos: Int64?) -> JSONValue {
+        nanos.map { .decimal(Money.decimalString(nanos: $0)) } ?? .null
+    }
+
+    /// Metadata text (validated as a JSON object when recorded) embedded as JSON, or null.
+    static func metadata(_ text: String?) -> JSONValue {
+        text.map(JSONValue.decimal) ?? .null
+    }
+}
+
+extension ConsumeEvent {
+    /// `{id, timestamp, agentId, model, provider, latencyMs, cost, metadata}`.
+    public var json: JSONValue {
+        .object([
+            ("id", .integer(id)),
+            ("timestamp", .string(Timestamps.iso8601(microseconds: timestampMicroseconds))),
+            ("agentId", .optional(usage.agentID)),
+            ("model", .optional(usage.model)),
+            ("provider", .optional(usage.provider)),
+            ("latencyMs", .optional(usage.latencyMilliseconds)),
+            ("cost", .cost(costNanos)),
+            ("metadata", .metadata(usage.metadataJSON)),
+        ])
+    }
+}
+
+extension LedgerEvent {
+    /// Every field of the event; fields that do not apply to its kind are null.
+    public var json: JSONValue {
+        .object([
+            ("id", .integer(id)),
+            ("timestamp", .string(Timestamps.iso8601(microseconds: timestampMicroseconds))),
+            ("kind", .string(kind)),
+            ("threadId", .optional(threadID)),
+            ("promptTokens", .integer(promptTokens)),
+            ("completionTokens", .integer(completionTokens)),
+            ("totalTokens", .integer(promptTokens + completionTokens)),
+            ("agentId", .optional(usage.agentID)),
+            ("model", .optional(usage.model)),
+            ("provider", .optional(usage.provider)),
+            ("latencyMs", .optional(usage.latencyMilliseconds)),
+            ("cost", kind == "consume" ? .cost(costNanos) : .null),
+            ("orgId", .optional(organizationID)),
+            ("userId", .optional(userID)),
+            ("metadata", .metadata(usage.metadataJSON)),
+            ("idempotencyKey", .optional(idempotencyKey)),
+            ("maxTokens", .optional(maxTokens)),
+            ("thresholdPercent", .optional(thresholdPercent.map(Int64.init))),
+            ("severity", .optional(severity)),
+            ("causedBy", .optional(causedBy)),
+        ])
+    }
+
+    /// The CSV header for consume events.
+    public static let csvHeader = [
+        "id", "timestamp", "thread_id", "agent_id", "model", "provider", "org_id", "user_id", "prompt_tokens",
+        "completion_tokens", "total_tokens", "latency_ms", "cost", "metadata",
+    ]
+
+    /// The CSV fields of a consume event, in `csvHeader` order; the cost is empty when unpriced.
+    public var csvFields: [String] {
+        [
+            String(id), Timestamps.iso8601(microseconds: timestampMicroseconds), threadID ?? "", usage.agentID ?? "",
+            usage.model ?? "", usage.provider ?? "", organizationID ?? "", userID ?? "", String(promptTokens),
+            String(completionTokens), String(promptTokens + completionTokens),
+            usage.latencyMilliseconds.map { String($0) } ?? "", costNanos.map { Money.decimalString(nanos: $0) } ?? "",
+            usage.metadataJSON ?? "",
+        ]
+    }
+}
+
+extension UsageTotals {
+    /// The totals' fields, after an optional leading key field such as `("agentId", …)`.
+    public func json(key: (String, JSONValue)? = nil) -> JSONValue {
+        var members: [(String, JSONValue)] = key.map { [$0] } ?? []
+        members += [
+            ("totalTokens", .integer(totalTokens)),
+            ("promptTokens", .integer(promptTokens)),
+            ("completionTokens", .integer(completionTokens)),
+            ("requestCount", .integer(requestCount)),
+            ("totalCost", .cost(costNanos)),
+            ("unpricedRequests", .integer(unpricedRequests)),
+        ]
+        return .object(members)
+    }
+
+    /// The overview's totals: adds `avgLatencyMs` (one decimal; null when no event carries a latency).
+    public var overviewJSON: JSONValue {
+        guard case .object(var members) = json() else { return json() }
+        members.append(("avgLatencyMs", averageLatencyMilliseconds.map { .double($0.roundedToOneDecimal) } ?? .null))
+        return .object(members)
+    }
+
+    /// The CSV header of a rollup grouped by `group`.
+    public static func csvHeader(group: String) -> [String] {
+        [group, "prompt_tokens", "completion_tokens", "total_tokens", "request_count", "cost", "unpriced_requests", "avg_latency_ms"]
+    }
+
+    /// The CSV fields of one rollup row.
+    public func csvFields(key: String?) -> [String] {
+        [
+            key ?? "", String(promptTokens), String(completionTokens), String(totalTokens), String(requestCount),
+            Money.decimalString(nanos: costNanos), String(unpricedRequests),
+            averageLatencyMilliseconds.map { String($0.roundedToOneDecimal) } ?? "",
+        ]
+    }
+}
+
+extension UsageOverview {
+    /// `{"usage": {"totals": …, "byAgent": […], "byModel": […], "activeThreads": N}}`, the reference's shape.
+    public var json: JSONValue {
+        .object([
+            (
+                "usage",
+                .object([
+                    ("totals", totals.overviewJSON),
+                    ("byAgent", .array(byAgent.map { $0.totals.json(key: ("agentId", .optional($0.agentID))) })),
+                    ("byModel", .array(byModel.map { $0.totals.json(key: ("model", .optional($0.model))) })),
+                    ("activeThreads", .integer(activeThreads)),
+                ])
+            )
+        ])
+    }
+}
+
+extension ModelPrice {
+    /// `{model, promptPerMillion, completionPerMillion, effectiveFrom, source}`, prices as exact USD decimals.
+    public var json: JSONValue {
+        .object([
+            ("model", .string(modelPrefix)),
+            ("promptPerMillion", .decimal(Money.usdPerMillion(nanosPerToken: promptNanosPerToken))),
+            ("completionPerMillion", .decimal(Money.usdPerMillion(nanosPerToken: completionNanosPerToken))),
+            ("effectiveFrom", .string(Timestamps.iso8601(microseconds: effectiveFromMicroseconds))),
+            ("source", .string(source)),
+        ])
+    }
+}
+
+/// RFC 4180 CSV.
+public enum CSV {
+    /// One record: fields quoted when they hold a comma, quote, CR or LF; ends with CRLF.
+    public static func record(_ fields: [String]) -> String {
+        fields.map(field).joined(separator: ",") + "\r\n"
+    }
+
+    static func field(_ text: String) -> String {
+        let needsQuotes = text.contains { $0 == "," || $0 == "\"" || $0 == "\n" || $0 == "\r" || $0 == "\r\n" }
+        guard needsQuotes else { return text }
+        return "\"" + text.replacingOccurrences(of: "\"", with: "\"\"") + "\""
+    }
+}

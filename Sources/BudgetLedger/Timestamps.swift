@@ -1,0 +1,62 @@
+import Foundation
+
+/// UTC timestamps in microseconds, written and read as ISO 8601.
+public enum Timestamps {
+    /// `2026-11-29T08:25:20.123456Z`.
+    public static func iso8601(microseconds: Int64) -> String {
+        var seconds = time_t(microseconds / 1_000_000)
+        let fraction = microseconds % 1_000_000
+        var parts = tm()
+        gmtime_r(&seconds, &parts)
+        return String(
+            format: "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ", Int(parts.tm_year) + 1900, Int(parts.tm_mon) + 1,
+            Int(parts.tm_mday), Int(parts.tm_hour), Int(parts.tm_min), Int(parts.tm_sec), Int(fraction))
+    }
+
+    /// `2026-11-29` for a UTC day number (days since 1970-01-01).
+    public static func date(day: Int64) -> String {
+        String(iso8601(microseconds: day * 86_400_000_000).prefix(10))
+    }
+
+    /// Parses an ISO 8601 date (`2026-11-29`, midnight UTC) or date-time (`2026-11-29T08:00:00Z`,
+    /// optional fraction, `Z`, `+HH:MM` or no zone meaning UTC) into UTC microseconds.
+    ///
+    /// - Throws: `LedgerError.invalidInput` naming `field`.
+    public static func parse(_ text: String, field: String) throws -> Int64 {
+        let invalid = LedgerError.invalidInput(
+            field: field, reason: "\"\(text)\" is not an ISO 8601 UTC date (2026-11-29) or date-time (2026-11-29T08:00:00Z)")
+        let pattern = #/^(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,6}))?)?(Z|[+-]\d{2}:\d{2})?)?$/#
+        guard let match = text.wholeMatch(of: pattern) else { throw invalid }
+        let number = { (part: Substring?) in part.flatMap { Int($0) } ?? 0 }
+        let (year, month, day) = (number(match.1), number(match.2), number(match.3))
+        let (hour, minute, second) = (number(match.4), number(match.5), number(match.6))
+        guard (1970...9999).contains(year), (1...12).contains(month), (1...31).contains(day), hour < 24, minute < 60,
+            second < 60
+        else { throw invalid }
+        var parts = tm()
+        parts.tm_year = Int32(year - 1900)
+        parts.tm_mon = Int32(month - 1)
+        parts.tm_mday = Int32(day)
+        parts.tm_hour = Int32(hour)
+        parts.tm_min = Int32(minute)
+        parts.tm_sec = Int32(second)
+        let seconds = Int64(timegm(&parts))
+        // timegm normalizes 2026-02-31 into March: refuse dates that do not exist.
+        var check = time_t(seconds)
+        var roundTrip = tm()
+        gmtime_r(&check, &roundTrip)
+        guard roundTrip.tm_mday == Int32(day), roundTrip.tm_mon == Int32(month - 1) else { throw invalid }
+        var microseconds = seconds * 1_000_000
+        if let fraction = match.7 {
+            microseconds += Int64(fraction + String(repeating: "0", count: 6 - fraction.count)) ?? 0
+        }
+        if let zone = match.8, zone != "Z" {
+            let sign: Int64 = zone.hasPrefix("-") ? -1 : 1
+            let hours = Int64(zone.dropFirst().prefix(2)) ?? 0
+            let minutes = Int64(zone.suffix(2)) ?? 0
+            microseconds -= sign * (hours * 3_600 + minutes * 60) * 1_000_000
+        }
+        guard microseconds >= 0 else { throw invalid }
+        return microseconds
+    }
+}

@@ -1,0 +1,75 @@
+import ArgumentParser
+import BudgetLedger
+
+extension BudgetLedgerCommand {
+    struct Usage: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Show one thread's budget, or the usage overview (totals, per agent, per model).",
+            discussion: """
+                With THREAD: that thread's budget (exit 4 when unknown). Without: the overview of the
+                current usage window (--all-time: every event), or one agent's or model's totals.
+                """)
+
+        @OptionGroup var options: LedgerOptions
+
+        @Argument(help: "A thread id (omit for the overview).")
+        var thread: String?
+
+        @Option(name: .customLong("agent"), help: "Only this agent's totals (zeros when unknown).")
+        var agentID: String?
+
+        @Option(help: "Only this model's totals, by the model name as recorded (zeros when unknown).")
+        var model: String?
+
+        @Flag(name: .customLong("all-time"), help: "Ignore the usage window: count every event.")
+        var allTime = false
+
+        func validate() throws {
+            if [thread != nil, agentID != nil, model != nil].filter({ $0 }).count > 1 {
+                throw ValidationError("give at most one of THREAD, --agent, --model")
+            }
+        }
+
+        func run() throws {
+            let scope: UsageScope = allTime ? .allTime : .currentWindow
+            try options.withLedger { ledger in
+                if let thread {
+                    guard let budget = try ledger.usage(thread) else {
+                        throw Output.notFound(thread, json: options.json)
+                    }
+                    Output.emit(budget.json, text: Output.text(budget), asJSON: options.json)
+                } else if let agentID {
+                    let totals = try ledger.usage(agent: agentID, scope: scope)
+                    Output.emit(
+                        totals.json(key: ("agentId", .string(agentID))), text: "agent \(agentID): " + Output.text(totals),
+                        asJSON: options.json)
+                } else if let model {
+                    let totals = try ledger.usage(model: model, scope: scope)
+                    Output.emit(
+                        totals.json(key: ("model", .string(model))), text: "model \(model): " + Output.text(totals),
+                        asJSON: options.json)
+                } else {
+                    let overview = try ledger.usageOverview(scope)
+                    Output.emit(overview.json, text: Output.text(overview), asJSON: options.json)
+                }
+            }
+        }
+    }
+}
+
+extension Output {
+    static func text(_ totals: UsageTotals) -> String {
+        var line = "\(totals.totalTokens) tokens (prompt \(totals.promptTokens), completion \(totals.completionTokens))"
+        line += " in \(totals.requestCount) requests, cost $\(Money.decimalString(nanos: totals.costNanos))"
+        if totals.unpricedRequests > 0 { line += " + \(totals.unpricedRequests) unpriced requests" }
+        if let latency = totals.averageLatencyMilliseconds { line += ", avg latency \(latency.roundedToOneDecimal) ms" }
+        return line
+    }
+
+    static func text(_ overview: UsageOverview) -> String {
+        var lines = ["total: " + text(overview.totals), "active threads: \(overview.activeThreads)"]
+        lines += overview.byAgent.map { "agent \($0.agentID ?? "(none)"): " + text($0.totals) }
+        lines += overview.byModel.map { "model \($0.model ?? "(none)"): " + text($0.totals) }
+        return lines.joined(separator: "\n")
+    }
+}
