@@ -1,0 +1,348 @@
+import BudgetLedger
+import Foundation
+import LedgerSQLite
+import Synchronization
+import Testing
+
+@Suite("Usage and billing")
+struct BillingTests {
+    @Test(
+        "seeded prices give the reference's exact costs",
+        arguments: [
+            ("grok-4.1", Int64(1_000_000), Int64(1_000_000), "18"),
+            ("claude-opus-4", 1_000_000, 1_000_000, "90"),
+            ("gpt-4o", 1_000_000, 1_000_000, "12.5"),
+            ("gpt-4o-mini", 1_000, 500, "0.00045"),
+            ("GPT-4O-MINI-2024-07-18", 1_000, 500, "0.00045"),
+            ("o3-mini", 1_000_000, 0, "1.1"),
+        ])
+    func exactCosts(model: String, prompt: Int64, completion: Int64, expected: String) throws {
+        // Proves integer nano-dollar arithmetic, longest-prefix case-insensitive matching, and plain decimals.
+        let ledger = try Ledger.inMemory()
+        let result = try ledger.consume("t", promptTokens: prompt, completionTokens: completion, usage: UsageDetails(model: model))
+        let cost = try #require(result.event.costNanos)
+        #expect(Money.decimalString(nanos: cost) == expected)
+        #expect(try ledger.usageOverview().totals.costNanos == cost)
+    }
+
+    @Test("an unknown model has a null cost and is counted as unpriced, not as zero")
+    func unknownModel() throws {
+        // Proves unpriced events are distinguishable from free ones.
+        let ledger = try Ledger.inMemory()
+        let result = try ledger.consume("t", promptTokens: 10, usage: UsageDetails(model: "mystery-1"))
+        #expect(result.event.costNanos == nil)
+        #expect(result.event.json.serialized().contains("\"cost\":null"))
+        let totals = try ledger.usageOverview().totals
+        #expect(totals.unpricedRequests == 1)
+        #expect(totals.costNanos == 0)
+        #expect(try ledger.usage(model: "mystery-1").unpricedRequests == 1)
+    }
+
+    @Test("a price change mid-range bills earlier events at the old price and later ones at the new")
+    func priceChange() throws {
+        // Proves prices are dated: old events keep the price in force when they happened.
+        let clock = ManualClock()
+        let ledger = try Ledger.inMemory(configuration: Ledger.Configuration(clock: clock.read))
+        let usage = UsageDetails(model: "gpt-4o")
+        try ledger.consume("t", promptTokens: 1_000_000, usage: usage)
+        clock.advance(microseconds: 1_000)
+        try ledger.setPrice(model: "GPT-4o", promptUSDPerMillion: "5", completionUSDPerMillion: "20")
+        clock.advance(microseconds: 1_000)
+        try ledger.consume("t", promptTokens: 1_000_000, usage: usage)
+        let events = try ledger.events(after: 0, limit: 100).events.filter { $0.kind == "consume" }
+        #expect(events.map(\.costNanos) == [2_500_000_000, 5_000_000_000])
+        #expect(try ledger.usage(model: "gpt-4o").costNanos == 7_500_000_000)
+        #expect(try ledger.verify().isConsistent)
+    }
+
+    @Test("a price may not start before the last recorded event, nor carry more than 3 decimals")
+    func priceValidation() throws {
+        // Proves history is never re-priced and prices are exact.
+        let clock = ManualClock()
+        let ledger = try Ledger.inMemory(configuration: Ledger.Configuration(clock: clock.read))
+        try ledger.consume("t", promptTokens: 1)
+        #expect(throws: LedgerError.self) {
+            try ledger.setPrice(model: "m", promptUSDPerMillion: "1", completionUSDPerMillion: "1", effectiveFrom: 0)
+        }
+        for bad in ["0.0005", "-1", "1e3", "", ".5", "1.", "abc"] {
+            #expect(throws: LedgerError.self, "\(bad)") {
+                try ledger.setPrice(model: "m", promptUSDPerMillion: bad, completionUSDPerMillion: "1")
+            }
+        }
+        let before = try ledger.prices().count
+        try ledger.setPrice(model: "m", promptUSDPerMillion: "0.001", completionUSDPerMillion: "1000")
+        #expect(try ledger.prices().count == before + 1)
+        #expect(try ledger.price(forModel: "M-large")?.promptNanosPerToken == 1)
+    }
+
+    @Test("money renders as plain decimals, never in exponent form")
+    func moneyRendering() throws {
+        // Proves the edge rendering of integer amounts.
+        #expect(Money.decimalString(nanos: 0) == "0")
+        #expect(Money.decimalString(nanos: 450) == "0.00000045")
+        #expect(Money.decimalString(nanos: 1) == "0.000000001")
+        #expect(Money.decimalString(nanos: 12_500_000_000) == "12.5")
+        #expect(Money.decimalString(nanos: Int64.max) == "9223372036.854775807")
+        #expect(try Money.nanosPerToken(fromUSDPerMillion: "0.15", field: "p") == 150)
+        #expect(Money.usdPerMillion(nanosPerToken: 150) == "0.15")
+    }
+
+    @Test("every usage view equals a Swift-side recomputation over generated events")
+    func viewsMatchRecomputation() throws {
+        // Proves the SQL views (read from the trigger-kept rollups) agree with the raw events.
+        let clock = ManualClock()
+        let folder = try TemporaryFolder()
+        let path = folder.path("l.db")
+        let ledger = try Ledger(path: path, configuration: Ledger.Configuration(synchronous: .normal, clock: clock.read))
+        var generator = SeededGenerator(seed: 42)
+        let agents: [String?] = ["a1", "a2", nil]
+        let models: [String?] = ["gpt-4o", "claude-opus-4", "unknown-model", nil]
+        let orgs: [String?] = ["acme", "globex", nil]
+        var recorded: [ConsumeResult] = []
+        var orgOf: [Int64: String?] = [:]
+        for _ in 0..<300 {
+            clock.advance(microseconds: Int64.random(in: 1...40_000_000_000, using: &generator))
+            let org = orgs.randomElement(using: &generator)!
+            let metadata = org.map { "{\"org_id\":\"\($0)\",\"user_id\":\"u\(Int.random(in: 1...3, using: &generator))\"}" }
+            let usage = UsageDetails(
+                agentID: agents.randomElement(using: &generator)!, model: models.randomElement(using: &generator)!,
+                latencyMilliseconds: Bool.random(using: &generator) ? Int64.random(in: 1...500, using: &generator) : nil,
+                metadataJSON: metadata)
+            let result = try ledger.consume(
+                "t\(Int.random(in: 1...5, using: &generator))", promptTokens: Int64.random(in: 0...5_000, using: &generator),
+                completionTokens: Int64.random(in: 0...5_000, using: &generator), usage: usage)
+            recorded.append(result)
+            orgOf[result.event.id] = org
+        }
+        let raw = try Connection(path: path)
+        defer { raw.close() }
+        func expected(_ key: (ConsumeResult) -> String?) -> [String: [Int64]] {
+            var sums: [String: [Int64]] = [:]
+            for result in recorded {
+                let name = key(result) ?? "NULL"
+                var row = sums[name] ?? [0, 0, 0, 0, 0]
+                row[0] += result.event.promptTokens
+                row[1] += result.event.completionTokens
+                row[2] += 1
+                row[3] += result.event.costNanos ?? 0
+                row[4] += result.event.costNanos == nil ? 1 : 0
+                sums[name] = row
+            }
+            return sums
+        }
+        func actual(_ sql: String) throws -> [String: [Int64]] {
+            let rows = try raw.prepare(sql).fetchAll { row -> (String, [Int64]) in
+                let key: String? = try row[0]
+                return (key ?? "NULL", [try row[1], try row[2], try row[3], try row[4], try row[5]])
+            }
+            return Dictionary(uniqueKeysWithValues: rows)
+        }
+        let columns = "prompt_tokens, completion_tokens, request_count, cost_nanos, unpriced_requests"
+        #expect(try actual("SELECT agent_id, \(columns) FROM usage_by_agent") == expected { $0.event.usage.agentID })
+        #expect(try actual("SELECT model, \(columns) FROM usage_by_model") == expected { $0.event.usage.model })
+        #expect(try actual("SELECT org_id, \(columns) FROM usage_by_org") == expected { orgOf[$0.event.id]! })
+        #expect(try actual("SELECT thread_id, \(columns) FROM usage_by_thread") == expected { $0.event.threadID })
+        let day = { (result: ConsumeResult) -> String? in
+            Timestamps.date(day: result.event.timestampMicroseconds / 86_400_000_000)
+        }
+        #expect(try actual("SELECT day, \(columns) FROM usage_by_day") == expected(day))
+        #expect(
+            try actual("SELECT org_id || '|' || model || '|' || day, \(columns) FROM billing_by_org_model_day WHERE org_id IS NOT NULL AND model IS NOT NULL")
+                == expected { result in
+                    guard let org = orgOf[result.event.id]!, let model = result.event.usage.model else { return nil }
+                    return "\(org)|\(model)|\(day(result)!)"
+                }.filter { $0.key != "NULL" })
+        let totals = try #require(try actual("SELECT 'all', \(columns) FROM usage_totals")["all"])
+        #expect(totals == expected { _ in "all" }["all"])
+        let latencies = recorded.compactMap(\.event.usage.latencyMilliseconds)
+        let average = try ledger.usageOverview(.allTime).totals.averageLatencyMilliseconds
+        #expect(average == Double(latencies.reduce(0, +)) / Double(latencies.count))
+        #expect(try ledger.verify().isConsistent)
+    }
+
+    @Test("the usage window resets the overview but not billing")
+    func usageWindow() throws {
+        // Proves usage reset starts a new overview window recorded in the ledger, deleting nothing.
+        let folder = try TemporaryFolder()
+        let path = folder.path("l.db")
+        let ledger = try Ledger(path: path)
+        try ledger.consume("t", promptTokens: 10, usage: UsageDetails(agentID: "a"))
+        try ledger.resetUsageWindow()
+        #expect(try ledger.usageOverview().totals.requestCount == 0)
+        #expect(try ledger.usage(agent: "a").requestCount == 0)
+        try ledger.consume("t", promptTokens: 5, usage: UsageDetails(agentID: "a"))
+        let other = try Ledger(path: path)
+        #expect(try other.usageOverview().totals.totalTokens == 5)
+        #expect(try other.usageOverview(.allTime).totals.totalTokens == 15)
+        #expect(try other.usage(agent: "a", scope: .allTime).requestCount == 2)
+        #expect(try other.usage(agent: "nobody") == UsageTotals())
+        #expect(try other.verify().isConsistent)
+    }
+
+    @Test("the feed returns every event exactly once across pages, with concurrent writers")
+    func feedExactlyOnce() throws {
+        // Proves an exporter that remembers lastId sees each event once, in id order, while writes go on.
+        let folder = try TemporaryFolder()
+        let path = folder.path("l.db")
+        let ledger = try Ledger(path: path, configuration: Ledger.Configuration(synchronous: .normal))
+        let writers = DispatchGroup()
+        for writer in 0..<3 {
+            DispatchQueue.global().async(group: writers) {
+                let own = try? Ledger(path: path, configuration: Ledger.Configuration(synchronous: .normal))
+                for index in 0..<100 {
+                    _ = try? own?.consume("w\(writer)", promptTokens: Int64(index))
+                }
+            }
+        }
+        var seen: [Int64] = []
+        var after: Int64 = 0
+        var writersDone = false
+        while true {
+            let page = try ledger.events(after: after, limit: 7)
+            seen += page.events.map(\.id)
+            #expect(page.lastID == (page.events.last?.id ?? after))
+            after = page.lastID
+            if page.events.isEmpty {
+                if writersDone { break }
+                writersDone = writers.wait(timeout: .now() + 0.01) == .success
+            }
+        }
+        #expect(seen == seen.sorted())
+        #expect(Set(seen).count == seen.count)
+        let total = try eventCount(at: path)
+        #expect(Int64(seen.count) == total)
+        #expect(seen.count == 303)
+    }
+
+    @Test("feed limits outside 1…10,000 and negative ids are refused")
+    func feedLimits() throws {
+        // Proves the page size is bounded with a clear error.
+        let ledger = try Ledger.inMemory()
+        #expect(throws: LedgerError.self) { try ledger.events(after: 0, limit: 0) }
+        #expect(throws: LedgerError.self) { try ledger.events(after: 0, limit: 10_001) }
+        #expect(throws: LedgerError.self) { try ledger.events(after: -1) }
+        #expect(try ledger.events(after: 0, limit: 10_000).lastID == 0)
+    }
+
+    @Test("an export range includes its start and excludes its end")
+    func exportBounds() throws {
+        // Proves --from is inclusive and --to exclusive, at microsecond precision.
+        let clock = ManualClock()
+        let ledger = try Ledger.inMemory(configuration: Ledger.Configuration(clock: clock.read))
+        var stamps: [Int64] = []
+        for _ in 0..<5 {
+            stamps.append(try ledger.consume("t", promptTokens: 1).event.timestampMicroseconds)
+            clock.advance(microseconds: 1)
+        }
+        var exported: [Int64] = []
+        try ledger.forEachConsumeEvent(ExportQuery(from: stamps[1], to: stamps[3])) { exported.append($0.timestampMicroseconds) }
+        #expect(exported == [stamps[1], stamps[2]])
+        let rows = try ledger.rollup(ExportQuery(from: stamps[1], to: stamps[4]), by: .thread)
+        #expect(rows.map(\.totals.requestCount) == [3])
+        #expect(throws: LedgerError.self) {
+            try ledger.forEachConsumeEvent(ExportQuery(from: stamps[3], to: stamps[1])) { _ in }
+        }
+    }
+
+    @Test("CSV with quotes, commas and newlines in ids and metadata parses back field for field")
+    func csvRoundTrip() throws {
+        // Proves the CSV writer follows RFC 4180 for awkward values.
+        let ledger = try Ledger.inMemory()
+        let metadata = "{\n  \"note\": \"a, \\\"quoted\\\" note\",\n  \"org_id\": \"o,1\"\n}"
+        try ledger.consume(
+            "thread \"one\", really", promptTokens: 3,
+            usage: UsageDetails(agentID: "agent,\"x\"", model: "m\"1", metadataJSON: metadata))
+        var text = CSV.record(LedgerEvent.csvHeader)
+        var fields: [[String]] = []
+        try ledger.forEachConsumeEvent(ExportQuery()) { event in
+            text += CSV.record(event.csvFields)
+            fields.append(event.csvFields)
+        }
+        let parsed = parseCSV(text)
+        #expect(parsed.count == 2)
+        #expect(parsed.first == LedgerEvent.csvHeader)
+        #expect(Array(parsed.dropFirst()) == fields)
+        #expect(parsed.last?[2] == "thread \"one\", really")
+        #expect(parsed.last?[13] == metadata)
+    }
+
+    @Test("subscribers are called after commit, and a throwing subscriber breaks nothing")
+    func subscribers() throws {
+        // Proves notifications follow the commit and cannot roll back or block recording.
+        let folder = try TemporaryFolder()
+        let path = folder.path("l.db")
+        let ledger = try Ledger(path: path)
+        let seenCommitted = Mutex<[Bool]>([])
+        let done = DispatchSemaphore(value: 0)
+        let good = ledger.subscribe { event in
+            // A separate connection sees the event only if it was committed before this call.
+            let reader = try Connection(path: path)
+            defer { reader.close() }
+            let count = try reader.prepare("SELECT count(*) FROM events WHERE id = ?").fetchOne([event.id]) { try $0[0] as Int64 }
+            seenCommitted.withLock { $0.append(count == 1) }
+            done.signal()
+        }
+        _ = ledger.subscribe { _ in throw LedgerError.conflict("subscriber failure") }
+        try ledger.consume("t", promptTokens: 1)
+        try ledger.consume("t", promptTokens: 2)
+        #expect(done.wait(timeout: .now() + 10) == .success)
+        #expect(done.wait(timeout: .now() + 10) == .success)
+        #expect(seenCommitted.withLock { $0 } == [true, true])
+        ledger.unsubscribe(good)
+        try ledger.consume("t", promptTokens: 3)
+        #expect(try ledger.usage("t")?.totalTokens == 6)
+        #expect(ledger.droppedNotifications(good) == 0)
+    }
+}
+
+/// A deterministic random generator (SplitMix64), so generated ledgers repeat exactly.
+struct SeededGenerator: RandomNumberGenerator {
+    var state: UInt64
+
+    init(seed: UInt64) { state = seed }
+
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var value = state
+        value = (value ^ (value >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        value = (value ^ (value >> 27)) &* 0x94D0_49BB_1331_11EB
+        return value ^ (value >> 31)
+    }
+}
+
+/// A small RFC 4180 reader for the tests: quoted fields, doubled quotes, CRLF records.
+func parseCSV(_ text: String) -> [[String]] {
+    var records: [[String]] = []
+    var record: [String] = []
+    var field = ""
+    var inQuotes = false
+    var characters = Array(text.unicodeScalars)[...]
+    while let scalar = characters.popFirst() {
+        if inQuotes {
+            if scalar == "\"" {
+                if characters.first == "\"" {
+                    field.unicodeScalars.append("\"")
+                    characters.removeFirst()
+                } else {
+                    inQuotes = false
+                }
+            } else {
+                field.unicodeScalars.append(scalar)
+            }
+        } else if scalar == "\"" {
+            inQuotes = true
+        } else if scalar == "," {
+            record.append(field)
+            field = ""
+        } else if scalar == "\r" && characters.first == "\n" {
+            characters.removeFirst()
+            record.append(field)
+            records.append(record)
+            record = []
+            field = ""
+        } else {
+            field.unicodeScalars.append(scalar)
+        }
+    }
+    return records
+}
