@@ -22,9 +22,10 @@ CREATE TABLE events (
     -- threshold: thread_id crossed threshold_percent (once per window); caused_by is the consume.
     -- configure: the default max for threads opened from now on becomes max_tokens.
     -- usage_reset: a new window for the usage overview (billing still sees every event).
-    -- reserve, settle, release, expire: two-phase holds (see the reservations migration).
+    -- reserve, release, expire: two-phase holds (see 0003_reservations.sql); a hold is settled
+    -- by a consume carrying its reservation_id.
     kind TEXT NOT NULL CHECK (kind IN ('open', 'consume', 'limit', 'reset', 'cleanup', 'threshold', 'configure',
-                                       'usage_reset', 'reserve', 'settle', 'release', 'expire')),
+                                       'usage_reset', 'reserve', 'release', 'expire')),
     thread_id TEXT CHECK ((thread_id IS NULL) = (kind IN ('configure', 'usage_reset'))),
     prompt_tokens INTEGER NOT NULL DEFAULT 0 CHECK (prompt_tokens >= 0),
     completion_tokens INTEGER NOT NULL DEFAULT 0 CHECK (completion_tokens >= 0),
@@ -46,7 +47,14 @@ CREATE TABLE events (
     org_id TEXT,
     user_id TEXT,
     -- What the consume cost, in nano-dollars (10^-9 USD); NULL when the model has no price.
-    cost_nanos INTEGER CHECK (cost_nanos >= 0)
+    cost_nanos INTEGER CHECK (cost_nanos >= 0),
+    -- reserve: the tokens held and when the hold stops counting (UTC microseconds).
+    held_tokens INTEGER CHECK ((held_tokens IS NOT NULL) = (kind = 'reserve') AND held_tokens > 0),
+    expires_at_us INTEGER CHECK ((expires_at_us IS NOT NULL) = (kind = 'reserve')),
+    -- release, expire: the reserve event they end; consume: the hold it settles, if any.
+    reservation_id INTEGER REFERENCES events (id)
+        CHECK (CASE WHEN kind IN ('release', 'expire') THEN reservation_id IS NOT NULL
+                    ELSE kind = 'consume' OR reservation_id IS NULL END)
 ) STRICT;
 
 CREATE UNIQUE INDEX events_idempotency_key ON events (idempotency_key) WHERE idempotency_key IS NOT NULL;
@@ -106,7 +114,7 @@ INSERT INTO ledger_settings (id, default_max_tokens, usage_window) VALUES (1, 10
 
 -- A thread event needs an open thread; an open needs a thread that is not open.
 CREATE TRIGGER events_require_open_thread BEFORE INSERT ON events
-WHEN NEW.kind IN ('consume', 'reset', 'cleanup', 'threshold')
+WHEN NEW.kind IN ('consume', 'reset', 'cleanup', 'threshold', 'reserve', 'release', 'expire')
 BEGIN
     SELECT RAISE(ABORT, 'event for a thread that is not open')
     WHERE NOT EXISTS (SELECT 1 FROM thread_state WHERE thread_id = NEW.thread_id);

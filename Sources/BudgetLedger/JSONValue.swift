@@ -108,6 +108,8 @@ extension ThreadBudget {
             ("requestCount", .integer(requestCount)),
             ("percentUsed", .double(percentUsed.roundedToOneDecimal)),
             ("isExhausted", .bool(isExhausted)),
+            ("heldTokens", .integer(heldTokens)),
+            ("remainingAfterHolds", .integer(remainingAfterHolds)),
         ])
     }
 }
@@ -139,7 +141,7 @@ extension ConsumeResult {
 }
 
 extension BudgetExhaustedError {
-    /// `{"error": "budget exhausted", "detail": …, threadId, used, maxTokens}`.
+    /// `{"error": "budget exhausted", "detail": …, threadId, used, maxTokens, heldTokens, requestedTokens}`.
     public var json: JSONValue {
         .object([
             ("error", .string("budget exhausted")),
@@ -147,6 +149,8 @@ extension BudgetExhaustedError {
             ("threadId", .string(threadID)),
             ("used", .integer(used)),
             ("maxTokens", .integer(maxTokens)),
+            ("heldTokens", .integer(heldTokens)),
+            ("requestedTokens", .integer(requestedTokens)),
         ])
     }
 }

@@ -60,18 +60,25 @@ extension Ledger {
         return budget
     }
 
-    /// The one consume path, run inside a write transaction.
-    func record(_ request: ConsumeRequest, on connection: Connection) throws -> ConsumeResult {
+    /// The one consume path, run inside a write transaction. `reservationID` names the hold a
+    /// settle ends (the caller has checked it).
+    func record(_ request: ConsumeRequest, settling reservationID: Int64? = nil, on connection: Connection) throws
+        -> ConsumeResult
+    {
         if let key = request.idempotencyKey, let original = try replay(key: key, of: request, on: connection) {
             return original
         }
         let now = configuration.clock()
-        let found = try ThreadRow.fetch(request.threadID, on: connection)
-        let before = try found.budget ?? openThread(request.threadID, maxTokens: found.defaultMaxTokens, at: now, on: connection)
+        let found = try ThreadRow.fetch(request.threadID, at: now, on: connection)
+        if found.expiredHolds > 0 {
+            try connection.execute(LedgerSQL.insertExpiries, [now, request.threadID])
+        }
+        let before =
+            try found.budget ?? openThread(request.threadID, maxTokens: found.defaultMaxTokens, at: now, on: connection)
         if request.enforce && (before.isExhausted || !before.canConsume(request.tokens)) {
             throw BudgetExhaustedError(
                 threadID: request.threadID, used: before.totalTokens, maxTokens: before.maxTokens,
-                requestedTokens: request.tokens)
+                requestedTokens: request.tokens, heldTokens: before.heldTokens)
         }
         let (promptTotal, promptOverflow) = before.promptTokens.addingReportingOverflow(request.promptTokens)
         let (completionTotal, completionOverflow) = before.completionTokens.addingReportingOverflow(request.completionTokens)
@@ -80,17 +87,17 @@ extension Ledger {
                 field: "promptTokens", reason: "the thread's total would overflow a 64-bit count")
         }
         let cost = try price(of: request, at: now, on: connection)
-        try connection.execute(LedgerSQL.insertConsume, request.consumeArguments(at: now, costNanos: cost))
+        try connection.execute(
+            LedgerSQL.insertConsume, request.consumeArguments(at: now, costNanos: cost, reservationID: reservationID))
         let eventID = connection.lastInsertRowID
-        var budget = ThreadBudget(
-            threadID: request.threadID, maxTokens: before.maxTokens, promptTokens: promptTotal,
-            completionTokens: completionTotal, requestCount: before.requestCount + 1,
+        var budget = before.with(
+            promptTokens: promptTotal, completionTokens: completionTotal, requestCount: before.requestCount + 1,
             triggeredThresholds: before.triggeredThresholds)
         let crossings = try recordCrossings(of: &budget, causedBy: eventID, at: now, on: connection)
         let event = ConsumeEvent(
             id: eventID, timestampMicroseconds: now, threadID: request.threadID,
             promptTokens: request.promptTokens, completionTokens: request.completionTokens,
-            idempotencyKey: request.idempotencyKey, usage: request.usage, costNanos: cost)
+            idempotencyKey: request.idempotencyKey, usage: request.usage, costNanos: cost, reservationID: reservationID)
         return ConsumeResult(budget: budget, crossedThresholds: crossings, event: event, isReplay: false)
     }
 
@@ -129,9 +136,9 @@ extension Ledger {
                     tokensUsed: budget.totalTokens, maxTokens: budget.maxTokens))
         }
         if !crossings.isEmpty {
-            budget = ThreadBudget(
-                threadID: budget.threadID, maxTokens: budget.maxTokens, promptTokens: budget.promptTokens,
-                completionTokens: budget.completionTokens, requestCount: budget.requestCount,
+            budget = budget.with(
+                promptTokens: budget.promptTokens, completionTokens: budget.completionTokens,
+                requestCount: budget.requestCount,
                 triggeredThresholds: (budget.triggeredThresholds + crossings.map(\.thresholdPercent)).sorted())
         }
         return crossings
@@ -152,7 +159,7 @@ extension Ledger {
             ThresholdCrossing(
                 thresholdPercent: try row[0], severity: try row[1], tokensUsed: try row[2], maxTokens: try row[3])
         }
-        let budget = try ThreadRow.fetch(request.threadID, on: connection).budget
+        let budget = try ThreadRow.fetch(request.threadID, at: configuration.clock(), on: connection).budget
             ?? ThreadBudget(threadID: request.threadID, maxTokens: 0)
         return ConsumeResult(budget: budget, crossedThresholds: crossings, event: event, isReplay: true)
     }
@@ -192,10 +199,11 @@ struct ConsumeRequest: Sendable {
         self.enforce = enforce
     }
 
-    func consumeArguments(at now: Int64, costNanos: Int64?) -> [any SQLiteBindable] {
+    func consumeArguments(at now: Int64, costNanos: Int64?, reservationID: Int64?) -> [any SQLiteBindable] {
         [
             now, threadID, promptTokens, completionTokens, idempotencyKey, usage.agentID, usage.model,
             usage.provider, usage.latencyMilliseconds, usage.metadataJSON, organizationID, userID, costNanos,
+            reservationID,
         ]
     }
 }
@@ -213,6 +221,7 @@ extension ConsumeEvent {
             agentID: try row[6], model: try row[7], provider: try row[8], latencyMilliseconds: try row[9],
             metadataJSON: try row[10])
         costNanos = try row[11]
+        reservationID = try row[12]
     }
 }
 

@@ -22,10 +22,16 @@ public struct LedgerEvent: Sendable, Equatable {
     public let userID: String?
     /// Nano-dollars; nil for an unpriced consume (and for other kinds).
     public let costNanos: Int64?
+    /// reserve: the tokens held and when the hold expires (UTC microseconds).
+    public let heldTokens: Int64?
+    public let expiresAtMicroseconds: Int64?
+    /// release, expire, and a settling consume: the reserve event.
+    public let reservationID: Int64?
 
     static let columns = """
         id, timestamp_us, kind, thread_id, prompt_tokens, completion_tokens, max_tokens, threshold_percent, severity,
-        caused_by, idempotency_key, agent_id, model, provider, latency_ms, metadata, org_id, user_id, cost_nanos
+        caused_by, idempotency_key, agent_id, model, provider, latency_ms, metadata, org_id, user_id, cost_nanos,
+        held_tokens, expires_at_us, reservation_id
         """
 
     init(row: Row) throws {
@@ -46,6 +52,9 @@ public struct LedgerEvent: Sendable, Equatable {
         organizationID = try row[16]
         userID = try row[17]
         costNanos = try row[18]
+        heldTokens = try row[19]
+        expiresAtMicroseconds = try row[20]
+        reservationID = try row[21]
     }
 }
 

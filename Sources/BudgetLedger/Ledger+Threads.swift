@@ -6,17 +6,19 @@ struct ThreadRow {
     let budget: ThreadBudget?
     /// The default max a new thread would open with.
     let defaultMaxTokens: Int64
+    /// Holds of the thread whose time has passed but whose expiry is not yet recorded.
+    let expiredHolds: Int64
 
-    /// One lookup: the thread's state and the ledger's default max.
-    static func fetch(_ threadID: String, on connection: Connection) throws -> ThreadRow {
-        let row = try connection.cachedStatement(LedgerSQL.selectThreadAndDefault).fetchOne([threadID]) { row in
+    /// One statement: the thread's state, its live holds at `now`, and the ledger's default max.
+    static func fetch(_ threadID: String, at now: Int64, on connection: Connection) throws -> ThreadRow {
+        let row = try connection.cachedStatement(LedgerSQL.selectThreadAndDefault).fetchOne([threadID, now]) { row in
             let maxTokens: Int64? = try row[0]
             let budget = try maxTokens.map { maxTokens in
                 ThreadBudget(
                     threadID: threadID, maxTokens: maxTokens, promptTokens: try row[1], completionTokens: try row[2],
-                    requestCount: try row[3], triggeredThresholds: parseThresholds(try row[4]))
+                    requestCount: try row[3], triggeredThresholds: parseThresholds(try row[4]), heldTokens: try row[6])
             }
-            return ThreadRow(budget: budget, defaultMaxTokens: try row[5])
+            return ThreadRow(budget: budget, defaultMaxTokens: try row[5], expiredHolds: try row[7])
         }
         guard let row else {
             preconditionFailure("ledger_settings has no row: the schema is broken")
@@ -28,7 +30,7 @@ struct ThreadRow {
     static func budget(from row: Row) throws -> ThreadBudget {
         ThreadBudget(
             threadID: try row[0], maxTokens: try row[1], promptTokens: try row[2], completionTokens: try row[3],
-            requestCount: try row[4], triggeredThresholds: parseThresholds(try row[5]))
+            requestCount: try row[4], triggeredThresholds: parseThresholds(try row[5]), heldTokens: try row[6])
     }
 
     static func parseThresholds(_ list: String?) -> [Int] {
@@ -65,10 +67,10 @@ extension Ledger {
             return budget
         }
         return try write { connection in
-            let found = try ThreadRow.fetch(threadID, on: connection)
+            let now = configuration.clock()
+            let found = try ThreadRow.fetch(threadID, at: now, on: connection)
             if let budget = found.budget { return budget }
-            return try openThread(
-                threadID, maxTokens: found.defaultMaxTokens, at: configuration.clock(), on: connection)
+            return try openThread(threadID, maxTokens: found.defaultMaxTokens, at: now, on: connection)
         }
     }
 
@@ -81,14 +83,15 @@ extension Ledger {
     public func usage(_ threadID: String) throws -> ThreadBudget? {
         try Validate.identifier(threadID, field: "threadId")
         return try withConnection { connection in
-            try connection.cachedStatement(LedgerSQL.selectThread).fetchOne([threadID], ThreadRow.budget(from:))
+            try connection.cachedStatement(LedgerSQL.selectThread)
+                .fetchOne([threadID, configuration.clock()], ThreadRow.budget(from:))
         }
     }
 
     /// Every open thread's budget, hottest (highest percent used) first.
     public func allUsage() throws -> [ThreadBudget] {
         try withConnection { connection in
-            try connection.cachedStatement(LedgerSQL.selectAllThreads).fetchAll(ThreadRow.budget(from:))
+            try connection.cachedStatement(LedgerSQL.selectAllThreads).fetchAll([configuration.clock()], ThreadRow.budget(from:))
         }
     }
 
@@ -100,9 +103,10 @@ extension Ledger {
     public func resetThread(_ threadID: String) throws -> ThreadBudget? {
         try Validate.identifier(threadID, field: "threadId")
         return try write { connection in
-            guard let budget = try ThreadRow.fetch(threadID, on: connection).budget else { return nil }
-            try connection.execute(LedgerSQL.insertReset, [configuration.clock(), threadID])
-            return ThreadBudget(threadID: threadID, maxTokens: budget.maxTokens)
+            let now = configuration.clock()
+            guard let budget = try ThreadRow.fetch(threadID, at: now, on: connection).budget else { return nil }
+            try connection.execute(LedgerSQL.insertReset, [now, threadID])
+            return ThreadBudget(threadID: threadID, maxTokens: budget.maxTokens, heldTokens: budget.heldTokens)
         }
     }
 
@@ -114,8 +118,9 @@ extension Ledger {
     public func cleanupThread(_ threadID: String) throws -> ThreadBudget? {
         try Validate.identifier(threadID, field: "threadId")
         return try write { connection in
-            guard let budget = try ThreadRow.fetch(threadID, on: connection).budget else { return nil }
-            try connection.execute(LedgerSQL.insertCleanup, [configuration.clock(), threadID])
+            let now = configuration.clock()
+            guard let budget = try ThreadRow.fetch(threadID, at: now, on: connection).budget else { return nil }
+            try connection.execute(LedgerSQL.insertCleanup, [now, threadID])
             return budget
         }
     }
@@ -129,8 +134,9 @@ extension Ledger {
         try Validate.identifier(threadID, field: "threadId")
         try Validate.tokens(maxTokens, field: "maxTokens")
         return try write { connection in
-            try connection.execute(LedgerSQL.insertLimit, [configuration.clock(), threadID, maxTokens])
-            guard let budget = try ThreadRow.fetch(threadID, on: connection).budget else {
+            let now = configuration.clock()
+            try connection.execute(LedgerSQL.insertLimit, [now, threadID, maxTokens])
+            guard let budget = try ThreadRow.fetch(threadID, at: now, on: connection).budget else {
                 preconditionFailure("a limit event left thread \(threadID) closed")
             }
             return budget

@@ -23,6 +23,7 @@ extension Ledger {
         ),
         ("thread_thresholds", "thread_thresholds_from_events", "thread_id, threshold_percent, event_id", "thread_id"),
         ("ledger_settings", "ledger_settings_from_events", "id, default_max_tokens, usage_window", "id"),
+        ("holds", "holds_from_events", "reservation_id, thread_id, tokens, expires_at_us", "reservation_id"),
         (
             "usage_rollup", "usage_rollup_from_events",
             "usage_window, day, org_id, user_id, agent_id, model, prompt_tokens, completion_tokens, request_count, "

@@ -66,11 +66,16 @@ public final class Ledger: Sendable {
         self.thresholds = configuration.thresholds.sorted { $0.percent < $1.percent }
         let options = Connection.Options(
             busyTimeoutMilliseconds: configuration.busyTimeoutMilliseconds,
-            synchronous: configuration.synchronous)
+            synchronous: configuration.synchronous, walAtOpen: false)
         let opened: Connection
         do {
             opened = try Connection(path: path, options: options)
-            try Migrator(migrations: Self.migrations, applicationID: Self.applicationID).migrate(opened)
+            let migrator = Migrator(migrations: Self.migrations, applicationID: Self.applicationID)
+            // Only a file known to be ours (or empty) is switched to WAL: the mode is persistent,
+            // and another application's database must be left exactly as it was.
+            try migrator.checkCompatible(opened)
+            try opened.enableWAL()
+            try migrator.migrate(opened)
         } catch let error as SQLiteError {
             throw LedgerError.database(path: path, error)
         } catch let error as MigrationError {

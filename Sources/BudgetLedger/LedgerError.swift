@@ -10,9 +10,21 @@ public struct BudgetExhaustedError: Error, Sendable, Equatable, CustomStringConv
     public let maxTokens: Int64
     /// The tokens that were asked for.
     public let requestedTokens: Int64
+    /// Tokens held by live reservations, which count against the budget too.
+    public let heldTokens: Int64
+
+    public init(threadID: String, used: Int64, maxTokens: Int64, requestedTokens: Int64, heldTokens: Int64 = 0) {
+        self.threadID = threadID
+        self.used = used
+        self.maxTokens = maxTokens
+        self.requestedTokens = requestedTokens
+        self.heldTokens = heldTokens
+    }
 
     public var description: String {
-        "budget exhausted for thread \(threadID): \(used) of \(maxTokens) tokens used, \(requestedTokens) more requested"
+        let held = heldTokens > 0 ? " and \(heldTokens) held" : ""
+        return "budget exhausted for thread \(threadID): \(used) of \(maxTokens) tokens used\(held), "
+            + "\(requestedTokens) more requested"
     }
 }
 
@@ -22,6 +34,8 @@ public enum LedgerError: Error, Sendable, CustomStringConvertible {
     case invalidInput(field: String, reason: String)
     /// The thread is not open (never opened, or cleaned up).
     case threadNotFound(String)
+    /// No reservation has this id.
+    case reservationNotFound(Int64)
     /// The change is no longer possible, e.g. an idempotency key reused for a different consume.
     case conflict(String)
     /// The ledger was closed.
@@ -37,6 +51,8 @@ public enum LedgerError: Error, Sendable, CustomStringConvertible {
             return "invalid \(field): \(reason)"
         case .threadNotFound(let threadID):
             return "No budget found for thread: \(threadID)"
+        case .reservationNotFound(let id):
+            return "No reservation found with id: \(id)"
         case .conflict(let reason):
             return "conflict: \(reason)"
         case .closed:

@@ -1,28 +1,36 @@
 /// Every SQL statement the ledger runs, in one place. The schema itself is in `migrations/`.
 enum LedgerSQL {
-    /// A thread's cached state plus the ledger's default max, in one lookup; the thread columns
-    /// are NULL for a thread that is not open.
+    /// A thread's cached state, the ledger's default max, the thread's live held tokens and its
+    /// expired-but-unrecorded holds, in one statement; `?1` is the thread, `?2` now. The thread
+    /// columns are NULL for a thread that is not open.
     static let selectThreadAndDefault = """
         SELECT s.max_tokens, s.prompt_tokens, s.completion_tokens, s.request_count,
                (SELECT group_concat(t.threshold_percent) FROM thread_thresholds AS t WHERE t.thread_id = s.thread_id),
-               g.default_max_tokens
-        FROM ledger_settings AS g LEFT JOIN thread_state AS s ON s.thread_id = ?
+               g.default_max_tokens,
+               (SELECT coalesce(sum(h.tokens), 0) FROM holds AS h WHERE h.thread_id = ?1 AND h.expires_at_us > ?2),
+               (SELECT count(*) FROM holds AS h WHERE h.thread_id = ?1 AND h.expires_at_us <= ?2)
+        FROM ledger_settings AS g LEFT JOIN thread_state AS s ON s.thread_id = ?1
         WHERE g.id = 1
         """
 
-    static let threadColumns = """
-        thread_id, max_tokens, prompt_tokens, completion_tokens, request_count,
-        (SELECT group_concat(t.threshold_percent) FROM thread_thresholds AS t WHERE t.thread_id = s.thread_id)
+    /// The columns `ThreadRow.budget(from:)` decodes; `now` names the parameter holding the time.
+    static func threadColumns(now: String) -> String {
         """
+        s.thread_id, s.max_tokens, s.prompt_tokens, s.completion_tokens, s.request_count,
+        (SELECT group_concat(t.threshold_percent) FROM thread_thresholds AS t WHERE t.thread_id = s.thread_id),
+        (SELECT coalesce(sum(h.tokens), 0) FROM holds AS h WHERE h.thread_id = s.thread_id AND h.expires_at_us > \(now))
+        """
+    }
 
-    static let selectThread = "SELECT \(threadColumns) FROM thread_state AS s WHERE s.thread_id = ?"
+    /// `?1` the thread, `?2` now.
+    static let selectThread = "SELECT \(threadColumns(now: "?2")) FROM thread_state AS s WHERE s.thread_id = ?1"
 
-    /// Every open thread, hottest (highest percent used) first.
+    /// Every open thread, hottest (highest percent used) first; `?1` now.
     static let selectAllThreads = """
-        SELECT \(threadColumns) FROM thread_state AS s
-        ORDER BY CASE WHEN max_tokens = 0 THEN 0.0
-                      ELSE (prompt_tokens + completion_tokens) * 1.0 / max_tokens END DESC,
-                 thread_id
+        SELECT \(threadColumns(now: "?1")) FROM thread_state AS s
+        ORDER BY CASE WHEN s.max_tokens = 0 THEN 0.0
+                      ELSE (s.prompt_tokens + s.completion_tokens) * 1.0 / s.max_tokens END DESC,
+                 s.thread_id
         """
 
     static let selectDefaultMax = "SELECT default_max_tokens FROM ledger_settings WHERE id = 1"
@@ -35,8 +43,8 @@ enum LedgerSQL {
 
     static let insertConsume = """
         INSERT INTO events (timestamp_us, kind, thread_id, prompt_tokens, completion_tokens, idempotency_key,
-                            agent_id, model, provider, latency_ms, metadata, org_id, user_id, cost_nanos)
-        VALUES (?, 'consume', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                            agent_id, model, provider, latency_ms, metadata, org_id, user_id, cost_nanos, reservation_id)
+        VALUES (?, 'consume', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
         """
 
     static let insertThreshold = """
@@ -46,7 +54,7 @@ enum LedgerSQL {
 
     static let consumeEventColumns = """
         id, timestamp_us, thread_id, prompt_tokens, completion_tokens, idempotency_key,
-        agent_id, model, provider, latency_ms, metadata, cost_nanos
+        agent_id, model, provider, latency_ms, metadata, cost_nanos, reservation_id
         """
 
     static let selectConsumeByKey = "SELECT \(consumeEventColumns) FROM events WHERE idempotency_key = ?"
@@ -79,4 +87,33 @@ enum LedgerSQL {
     static let selectLastEventTimestamp = "SELECT coalesce(max(timestamp_us), 0) FROM events"
 
     static let insertUsageReset = "INSERT INTO events (timestamp_us, kind) VALUES (?, 'usage_reset')"
+
+    static let insertReserve = """
+        INSERT INTO events (timestamp_us, kind, thread_id, held_tokens, expires_at_us) VALUES (?, 'reserve', ?, ?, ?)
+        """
+
+    static let insertRelease = "INSERT INTO events (timestamp_us, kind, thread_id, reservation_id) VALUES (?, 'release', ?, ?)"
+
+    /// Records an expire event for each of a thread's holds whose time has passed (`?1` now, `?2` thread).
+    static let insertExpiries = """
+        INSERT INTO events (timestamp_us, kind, thread_id, reservation_id)
+        SELECT ?1, 'expire', thread_id, reservation_id FROM holds
+        WHERE thread_id = ?2 AND expires_at_us <= ?1 ORDER BY reservation_id
+        """
+
+    /// A reservation and how it ended, if it did: the reserve event, then the kinds of the
+    /// events that reference it, and whether its thread was cleaned up after it.
+    static let selectReservation = """
+        SELECT r.thread_id, r.held_tokens, r.expires_at_us,
+               (SELECT group_concat(e.kind) FROM events AS e WHERE e.reservation_id = r.id),
+               EXISTS (SELECT 1 FROM holds AS h WHERE h.reservation_id = r.id)
+        FROM events AS r WHERE r.id = ? AND r.kind = 'reserve'
+        """
+
+    /// Live holds, optionally of one thread (`?1` now, `?2` thread or NULL).
+    static let selectLiveHolds = """
+        SELECT reservation_id, thread_id, tokens, expires_at_us FROM holds
+        WHERE expires_at_us > ?1 AND (?2 IS NULL OR thread_id = ?2)
+        ORDER BY reservation_id
+        """
 }

@@ -15,7 +15,7 @@ extension JSONValue {
 }
 
 extension ConsumeEvent {
-    /// `{id, timestamp, agentId, model, provider, latencyMs, cost, metadata}`.
+    /// `{id, timestamp, agentId, model, provider, latencyMs, cost, metadata, reservationId}`.
     public var json: JSONValue {
         .object([
             ("id", .integer(id)),
@@ -26,6 +26,7 @@ extension ConsumeEvent {
             ("latencyMs", .optional(usage.latencyMilliseconds)),
             ("cost", .cost(costNanos)),
             ("metadata", .metadata(usage.metadataJSON)),
+            ("reservationId", .optional(reservationID)),
         ])
     }
 }
@@ -54,6 +55,9 @@ extension LedgerEvent {
             ("thresholdPercent", .optional(thresholdPercent.map(Int64.init))),
             ("severity", .optional(severity)),
             ("causedBy", .optional(causedBy)),
+            ("heldTokens", .optional(heldTokens)),
+            ("expiresAt", .optional(expiresAtMicroseconds.map { Timestamps.iso8601(microseconds: $0) })),
+            ("reservationId", .optional(reservationID)),
         ])
     }
 
@@ -153,5 +157,37 @@ public enum CSV {
         let needsQuotes = text.contains { $0 == "," || $0 == "\"" || $0 == "\n" || $0 == "\r" || $0 == "\r\n" }
         guard needsQuotes else { return text }
         return "\"" + text.replacingOccurrences(of: "\"", with: "\"\"") + "\""
+    }
+}
+
+extension Reservation {
+    /// `{reservationId, threadId, tokens, expiresAt}`.
+    public var json: JSONValue {
+        .object([
+            ("reservationId", .integer(id)),
+            ("threadId", .string(threadID)),
+            ("tokens", .integer(tokens)),
+            ("expiresAt", .string(Timestamps.iso8601(microseconds: expiresAtMicroseconds))),
+        ])
+    }
+}
+
+extension ReserveResult {
+    /// `{"reservationId": …, "expiresAt": …, "budget": …}`.
+    public var json: JSONValue {
+        .object([
+            ("reservationId", .integer(reservation.id)),
+            ("expiresAt", .string(Timestamps.iso8601(microseconds: reservation.expiresAtMicroseconds))),
+            ("budget", budget.json),
+        ])
+    }
+}
+
+extension SettleResult {
+    /// The consume's JSON (`budget`, `crossedThresholds`, `event`, `replayed`) plus `holdHadExpired`.
+    public var json: JSONValue {
+        guard case .object(var members) = consume.json else { return consume.json }
+        members.append(("holdHadExpired", .bool(holdHadExpired)))
+        return .object(members)
     }
 }

@@ -12,11 +12,14 @@ public struct ThreadBudget: Sendable, Equatable {
     public let requestCount: Int64
     /// Thresholds (percent) already crossed in this window, ascending.
     public let triggeredThresholds: [Int]
+    /// Tokens held by live reservations (not yet settled, released or expired).
+    public let heldTokens: Int64
 
     public init(
         threadID: String, maxTokens: Int64, promptTokens: Int64 = 0, completionTokens: Int64 = 0,
-        requestCount: Int64 = 0, triggeredThresholds: [Int] = []
+        requestCount: Int64 = 0, triggeredThresholds: [Int] = [], heldTokens: Int64 = 0
     ) {
+        self.heldTokens = heldTokens
         self.threadID = threadID
         self.maxTokens = maxTokens
         self.promptTokens = promptTokens
@@ -39,11 +42,26 @@ public struct ThreadBudget: Sendable, Equatable {
         maxTokens == 0 ? 0 : Double(totalTokens) / Double(maxTokens) * 100
     }
 
-    /// Whether `tokens` more fit under the max: total + tokens ≤ max, without overflow.
+    /// Tokens a new hold or checked consume may still take: max − spent − held, never negative.
+    public var remainingAfterHolds: Int64 {
+        let (committed, overflow) = totalTokens.addingReportingOverflow(heldTokens)
+        return overflow ? 0 : max(0, maxTokens - committed)
+    }
+
+    /// Whether `tokens` more fit under the max: total + held + tokens ≤ max, without overflow.
+    /// (With no holds this is the reference's `can_consume`.)
     public func canConsume(_ tokens: Int64) -> Bool {
         guard tokens >= 0 else { return false }
-        let (sum, overflow) = totalTokens.addingReportingOverflow(tokens)
-        return !overflow && sum <= maxTokens
+        let (committed, heldOverflow) = totalTokens.addingReportingOverflow(heldTokens)
+        let (sum, overflow) = committed.addingReportingOverflow(tokens)
+        return !heldOverflow && !overflow && sum <= maxTokens
+    }
+
+    /// The same budget with other counts (for the consume path, which knows the new totals).
+    func with(promptTokens: Int64, completionTokens: Int64, requestCount: Int64, triggeredThresholds: [Int]) -> ThreadBudget {
+        ThreadBudget(
+            threadID: threadID, maxTokens: maxTokens, promptTokens: promptTokens, completionTokens: completionTokens,
+            requestCount: requestCount, triggeredThresholds: triggeredThresholds, heldTokens: heldTokens)
     }
 }
 
@@ -132,6 +150,8 @@ public struct ConsumeEvent: Sendable, Equatable {
     public let usage: UsageDetails
     /// The cost in nano-dollars (10⁻⁹ USD); nil when the model has no price.
     public let costNanos: Int64?
+    /// The reservation this consume settled, if any.
+    public let reservationID: Int64?
 }
 
 /// What a consume did.
@@ -145,4 +165,31 @@ public struct ConsumeResult: Sendable, Equatable {
     /// True when an idempotency key matched an earlier consume: nothing new was recorded,
     /// and `event` and `crossedThresholds` are the original's.
     public let isReplay: Bool
+}
+
+/// A live hold on a thread's budget.
+public struct Reservation: Sendable, Equatable {
+    /// The reserve event's id.
+    public let id: Int64
+    public let threadID: String
+    public let tokens: Int64
+    /// UTC microseconds after which the hold stops counting.
+    public let expiresAtMicroseconds: Int64
+}
+
+/// What `reserve` did.
+public struct ReserveResult: Sendable, Equatable {
+    public let reservation: Reservation
+    /// The thread's budget with the new hold counted.
+    public let budget: ThreadBudget
+}
+
+/// What `settle` did.
+public struct SettleResult: Sendable, Equatable {
+    /// The recorded consumption (its event carries the reservation id).
+    public let consume: ConsumeResult
+    /// The hold that was settled.
+    public let reservation: Reservation
+    /// True when the hold had already expired: the actual spend is still recorded.
+    public let holdHadExpired: Bool
 }

@@ -27,15 +27,19 @@ public final class Connection {
         public var readOnly = false
         /// Creates the file when it does not exist (ignored when read-only).
         public var create = true
+        /// Switches a file database to WAL at open. Off lets a caller inspect a file first and
+        /// call `enableWAL()` only once it knows the file is its own (WAL mode is persistent).
+        public var walAtOpen = true
 
         public init(
             busyTimeoutMilliseconds: Int32 = 5_000, synchronous: Synchronous = .full,
-            readOnly: Bool = false, create: Bool = true
+            readOnly: Bool = false, create: Bool = true, walAtOpen: Bool = true
         ) {
             self.busyTimeoutMilliseconds = busyTimeoutMilliseconds
             self.synchronous = synchronous
             self.readOnly = readOnly
             self.create = create
+            self.walAtOpen = walAtOpen
         }
     }
 
@@ -84,18 +88,26 @@ public final class Connection {
         sqlite3_busy_timeout(liveHandle, options.busyTimeoutMilliseconds)
         // The first statement reads the file header, so a file that is not SQLite fails here,
         // before anything is written to it.
-        if !options.readOnly && path != ":memory:" && !path.isEmpty {
-            let mode = try fetchText("PRAGMA journal_mode = WAL")
-            if mode?.lowercased() != "wal" {
-                throw SQLiteError(
-                    extendedCode: .error, message: "could not switch to WAL journal mode (got \(mode ?? "nothing"))",
-                    sql: "PRAGMA journal_mode = WAL")
-            }
+        if !options.readOnly && options.walAtOpen {
+            try enableWAL()
         } else {
             _ = try fetchText("PRAGMA schema_version")
         }
         try execute(sql: "PRAGMA foreign_keys = ON")
         try execute(sql: "PRAGMA synchronous = \(options.synchronous.rawValue)")
+    }
+
+    /// Switches a file database to WAL journal mode (a no-op for `:memory:`, which has no WAL).
+    /// WAL mode is persistent: it is recorded in the file header.
+    /// See <https://www.sqlite.org/wal.html#activating_and_configuring_wal_mode>.
+    public func enableWAL() throws {
+        guard path != ":memory:" && !path.isEmpty else { return }
+        let mode = try fetchText("PRAGMA journal_mode = WAL")
+        if mode?.lowercased() != "wal" {
+            throw SQLiteError(
+                extendedCode: .error, message: "could not switch to WAL journal mode (got \(mode ?? "nothing"))",
+                sql: "PRAGMA journal_mode = WAL")
+        }
     }
 
     private func fetchText(_ sql: String) throws -> String? {

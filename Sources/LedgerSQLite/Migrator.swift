@@ -91,8 +91,10 @@ public struct Migrator: Sendable {
             .fetchAll { row in try row[0] as Int }
     }
 
-    /// Refuses databases of other applications and databases newer than this binary.
-    private func checkCompatible(_ connection: Connection) throws {
+    /// Refuses databases of other applications and databases newer than this binary, reading only.
+    ///
+    /// - Throws: `MigrationError`, or `SQLiteError` (`.notADatabase` for a file that is not SQLite).
+    public func checkCompatible(_ connection: Connection) throws {
         let foundID = try connection.prepare("PRAGMA application_id").fetchOne { try $0[0] as Int64 } ?? 0
         if foundID != 0 && foundID != Int64(applicationID) {
             throw MigrationError.foreignDatabase("its application_id is \(foundID)")

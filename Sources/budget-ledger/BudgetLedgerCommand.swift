@@ -14,7 +14,8 @@ struct BudgetLedgerCommand: ParsableCommand {
         version: Ledger.version,
         subcommands: [
             Init.self, Consume.self, Check.self, Usage.self, Threads.self, Reset.self, Cleanup.self,
-            SetLimit.self, Configure.self, Verify.self, Price.self, Export.self, Events.self,
+            SetLimit.self, Configure.self, Verify.self, Price.self, Export.self, Events.self, Reserve.self,
+            Settle.self, Release.self, Holds.self,
         ]
     )
 }

@@ -44,7 +44,7 @@ enum Output {
         case let ledgerError as LedgerError:
             switch ledgerError {
             case .invalidInput: code = 64
-            case .threadNotFound: code = 4
+            case .threadNotFound, .reservationNotFound: code = 4
             case .conflict: code = 5
             case .closed, .database, .incompatible: code = 1
             }
@@ -68,6 +68,7 @@ enum Output {
         var line = "\(budget.threadID): \(budget.totalTokens) of \(budget.maxTokens) tokens used"
         line += " (\(budget.percentUsed.roundedToOneDecimal)%), \(budget.remaining) remaining"
         line += "; prompt \(budget.promptTokens), completion \(budget.completionTokens), \(budget.requestCount) requests"
+        if budget.heldTokens > 0 { line += "; \(budget.heldTokens) held, \(budget.remainingAfterHolds) free after holds" }
         if budget.isExhausted { line += "; EXHAUSTED" }
         return line
     }

@@ -1,0 +1,160 @@
+import LedgerSQLite
+
+extension Ledger {
+    /// The ttl of a hold when none is given: 5 minutes.
+    public static let defaultHoldSeconds: Int64 = 300
+    /// The longest ttl a hold may ask for: 7 days.
+    public static let holdSecondsMax: Int64 = 7 * 24 * 3_600
+
+    /// Holds `tokens` against the thread's budget for `ttlSeconds`, opening the thread when new.
+    ///
+    /// The hold must fit under max − spent − other live holds. Until settled, released or
+    /// expired, it counts against every budget decision: checks, checked consumes, other holds.
+    ///
+    /// - Throws: `BudgetExhaustedError` when it does not fit (nothing is recorded);
+    ///   `LedgerError.invalidInput` for tokens < 1 or a ttl outside 1 s…7 days.
+    public func reserve(_ threadID: String, tokens: Int64, ttlSeconds: Int64 = Ledger.defaultHoldSeconds) throws
+        -> ReserveResult
+    {
+        try Validate.identifier(threadID, field: "threadId")
+        if tokens < 1 {
+            throw LedgerError.invalidInput(field: "tokens", reason: "must be at least 1 (got \(tokens))")
+        }
+        guard (1...Self.holdSecondsMax).contains(ttlSeconds) else {
+            throw LedgerError.invalidInput(
+                field: "ttlSeconds", reason: "must be 1…\(Self.holdSecondsMax) seconds (got \(ttlSeconds))")
+        }
+        return try write { connection in
+            let now = configuration.clock()
+            let found = try ThreadRow.fetch(threadID, at: now, on: connection)
+            if found.expiredHolds > 0 {
+                try connection.execute(LedgerSQL.insertExpiries, [now, threadID])
+            }
+            let before = try found.budget ?? openThread(threadID, maxTokens: found.defaultMaxTokens, at: now, on: connection)
+            if before.isExhausted || !before.canConsume(tokens) {
+                throw BudgetExhaustedError(
+                    threadID: threadID, used: before.totalTokens, maxTokens: before.maxTokens, requestedTokens: tokens,
+                    heldTokens: before.heldTokens)
+            }
+            let expiresAt = now + ttlSeconds * 1_000_000
+            try connection.execute(LedgerSQL.insertReserve, [now, threadID, tokens, expiresAt])
+            let reservation = Reservation(
+                id: connection.lastInsertRowID, threadID: threadID, tokens: tokens, expiresAtMicroseconds: expiresAt)
+            let budget = ThreadBudget(
+                threadID: threadID, maxTokens: before.maxTokens, promptTokens: before.promptTokens,
+                completionTokens: before.completionTokens, requestCount: before.requestCount,
+                triggeredThresholds: before.triggeredThresholds, heldTokens: before.heldTokens + tokens)
+            return ReserveResult(reservation: reservation, budget: budget)
+        }
+    }
+
+    /// Records the tokens a held call actually spent (above or below the hold) and ends the hold,
+    /// in one transaction.
+    ///
+    /// Settling after the hold expired still records the spend, since the tokens were spent
+    /// (`holdHadExpired` says so). It never refuses for budget: like `consume`, it records reality.
+    ///
+    /// - Throws: `LedgerError.reservationNotFound` for an unknown id; `LedgerError.conflict` when
+    ///   the hold was already settled or released, or its thread was cleaned up (nothing is written).
+    @discardableResult
+    public func settle(
+        _ reservationID: Int64, promptTokens: Int64, completionTokens: Int64 = 0, idempotencyKey: String? = nil,
+        usage: UsageDetails = .none
+    ) throws -> SettleResult {
+        let result = try write { connection -> SettleResult in
+            let state = try reservationState(reservationID, on: connection)
+            let request = try ConsumeRequest(
+                threadID: state.reservation.threadID, promptTokens: promptTokens, completionTokens: completionTokens,
+                idempotencyKey: idempotencyKey, usage: usage, enforce: false)
+            if let key = idempotencyKey, try connection.cachedStatement(LedgerSQL.selectConsumeByKey).fetchOne([key], { _ in true }) != nil {
+                // A retried settle: replay the original (or report the key's conflict).
+                let replayed = try record(request, on: connection)
+                return SettleResult(consume: replayed, reservation: state.reservation, holdHadExpired: false)
+            }
+            switch state.ending {
+            case .settled: throw LedgerError.conflict("reservation \(reservationID) was already settled")
+            case .released: throw LedgerError.conflict("reservation \(reservationID) was already released")
+            case .cleanedUp:
+                throw LedgerError.conflict(
+                    "reservation \(reservationID) ended when thread \(state.reservation.threadID) was cleaned up")
+            case .live, .expired: break
+            }
+            let now = configuration.clock()
+            let expired = state.ending == .expired || state.reservation.expiresAtMicroseconds <= now
+            let consume = try record(request, settling: reservationID, on: connection)
+            let budget = try ThreadRow.fetch(state.reservation.threadID, at: now, on: connection).budget ?? consume.budget
+            let settled = ConsumeResult(
+                budget: budget, crossedThresholds: consume.crossedThresholds, event: consume.event, isReplay: false)
+            return SettleResult(consume: settled, reservation: state.reservation, holdHadExpired: expired)
+        }
+        notify(result.consume)
+        return result
+    }
+
+    /// Ends a hold with nothing spent.
+    ///
+    /// - Returns: the thread's budget afterwards.
+    /// - Throws: `LedgerError.reservationNotFound` for an unknown id; `LedgerError.conflict` when the
+    ///   hold is no longer live (settled, released, expired, or its thread cleaned up): nothing is written.
+    @discardableResult
+    public func release(_ reservationID: Int64) throws -> ThreadBudget {
+        try write { connection in
+            let state = try reservationState(reservationID, on: connection)
+            let now = configuration.clock()
+            let threadID = state.reservation.threadID
+            switch state.ending {
+            case .live where state.reservation.expiresAtMicroseconds > now:
+                try connection.execute(LedgerSQL.insertRelease, [now, threadID, reservationID])
+            case .live, .expired:
+                throw LedgerError.conflict("reservation \(reservationID) expired; there is nothing to release")
+            case .settled: throw LedgerError.conflict("reservation \(reservationID) was already settled")
+            case .released: throw LedgerError.conflict("reservation \(reservationID) was already released")
+            case .cleanedUp:
+                throw LedgerError.conflict("reservation \(reservationID) ended when thread \(threadID) was cleaned up")
+            }
+            guard let budget = try ThreadRow.fetch(threadID, at: now, on: connection).budget else {
+                preconditionFailure("thread \(threadID) of a live hold is not open")
+            }
+            return budget
+        }
+    }
+
+    /// Live holds (not settled, released or expired), of one thread or of all, oldest first.
+    public func holds(_ threadID: String? = nil) throws -> [Reservation] {
+        try Validate.optionalIdentifier(threadID, field: "threadId")
+        return try withConnection { connection in
+            try connection.cachedStatement(LedgerSQL.selectLiveHolds).fetchAll([configuration.clock(), threadID]) { row in
+                Reservation(id: try row[0], threadID: try row[1], tokens: try row[2], expiresAtMicroseconds: try row[3])
+            }
+        }
+    }
+
+    /// How a reservation stands.
+    private enum HoldEnding: Equatable {
+        case live, settled, released, expired, cleanedUp
+    }
+
+    private func reservationState(_ reservationID: Int64, on connection: Connection) throws
+        -> (reservation: Reservation, ending: HoldEnding)
+    {
+        let found = try connection.cachedStatement(LedgerSQL.selectReservation).fetchOne([reservationID]) { row in
+            let reservation = Reservation(
+                id: reservationID, threadID: try row[0], tokens: try row[1], expiresAtMicroseconds: try row[2])
+            let endings = (try row[3] as String?)?.split(separator: ",").map(String.init) ?? []
+            let inHolds: Bool = try row[4]
+            let ending: HoldEnding
+            if endings.contains("consume") {
+                ending = .settled
+            } else if endings.contains("release") {
+                ending = .released
+            } else if endings.contains("expire") {
+                ending = .expired
+            } else {
+                ending = inHolds ? .live : .cleanedUp
+            }
+            return (reservation: reservation, ending: ending)
+        }
+        guard let found else { throw LedgerError.reservationNotFound(reservationID) }
+        return found
+    }
+}
