@@ -10,6 +10,13 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
     ],
     targets: [
         // The system libsqlite3 (libsqlite3-dev), nothing else.
@@ -35,17 +42,50 @@ let package = Package(
             dependencies: ["LedgerSQLite"],
             plugins: ["EmbedMigrations"]
         ),
+        // The REST server (Hummingbird): routes, request/response types, error mapping, metrics.
+        // The OpenAPI document is compiled into the binary, never read from the checkout at run time.
+        .target(
+            name: "BudgetLedgerServer",
+            dependencies: [
+                "BudgetLedger",
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            resources: [.embedInCode("openapi.yaml")]
+        ),
         .executableTarget(
             name: "budget-ledger",
             dependencies: [
                 "BudgetLedger",
+                "BudgetLedgerServer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        // The benchmark behind `make bench`: figures for the real Ledger API, beside raw SQLite.
+        .executableTarget(name: "budget-ledger-bench", dependencies: ["BudgetLedger", "LedgerSQLite"]),
+        // A worker the crash tests run as many processes and kill with SIGKILL.
+        .executableTarget(name: "ledger-crash-worker", dependencies: ["BudgetLedger"]),
         .testTarget(name: "LedgerSQLiteTests", dependencies: ["LedgerSQLite"]),
         .testTarget(name: "BudgetLedgerTests", dependencies: ["BudgetLedger", "LedgerSQLite"]),
         // Depends on the executable so that `swift build --build-tests` builds the binary the tests spawn.
-        .testTarget(name: "CLITests", dependencies: ["budget-ledger"]),
+        .testTarget(name: "CLITests", dependencies: ["budget-ledger", "ledger-crash-worker"]),
+        // Depends on the executable too: the parity and signal tests spawn the built binary.
+        .testTarget(
+            name: "BudgetLedgerServerTests",
+            dependencies: [
+                "BudgetLedgerServer",
+                "BudgetLedger",
+                "budget-ledger",
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            ]
+        ),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -22,17 +22,22 @@ public final class Ledger: Sendable {
         public var thresholds: [BudgetThreshold]
         /// The clock: UTC microseconds since 1970. Tests may inject one.
         public var clock: @Sendable () -> Int64
+        /// A cap on the file's size in pages (`PRAGMA max_page_count`): a quota, and the way tests
+        /// simulate a full disk. Nil: no cap but the disk's. See <https://www.sqlite.org/pragma.html#pragma_max_page_count>.
+        public var maxPageCount: Int64?
 
         public init(
             synchronous: Synchronous = .full,
             busyTimeoutMilliseconds: Int32 = 5_000,
             thresholds: [BudgetThreshold] = BudgetThreshold.defaults,
-            clock: @escaping @Sendable () -> Int64 = Ledger.systemClockMicroseconds
+            clock: @escaping @Sendable () -> Int64 = Ledger.systemClockMicroseconds,
+            maxPageCount: Int64? = nil
         ) {
             self.synchronous = synchronous
             self.busyTimeoutMilliseconds = busyTimeoutMilliseconds
             self.thresholds = thresholds
             self.clock = clock
+            self.maxPageCount = maxPageCount
         }
     }
 
@@ -76,12 +81,18 @@ public final class Ledger: Sendable {
             try migrator.checkCompatible(opened)
             try opened.enableWAL()
             try migrator.migrate(opened)
+            if let pages = configuration.maxPageCount {
+                try opened.execute(sql: "PRAGMA max_page_count = \(pages)")
+            }
         } catch let error as SQLiteError {
             throw LedgerError.database(path: path, error)
         } catch let error as MigrationError {
             throw LedgerError.incompatible(path: path, error)
         }
         connection = Mutex(opened)
+        if let pages = configuration.maxPageCount, pages < 1 {
+            throw LedgerError.invalidInput(field: "maxPageCount", reason: "must be at least 1 (got \(pages))")
+        }
         if let maxTokensPerThread, try self.maxTokensPerThread != maxTokensPerThread {
             try configure(maxTokensPerThread: maxTokensPerThread)
         }

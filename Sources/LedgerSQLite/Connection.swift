@@ -189,10 +189,13 @@ public final class Connection {
                 var statement: OpaquePointer?
                 var tail: UnsafePointer<CChar>?
                 let resultCode = sqlite3_prepare_v2(liveHandle, current, -1, &statement, &tail)
-                let text = Self.text(from: current, to: tail)
                 guard resultCode == SQLITE_OK else {
-                    throw SQLiteError.lastError(of: liveHandle, resultCode: resultCode, sql: text)
+                    // A failed compile leaves `tail` at the offending word: name the rest of the
+                    // script from the failing statement on, not a cut-off fragment of it.
+                    let rest = Self.text(from: current, to: nil)
+                    throw SQLiteError.lastError(of: liveHandle, resultCode: resultCode, sql: rest)
                 }
+                let text = Self.text(from: current, to: tail)
                 cursor = tail
                 // Whitespace or a comment compiles to no statement.
                 guard let statement else { continue }

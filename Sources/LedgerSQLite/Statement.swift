@@ -59,6 +59,9 @@ public final class Statement {
         // The result of sqlite3_reset repeats the last step's error, already reported by step().
         sqlite3_reset(liveHandle)
         sqlite3_clear_bindings(liveHandle)
+        // SQLite recompiles a statement silently after a schema change, and the columns may
+        // move: names are looked up afresh for every run.
+        columnIndexes = nil
     }
 
     /// Binds `value` to parameter `index` (1-based, as in SQLite).
@@ -231,7 +234,15 @@ public struct RowCursor {
     /// The next row, or nil when there are no more. A row is valid until the next call.
     public mutating func next() throws -> Row? {
         guard !finished else { return nil }
-        if try statement.step() {
+        let hasRow: Bool
+        do {
+            hasRow = try statement.step()
+        } catch {
+            // step() reset the statement: stepping again would start over and repeat rows.
+            finished = true
+            throw error
+        }
+        if hasRow {
             return Row(statement: statement)
         }
         finished = true

@@ -1,0 +1,60 @@
+import BudgetLedger
+import Foundation
+import Hummingbird
+import Logging
+import NIOCore
+
+/// Builds the REST server that `budget-ledger serve` runs (tests build the same one).
+///
+/// Opens the ledger at `configuration.databasePath`; the application owns it and closes it on
+/// graceful shutdown, after the requests in flight have finished.
+///
+/// - Parameters:
+///   - configuration: where the ledger is, where to listen, the token.
+///   - logger: the server's logger; by default "budget-ledger" at info level, or `$LOG_LEVEL`.
+///   - onServerRunning: called with the bound port once the server listens (useful with port 0).
+/// - Throws: `ServerConfigurationError` for an unusable configuration (nothing is opened);
+///   `LedgerError` when the ledger cannot be opened.
+public func buildApplication(
+    _ configuration: ServerConfiguration,
+    logger: Logger? = nil,
+    onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }
+) throws -> some ApplicationProtocol {
+    try configuration.validate()
+    let ledger = LedgerService(
+        ledger: try Ledger(path: configuration.databasePath), threadCount: configuration.ledgerThreadCount)
+    let router = buildRouter(ledger: ledger, metrics: ServerMetrics(), configuration: configuration)
+    let port = configuration.port
+    var defaultLogger = Logger(label: "budget-ledger")
+    defaultLogger.logLevel = ProcessInfo.processInfo.environment["LOG_LEVEL"].flatMap { Logger.Level(rawValue: $0) } ?? .info
+    return Application(
+        router: router,
+        configuration: ApplicationConfiguration(
+            address: .hostname(configuration.host, port: configuration.port), serverName: "budget-ledger"),
+        services: [ledger],
+        onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? port) },
+        logger: logger ?? defaultLogger)
+}
+
+/// The routes and middleware. Order matters: middleware applies to the routes added after it.
+///
+/// Metrics sit outermost so they see every final status; errors become JSON next; `/healthz` is
+/// added before the token check, everything else (the router's own 404 included) after it.
+func buildRouter(
+    ledger: LedgerService, metrics: ServerMetrics, configuration: ServerConfiguration
+) -> Router<BasicRequestContext> {
+    let router = Router(context: BasicRequestContext.self)
+    router.add(middleware: RequestMetricsMiddleware(metrics: metrics))
+    router.add(middleware: APIErrorMiddleware())
+    HealthController(ledger: ledger).addRoutes(to: router)
+    if let token = configuration.token {
+        router.add(middleware: BearerTokenMiddleware(token: token))
+    }
+    let bodyLimit = configuration.requestBodyBytesMax
+    OperationsController(ledger: ledger, metrics: metrics).addRoutes(to: router)
+    UsageController(ledger: ledger, requestBodyBytesMax: bodyLimit).addRoutes(to: router)
+    ThreadsController(ledger: ledger, metrics: metrics, requestBodyBytesMax: bodyLimit).addRoutes(to: router)
+    ReservationsController(ledger: ledger, metrics: metrics, requestBodyBytesMax: bodyLimit).addRoutes(to: router)
+    BillingController(ledger: ledger).addRoutes(to: router)
+    return router
+}

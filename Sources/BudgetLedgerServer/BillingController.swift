@@ -1,0 +1,169 @@
+import BudgetLedger
+import Hummingbird
+
+/// Billing: exports of consume events or rollups for a time range, and the resumable event feed.
+/// The bodies are the CLI's `export` and `events --json` outputs, byte for byte.
+struct BillingController: APIController {
+    enum Route: CaseIterable, Sendable {
+        case export, events
+    }
+
+    static func endpoint(of route: Route) -> Endpoint {
+        switch route {
+        case .export: return .get("/api/v1/usage/export")
+        case .events: return .get("/api/v1/events")
+        }
+    }
+
+    /// Output formats of an export, as the CLI's `--format`.
+    enum ExportFormat: String, CaseIterable, Sendable {
+        case csv, json, ndjson
+
+        var contentType: String {
+            switch self {
+            case .csv: return "text/csv; charset=utf-8"
+            case .json: return "application/json"
+            case .ndjson: return "application/x-ndjson"
+            }
+        }
+    }
+
+    let ledger: LedgerService
+
+    func respond(to route: Route, request: Request, context: BasicRequestContext) async throws -> Response {
+        switch route {
+        case .export: return try await export(request)
+        case .events: return try await events(request)
+        }
+    }
+
+    /// `?from=&to=&org=&groupBy=&format=`: `from` inclusive, `to` exclusive (ISO 8601 UTC);
+    /// without `groupBy`, every consume event, streamed; with it, one row per group.
+    private func export(_ request: Request) async throws -> Response {
+        let query = try QueryFields(request, allowed: ["from", "to", "org", "groupBy", "format"])
+        let format = try query.choice("format", ExportFormat.self) ?? .json
+        let grouping = try query.choice("groupBy", ExportGrouping.self)
+        let range = ExportQuery(
+            from: try query.string("from").map { try Timestamps.parse($0, field: "from") },
+            to: try query.string("to").map { try Timestamps.parse($0, field: "to") },
+            organizationID: query.string("org"))
+        let headers: HTTPFields = [.contentType: format.contentType]
+        if let grouping {
+            let rows = try await ledger.run { try $0.rollup(range, by: grouping) }
+            let text = ExportRendering.rollup(rows, grouping: grouping, format: format)
+            return TextResponse(text: text, contentType: format.contentType).response()
+        }
+        return try await streamEvents(range, format: format, headers: headers)
+    }
+
+    /// Streams the events from a ledger thread through a bounded pipe. The first chunk is awaited
+    /// before answering, so that a bad range or an unreadable ledger still gets its 4xx or 5xx;
+    /// a failure after that cuts the response short (the client sees an incomplete body).
+    private func streamEvents(_ range: ExportQuery, format: ExportFormat, headers: HTTPFields) async throws -> Response {
+        let pipe = ChunkPipe()
+        let ledger = ledger
+        Task {
+            do {
+                try await ledger.run { ledger in
+                    var output = ChunkWriter(pipe: pipe)
+                    try ExportRendering.events(from: ledger, range, format: format, to: &output)
+                    try output.flush()
+                }
+                pipe.finish(.success(()))
+            } catch {
+                pipe.finish(.failure(error))
+            }
+        }
+        guard let first = try await pipe.next() else {
+            return Response(status: .ok, headers: headers, body: ResponseBody())
+        }
+        return Response(
+            status: .ok, headers: headers,
+            body: ResponseBody { writer in
+                defer { pipe.cancel() }
+                try await writer.write(first)
+                while let chunk = try await pipe.next() {
+                    try await writer.write(chunk)
+                }
+                try await writer.finish(nil)
+            })
+    }
+
+    /// `?after=&limit=`: `{"events": [event…], "lastId": N}`; pass `lastId` as `after` for the next page.
+    private func events(_ request: Request) async throws -> Response {
+        let query = try QueryFields(request, allowed: ["after", "limit"])
+        let after = try query.integer("after") ?? 0
+        let limit = try query.integer("limit") ?? 1_000
+        guard let pageLimit = Int(exactly: limit) else {
+            throw APIError.invalid("limit", "must be 1…\(Ledger.feedPageLimitMax) (got \(limit))")
+        }
+        let page = try await ledger.run { try $0.events(after: after, limit: pageLimit) }
+        return JSONResponse(
+            .object([("events", .array(page.events.map(\.json))), ("lastId", .integer(page.lastID))])
+        ).response()
+    }
+}
+
+/// Text collected into chunks of about 64 KiB and handed to a `ChunkPipe`.
+struct ChunkWriter {
+    static let chunkBytes = 64 * 1024
+    let pipe: ChunkPipe
+    private var buffer = ""
+
+    init(pipe: ChunkPipe) {
+        self.pipe = pipe
+    }
+
+    mutating func write(_ text: String) throws {
+        buffer += text
+        if buffer.utf8.count >= Self.chunkBytes { try flush() }
+    }
+
+    mutating func flush() throws {
+        guard !buffer.isEmpty else { return }
+        try pipe.send(ByteBuffer(string: buffer))
+        buffer = ""
+    }
+}
+
+/// The CLI `export` command's output formats, for the same bytes over HTTP.
+enum ExportRendering {
+    /// Every consume event in `range`: CSV with a header row, `{"events": […], "count": N}`, or NDJSON.
+    static func events(
+        from ledger: Ledger, _ range: ExportQuery, format: BillingController.ExportFormat, to output: inout ChunkWriter
+    ) throws {
+        var count = 0
+        switch format {
+        case .csv: try output.write(CSV.record(LedgerEvent.csvHeader))
+        case .json: try output.write("{\"events\":[")
+        case .ndjson: break
+        }
+        try ledger.forEachConsumeEvent(range) { event in
+            switch format {
+            case .csv: try output.write(CSV.record(event.csvFields))
+            case .json: try output.write((count > 0 ? "," : "") + event.json.serialized())
+            case .ndjson: try output.write(event.json.serialized() + "\n")
+            }
+            count += 1
+        }
+        if format == .json { try output.write("],\"count\":\(count)}\n") }
+    }
+
+    /// Rollup rows: CSV with a header row, `{"groupBy", "rows": […], "count"}`, or NDJSON.
+    static func rollup(
+        _ rows: [(key: String?, totals: UsageTotals)], grouping: ExportGrouping, format: BillingController.ExportFormat
+    ) -> String {
+        let name = grouping.rawValue
+        switch format {
+        case .csv:
+            return CSV.record(UsageTotals.csvHeader(group: name))
+                + rows.map { CSV.record($0.totals.csvFields(key: $0.key)) }.joined()
+        case .json:
+            let items = rows.map { $0.totals.json(key: (name, .optional($0.key))) }
+            return JSONValue.object([("groupBy", .string(name)), ("rows", .array(items)), ("count", .integer(Int64(rows.count)))])
+                .serialized() + "\n"
+        case .ndjson:
+            return rows.map { $0.totals.json(key: (name, .optional($0.key))).serialized() + "\n" }.joined()
+        }
+    }
+}

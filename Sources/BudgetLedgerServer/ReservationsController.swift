@@ -1,0 +1,79 @@
+import BudgetLedger
+import Hummingbird
+
+/// Two-phase holds: reserve on a thread, then settle or release the reservation.
+struct ReservationsController: APIController {
+    enum Route: CaseIterable, Sendable {
+        case reserve, settle, release
+    }
+
+    static func endpoint(of route: Route) -> Endpoint {
+        switch route {
+        case .reserve: return .post("/api/v1/threads/{id}/reserve")
+        case .settle: return .post("/api/v1/reservations/{id}/settle")
+        case .release: return .post("/api/v1/reservations/{id}/release")
+        }
+    }
+
+    let ledger: LedgerService
+    let metrics: ServerMetrics
+    let requestBodyBytesMax: Int
+
+    func respond(to route: Route, request: Request, context: BasicRequestContext) async throws -> Response {
+        _ = try QueryFields(request, allowed: [])
+        switch route {
+        case .reserve:
+            return try await reserve(try context.pathIdentifier("id", field: "threadId"), request)
+        case .settle:
+            return try await settle(try context.reservationID(), request)
+        case .release:
+            return try await release(try context.reservationID(), request)
+        }
+    }
+
+    /// Holds `tokens` for `ttlSeconds` (default 300); 409 when the hold does not fit.
+    private func reserve(_ threadID: String, _ request: Request) async throws -> Response {
+        let body = try await BodyFields(request, allowed: ["tokens", "ttlSeconds"], limit: requestBodyBytesMax)
+        let tokens = try body.count("tokens")
+        let ttlSeconds = try body.count("ttlSeconds", default: Ledger.defaultHoldSeconds)
+        do {
+            let result = try await ledger.run { try $0.reserve(threadID, tokens: tokens, ttlSeconds: ttlSeconds) }
+            return JSONResponse(result.json).response()
+        } catch let error as BudgetExhaustedError {
+            metrics.recordExhaustedRefusal()
+            throw error
+        }
+    }
+
+    /// Records the actual usage and ends the hold; 404 unknown, 409 no longer live.
+    private func settle(_ reservationID: Int64, _ request: Request) async throws -> Response {
+        let input = try await ConsumeInput(request, limit: requestBodyBytesMax)
+        let result = try await ledger.run { ledger in
+            try ledger.settle(
+                reservationID, promptTokens: input.promptTokens, completionTokens: input.completionTokens,
+                idempotencyKey: input.idempotencyKey, usage: input.usage)
+        }
+        metrics.recordConsume(replayed: result.consume.isReplay)
+        return JSONResponse(result.json).response()
+    }
+
+    /// Ends the hold with nothing spent; 404 unknown, 409 no longer live.
+    private func release(_ reservationID: Int64, _ request: Request) async throws -> Response {
+        _ = try await BodyFields(request, allowed: [], limit: requestBodyBytesMax)
+        let budget = try await ledger.run { try $0.release(reservationID) }
+        return JSONResponse(
+            .object([("released", .bool(true)), ("reservationId", .integer(reservationID)), ("budget", budget.json)])
+        ).response()
+    }
+}
+
+extension BasicRequestContext {
+    /// The `{id}` path parameter as a reservation id: a positive integer.
+    func reservationID() throws -> Int64 {
+        let raw = try parameters.require("id")
+        guard let id = Int64(raw), id > 0 else {
+            throw APIError.invalid("reservationId", "must be a positive integer (got \"\(raw)\")")
+        }
+        return id
+    }
+}

@@ -1,0 +1,57 @@
+import Hummingbird
+
+/// One operation of the API: a method and a path template, written as the OpenAPI document
+/// writes them (`/api/v1/threads/{id}/consume`).
+struct Endpoint: Hashable, Sendable, CustomStringConvertible {
+    let method: HTTPRequest.Method
+    let path: String
+
+    static func get(_ path: String) -> Endpoint { Endpoint(method: .get, path: path) }
+    static func post(_ path: String) -> Endpoint { Endpoint(method: .post, path: path) }
+    static func put(_ path: String) -> Endpoint { Endpoint(method: .put, path: path) }
+    static func delete(_ path: String) -> Endpoint { Endpoint(method: .delete, path: path) }
+
+    var description: String { "\(method) \(path)" }
+}
+
+/// A small group of endpoints: an enum of its routes, and one function that answers them.
+///
+/// The router registers exactly `Route.allCases`, and `APIRoutes.all` lists exactly those, so the
+/// test that compares the OpenAPI document with `APIRoutes.all` compares it with the router.
+protocol APIController: Sendable {
+    associatedtype Route: CaseIterable, Sendable
+
+    /// The method and path of `route`.
+    static func endpoint(of route: Route) -> Endpoint
+
+    /// Answers `request` for `route`; errors are thrown for `APIErrorMiddleware` to map.
+    func respond(to route: Route, request: Request, context: BasicRequestContext) async throws -> Response
+}
+
+extension APIController {
+    static var endpoints: [Endpoint] { Route.allCases.map(endpoint(of:)) }
+
+    /// Registers every route of this controller on `router`.
+    func addRoutes(to router: some RouterMethods<BasicRequestContext>) {
+        for route in Route.allCases {
+            let endpoint = Self.endpoint(of: route)
+            router.on(RouterPath(endpoint.path), method: endpoint.method) { request, context in
+                try await respond(to: route, request: request, context: context)
+            }
+        }
+    }
+}
+
+/// The one list of the API's endpoints, for the router and for the tests.
+enum APIRoutes {
+    /// Served without a token: a load balancer's probe must not need the secret.
+    static var open: [Endpoint] { HealthController.endpoints }
+
+    /// Served only with `Authorization: Bearer TOKEN` when the server has a token.
+    static var guarded: [Endpoint] {
+        OperationsController.endpoints + UsageController.endpoints + ThreadsController.endpoints
+            + ReservationsController.endpoints + BillingController.endpoints
+    }
+
+    static var all: [Endpoint] { open + guarded }
+}

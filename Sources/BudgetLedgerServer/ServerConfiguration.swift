@@ -1,0 +1,99 @@
+/// How the REST server is run: where the ledger lives, where to listen, who may call.
+public struct ServerConfiguration: Sendable {
+    /// The ledger file the server opens (and closes when it shuts down).
+    public var databasePath: String
+    /// The address to bind: a loopback address unless a token is set.
+    public var host: String
+    /// The TCP port; 0 asks the system for a free one (see `buildApplication`'s `onServerRunning`).
+    public var port: Int
+    /// The bearer token every endpoint but `/healthz` requires; nil leaves the API open
+    /// (allowed on loopback only).
+    public var token: String?
+    /// The largest request body accepted; a larger one is refused with 413.
+    public var requestBodyBytesMax: Int
+    /// Threads that run the ledger's blocking SQLite calls, off the event loops.
+    public var ledgerThreadCount: Int
+
+    /// The default port of `budget-ledger serve`.
+    public static let defaultPort = 8765
+    /// The default body limit: 64 KiB, four times the largest metadata the ledger accepts.
+    public static let defaultRequestBodyBytesMax = 64 * 1024
+    /// The longest token accepted, in UTF-8 bytes.
+    public static let tokenBytesMax = 4096
+
+    /// - Parameters:
+    ///   - databasePath: the ledger file.
+    ///   - host: the address to bind (default loopback).
+    ///   - port: the TCP port (default 8765; 0 picks a free one).
+    ///   - token: the bearer token, or nil for none.
+    ///   - requestBodyBytesMax: the body limit (default 64 KiB).
+    ///   - ledgerThreadCount: threads for ledger calls (default 2: one SQLite connection serializes
+    ///     writes, and a second thread lets an export's own reader run beside them).
+    public init(
+        databasePath: String, host: String = "127.0.0.1", port: Int = ServerConfiguration.defaultPort,
+        token: String? = nil, requestBodyBytesMax: Int = ServerConfiguration.defaultRequestBodyBytesMax,
+        ledgerThreadCount: Int = 2
+    ) {
+        self.databasePath = databasePath
+        self.host = host
+        self.port = port
+        self.token = token
+        self.requestBodyBytesMax = requestBodyBytesMax
+        self.ledgerThreadCount = ledgerThreadCount
+    }
+
+    /// Whether `host` names this machine only: `localhost`, `::1` or any 127.x.x.x address.
+    public var bindsLoopbackOnly: Bool {
+        Self.isLoopback(host)
+    }
+
+    /// Checks the configuration before anything is opened or bound.
+    ///
+    /// - Throws: `ServerConfigurationError` naming what is wrong.
+    public func validate() throws {
+        guard (0...65_535).contains(port) else {
+            throw ServerConfigurationError(field: "port", reason: "must be 0…65535 (got \(port))")
+        }
+        if let token {
+            guard !token.isEmpty, token.utf8.count <= Self.tokenBytesMax else {
+                throw ServerConfigurationError(
+                    field: "token", reason: "must be 1…\(Self.tokenBytesMax) bytes (got \(token.utf8.count))")
+            }
+            guard token.unicodeScalars.allSatisfy({ $0.isASCII && $0.value > 0x20 && $0.value < 0x7F }) else {
+                throw ServerConfigurationError(
+                    field: "token", reason: "must be printable ASCII without spaces, to fit an Authorization header")
+            }
+        }
+        if token == nil && !bindsLoopbackOnly {
+            throw ServerConfigurationError(
+                field: "host",
+                reason: "refusing to serve \(host) without a token: anyone on the network could spend budgets; "
+                    + "pass --token or set BUDGET_LEDGER_TOKEN, or bind 127.0.0.1")
+        }
+        guard (1...65_536).contains(requestBodyBytesMax) else {
+            throw ServerConfigurationError(
+                field: "requestBodyBytesMax", reason: "must be 1…65536 (got \(requestBodyBytesMax))")
+        }
+        guard (1...64).contains(ledgerThreadCount) else {
+            throw ServerConfigurationError(field: "ledgerThreadCount", reason: "must be 1…64 (got \(ledgerThreadCount))")
+        }
+    }
+
+    static func isLoopback(_ host: String) -> Bool {
+        let lowered = host.lowercased()
+        if lowered == "localhost" || lowered == "::1" || lowered == "[::1]" { return true }
+        let octets = lowered.split(separator: ".", omittingEmptySubsequences: false)
+        return octets.count == 4 && octets[0] == "127" && octets.allSatisfy { UInt8($0) != nil }
+    }
+}
+
+/// A server configuration that cannot be used; nothing was opened or bound.
+public struct ServerConfigurationError: Error, Sendable, CustomStringConvertible {
+    /// The setting that is wrong.
+    public let field: String
+    /// What is wrong with it.
+    public let reason: String
+
+    /// `invalid FIELD: REASON`.
+    public var description: String { "invalid \(field): \(reason)" }
+}

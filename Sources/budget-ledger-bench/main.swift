@@ -1,0 +1,1 @@
+print("budget-ledger-bench: not written yet")

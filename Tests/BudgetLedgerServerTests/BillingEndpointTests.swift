@@ -1,0 +1,100 @@
+import BudgetLedger
+import Foundation
+import Hummingbird
+import HummingbirdTesting
+import Testing
+
+@testable import BudgetLedgerServer
+
+@Suite("Billing: the feed and exports")
+struct BillingEndpointTests {
+    @Test func theFeedPagesThroughEveryEventOnce() async throws {
+        // Proves: GET /api/v1/events?after=&limit= pages in id order; following lastId visits
+        // every event exactly once and an exhausted feed answers its `after` as lastId.
+        try await withServer { client, folder in
+            for index in 0..<5 {
+                _ = try await client.post("/api/v1/threads/t\(index)/consume", json: #"{"promptTokens":1}"#)
+            }
+            let expected = try folder.withLedger { try $0.events(after: 0, limit: 100).events.map(\.id) }
+            var seen: [Int64] = []
+            var after: Int64 = 0
+            for _ in 0..<20 {
+                let page = try await client.get("/api/v1/events?after=\(after)&limit=3").object()
+                let ids = try #require(page["events"] as? [[String: Any]]).compactMap { int64($0["id"]) }
+                let lastID = try #require(int64(page["lastId"]))
+                if ids.isEmpty {
+                    #expect(lastID == after)
+                    break
+                }
+                #expect(lastID == ids.last)
+                seen += ids
+                after = lastID
+            }
+            #expect(seen == expected)
+            #expect(expected.count == 10)  // an open and a consume per thread
+        }
+    }
+
+    @Test(arguments: [
+        ("limit=0", "limit"), ("limit=10001", "limit"), ("limit=ten", "limit"), ("after=-1", "after"),
+        ("after=1&after=2", "after"), ("page=2", "page"),
+    ])
+    func badFeedParametersAre400s(_ query: String, _ field: String) async throws {
+        // Proves: the feed's parameters are validated, each failure naming its parameter.
+        try await withServer { client, _ in
+            let response = try await client.get("/api/v1/events?\(query)")
+            #expect(response.status == .badRequest, "\(response.text)")
+            #expect(try response.detail().hasPrefix("invalid \(field):"), "\(response.text)")
+        }
+    }
+
+    @Test func aLargeExportStreamsEveryEventInOrder() async throws {
+        // Proves: an export larger than one 64 KiB chunk arrives whole: the header, then every
+        // consume event once, in id order.
+        let eventCount = 2_000
+        try await withServer(seed: { folder in
+            let ledger = try Ledger(path: folder.databasePath, configuration: .init(synchronous: .normal))
+            defer { ledger.close() }
+            for index in 0..<eventCount {
+                try ledger.consume(
+                    "thread-\(index % 7)", promptTokens: Int64(index), completionTokens: 1,
+                    usage: UsageDetails(agentID: "agent-with-a-longish-name", model: "model-\(index % 3)", metadataJSON: #"{"org_id":"acme"}"#))
+            }
+        }) { client, _ in
+            let response = try await client.get("/api/v1/usage/export?format=csv")
+            #expect(response.status == .ok)
+            #expect(response.headers[.contentType] == "text/csv; charset=utf-8")
+            #expect(response.body.readableBytes > ChunkWriter.chunkBytes * 2)
+            let lines = response.text.split(separator: "\r\n")
+            #expect(lines.first.map(String.init) == LedgerEvent.csvHeader.joined(separator: ","))
+            #expect(lines.count == eventCount + 1)
+            let prompts = lines.dropFirst().map { $0.split(separator: ",", omittingEmptySubsequences: false)[8] }
+            #expect(prompts == (0..<eventCount).map { Substring(String($0)) })
+        }
+    }
+
+    @Test(arguments: [
+        ("format=xml", "format"), ("groupBy=colour", "groupBy"), ("from=yesterday", "from"),
+        ("from=2026-02-02&to=2026-02-01", "to"), ("org=%07", "org"), ("limit=5", "limit"),
+    ])
+    func badExportParametersAre400sBeforeAnyByteIsSent(_ query: String, _ field: String) async throws {
+        // Proves: export parameters are validated, including the ledger's own range check, which
+        // fails inside the streaming export yet still answers a 400 (not a cut-short 200).
+        try await withServer { client, _ in
+            let response = try await client.get("/api/v1/usage/export?\(query)")
+            #expect(response.status == .badRequest, "\(response.text)")
+            #expect(try response.detail().hasPrefix("invalid \(field):"), "\(response.text)")
+        }
+    }
+
+    @Test func anEmptyExportIsJustItsFrame() async throws {
+        // Proves: with no events, JSON is {"events":[],"count":0} and NDJSON is empty.
+        try await withServer { client, _ in
+            let json = try await client.get("/api/v1/usage/export?format=json")
+            #expect(json.text == "{\"events\":[],\"count\":0}\n")
+            let ndjson = try await client.get("/api/v1/usage/export?format=ndjson")
+            #expect(ndjson.status == .ok && ndjson.text.isEmpty)
+            #expect(ndjson.headers[.contentType] == "application/x-ndjson")
+        }
+    }
+}
