@@ -1,8 +1,11 @@
-# BudgetLedger. `make run` serves/uses the default ledger; `make test` runs every test.
+# BudgetLedger. `make run` serves the default ledger over REST; `make test` runs every test.
 SWIFT ?= swift
 DB ?= ./budget-ledger.db
+PORT ?= 8765
+BENCH_FLAGS ?=
+REFERENCE ?= ../shared/reference
 
-.PHONY: deps build test run bench clean
+.PHONY: deps build test run bench bench-compare clean
 
 # Installs the system SQLite headers when they are missing (a fresh machine); does nothing otherwise.
 deps:
@@ -19,12 +22,26 @@ test: deps
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
 
+# Serves the ledger file $(DB) (created on first run) on http://127.0.0.1:$(PORT) until Ctrl-C.
 run: build
-	$(SWIFT) run budget-ledger init --db $(DB)
-	$(SWIFT) run budget-ledger threads --db $(DB)
+	$(SWIFT) run budget-ledger serve --db $(DB) --port $(PORT)
 
-bench:
-	@echo "make bench: the benchmark arrives with the performance issue; nothing to run yet."
+# The benchmark, in release mode: figures for the real Ledger API (flags: BENCH_FLAGS=...).
+bench: deps
+	$(SWIFT) build -c release --product budget-ledger-bench
+	$$($(SWIFT) build -c release --show-bin-path)/budget-ledger-bench $(BENCH_FLAGS)
+
+# The benchmark beside the raw C reference in ../shared/reference, run in the same session.
+bench-compare: deps
+	$(SWIFT) build -c release --product budget-ledger-bench
+	@mkdir -p .build-reference
+	@if [ -x $(REFERENCE)/run.sh ]; then \
+		(cd .build-reference && LEDGER_TMP=$$(pwd) bash $(abspath $(REFERENCE))/run.sh); \
+		$$($(SWIFT) build -c release --show-bin-path)/budget-ledger-bench $(BENCH_FLAGS) --compare-reference .build-reference/results.txt; \
+	else \
+		echo "no reference benchmark at $(REFERENCE); running ours alone"; \
+		$$($(SWIFT) build -c release --show-bin-path)/budget-ledger-bench $(BENCH_FLAGS); \
+	fi
 
 clean:
 	$(SWIFT) package clean

@@ -18,7 +18,7 @@ extension Ledger {
         let request = try ConsumeRequest(
             threadID: threadID, promptTokens: promptTokens, completionTokens: completionTokens,
             idempotencyKey: idempotencyKey, usage: usage, enforce: false)
-        let result = try write { try record(request, on: $0) }
+        let result = try write { [self] connection in try record(request, on: connection) }
         notify(result)
         return result
     }
@@ -38,7 +38,7 @@ extension Ledger {
         let request = try ConsumeRequest(
             threadID: threadID, promptTokens: promptTokens, completionTokens: completionTokens,
             idempotencyKey: idempotencyKey, usage: usage, enforce: true)
-        let result = try write { try record(request, on: $0) }
+        let result = try write { [self] connection in try record(request, on: connection) }
         notify(result)
         return result
     }

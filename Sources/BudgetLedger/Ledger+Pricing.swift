@@ -30,7 +30,7 @@ extension Ledger {
         try Validate.identifier(model, field: "model")
         let prompt = try Money.nanosPerToken(fromUSDPerMillion: promptUSDPerMillion, field: "prompt price")
         let completion = try Money.nanosPerToken(fromUSDPerMillion: completionUSDPerMillion, field: "completion price")
-        return try write { connection in
+        return try write { [self] connection in
             let now = configuration.clock()
             let from = effectiveFrom ?? now
             let lastEvent = try connection.cachedStatement(LedgerSQL.selectLastEventTimestamp).fetchOne { try $0[0] as Int64 } ?? 0

@@ -24,7 +24,7 @@ extension Ledger {
             throw LedgerError.invalidInput(
                 field: "ttlSeconds", reason: "must be 1…\(Self.holdSecondsMax) seconds (got \(ttlSeconds))")
         }
-        return try write { connection in
+        return try write { [self] connection in
             let now = configuration.clock()
             let found = try ThreadRow.fetch(threadID, at: now, on: connection)
             if found.expiredHolds > 0 {
@@ -61,7 +61,7 @@ extension Ledger {
         _ reservationID: Int64, promptTokens: Int64, completionTokens: Int64 = 0, idempotencyKey: String? = nil,
         usage: UsageDetails = .none
     ) throws -> SettleResult {
-        let result = try write { connection -> SettleResult in
+        let result = try write { [self] connection -> SettleResult in
             let state = try reservationState(reservationID, on: connection)
             let request = try ConsumeRequest(
                 threadID: state.reservation.threadID, promptTokens: promptTokens, completionTokens: completionTokens,
@@ -98,7 +98,7 @@ extension Ledger {
     ///   hold is no longer live (settled, released, expired, or its thread cleaned up): nothing is written.
     @discardableResult
     public func release(_ reservationID: Int64) throws -> ThreadBudget {
-        try write { connection in
+        try write { [self] connection in
             let state = try reservationState(reservationID, on: connection)
             let now = configuration.clock()
             let threadID = state.reservation.threadID

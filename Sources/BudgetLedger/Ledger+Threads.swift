@@ -55,7 +55,7 @@ extension Ledger {
     /// - Throws: `LedgerError.invalidInput` for a negative max.
     public func configure(maxTokensPerThread: Int64) throws {
         try Validate.tokens(maxTokensPerThread, field: "maxTokensPerThread")
-        try write { connection in
+        try write { [self] connection in
             try connection.execute(LedgerSQL.insertConfigure, [configuration.clock(), maxTokensPerThread])
         }
     }
@@ -66,7 +66,7 @@ extension Ledger {
         if let budget = try usage(threadID) {
             return budget
         }
-        return try write { connection in
+        return try write { [self] connection in
             let now = configuration.clock()
             let found = try ThreadRow.fetch(threadID, at: now, on: connection)
             if let budget = found.budget { return budget }
@@ -102,7 +102,7 @@ extension Ledger {
     @discardableResult
     public func resetThread(_ threadID: String) throws -> ThreadBudget? {
         try Validate.identifier(threadID, field: "threadId")
-        return try write { connection in
+        return try write { [self] connection in
             let now = configuration.clock()
             guard let budget = try ThreadRow.fetch(threadID, at: now, on: connection).budget else { return nil }
             try connection.execute(LedgerSQL.insertReset, [now, threadID])
@@ -117,7 +117,7 @@ extension Ledger {
     @discardableResult
     public func cleanupThread(_ threadID: String) throws -> ThreadBudget? {
         try Validate.identifier(threadID, field: "threadId")
-        return try write { connection in
+        return try write { [self] connection in
             let now = configuration.clock()
             guard let budget = try ThreadRow.fetch(threadID, at: now, on: connection).budget else { return nil }
             try connection.execute(LedgerSQL.insertCleanup, [now, threadID])
@@ -133,7 +133,7 @@ extension Ledger {
     public func setLimit(_ threadID: String, maxTokens: Int64) throws -> ThreadBudget {
         try Validate.identifier(threadID, field: "threadId")
         try Validate.tokens(maxTokens, field: "maxTokens")
-        return try write { connection in
+        return try write { [self] connection in
             let now = configuration.clock()
             try connection.execute(LedgerSQL.insertLimit, [now, threadID, maxTokens])
             guard let budget = try ThreadRow.fetch(threadID, at: now, on: connection).budget else {

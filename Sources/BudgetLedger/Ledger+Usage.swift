@@ -120,7 +120,7 @@ extension Ledger {
     /// Starts a new usage window for the overview, recorded as an event so every process sharing
     /// the file agrees. Deletes nothing: billing still sees every event.
     public func resetUsageWindow() throws {
-        try write { connection in
+        try write { [self] connection in
             try connection.execute(LedgerSQL.insertUsageReset, [configuration.clock()])
         }
     }

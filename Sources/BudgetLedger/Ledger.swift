@@ -46,7 +46,13 @@ public final class Ledger: Sendable {
     /// How the ledger was opened.
     public let configuration: Configuration
     let thresholds: [BudgetThreshold]
-    private let connection: Mutex<Connection>
+    let connection: Mutex<Connection>
+    let writeQueue = Mutex(WriteQueue())
+    let writerLock: WriterLock
+    let writeStatistics = Mutex(WriteStatistics())
+
+    /// How many write transactions ran and how many writes they carried (group commit).
+    public var statistics: WriteStatistics { writeStatistics.withLock { $0 } }
     let subscriberList = Mutex(SubscriberList())
 
     /// The `application_id` that marks a BudgetLedger database ('BDLG').
@@ -90,6 +96,7 @@ public final class Ledger: Sendable {
             throw LedgerError.incompatible(path: path, error)
         }
         connection = Mutex(opened)
+        writerLock = WriterLock(ledgerPath: path)
         if let pages = configuration.maxPageCount, pages < 1 {
             throw LedgerError.invalidInput(field: "maxPageCount", reason: "must be at least 1 (got \(pages))")
         }
@@ -136,13 +143,6 @@ public final class Ledger: Sendable {
             result = try body(connection)
         }
         return result!
-    }
-
-    /// Runs `body` in one `BEGIN IMMEDIATE` transaction: all of it commits, or none of it.
-    func write<Result: Sendable>(_ body: (Connection) throws -> Result) throws -> Result {
-        try withConnection { connection in
-            try connection.transaction(.immediate) { try body(connection) }
-        }
     }
 
     /// Runs `body` in one read transaction, so that every statement sees the same snapshot.

@@ -37,7 +37,8 @@ extension Connection {
     public func savepoint<Result>(_ body: () throws -> Result) throws -> Result {
         let name = nextSavepointName()
         defer { savepointEnded() }
-        try execute(sql: "SAVEPOINT \(name)")
+        // Names repeat by depth, so the cached statements serve every savepoint at that depth.
+        try execute("SAVEPOINT \(name)", [])
         let result: Result
         do {
             result = try body()
@@ -45,12 +46,12 @@ extension Connection {
             // Rolling back to a savepoint keeps it open; release it so the stack unwinds.
             // When the whole transaction is already gone, there is nothing to undo.
             if !isAutocommit {
-                try? execute(sql: "ROLLBACK TO SAVEPOINT \(name)")
-                try? execute(sql: "RELEASE SAVEPOINT \(name)")
+                try? execute("ROLLBACK TO SAVEPOINT \(name)", [])
+                try? execute("RELEASE SAVEPOINT \(name)", [])
             }
             throw error
         }
-        try execute(sql: "RELEASE SAVEPOINT \(name)")
+        try execute("RELEASE SAVEPOINT \(name)", [])
         return result
     }
 

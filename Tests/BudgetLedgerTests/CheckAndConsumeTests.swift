@@ -153,3 +153,46 @@ struct CheckAndConsumeTests {
         #expect(try ledger.verify().isConsistent)
     }
 }
+
+@Suite("Group commit")
+struct GroupCommitTests {
+    @Test("64 concurrent callers share transactions, and every decision stays exact")
+    func coalesces() throws {
+        // Proves concurrent writes are coalesced (fewer transactions than writes) while each
+        // call keeps its own budget decision: the total equals exactly the successes, never above max.
+        let folder = try TemporaryFolder()
+        let ledger = try Ledger(path: folder.path("l.db"))
+        try ledger.setLimit("hot", maxTokens: 5_000)
+        let before = ledger.statistics
+        let successes = Mutex(0)
+        let refusals = Mutex(0)
+        DispatchQueue.concurrentPerform(iterations: 64) { caller in
+            for call in 0..<20 {
+                do {
+                    // Every caller also writes its own thread, so batches mix refusals with successes.
+                    try ledger.checkAndConsume("hot", promptTokens: 7)
+                    successes.withLock { $0 += 1 }
+                } catch is BudgetExhaustedError {
+                    refusals.withLock { $0 += 1 }
+                } catch {
+                    Issue.record("unexpected \(error)")
+                }
+                _ = try? ledger.consume("own-\(caller)", promptTokens: Int64(call))
+            }
+        }
+        let after = ledger.statistics
+        let writes = after.writes - before.writes
+        #expect(writes == 64 * 20 * 2)
+        #expect(after.transactions - before.transactions < writes)
+        #expect(after.largestBatch > 1)
+        let total = try #require(try ledger.usage("hot")).totalTokens
+        #expect(total <= 5_000)
+        #expect(total == Int64(successes.withLock { $0 }) * 7)
+        #expect(successes.withLock { $0 } == 714)
+        #expect(refusals.withLock { $0 } == 64 * 20 - 714)
+        for caller in 0..<64 {
+            #expect(try ledger.usage("own-\(caller)")?.totalTokens == 190)
+        }
+        #expect(try ledger.verify().isConsistent)
+    }
+}

@@ -1,0 +1,175 @@
+import Foundation
+import LedgerSQLite
+import Synchronization
+
+/// One write waiting for a transaction: its body, and, once the batch that ran it has
+/// committed (or failed), its outcome.
+///
+/// `@unchecked Sendable`: `outcome` is written only by the thread that holds the ledger's
+/// connection lock, and read by the waiting caller only after it has taken the same lock, so
+/// the lock orders every access.
+final class WriteTicket: @unchecked Sendable {
+    let body: @Sendable (Connection) throws -> any Sendable
+    /// Set by the body's run, kept until the batch commits.
+    var staged: Result<any Sendable, any Error>?
+    /// Set only once the batch's commit (or failure) is final.
+    var outcome: Result<any Sendable, any Error>?
+
+    init(_ body: @escaping @Sendable (Connection) throws -> any Sendable) {
+        self.body = body
+    }
+}
+
+/// How much group commit coalesced, since the ledger was opened.
+public struct WriteStatistics: Sendable, Equatable {
+    /// Write transactions begun.
+    public var transactions: Int64 = 0
+    /// Writes run in them.
+    public var writes: Int64 = 0
+    /// The most writes one transaction carried.
+    public var largestBatch = 0
+}
+
+/// The writes waiting for the next leader, in arrival order.
+struct WriteQueue: ~Copyable {
+    var tickets: [WriteTicket] = []
+}
+
+extension Ledger {
+    /// The most writes one group commit coalesces into a transaction.
+    public static let groupCommitBatchMax = 256
+
+    /// Runs `body` as part of a `BEGIN IMMEDIATE` transaction and returns its result once that
+    /// transaction has committed, durably at the configured synchronous level.
+    ///
+    /// Group commit: callers that arrive while a transaction is running queue up; whichever
+    /// caller takes the connection next runs every queued write (up to `groupCommitBatchMax`)
+    /// in arrival order in one transaction, each inside its own savepoint, so a write that
+    /// throws (a refused budget) is rolled back alone and never affects the others. No caller
+    /// waits for company: a lone write runs at once, in a transaction of its own.
+    func write<Result: Sendable>(_ body: @escaping @Sendable (Connection) throws -> Result) throws -> Result {
+        let ticket = WriteTicket { connection in try body(connection) }
+        writeQueue.withLock { $0.tickets.append(ticket) }
+        connection.withLock { connection in
+            while ticket.outcome == nil {
+                let batch = writeQueue.withLock { queue -> [WriteTicket] in
+                    let count = min(queue.tickets.count, Self.groupCommitBatchMax)
+                    let batch = Array(queue.tickets.prefix(count))
+                    queue.tickets.removeFirst(count)
+                    return batch
+                }
+                run(batch, on: connection)
+            }
+        }
+        switch ticket.outcome! {
+        case .success(let value): return value as! Result
+        case .failure(let error): throw error
+        }
+    }
+
+    /// Runs `batch` in one transaction and records each ticket's outcome.
+    private func run(_ batch: [WriteTicket], on connection: Connection) {
+        guard connection.isOpen else {
+            for ticket in batch { ticket.outcome = .failure(LedgerError.closed) }
+            return
+        }
+        writerLock.lock()
+        defer { writerLock.unlock() }
+        writeStatistics.withLock { statistics in
+            statistics.transactions += 1
+            statistics.writes += Int64(batch.count)
+            statistics.largestBatch = max(statistics.largestBatch, batch.count)
+        }
+        do {
+            try connection.execute("BEGIN IMMEDIATE TRANSACTION", [])
+        } catch {
+            let failure = mapped(error)
+            for ticket in batch { ticket.outcome = .failure(failure) }
+            return
+        }
+        if batch.count == 1 {
+            // A lone write needs no savepoint: its failure rolls back the whole transaction.
+            batch[0].staged = Swift.Result { try batch[0].body(connection) }.mapError(mapped)
+        } else {
+            for ticket in batch {
+                ticket.staged = Swift.Result { try connection.savepoint { try ticket.body(connection) } }.mapError(mapped)
+                // Some errors (a full disk, I/O) end the whole transaction: nothing staged so far
+                // will commit, so no ticket may be told it did.
+                if connection.isAutocommit { break }
+            }
+        }
+        finish(batch, on: connection)
+    }
+
+    /// Commits what succeeded (or rolls back when nothing did) and publishes the outcomes.
+    private func finish(_ batch: [WriteTicket], on connection: Connection) {
+        let anySucceeded = batch.contains { if case .success = $0.staged { true } else { false } }
+        var commitError: (any Error)?
+        if connection.isAutocommit {
+            commitError = batch.lazy.compactMap { ticket -> (any Error)? in
+                if case .failure(let error) = ticket.staged { return error }
+                return nil
+            }.first ?? LedgerError.database(
+                path: path, SQLiteError(extendedCode: .error, message: "the transaction ended early"))
+        } else if anySucceeded {
+            do {
+                try connection.execute("COMMIT TRANSACTION", [])
+            } catch {
+                commitError = mapped(error)
+                connection.rollbackIfNeeded()
+            }
+        } else {
+            connection.rollbackIfNeeded()
+        }
+        for ticket in batch {
+            switch (ticket.staged, commitError) {
+            case (.failure(let error)?, _): ticket.outcome = .failure(error)
+            case (.success?, let error?): ticket.outcome = .failure(error)
+            case (.success(let value)?, nil): ticket.outcome = .success(value)
+            case (nil, let error): ticket.outcome = .failure(error ?? LedgerError.closed)
+            }
+            ticket.staged = nil
+        }
+    }
+
+    private func mapped(_ error: any Error) -> any Error {
+        if let error = error as? SQLiteError { return LedgerError.database(path: path, error) }
+        return error
+    }
+}
+
+/// An exclusive lock on a file beside the ledger (`<ledger>.lock`), taken around every write
+/// transaction, so writers in several processes queue in the kernel instead of polling
+/// SQLite's lock with growing sleeps (which starves whole processes for seconds).
+///
+/// The kernel drops the lock when its holder dies, so a killed process never blocks others.
+/// A process stopped while holding it (SIGSTOP, a debugger) stalls the file's other writers
+/// until it continues. In-memory ledgers have no lock.
+/// See flock(2).
+final class WriterLock: Sendable {
+    private let descriptor: Int32
+
+    init(ledgerPath path: String) {
+        if path == ":memory:" || path.isEmpty || path.hasPrefix("file:") {
+            descriptor = -1
+        } else {
+            // A folder we cannot create the lock file in is read-only: writes fail in SQLite
+            // anyway, with SQLite's clear error, so no lock is needed there.
+            descriptor = open(path + ".lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        }
+    }
+
+    deinit {
+        if descriptor >= 0 { close(descriptor) }
+    }
+
+    func lock() {
+        guard descriptor >= 0 else { return }
+        while flock(descriptor, LOCK_EX) != 0 && errno == EINTR {}
+    }
+
+    func unlock() {
+        guard descriptor >= 0 else { return }
+        flock(descriptor, LOCK_UN)
+    }
+}
