@@ -15,19 +15,6 @@ struct BillingController: APIController {
         }
     }
 
-    /// Output formats of an export, as the CLI's `--format`.
-    enum ExportFormat: String, CaseIterable, Sendable {
-        case csv, json, ndjson
-
-        var contentType: String {
-            switch self {
-            case .csv: return "text/csv; charset=utf-8"
-            case .json: return "application/json"
-            case .ndjson: return "application/x-ndjson"
-            }
-        }
-    }
-
     let ledger: LedgerService
 
     func respond(to route: Route, request: Request, context: BasicRequestContext) async throws -> Response {
@@ -50,7 +37,7 @@ struct BillingController: APIController {
         let headers: HTTPFields = [.contentType: format.contentType]
         if let grouping {
             let rows = try await ledger.run { try $0.rollup(range, by: grouping) }
-            let text = ExportRendering.rollup(rows, grouping: grouping, format: format)
+            let text = format.render(rows, grouping: grouping)
             return TextResponse(text: text, contentType: format.contentType).response()
         }
         return try await streamEvents(range, format: format, headers: headers)
@@ -66,7 +53,7 @@ struct BillingController: APIController {
             do {
                 try await ledger.run { ledger in
                     var output = ChunkWriter(pipe: pipe)
-                    try ExportRendering.events(from: ledger, range, format: format, to: &output)
+                    try ledger.exportEvents(range, format: format, to: { try output.write($0) })
                     try output.flush()
                 }
                 pipe.finish(.success(()))
@@ -123,47 +110,5 @@ struct ChunkWriter {
         guard !buffer.isEmpty else { return }
         try pipe.send(ByteBuffer(string: buffer))
         buffer = ""
-    }
-}
-
-/// The CLI `export` command's output formats, for the same bytes over HTTP.
-enum ExportRendering {
-    /// Every consume event in `range`: CSV with a header row, `{"events": […], "count": N}`, or NDJSON.
-    static func events(
-        from ledger: Ledger, _ range: ExportQuery, format: BillingController.ExportFormat, to output: inout ChunkWriter
-    ) throws {
-        var count = 0
-        switch format {
-        case .csv: try output.write(CSV.record(LedgerEvent.csvHeader))
-        case .json: try output.write("{\"events\":[")
-        case .ndjson: break
-        }
-        try ledger.forEachConsumeEvent(range) { event in
-            switch format {
-            case .csv: try output.write(CSV.record(event.csvFields))
-            case .json: try output.write((count > 0 ? "," : "") + event.json.serialized())
-            case .ndjson: try output.write(event.json.serialized() + "\n")
-            }
-            count += 1
-        }
-        if format == .json { try output.write("],\"count\":\(count)}\n") }
-    }
-
-    /// Rollup rows: CSV with a header row, `{"groupBy", "rows": […], "count"}`, or NDJSON.
-    static func rollup(
-        _ rows: [(key: String?, totals: UsageTotals)], grouping: ExportGrouping, format: BillingController.ExportFormat
-    ) -> String {
-        let name = grouping.rawValue
-        switch format {
-        case .csv:
-            return CSV.record(UsageTotals.csvHeader(group: name))
-                + rows.map { CSV.record($0.totals.csvFields(key: $0.key)) }.joined()
-        case .json:
-            let items = rows.map { $0.totals.json(key: (name, .optional($0.key))) }
-            return JSONValue.object([("groupBy", .string(name)), ("rows", .array(items)), ("count", .integer(Int64(rows.count)))])
-                .serialized() + "\n"
-        case .ndjson:
-            return rows.map { $0.totals.json(key: (name, .optional($0.key))).serialized() + "\n" }.joined()
-        }
     }
 }

@@ -2,10 +2,7 @@ import ArgumentParser
 import BudgetLedger
 import Foundation
 
-/// Output formats of `export`.
-enum ExportFormat: String, ExpressibleByArgument, CaseIterable {
-    case csv, json, ndjson
-}
+extension ExportFormat: ExpressibleByArgument {}
 
 extension ExportGrouping: ExpressibleByArgument {}
 
@@ -46,52 +43,15 @@ extension BudgetLedgerCommand {
                 let sink = try ExportSink(path: out)
                 do {
                     if let groupBy {
-                        try writeRollup(try ledger.rollup(query, by: groupBy), grouping: groupBy, to: sink)
+                        sink.write(format.render(try ledger.rollup(query, by: groupBy), grouping: groupBy))
                     } else {
-                        try writeEvents(ledger, query, to: sink)
+                        try ledger.exportEvents(query, format: format, to: sink.write, progress: sink.progress)
                     }
                     try sink.finish()
                 } catch {
                     sink.abandon()
                     throw error
                 }
-            }
-        }
-
-        private func writeEvents(_ ledger: Ledger, _ query: ExportQuery, to sink: ExportSink) throws {
-            var count = 0
-            switch format {
-            case .csv: sink.write(CSV.record(LedgerEvent.csvHeader))
-            case .json: sink.write("{\"events\":[")
-            case .ndjson: break
-            }
-            try ledger.forEachConsumeEvent(query) { event in
-                switch format {
-                case .csv: sink.write(CSV.record(event.csvFields))
-                case .json: sink.write((count > 0 ? "," : "") + event.json.serialized())
-                case .ndjson: sink.write(event.json.serialized() + "\n")
-                }
-                count += 1
-                sink.progress(count)
-            }
-            if format == .json { sink.write("],\"count\":\(count)}\n") }
-        }
-
-        private func writeRollup(
-            _ rows: [(key: String?, totals: UsageTotals)], grouping: ExportGrouping, to sink: ExportSink
-        ) throws {
-            let name = grouping.rawValue
-            switch format {
-            case .csv:
-                sink.write(CSV.record(UsageTotals.csvHeader(group: name)))
-                for row in rows { sink.write(CSV.record(row.totals.csvFields(key: row.key))) }
-            case .json:
-                let items = rows.map { $0.totals.json(key: (name, .optional($0.key))) }
-                sink.write(
-                    JSONValue.object([("groupBy", .string(name)), ("rows", .array(items)), ("count", .integer(Int64(rows.count)))])
-                        .serialized() + "\n")
-            case .ndjson:
-                for row in rows { sink.write(row.totals.json(key: (name, .optional(row.key))).serialized() + "\n") }
             }
         }
     }
