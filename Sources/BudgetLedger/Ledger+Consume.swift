@@ -15,12 +15,10 @@ extension Ledger {
         _ threadID: String, promptTokens: Int64, completionTokens: Int64 = 0,
         idempotencyKey: String? = nil, usage: UsageDetails = .none
     ) throws -> ConsumeResult {
-        let request = try ConsumeRequest(
-            threadID: threadID, promptTokens: promptTokens, completionTokens: completionTokens,
-            idempotencyKey: idempotencyKey, usage: usage, enforce: false)
-        let result = try write { [self] connection in try record(request, on: connection) }
-        notify(result)
-        return result
+        try submit(
+            ConsumeRequest(
+                threadID: threadID, promptTokens: promptTokens, completionTokens: completionTokens,
+                idempotencyKey: idempotencyKey, usage: usage, enforce: false))
     }
 
     /// Checks the budget and records the usage in one transaction, only if it fits.
@@ -35,9 +33,14 @@ extension Ledger {
         _ threadID: String, promptTokens: Int64, completionTokens: Int64 = 0,
         idempotencyKey: String? = nil, usage: UsageDetails = .none
     ) throws -> ConsumeResult {
-        let request = try ConsumeRequest(
-            threadID: threadID, promptTokens: promptTokens, completionTokens: completionTokens,
-            idempotencyKey: idempotencyKey, usage: usage, enforce: true)
+        try submit(
+            ConsumeRequest(
+                threadID: threadID, promptTokens: promptTokens, completionTokens: completionTokens,
+                idempotencyKey: idempotencyKey, usage: usage, enforce: true))
+    }
+
+    /// Records a validated consume (group-committed) and tells subscribers once it is committed.
+    private func submit(_ request: ConsumeRequest) throws -> ConsumeResult {
         let result = try write { [self] connection in try record(request, on: connection) }
         notify(result)
         return result

@@ -12,14 +12,7 @@ extension BudgetLedgerCommand {
         @Argument(help: "The thread id.")
         var thread: String
 
-        @Option(parsing: .unconditional, help: "Prompt tokens spent.")
-        var prompt: Int64
-
-        @Option(parsing: .unconditional, help: "Completion tokens spent.")
-        var completion: Int64 = 0
-
-        @Option(name: .customLong("idempotency-key"), help: "A retried call with the same key records nothing new.")
-        var idempotencyKey: String?
+        @OptionGroup var spent: SpentTokens
 
         @Flag(help: "Check and consume in one transaction; refuse (exit 3) what does not fit.")
         var enforce = false
@@ -32,11 +25,11 @@ extension BudgetLedgerCommand {
                 let result =
                     enforce
                     ? try ledger.checkAndConsume(
-                        thread, promptTokens: prompt, completionTokens: completion, idempotencyKey: idempotencyKey,
-                        usage: details)
+                        thread, promptTokens: spent.prompt, completionTokens: spent.completion,
+                        idempotencyKey: spent.idempotencyKey, usage: details)
                     : try ledger.consume(
-                        thread, promptTokens: prompt, completionTokens: completion, idempotencyKey: idempotencyKey,
-                        usage: details)
+                        thread, promptTokens: spent.prompt, completionTokens: spent.completion,
+                        idempotencyKey: spent.idempotencyKey, usage: details)
                 var text = (result.isReplay ? "replayed (already recorded): " : "recorded: ") + Output.text(result.budget)
                 text += "\nevent \(result.event.id), cost " + (result.event.costNanos.map { "$" + Money.decimalString(nanos: $0) } ?? "unknown (no price for the model)")
                 for crossing in result.crossedThresholds {
@@ -66,6 +59,18 @@ extension BudgetLedgerCommand {
             }
         }
     }
+}
+
+/// The tokens a call spent, and the key that makes retrying it safe (consume and settle).
+struct SpentTokens: ParsableArguments {
+    @Option(parsing: .unconditional, help: "Prompt tokens spent.")
+    var prompt: Int64
+
+    @Option(parsing: .unconditional, help: "Completion tokens spent.")
+    var completion: Int64 = 0
+
+    @Option(name: .customLong("idempotency-key"), help: "A retried call with the same key records nothing new.")
+    var idempotencyKey: String?
 }
 
 /// The optional usage details of a consume, for billing.

@@ -39,14 +39,7 @@ extension BudgetLedgerCommand {
         @Argument(help: "The reservation id.")
         var reservation: Int64
 
-        @Option(parsing: .unconditional, help: "Prompt tokens spent.")
-        var prompt: Int64
-
-        @Option(parsing: .unconditional, help: "Completion tokens spent.")
-        var completion: Int64 = 0
-
-        @Option(name: .customLong("idempotency-key"), help: "A retried call with the same key records nothing new.")
-        var idempotencyKey: String?
+        @OptionGroup var spent: SpentTokens
 
         @OptionGroup var usage: UsageFlags
 
@@ -54,8 +47,8 @@ extension BudgetLedgerCommand {
             let details = try usage.details()
             try options.withLedger { ledger in
                 let result = try ledger.settle(
-                    reservation, promptTokens: prompt, completionTokens: completion, idempotencyKey: idempotencyKey,
-                    usage: details)
+                    reservation, promptTokens: spent.prompt, completionTokens: spent.completion,
+                    idempotencyKey: spent.idempotencyKey, usage: details)
                 let expired = result.holdHadExpired ? " (the hold had expired; the spend is recorded)" : ""
                 Output.emit(
                     result.json, text: "settled reservation \(reservation)\(expired): " + Output.text(result.consume.budget),
