@@ -1,0 +1,604 @@
+import BudgetLedger
+import Foundation
+import LedgerSQLite
+import Synchronization
+import Testing
+
+/// Crash safety under SIGKILL, proven on a real file shared by several processes.
+///
+/// Each round starts `workerCount` `ledger-crash-worker` processes on one ledger, kills each with
+/// SIGKILL at a seeded random moment, then reopens the file (through the library and through a
+/// separate `budget-ledger verify` process, in alternating order) and checks every acknowledgement
+/// the workers printed against the events. Rounds run on the same file, so every later round also
+/// re-checks every earlier acknowledgement.
+///
+/// `BUDGET_LEDGER_CRASH_ROUNDS` sets the number of rounds (default `defaultRounds`);
+/// `BUDGET_LEDGER_CRASH_SEED` the seed of the timing choices (printed, to repeat a run's choices;
+/// the moments the kernel schedules the workers cannot be repeated).
+@Suite("Crash harness: SIGKILL at random moments")
+struct CrashHarnessTests {
+    static let defaultRounds = 16
+    static let workerCount = 4
+    static let tasksPerWorker = 2
+    static let threadCount = 4
+    static let maxTokensPerThread: Int64 = 1_000
+
+    @Test("No acknowledged write is lost, none is half-written, and no budget is overspent across SIGKILLs")
+    func killedWorkersLoseNothingAcknowledged() throws {
+        // Proves that a commit is durable once the ledger API has returned (every acked consume,
+        // hold, settle and release is in the file after its process was SIGKILLed), that a killed
+        // transaction leaves nothing behind (verify finds derived totals equal to the events, the
+        // integrity check is ok, refused keys are absent, and each process has at most one
+        // unacknowledged commit per task), and that checked paths never push a thread past its max.
+        let environment = ProcessInfo.processInfo.environment
+        let rounds = Int(environment["BUDGET_LEDGER_CRASH_ROUNDS"] ?? "") ?? Self.defaultRounds
+        let seed = UInt64(environment["BUDGET_LEDGER_CRASH_SEED"] ?? "") ?? 20_251_129
+        let worker = try CrashWorkerBinary.require()
+        _ = try CLIBinary.require()
+        let scratch = try ScratchLedger()
+        defer { scratch.remove() }
+        try prepareLedger(at: scratch.databasePath)
+        print("crash harness: \(rounds) rounds, seed \(seed), \(Self.workerCount) workers, ledger \(scratch.databasePath)")
+
+        var random = SplitMix64(seed: seed)
+        var acknowledged = AcknowledgementLog()
+        var totals = RoundFigures()
+        for round in 1...max(rounds, 1) {
+            let plan = RoundPlan(round: round, seed: seed, workerCount: Self.workerCount, random: &random)
+            let outcomes = try runWorkers(worker, plan: plan, databasePath: scratch.databasePath)
+            var problems = outcomes.flatMap(\.problems)
+            for outcome in outcomes { problems += acknowledged.add(outcome) }
+            let check = try checkLedger(
+                at: scratch.databasePath, against: acknowledged, outcomes: outcomes, cliFirst: round % 2 == 1)
+            problems += check.problems
+            totals.add(check.figures)
+            print("crash round \(round)/\(rounds): \(plan) | \(check.figures)")
+            if !problems.isEmpty {
+                for problem in problems.prefix(25) {
+                    Issue.record("round \(round) (seed \(seed)): \(problem)")
+                }
+                if problems.count > 25 { Issue.record("round \(round): \(problems.count - 25) more problems") }
+                break
+            }
+        }
+        print("crash harness done: \(totals)")
+        #expect(acknowledged.count > 0, "the workers acknowledged nothing: the rounds proved nothing")
+    }
+
+    /// Creates the ledger and gives every shared thread its max before any worker starts.
+    private func prepareLedger(at path: String) throws {
+        let ledger = try Ledger(path: path)
+        defer { ledger.close() }
+        try ledger.configure(maxTokensPerThread: Self.maxTokensPerThread)
+        for index in 0..<Self.threadCount {
+            try ledger.setLimit("crash-\(index)", maxTokens: Self.maxTokensPerThread)
+        }
+    }
+
+    /// Starts the round's workers, kills each at its planned moment, and collects what they printed.
+    private func runWorkers(_ binary: String, plan: RoundPlan, databasePath: String) throws -> [WorkerOutcome] {
+        let start = Date()
+        var running: [(index: Int, process: KillableProcess)] = []
+        defer {
+            // A failed spawn must not leave the others running.
+            for (_, process) in running { process.kill() }
+        }
+        for index in 0..<plan.killAfterMilliseconds.count {
+            let arguments = [
+                "--db", databasePath, "--worker", "\(index)", "--seed", "\(plan.workerSeed)",
+                "--threads", "\(Self.threadCount)", "--max", "\(Self.maxTokensPerThread)",
+                "--tasks", "\(Self.tasksPerWorker)",
+            ]
+            running.append((index, try KillableProcess(executable: binary, arguments: arguments)))
+        }
+        for (index, milliseconds) in plan.killOrder {
+            Thread.sleep(until: start.addingTimeInterval(Double(milliseconds) / 1_000))
+            running[index].process.kill()
+        }
+        let outcomes = running.map { index, process in
+            WorkerOutcome(worker: index, seed: plan.workerSeed, result: process.wait())
+        }
+        running.removeAll()
+        return outcomes
+    }
+
+    /// Reopens the ledger after the kills and lists every way it differs from what was acknowledged.
+    private func checkLedger(
+        at path: String, against acknowledged: AcknowledgementLog, outcomes: [WorkerOutcome], cliFirst: Bool
+    ) throws -> (problems: [String], figures: RoundFigures) {
+        var problems: [String] = []
+        var cliEvents: Int64?
+        // The first process to open the file after the kills recovers the WAL: alternate who it is.
+        // verify runs once, in the CLI (the same library code): it replays every event, the
+        // costliest check of a round, and grows with the file.
+        if cliFirst { (cliEvents, problems) = try verifyThroughCLI(path) }
+        let ledger = try Ledger(path: path)
+        defer { ledger.close() }
+        let events = try allEvents(of: ledger)
+        problems += try integrityCheck(path)
+        if !cliFirst {
+            var cliProblems: [String]
+            (cliEvents, cliProblems) = try verifyThroughCLI(path)
+            problems += cliProblems
+        }
+        if let cliEvents, cliEvents != Int64(events.count) {
+            problems.append("budget-ledger verify counted \(cliEvents) events, the library's feed \(events.count)")
+        }
+        let index = EventIndex(events)
+        problems += index.structuralProblems()
+        problems += acknowledged.problems(in: index)
+        let budget = index.budgetCheck()
+        problems += budget.problems
+        problems += unacknowledgedCommitProblems(index, acknowledged, outcomes)
+        let resets = try resetExhaustedThreads(ledger)
+        let printed = outcomes.flatMap(\.acknowledgements)
+        let figures = RoundFigures(
+            events: events.count, acknowledgements: printed.count,
+            refusals: printed.filter(\.isRefusal).count, checked: acknowledged.count,
+            errors: outcomes.reduce(0) { $0 + $1.errorLines }, lateSettles: budget.lateSettles,
+            expiries: events.count { $0.kind == "expire" }, resets: resets)
+        return (problems, figures)
+    }
+
+    /// Each task of a killed worker may have committed one write it had no time to acknowledge; more
+    /// would mean acknowledgements were buffered (and lost) or a write committed twice.
+    private func unacknowledgedCommitProblems(
+        _ index: EventIndex, _ acknowledged: AcknowledgementLog, _ outcomes: [WorkerOutcome]
+    ) -> [String] {
+        outcomes.compactMap { outcome in
+            let prefix = "w\(outcome.worker)-s\(outcome.seed)-"
+            let unacknowledged = index.byKey.keys.filter { $0.hasPrefix(prefix) && !acknowledged.hasKey($0) }
+            guard unacknowledged.count > Self.tasksPerWorker else { return nil }
+            return "worker \(outcome.worker) committed \(unacknowledged.count) keyed writes it never acknowledged "
+                + "(at most \(Self.tasksPerWorker), one per task, may be in flight at a kill): "
+                + "\(unacknowledged.sorted().prefix(5))"
+        }
+    }
+
+    /// Starts a new window on threads that have little budget left, so later rounds keep spending
+    /// (and keep meeting the max). Returns how many it reset.
+    private func resetExhaustedThreads(_ ledger: Ledger) throws -> Int {
+        var resets = 0
+        for budget in try ledger.allUsage() where budget.remaining < budget.maxTokens / 10 {
+            try ledger.resetThread(budget.threadID)
+            resets += 1
+        }
+        return resets
+    }
+
+    private func verifyThroughCLI(_ path: String) throws -> (events: Int64?, problems: [String]) {
+        let result = try runCLI(["verify", "--db", path, "--json"])
+        guard result.status == 0 else { return (nil, ["budget-ledger verify failed: \(result)"]) }
+        let report = try result.jsonObject()
+        if report["ok"] as? Bool != true { return (nil, ["budget-ledger verify did not say ok: \(result.stdout)"]) }
+        return (report["events"] as? Int64, [])
+    }
+
+    private func integrityCheck(_ path: String) throws -> [String] {
+        let connection = try Connection(path: path)
+        defer { connection.close() }
+        let lines = try connection.prepare("PRAGMA integrity_check").fetchAll { try $0[0] as String }
+        return lines == ["ok"] ? [] : lines.map { "PRAGMA integrity_check: \($0)" }
+    }
+
+    private func allEvents(of ledger: Ledger) throws -> [LedgerEvent] {
+        var events: [LedgerEvent] = []
+        var after: Int64 = 0
+        while true {
+            let page = try ledger.events(after: after, limit: Ledger.feedPageLimitMax)
+            if page.events.isEmpty { return events }
+            events += page.events
+            after = page.lastID
+        }
+    }
+}
+
+// MARK: - The plan of a round
+
+/// When each worker of a round is killed, in milliseconds after the round starts.
+struct RoundPlan: CustomStringConvertible {
+    let round: Int
+    /// Unique per round, so idempotency keys (which carry it) never repeat on the file.
+    let workerSeed: UInt64
+    let runMilliseconds: Int
+    let killAfterMilliseconds: [Int]
+
+    init(round: Int, seed: UInt64, workerCount: Int, random: inout SplitMix64) {
+        self.round = round
+        workerSeed = UInt64(round) * 1_000_000 + seed % 1_000_000
+        // A worker needs about 100 ms to start and open the ledger on a loaded 2-core machine.
+        let run = Int.random(in: 150...700, using: &random)
+        runMilliseconds = run
+        killAfterMilliseconds = (0..<workerCount).map { _ in
+            // Some die while starting or opening the ledger; most while writing, at different moments.
+            Int.random(in: 0..<100, using: &random) < 15
+                ? Int.random(in: 0...150, using: &random)
+                : Int.random(in: (run / 2)...run, using: &random)
+        }
+    }
+
+    /// (worker, moment) in the order the kills happen.
+    var killOrder: [(Int, Int)] {
+        killAfterMilliseconds.enumerated().map { ($0.offset, $0.element) }.sorted { $0.1 < $1.1 }
+    }
+
+    var description: String { "ran \(runMilliseconds) ms, kills at \(killAfterMilliseconds) ms" }
+}
+
+/// SplitMix64: a small seedable generator, so a seed repeats a run's choices.
+struct SplitMix64: RandomNumberGenerator {
+    private var state: UInt64
+
+    init(seed: UInt64) { state = seed }
+
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var mixed = state
+        mixed = (mixed ^ (mixed >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        mixed = (mixed ^ (mixed >> 27)) &* 0x94D0_49BB_1331_11EB
+        return mixed ^ (mixed >> 31)
+    }
+}
+
+/// What the harness counted, per round or in total.
+struct RoundFigures: CustomStringConvertible {
+    /// Events in the ledger.
+    var events = 0
+    /// Lines the workers printed (acks and refusals).
+    var acknowledgements = 0
+    var refusals = 0
+    /// Acknowledgements checked against the ledger: every round's so far.
+    var checked = 0
+    var errors = 0
+    /// In the whole ledger.
+    var lateSettles = 0
+    var expiries = 0
+    var resets = 0
+
+    mutating func add(_ round: RoundFigures) {
+        events = round.events
+        acknowledgements += round.acknowledgements
+        refusals += round.refusals
+        checked = round.checked
+        errors += round.errors
+        lateSettles = round.lateSettles
+        expiries = round.expiries
+        resets += round.resets
+    }
+
+    var description: String {
+        "\(events) events, \(acknowledgements) lines printed (\(refusals) refusals), \(checked) acks and refusals checked, "
+            + "\(errors) error lines, \(expiries) holds expired, \(lateSettles) settles after expiry, \(resets) threads reset"
+    }
+}
+
+// MARK: - What the workers acknowledged
+
+/// One line a worker printed after its call returned.
+enum Acknowledgement: Equatable {
+    case consume(key: String, threadID: String, promptTokens: Int64, completionTokens: Int64, eventID: Int64)
+    case reserve(reservationID: Int64, threadID: String, tokens: Int64, expiresAtMicroseconds: Int64)
+    case settle(reservationID: Int64, key: String, promptTokens: Int64, completionTokens: Int64, eventID: Int64)
+    case release(reservationID: Int64)
+    case refusedConsume(key: String)
+    case refusedReserve
+
+    var isRefusal: Bool {
+        switch self {
+        case .refusedConsume, .refusedReserve: return true
+        default: return false
+        }
+    }
+
+    /// Parses one line of the worker's protocol (see Sources/ledger-crash-worker/main.swift).
+    init?(line: Substring) {
+        let fields = line.split(separator: " ").map(String.init)
+        func number(_ index: Int) -> Int64? { index < fields.count ? Int64(fields[index]) : nil }
+        switch (fields.first, fields.dropFirst().first, fields.count) {
+        case ("ack", "consume", 7):
+            guard let prompt = number(4), let completion = number(5), let id = number(6) else { return nil }
+            self = .consume(key: fields[2], threadID: fields[3], promptTokens: prompt, completionTokens: completion, eventID: id)
+        case ("ack", "reserve", 6):
+            guard let id = number(2), let tokens = number(4), let expires = number(5) else { return nil }
+            self = .reserve(reservationID: id, threadID: fields[3], tokens: tokens, expiresAtMicroseconds: expires)
+        case ("ack", "settle", 8):
+            guard let id = number(2), let prompt = number(4), let completion = number(5), let event = number(6) else {
+                return nil
+            }
+            self = .settle(reservationID: id, key: fields[3], promptTokens: prompt, completionTokens: completion, eventID: event)
+        case ("ack", "release", 3):
+            guard let id = number(2) else { return nil }
+            self = .release(reservationID: id)
+        case ("refused", "consume", 6): self = .refusedConsume(key: fields[2])
+        case ("refused", "reserve", 4): self = .refusedReserve
+        default: return nil
+        }
+    }
+}
+
+/// How one worker ended and what it acknowledged.
+struct WorkerOutcome {
+    let worker: Int
+    let seed: UInt64
+    var acknowledgements: [Acknowledgement] = []
+    var errorLines = 0
+    var problems: [String] = []
+
+    init(worker: Int, seed: UInt64, result: KilledProcessResult) {
+        self.worker = worker
+        self.seed = seed
+        if result.signal != SIGKILL {
+            problems.append("worker \(worker) did not die of SIGKILL but \(result); stderr: \(result.stderr.suffix(2_000))")
+        }
+        if result.stderr.contains("Fatal error") || result.stderr.contains("Crash") {
+            problems.append("worker \(worker) crashed on its own: \(result.stderr.suffix(2_000))")
+        }
+        errorLines = result.stderr.split(separator: "\n").count
+        var lines = result.stdout.split(separator: "\n", omittingEmptySubsequences: false)
+        // The output ends with a newline, so the last piece is empty; anything else is half a line,
+        // which atomic line writes must make impossible.
+        if let last = lines.popLast(), !last.isEmpty {
+            problems.append("worker \(worker) left half a line: \(last)")
+        }
+        for line in lines {
+            if let acknowledgement = Acknowledgement(line: line) {
+                acknowledgements.append(acknowledgement)
+            } else {
+                problems.append("worker \(worker) printed an unexpected line: \(line)")
+            }
+        }
+    }
+}
+
+/// Every acknowledgement of every round so far.
+struct AcknowledgementLog {
+    private(set) var consumes: [String: Acknowledgement] = [:]
+    private(set) var settles: [String: Acknowledgement] = [:]
+    private(set) var reserves: [Int64: Acknowledgement] = [:]
+    private(set) var releases: Set<Int64> = []
+    private(set) var refusedKeys: Set<String> = []
+
+    var count: Int { consumes.count + settles.count + reserves.count + releases.count + refusedKeys.count }
+
+    func hasKey(_ key: String) -> Bool { consumes[key] != nil || settles[key] != nil || refusedKeys.contains(key) }
+
+    /// Adds a worker's acknowledgements; a key or id acknowledged twice is a problem.
+    mutating func add(_ outcome: WorkerOutcome) -> [String] {
+        var problems: [String] = []
+        for acknowledgement in outcome.acknowledgements {
+            var duplicate = false
+            switch acknowledgement {
+            case .consume(let key, _, _, _, _): duplicate = consumes.updateValue(acknowledgement, forKey: key) != nil
+            case .settle(_, let key, _, _, _): duplicate = settles.updateValue(acknowledgement, forKey: key) != nil
+            case .reserve(let id, _, _, _): duplicate = reserves.updateValue(acknowledgement, forKey: id) != nil
+            case .release(let id): duplicate = !releases.insert(id).inserted
+            case .refusedConsume(let key): duplicate = !refusedKeys.insert(key).inserted
+            case .refusedReserve: break
+            }
+            if duplicate { problems.append("worker \(outcome.worker) acknowledged twice: \(acknowledgement)") }
+        }
+        return problems
+    }
+
+    /// Every acknowledged write missing from the events or recorded differently, and every refused
+    /// consume that was recorded after all.
+    func problems(in index: EventIndex) -> [String] {
+        var problems: [String] = []
+        for case .consume(let key, let threadID, let prompt, let completion, let eventID) in consumes.values {
+            guard let event = index.byKey[key] else {
+                problems.append("acknowledged consume \(key) (event \(eventID)) is missing")
+                continue
+            }
+            if event.id != eventID || event.kind != "consume" || event.threadID != threadID
+                || event.promptTokens != prompt || event.completionTokens != completion || event.reservationID != nil
+            {
+                problems.append("acknowledged consume \(key) event \(eventID) \(threadID) \(prompt)+\(completion) reads \(event)")
+            }
+        }
+        for case .settle(let reservationID, let key, let prompt, let completion, let eventID) in settles.values {
+            guard let event = index.byKey[key] else {
+                problems.append("acknowledged settle \(key) of reservation \(reservationID) (event \(eventID)) is missing")
+                continue
+            }
+            if event.id != eventID || event.kind != "consume" || event.reservationID != reservationID
+                || event.promptTokens != prompt || event.completionTokens != completion
+            {
+                problems.append("acknowledged settle \(key) of \(reservationID) as event \(eventID) reads \(event)")
+            }
+        }
+        for case .reserve(let reservationID, let threadID, let tokens, let expiresAt) in reserves.values {
+            guard let event = index.byID[reservationID] else {
+                problems.append("acknowledged reservation \(reservationID) is missing")
+                continue
+            }
+            if event.kind != "reserve" || event.threadID != threadID || event.heldTokens != tokens
+                || event.expiresAtMicroseconds != expiresAt
+            {
+                problems.append("acknowledged reservation \(reservationID) \(threadID) \(tokens) reads \(event)")
+            }
+        }
+        for reservationID in releases where !index.released.contains(reservationID) {
+            problems.append("acknowledged release of reservation \(reservationID) is missing")
+        }
+        for key in refusedKeys where index.byKey[key] != nil {
+            problems.append("refused consume \(key) was recorded: \(index.byKey[key]!)")
+        }
+        return problems
+    }
+}
+
+// MARK: - What the ledger holds
+
+/// The events, indexed for the checks.
+struct EventIndex {
+    let events: [LedgerEvent]
+    var byID: [Int64: LedgerEvent] = [:]
+    var byKey: [String: LedgerEvent] = [:]
+    var released: Set<Int64> = []
+
+    init(_ events: [LedgerEvent]) {
+        self.events = events
+        for event in events {
+            byID[event.id] = event
+            if let key = event.idempotencyKey { byKey[key] = event }
+            if event.kind == "release", let reservationID = event.reservationID { released.insert(reservationID) }
+        }
+    }
+
+    /// Events that could only come from a write applied in part, or applied twice.
+    func structuralProblems() -> [String] {
+        var problems: [String] = []
+        var previousID: Int64 = 0
+        var endings: [Int64: [String]] = [:]
+        for event in events {
+            if event.id <= previousID { problems.append("event ids are not increasing at \(event.id)") }
+            previousID = event.id
+            if event.kind == "consume" && (event.threadID == nil || event.idempotencyKey == nil || event.promptTokens < 1) {
+                problems.append("consume event \(event.id) is incomplete: \(event)")
+            }
+            guard let reservationID = event.reservationID else { continue }
+            endings[reservationID, default: []].append(event.kind)
+            guard let reserve = byID[reservationID], reserve.kind == "reserve", reserve.threadID == event.threadID else {
+                problems.append("event \(event.id) ends \(reservationID), which is not a reserve of its thread")
+                continue
+            }
+            if event.kind == "consume" && event.promptTokens + event.completionTokens > reserve.heldTokens ?? 0 {
+                problems.append("settle \(event.id) spent more than its hold \(reservationID): the worker never does")
+            }
+        }
+        for (reservationID, kinds) in endings where kinds.filter({ $0 == "consume" }).count > 1 || kinds.count > 2 {
+            problems.append("reservation \(reservationID) ended more than once: \(kinds)")
+        }
+        return problems
+    }
+
+    /// Replays each thread's windows: checked consumes and settles of live holds may never add up
+    /// past the max. A settle recorded after its hold expired is not a checked path (it records
+    /// what was spent); it is counted apart, and it only makes later checks stricter.
+    func budgetCheck() -> (problems: [String], lateSettles: Int) {
+        var problems: [String] = []
+        var lateSettles = 0
+        var maxTokens: [String: Int64] = [:]
+        var spent: [String: Int64] = [:]
+        for event in events {
+            guard let threadID = event.threadID else { continue }
+            switch event.kind {
+            case "open":
+                maxTokens[threadID] = event.maxTokens
+                spent[threadID] = 0
+            case "limit":
+                maxTokens[threadID] = event.maxTokens
+                if spent[threadID] == nil { spent[threadID] = 0 }
+            case "reset": spent[threadID] = 0
+            case "cleanup": spent[threadID] = nil
+            case "consume":
+                if let reservationID = event.reservationID, let hold = byID[reservationID],
+                    let expiresAt = hold.expiresAtMicroseconds, event.timestampMicroseconds >= expiresAt
+                {
+                    lateSettles += 1
+                    continue
+                }
+                let total = (spent[threadID] ?? 0) + event.promptTokens + event.completionTokens
+                spent[threadID] = total
+                if let max = maxTokens[threadID], total > max {
+                    problems.append("thread \(threadID) spent \(total) of max \(max) through checked paths at event \(event.id)")
+                }
+            default: break
+            }
+        }
+        return (problems, lateSettles)
+    }
+}
+
+// MARK: - Processes the harness kills
+
+/// Where `ledger-crash-worker` lives: `LEDGER_CRASH_WORKER_BIN`, else beside the `budget-ledger`
+/// binary that `CLIBinary` found (the test target depends on both, so they are built together).
+enum CrashWorkerBinary {
+    static let path: String = {
+        if let path = ProcessInfo.processInfo.environment["LEDGER_CRASH_WORKER_BIN"], !path.isEmpty {
+            return path
+        }
+        return URL(fileURLWithPath: CLIBinary.path).deletingLastPathComponent()
+            .appendingPathComponent("ledger-crash-worker").path
+    }()
+
+    static func require() throws -> String {
+        try #require(
+            FileManager.default.isExecutableFile(atPath: path),
+            """
+            the ledger-crash-worker binary is missing at \(path): build it with \
+            `swift build --build-tests`, or point LEDGER_CRASH_WORKER_BIN at it
+            """)
+        return path
+    }
+}
+
+/// How a killed process ended and what it printed.
+struct KilledProcessResult: CustomStringConvertible {
+    /// The signal that ended it, or nil when it exited.
+    let signal: Int32?
+    let exitStatus: Int32?
+    let stdout: String
+    let stderr: String
+
+    var description: String {
+        signal.map { "signal \($0)" } ?? "exit status \(exitStatus ?? -1)"
+    }
+}
+
+/// A child process that can be killed with SIGKILL; its pipes are drained on dedicated threads.
+final class KillableProcess {
+    private let process = Process()
+    private let stdoutDrain: PipeDrain
+    private let stderrDrain: PipeDrain
+
+    init(executable: String, arguments: [String]) throws {
+        let stdoutPipe = Pipe()
+        let stderrPipe = Pipe()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        process.environment = childEnvironment([:])
+        process.standardInput = FileHandle.nullDevice
+        process.standardOutput = stdoutPipe
+        process.standardError = stderrPipe
+        try process.run()
+        stdoutDrain = PipeDrain(stdoutPipe.fileHandleForReading)
+        stderrDrain = PipeDrain(stderrPipe.fileHandleForReading)
+    }
+
+    /// Sends SIGKILL (a no-op once the process has been reaped).
+    func kill() {
+        guard process.isRunning else { return }
+        _ = Foundation.kill(process.processIdentifier, SIGKILL)
+    }
+
+    /// Waits for the process to end and for both pipes to reach end of file.
+    func wait() -> KilledProcessResult {
+        process.waitUntilExit()
+        let signal = process.terminationReason == .uncaughtSignal ? process.terminationStatus : nil
+        return KilledProcessResult(
+            signal: signal, exitStatus: signal == nil ? process.terminationStatus : nil,
+            stdout: String(decoding: stdoutDrain.data(), as: UTF8.self),
+            stderr: String(decoding: stderrDrain.data(), as: UTF8.self))
+    }
+}
+
+/// Reads a pipe to end of file on a thread of its own.
+private final class PipeDrain: Sendable {
+    private let collected = Mutex(Data())
+    private let finished = DispatchSemaphore(value: 0)
+
+    init(_ handle: FileHandle) {
+        Thread.detachNewThread { [self] in
+            let data = handle.readDataToEndOfFile()
+            collected.withLock { $0 = data }
+            finished.signal()
+        }
+    }
+
+    func data() -> Data {
+        finished.wait()
+        return collected.withLock { $0 }
+    }
+}
