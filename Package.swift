@@ -73,7 +73,7 @@ let package = Package(
         .testTarget(name: "LedgerSQLiteTests", dependencies: ["LedgerSQLite"]),
         .testTarget(name: "BudgetLedgerTests", dependencies: ["BudgetLedger", "LedgerSQLite"]),
         // Depends on the executable so that `swift build --build-tests` builds the binary the tests spawn.
-        .testTarget(name: "CLITests", dependencies: ["budget-ledger", "ledger-crash-worker"]),
+        .testTarget(name: "CLITests", dependencies: ["budget-ledger", "ledger-crash-worker", "BudgetLedger", "LedgerSQLite"]),
         // Depends on the executable too: the parity and signal tests spawn the built binary.
         .testTarget(
             name: "BudgetLedgerServerTests",

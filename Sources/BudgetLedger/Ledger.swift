@@ -81,6 +81,12 @@ public final class Ledger: Sendable {
         let opened: Connection
         do {
             opened = try Connection(path: path, options: options)
+            if opened.isReadOnly {
+                // SQLite falls back to read-only quietly; a ledger that cannot record must say so
+                // at open, not at its first consume.
+                throw SQLiteError(
+                    extendedCode: .readOnly, message: "the ledger file (or its folder) is read-only; nothing can be recorded")
+            }
             let migrator = Migrator(migrations: Self.migrations, applicationID: Self.applicationID)
             // Only a file known to be ours (or empty) is switched to WAL: the mode is persistent,
             // and another application's database must be left exactly as it was.

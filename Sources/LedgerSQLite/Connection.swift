@@ -212,6 +212,10 @@ public final class Connection {
         return String(decoding: bytes, as: UTF8.self).trimmingWhitespace()
     }
 
+    /// True when SQLite opened the main database read-only (a read-only file or folder makes a
+    /// read-write open fall back to read-only). See <https://www.sqlite.org/c3ref/db_readonly.html>.
+    public var isReadOnly: Bool { sqlite3_db_readonly(liveHandle, "main") == 1 }
+
     /// The rowid of the most recent successful INSERT on this connection.
     public var lastInsertRowID: Int64 { sqlite3_last_insert_rowid(liveHandle) }
 
