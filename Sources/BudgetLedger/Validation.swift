@@ -17,7 +17,12 @@ enum Validate {
             throw LedgerError.invalidInput(
                 field: field, reason: "is \(bytes) bytes long; the limit is \(LedgerLimits.identifierBytesMax) bytes")
         }
-        if let bad = value.unicodeScalars.first(where: { $0.properties.generalCategory == .control }) {
+        // Every id passes here on the hot path: ASCII is checked by value (C0 controls and DEL),
+        // and only other scalars pay for a Unicode property lookup (C1 controls).
+        let isControl = { (scalar: Unicode.Scalar) -> Bool in
+            scalar.isASCII ? (scalar.value < 0x20 || scalar.value == 0x7F) : scalar.properties.generalCategory == .control
+        }
+        if let bad = value.unicodeScalars.first(where: isControl) {
             throw LedgerError.invalidInput(
                 field: field, reason: "contains the control character U+\(String(bad.value, radix: 16, uppercase: true))")
         }
