@@ -1,0 +1,66 @@
+import BudgetLedger
+import Foundation
+import LedgerSQLite
+
+/// The reference's metric names for one consume per transaction at a synchronous level.
+private func referencePrefix(_ synchronous: Synchronous) -> String {
+    synchronous == .full ? "c1_full" : "c1_normal"
+}
+
+extension BenchmarkContext {
+    /// (1) checkAndConsume from one caller on a fresh ledger, at NORMAL and at FULL.
+    func measureSingleCaller() throws {
+        for synchronous in [Synchronous.normal, .full] {
+            log("(1) checkAndConsume, 1 caller, \(synchronous.label)")
+            let stats = try measureOneCaller(
+                fileName: "single-\(synchronous.rawValue.lowercased()).db", synchronous: synchronous, checked: true)
+            let key = "single.\(synchronous.rawValue.lowercased())"
+            let prefix = referencePrefix(synchronous)
+            let latency = LatencySummary(nanoseconds: stats.latenciesNanoseconds)
+            let title = "checkAndConsume, 1 caller, \(synchronous.label)"
+            report.add(
+                "1", "\(key).txn_per_s", "\(title): throughput", Double(stats.accepted) / stats.elapsedSeconds,
+                .transactionsPerSecond, reference: .figure("\(prefix).tps"))
+            report.addLatencies("1", key: key, latency, referencePrefix: prefix) { "\(title): \($0)" }
+        }
+    }
+
+    /// (2) The ledger has no batch call, so: plain `consume` (no budget check) from one caller at FULL.
+    func measurePlainConsume() throws {
+        log("(2) consume (unchecked), 1 caller, FULL — no batch API exists")
+        let stats = try measureOneCaller(fileName: "plain-full.db", synchronous: .full, checked: false)
+        let rate = Double(stats.accepted) / stats.elapsedSeconds
+        let latency = LatencySummary(nanoseconds: stats.latenciesNanoseconds)
+        let title = "consume (unchecked), 1 caller, FULL"
+        report.add(
+            "2", "plain.full.txn_per_s", "\(title): throughput", rate, .transactionsPerSecond,
+            reference: .figure("c1_full.tps"))
+        report.addLatencies("2", key: "plain.full", latency, referencePrefix: "c1_full", percentiles: ["p50"]) {
+            "\(title): \($0)"
+        }
+        report.add(
+            "2", "plain.full.vs_batch", "\(title) vs C batch of 100/txn (events/s)", rate, .eventsPerSecond,
+            reference: .figure("c2_full.eps"))
+    }
+
+    /// One caller, one fresh ledger, `--seconds` of calls; then a verify of the file.
+    private func measureOneCaller(fileName: String, synchronous: Synchronous, checked: Bool) throws -> CallerStats {
+        let path = try createLedger(named: fileName)
+        defer { if !options.keepFiles { removeLedgerFiles(at: path) } }
+        let ledger = try Ledger(path: path, configuration: Ledger.Configuration(synchronous: synchronous))
+        defer { ledger.close() }
+        var workload = Workload(seed: 0x5EED_0001, idempotencyKeys: options.idempotencyKeys)
+        let deadline = MonotonicClock.deadline(afterSeconds: options.secondsPerMeasurement)
+        let stats = runCalls(until: deadline, workload: &workload, expectedCalls: expectedCallsPerCaller) { call in
+            if checked {
+                try ledger.checkAndConsume(call)
+            } else {
+                try ledger.consume(call)
+            }
+        }
+        let what = "\(checked ? "checkAndConsume" : "consume") at \(synchronous.label)"
+        checkFailures(stats, in: what)
+        verify(path: path, after: "\(what) (\(stats.accepted) calls)", timeoutSeconds: options.verifyTimeoutSeconds)
+        return stats
+    }
+}
