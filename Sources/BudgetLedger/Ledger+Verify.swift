@@ -30,11 +30,17 @@ extension Ledger {
                 + "cost_nanos, unpriced_requests, latency_ms_sum, latency_count",
             "'window ' || usage_window || ', day ' || day || ', org ' || org_id || ', agent ' || agent_id || ', model ' || model"
         ),
+        (
+            "usage_agent_model", "usage_agent_model_from_events",
+            "usage_window, agent_id, model, prompt_tokens, completion_tokens, request_count, "
+                + "cost_nanos, unpriced_requests, latency_ms_sum, latency_count",
+            "'window ' || usage_window || ', agent ' || agent_id || ', model ' || model"
+        ),
     ]
 
-    /// The triggers that keep `events` append-only.
+    /// The triggers that keep `events` append-only (`events_check_insert` refuses replacing inserts).
     private static let guardTriggers = [
-        "events_forbid_update", "events_forbid_delete", "events_forbid_replace",
+        "events_forbid_update", "events_forbid_delete", "events_check_insert",
         "model_prices_forbid_update", "model_prices_forbid_delete",
     ]
 

@@ -22,6 +22,8 @@ public enum MigrationError: Error, Sendable, Equatable, CustomStringConvertible 
     case foreignDatabase(String)
     /// A migration this binary knows was applied under another name: the histories diverged.
     case historyMismatch(version: Int, recordedName: String, knownName: String)
+    /// A migration left rows whose foreign keys point nowhere (it was rolled back).
+    case foreignKeyViolation(version: Int, table: String, rowID: Int64?)
 
     public var description: String {
         switch self {
@@ -32,6 +34,9 @@ public enum MigrationError: Error, Sendable, Equatable, CustomStringConvertible 
             return "not a BudgetLedger database: \(reason); the file was left untouched"
         case .historyMismatch(let version, let recordedName, let knownName):
             return "migration \(version) was applied as \(recordedName), but this binary knows it as \(knownName)"
+        case .foreignKeyViolation(let version, let table, let rowID):
+            return "migration \(version) would leave a broken foreign key in \(table) (row \(rowID.map(String.init) ?? "?")); "
+                + "it was rolled back"
         }
     }
 }
@@ -67,21 +72,39 @@ public struct Migrator: Sendable {
         var applied: [Int] = []
         try checkCompatible(connection)
         for migration in migrations {
-            let didApply = try connection.transaction(.immediate) { () throws -> Bool in
-                // Re-read under the write lock: another process may have just applied it.
-                try checkCompatible(connection)
-                if try appliedVersions(connection).contains(migration.version) {
-                    return false
-                }
-                try connection.execute(sql: migration.sql)
-                try connection.execute(
-                    "INSERT INTO schema_migrations (version, name) VALUES (?, ?)", [migration.version, migration.name])
-                try connection.execute(sql: "PRAGMA user_version = \(migration.version)")
-                return true
-            }
-            if didApply { applied.append(migration.version) }
+            if try apply(migration, on: connection) { applied.append(migration.version) }
         }
         return applied
+    }
+
+    /// Applies one migration unless it is already recorded; returns whether it did.
+    ///
+    /// Foreign keys are off while it runs and checked in full before it commits (as GRDB does),
+    /// so that a migration may rebuild a table the way SQLite documents
+    /// (<https://www.sqlite.org/lang_altertable.html#otheralter>): with enforcement on, dropping
+    /// a table runs an implicit row-by-row DELETE. The pragma is a no-op inside a transaction,
+    /// hence it is switched around the transaction.
+    private func apply(_ migration: Migration, on connection: Connection) throws -> Bool {
+        let enforced = try connection.prepare("PRAGMA foreign_keys").fetchOne { try $0[0] as Bool } ?? false
+        if enforced { try connection.execute(sql: "PRAGMA foreign_keys = OFF") }
+        defer { if enforced { try? connection.execute(sql: "PRAGMA foreign_keys = ON") } }
+        return try connection.transaction(.immediate) { () throws -> Bool in
+            // Re-read under the write lock: another process may have just applied it.
+            try checkCompatible(connection)
+            if try appliedVersions(connection).contains(migration.version) {
+                return false
+            }
+            try connection.execute(sql: migration.sql)
+            if let broken = try connection.prepare("PRAGMA foreign_key_check").fetchOne({ row in
+                (table: try row[0] as String, rowID: try row[1] as Int64?)
+            }) {
+                throw MigrationError.foreignKeyViolation(version: migration.version, table: broken.table, rowID: broken.rowID)
+            }
+            try connection.execute(
+                "INSERT INTO schema_migrations (version, name) VALUES (?, ?)", [migration.version, migration.name])
+            try connection.execute(sql: "PRAGMA user_version = \(migration.version)")
+            return true
+        }
     }
 
     /// The versions recorded in `schema_migrations` (empty for a new database).
