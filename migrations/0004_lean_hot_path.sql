@@ -17,6 +17,13 @@
 --    Each statement in them starts with a test of NEW.kind, which SQLite checks before it
 --    touches a table.
 --
+-- 3. Two rollup upserts per consume cost as much as the rest of the insert and dirtied two more
+--    pages per commit. Consumes are now folded into the rollups in groups: every 1,024th event
+--    (and before a usage_reset) adds up the consumes recorded since the last fold, in the same
+--    transaction. `ledger_settings.rolled_up_to` is the last event folded in. The `*_live`
+--    views add the pending consumes (at most 1,023, a rowid range) to the folded rows, and
+--    every usage and billing view reads them, so readers always see every committed consume.
+--
 -- And the usage overview read every row of `usage_rollup`, whose key (window, day, org, user,
 -- agent, model) grows with the days the ledger spans (690,000 rows for 10M events over 900
 -- days). `usage_agent_model` keeps the same totals per window, agent and model only (a few
@@ -136,7 +143,34 @@ SELECT usage_window, agent_id, model, sum(prompt_tokens), sum(completion_tokens)
 FROM usage_rollup
 GROUP BY usage_window, agent_id, model;
 
--- A consume: the thread's totals, both rollups, and the hold it settles (if any).
+-- The last event folded into the rollups: until now they held every consume.
+ALTER TABLE ledger_settings ADD COLUMN rolled_up_to INTEGER NOT NULL DEFAULT 0;
+UPDATE ledger_settings SET rolled_up_to = (SELECT coalesce(max(id), 0) FROM events) WHERE id = 1;
+
+-- The consumes recorded since the last fold (all in the current usage window), summed per rollup key.
+CREATE VIEW usage_rollup_pending AS
+SELECT (SELECT usage_window FROM ledger_settings WHERE id = 1) AS usage_window,
+       timestamp_us / 86400000000 AS day,
+       coalesce(org_id, '') AS org_id, coalesce(user_id, '') AS user_id,
+       coalesce(agent_id, '') AS agent_id, coalesce(model, '') AS model,
+       sum(prompt_tokens) AS prompt_tokens, sum(completion_tokens) AS completion_tokens, count(*) AS request_count,
+       coalesce(sum(cost_nanos), 0) AS cost_nanos, sum(cost_nanos IS NULL) AS unpriced_requests,
+       coalesce(sum(latency_ms), 0) AS latency_ms_sum, count(latency_ms) AS latency_count
+FROM events
+WHERE id > (SELECT rolled_up_to FROM ledger_settings WHERE id = 1) AND kind = 'consume'
+GROUP BY 2, 3, 4, 5, 6;
+
+CREATE VIEW usage_agent_model_pending AS
+SELECT (SELECT usage_window FROM ledger_settings WHERE id = 1) AS usage_window,
+       coalesce(agent_id, '') AS agent_id, coalesce(model, '') AS model,
+       sum(prompt_tokens) AS prompt_tokens, sum(completion_tokens) AS completion_tokens, count(*) AS request_count,
+       coalesce(sum(cost_nanos), 0) AS cost_nanos, sum(cost_nanos IS NULL) AS unpriced_requests,
+       coalesce(sum(latency_ms), 0) AS latency_ms_sum, count(latency_ms) AS latency_count
+FROM events
+WHERE id > (SELECT rolled_up_to FROM ledger_settings WHERE id = 1) AND kind = 'consume'
+GROUP BY 2, 3;
+
+-- A consume: the thread's totals and the hold it settles (if any). Rollups: events_fold_usage.
 CREATE TRIGGER events_apply_consume AFTER INSERT ON events WHEN NEW.kind = 'consume'
 BEGIN
     UPDATE thread_state
@@ -144,33 +178,6 @@ BEGIN
         completion_tokens = completion_tokens + NEW.completion_tokens,
         request_count = request_count + 1
     WHERE thread_id = NEW.thread_id;
-    INSERT INTO usage_rollup (usage_window, day, org_id, user_id, agent_id, model, prompt_tokens, completion_tokens,
-                              request_count, cost_nanos, unpriced_requests, latency_ms_sum, latency_count)
-    VALUES ((SELECT usage_window FROM ledger_settings WHERE id = 1), NEW.timestamp_us / 86400000000,
-            coalesce(NEW.org_id, ''), coalesce(NEW.user_id, ''), coalesce(NEW.agent_id, ''), coalesce(NEW.model, ''),
-            NEW.prompt_tokens, NEW.completion_tokens, 1, coalesce(NEW.cost_nanos, 0), NEW.cost_nanos IS NULL,
-            coalesce(NEW.latency_ms, 0), NEW.latency_ms IS NOT NULL)
-    ON CONFLICT (usage_window, day, org_id, user_id, agent_id, model) DO UPDATE SET
-        prompt_tokens = prompt_tokens + excluded.prompt_tokens,
-        completion_tokens = completion_tokens + excluded.completion_tokens,
-        request_count = request_count + 1,
-        cost_nanos = cost_nanos + excluded.cost_nanos,
-        unpriced_requests = unpriced_requests + excluded.unpriced_requests,
-        latency_ms_sum = latency_ms_sum + excluded.latency_ms_sum,
-        latency_count = latency_count + excluded.latency_count;
-    INSERT INTO usage_agent_model (usage_window, agent_id, model, prompt_tokens, completion_tokens, request_count,
-                                   cost_nanos, unpriced_requests, latency_ms_sum, latency_count)
-    VALUES ((SELECT usage_window FROM ledger_settings WHERE id = 1), coalesce(NEW.agent_id, ''),
-            coalesce(NEW.model, ''), NEW.prompt_tokens, NEW.completion_tokens, 1, coalesce(NEW.cost_nanos, 0),
-            NEW.cost_nanos IS NULL, coalesce(NEW.latency_ms, 0), NEW.latency_ms IS NOT NULL)
-    ON CONFLICT (usage_window, agent_id, model) DO UPDATE SET
-        prompt_tokens = prompt_tokens + excluded.prompt_tokens,
-        completion_tokens = completion_tokens + excluded.completion_tokens,
-        request_count = request_count + 1,
-        cost_nanos = cost_nanos + excluded.cost_nanos,
-        unpriced_requests = unpriced_requests + excluded.unpriced_requests,
-        latency_ms_sum = latency_ms_sum + excluded.latency_ms_sum,
-        latency_count = latency_count + excluded.latency_count;
     DELETE FROM holds WHERE NEW.reservation_id IS NOT NULL AND reservation_id = NEW.reservation_id;
 END;
 
@@ -193,11 +200,44 @@ BEGIN
     INSERT INTO thread_thresholds (thread_id, threshold_percent, event_id)
     SELECT NEW.thread_id, NEW.threshold_percent, NEW.id WHERE NEW.kind = 'threshold';
     UPDATE ledger_settings SET default_max_tokens = NEW.max_tokens WHERE NEW.kind = 'configure' AND id = 1;
-    UPDATE ledger_settings SET usage_window = usage_window + 1 WHERE NEW.kind = 'usage_reset' AND id = 1;
     -- reserve: a new hold; release and expire end one.
     INSERT INTO holds (reservation_id, thread_id, tokens, expires_at_us)
     SELECT NEW.id, NEW.thread_id, NEW.held_tokens, NEW.expires_at_us WHERE NEW.kind = 'reserve';
     DELETE FROM holds WHERE NEW.reservation_id IS NOT NULL AND reservation_id = NEW.reservation_id;
+END;
+
+-- The fold: every event whose id is a multiple of 1,024, and every usage_reset before its new
+-- window starts, adds the pending consumes to both rollups and moves rolled_up_to. The
+-- condition is the trigger's WHEN, so the other 1,023 inserts in 1,024 skip it at once, and
+-- at most 1,023 consumes are ever pending. Pending consumes all belong to the current window.
+CREATE TRIGGER events_fold_usage AFTER INSERT ON events WHEN NEW.id % 1024 = 0 OR NEW.kind = 'usage_reset'
+BEGIN
+    INSERT INTO usage_rollup (usage_window, day, org_id, user_id, agent_id, model, prompt_tokens, completion_tokens,
+                              request_count, cost_nanos, unpriced_requests, latency_ms_sum, latency_count)
+    SELECT * FROM usage_rollup_pending WHERE true
+    ON CONFLICT (usage_window, day, org_id, user_id, agent_id, model) DO UPDATE SET
+        prompt_tokens = prompt_tokens + excluded.prompt_tokens,
+        completion_tokens = completion_tokens + excluded.completion_tokens,
+        request_count = request_count + excluded.request_count,
+        cost_nanos = cost_nanos + excluded.cost_nanos,
+        unpriced_requests = unpriced_requests + excluded.unpriced_requests,
+        latency_ms_sum = latency_ms_sum + excluded.latency_ms_sum,
+        latency_count = latency_count + excluded.latency_count;
+    INSERT INTO usage_agent_model (usage_window, agent_id, model, prompt_tokens, completion_tokens, request_count,
+                                   cost_nanos, unpriced_requests, latency_ms_sum, latency_count)
+    SELECT * FROM usage_agent_model_pending WHERE true
+    ON CONFLICT (usage_window, agent_id, model) DO UPDATE SET
+        prompt_tokens = prompt_tokens + excluded.prompt_tokens,
+        completion_tokens = completion_tokens + excluded.completion_tokens,
+        request_count = request_count + excluded.request_count,
+        cost_nanos = cost_nanos + excluded.cost_nanos,
+        unpriced_requests = unpriced_requests + excluded.unpriced_requests,
+        latency_ms_sum = latency_ms_sum + excluded.latency_ms_sum,
+        latency_count = latency_count + excluded.latency_count;
+    -- usage_reset: the new window starts after the fold.
+    UPDATE ledger_settings
+    SET rolled_up_to = NEW.id, usage_window = usage_window + (NEW.kind = 'usage_reset')
+    WHERE id = 1;
 END;
 
 -- usage_agent_model recomputed from the events alone.
@@ -221,7 +261,28 @@ FROM numbered
 WHERE kind = 'consume'
 GROUP BY 1, 2, 3;
 
--- The all-time views that need no day, org or user read the small rollup.
+-- The rollups as of the last commit: the folded rows plus the pending consumes. Every usage and
+-- billing view reads these; verify compares them with the *_from_events views.
+CREATE VIEW usage_rollup_live AS
+SELECT usage_window, day, org_id, user_id, agent_id, model,
+       sum(prompt_tokens) AS prompt_tokens, sum(completion_tokens) AS completion_tokens,
+       sum(request_count) AS request_count, sum(cost_nanos) AS cost_nanos,
+       sum(unpriced_requests) AS unpriced_requests, sum(latency_ms_sum) AS latency_ms_sum,
+       sum(latency_count) AS latency_count
+FROM (SELECT * FROM usage_rollup UNION ALL SELECT * FROM usage_rollup_pending)
+GROUP BY usage_window, day, org_id, user_id, agent_id, model;
+
+CREATE VIEW usage_agent_model_live AS
+SELECT usage_window, agent_id, model,
+       sum(prompt_tokens) AS prompt_tokens, sum(completion_tokens) AS completion_tokens,
+       sum(request_count) AS request_count, sum(cost_nanos) AS cost_nanos,
+       sum(unpriced_requests) AS unpriced_requests, sum(latency_ms_sum) AS latency_ms_sum,
+       sum(latency_count) AS latency_count
+FROM (SELECT * FROM usage_agent_model UNION ALL SELECT * FROM usage_agent_model_pending)
+GROUP BY usage_window, agent_id, model;
+
+-- Every usage and billing view of 0002, now over the live rollups; the all-time views that
+-- need no day, org or user read the small one.
 DROP VIEW usage_totals;
 CREATE VIEW usage_totals AS
 SELECT
@@ -232,7 +293,7 @@ SELECT
     coalesce(sum(cost_nanos), 0) AS cost_nanos,
     coalesce(sum(unpriced_requests), 0) AS unpriced_requests,
     CASE WHEN sum(latency_count) > 0 THEN 1.0 * sum(latency_ms_sum) / sum(latency_count) END AS avg_latency_ms
-FROM usage_agent_model;
+FROM usage_agent_model_live;
 
 DROP VIEW usage_by_agent;
 CREATE VIEW usage_by_agent AS
@@ -240,7 +301,7 @@ SELECT nullif(agent_id, '') AS agent_id,
        sum(prompt_tokens + completion_tokens) AS total_tokens, sum(prompt_tokens) AS prompt_tokens,
        sum(completion_tokens) AS completion_tokens, sum(request_count) AS request_count,
        sum(cost_nanos) AS cost_nanos, sum(unpriced_requests) AS unpriced_requests
-FROM usage_agent_model GROUP BY agent_id;
+FROM usage_agent_model_live GROUP BY agent_id;
 
 DROP VIEW usage_by_model;
 CREATE VIEW usage_by_model AS
@@ -248,7 +309,7 @@ SELECT nullif(model, '') AS model,
        sum(prompt_tokens + completion_tokens) AS total_tokens, sum(prompt_tokens) AS prompt_tokens,
        sum(completion_tokens) AS completion_tokens, sum(request_count) AS request_count,
        sum(cost_nanos) AS cost_nanos, sum(unpriced_requests) AS unpriced_requests
-FROM usage_agent_model GROUP BY model;
+FROM usage_agent_model_live GROUP BY model;
 
 -- Billing summary: cost per agent and model, all time (the reference's billing query).
 CREATE VIEW billing_by_agent_model AS
@@ -256,4 +317,38 @@ SELECT nullif(agent_id, '') AS agent_id, nullif(model, '') AS model,
        sum(prompt_tokens + completion_tokens) AS total_tokens, sum(prompt_tokens) AS prompt_tokens,
        sum(completion_tokens) AS completion_tokens, sum(request_count) AS request_count,
        sum(cost_nanos) AS cost_nanos, sum(unpriced_requests) AS unpriced_requests
-FROM usage_agent_model GROUP BY agent_id, model;
+FROM usage_agent_model_live GROUP BY agent_id, model;
+
+DROP VIEW usage_by_org;
+CREATE VIEW usage_by_org AS
+SELECT nullif(org_id, '') AS org_id,
+       sum(prompt_tokens + completion_tokens) AS total_tokens, sum(prompt_tokens) AS prompt_tokens,
+       sum(completion_tokens) AS completion_tokens, sum(request_count) AS request_count,
+       sum(cost_nanos) AS cost_nanos, sum(unpriced_requests) AS unpriced_requests
+FROM usage_rollup_live GROUP BY org_id;
+
+DROP VIEW usage_by_user;
+CREATE VIEW usage_by_user AS
+SELECT nullif(user_id, '') AS user_id,
+       sum(prompt_tokens + completion_tokens) AS total_tokens, sum(prompt_tokens) AS prompt_tokens,
+       sum(completion_tokens) AS completion_tokens, sum(request_count) AS request_count,
+       sum(cost_nanos) AS cost_nanos, sum(unpriced_requests) AS unpriced_requests
+FROM usage_rollup_live GROUP BY user_id;
+
+-- Per UTC day, for charts.
+DROP VIEW usage_by_day;
+CREATE VIEW usage_by_day AS
+SELECT date(day * 86400, 'unixepoch') AS day,
+       sum(prompt_tokens + completion_tokens) AS total_tokens, sum(prompt_tokens) AS prompt_tokens,
+       sum(completion_tokens) AS completion_tokens, sum(request_count) AS request_count,
+       sum(cost_nanos) AS cost_nanos, sum(unpriced_requests) AS unpriced_requests
+FROM usage_rollup_live GROUP BY usage_rollup_live.day;
+
+-- Billing: org x model x UTC day.
+DROP VIEW billing_by_org_model_day;
+CREATE VIEW billing_by_org_model_day AS
+SELECT nullif(org_id, '') AS org_id, nullif(model, '') AS model, date(day * 86400, 'unixepoch') AS day,
+       sum(prompt_tokens + completion_tokens) AS total_tokens, sum(prompt_tokens) AS prompt_tokens,
+       sum(completion_tokens) AS completion_tokens, sum(request_count) AS request_count,
+       sum(cost_nanos) AS cost_nanos, sum(unpriced_requests) AS unpriced_requests
+FROM usage_rollup_live GROUP BY org_id, model, usage_rollup_live.day;

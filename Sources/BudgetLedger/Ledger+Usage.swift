@@ -72,13 +72,14 @@ extension Ledger {
         return totals
     }
 
-    /// Totals, per agent and per model, read from `usage_agent_model` (never a scan of the events;
-    /// its size depends on the agents and models, not on the events or the days).
+    /// Totals, per agent and per model, read from `usage_agent_model_live` (never a scan of the
+    /// events: the folded rollup, whose size depends on the agents and models, not on the events
+    /// or the days, plus at most 1,023 pending consumes).
     public func usageOverview(_ scope: UsageScope = .currentWindow) throws -> UsageOverview {
         let allTime = scope == .allTime
         return try read { connection in
             let totals = try connection.cachedStatement(
-                "SELECT \(Self.totalsColumns) FROM usage_agent_model WHERE \(Self.scopeFilter)"
+                "SELECT \(Self.totalsColumns) FROM usage_agent_model_live WHERE \(Self.scopeFilter)"
             ).fetchOne([allTime]) { try Self.totals(from: $0, offset: 0) } ?? UsageTotals()
             let byAgent = try grouped("agent_id", allTime: allTime, on: connection)
             let byModel = try grouped("model", allTime: allTime, on: connection)
@@ -92,7 +93,7 @@ extension Ledger {
     private func grouped(_ column: String, allTime: Bool, on connection: Connection) throws -> [(key: String?, totals: UsageTotals)] {
         try connection.cachedStatement(
             """
-            SELECT nullif(\(column), ''), \(Self.totalsColumns) FROM usage_agent_model WHERE \(Self.scopeFilter)
+            SELECT nullif(\(column), ''), \(Self.totalsColumns) FROM usage_agent_model_live WHERE \(Self.scopeFilter)
             GROUP BY \(column) ORDER BY sum(prompt_tokens + completion_tokens) DESC, \(column)
             """
         ).fetchAll([allTime]) { row in (key: try row[0] as String?, totals: try Self.totals(from: row, offset: 1)) }
@@ -113,7 +114,7 @@ extension Ledger {
     private func totals(where condition: String, value: String, scope: UsageScope) throws -> UsageTotals {
         try withConnection { connection in
             try connection.cachedStatement(
-                "SELECT \(Self.totalsColumns) FROM usage_agent_model WHERE \(Self.scopeFilter) AND \(condition)"
+                "SELECT \(Self.totalsColumns) FROM usage_agent_model_live WHERE \(Self.scopeFilter) AND \(condition)"
             ).fetchOne([scope == .allTime, value]) { try Self.totals(from: $0, offset: 0) } ?? UsageTotals()
         }
     }

@@ -14,7 +14,8 @@ public struct VerifyReport: Sendable, Equatable {
 }
 
 extension Ledger {
-    /// A derived table and the view that recomputes it from the events alone.
+    /// A derived table and the view that recomputes it from the events alone. The rollups are
+    /// compared as readers see them: the folded rows plus the pending consumes (`*_live`).
     private static let derivedTables: [(table: String, view: String, columns: String, key: String)] = [
         (
             "thread_state", "thread_state_from_events",
@@ -25,13 +26,13 @@ extension Ledger {
         ("ledger_settings", "ledger_settings_from_events", "id, default_max_tokens, usage_window", "id"),
         ("holds", "holds_from_events", "reservation_id, thread_id, tokens, expires_at_us", "reservation_id"),
         (
-            "usage_rollup", "usage_rollup_from_events",
+            "usage_rollup_live", "usage_rollup_from_events",
             "usage_window, day, org_id, user_id, agent_id, model, prompt_tokens, completion_tokens, request_count, "
                 + "cost_nanos, unpriced_requests, latency_ms_sum, latency_count",
             "'window ' || usage_window || ', day ' || day || ', org ' || org_id || ', agent ' || agent_id || ', model ' || model"
         ),
         (
-            "usage_agent_model", "usage_agent_model_from_events",
+            "usage_agent_model_live", "usage_agent_model_from_events",
             "usage_window, agent_id, model, prompt_tokens, completion_tokens, request_count, "
                 + "cost_nanos, unpriced_requests, latency_ms_sum, latency_count",
             "'window ' || usage_window || ', agent ' || agent_id || ', model ' || model"

@@ -89,7 +89,8 @@ struct BillingTests {
 
     @Test("every usage view equals a Swift-side recomputation over generated events")
     func viewsMatchRecomputation() throws {
-        // Proves the SQL views (read from the trigger-kept rollups) agree with the raw events.
+        // Proves the SQL views (folded rollups plus pending consumes) agree with the raw events;
+        // 1,300 consumes cross the fold at event 1,024, so both halves are exercised.
         let clock = ManualClock()
         let folder = try TemporaryFolder()
         let path = folder.path("l.db")
@@ -100,8 +101,8 @@ struct BillingTests {
         let orgs: [String?] = ["acme", "globex", nil]
         var recorded: [ConsumeResult] = []
         var orgOf: [Int64: String?] = [:]
-        for _ in 0..<300 {
-            clock.advance(microseconds: Int64.random(in: 1...40_000_000_000, using: &generator))
+        for _ in 0..<1_300 {
+            clock.advance(microseconds: Int64.random(in: 1...10_000_000_000, using: &generator))
             let org = orgs.randomElement(using: &generator)!
             let metadata = org.map { "{\"org_id\":\"\($0)\",\"user_id\":\"u\(Int.random(in: 1...3, using: &generator))\"}" }
             let usage = UsageDetails(
@@ -158,6 +159,57 @@ struct BillingTests {
         let average = try ledger.usageOverview(.allTime).totals.averageLatencyMilliseconds
         #expect(average == Double(latencies.reduce(0, +)) / Double(latencies.count))
         #expect(try ledger.verify().isConsistent)
+    }
+
+    @Test("consumes fold into the rollups every 1,024 events and at a usage reset; readers see every one")
+    func rollupsFoldInGroups() throws {
+        // Proves the folded rollup tables hold exactly the consumes up to rolled_up_to, fewer
+        // than 1,024 stay pending, a usage reset folds first (so each window keeps its own
+        // consumes), and the overview counts every committed consume at every moment.
+        let folder = try TemporaryFolder()
+        let path = folder.path("l.db")
+        let ledger = try Ledger(path: path, configuration: Ledger.Configuration(synchronous: .normal))
+        let raw = try Connection(path: path)
+        defer { raw.close() }
+        func folded() throws -> (upTo: Int64, requests: Int64, requestsUpTo: Int64, lastID: Int64) {
+            try raw.prepare(
+                """
+                SELECT s.rolled_up_to, (SELECT coalesce(sum(request_count), 0) FROM usage_agent_model),
+                       (SELECT count(*) FROM events WHERE kind = 'consume' AND id <= s.rolled_up_to),
+                       (SELECT max(id) FROM events)
+                FROM ledger_settings AS s
+                """
+            ).fetchOne { row in (try row[0], try row[1], try row[2], try row[3]) }!
+        }
+        let agents = ["a", "b", "c"]
+        for index in 0..<1_500 {
+            try ledger.consume("t\(index % 7)", promptTokens: 3, usage: UsageDetails(agentID: agents[index % 3], model: "gpt-4o"))
+            if index % 250 == 249 {
+                #expect(try ledger.usageOverview().totals.requestCount == Int64(index + 1))
+            }
+        }
+        var state = try folded()
+        #expect(state.upTo == 1_024)
+        #expect(state.requests == state.requestsUpTo)
+        #expect(state.lastID - state.upTo < 1_024)
+        try ledger.resetUsageWindow()
+        state = try folded()
+        #expect(state.upTo == state.lastID, "a usage reset folds every pending consume")
+        #expect(state.requests == 1_500)
+        for index in 0..<1_200 {
+            try ledger.consume("t\(index % 7)", promptTokens: 2, usage: UsageDetails(agentID: agents[index % 3]))
+        }
+        #expect(try ledger.usageOverview().totals.requestCount == 1_200)
+        #expect(try ledger.usageOverview().totals.promptTokens == 2_400)
+        #expect(try ledger.usageOverview(.allTime).totals.requestCount == 2_700)
+        #expect(try ledger.usage(agent: "a").requestCount == 400)
+        state = try folded()
+        #expect(state.requests == state.requestsUpTo)
+        #expect(state.lastID - state.upTo < 1_024)
+        let byWindow = try raw.prepare("SELECT usage_window, sum(request_count) FROM usage_agent_model_live GROUP BY 1 ORDER BY 1")
+            .fetchAll { row in [try row[0], try row[1]] as [Int64] }
+        #expect(byWindow == [[0, 1_500], [1, 1_200]])
+        #expect(try ledger.verify().problems == [])
     }
 
     @Test("the usage window resets the overview but not billing")
