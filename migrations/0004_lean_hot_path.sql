@@ -14,13 +14,14 @@
 -- 2. Every trigger on a table runs as a sub-program on every insert, its WHEN clause included,
 --    so sixteen triggers meant sixteen sub-programs per consume. They become three: one BEFORE
 --    INSERT that checks, one AFTER INSERT for consumes, one AFTER INSERT for every other kind.
+--    The fold of item 3 hangs on an UPDATE of ledger_settings, which runs only when it folds.
 --    Each statement in them starts with a test of NEW.kind, which SQLite checks before it
 --    touches a table.
 --
 -- 3. Two rollup upserts per consume cost as much as the rest of the insert and dirtied two more
 --    pages per commit. Consumes are now folded into the rollups in groups: every 1,024th event
 --    (and before a usage_reset) adds up the consumes recorded since the last fold, in the same
---    transaction. `ledger_settings.rolled_up_to` is the last event folded in. The `*_live`
+--    transaction (ledger_settings_fold_usage). `ledger_settings.rolled_up_to` is the last event folded in. The `*_live`
 --    views add the pending consumes (at most 1,023, a rowid range) to the folded rows, and
 --    every usage and billing view reads them, so readers always see every committed consume.
 --
@@ -170,7 +171,8 @@ FROM events
 WHERE id > (SELECT rolled_up_to FROM ledger_settings WHERE id = 1) AND kind = 'consume'
 GROUP BY 2, 3;
 
--- A consume: the thread's totals and the hold it settles (if any). Rollups: events_fold_usage.
+-- A consume: the thread's totals, the hold it settles (if any), and every 1,024th event the
+-- fold of the pending consumes into the rollups (ledger_settings_fold_usage).
 CREATE TRIGGER events_apply_consume AFTER INSERT ON events WHEN NEW.kind = 'consume'
 BEGIN
     UPDATE thread_state
@@ -179,6 +181,7 @@ BEGIN
         request_count = request_count + 1
     WHERE thread_id = NEW.thread_id;
     DELETE FROM holds WHERE NEW.reservation_id IS NOT NULL AND reservation_id = NEW.reservation_id;
+    UPDATE ledger_settings SET rolled_up_to = NEW.id WHERE NEW.id % 1024 = 0 AND id = 1;
 END;
 
 -- Every other kind: each statement applies to one kind and does nothing for the others.
@@ -200,17 +203,23 @@ BEGIN
     INSERT INTO thread_thresholds (thread_id, threshold_percent, event_id)
     SELECT NEW.thread_id, NEW.threshold_percent, NEW.id WHERE NEW.kind = 'threshold';
     UPDATE ledger_settings SET default_max_tokens = NEW.max_tokens WHERE NEW.kind = 'configure' AND id = 1;
+    -- The fold (see ledger_settings_fold_usage); usage_reset starts a new window after it.
+    UPDATE ledger_settings
+    SET rolled_up_to = NEW.id, usage_window = usage_window + (NEW.kind = 'usage_reset')
+    WHERE (NEW.id % 1024 = 0 OR NEW.kind = 'usage_reset') AND id = 1;
     -- reserve: a new hold; release and expire end one.
     INSERT INTO holds (reservation_id, thread_id, tokens, expires_at_us)
     SELECT NEW.id, NEW.thread_id, NEW.held_tokens, NEW.expires_at_us WHERE NEW.kind = 'reserve';
     DELETE FROM holds WHERE NEW.reservation_id IS NOT NULL AND reservation_id = NEW.reservation_id;
 END;
 
--- The fold: every event whose id is a multiple of 1,024, and every usage_reset before its new
--- window starts, adds the pending consumes to both rollups and moves rolled_up_to. The
--- condition is the trigger's WHEN, so the other 1,023 inserts in 1,024 skip it at once, and
--- at most 1,023 consumes are ever pending. Pending consumes all belong to the current window.
-CREATE TRIGGER events_fold_usage AFTER INSERT ON events WHEN NEW.id % 1024 = 0 OR NEW.kind = 'usage_reset'
+-- The fold. An UPDATE of ledger_settings.rolled_up_to (from the triggers above: every event
+-- whose id is a multiple of 1,024, and every usage_reset) first adds the pending consumes to
+-- both rollups, reading the old rolled_up_to and usage window, and at most 1,023 consumes are
+-- ever pending. It hangs on ledger_settings, not on events, because a trigger on events costs
+-- every insert a sub-program even when its WHEN is false; an UPDATE that matches no row runs
+-- no trigger at all.
+CREATE TRIGGER ledger_settings_fold_usage BEFORE UPDATE OF rolled_up_to ON ledger_settings
 BEGIN
     INSERT INTO usage_rollup (usage_window, day, org_id, user_id, agent_id, model, prompt_tokens, completion_tokens,
                               request_count, cost_nanos, unpriced_requests, latency_ms_sum, latency_count)
@@ -234,10 +243,6 @@ BEGIN
         unpriced_requests = unpriced_requests + excluded.unpriced_requests,
         latency_ms_sum = latency_ms_sum + excluded.latency_ms_sum,
         latency_count = latency_count + excluded.latency_count;
-    -- usage_reset: the new window starts after the fold.
-    UPDATE ledger_settings
-    SET rolled_up_to = NEW.id, usage_window = usage_window + (NEW.kind = 'usage_reset')
-    WHERE id = 1;
 END;
 
 -- usage_agent_model recomputed from the events alone.

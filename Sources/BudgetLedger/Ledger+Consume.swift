@@ -89,7 +89,7 @@ extension Ledger {
             throw LedgerError.invalidInput(
                 field: "promptTokens", reason: "the thread's total would overflow a 64-bit count")
         }
-        let cost = try price(of: request, at: now, on: connection)
+        let cost = try price(of: request, at: now, pricesVersion: found.pricesVersion, on: connection)
         try connection.execute(
             LedgerSQL.insertConsume, request.consumeArguments(at: now, costNanos: cost, reservationID: reservationID))
         let eventID = connection.lastInsertRowID
@@ -105,9 +105,13 @@ extension Ledger {
     }
 
     /// The cost of the request at the price in force at `now`; nil when it names no priced model.
-    private func price(of request: ConsumeRequest, at now: Int64, on connection: Connection) throws -> Int64? {
+    private func price(
+        of request: ConsumeRequest, at now: Int64, pricesVersion: Int64, on connection: Connection
+    ) throws -> Int64? {
         guard let model = request.usage.model,
-            let price = try connection.cachedStatement(LedgerSQL.selectPriceForModel).fetchOne([model, now], ModelPrice.init(row:))
+            let price = try priceCache.withLock({ cache in
+                try cache.price(forModel: model, at: now, currentVersion: pricesVersion, on: connection)
+            })
         else { return nil }
         guard let cost = Money.cost(promptTokens: request.promptTokens, completionTokens: request.completionTokens, price: price)
         else {

@@ -8,6 +8,8 @@ struct ThreadRow {
     let defaultMaxTokens: Int64
     /// Holds of the thread whose time has passed but whose expiry is not yet recorded.
     let expiredHolds: Int64
+    /// `max(id)` of `model_prices`: the version `PriceCache` checks.
+    let pricesVersion: Int64
 
     /// One statement: the thread's state, its live holds at `now`, and the ledger's default max.
     static func fetch(_ threadID: String, at now: Int64, on connection: Connection) throws -> ThreadRow {
@@ -18,7 +20,8 @@ struct ThreadRow {
                     threadID: threadID, maxTokens: maxTokens, promptTokens: try row[1], completionTokens: try row[2],
                     requestCount: try row[3], triggeredThresholds: parseThresholds(try row[4]), heldTokens: try row[6])
             }
-            return ThreadRow(budget: budget, defaultMaxTokens: try row[5], expiredHolds: try row[7])
+            return ThreadRow(
+                budget: budget, defaultMaxTokens: try row[5], expiredHolds: try row[7], pricesVersion: try row[8])
         }
         guard let row else {
             preconditionFailure("ledger_settings has no row: the schema is broken")

@@ -50,6 +50,8 @@ public final class Ledger: Sendable {
     let writeQueue = Mutex(WriteQueue())
     let writerLock: WriterLock
     let writeStatistics = Mutex(WriteStatistics())
+    /// The price table for the consume path; used under the connection lock.
+    let priceCache = Mutex(PriceCache())
 
     /// How many write transactions ran and how many writes they carried (group commit).
     public var statistics: WriteStatistics { writeStatistics.withLock { $0 } }

@@ -1,14 +1,16 @@
 /// Every SQL statement the ledger runs, in one place. The schema itself is in `migrations/`.
 enum LedgerSQL {
-    /// A thread's cached state, the ledger's default max, the thread's live held tokens and its
-    /// expired-but-unrecorded holds, in one statement; `?1` is the thread, `?2` now. The thread
-    /// columns are NULL for a thread that is not open.
+    /// A thread's cached state, the ledger's default max, the thread's live held tokens, its
+    /// expired-but-unrecorded holds and the version of the price table (`PriceCache`), in one
+    /// statement; `?1` is the thread, `?2` now. The thread columns are NULL for a thread that
+    /// is not open.
     static let selectThreadAndDefault = """
         SELECT s.max_tokens, s.prompt_tokens, s.completion_tokens, s.request_count,
                (SELECT group_concat(t.threshold_percent) FROM thread_thresholds AS t WHERE t.thread_id = s.thread_id),
                g.default_max_tokens,
                (SELECT coalesce(sum(h.tokens), 0) FROM holds AS h WHERE h.thread_id = ?1 AND h.expires_at_us > ?2),
-               (SELECT count(*) FROM holds AS h WHERE h.thread_id = ?1 AND h.expires_at_us <= ?2)
+               (SELECT count(*) FROM holds AS h WHERE h.thread_id = ?1 AND h.expires_at_us <= ?2),
+               (SELECT coalesce(max(id), 0) FROM model_prices)
         FROM ledger_settings AS g LEFT JOIN thread_state AS s ON s.thread_id = ?1
         WHERE g.id = 1
         """

@@ -44,8 +44,36 @@ struct BenchmarkContext {
         }
     }
 
-    /// Records a failed check when a measurement's calls failed (they are not counted as throughput).
+    /// Records the process's CPU time per completed call, user and system: where the time of a
+    /// call goes when it is not waiting for the disk.
+    func addCPUPerCall(_ section: String, key: String, title: String, _ stats: CallerStats) {
+        let calls = Double(max(stats.completed, 1))
+        report.add(
+            section, "\(key).cpu_user_us", "\(title): CPU per call, user", stats.processUserSeconds * 1e6 / calls,
+            .microseconds)
+        report.add(
+            section, "\(key).cpu_system_us", "\(title): CPU per call, system", stats.processSystemSeconds * 1e6 / calls,
+            .microseconds)
+    }
+
+    /// Records a failed check when a measurement's calls failed or were refused: every budget
+    /// but the tight thread's is unlimited, so a refusal there means something is wrong (and a
+    /// refused call is cheaper, which would flatter the latencies).
     func checkFailures(_ stats: CallerStats, in what: String) {
+        log(
+            "  (\(stats.accepted) accepted of which \(stats.replayed) replayed, \(stats.refused) refused, "
+                + "\(stats.failed) failed in \(what))")
+        if stats.replayed > 0 {
+            report.check(
+                "no replayed calls in \(what)", passed: false,
+                detail: "\(stats.replayed) calls reused an idempotency key and were answered as replays")
+        }
+        let unexpectedRefusals = stats.refused - stats.tightRefused
+        if unexpectedRefusals > 0 {
+            report.check(
+                "no refused calls in \(what)", passed: false,
+                detail: "\(unexpectedRefusals) calls on unlimited threads were refused as over budget")
+        }
         if stats.failed > 0 {
             report.check(
                 "no failed calls in \(what)", passed: false,

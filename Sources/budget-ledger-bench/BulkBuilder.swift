@@ -5,7 +5,7 @@ import LedgerSQLite
 /// Builds big ledgers fast, straight into `events` on a raw connection with `synchronous=OFF`,
 /// so that the benchmark can measure a ledger of 10 million events without recording them one
 /// call at a time. The ledger's own triggers still run for every row, so `thread_state` and
-/// `usage_rollup` stay exactly right (and `verify()` agrees).
+/// the rollups stay exactly right (and `verify()` agrees).
 ///
 /// Rows are consumes on the workload's threads with an agent (or none), a model, an org (or
 /// none) and the cost the price table gives; 7.776 s apart, so a million span 90 days.

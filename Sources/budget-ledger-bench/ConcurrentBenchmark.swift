@@ -64,6 +64,7 @@ extension BenchmarkContext {
         report.add("3", "concurrent.full.p50_us", "\(title): p50 per call", latency.p50Microseconds, .microseconds)
         report.add("3", "concurrent.full.p99_us", "\(title): p99 per call", latency.p99Microseconds, .microseconds)
         report.add("3", "concurrent.full.max_us", "\(title): max per call", latency.maxMicroseconds, .microseconds)
+        addCPUPerCall("3", key: "concurrent.full", title: title, total)
         let counts = perCaller.map(\.completed)
         report.add(
             "3", "concurrent.full.fairness", "\(title): fairness (min ÷ max calls per thread)",

@@ -102,9 +102,10 @@ extension BenchmarkContext {
         report.add(
             "5", "growth.empty.txn_per_s", "checkAndConsume, NORMAL, empty ledger",
             Double(stats.accepted) / stats.elapsedSeconds, .transactionsPerSecond, reference: .figure("c1_normal.tps"))
-        report.addLatencies("5", key: "growth.empty", latency, referencePrefix: "c1_normal", percentiles: ["p99"]) {
+        report.addLatencies("5", key: "growth.empty", latency, referencePrefix: "c1_normal", percentiles: ["p50", "p99"]) {
             "  … \($0) at empty"
         }
+        addCPUPerCall("5", key: "growth.empty", title: "  … at empty", stats)
     }
 
     private func runNormalSingleCaller(path: String) throws -> CallerStats {
@@ -131,6 +132,7 @@ extension BenchmarkContext {
             "5", "\(key).txn_per_s", "checkAndConsume, NORMAL, \(size.label) events", rate, .transactionsPerSecond,
             reference: prefix.map { .figure("\($0).tps") })
         report.addLatencies("5", key: key, latency, referencePrefix: prefix) { "  … \($0) at \(size.label)" }
+        addCPUPerCall("5", key: key, title: "  … at \(size.label)", stats)
         if let empty = report.value(of: "growth.empty.txn_per_s") {
             report.add(
                 "5", "\(key).vs_empty", "\(size.label) ÷ empty txn/s", rate / empty, .ratio,

@@ -46,6 +46,10 @@ struct LatencySummary: Sendable {
 struct CallerStats: Sendable {
     /// Calls that recorded their consume.
     var accepted = 0
+    /// Of `accepted`: calls the ledger answered by replaying an earlier consume with the same
+    /// idempotency key (nothing recorded; much cheaper). The workload never repeats a key, so
+    /// any replay means the measurement is wrong.
+    var replayed = 0
     /// Calls the budget refused (`BudgetExhaustedError`): a full transaction that recorded nothing.
     var refused = 0
     /// Calls that failed any other way (busy timeout, I/O, …).
@@ -58,6 +62,10 @@ struct CallerStats: Sendable {
     /// Every call's wall time, failures included (a busy timeout is a wait too).
     var latenciesNanoseconds: [UInt64] = []
     var elapsedSeconds = 0.0
+    /// CPU time the whole process spent during the loop (every thread, so: one caller's share
+    /// only when it is the only caller), user and system.
+    var processUserSeconds = 0.0
+    var processSystemSeconds = 0.0
 
     /// Calls that completed a transaction, accepted or refused.
     var completed: Int { accepted + refused }
@@ -67,6 +75,7 @@ struct CallerStats: Sendable {
 
     mutating func merge(_ other: CallerStats) {
         accepted += other.accepted
+        replayed += other.replayed
         refused += other.refused
         failed += other.failed
         busyTimeouts += other.busyTimeouts
@@ -75,24 +84,29 @@ struct CallerStats: Sendable {
         tightRefused += other.tightRefused
         latenciesNanoseconds += other.latenciesNanoseconds
         elapsedSeconds = max(elapsedSeconds, other.elapsedSeconds)
+        // Callers in one process measure the same process over the same window: not additive.
+        processUserSeconds = max(processUserSeconds, other.processUserSeconds)
+        processSystemSeconds = max(processSystemSeconds, other.processSystemSeconds)
     }
 }
 
 /// Calls `perform` with the workload's next call until `deadlineNanoseconds`, timing each call
-/// (the workload's own bookkeeping stays outside the timing).
+/// (the workload's own bookkeeping stays outside the timing). `perform` returns whether the
+/// ledger replayed the call.
 func runCalls(
     until deadlineNanoseconds: UInt64, workload: inout Workload, expectedCalls: Int,
-    _ perform: (ConsumeCall) throws -> Void
+    _ perform: (ConsumeCall) throws -> Bool
 ) -> CallerStats {
     var stats = CallerStats()
     stats.latenciesNanoseconds.reserveCapacity(min(expectedCalls, 8_000_000))
+    let cpuStart = ProcessFacts.cpuSeconds()
     let start = MonotonicClock.nowNanoseconds()
     var now = start
     while now < deadlineNanoseconds && stats.failed < CallerStats.failuresMax {
         let call = workload.nextCall()
         let callStart = MonotonicClock.nowNanoseconds()
         do {
-            try perform(call)
+            if try perform(call) { stats.replayed += 1 }
             stats.accepted += 1
             if call.isTight { stats.tightAccepted += 1 }
         } catch is BudgetExhaustedError {
@@ -109,6 +123,9 @@ func runCalls(
         stats.latenciesNanoseconds.append(now - callStart)
     }
     stats.elapsedSeconds = Double(now - start) / 1e9
+    let cpuEnd = ProcessFacts.cpuSeconds()
+    stats.processUserSeconds = cpuEnd.user - cpuStart.user
+    stats.processSystemSeconds = cpuEnd.system - cpuStart.system
     return stats
 }
 
@@ -121,6 +138,18 @@ enum ProcessFacts {
             return Int(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "")
         }
         return nil
+    }
+
+    /// CPU seconds this process has used, user and system (every thread). See getrusage(2).
+    static func cpuSeconds() -> (user: Double, system: Double) {
+        var usage = rusage()
+        #if os(Linux)
+            getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &usage)
+        #else
+            getrusage(RUSAGE_SELF, &usage)
+        #endif
+        let seconds = { (time: timeval) in Double(time.tv_sec) + Double(time.tv_usec) / 1e6 }
+        return (seconds(usage.ru_utime), seconds(usage.ru_stime))
     }
 
     /// This binary, so that the multi-process part can spawn copies of itself.

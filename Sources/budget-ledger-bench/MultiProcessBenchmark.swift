@@ -66,7 +66,7 @@ enum WorkerMode {
             log("worker \(getpid()): \(stats.failed) calls failed; first: \(failure)")
         }
         ParentChannel.say(
-            "result accepted=\(stats.accepted) refused=\(stats.refused) failed=\(stats.failed) busy=\(stats.busyTimeouts) "
+            "result accepted=\(stats.accepted) replayed=\(stats.replayed) refused=\(stats.refused) failed=\(stats.failed) busy=\(stats.busyTimeouts) "
                 + "tight_accepted=\(stats.tightAccepted) tight_refused=\(stats.tightRefused) "
                 + "elapsed_s=\(stats.elapsedSeconds)")
     }
@@ -121,6 +121,7 @@ extension BenchmarkContext {
         var stats = CallerStats()
         let number = { (name: String) in Int(fields[name] ?? "") ?? 0 }
         stats.accepted = number("accepted")
+        stats.replayed = number("replayed")
         stats.refused = number("refused")
         stats.failed = number("failed")
         stats.busyTimeouts = number("busy")

@@ -22,6 +22,7 @@ extension BenchmarkContext {
                 "1", "\(key).txn_per_s", "\(title): throughput", Double(stats.accepted) / stats.elapsedSeconds,
                 .transactionsPerSecond, reference: .figure("\(prefix).tps"))
             report.addLatencies("1", key: key, latency, referencePrefix: prefix) { "\(title): \($0)" }
+            addCPUPerCall("1", key: key, title: title, stats)
         }
     }
 
@@ -38,6 +39,7 @@ extension BenchmarkContext {
         report.addLatencies("2", key: "plain.full", latency, referencePrefix: "c1_full", percentiles: ["p50"]) {
             "\(title): \($0)"
         }
+        addCPUPerCall("2", key: "plain.full", title: title, stats)
         report.add(
             "2", "plain.full.vs_batch", "\(title) vs C batch of 100/txn (events/s)", rate, .eventsPerSecond,
             reference: .figure("c2_full.eps"))

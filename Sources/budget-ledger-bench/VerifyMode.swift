@@ -65,7 +65,8 @@ extension BenchmarkContext {
 
     /// Totals that must agree in every benchmark ledger (no thread is ever reset or cleaned up,
     /// and the usage window never changes): consumes in `events`, in `thread_state` and in
-    /// `usage_rollup`. One pass over the events, so it runs on any size.
+    /// `usage_rollup_live` (the folded rollup plus the pending consumes). One pass over the
+    /// events, so it runs on any size.
     func quickConsistencyCheck(path: String, after what: String) {
         let name = "sums agree after \(what)"
         do {
@@ -77,8 +78,8 @@ extension BenchmarkContext {
                     SELECT count(*), coalesce(sum(prompt_tokens + completion_tokens), 0),
                            (SELECT coalesce(sum(request_count), 0) FROM thread_state),
                            (SELECT coalesce(sum(prompt_tokens + completion_tokens), 0) FROM thread_state),
-                           (SELECT coalesce(sum(request_count), 0) FROM usage_rollup),
-                           (SELECT coalesce(sum(prompt_tokens + completion_tokens), 0) FROM usage_rollup)
+                           (SELECT coalesce(sum(request_count), 0) FROM usage_rollup_live),
+                           (SELECT coalesce(sum(prompt_tokens + completion_tokens), 0) FROM usage_rollup_live)
                     FROM events WHERE kind = 'consume'
                     """
                 ).fetchOne { row in try (0..<6).map { try row[$0] as Int64 } } ?? []
@@ -88,7 +89,7 @@ extension BenchmarkContext {
             report.check(
                 name, passed: agree,
                 detail: "consumes/tokens: events \(sums[0])/\(sums[1]), thread_state \(sums[2])/\(sums[3]), "
-                    + "usage_rollup \(sums[4])/\(sums[5]); took \(Report.format(seconds)) s")
+                    + "usage_rollup_live \(sums[4])/\(sums[5]); took \(Report.format(seconds)) s")
         } catch {
             report.check(name, passed: false, detail: "could not run: \(error)")
         }

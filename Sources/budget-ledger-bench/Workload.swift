@@ -1,5 +1,6 @@
 import BudgetLedger
 import Foundation
+import Synchronization
 
 /// splitmix64: a small, fast generator, seeded explicitly so runs are repeatable.
 struct SplitMix64: Sendable {
@@ -80,8 +81,14 @@ struct ConsumeCall {
 
 /// Random consumes over the workload's threads, as the reference makes them: 100–3,999 prompt and
 /// 10–999 completion tokens, one of 16 agents or none, one of five models.
+///
+/// The idempotency keys come from a stream of their own, seeded afresh for every workload (the
+/// time, the process, a counter): a key the ledger has seen makes the call a cheap replay, so a
+/// repeated key stream would flatter every later measurement on the same file.
 struct Workload {
     private var random: SplitMix64
+    private var keyRandom: SplitMix64
+    private static let instances = Mutex<UInt64>(0)
     private let idempotencyKeys: Bool
     /// Every `tightEvery`-th call goes to `tightThreadID` (0: never).
     private let tightThreadID: String
@@ -92,6 +99,12 @@ struct Workload {
         seed: UInt64, idempotencyKeys: Bool, tightThreadID: String = WorkloadNames.tightThreadID, tightEvery: Int = 0
     ) {
         random = SplitMix64(seed: seed)
+        let instance = Self.instances.withLock { count in
+            count += 1
+            return count
+        }
+        keyRandom = SplitMix64(
+            seed: UInt64(bitPattern: Ledger.systemClockMicroseconds()) ^ (UInt64(getpid()) << 40) ^ (instance << 20))
         self.idempotencyKeys = idempotencyKeys
         self.tightThreadID = tightThreadID
         self.tightEvery = tightEvery
@@ -99,7 +112,7 @@ struct Workload {
 
     mutating func nextCall() -> ConsumeCall {
         callCount += 1
-        let key = idempotencyKeys ? WorkloadNames.requestKey(&random) : nil
+        let key = idempotencyKeys ? WorkloadNames.requestKey(&keyRandom) : nil
         let agent = random.next(below: WorkloadNames.agentIDs.count + 1)
         let usage = UsageDetails(
             agentID: agent < WorkloadNames.agentIDs.count ? WorkloadNames.agentIDs[agent] : nil,
@@ -118,16 +131,19 @@ struct Workload {
 
 extension Ledger {
     /// The call the benchmark measures: check the budget and record, in one transaction.
-    func checkAndConsume(_ call: ConsumeCall) throws {
+    /// Returns whether the ledger replayed an earlier consume with the same key instead.
+    func checkAndConsume(_ call: ConsumeCall) throws -> Bool {
         try checkAndConsume(
             call.threadID, promptTokens: call.promptTokens, completionTokens: call.completionTokens,
-            idempotencyKey: call.idempotencyKey, usage: call.usage)
+            idempotencyKey: call.idempotencyKey, usage: call.usage
+        ).isReplay
     }
 
-    /// Records without checking the budget.
-    func consume(_ call: ConsumeCall) throws {
+    /// Records without checking the budget; returns whether it was a replay.
+    func consume(_ call: ConsumeCall) throws -> Bool {
         try consume(
             call.threadID, promptTokens: call.promptTokens, completionTokens: call.completionTokens,
-            idempotencyKey: call.idempotencyKey, usage: call.usage)
+            idempotencyKey: call.idempotencyKey, usage: call.usage
+        ).isReplay
     }
 }

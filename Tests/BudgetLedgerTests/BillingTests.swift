@@ -55,6 +55,43 @@ struct BillingTests {
         #expect(try ledger.verify().isConsistent)
     }
 
+    @Test("the consume path's in-memory prices equal the SQL lookup, and see prices another process adds")
+    func priceCacheAgreesWithSQL() throws {
+        // Proves PriceCache picks what LedgerSQL.selectPriceForModel picks (longest prefix,
+        // latest start in force, ASCII-only case folding), and reloads when another connection
+        // (another process) appends a price, including one that starts later.
+        let clock = ManualClock()
+        let folder = try TemporaryFolder()
+        let path = folder.path("l.db")
+        let configuration = Ledger.Configuration(synchronous: .normal, clock: clock.read)
+        let consumer = try Ledger(path: path, configuration: configuration)
+        let other = try Ledger(path: path, configuration: configuration)
+        func expectSQLPrice(_ model: String, _ note: Comment) throws {
+            let event = try consumer.consume("t", promptTokens: 1_000, completionTokens: 10, usage: UsageDetails(model: model)).event
+            let price = try consumer.price(forModel: model, at: event.timestampMicroseconds)
+            let expected = price.map { 1_000 * $0.promptNanosPerToken + 10 * $0.completionNanosPerToken }
+            #expect(event.costNanos == expected, note)
+        }
+        let models = [
+            "gpt-4o", "GPT-4O-MINI-2024-07-18", "gpt-4", "claude-opus-4-5", "Claude-Sonnet-4", "o1-preview", "o3-mini",
+            "O3-MINI-HIGH", "unknown-model", "gpt-4ö", "ǴPT-4o", "grok-4.1-fast", "grok-4",
+        ]
+        for model in models { try expectSQLPrice(model, "seeded prices: \(model)") }
+        clock.advance(microseconds: 1_000_000)
+        try other.setPrice(model: "GPT-4o", promptUSDPerMillion: "7", completionUSDPerMillion: "9")
+        try other.setPrice(
+            model: "gpt-4o-mini", promptUSDPerMillion: "1", completionUSDPerMillion: "2",
+            effectiveFrom: clock.read() + 10_000_000)
+        try other.setPrice(model: "mystery", promptUSDPerMillion: "0.5", completionUSDPerMillion: "0.5")
+        for model in models + ["mystery-9", "gpt-4o-mini-x"] { try expectSQLPrice(model, "after another process set prices: \(model)") }
+        let before = try consumer.consume("t", promptTokens: 1_000, usage: UsageDetails(model: "gpt-4o-mini")).event
+        #expect(before.costNanos == 150_000, "the later price is not in force yet")
+        clock.advance(microseconds: 10_000_000)
+        let after = try consumer.consume("t", promptTokens: 1_000, usage: UsageDetails(model: "gpt-4o-mini")).event
+        #expect(after.costNanos == 1_000_000, "the later price is in force from its start")
+        #expect(try consumer.verify().problems == [])
+    }
+
     @Test("a price may not start before the last recorded event, nor carry more than 3 decimals")
     func priceValidation() throws {
         // Proves history is never re-priced and prices are exact.
