@@ -52,6 +52,11 @@ public final class Ledger: Sendable {
     let writeStatistics = Mutex(WriteStatistics())
     /// The price table for the consume path; used under the connection lock.
     let priceCache = Mutex(PriceCache())
+    /// Background WAL checkpoints for a file ledger; nil in memory.
+    let checkpointer: Checkpointer?
+
+    /// WAL checkpoints run in the background so far (see `Checkpointer`); 0 in memory.
+    public var backgroundCheckpoints: Int { checkpointer?.completedCheckpoints ?? 0 }
 
     /// How many write transactions ran and how many writes they carried (group commit).
     public var statistics: WriteStatistics { writeStatistics.withLock { $0 } }
@@ -103,6 +108,16 @@ public final class Ledger: Sendable {
         } catch let error as MigrationError {
             throw LedgerError.incompatible(path: path, error)
         }
+        if path != ":memory:" && !path.isEmpty {
+            var checkpointOptions = options
+            checkpointOptions.create = false
+            checkpointOptions.walAtOpen = true
+            let checkpointer = Checkpointer(path: path, options: checkpointOptions)
+            opened.onWALCommit { logFrames in checkpointer.committed(logFrames: logFrames) }
+            self.checkpointer = checkpointer
+        } else {
+            checkpointer = nil
+        }
         connection = Mutex(opened)
         writerLock = WriterLock(ledgerPath: path)
         if let pages = configuration.maxPageCount, pages < 1 {
@@ -120,8 +135,10 @@ public final class Ledger: Sendable {
         try Ledger(path: ":memory:", maxTokensPerThread: maxTokensPerThread, configuration: configuration)
     }
 
-    /// Closes the SQLite connection. Later calls throw `LedgerError.closed`. Idempotent.
+    /// Closes the SQLite connection (after a running background checkpoint). Later calls throw
+    /// `LedgerError.closed`. Idempotent.
     public func close() {
+        checkpointer?.close()
         connection.withLock { $0.close() }
     }
 

@@ -48,6 +48,8 @@ public final class Connection {
     private var handle: OpaquePointer?
     private var statementCache: [String: Statement] = [:]
     private var savepointDepth = 0
+    /// The handler of `onWALCommit(_:)`, kept alive while SQLite holds a pointer to it.
+    var walHook: WALHookBox?
 
     /// Opens `path` (or `:memory:`) with extended result codes, WAL, foreign keys on,
     /// the busy timeout and the synchronous level of `options`.
@@ -139,8 +141,10 @@ public final class Connection {
             statement.finalize()
         }
         statementCache.removeAll()
+        sqlite3_wal_hook(handle, nil, nil)
         sqlite3_close_v2(handle)
         self.handle = nil
+        walHook = nil
     }
 
     /// Compiles one statement, uncached. The caller owns it.

@@ -200,4 +200,31 @@ struct DurabilityTests {
         #expect(result.budget.totalTokens == 10)
         #expect(try ledger.verify().problems == [])
     }
+
+    @Test("the WAL is checkpointed in the background past 1,000 frames, and nothing is lost")
+    func backgroundCheckpoints() throws {
+        // Proves the writer's WAL hook hands checkpoints to the background queue (SQLite's
+        // auto-checkpoint is off for the writer), that pages reach the main file while the
+        // ledger stays open, and that every consume survives a reopen.
+        let folder = try TemporaryFolder()
+        let path = folder.path("l.db")
+        let ledger = try Ledger(path: path, configuration: Ledger.Configuration(synchronous: .normal))
+        let mainFileBefore = try FileManager.default.attributesOfItem(atPath: path)[.size] as? Int ?? 0
+        for index in 0..<3_000 {
+            try ledger.consume("t\(index % 50)", promptTokens: 1, idempotencyKey: "key-\(index)")
+        }
+        let deadline = Date().addingTimeInterval(10)
+        while ledger.backgroundCheckpoints == 0 && Date() < deadline {
+            Thread.sleep(forTimeInterval: 0.01)
+        }
+        #expect(ledger.backgroundCheckpoints > 0)
+        let mainFileAfter = try FileManager.default.attributesOfItem(atPath: path)[.size] as? Int ?? 0
+        #expect(mainFileAfter > mainFileBefore, "checkpointed pages are in the main file")
+        let walBytes = try FileManager.default.attributesOfItem(atPath: path + "-wal")[.size] as? Int ?? 0
+        #expect(walBytes < 16_000 * 4_200, "the WAL stays bounded")
+        ledger.close()
+        let reopened = try Ledger(path: path)
+        #expect(try reopened.usageOverview(.allTime).totals.requestCount == 3_000)
+        #expect(try reopened.verify().problems == [])
+    }
 }
