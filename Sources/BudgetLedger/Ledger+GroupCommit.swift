@@ -5,19 +5,24 @@ import Synchronization
 /// One write waiting for a transaction: its body, and, once the batch that ran it has
 /// committed (or failed), its outcome.
 ///
-/// `@unchecked Sendable`: `outcome` is written only by the thread that holds the ledger's
-/// connection lock, and read by the waiting caller only after it has taken the same lock, so
-/// the lock orders every access.
+/// `@unchecked Sendable`: `staged` and `outcome` are written only by the leader, which holds
+/// the ledger's connection lock, before it signals `wakeUp`; the waiting caller reads them
+/// only after `wakeUp` fired, and the semaphore orders the two.
 final class WriteTicket: @unchecked Sendable {
     let body: @Sendable (Connection) throws -> any Sendable
     /// Set by the body's run, kept until the batch commits.
     var staged: Result<any Sendable, any Error>?
     /// Set only once the batch's commit (or failure) is final.
     var outcome: Result<any Sendable, any Error>?
+    /// Signalled once: when the outcome is final, or when this caller becomes the leader.
+    private let wakeUp = DispatchSemaphore(value: 0)
 
     init(_ body: @escaping @Sendable (Connection) throws -> any Sendable) {
         self.body = body
     }
+
+    func wait() { wakeUp.wait() }
+    func signal() { wakeUp.signal() }
 }
 
 /// How much group commit coalesced, since the ledger was opened.
@@ -30,9 +35,10 @@ public struct WriteStatistics: Sendable, Equatable {
     public var largestBatch = 0
 }
 
-/// The writes waiting for the next leader, in arrival order.
+/// The writes waiting for the next leader, in arrival order, and whether a leader is running.
 struct WriteQueue: ~Copyable {
     var tickets: [WriteTicket] = []
+    var hasLeader = false
 }
 
 extension Ledger {
@@ -42,14 +48,38 @@ extension Ledger {
     /// Runs `body` as part of a `BEGIN IMMEDIATE` transaction and returns its result once that
     /// transaction has committed, durably at the configured synchronous level.
     ///
-    /// Group commit: callers that arrive while a transaction is running queue up; whichever
-    /// caller takes the connection next runs every queued write (up to `groupCommitBatchMax`)
-    /// in arrival order in one transaction, each inside its own savepoint, so a write that
-    /// throws (a refused budget) is rolled back alone and never affects the others. No caller
-    /// waits for company: a lone write runs at once, in a transaction of its own.
+    /// Group commit: callers that arrive while a transaction is running queue up. One caller
+    /// at a time is the leader: it takes the connection and runs every queued write (up to
+    /// `groupCommitBatchMax`, its own among them) in arrival order in one transaction, each
+    /// inside its own savepoint, so a write that throws (a refused budget) is rolled back alone
+    /// and never affects the others. Then it hands the lead to the oldest waiting caller, and
+    /// only after that wakes the callers of its batch, so the next transaction starts while
+    /// they return. No caller waits for company: a lone write runs at once, in a transaction
+    /// of its own.
     func write<Result: Sendable>(_ body: @escaping @Sendable (Connection) throws -> Result) throws -> Result {
         let ticket = WriteTicket { connection in try body(connection) }
-        writeQueue.withLock { $0.tickets.append(ticket) }
+        let leads = writeQueue.withLock { queue -> Bool in
+            queue.tickets.append(ticket)
+            if queue.hasLeader { return false }
+            queue.hasLeader = true
+            return true
+        }
+        if !leads {
+            ticket.wait()
+        }
+        if ticket.outcome == nil {
+            // Leader: first in the queue when promoted, or alone when it found no leader.
+            lead(until: ticket)
+        }
+        switch ticket.outcome! {
+        case .success(let value): return value as! Result
+        case .failure(let error): throw error
+        }
+    }
+
+    /// Runs batches until `ticket`'s has run, then passes the lead on and wakes the batch.
+    private func lead(until ticket: WriteTicket) {
+        var finished: [WriteTicket] = []
         connection.withLock { connection in
             while ticket.outcome == nil {
                 let batch = writeQueue.withLock { queue -> [WriteTicket] in
@@ -59,11 +89,19 @@ extension Ledger {
                     return batch
                 }
                 run(batch, on: connection)
+                finished += batch
             }
         }
-        switch ticket.outcome! {
-        case .success(let value): return value as! Result
-        case .failure(let error): throw error
+        let next = writeQueue.withLock { queue -> WriteTicket? in
+            guard let first = queue.tickets.first else {
+                queue.hasLeader = false
+                return nil
+            }
+            return first
+        }
+        next?.signal()
+        for done in finished where done !== ticket {
+            done.signal()
         }
     }
 
