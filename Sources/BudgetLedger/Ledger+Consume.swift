@@ -68,11 +68,13 @@ extension Ledger {
     func record(_ request: ConsumeRequest, settling reservationID: Int64? = nil, on connection: Connection) throws
         -> ConsumeResult
     {
-        if let key = request.idempotencyKey, let original = try replay(key: key, of: request, on: connection) {
+        let now = configuration.clock()
+        let found = try ThreadRow.fetch(request.threadID, at: now, idempotencyKey: request.idempotencyKey, on: connection)
+        if found.eventIDForKey != nil, let key = request.idempotencyKey,
+            let original = try replay(key: key, of: request, on: connection)
+        {
             return original
         }
-        let now = configuration.clock()
-        let found = try ThreadRow.fetch(request.threadID, at: now, on: connection)
         if found.expiredHolds > 0 {
             try connection.execute(LedgerSQL.insertExpiries, [now, request.threadID])
         }

@@ -10,10 +10,16 @@ struct ThreadRow {
     let expiredHolds: Int64
     /// `max(id)` of `model_prices`: the version `PriceCache` checks.
     let pricesVersion: Int64
+    /// The consume already recorded under the idempotency key asked about, if any.
+    let eventIDForKey: Int64?
 
-    /// One statement: the thread's state, its live holds at `now`, and the ledger's default max.
-    static func fetch(_ threadID: String, at now: Int64, on connection: Connection) throws -> ThreadRow {
-        let row = try connection.cachedStatement(LedgerSQL.selectThreadAndDefault).fetchOne([threadID, now]) { row in
+    /// One statement: the thread's state, its live holds at `now`, the ledger's default max, and
+    /// whether `idempotencyKey` was already used (so the consume path needs no second lookup).
+    static func fetch(
+        _ threadID: String, at now: Int64, idempotencyKey: String? = nil, on connection: Connection
+    ) throws -> ThreadRow {
+        let statement = try connection.cachedStatement(LedgerSQL.selectThreadAndDefault)
+        let row = try statement.fetchOne([threadID, now, idempotencyKey]) { row in
             let maxTokens: Int64? = try row[0]
             let budget = try maxTokens.map { maxTokens in
                 ThreadBudget(
@@ -21,7 +27,8 @@ struct ThreadRow {
                     requestCount: try row[3], triggeredThresholds: parseThresholds(try row[4]), heldTokens: try row[6])
             }
             return ThreadRow(
-                budget: budget, defaultMaxTokens: try row[5], expiredHolds: try row[7], pricesVersion: try row[8])
+                budget: budget, defaultMaxTokens: try row[5], expiredHolds: try row[7], pricesVersion: try row[8],
+                eventIDForKey: try row[9])
         }
         guard let row else {
             preconditionFailure("ledger_settings has no row: the schema is broken")

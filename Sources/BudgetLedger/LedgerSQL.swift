@@ -1,7 +1,8 @@
 /// Every SQL statement the ledger runs, in one place. The schema itself is in `migrations/`.
 enum LedgerSQL {
     /// A thread's cached state, the ledger's default max, the thread's live held tokens, its
-    /// expired-but-unrecorded holds and the version of the price table (`PriceCache`), in one
+    /// expired-but-unrecorded holds, the version of the price table (`PriceCache`) and the
+    /// consume already recorded under idempotency key `?3` (NULL: none, or no key), in one
     /// statement; `?1` is the thread, `?2` now. The thread columns are NULL for a thread that
     /// is not open.
     static let selectThreadAndDefault = """
@@ -10,7 +11,8 @@ enum LedgerSQL {
                g.default_max_tokens,
                (SELECT coalesce(sum(h.tokens), 0) FROM holds AS h WHERE h.thread_id = ?1 AND h.expires_at_us > ?2),
                (SELECT count(*) FROM holds AS h WHERE h.thread_id = ?1 AND h.expires_at_us <= ?2),
-               (SELECT coalesce(max(id), 0) FROM model_prices)
+               (SELECT coalesce(max(id), 0) FROM model_prices),
+               (SELECT e.id FROM events AS e WHERE e.idempotency_key = ?3)
         FROM ledger_settings AS g LEFT JOIN thread_state AS s ON s.thread_id = ?1
         WHERE g.id = 1
         """

@@ -47,6 +47,11 @@ public final class Connection {
     public let path: String
     private var handle: OpaquePointer?
     private var statementCache: [String: Statement] = [:]
+    /// The statements used last, most recent first: found by `==` on the SQL, which for the
+    /// same string constant is one comparison of two words, where the dictionary would hash
+    /// the whole text (about 6% of a consume's instructions under callgrind).
+    private var recentStatements: [Statement] = []
+    private static let recentStatementsMax = 8
     private var savepointDepth = 0
     /// The handler of `onWALCommit(_:)`, kept alive while SQLite holds a pointer to it.
     var walHook: WALHookBox?
@@ -141,6 +146,7 @@ public final class Connection {
             statement.finalize()
         }
         statementCache.removeAll()
+        recentStatements.removeAll()
         sqlite3_wal_hook(handle, nil, nil)
         sqlite3_close_v2(handle)
         self.handle = nil
@@ -162,7 +168,15 @@ public final class Connection {
     /// Compiled with `SQLITE_PREPARE_PERSISTENT`; a statement that fails to compile is not cached.
     /// See <https://www.sqlite.org/c3ref/prepare.html>.
     public func cachedStatement(_ sql: String) throws -> Statement {
+        for (index, statement) in recentStatements.enumerated() where statement.sql == sql {
+            if index > 0 {
+                recentStatements.remove(at: index)
+                recentStatements.insert(statement, at: 0)
+            }
+            return statement
+        }
         if let statement = statementCache[sql] {
+            remember(statement)
             return statement
         }
         var compiled: OpaquePointer?
@@ -172,7 +186,15 @@ public final class Connection {
         }
         let statement = Statement(handle: compiled, sql: sql)
         statementCache[sql] = statement
+        remember(statement)
         return statement
+    }
+
+    private func remember(_ statement: Statement) {
+        recentStatements.insert(statement, at: 0)
+        if recentStatements.count > Self.recentStatementsMax {
+            recentStatements.removeLast()
+        }
     }
 
     /// Runs one cached statement with `arguments`, ignoring any rows.

@@ -65,6 +65,10 @@ extension BenchmarkContext {
         report.add("3", "concurrent.full.p99_us", "\(title): p99 per call", latency.p99Microseconds, .microseconds)
         report.add("3", "concurrent.full.max_us", "\(title): max per call", latency.maxMicroseconds, .microseconds)
         addCPUPerCall("3", key: "concurrent.full", title: title, total)
+        let batching = ledger.statistics
+        report.add(
+            "3", "concurrent.full.writes_per_transaction", "\(title): writes per transaction (group commit; largest \(batching.largestBatch))",
+            Double(batching.writes) / Double(max(batching.transactions, 1)), .count)
         let counts = perCaller.map(\.completed)
         report.add(
             "3", "concurrent.full.fairness", "\(title): fairness (min ÷ max calls per thread)",
