@@ -220,7 +220,11 @@ func openLedger(_ options: WorkerOptions) -> Ledger {
     var lastError: (any Error)?
     for _ in 1...20 {
         do {
-            return try Ledger(path: options.databasePath)
+            // Even workers commit at NORMAL (the background checkpointer runs there), odd ones
+            // at FULL: a kill -9 may lose neither's acknowledged writes.
+            return try Ledger(
+                path: options.databasePath,
+                configuration: Ledger.Configuration(synchronous: options.worker % 2 == 0 ? .normal : .full))
         } catch let error as LedgerError {
             lastError = error
             guard case .database(_, let sqliteError) = error, sqliteError.isBusy else { break }
