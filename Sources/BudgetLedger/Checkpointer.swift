@@ -13,6 +13,12 @@ import Synchronization
 /// `writerFrames` (the queue cannot keep up, or another process holds the checkpoint lock),
 /// the writer checkpoints itself as SQLite would, so the WAL stays bounded either way.
 ///
+/// At FULL the checkpoint stays in the writer (`inBackground` false: a background one beside
+/// FULL commits slowed them), but it is asked for every 1,000 *new* frames. SQLite's own
+/// auto-checkpoint retries after every commit while the WAL holds 1,000 frames or more, and
+/// with several processes a reader often keeps a checkpoint from finishing (so the WAL cannot
+/// restart): then every commit paid a checkpoint with two syncs, inside the write lock.
+///
 /// Durability is unchanged: a commit is durable (at the configured level) in the WAL before it
 /// returns; checkpointing only moves committed pages into the main file.
 final class Checkpointer: @unchecked Sendable {
@@ -23,6 +29,7 @@ final class Checkpointer: @unchecked Sendable {
 
     private let path: String
     private let options: Connection.Options
+    private let inBackground: Bool
     private let queue = DispatchQueue(label: "budget-ledger.checkpoint")
     private let state = Mutex(State())
     /// Used only on `queue`: that is what makes this class safe to share.
@@ -36,9 +43,10 @@ final class Checkpointer: @unchecked Sendable {
         var checkpoints = 0
     }
 
-    init(path: String, options: Connection.Options) {
+    init(path: String, options: Connection.Options, inBackground: Bool) {
         self.path = path
         self.options = options
+        self.inBackground = inBackground
     }
 
     /// Checkpoints run in the background so far.
@@ -56,13 +64,17 @@ final class Checkpointer: @unchecked Sendable {
             state.withLock { $0.framesAtLastRequest = 0 }
             return .checkpointNow
         }
+        let inBackground = inBackground
         let schedule = state.withLock { state -> Bool in
             if logFrames < state.framesAtLastRequest { state.framesAtLastRequest = 0 }
             guard logFrames - state.framesAtLastRequest >= Self.backgroundFrames else { return false }
             guard !state.scheduled && !state.closed else { return false }
-            state.scheduled = true
             state.framesAtLastRequest = logFrames
+            state.scheduled = inBackground
             return true
+        }
+        if schedule && !inBackground {
+            return .checkpointNow
         }
         if schedule {
             queue.async { [self] in run() }

@@ -52,7 +52,7 @@ public final class Ledger: Sendable {
     let writeStatistics = Mutex(WriteStatistics())
     /// The price table for the consume path; used under the connection lock.
     let priceCache = Mutex(PriceCache())
-    /// Background WAL checkpoints for a file ledger at synchronous NORMAL; nil otherwise.
+    /// WAL checkpoints of a file ledger (in the background at NORMAL); nil in memory.
     let checkpointer: Checkpointer?
 
     /// WAL checkpoints run in the background so far (see `Checkpointer`); 0 in memory.
@@ -110,12 +110,13 @@ public final class Ledger: Sendable {
         }
         // Under FULL every commit already waits for a sync of the WAL, and a checkpoint's syncs
         // of both files running beside it made commits slower (2.45k -> 1.6-2.1k txn/s in the
-        // benchmark), so FULL keeps SQLite's own checkpoint at the commit that crosses 1,000 frames.
-        if path != ":memory:" && !path.isEmpty && configuration.synchronous == .normal {
+        // benchmark), so FULL checkpoints in the writer, every 1,000 new frames (`Checkpointer`).
+        if path != ":memory:" && !path.isEmpty {
             var checkpointOptions = options
             checkpointOptions.create = false
             checkpointOptions.walAtOpen = true
-            let checkpointer = Checkpointer(path: path, options: checkpointOptions)
+            let checkpointer = Checkpointer(
+                path: path, options: checkpointOptions, inBackground: configuration.synchronous == .normal)
             opened.onWALCommit { logFrames in checkpointer.committed(logFrames: logFrames) }
             self.checkpointer = checkpointer
         } else {
