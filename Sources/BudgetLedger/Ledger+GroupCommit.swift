@@ -180,34 +180,51 @@ extension Ledger {
 /// transaction, so writers in several processes queue in the kernel instead of polling
 /// SQLite's lock with growing sleeps (which starves whole processes for seconds).
 ///
-/// The kernel drops the lock when its holder dies, so a killed process never blocks others.
-/// A process stopped while holding it (SIGSTOP, a debugger) stalls the file's other writers
+/// `flock(2)` wakes every waiter when the lock is released, and the process that released it
+/// often takes it again before a woken waiter runs (one process alone never waited more than
+/// 7.5 ms; two waited up to 156 ms). So a second lock, `<ledger>.lock-queue`, admits one
+/// waiter at a time: a writer takes the queue lock, then the write lock, then lets the queue
+/// lock go. Only the queue holder ever waits on the write lock, so it gets it next, and the
+/// process that just wrote must queue behind it.
+///
+/// The kernel drops both locks when their holder dies, so a killed process never blocks others.
+/// A process stopped while holding one (SIGSTOP, a debugger) stalls the file's other writers
 /// until it continues. In-memory ledgers have no lock.
 /// See flock(2).
 final class WriterLock: Sendable {
-    private let descriptor: Int32
+    private let queue: Int32
+    private let resource: Int32
 
     init(ledgerPath path: String) {
         if path == ":memory:" || path.isEmpty || path.hasPrefix("file:") {
-            descriptor = -1
+            queue = -1
+            resource = -1
         } else {
-            // A folder we cannot create the lock file in is read-only: writes fail in SQLite
+            // A folder we cannot create the lock files in is read-only: writes fail in SQLite
             // anyway, with SQLite's clear error, so no lock is needed there.
-            descriptor = open(path + ".lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+            queue = open(path + ".lock-queue", O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+            resource = open(path + ".lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
         }
     }
 
     deinit {
-        if descriptor >= 0 { close(descriptor) }
+        if queue >= 0 { close(queue) }
+        if resource >= 0 { close(resource) }
     }
 
     func lock() {
-        guard descriptor >= 0 else { return }
-        while flock(descriptor, LOCK_EX) != 0 && errno == EINTR {}
+        guard resource >= 0 else { return }
+        if queue >= 0 {
+            while flock(queue, LOCK_EX) != 0 && errno == EINTR {}
+        }
+        while flock(resource, LOCK_EX) != 0 && errno == EINTR {}
+        if queue >= 0 {
+            flock(queue, LOCK_UN)
+        }
     }
 
     func unlock() {
-        guard descriptor >= 0 else { return }
-        flock(descriptor, LOCK_UN)
+        guard resource >= 0 else { return }
+        flock(resource, LOCK_UN)
     }
 }
