@@ -161,15 +161,15 @@ FROM events
 WHERE id > (SELECT rolled_up_to FROM ledger_settings WHERE id = 1) AND kind = 'consume'
 GROUP BY 2, 3, 4, 5, 6;
 
+-- The small rollup's keys are a subset of the big one's: its views regroup the big one's.
 CREATE VIEW usage_agent_model_pending AS
-SELECT (SELECT usage_window FROM ledger_settings WHERE id = 1) AS usage_window,
-       coalesce(agent_id, '') AS agent_id, coalesce(model, '') AS model,
-       sum(prompt_tokens) AS prompt_tokens, sum(completion_tokens) AS completion_tokens, count(*) AS request_count,
-       coalesce(sum(cost_nanos), 0) AS cost_nanos, sum(cost_nanos IS NULL) AS unpriced_requests,
-       coalesce(sum(latency_ms), 0) AS latency_ms_sum, count(latency_ms) AS latency_count
-FROM events
-WHERE id > (SELECT rolled_up_to FROM ledger_settings WHERE id = 1) AND kind = 'consume'
-GROUP BY 2, 3;
+SELECT usage_window, agent_id, model,
+       sum(prompt_tokens) AS prompt_tokens, sum(completion_tokens) AS completion_tokens,
+       sum(request_count) AS request_count, sum(cost_nanos) AS cost_nanos,
+       sum(unpriced_requests) AS unpriced_requests, sum(latency_ms_sum) AS latency_ms_sum,
+       sum(latency_count) AS latency_count
+FROM usage_rollup_pending
+GROUP BY usage_window, agent_id, model;
 
 -- A consume: the thread's totals, the hold it settles (if any), and every 1,024th event the
 -- fold of the pending consumes into the rollups (ledger_settings_fold_usage).
@@ -247,24 +247,13 @@ END;
 
 -- usage_agent_model recomputed from the events alone.
 CREATE VIEW usage_agent_model_from_events AS
-WITH numbered AS (
-    SELECT events.*, sum(kind = 'usage_reset') OVER (ORDER BY id) AS usage_window
-    FROM events
-)
-SELECT
-    usage_window,
-    coalesce(agent_id, '') AS agent_id,
-    coalesce(model, '') AS model,
-    sum(prompt_tokens) AS prompt_tokens,
-    sum(completion_tokens) AS completion_tokens,
-    count(*) AS request_count,
-    coalesce(sum(cost_nanos), 0) AS cost_nanos,
-    sum(cost_nanos IS NULL) AS unpriced_requests,
-    coalesce(sum(latency_ms), 0) AS latency_ms_sum,
-    count(latency_ms) AS latency_count
-FROM numbered
-WHERE kind = 'consume'
-GROUP BY 1, 2, 3;
+SELECT usage_window, agent_id, model,
+       sum(prompt_tokens) AS prompt_tokens, sum(completion_tokens) AS completion_tokens,
+       sum(request_count) AS request_count, sum(cost_nanos) AS cost_nanos,
+       sum(unpriced_requests) AS unpriced_requests, sum(latency_ms_sum) AS latency_ms_sum,
+       sum(latency_count) AS latency_count
+FROM usage_rollup_from_events
+GROUP BY usage_window, agent_id, model;
 
 -- The rollups as of the last commit: the folded rows plus the pending consumes, one row per key.
 -- verify compares these with the *_from_events views. (usage_rollup_rows is the same without
@@ -278,7 +267,7 @@ SELECT usage_window, day, org_id, user_id, agent_id, model,
        sum(request_count) AS request_count, sum(cost_nanos) AS cost_nanos,
        sum(unpriced_requests) AS unpriced_requests, sum(latency_ms_sum) AS latency_ms_sum,
        sum(latency_count) AS latency_count
-FROM (SELECT * FROM usage_rollup UNION ALL SELECT * FROM usage_rollup_pending)
+FROM usage_rollup_rows
 GROUP BY usage_window, day, org_id, user_id, agent_id, model;
 
 CREATE VIEW usage_agent_model_live AS

@@ -71,7 +71,7 @@ extension Ledger {
         let now = configuration.clock()
         let found = try ThreadRow.fetch(request.threadID, at: now, idempotencyKey: request.idempotencyKey, on: connection)
         if found.eventIDForKey != nil, let key = request.idempotencyKey,
-            let original = try replay(key: key, of: request, on: connection)
+            let original = try replay(key: key, of: request, budget: found.budget, on: connection)
         {
             return original
         }
@@ -153,8 +153,11 @@ extension Ledger {
         return crossings
     }
 
-    /// The original result of an earlier consume with `key`, or nil when the key is new.
-    private func replay(key: String, of request: ConsumeRequest, on connection: Connection) throws -> ConsumeResult? {
+    /// The original result of an earlier consume with `key`, or nil when the key is new, with
+    /// `budget`: the thread as it stands now (already read by the caller).
+    private func replay(
+        key: String, of request: ConsumeRequest, budget: ThreadBudget?, on connection: Connection
+    ) throws -> ConsumeResult? {
         guard let event = try connection.cachedStatement(LedgerSQL.selectConsumeByKey).fetchOne([key], ConsumeEvent.init(row:))
         else { return nil }
         if event.threadID != request.threadID || event.promptTokens != request.promptTokens
@@ -168,9 +171,9 @@ extension Ledger {
             ThresholdCrossing(
                 thresholdPercent: try row[0], severity: try row[1], tokensUsed: try row[2], maxTokens: try row[3])
         }
-        let budget = try ThreadRow.fetch(request.threadID, at: configuration.clock(), on: connection).budget
-            ?? ThreadBudget(threadID: request.threadID, maxTokens: 0)
-        return ConsumeResult(budget: budget, crossedThresholds: crossings, event: event, isReplay: true)
+        return ConsumeResult(
+            budget: budget ?? ThreadBudget(threadID: request.threadID, maxTokens: 0), crossedThresholds: crossings,
+            event: event, isReplay: true)
     }
 }
 

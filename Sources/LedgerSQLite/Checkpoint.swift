@@ -71,16 +71,11 @@ extension Connection {
     }
 
     /// Calls `handler` after every commit with the number of frames in the WAL, in place of
-    /// SQLite's auto-checkpoint (which this turns off); nil restores the auto-checkpoint.
+    /// SQLite's auto-checkpoint (which this turns off for this connection).
     ///
     /// The handler runs on the committing thread while the connection is in use: it must not
     /// use this connection, only decide. See <https://www.sqlite.org/c3ref/wal_hook.html>.
-    public func onWALCommit(_ handler: (@Sendable (_ logFrames: Int) -> WALCommitAction)?) {
-        guard let handler else {
-            sqlite3_wal_autocheckpoint(liveHandle, 1_000)
-            walHook = nil
-            return
-        }
+    public func onWALCommit(_ handler: @escaping @Sendable (_ logFrames: Int) -> WALCommitAction) {
         let box = WALHookBox(handler)
         sqlite3_wal_hook(liveHandle, walHookTrampoline, Unmanaged.passUnretained(box).toOpaque())
         walHook = box

@@ -77,7 +77,7 @@ struct BulkBuilder {
             }
             row = end
         }
-        try connection.execute(sql: "PRAGMA wal_checkpoint(TRUNCATE)")
+        try connection.checkpoint(.truncate)
         try Self.syncToDisk(path)
         return Double(MonotonicClock.nowNanoseconds() - start) / 1e9
     }

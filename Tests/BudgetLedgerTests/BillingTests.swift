@@ -92,6 +92,26 @@ struct BillingTests {
         #expect(try consumer.verify().problems == [])
     }
 
+    @Test("past PriceCache.modelsMax distinct model names the memo starts over and prices stay right")
+    func priceMemoLimit() throws {
+        // Proves the bound on the consume path's price memo: 4,200 distinct names (more than
+        // the 4,096 it keeps) all get the price their prefix gives, before and after the memo
+        // starts over, and unknown names stay unpriced.
+        let ledger = try Ledger.inMemory()
+        for round in 0..<2 {
+            for index in 0..<4_200 {
+                let priced = try ledger.consume(
+                    "t", promptTokens: 1_000, usage: UsageDetails(model: "gpt-4o-variant-\(index)")).event
+                #expect(priced.costNanos == 2_500_000, "round \(round), name \(index)")
+                if index % 700 == 0 {
+                    let unknown = try ledger.consume("t", promptTokens: 1_000, usage: UsageDetails(model: "mystery-\(index)")).event
+                    #expect(unknown.costNanos == nil)
+                }
+            }
+        }
+        #expect(try ledger.verify().problems == [])
+    }
+
     @Test("a price may not start before the last recorded event, nor carry more than 3 decimals")
     func priceValidation() throws {
         // Proves history is never re-priced and prices are exact.

@@ -166,20 +166,28 @@ struct GroupCommitTests {
         let before = ledger.statistics
         let successes = Mutex(0)
         let refusals = Mutex(0)
-        DispatchQueue.concurrentPerform(iterations: 64) { caller in
-            for call in 0..<20 {
-                do {
-                    // Every caller also writes its own thread, so batches mix refusals with successes.
-                    try ledger.checkAndConsume("hot", promptTokens: 7)
-                    successes.withLock { $0 += 1 }
-                } catch is BudgetExhaustedError {
-                    refusals.withLock { $0 += 1 }
-                } catch {
-                    Issue.record("unexpected \(error)")
+        // Real threads: `concurrentPerform` runs only as many at once as there are cores, and
+        // two callers alternating need never meet in a transaction.
+        let finished = DispatchGroup()
+        for caller in 0..<64 {
+            finished.enter()
+            Thread {
+                defer { finished.leave() }
+                for call in 0..<20 {
+                    do {
+                        // Every caller also writes its own thread, so batches mix refusals with successes.
+                        try ledger.checkAndConsume("hot", promptTokens: 7)
+                        successes.withLock { $0 += 1 }
+                    } catch is BudgetExhaustedError {
+                        refusals.withLock { $0 += 1 }
+                    } catch {
+                        Issue.record("unexpected \(error)")
+                    }
+                    _ = try? ledger.consume("own-\(caller)", promptTokens: Int64(call))
                 }
-                _ = try? ledger.consume("own-\(caller)", promptTokens: Int64(call))
-            }
+            }.start()
         }
+        finished.wait()
         let after = ledger.statistics
         let writes = after.writes - before.writes
         #expect(writes == 64 * 20 * 2)
@@ -194,5 +202,46 @@ struct GroupCommitTests {
             #expect(try ledger.usage("own-\(caller)")?.totalTokens == 190)
         }
         #expect(try ledger.verify().isConsistent)
+    }
+
+    @Test("more writers queued than one group commit may carry are split at groupCommitBatchMax")
+    func batchLimit() throws {
+        // Proves the batch limit: the first write blocks inside its transaction (its clock read
+        // waits on a gate) while 300 more queue behind it; they then run as batches of exactly
+        // 256 and the rest, every one recorded once.
+        let folder = try TemporaryFolder()
+        let gate = DispatchSemaphore(value: 0)
+        let firstRead = Mutex(true)
+        let clock: @Sendable () -> Int64 = {
+            if firstRead.withLock({ first in defer { first = false }; return first }) { gate.wait() }
+            return Ledger.systemClockMicroseconds()
+        }
+        let ledger = try Ledger(path: folder.path("l.db"), configuration: Ledger.Configuration(clock: clock))
+        let waiting = 300
+        let started = Mutex(0)
+        let finished = DispatchGroup()
+        finished.enter()
+        Thread { _ = try? ledger.consume("first", promptTokens: 1); finished.leave() }.start()
+        while ledger.statistics.transactions == 0 { Thread.sleep(forTimeInterval: 0.001) }
+        for caller in 0..<waiting {
+            finished.enter()
+            Thread {
+                started.withLock { $0 += 1 }
+                _ = try? ledger.consume("t\(caller)", promptTokens: 1)
+                finished.leave()
+            }.start()
+        }
+        while started.withLock({ $0 }) < waiting { Thread.sleep(forTimeInterval: 0.001) }
+        // Every started caller is at most a few microseconds from the queue: give them time to
+        // reach it, so that the batches are as full as they can be.
+        Thread.sleep(forTimeInterval: 0.3)
+        gate.signal()
+        finished.wait()
+        let statistics = ledger.statistics
+        #expect(statistics.writes == Int64(waiting + 1))
+        #expect(statistics.largestBatch == Ledger.groupCommitBatchMax)
+        #expect(statistics.transactions == 3, "the blocked write alone, then 256, then 44")
+        #expect(try ledger.allUsage().count == waiting + 1)
+        #expect(try ledger.verify().problems == [])
     }
 }
