@@ -21,6 +21,9 @@ final class WriteTicket: @unchecked Sendable {
         self.body = body
     }
 
+    /// The batch's commit number for `WALSync.sync(through:)`, at FULL; set with `outcome`.
+    var commitNumber: Int64 = 0
+
     func wait() { wakeUp.wait() }
     func signal() { wakeUp.signal() }
 }
@@ -56,6 +59,13 @@ extension Ledger {
     /// only after that wakes the callers of its batch, so the next transaction starts while
     /// they return. No caller waits for company: a lone write runs at once, in a transaction
     /// of its own.
+    ///
+    /// At FULL the commit itself runs at SQLite's NORMAL and the former leader syncs the WAL
+    /// (`WALSync`) after passing the lead on and letting the write lock go, then wakes its
+    /// batch: the disk's sync overlaps the next batch (and other processes' writes), one sync
+    /// covers every batch committed before it began, and still no caller hears of a commit
+    /// before it is on the disk. Another connection can read a commit during that sync; a
+    /// power loss then can take back what it read, never what a caller was told.
     func write<Result: Sendable>(_ body: @escaping @Sendable (Connection) throws -> Result) throws -> Result {
         let ticket = WriteTicket { connection in try body(connection) }
         let leads = writeQueue.withLock { queue -> Bool in
@@ -100,8 +110,29 @@ extension Ledger {
             return first
         }
         next?.signal()
+        makeDurable(finished)
         for done in finished where done !== ticket {
             done.signal()
+        }
+    }
+
+    /// At FULL, syncs the WAL before the callers of `finished` hear that their writes committed.
+    ///
+    /// Runs after the lead has passed on, so the next batch executes while the disk syncs this
+    /// one. When the sync fails, every write of `finished` that had committed reports the
+    /// error instead: it is in the ledger, but nobody may rely on it surviving a power loss
+    /// (a retry with the same idempotency key finds it).
+    private func makeDurable(_ finished: [WriteTicket]) {
+        guard let walSync else { return }
+        let commit = finished.lazy.filter { if case .success? = $0.outcome { true } else { false } }.map(\.commitNumber).max()
+        guard let commit else { return }
+        do {
+            try walSync.sync(through: commit)
+        } catch {
+            let failure = mapped(error)
+            for ticket in finished {
+                if case .success? = ticket.outcome { ticket.outcome = .failure(failure) }
+            }
         }
     }
 
@@ -152,6 +183,10 @@ extension Ledger {
         } else if anySucceeded {
             do {
                 try connection.execute("COMMIT TRANSACTION", [])
+                if let walSync {
+                    let commit = walSync.committed()
+                    for ticket in batch { ticket.commitNumber = commit }
+                }
             } catch {
                 commitError = mapped(error)
                 connection.rollbackIfNeeded()

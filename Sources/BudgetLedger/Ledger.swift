@@ -13,8 +13,9 @@ import Synchronization
 public final class Ledger: Sendable {
     /// How a ledger is opened.
     public struct Configuration: Sendable {
-        /// Durability of each commit: `.full` (default) survives power loss; `.normal` survives
-        /// a process crash but may lose the last commits on power loss.
+        /// Durability of each commit: `.full` (default) survives power loss (the WAL is synced
+        /// before a write returns); `.normal` survives a process crash but may lose the last
+        /// commits on power loss.
         public var synchronous: Synchronous
         /// How long a write waits for another process's lock before failing.
         public var busyTimeoutMilliseconds: Int32
@@ -54,6 +55,9 @@ public final class Ledger: Sendable {
     let priceCache = Mutex(PriceCache())
     /// WAL checkpoints of a file ledger (in the background at NORMAL); nil in memory.
     let checkpointer: Checkpointer?
+    /// At FULL, the sync of the WAL that makes a batch's commit durable, run after the batch has
+    /// let the write lock go and before anyone is told (see `write(_:)`); nil at NORMAL and in memory.
+    let walSync: WALSync?
 
     /// WAL checkpoints run in the background so far (see `Checkpointer`); 0 in memory.
     public var backgroundCheckpoints: Int { checkpointer?.completedCheckpoints ?? 0 }
@@ -82,9 +86,13 @@ public final class Ledger: Sendable {
         self.path = path
         self.configuration = configuration
         self.thresholds = configuration.thresholds.sorted { $0.percent < $1.percent }
+        let isFile = path != ":memory:" && !path.isEmpty && !path.hasPrefix("file:")
+        // FULL durability comes from `walSync`, outside the write lock; SQLite itself need not
+        // sync inside the commit (see `WALSync`).
+        walSync = isFile && configuration.synchronous == .full ? WALSync(databasePath: path) : nil
         let options = Connection.Options(
             busyTimeoutMilliseconds: configuration.busyTimeoutMilliseconds,
-            synchronous: configuration.synchronous, walAtOpen: false)
+            synchronous: walSync == nil ? configuration.synchronous : .normal, walAtOpen: false)
         let opened: Connection
         do {
             opened = try Connection(path: path, options: options)
@@ -103,6 +111,8 @@ public final class Ledger: Sendable {
             if let pages = configuration.maxPageCount {
                 try opened.execute(sql: "PRAGMA max_page_count = \(pages)")
             }
+            // The migrations committed at NORMAL.
+            try walSync?.syncAll()
         } catch let error as SQLiteError {
             throw LedgerError.database(path: path, error)
         } catch let error as MigrationError {
@@ -143,6 +153,7 @@ public final class Ledger: Sendable {
     /// `LedgerError.closed`. Idempotent.
     public func close() {
         checkpointer?.close()
+        walSync?.close()
         connection.withLock { $0.close() }
     }
 

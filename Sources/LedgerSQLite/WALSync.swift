@@ -1,0 +1,122 @@
+import CSQLite
+import Foundation
+import Synchronization
+
+/// Makes the commits already written to a database's WAL durable, from outside the connection
+/// that wrote them: `fdatasync(2)` of the `-wal` file, on a descriptor of its own.
+///
+/// With `PRAGMA synchronous = FULL`, SQLite syncs the WAL inside every commit, while it still
+/// holds the write lock, so no other write can start until the disk has answered. A writer
+/// can instead commit at `NORMAL` (the frames reach the WAL, unsynced) and call `sync()` after
+/// it has let the lock go, before it tells anyone the commit happened: the next transaction
+/// runs while the disk works, and one sync covers every commit written before it started.
+/// Frames are appended in order and SQLite's recovery keeps only an unbroken, checksummed
+/// prefix of them, so no later commit can survive a power loss without the earlier ones.
+///
+/// The descriptor follows the file: when the WAL it names has been deleted (every connection
+/// closed it, and a new one was created since), a sync opens the current one. A WAL that is
+/// missing while commits are waiting for it is an error: their frames went to a deleted file.
+///
+/// See <https://www.sqlite.org/wal.html> and <https://www.sqlite.org/pragma.html#pragma_synchronous>.
+public final class WALSync: Sendable {
+    /// The `-wal` file beside the database.
+    public let walPath: String
+    private let file = Mutex(OpenFile())
+    private let state = Mutex(Counts())
+
+    private struct OpenFile {
+        /// The WAL's descriptor; -1 until the first sync, and after `close()`.
+        var descriptor: Int32 = -1
+        var syncs = 0
+    }
+
+    private struct Counts {
+        /// Commits counted by `committed()`.
+        var written: Int64 = 0
+        /// Commits known to be on the disk.
+        var durable: Int64 = 0
+    }
+
+    /// Syncs done so far (fewer than the commits they covered when writers overlap).
+    public var syncs: Int { file.withLock { $0.syncs } }
+    /// Commits counted by `committed()`, and of those, the ones known to be on the disk.
+    public var commits: (written: Int64, durable: Int64) { state.withLock { ($0.written, $0.durable) } }
+
+    /// Prepares to sync the WAL of the database file at `databasePath`.
+    public init(databasePath: String) {
+        walPath = databasePath + "-wal"
+    }
+
+    deinit {
+        close()
+    }
+
+    /// Counts a commit whose frames are now written to the WAL; returns its number for `sync(through:)`.
+    ///
+    /// Call it after the commit has returned (its frames are in the file) and before the write
+    /// lock is released, so that the numbers follow the order of the commits.
+    public func committed() -> Int64 {
+        state.withLock { state in
+            state.written += 1
+            return state.written
+        }
+    }
+
+    /// Makes commit `commit` (a number from `committed()`) and every one before it durable.
+    ///
+    /// Syncs at most once for many callers: a sync covers every commit counted before it
+    /// began, so a caller that finds its commit already covered returns at once, and callers
+    /// that arrive during a sync share the next one.
+    ///
+    /// - Throws: `SQLiteError` with the extended code `SQLITE_IOERR_FSYNC` when the sync fails:
+    ///   then nothing written since the last successful sync may be taken as durable.
+    public func sync(through commit: Int64) throws {
+        // One sync at a time, under the lock, so that `close()` cannot close the descriptor
+        // while it is in use and waiting callers find their commit covered.
+        try file.withLock { file in
+            let target = state.withLock { $0.written }
+            if state.withLock({ $0.durable }) >= commit { return }
+            try openCurrent(&file.descriptor)
+            var result: Int32
+            repeat { result = fdatasync(file.descriptor) } while result != 0 && errno == EINTR
+            if result != 0 {
+                throw SQLiteError(
+                    extendedCode: .ioErrorFsync,
+                    message: "fdatasync of \(walPath) failed: \(String(cString: strerror(errno)))")
+            }
+            file.syncs += 1
+            state.withLock { $0.durable = max($0.durable, target) }
+        }
+    }
+
+    /// Makes everything written to the WAL so far durable, counted by `committed()` or not
+    /// (the migrations a connection ran at open, for instance).
+    public func syncAll() throws {
+        try sync(through: committed())
+    }
+
+    /// Closes the descriptor. A later `sync()` opens the file again.
+    public func close() {
+        file.withLock { file in
+            if file.descriptor >= 0 { Foundation.close(file.descriptor) }
+            file.descriptor = -1
+        }
+    }
+
+    /// Points `file` at the WAL as it is now.
+    private func openCurrent(_ descriptor: inout Int32) throws {
+        if descriptor >= 0 {
+            var status = stat()
+            if fstat(descriptor, &status) == 0 && status.st_nlink > 0 { return }
+            Foundation.close(descriptor)
+            descriptor = -1
+        }
+        // O_RDWR: POSIX allows fdatasync to fail with EBADF on a descriptor not open for writing.
+        descriptor = open(walPath, O_RDWR | O_CLOEXEC)
+        if descriptor < 0 {
+            throw SQLiteError(
+                extendedCode: .ioErrorFsync,
+                message: "cannot open \(walPath) to sync it: \(String(cString: strerror(errno)))")
+        }
+    }
+}
