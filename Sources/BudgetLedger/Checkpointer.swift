@@ -14,7 +14,10 @@ import Synchronization
 /// the writer checkpoints itself as SQLite would, so the WAL stays bounded either way.
 ///
 /// At FULL the checkpoint stays in the writer (`inBackground` false: a background one beside
-/// FULL commits slowed them), but it is asked for every 1,000 *new* frames. SQLite's own
+/// FULL commits slowed them), but it is asked for every 4,000 *new* frames (`writerFrames
+/// PerCheckpoint`): each checkpoint copies a page once however often the WAL holds it, so
+/// fewer, longer checkpoints do less work in all (64 callers: 9.1-9.3k -> 10.4-10.5k txn/s;
+/// one caller unchanged within noise). SQLite's own
 /// auto-checkpoint retries after every commit while the WAL holds 1,000 frames or more, and
 /// with several processes a reader often keeps a checkpoint from finishing (so the WAL cannot
 /// restart): then every commit paid a checkpoint with two syncs, inside the write lock.
@@ -24,6 +27,8 @@ import Synchronization
 final class Checkpointer: @unchecked Sendable {
     /// WAL frames after which a background checkpoint is asked for (SQLite's own default).
     static let backgroundFrames = 1_000
+    /// New WAL frames after which the writer checkpoints, when checkpoints are not in the background.
+    static let writerFramesPerCheckpoint = 4_000
     /// WAL frames after which the writer checkpoints itself (64 MiB of 4 KiB pages).
     static let writerFrames = 16_000
 
@@ -54,7 +59,8 @@ final class Checkpointer: @unchecked Sendable {
 
     /// The writer's WAL hook: decides after each commit, never blocks on a checkpoint.
     ///
-    /// A checkpoint is asked for every `backgroundFrames` new frames, not after every commit
+    /// A checkpoint is asked for every `backgroundFrames` (in the writer:
+    /// `writerFramesPerCheckpoint`) new frames, not after every commit
     /// past the mark: under steady writes a background checkpoint rarely copies the very last
     /// commit, so SQLite cannot restart the WAL and its frame count keeps growing; asking
     /// after every commit would then add two syncs to each one. The WAL restarts after the
@@ -67,7 +73,8 @@ final class Checkpointer: @unchecked Sendable {
         let inBackground = inBackground
         let schedule = state.withLock { state -> Bool in
             if logFrames < state.framesAtLastRequest { state.framesAtLastRequest = 0 }
-            guard logFrames - state.framesAtLastRequest >= Self.backgroundFrames else { return false }
+            let interval = inBackground ? Self.backgroundFrames : Self.writerFramesPerCheckpoint
+            guard logFrames - state.framesAtLastRequest >= interval else { return false }
             guard !state.scheduled && !state.closed else { return false }
             state.framesAtLastRequest = logFrames
             state.scheduled = inBackground

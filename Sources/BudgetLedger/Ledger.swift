@@ -120,7 +120,7 @@ public final class Ledger: Sendable {
         }
         // Under FULL every commit already waits for a sync of the WAL, and a checkpoint's syncs
         // of both files running beside it made commits slower (2.45k -> 1.6-2.1k txn/s in the
-        // benchmark), so FULL checkpoints in the writer, every 1,000 new frames (`Checkpointer`).
+        // benchmark), so FULL checkpoints in the writer, every 4,000 new frames (`Checkpointer`).
         if path != ":memory:" && !path.isEmpty {
             var checkpointOptions = options
             checkpointOptions.create = false

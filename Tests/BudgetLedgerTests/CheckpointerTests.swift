@@ -5,16 +5,17 @@ import Testing
 
 @Suite("WAL checkpoint decisions")
 struct CheckpointerTests {
-    @Test("in the writer: a checkpoint every 1,000 new frames, counting again once the WAL restarts")
+    @Test("in the writer: a checkpoint every 4,000 new frames, counting again once the WAL restarts")
     func inWriter() {
-        // Proves FULL checkpoints every `backgroundFrames` new frames, not after every commit
+        // Proves FULL checkpoints every `writerFramesPerCheckpoint` new frames, not after every commit
         // past the mark (SQLite's auto-checkpoint), and starts counting over after a restart.
         let checkpointer = Checkpointer(path: "/nonexistent/l.db", options: Connection.Options(), inBackground: false)
         defer { checkpointer.close() }
-        let decisions = [999, 1_000, 1_004, 1_999, 2_000, 2_001, 12, 999, 1_000, 1_001].map {
+        let every = Checkpointer.writerFramesPerCheckpoint
+        let decisions = [every - 1, every, every + 4, 2 * every - 1, 2 * every, 2 * every + 1, 12, every - 1, every, every + 1].map {
             checkpointer.committed(logFrames: $0)
         }
-        // 12: the WAL restarted, so its next 1,000 frames ask again.
+        // 12: the WAL restarted, so its next `every` frames ask again.
         #expect(decisions == [.none, .checkpointNow, .none, .none, .checkpointNow, .none, .none, .none, .checkpointNow, .none])
     }
 
