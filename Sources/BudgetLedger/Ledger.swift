@@ -49,6 +49,8 @@ public final class Ledger: Sendable {
     let thresholds: [BudgetThreshold]
     let connection: Mutex<Connection>
     let writeQueue = Mutex(WriteQueue())
+    /// Transactions since one found another writer waiting (see `syncsInCommit(_:)`).
+    let transactionsSinceContention = Atomic<Int>(Int.max / 2)
     let writerLock: WriterLock
     let writeStatistics = Mutex(WriteStatistics())
     /// The price table for the consume path; used under the connection lock.

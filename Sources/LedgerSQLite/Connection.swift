@@ -102,6 +102,20 @@ public final class Connection {
         }
         try execute(sql: "PRAGMA foreign_keys = ON")
         try execute(sql: "PRAGMA synchronous = \(options.synchronous.rawValue)")
+        synchronous = options.synchronous
+    }
+
+    /// The synchronous level commits run at now.
+    public private(set) var synchronous: Synchronous = .full
+
+    /// Sets the synchronous level of the commits from now on; does nothing when it is already that.
+    ///
+    /// SQLite refuses to change it inside a transaction, so call it before `BEGIN`.
+    /// See <https://www.sqlite.org/pragma.html#pragma_synchronous>.
+    public func setSynchronous(_ level: Synchronous) throws {
+        guard level != synchronous else { return }
+        try execute(sql: "PRAGMA synchronous = \(level.rawValue)")
+        synchronous = level
     }
 
     /// Switches a file database to WAL journal mode (a no-op for `:memory:`, which has no WAL).

@@ -62,6 +62,16 @@ public final class WALSync: Sendable {
         }
     }
 
+    /// Counts a commit that SQLite already synced inside the commit (`synchronous = FULL`):
+    /// it and every frame before it are on the disk. Returns its number, as `committed()`.
+    public func committedDurably() -> Int64 {
+        state.withLock { state in
+            state.written += 1
+            state.durable = state.written
+            return state.written
+        }
+    }
+
     /// Makes commit `commit` (a number from `committed()`) and every one before it durable.
     ///
     /// Syncs at most once for many callers: a sync covers every commit counted before it

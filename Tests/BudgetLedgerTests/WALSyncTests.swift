@@ -6,24 +6,58 @@ import Testing
 
 @Suite("FULL durability: the WAL is synced after the write lock, before the caller hears")
 struct WALSyncTests {
-    @Test("at FULL every acknowledged write's commit is synced; SQLite itself commits at NORMAL")
-    func acknowledgedMeansSynced() throws {
-        // Proves the ledger's FULL promise now that SQLite does not sync inside the commit: by
-        // the time consume returns, the WAL sync has covered its commit (durable == written),
-        // and the connection really runs at NORMAL (so the sync is ours, not SQLite's).
+    @Test("a lone writer at FULL lets SQLite sync inside the commit; after contention the ledger syncs after the lock")
+    func lonePathAndContendedPath() throws {
+        // Proves both ways a FULL commit becomes durable, and the choice between them: with
+        // nobody waiting, SQLite's own FULL sync (the connection at FULL, no sync of ours);
+        // after recent contention, SQLite at NORMAL and our sync after the lock. Either way
+        // every acknowledged commit is covered when the call returns (durable == written).
         let folder = try TemporaryFolder()
         let ledger = try Ledger(path: folder.path("l.db"), configuration: Ledger.Configuration(synchronous: .full))
         defer { ledger.close() }
         let walSync = try #require(ledger.walSync)
+        let syncsAtOpen = walSync.syncs
         for call in 0..<20 {
-            try ledger.consume("t", promptTokens: 10, idempotencyKey: "k\(call)")
+            try ledger.consume("t", promptTokens: 10, idempotencyKey: "lone-\(call)")
             let commits = walSync.commits
-            #expect(commits.written >= Int64(call + 1))
             #expect(commits.durable == commits.written)
         }
-        let level = try ledger.withConnection { try $0.cachedStatement("PRAGMA synchronous").fetchOne { try $0[0] as Int64 } }
-        #expect(level == 1)  // NORMAL
-        #expect(walSync.syncs >= 20)
+        #expect(try ledger.withConnection { $0.synchronous } == .full)
+        #expect(walSync.syncs == syncsAtOpen, "SQLite synced inside the commits; the ledger did not sync again")
+
+        // As if another writer had just waited for the lock.
+        ledger.transactionsSinceContention.store(0, ordering: .relaxed)
+        for call in 0..<Ledger.contendedTransactionsMemory {
+            try ledger.consume("t", promptTokens: 10, idempotencyKey: "after-\(call)")
+            let commits = walSync.commits
+            #expect(commits.durable == commits.written)
+        }
+        #expect(walSync.syncs >= syncsAtOpen + Ledger.contendedTransactionsMemory)
+        #expect(try ledger.withConnection { $0.synchronous } == .normal)
+        try ledger.consume("t", promptTokens: 10, idempotencyKey: "lone-again")
+        #expect(try ledger.withConnection { $0.synchronous } == .full, "quiet again: back to SQLite's sync")
+    }
+
+    @Test("the write lock tells whether another writer waits for it")
+    func waiterIsSeen() throws {
+        // Proves the test the policy above relies on: two locks on one file (two open file
+        // descriptions, as two processes) — while one holds the lock, the other's wait shows.
+        let folder = try TemporaryFolder()
+        let holder = WriterLock(ledgerPath: folder.path("l.db"))
+        let other = WriterLock(ledgerPath: folder.path("l.db"))
+        holder.lock()
+        #expect(!holder.hasWaiter())
+        let acquired = DispatchSemaphore(value: 0)
+        Thread {
+            other.lock()
+            acquired.signal()
+            other.unlock()
+        }.start()
+        let deadline = Date().addingTimeInterval(10)
+        while !holder.hasWaiter() && Date() < deadline { Thread.sleep(forTimeInterval: 0.001) }
+        #expect(holder.hasWaiter())
+        holder.unlock()
+        #expect(acquired.wait(timeout: .now() + 10) == .success)
     }
 
     @Test("at NORMAL and in memory there is no WAL sync of the ledger's own")
@@ -85,6 +119,8 @@ struct WALSyncTests {
         let ledger = try Ledger(path: path, configuration: Ledger.Configuration(synchronous: .full))
         defer { ledger.close() }
         try ledger.consume("t", promptTokens: 1)
+        // As if another writer had just waited: the ledger syncs the WAL itself, after the lock.
+        ledger.transactionsSinceContention.store(0, ordering: .relaxed)
         try FileManager.default.removeItem(atPath: path + "-wal")
         try FileManager.default.createDirectory(atPath: path + "-wal", withIntermediateDirectories: false)
         let error = #expect(throws: LedgerError.self) { try ledger.consume("t", promptTokens: 1) }
