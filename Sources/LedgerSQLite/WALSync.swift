@@ -13,9 +13,10 @@ import Synchronization
 /// Frames are appended in order and SQLite's recovery keeps only an unbroken, checksummed
 /// prefix of them, so no later commit can survive a power loss without the earlier ones.
 ///
-/// The descriptor follows the file: when the WAL it names has been deleted (every connection
-/// closed it, and a new one was created since), a sync opens the current one. A WAL that is
-/// missing while commits are waiting for it is an error: their frames went to a deleted file.
+/// The WAL must stay the same file while commits wait for it, as it does while the writer's
+/// connection is open (SQLite deletes it only when the last connection closes). One deleted
+/// under the writer is an error, not something to reopen: the commits went to the deleted
+/// file, and a new file at the same path would not hold them.
 ///
 /// See <https://www.sqlite.org/wal.html> and <https://www.sqlite.org/pragma.html#pragma_synchronous>.
 public final class WALSync: Sendable {
@@ -105,7 +106,7 @@ public final class WALSync: Sendable {
         try sync(through: committed())
     }
 
-    /// Closes the descriptor. A later `sync()` opens the file again.
+    /// Closes the descriptor. A later sync opens the file again.
     public func close() {
         file.withLock { file in
             if file.descriptor >= 0 { Foundation.close(file.descriptor) }
@@ -113,13 +114,14 @@ public final class WALSync: Sendable {
         }
     }
 
-    /// Points `file` at the WAL as it is now.
+    /// Opens the WAL the first time (and after `close()`); checks it is still there after that.
     private func openCurrent(_ descriptor: inout Int32) throws {
         if descriptor >= 0 {
             var status = stat()
             if fstat(descriptor, &status) == 0 && status.st_nlink > 0 { return }
-            Foundation.close(descriptor)
-            descriptor = -1
+            throw SQLiteError(
+                extendedCode: .ioErrorFsync,
+                message: "\(walPath) was deleted while the ledger was writing to it; its last commits are not on the disk")
         }
         // O_RDWR: POSIX allows fdatasync to fail with EBADF on a descriptor not open for writing.
         descriptor = open(walPath, O_RDWR | O_CLOEXEC)

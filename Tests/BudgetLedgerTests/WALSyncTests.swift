@@ -108,12 +108,13 @@ struct WALSyncTests {
         #expect(Int64(walSync.syncs) < transactions, "syncs \(walSync.syncs), transactions \(transactions)")
     }
 
-    @Test("a WAL deleted under the ledger fails the write with the sync error instead of acknowledging it")
+    @Test("a WAL deleted (and replaced) under the ledger fails the write with the sync error instead of acknowledging it")
     func failedSyncIsNotAcknowledged() throws {
         // Proves a failed sync is reported, not swallowed: someone removes the WAL (SQLite keeps
-        // writing to the unlinked file, whose frames are gone once it closes) and puts a folder
-        // in its place, so the sync cannot reach it. The consume must throw an I/O error that
-        // names the WAL, not return a result nobody may rely on.
+        // writing to the unlinked file, whose frames are gone once it closes) and puts an empty
+        // file in its place. The sync must neither sync the deleted file as if it were the WAL nor
+        // open what now sits at the path: the consume throws an I/O error that names the WAL,
+        // instead of returning a result nobody may rely on.
         let folder = try TemporaryFolder()
         let path = folder.path("l.db")
         let ledger = try Ledger(path: path, configuration: Ledger.Configuration(synchronous: .full))
@@ -122,13 +123,13 @@ struct WALSyncTests {
         // As if another writer had just waited: the ledger syncs the WAL itself, after the lock.
         ledger.transactionsSinceContention.store(0, ordering: .relaxed)
         try FileManager.default.removeItem(atPath: path + "-wal")
-        try FileManager.default.createDirectory(atPath: path + "-wal", withIntermediateDirectories: false)
+        #expect(FileManager.default.createFile(atPath: path + "-wal", contents: Data()))
         let error = #expect(throws: LedgerError.self) { try ledger.consume("t", promptTokens: 1) }
         guard case .database(_, let sqliteError)? = error else {
             Issue.record("expected a database error, got \(String(describing: error))")
             return
         }
         #expect(sqliteError.extendedCode == .ioErrorFsync)
-        #expect(sqliteError.message.contains("l.db-wal"))
+        #expect(sqliteError.message.contains("l.db-wal was deleted"))
     }
 }
