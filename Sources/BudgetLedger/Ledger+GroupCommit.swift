@@ -63,12 +63,13 @@ extension Ledger {
     /// they return. No caller waits for company: a lone write runs at once, in a transaction
     /// of its own.
     ///
-    /// At FULL the commit itself runs at SQLite's NORMAL and the former leader syncs the WAL
-    /// (`WALSync`) after passing the lead on and letting the write lock go, then wakes its
-    /// batch: the disk's sync overlaps the next batch (and other processes' writes), one sync
-    /// covers every batch committed before it began, and still no caller hears of a commit
-    /// before it is on the disk. Another connection can read a commit during that sync; a
-    /// power loss then can take back what it read, never what a caller was told.
+    /// At FULL, when other writers are about (`syncsInCommit(_:)`), the commit itself runs at
+    /// SQLite's NORMAL and the former leader syncs the WAL (`WALSync`) after passing the lead
+    /// on and letting the write lock go, then wakes its batch: the disk's sync overlaps the
+    /// next batch (and other processes' writes), one sync covers every batch committed before
+    /// it began, and still no caller hears of a commit before it is on the disk. Another
+    /// connection can read a commit during that sync; a power loss then can take back what it
+    /// read, never what a caller was told. A lone writer lets SQLite sync inside the commit.
     func write<Result: Sendable>(_ body: @escaping @Sendable (Connection) throws -> Result) throws -> Result {
         let ticket = WriteTicket { connection in try body(connection) }
         let leads = writeQueue.withLock { queue -> Bool in
@@ -152,10 +153,10 @@ extension Ledger {
             statistics.writes += Int64(batch.count)
             statistics.largestBatch = max(statistics.largestBatch, batch.count)
         }
-        let syncsInCommit = walSync != nil && syncsInCommit(batch)
+        let syncInCommit = walSync != nil && syncsInCommit(batch)
         do {
             if walSync != nil {
-                try connection.setSynchronous(syncsInCommit ? .full : .normal)
+                try connection.setSynchronous(syncInCommit ? .full : .normal)
             }
             try connection.execute("BEGIN IMMEDIATE TRANSACTION", [])
         } catch {
@@ -174,7 +175,7 @@ extension Ledger {
                 if connection.isAutocommit { break }
             }
         }
-        finish(batch, on: connection, syncedInCommit: syncsInCommit)
+        finish(batch, on: connection, syncedInCommit: syncInCommit)
     }
 
     /// At FULL, whether SQLite should sync the WAL inside this commit (`synchronous = FULL`)

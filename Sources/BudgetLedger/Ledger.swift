@@ -89,8 +89,9 @@ public final class Ledger: Sendable {
         self.configuration = configuration
         self.thresholds = configuration.thresholds.sorted { $0.percent < $1.percent }
         let isFile = path != ":memory:" && !path.isEmpty && !path.hasPrefix("file:")
-        // FULL durability comes from `walSync`, outside the write lock; SQLite itself need not
-        // sync inside the commit (see `WALSync`).
+        // At FULL the connection opens at NORMAL: with other writers about, durability comes
+        // from `walSync`, outside the write lock; a lone writer switches SQLite to FULL for its
+        // commit (see `write(_:)` and `syncsInCommit(_:)`).
         walSync = isFile && configuration.synchronous == .full ? WALSync(databasePath: path) : nil
         let options = Connection.Options(
             busyTimeoutMilliseconds: configuration.busyTimeoutMilliseconds,

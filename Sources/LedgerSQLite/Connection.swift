@@ -53,6 +53,8 @@ public final class Connection {
     private var recentStatements: [Statement] = []
     private static let recentStatementsMax = 8
     private var savepointDepth = 0
+    /// How long a statement waits for another connection's lock (`Options.busyTimeoutMilliseconds`).
+    private var busyTimeoutMilliseconds: Int32 = 0
     /// The handler of `onWALCommit(_:)`, kept alive while SQLite holds a pointer to it.
     var walHook: WALHookBox?
 
@@ -92,6 +94,7 @@ public final class Connection {
     }
 
     private func configure(_ options: Options) throws {
+        busyTimeoutMilliseconds = options.busyTimeoutMilliseconds
         sqlite3_busy_timeout(liveHandle, options.busyTimeoutMilliseconds)
         // The first statement reads the file header, so a file that is not SQLite fails here,
         // before anything is written to it.
@@ -123,11 +126,30 @@ public final class Connection {
     /// See <https://www.sqlite.org/wal.html#activating_and_configuring_wal_mode>.
     public func enableWAL() throws {
         guard path != ":memory:" && !path.isEmpty else { return }
-        let mode = try fetchText("PRAGMA journal_mode = WAL")
+        let mode = try retryingWhileBusy { try fetchText("PRAGMA journal_mode = WAL") }
         if mode?.lowercased() != "wal" {
             throw SQLiteError(
                 extendedCode: .error, message: "could not switch to WAL journal mode (got \(mode ?? "nothing"))",
                 sql: "PRAGMA journal_mode = WAL")
+        }
+    }
+
+    /// Runs `body` again while it fails with `SQLITE_BUSY`, for up to the busy timeout.
+    ///
+    /// For statements that take a lock without SQLite's busy handler: switching a file to WAL
+    /// takes its exclusive lock with one try (`pagerExclusiveLock`), so a second connection
+    /// opening the same fresh file at the same moment (two processes starting together) got
+    /// "database is locked" at once instead of waiting its turn.
+    private func retryingWhileBusy<Result>(_ body: () throws -> Result) throws -> Result {
+        let deadline = DispatchTime.now().uptimeNanoseconds + UInt64(max(busyTimeoutMilliseconds, 0)) * 1_000_000
+        var pauseMicroseconds: UInt32 = 100
+        while true {
+            do {
+                return try body()
+            } catch let error as SQLiteError where error.isBusy && DispatchTime.now().uptimeNanoseconds < deadline {
+                usleep(pauseMicroseconds)
+                pauseMicroseconds = min(pauseMicroseconds * 2, 10_000)
+            }
         }
     }
 

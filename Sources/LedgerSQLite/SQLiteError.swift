@@ -34,9 +34,9 @@ public struct ResultCode: RawRepresentable, Hashable, Sendable, CustomStringConv
     public static let row = ResultCode(rawValue: SQLITE_ROW)
     public static let done = ResultCode(rawValue: SQLITE_DONE)
 
-    /// `SQLITE_CONSTRAINT_UNIQUE`: a UNIQUE index refused a duplicate.
     /// `SQLITE_IOERR_FSYNC`: a sync to the disk failed.
     public static let ioErrorFsync = ResultCode(rawValue: SQLITE_IOERR | (4 << 8))
+    /// `SQLITE_CONSTRAINT_UNIQUE`: a UNIQUE index refused a duplicate.
     public static let constraintUnique = ResultCode(rawValue: SQLITE_CONSTRAINT | (8 << 8))
     /// `SQLITE_CONSTRAINT_PRIMARYKEY`.
     public static let constraintPrimaryKey = ResultCode(rawValue: SQLITE_CONSTRAINT | (6 << 8))
