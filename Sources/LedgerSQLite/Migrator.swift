@@ -118,6 +118,16 @@ public struct Migrator: Sendable {
     ///
     /// - Throws: `MigrationError`, or `SQLiteError` (`.notADatabase` for a file that is not SQLite).
     public func checkCompatible(_ connection: Connection) throws {
+        // One snapshot for all the reads: another process may commit its first migration
+        // between two of them (the table count then saw its tables, the bookkeeping check not).
+        if connection.isAutocommit {
+            try connection.transaction(.deferred) { try checkCompatibleInSnapshot(connection) }
+        } else {
+            try checkCompatibleInSnapshot(connection)
+        }
+    }
+
+    private func checkCompatibleInSnapshot(_ connection: Connection) throws {
         let foundID = try connection.prepare("PRAGMA application_id").fetchOne { try $0[0] as Int64 } ?? 0
         if foundID != 0 && foundID != Int64(applicationID) {
             throw MigrationError.foreignDatabase("its application_id is \(foundID)")
