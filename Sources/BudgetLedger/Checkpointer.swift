@@ -34,8 +34,8 @@ final class Checkpointer: @unchecked Sendable {
 
     private let path: String
     private let options: Connection.Options
-    private let inBackground: Bool
-    private let queue = DispatchQueue(label: "budget-ledger.checkpoint")
+    /// Where background checkpoints run; nil when the writer checkpoints itself.
+    private let queue: DispatchQueue?
     private let state = Mutex(State())
     /// Used only on `queue`: that is what makes this class safe to share.
     private var connection: Connection?
@@ -51,8 +51,11 @@ final class Checkpointer: @unchecked Sendable {
     init(path: String, options: Connection.Options, inBackground: Bool) {
         self.path = path
         self.options = options
-        self.inBackground = inBackground
+        queue = inBackground ? DispatchQueue(label: "budget-ledger.checkpoint") : nil
     }
+
+    /// Whether checkpoints run on `queue` rather than in the writer.
+    private var inBackground: Bool { queue != nil }
 
     /// Checkpoints run in the background so far.
     var completedCheckpoints: Int { state.withLock { $0.checkpoints } }
@@ -84,7 +87,7 @@ final class Checkpointer: @unchecked Sendable {
             return .checkpointNow
         }
         if schedule {
-            queue.async { [self] in run() }
+            queue?.async { [self] in run() }
         }
         return .none
     }
@@ -109,7 +112,7 @@ final class Checkpointer: @unchecked Sendable {
     /// Waits for a running checkpoint, then closes the checkpoint connection. Idempotent.
     func close() {
         state.withLock { $0.closed = true }
-        queue.sync {
+        queue?.sync {
             connection?.close()
             connection = nil
         }

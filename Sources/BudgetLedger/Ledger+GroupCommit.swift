@@ -259,7 +259,7 @@ final class WriterLock: Sendable {
     private let resource: Int32
 
     init(ledgerPath path: String) {
-        if path == ":memory:" || path.isEmpty || path.hasPrefix("file:") {
+        if !Ledger.isPlainFile(path) {
             queue = -1
             resource = -1
         } else {

@@ -50,7 +50,7 @@ public final class Ledger: Sendable {
     let connection: Mutex<Connection>
     let writeQueue = Mutex(WriteQueue())
     /// Transactions since one found another writer waiting (see `syncsInCommit(_:)`).
-    let transactionsSinceContention = Atomic<Int>(Int.max / 2)
+    let transactionsSinceContention = Atomic<Int>(Ledger.contendedTransactionsMemory + 1)
     let writerLock: WriterLock
     let writeStatistics = Mutex(WriteStatistics())
     /// The price table for the consume path; used under the connection lock.
@@ -88,7 +88,7 @@ public final class Ledger: Sendable {
         self.path = path
         self.configuration = configuration
         self.thresholds = configuration.thresholds.sorted { $0.percent < $1.percent }
-        let isFile = path != ":memory:" && !path.isEmpty && !path.hasPrefix("file:")
+        let isFile = Self.isPlainFile(path)
         // At FULL the connection opens at NORMAL: with other writers about, durability comes
         // from `walSync`, outside the write lock; a lone writer switches SQLite to FULL for its
         // commit (see `write(_:)` and `syncsInCommit(_:)`).
@@ -124,7 +124,7 @@ public final class Ledger: Sendable {
         // Under FULL every commit already waits for a sync of the WAL, and a checkpoint's syncs
         // of both files running beside it made commits slower (2.45k -> 1.6-2.1k txn/s in the
         // benchmark), so FULL checkpoints in the writer, every 4,000 new frames (`Checkpointer`).
-        if path != ":memory:" && !path.isEmpty {
+        if isFile {
             var checkpointOptions = options
             checkpointOptions.create = false
             checkpointOptions.walAtOpen = true
@@ -143,6 +143,13 @@ public final class Ledger: Sendable {
         if let maxTokensPerThread, try self.maxTokensPerThread != maxTokensPerThread {
             try configure(maxTokensPerThread: maxTokensPerThread)
         }
+    }
+
+    /// Whether `path` names a file on disk (not `:memory:`, not a `file:` URI): only such a
+    /// ledger gets the files beside it (`-wal` synced by `WALSync`, the writer locks) and its
+    /// own checkpointer; the others keep SQLite's defaults.
+    static func isPlainFile(_ path: String) -> Bool {
+        path != ":memory:" && !path.isEmpty && !path.hasPrefix("file:")
     }
 
     /// A ledger that lives in memory only: for tests and throwaway runs.

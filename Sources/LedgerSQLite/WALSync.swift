@@ -85,8 +85,8 @@ public final class WALSync: Sendable {
         // One sync at a time, under the lock, so that `close()` cannot close the descriptor
         // while it is in use and waiting callers find their commit covered.
         try file.withLock { file in
-            let target = state.withLock { $0.written }
-            if state.withLock({ $0.durable }) >= commit { return }
+            let (target, durable) = state.withLock { ($0.written, $0.durable) }
+            if durable >= commit { return }
             try openCurrent(&file.descriptor)
             var result: Int32
             repeat { result = fdatasync(file.descriptor) } while result != 0 && errno == EINTR

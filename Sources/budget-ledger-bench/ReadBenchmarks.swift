@@ -51,28 +51,26 @@ extension BenchmarkContext {
     private func measureBillingViews(path: String, label: String, isReferenceSize: Bool) throws {
         let connection = try Connection(path: path, options: Connection.Options(synchronous: .normal))
         defer { connection.close() }
-        let summary = try medianTime {
-            try connection.prepare("SELECT agent_id, model, total_tokens, cost_nanos FROM billing_by_agent_model")
-                .fetchAll { try $0[3] as Int64 }.count
+        let views: [(key: String, select: String, title: (Int) -> String, reference: String?)] = [
+            (
+                "billing_summary", "SELECT agent_id, model, total_tokens, cost_nanos FROM billing_by_agent_model",
+                { "billing summary: SELECT … FROM billing_by_agent_model over \(label) (\($0) rows) vs C GROUP BY scan" },
+                "q1m.billing_ms"
+            ),
+            (
+                "billing_view", "SELECT org_id, model, day, total_tokens, cost_nanos FROM billing_by_org_model_day",
+                { "SELECT … FROM billing_by_org_model_day over \(label) (\($0) rows, rollup table)" }, nil
+            ),
+            (
+                "usage_by_model", "SELECT model, total_tokens, cost_nanos FROM usage_by_model",
+                { _ in "SELECT … FROM usage_by_model over \(label) (rollup table)" }, nil
+            ),
+        ]
+        for view in views {
+            let timed = try medianTime { try connection.prepare(view.select).fetchAll { try $0[0] as String? }.count }
+            report.add(
+                "7", "reads.\(label).\(view.key)_ms", view.title(timed.result), timed.seconds * 1_000, .milliseconds,
+                reference: isReferenceSize ? view.reference.map { .figure($0) } : nil)
         }
-        report.add(
-            "7", "reads.\(label).billing_summary_ms",
-            "billing summary: SELECT … FROM billing_by_agent_model over \(label) (\(summary.result) rows) vs C GROUP BY scan",
-            summary.seconds * 1_000, .milliseconds, reference: isReferenceSize ? .figure("q1m.billing_ms") : nil)
-        let billing = try medianTime {
-            try connection.prepare("SELECT org_id, model, day, total_tokens, cost_nanos FROM billing_by_org_model_day")
-                .fetchAll { try $0[4] as Int64 }.count
-        }
-        report.add(
-            "7", "reads.\(label).billing_view_ms",
-            "SELECT … FROM billing_by_org_model_day over \(label) (\(billing.result) rows, rollup table)",
-            billing.seconds * 1_000, .milliseconds)
-        let byModel = try medianTime {
-            try connection.prepare("SELECT model, total_tokens, cost_nanos FROM usage_by_model")
-                .fetchAll { try $0[1] as Int64 }.count
-        }
-        report.add(
-            "7", "reads.\(label).usage_by_model_ms", "SELECT … FROM usage_by_model over \(label) (rollup table)",
-            byModel.seconds * 1_000, .milliseconds)
     }
 }

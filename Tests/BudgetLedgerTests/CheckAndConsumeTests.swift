@@ -1,4 +1,4 @@
-import BudgetLedger
+@testable import BudgetLedger
 import Foundation
 import LedgerSQLite
 import Synchronization
@@ -166,28 +166,20 @@ struct GroupCommitTests {
         let before = ledger.statistics
         let successes = Mutex(0)
         let refusals = Mutex(0)
-        // Real threads: `concurrentPerform` runs only as many at once as there are cores, and
-        // two callers alternating need never meet in a transaction.
-        let finished = DispatchGroup()
-        for caller in 0..<64 {
-            finished.enter()
-            Thread {
-                defer { finished.leave() }
-                for call in 0..<20 {
-                    do {
-                        // Every caller also writes its own thread, so batches mix refusals with successes.
-                        try ledger.checkAndConsume("hot", promptTokens: 7)
-                        successes.withLock { $0 += 1 }
-                    } catch is BudgetExhaustedError {
-                        refusals.withLock { $0 += 1 }
-                    } catch {
-                        Issue.record("unexpected \(error)")
-                    }
-                    _ = try? ledger.consume("own-\(caller)", promptTokens: Int64(call))
+        onThreads(64) { caller in
+            for call in 0..<20 {
+                do {
+                    // Every caller also writes its own thread, so batches mix refusals with successes.
+                    try ledger.checkAndConsume("hot", promptTokens: 7)
+                    successes.withLock { $0 += 1 }
+                } catch is BudgetExhaustedError {
+                    refusals.withLock { $0 += 1 }
+                } catch {
+                    Issue.record("unexpected \(error)")
                 }
-            }.start()
+                _ = try? ledger.consume("own-\(caller)", promptTokens: Int64(call))
+            }
         }
-        finished.wait()
         let after = ledger.statistics
         let writes = after.writes - before.writes
         #expect(writes == 64 * 20 * 2)
@@ -218,7 +210,6 @@ struct GroupCommitTests {
         }
         let ledger = try Ledger(path: folder.path("l.db"), configuration: Ledger.Configuration(clock: clock))
         let waiting = 300
-        let started = Mutex(0)
         let finished = DispatchGroup()
         finished.enter()
         Thread { _ = try? ledger.consume("first", promptTokens: 1); finished.leave() }.start()
@@ -226,15 +217,12 @@ struct GroupCommitTests {
         for caller in 0..<waiting {
             finished.enter()
             Thread {
-                started.withLock { $0 += 1 }
                 _ = try? ledger.consume("t\(caller)", promptTokens: 1)
                 finished.leave()
             }.start()
         }
-        while started.withLock({ $0 }) < waiting { Thread.sleep(forTimeInterval: 0.001) }
-        // Every started caller is at most a few microseconds from the queue: give them time to
-        // reach it, so that the batches are as full as they can be.
-        Thread.sleep(forTimeInterval: 0.3)
+        // Until all 300 wait in the queue (the blocked first write has left it).
+        while ledger.writeQueue.withLock({ $0.tickets.count }) < waiting { Thread.sleep(forTimeInterval: 0.001) }
         gate.signal()
         finished.wait()
         let statistics = ledger.statistics

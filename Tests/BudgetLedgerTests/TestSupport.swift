@@ -41,3 +41,19 @@ func eventCount(at path: String) throws -> Int64 {
     defer { connection.close() }
     return try connection.prepare("SELECT count(*) FROM events").fetchOne { try $0[0] as Int64 } ?? -1
 }
+
+/// Runs `body(index)` on `count` real threads at once and returns when all have finished.
+///
+/// Real threads, not `DispatchQueue.concurrentPerform`, which runs only as many at once as
+/// there are cores: two callers alternating need never meet in a transaction.
+func onThreads(_ count: Int, _ body: @escaping @Sendable (_ index: Int) -> Void) {
+    let finished = DispatchGroup()
+    for index in 0..<count {
+        finished.enter()
+        Thread {
+            body(index)
+            finished.leave()
+        }.start()
+    }
+    finished.wait()
+}

@@ -4,6 +4,12 @@ import LedgerSQLite
 import Synchronization
 import Testing
 
+/// A FULL ledger in `folder` and its WAL sync.
+private func fullLedger(in folder: TemporaryFolder) throws -> (Ledger, WALSync) {
+    let ledger = try Ledger(path: folder.path("l.db"), configuration: Ledger.Configuration(synchronous: .full))
+    return (ledger, try #require(ledger.walSync))
+}
+
 @Suite("FULL durability: the WAL is synced after the write lock, before the caller hears")
 struct WALSyncTests {
     @Test("a lone writer at FULL lets SQLite sync inside the commit; after contention the ledger syncs after the lock")
@@ -13,9 +19,8 @@ struct WALSyncTests {
         // after recent contention, SQLite at NORMAL and our sync after the lock. Either way
         // every acknowledged commit is covered when the call returns (durable == written).
         let folder = try TemporaryFolder()
-        let ledger = try Ledger(path: folder.path("l.db"), configuration: Ledger.Configuration(synchronous: .full))
+        let (ledger, walSync) = try fullLedger(in: folder)
         defer { ledger.close() }
-        let walSync = try #require(ledger.walSync)
         let syncsAtOpen = walSync.syncs
         for call in 0..<20 {
             try ledger.consume("t", promptTokens: 10, idempotencyKey: "lone-\(call)")
@@ -78,26 +83,22 @@ struct WALSyncTests {
         // do not sync again (fewer syncs than transactions once writers overlap), and still
         // no caller returns before its commit is covered.
         let folder = try TemporaryFolder()
-        let ledger = try Ledger(path: folder.path("l.db"), configuration: Ledger.Configuration(synchronous: .full))
+        let (ledger, walSync) = try fullLedger(in: folder)
         defer { ledger.close() }
-        let walSync = try #require(ledger.walSync)
+        // Every transaction syncs after the lock (as under steady contention), so fewer syncs
+        // than transactions can only come from syncs being shared.
+        ledger.transactionsSinceContention.store(0, ordering: .relaxed)
         let notCovered = Mutex(0)
-        let group = DispatchGroup()
-        for thread in 0..<64 {
-            group.enter()
-            Thread {
-                defer { group.leave() }
-                for call in 0..<25 {
-                    // This call's commit comes after every commit counted before it began, so
-                    // once it returns the durable mark must be past that count.
-                    let writtenBefore = walSync.commits.written
-                    guard (try? ledger.consume("t\(thread % 8)", promptTokens: 1, idempotencyKey: "k\(thread)-\(call)")) != nil
-                    else { continue }
-                    if walSync.commits.durable <= writtenBefore { notCovered.withLock { $0 += 1 } }
-                }
-            }.start()
+        onThreads(64) { thread in
+            for call in 0..<25 {
+                // This call's commit comes after every commit counted before it began, so
+                // once it returns the durable mark must be past that count.
+                let writtenBefore = walSync.commits.written
+                guard (try? ledger.consume("t\(thread % 8)", promptTokens: 1, idempotencyKey: "k\(thread)-\(call)")) != nil
+                else { continue }
+                if walSync.commits.durable <= writtenBefore { notCovered.withLock { $0 += 1 } }
+            }
         }
-        group.wait()
         #expect(notCovered.withLock { $0 } == 0)
         #expect(try eventCount(at: folder.path("l.db")) >= 64 * 25)
         let commits = walSync.commits
@@ -117,7 +118,7 @@ struct WALSyncTests {
         // instead of returning a result nobody may rely on.
         let folder = try TemporaryFolder()
         let path = folder.path("l.db")
-        let ledger = try Ledger(path: path, configuration: Ledger.Configuration(synchronous: .full))
+        let (ledger, _) = try fullLedger(in: folder)
         defer { ledger.close() }
         try ledger.consume("t", promptTokens: 1)
         // As if another writer had just waited: the ledger syncs the WAL itself, after the lock.

@@ -25,6 +25,28 @@ struct ConnectionTests {
         }
     }
 
+    @Test("Switching to WAL waits out a lock for the busy timeout, then fails as busy")
+    func walSwitchGivesUpAfterTheBusyTimeout() throws {
+        // Proves the limit of the retry in enableWAL(): while another connection holds the
+        // fresh file exclusively, opening it retries within the busy timeout and then reports
+        // SQLITE_BUSY (it neither hangs nor fails another way); once the lock is gone it opens.
+        try withTemporaryDirectory { directory in
+            let path = directory.path()
+            let holder = try Connection(path: path, options: Connection.Options(walAtOpen: false))
+            defer { holder.close() }
+            try holder.execute(sql: "BEGIN EXCLUSIVE")
+            try holder.execute(sql: "CREATE TABLE t (x)")
+            let error = #expect(throws: SQLiteError.self) {
+                _ = try Connection(path: path, options: Connection.Options(busyTimeoutMilliseconds: 50))
+            }
+            #expect(error?.isBusy == true)
+            try holder.execute(sql: "COMMIT")
+            let opened = try Connection(path: path, options: Connection.Options(busyTimeoutMilliseconds: 50))
+            defer { opened.close() }
+            #expect(try opened.scalar("PRAGMA journal_mode") == .text("wal"))
+        }
+    }
+
     @Test("WAL mode persists in the file for the next connection")
     func walPersists() throws {
         // Proves the journal mode is written to the file, so a reader opened later also uses WAL.
