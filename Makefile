@@ -5,7 +5,7 @@ PORT ?= 8765
 BENCH_FLAGS ?=
 REFERENCE ?= ../shared/reference
 
-.PHONY: deps build test run bench bench-compare clean
+.PHONY: deps build test run bench bench-compare bench-floor clean
 
 # Installs the system SQLite headers when they are missing (a fresh machine); does nothing otherwise.
 deps:
@@ -42,6 +42,21 @@ bench-compare: deps
 		echo "no reference benchmark at $(REFERENCE); running ours alone"; \
 		$$($(SWIFT) build -c release --show-bin-path)/budget-ledger-bench $(BENCH_FLAGS); \
 	fi
+
+# The floor under our write path: the ledger's own SQL for one check-and-consume, run from C
+# on a fresh ledger (bench/schema_floor.c), alone and in transactions of 16, with and without
+# SQLite's checkpoints. What any wrapper could reach with this schema on this machine.
+FLOOR_CALLS ?= 20000
+bench-floor: deps
+	$(SWIFT) build --product budget-ledger
+	@mkdir -p .build-floor
+	cc -O2 -o .build-floor/schema_floor bench/schema_floor.c -lsqlite3
+	@for run in "1 1000" "16 1000" "16 0"; do \
+		set -- $$run; rm -f .build-floor/floor.db*; \
+		$$($(SWIFT) build --show-bin-path)/budget-ledger init --db .build-floor/floor.db > /dev/null || exit 1; \
+		.build-floor/schema_floor .build-floor/floor.db $$1 $(FLOOR_CALLS) $$2 || exit 1; \
+	done
+	@rm -f .build-floor/floor.db*
 
 clean:
 	$(SWIFT) package clean

@@ -1,0 +1,149 @@
+/*
+ * The floor under BudgetLedger's write path: the ledger's own SQL for one check-and-consume
+ * (the read of LedgerSQL.selectThreadAndDefault, then LedgerSQL.insertConsume with the schema's
+ * triggers, each write in its own savepoint as group commit runs it), driven from C with
+ * prepared statements and nothing else in the way: no Swift, no locks, no threads, no sync.
+ *
+ * It answers "how fast could any wrapper run this schema here?", beside the reference (which
+ * runs a simpler schema).
+ *
+ * Usage: schema_floor LEDGER_FILE WRITES_PER_TRANSACTION CALLS [CHECKPOINT_FRAMES]
+ * LEDGER_FILE must be a fresh ledger made by `budget-ledger init`; the harness opens its
+ * 1,000 threads itself. Synchronous is NORMAL, so commits write their WAL frames but never
+ * wait for the disk; CHECKPOINT_FRAMES is SQLite's auto-checkpoint (default 1000; 0: none,
+ * the statements and commits alone).
+ *
+ * For instruction counts (repeatable here, unlike time):
+ *   valgrind --tool=callgrind --toggle-collect=one_write ./schema_floor L 16 5000
+ * and divide one_write's inclusive count by the calls (subtract memset: `rep stosb` counts
+ * one instruction per byte).
+ */
+#include <sqlite3.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* Keep these two in step with Sources/BudgetLedger/LedgerSQL.swift. */
+static const char *select_thread =
+    "SELECT s.max_tokens, s.prompt_tokens, s.completion_tokens, s.request_count,"
+    " (SELECT group_concat(t.threshold_percent) FROM thread_thresholds AS t WHERE t.thread_id = s.thread_id),"
+    " g.default_max_tokens,"
+    " (SELECT coalesce(sum(h.tokens), 0) FROM holds AS h WHERE h.thread_id = ?1 AND h.expires_at_us > ?2),"
+    " (SELECT count(*) FROM holds AS h WHERE h.thread_id = ?1 AND h.expires_at_us <= ?2),"
+    " (SELECT coalesce(max(id), 0) FROM model_prices),"
+    " (SELECT e.id FROM events AS e WHERE e.idempotency_key = ?3)"
+    " FROM ledger_settings AS g LEFT JOIN thread_state AS s ON s.thread_id = ?1 WHERE g.id = 1";
+static const char *insert_consume =
+    "INSERT INTO events (timestamp_us, kind, thread_id, prompt_tokens, completion_tokens, idempotency_key,"
+    " agent_id, model, provider, latency_ms, metadata, org_id, user_id, cost_nanos, reservation_id)"
+    " VALUES (?, 'consume', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+
+enum { THREADS = 1000 };
+
+/* splitmix64, as the benchmark's workload. */
+static uint64_t random_state = 0x5EED;
+static uint64_t next_random(void) {
+    uint64_t z = (random_state += 0x9E3779B97F4A7C15ULL);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
+
+static void fail(sqlite3 *db, const char *what) {
+    fprintf(stderr, "schema_floor: %s: %s\n", what, sqlite3_errmsg(db));
+    exit(1);
+}
+
+static void run(sqlite3 *db, sqlite3_stmt *statement, const char *what) {
+    int code;
+    while ((code = sqlite3_step(statement)) == SQLITE_ROW) {}
+    if (code != SQLITE_DONE) fail(db, what);
+    sqlite3_reset(statement);
+}
+
+static sqlite3_stmt *prepare(sqlite3 *db, const char *sql) {
+    sqlite3_stmt *statement = NULL;
+    if (sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, &statement, NULL) != SQLITE_OK) fail(db, sql);
+    return statement;
+}
+
+static double seconds(clockid_t clock) {
+    struct timespec now;
+    clock_gettime(clock, &now);
+    return now.tv_sec + now.tv_nsec * 1e-9;
+}
+
+struct statements { sqlite3_stmt *savepoint, *release, *select_thread, *insert_consume; };
+
+/* One check-and-consume as the group commit runs it inside a batch. Not inlined, so callgrind
+ * can count it alone. */
+__attribute__((noinline)) static void one_write(sqlite3 *db, struct statements *s, int64_t now) {
+    char thread[16], key[40], agent[16];
+    snprintf(thread, sizeof thread, "thread-%04d", (int)(next_random() % THREADS));
+    uint64_t high = next_random(), low = next_random();
+    snprintf(key, sizeof key, "req_%016llx%016llx", (unsigned long long)high, (unsigned long long)low);
+    snprintf(agent, sizeof agent, "agent-%02d", (int)(next_random() % 16));
+    run(db, s->savepoint, "SAVEPOINT");
+    sqlite3_bind_text(s->select_thread, 1, thread, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(s->select_thread, 2, now);
+    sqlite3_bind_text(s->select_thread, 3, key, -1, SQLITE_TRANSIENT);
+    run(db, s->select_thread, "select thread");
+    sqlite3_bind_int64(s->insert_consume, 1, now);
+    sqlite3_bind_text(s->insert_consume, 2, thread, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(s->insert_consume, 3, 100 + (int64_t)(next_random() % 3900));
+    sqlite3_bind_int64(s->insert_consume, 4, 10 + (int64_t)(next_random() % 990));
+    sqlite3_bind_text(s->insert_consume, 5, key, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(s->insert_consume, 6, agent, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(s->insert_consume, 7, "gpt-4o", -1, SQLITE_STATIC);
+    run(db, s->insert_consume, "insert consume");
+    run(db, s->release, "RELEASE");
+}
+
+int main(int argc, char **argv) {
+    if (argc != 4 && argc != 5) {
+        fprintf(stderr, "usage: schema_floor LEDGER_FILE WRITES_PER_TRANSACTION CALLS [CHECKPOINT_FRAMES]\n");
+        return 64;
+    }
+    int batch = atoi(argv[2]), calls = atoi(argv[3]), checkpoint_frames = argc == 5 ? atoi(argv[4]) : 1000;
+    if (batch < 1 || calls < 1 || checkpoint_frames < 0) {
+        fprintf(stderr, "schema_floor: WRITES_PER_TRANSACTION and CALLS must be positive, CHECKPOINT_FRAMES not negative\n");
+        return 64;
+    }
+    sqlite3 *db;
+    if (sqlite3_open(argv[1], &db) != SQLITE_OK) fail(db, "open");
+    if (sqlite3_exec(db, "PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;"
+                         "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) fail(db, "setup");
+    sqlite3_stmt *limit = prepare(db, "INSERT INTO events (timestamp_us, kind, thread_id, max_tokens) VALUES (1, 'limit', ?, 1000000000000000)");
+    for (int index = 0; index < THREADS; index++) {
+        char thread[16];
+        snprintf(thread, sizeof thread, "thread-%04d", index);
+        sqlite3_bind_text(limit, 1, thread, -1, SQLITE_TRANSIENT);
+        run(db, limit, "open threads (is the ledger fresh?)");
+    }
+    sqlite3_finalize(limit);
+    if (sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) fail(db, "commit threads");
+    sqlite3_wal_autocheckpoint(db, checkpoint_frames);
+
+    struct statements s = {
+        prepare(db, "SAVEPOINT floor"), prepare(db, "RELEASE floor"),
+        prepare(db, select_thread), prepare(db, insert_consume),
+    };
+    sqlite3_stmt *begin = prepare(db, "BEGIN IMMEDIATE"), *commit = prepare(db, "COMMIT");
+    double wall = seconds(CLOCK_MONOTONIC), cpu = seconds(CLOCK_PROCESS_CPUTIME_ID);
+    for (int call = 0; call < calls; call++) {
+        if (call % batch == 0) run(db, begin, "BEGIN");
+        one_write(db, &s, 2 + call);
+        if (call % batch == batch - 1 || call == calls - 1) run(db, commit, "COMMIT");
+    }
+    wall = seconds(CLOCK_MONOTONIC) - wall;
+    cpu = seconds(CLOCK_PROCESS_CPUTIME_ID) - cpu;
+    char checkpoints[48];
+    if (checkpoint_frames > 0) snprintf(checkpoints, sizeof checkpoints, "checkpoint every %d frames", checkpoint_frames);
+    else snprintf(checkpoints, sizeof checkpoints, "no checkpoint");
+    printf("schema floor, %2d writes per transaction, NORMAL, %s: %6.0f writes/s, %5.1f us per write (CPU %5.1f us)\n",
+           batch, checkpoints, calls / wall, wall / calls * 1e6, cpu / calls * 1e6);
+    sqlite3_close_v2(db);
+    return 0;
+}
