@@ -7,14 +7,14 @@
  * It answers "how fast could any wrapper run this schema here?", beside the reference (which
  * runs a simpler schema).
  *
- * Usage: schema_floor LEDGER_FILE WRITES_PER_TRANSACTION CALLS [CHECKPOINT_FRAMES]
+ * Usage: schema_floor LEDGER_FILE normal|full WRITES_PER_TRANSACTION CALLS [CHECKPOINT_FRAMES]
  * LEDGER_FILE must be a fresh ledger made by `budget-ledger init`; the harness opens its
- * 1,000 threads itself. Synchronous is NORMAL, so commits write their WAL frames but never
- * wait for the disk; CHECKPOINT_FRAMES is SQLite's auto-checkpoint (default 1000; 0: none,
- * the statements and commits alone).
+ * 1,000 threads itself. At normal, commits write their WAL frames but never wait for the
+ * disk; at full, every commit syncs the WAL, as SQLite does. CHECKPOINT_FRAMES is SQLite's
+ * auto-checkpoint (default 1000; 0: none, the statements and commits alone).
  *
  * For instruction counts (repeatable here, unlike time):
- *   valgrind --tool=callgrind --toggle-collect=one_write ./schema_floor L 16 5000
+ *   valgrind --tool=callgrind --toggle-collect=one_write ./schema_floor L normal 16 5000
  * and divide one_write's inclusive count by the calls (subtract memset: `rep stosb` counts
  * one instruction per byte).
  */
@@ -102,13 +102,15 @@ __attribute__((noinline)) static void one_write(sqlite3 *db, struct statements *
 }
 
 int main(int argc, char **argv) {
-    if (argc != 4 && argc != 5) {
-        fprintf(stderr, "usage: schema_floor LEDGER_FILE WRITES_PER_TRANSACTION CALLS [CHECKPOINT_FRAMES]\n");
+    if (argc != 5 && argc != 6) {
+        fprintf(stderr, "usage: schema_floor LEDGER_FILE normal|full WRITES_PER_TRANSACTION CALLS [CHECKPOINT_FRAMES]\n");
         return 64;
     }
-    int batch = atoi(argv[2]), calls = atoi(argv[3]), checkpoint_frames = argc == 5 ? atoi(argv[4]) : 1000;
-    if (batch < 1 || calls < 1 || checkpoint_frames < 0) {
-        fprintf(stderr, "schema_floor: WRITES_PER_TRANSACTION and CALLS must be positive, CHECKPOINT_FRAMES not negative\n");
+    const char *level = argv[2];
+    int batch = atoi(argv[3]), calls = atoi(argv[4]), checkpoint_frames = argc == 6 ? atoi(argv[5]) : 1000;
+    if ((strcmp(level, "normal") != 0 && strcmp(level, "full") != 0) || batch < 1 || calls < 1 || checkpoint_frames < 0) {
+        fprintf(stderr, "schema_floor: the level is normal or full, WRITES_PER_TRANSACTION and CALLS are positive, "
+                        "CHECKPOINT_FRAMES is not negative\n");
         return 64;
     }
     sqlite3 *db;
@@ -125,6 +127,7 @@ int main(int argc, char **argv) {
     sqlite3_finalize(limit);
     if (sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) fail(db, "commit threads");
     sqlite3_wal_autocheckpoint(db, checkpoint_frames);
+    if (strcmp(level, "full") == 0 && sqlite3_exec(db, "PRAGMA synchronous = FULL", NULL, NULL, NULL) != SQLITE_OK) fail(db, "FULL");
 
     struct statements s = {
         prepare(db, "SAVEPOINT floor"), prepare(db, "RELEASE floor"),
@@ -140,10 +143,11 @@ int main(int argc, char **argv) {
     wall = seconds(CLOCK_MONOTONIC) - wall;
     cpu = seconds(CLOCK_PROCESS_CPUTIME_ID) - cpu;
     char checkpoints[48];
-    if (checkpoint_frames > 0) snprintf(checkpoints, sizeof checkpoints, "checkpoint every %d frames", checkpoint_frames);
-    else snprintf(checkpoints, sizeof checkpoints, "no checkpoint");
-    printf("schema floor, %2d writes per transaction, NORMAL, %s: %6.0f writes/s, %5.1f us per write (CPU %5.1f us)\n",
-           batch, checkpoints, calls / wall, wall / calls * 1e6, cpu / calls * 1e6);
+    if (checkpoint_frames > 0) snprintf(checkpoints, sizeof checkpoints, "checkpoint every %d frames:", checkpoint_frames);
+    else snprintf(checkpoints, sizeof checkpoints, "no checkpoint:");
+    printf("schema floor, %2d writes per transaction, %-6s %-26s %6.0f writes/s, %6.1f us per write (CPU %5.1f us)\n",
+           batch, strcmp(level, "full") == 0 ? "FULL," : "NORMAL,", checkpoints, calls / wall, wall / calls * 1e6,
+           cpu / calls * 1e6);
     sqlite3_close_v2(db);
     return 0;
 }
