@@ -53,6 +53,8 @@ public final class Connection {
     private var recentStatements: [Statement] = []
     private static let recentStatementsMax = 8
     private var savepointDepth = 0
+    /// The SQL of the savepoint at each depth, built once: a group commit opens one per write.
+    private var savepointSQLByDepth: [SavepointSQL] = []
     /// How long a statement waits for another connection's lock (`Options.busyTimeoutMilliseconds`).
     private var busyTimeoutMilliseconds: Int32 = 0
     /// The handler of `onWALCommit(_:)`, kept alive while SQLite holds a pointer to it.
@@ -292,13 +294,31 @@ public final class Connection {
         sqlite3_busy_timeout(liveHandle, milliseconds)
     }
 
-    func nextSavepointName() -> String {
+    /// The statements of the next savepoint down (names repeat by depth, so their cached
+    /// statements serve every savepoint at that depth).
+    func nextSavepoint() -> SavepointSQL {
         savepointDepth += 1
-        return "ledger_savepoint_\(savepointDepth)"
+        while savepointSQLByDepth.count < savepointDepth {
+            savepointSQLByDepth.append(SavepointSQL(name: "ledger_savepoint_\(savepointSQLByDepth.count + 1)"))
+        }
+        return savepointSQLByDepth[savepointDepth - 1]
     }
 
     func savepointEnded() {
         savepointDepth -= 1
+    }
+}
+
+/// The three statements of one savepoint.
+struct SavepointSQL {
+    let begin: String
+    let rollback: String
+    let release: String
+
+    init(name: String) {
+        begin = "SAVEPOINT \(name)"
+        rollback = "ROLLBACK TO SAVEPOINT \(name)"
+        release = "RELEASE SAVEPOINT \(name)"
     }
 }
 

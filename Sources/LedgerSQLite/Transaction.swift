@@ -35,10 +35,9 @@ extension Connection {
     /// Savepoints nest, inside or outside a transaction.
     /// See <https://www.sqlite.org/lang_savepoint.html>.
     public func savepoint<Result>(_ body: () throws -> Result) throws -> Result {
-        let name = nextSavepointName()
+        let savepoint = nextSavepoint()
         defer { savepointEnded() }
-        // Names repeat by depth, so the cached statements serve every savepoint at that depth.
-        try execute("SAVEPOINT \(name)", [])
+        try execute(savepoint.begin, [])
         let result: Result
         do {
             result = try body()
@@ -46,12 +45,12 @@ extension Connection {
             // Rolling back to a savepoint keeps it open; release it so the stack unwinds.
             // When the whole transaction is already gone, there is nothing to undo.
             if !isAutocommit {
-                try? execute("ROLLBACK TO SAVEPOINT \(name)", [])
-                try? execute("RELEASE SAVEPOINT \(name)", [])
+                try? execute(savepoint.rollback, [])
+                try? execute(savepoint.release, [])
             }
             throw error
         }
-        try execute("RELEASE SAVEPOINT \(name)", [])
+        try execute(savepoint.release, [])
         return result
     }
 
