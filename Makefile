@@ -44,19 +44,19 @@ bench-compare: deps
 	fi
 
 # The floor under our write path: the ledger's own SQL for one check-and-consume, run from C
-# on a fresh ledger (bench/schema_floor.c), each run as "level, writes per transaction, calls,
+# on a fresh ledger (Sources/schema-floor), each run as "level, writes per transaction, calls,
 # auto-checkpoint frames": one per transaction and 16 or 64 per transaction at FULL (what
 # group commit could reach with this schema here), and the statements alone (no checkpoint).
 FLOOR_CALLS ?= 20000
 bench-floor: deps
 	$(SWIFT) build --product budget-ledger
+	$(SWIFT) build -c release --product schema-floor
 	@mkdir -p .build-floor
-	cc -O2 -o .build-floor/schema_floor bench/schema_floor.c -lsqlite3
 	@for run in "full 1 5000 1000" "full 16 $(FLOOR_CALLS) 1000" "full 64 $(FLOOR_CALLS) 1000" \
 			"normal 1 $(FLOOR_CALLS) 1000" "normal 16 $(FLOOR_CALLS) 0"; do \
 		set -- $$run; rm -f .build-floor/floor.db*; \
 		$$($(SWIFT) build --show-bin-path)/budget-ledger init --db .build-floor/floor.db > /dev/null || exit 1; \
-		.build-floor/schema_floor .build-floor/floor.db $$1 $$2 $$3 $$4 || exit 1; \
+		$$($(SWIFT) build -c release --show-bin-path)/schema-floor .build-floor/floor.db $$1 $$2 $$3 $$4 || exit 1; \
 	done
 	@rm -f .build-floor/floor.db*
 

@@ -68,6 +68,8 @@ let package = Package(
         ),
         // The benchmark behind `make bench`: figures for the real Ledger API, beside raw SQLite.
         .executableTarget(name: "budget-ledger-bench", dependencies: ["BudgetLedger", "LedgerSQLite"]),
+        // `make bench-floor`: the ledger's own SQL driven from C, the floor under any wrapper.
+        .executableTarget(name: "schema-floor", dependencies: ["CSQLite"], linkerSettings: [.linkedLibrary("sqlite3")]),
         // A worker the crash tests run as many processes and kill with SIGKILL.
         .executableTarget(name: "ledger-crash-worker", dependencies: ["BudgetLedger"]),
         .testTarget(name: "LedgerSQLiteTests", dependencies: ["LedgerSQLite"]),

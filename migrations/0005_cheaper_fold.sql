@@ -13,7 +13,7 @@
 --    the same groups (the order of a GROUP BY's keys changes only the order of its rows,
 --    which every reader sums again or upserts by key), told apart after one or two columns.
 --
--- Measured with callgrind on bench/schema_floor.c (16 consumes per transaction, 5,000 calls,
+-- Measured with callgrind on Sources/schema-floor (16 consumes per transaction, 5,000 calls,
 -- `--toggle-collect=one_write`, memset left out): 104,300 -> 97,500 instructions per
 -- check-and-consume, 6.5% less, all of it in the fold.
 -- The views keep their names and columns: the fold trigger, the *_live views and verify read

@@ -7,14 +7,14 @@
  * It answers "how fast could any wrapper run this schema here?", beside the reference (which
  * runs a simpler schema).
  *
- * Usage: schema_floor LEDGER_FILE normal|full WRITES_PER_TRANSACTION CALLS [CHECKPOINT_FRAMES]
+ * Usage: schema-floor LEDGER_FILE normal|full WRITES_PER_TRANSACTION CALLS [CHECKPOINT_FRAMES]
  * LEDGER_FILE must be a fresh ledger made by `budget-ledger init`; the harness opens its
  * 1,000 threads itself. At normal, commits write their WAL frames but never wait for the
  * disk; at full, every commit syncs the WAL, as SQLite does. CHECKPOINT_FRAMES is SQLite's
  * auto-checkpoint (default 1000; 0: none, the statements and commits alone).
  *
  * For instruction counts (repeatable here, unlike time):
- *   valgrind --tool=callgrind --toggle-collect=one_write ./schema_floor L normal 16 5000
+ *   valgrind --tool=callgrind --toggle-collect=one_write schema-floor L normal 16 5000
  * and divide one_write's inclusive count by the calls (subtract memset: `rep stosb` counts
  * one instruction per byte).
  */
@@ -52,7 +52,7 @@ static uint64_t next_random(void) {
 }
 
 static void fail(sqlite3 *db, const char *what) {
-    fprintf(stderr, "schema_floor: %s: %s\n", what, sqlite3_errmsg(db));
+    fprintf(stderr, "schema-floor: %s: %s\n", what, sqlite3_errmsg(db));
     exit(1);
 }
 
@@ -103,13 +103,13 @@ __attribute__((noinline)) static void one_write(sqlite3 *db, struct statements *
 
 int main(int argc, char **argv) {
     if (argc != 5 && argc != 6) {
-        fprintf(stderr, "usage: schema_floor LEDGER_FILE normal|full WRITES_PER_TRANSACTION CALLS [CHECKPOINT_FRAMES]\n");
+        fprintf(stderr, "usage: schema-floor LEDGER_FILE normal|full WRITES_PER_TRANSACTION CALLS [CHECKPOINT_FRAMES]\n");
         return 64;
     }
     const char *level = argv[2];
     int batch = atoi(argv[3]), calls = atoi(argv[4]), checkpoint_frames = argc == 6 ? atoi(argv[5]) : 1000;
     if ((strcmp(level, "normal") != 0 && strcmp(level, "full") != 0) || batch < 1 || calls < 1 || checkpoint_frames < 0) {
-        fprintf(stderr, "schema_floor: the level is normal or full, WRITES_PER_TRANSACTION and CALLS are positive, "
+        fprintf(stderr, "schema-floor: the level is normal or full, WRITES_PER_TRANSACTION and CALLS are positive, "
                         "CHECKPOINT_FRAMES is not negative\n");
         return 64;
     }
