@@ -114,7 +114,9 @@ public final class Statement {
     ///
     /// The count must equal the statement's parameter count: a mismatch is a programming error.
     public func bind(_ arguments: [any SQLiteBindable]) throws {
-        reset()
+        // Every parameter is bound below, so the old bindings need no clearing first.
+        sqlite3_reset(liveHandle)
+        columnIndexes = nil
         precondition(
             arguments.count == parameterCount,
             "\(arguments.count) arguments for \(parameterCount) parameters in `\(sql)`")
@@ -210,7 +212,7 @@ public final class Statement {
     }
 
     /// The index of the result column called `name` (case-insensitive, as SQLite), or nil.
-    func columnIndex(named name: String) -> Int? {
+    @usableFromInline func columnIndex(named name: String) -> Int? {
         if columnIndexes == nil {
             var indexes: [String: Int] = [:]
             for index in (0..<columnCount).reversed() {
@@ -253,7 +255,11 @@ public struct RowCursor {
 
 /// The current row of a statement: read columns by index (0-based) or by name.
 public struct Row {
-    let statement: Statement
+    @usableFromInline let statement: Statement
+
+    init(statement: Statement) {
+        self.statement = statement
+    }
 
     /// The raw value of column `index`.
     public func value(at index: Int) -> SQLiteValue {
@@ -262,7 +268,7 @@ public struct Row {
     }
 
     /// Column `index` decoded as `Value`; throws `SQLITE_MISMATCH` when it holds another type.
-    public subscript<Value: SQLiteColumnDecodable>(index: Int) -> Value {
+    @inlinable public subscript<Value: SQLiteColumnDecodable>(index: Int) -> Value {
         get throws {
             let raw = value(at: index)
             guard let decoded = Value.decode(from: raw) else {
@@ -276,7 +282,7 @@ public struct Row {
     }
 
     /// Column `name` decoded as `Value`; a name the statement does not return is a programming error.
-    public subscript<Value: SQLiteColumnDecodable>(name: String) -> Value {
+    @inlinable public subscript<Value: SQLiteColumnDecodable>(name: String) -> Value {
         get throws {
             guard let index = statement.columnIndex(named: name) else {
                 preconditionFailure("no column \(name) in `\(statement.sql)`")
@@ -288,7 +294,7 @@ public struct Row {
 
 extension SQLiteValue {
     /// The storage class name, for error messages (never the value itself).
-    var typeName: String {
+    @usableFromInline var typeName: String {
         switch self {
         case .null: return "NULL"
         case .integer: return "INTEGER"
