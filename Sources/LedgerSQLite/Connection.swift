@@ -96,8 +96,7 @@ public final class Connection {
     }
 
     private func configure(_ options: Options) throws {
-        busyTimeoutMilliseconds = options.busyTimeoutMilliseconds
-        sqlite3_busy_timeout(liveHandle, options.busyTimeoutMilliseconds)
+        setBusyTimeout(milliseconds: options.busyTimeoutMilliseconds)
         // The first statement reads the file header, so a file that is not SQLite fails here,
         // before anything is written to it.
         if !options.readOnly && options.walAtOpen {
@@ -106,8 +105,7 @@ public final class Connection {
             _ = try fetchText("PRAGMA schema_version")
         }
         try execute(sql: "PRAGMA foreign_keys = ON")
-        try execute(sql: "PRAGMA synchronous = \(options.synchronous.rawValue)")
-        synchronous = options.synchronous
+        try applySynchronous(options.synchronous)
     }
 
     /// The synchronous level commits run at now.
@@ -119,6 +117,10 @@ public final class Connection {
     /// See <https://www.sqlite.org/pragma.html#pragma_synchronous>.
     public func setSynchronous(_ level: Synchronous) throws {
         guard level != synchronous else { return }
+        try applySynchronous(level)
+    }
+
+    private func applySynchronous(_ level: Synchronous) throws {
         try execute(sql: "PRAGMA synchronous = \(level.rawValue)")
         synchronous = level
     }
@@ -289,8 +291,10 @@ public final class Connection {
     /// False while a transaction is open. See <https://www.sqlite.org/c3ref/get_autocommit.html>.
     public var isAutocommit: Bool { sqlite3_get_autocommit(liveHandle) != 0 }
 
-    /// Sets how long statements wait for another connection's lock.
+    /// Sets how long statements wait for another connection's lock (and how long `enableWAL()`
+    /// retries, since SQLite has no getter for it).
     public func setBusyTimeout(milliseconds: Int32) {
+        busyTimeoutMilliseconds = milliseconds
         sqlite3_busy_timeout(liveHandle, milliseconds)
     }
 

@@ -56,9 +56,14 @@ public final class Statement {
     /// Resets the statement so it can run again, and clears every binding.
     /// See <https://www.sqlite.org/c3ref/reset.html>.
     public func reset() {
+        rewind()
+        sqlite3_clear_bindings(liveHandle)
+    }
+
+    /// Resets the statement, keeping its bindings.
+    private func rewind() {
         // The result of sqlite3_reset repeats the last step's error, already reported by step().
         sqlite3_reset(liveHandle)
-        sqlite3_clear_bindings(liveHandle)
         // SQLite recompiles a statement silently after a schema change, and the columns may
         // move: names are looked up afresh for every run.
         columnIndexes = nil
@@ -115,8 +120,7 @@ public final class Statement {
     /// The count must equal the statement's parameter count: a mismatch is a programming error.
     public func bind(_ arguments: [any SQLiteBindable]) throws {
         // Every parameter is bound below, so the old bindings need no clearing first.
-        sqlite3_reset(liveHandle)
-        columnIndexes = nil
+        rewind()
         precondition(
             arguments.count == parameterCount,
             "\(arguments.count) arguments for \(parameterCount) parameters in `\(sql)`")

@@ -25,7 +25,8 @@
 #include <string.h>
 #include <time.h>
 
-/* Keep these two in step with Sources/BudgetLedger/LedgerSQL.swift. */
+/* Copies of LedgerSQL.selectThreadAndDefault and LedgerSQL.insertConsume (Sources/BudgetLedger/LedgerSQL.swift):
+ * C cannot share the Swift strings; Tests/BudgetLedgerTests/SchemaFloorTests.swift fails when they part. */
 static const char *select_thread =
     "SELECT s.max_tokens, s.prompt_tokens, s.completion_tokens, s.request_count,"
     " (SELECT group_concat(t.threshold_percent) FROM thread_thresholds AS t WHERE t.thread_id = s.thread_id),"
