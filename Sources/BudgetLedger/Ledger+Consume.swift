@@ -53,7 +53,7 @@ extension Ledger {
     @discardableResult
     public func checkBudget(_ threadID: String, estimatedTokens: Int64 = 0) throws -> ThreadBudget {
         try Validate.identifier(threadID, field: "threadId")
-        try Validate.tokens(estimatedTokens, field: "estimatedTokens")
+        try Validate.count(estimatedTokens, field: "estimatedTokens", max: LedgerLimits.tokensPerRequestMax)
         let budget = try budget(for: threadID)
         if budget.isExhausted || !budget.canConsume(estimatedTokens) {
             throw BudgetExhaustedError(
@@ -92,8 +92,12 @@ extension Ledger {
                 field: "promptTokens", reason: "the thread's total would overflow a 64-bit count")
         }
         let cost = try price(of: request, at: now, pricesVersion: found.pricesVersion, on: connection)
-        try connection.execute(
-            LedgerSQL.insertConsume, request.consumeArguments(at: now, costNanos: cost, reservationID: reservationID))
+        do {
+            try connection.execute(
+                LedgerSQL.insertConsume, request.consumeArguments(at: now, costNanos: cost, reservationID: reservationID))
+        } catch let error as SQLiteError where error.isCapacityReached {
+            throw LedgerError.conflict(error.message)
+        }
         let eventID = connection.lastInsertRowID
         var budget = before.with(
             promptTokens: promptTotal, completionTokens: completionTotal, requestCount: before.requestCount + 1,
@@ -115,9 +119,14 @@ extension Ledger {
                 try cache.price(forModel: model, at: now, currentVersion: pricesVersion, on: connection)
             })
         else { return nil }
-        guard let cost = Money.cost(promptTokens: request.promptTokens, completionTokens: request.completionTokens, price: price)
+        // Prices set since 0006 keep every cost under the limit; an older, higher price may not.
+        guard let cost = Money.cost(promptTokens: request.promptTokens, completionTokens: request.completionTokens, price: price),
+            cost <= LedgerLimits.costNanosPerCallMax
         else {
-            throw LedgerError.invalidInput(field: "promptTokens", reason: "the cost of this call overflows 64-bit nano-dollars")
+            throw LedgerError.invalidInput(
+                field: "promptTokens",
+                reason: "the cost of this call at \(model)'s price is above the limit of "
+                    + "\(Money.decimalString(nanos: LedgerLimits.costNanosPerCallMax)) USD per call")
         }
         return cost
     }
@@ -199,9 +208,7 @@ struct ConsumeRequest: Sendable {
         try Validate.optionalIdentifier(usage.agentID, field: "agentId")
         try Validate.optionalIdentifier(usage.model, field: "model")
         try Validate.optionalIdentifier(usage.provider, field: "provider")
-        if let latency = usage.latencyMilliseconds, latency < 0 {
-            throw LedgerError.invalidInput(field: "latencyMs", reason: "must not be negative (got \(latency))")
-        }
+        try Validate.latency(usage.latencyMilliseconds)
         (organizationID, userID) = try Validate.metadata(usage.metadataJSON)
         self.threadID = threadID
         self.promptTokens = promptTokens

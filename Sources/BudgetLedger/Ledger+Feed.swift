@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import LedgerSQLite
 
 /// Any event of the ledger, as the feed and exports read it.
@@ -95,10 +98,12 @@ public enum ExportGrouping: String, Sendable, CaseIterable {
 
 extension Ledger {
     /// The most events one feed page may hold.
-    public static let feedPageLimitMax = 10_000
+    public static let feedPageLimitMax = LedgerLimits.feedPageLimitMax
 
     /// Events with id greater than `after`, in id order: a resumable feed. An exporter that
-    /// remembers `lastID` gets every event exactly once, across its own restarts.
+    /// remembers `lastID` gets every event exactly once, across its own restarts, and across a
+    /// crash or power loss of the ledger's machine: a page holds only events already synced to
+    /// disk, so an id it served is never taken back and reused.
     ///
     /// - Throws: `LedgerError.invalidInput` for a negative `after` or a limit outside 1…10,000.
     public func events(after: Int64, limit: Int = 1_000) throws -> EventPage {
@@ -112,6 +117,9 @@ extension Ledger {
             try connection.cachedStatement("SELECT \(LedgerEvent.columns) FROM events WHERE id > ? ORDER BY id LIMIT ?")
                 .fetchAll([after, limit], LedgerEvent.init(row:))
         }
+        // Everything just read was committed, but maybe not yet synced: make it durable before a
+        // consumer can save its ids (see syncLogForReaders).
+        try syncLogForReaders()
         return EventPage(events: events, lastID: events.last?.id ?? after)
     }
 
@@ -135,13 +143,18 @@ extension Ledger {
     }
 
     /// Consume totals in the range, grouped (nil key: events without that field), by key.
+    ///
+    /// Like every derived total, an event recorded before the limits existed counts each value
+    /// at most at its limit (see `migrations/0006_bounded_sums.sql`), so no sum can overflow.
     public func rollup(_ query: ExportQuery, by grouping: ExportGrouping) throws -> [(key: String?, totals: UsageTotals)] {
         try validate(query)
         return try withReadSnapshot { connection in
             try connection.prepare(
                 """
-                SELECT \(grouping.expression), sum(prompt_tokens), sum(completion_tokens), count(*),
-                       coalesce(sum(cost_nanos), 0), sum(cost_nanos IS NULL), coalesce(sum(latency_ms), 0), count(latency_ms)
+                SELECT \(grouping.expression), sum(min(prompt_tokens, \(LedgerLimits.tokensPerCallMax))),
+                       sum(min(completion_tokens, \(LedgerLimits.tokensPerCallMax))), count(*),
+                       coalesce(sum(min(cost_nanos, \(LedgerLimits.costNanosPerCallMax))), 0), sum(cost_nanos IS NULL),
+                       coalesce(sum(min(latency_ms, \(LedgerLimits.latencyMillisecondsMax))), 0), count(latency_ms)
                 FROM events
                 WHERE kind = 'consume' AND timestamp_us >= ?1 AND timestamp_us < ?2 AND (?3 IS NULL OR org_id = ?3)
                 GROUP BY 1 ORDER BY 1
@@ -186,9 +199,46 @@ extension Ledger {
             let reader = try Connection(
                 path: path, options: Connection.Options(busyTimeoutMilliseconds: configuration.busyTimeoutMilliseconds))
             defer { reader.close() }
-            return try reader.transaction(.deferred) { try body(reader) }
+            return try reader.transaction(.deferred) {
+                // The first read fixes the snapshot; syncing the WAL after it makes everything in
+                // the snapshot durable before the body streams a single row out.
+                _ = try reader.prepare("SELECT 1 FROM events LIMIT 1").fetchAll { _ in 0 }
+                try syncLogForReaders()
+                return try body(reader)
+            }
         } catch let error as SQLiteError {
             throw LedgerError.database(path: path, error)
+        }
+    }
+}
+
+extension Ledger {
+    /// Syncs the ledger's WAL (`fdatasync` of `<ledger>-wal`) so that every transaction a reader
+    /// has seen is durable before the reader hands it on.
+    ///
+    /// A transaction is visible to readers as soon as it commits, which at NORMAL (and at FULL,
+    /// while a group commit's sync runs after the write lock) is before its WAL frames reach the
+    /// disk. A power loss then takes it back, and the next event reuses its id (ids are
+    /// max(id) + 1): a feed consumer that saved the id would skip the new event for ever. Syncing
+    /// a file flushes every dirty page of it, whoever wrote them, so after this call every frame
+    /// committed before it is durable. Without a WAL file (never written, or checkpointed and
+    /// removed) everything is in the database file, which a checkpoint syncs before it resets
+    /// the WAL. In-memory ledgers have nothing to sync.
+    /// See <https://www.sqlite.org/wal.html> and <https://www.sqlite.org/pragma.html#pragma_synchronous>.
+    func syncLogForReaders() throws {
+        guard path != ":memory:", !path.isEmpty else { return }
+        let walPath = path + "-wal"
+        let descriptor = open(walPath, O_RDONLY | O_CLOEXEC)
+        if descriptor < 0 {
+            if errno == ENOENT { return }
+            throw LedgerError.database(
+                path: path, SQLiteError(extendedCode: .ioErrorFsync, message: "cannot open \(walPath) to sync it (errno \(errno))"))
+        }
+        defer { Glibc.close(descriptor) }
+        readerLogSyncs.add(1, ordering: .relaxed)
+        if fdatasync(descriptor) != 0 {
+            throw LedgerError.database(
+                path: path, SQLiteError(extendedCode: .ioErrorFsync, message: "fdatasync of \(walPath) failed (errno \(errno))"))
         }
     }
 }

@@ -4,7 +4,7 @@ extension Ledger {
     /// The ttl of a hold when none is given: 5 minutes.
     public static let defaultHoldSeconds: Int64 = 300
     /// The longest ttl a hold may ask for: 7 days.
-    public static let holdSecondsMax: Int64 = 7 * 24 * 3_600
+    public static let holdSecondsMax: Int64 = LedgerLimits.holdSecondsMax
 
     /// Holds `tokens` against the thread's budget for `ttlSeconds`, opening the thread when new.
     ///
@@ -17,8 +17,9 @@ extension Ledger {
         -> ReserveResult
     {
         try Validate.identifier(threadID, field: "threadId")
-        if tokens < 1 {
-            throw LedgerError.invalidInput(field: "tokens", reason: "must be at least 1 (got \(tokens))")
+        guard (1...LedgerLimits.tokensPerRequestMax).contains(tokens) else {
+            throw LedgerError.invalidInput(
+                field: "tokens", reason: "must be 1…\(LedgerLimits.tokensPerRequestMax) (got \(tokens))")
         }
         guard (1...Self.holdSecondsMax).contains(ttlSeconds) else {
             throw LedgerError.invalidInput(
@@ -43,7 +44,7 @@ extension Ledger {
             let budget = ThreadBudget(
                 threadID: threadID, maxTokens: before.maxTokens, promptTokens: before.promptTokens,
                 completionTokens: before.completionTokens, requestCount: before.requestCount,
-                triggeredThresholds: before.triggeredThresholds, heldTokens: before.heldTokens + tokens)
+                triggeredThresholds: before.triggeredThresholds, heldTokens: before.heldTokens.saturatingAdd(tokens))
             return ReserveResult(reservation: reservation, budget: budget)
         }
     }

@@ -62,9 +62,9 @@ extension Ledger {
 
     /// Sets the default max for threads opened from now on; open threads keep theirs.
     ///
-    /// - Throws: `LedgerError.invalidInput` for a negative max.
+    /// - Throws: `LedgerError.invalidInput` for a max outside `0...LedgerLimits.maxTokensMax`.
     public func configure(maxTokensPerThread: Int64) throws {
-        try Validate.tokens(maxTokensPerThread, field: "maxTokensPerThread")
+        try Validate.maxTokens(maxTokensPerThread, field: "maxTokensPerThread")
         try write { [self] connection in
             try connection.execute(LedgerSQL.insertConfigure, [configuration.clock(), maxTokensPerThread])
         }
@@ -138,11 +138,11 @@ extension Ledger {
     /// Sets one thread's max, opening the thread when it is not open. The max may be lowered
     /// below what is spent (the thread is then exhausted); 0 blocks the thread entirely.
     ///
-    /// - Throws: `LedgerError.invalidInput` for a negative max or a bad thread id.
+    /// - Throws: `LedgerError.invalidInput` for a max outside `0...LedgerLimits.maxTokensMax` or a bad thread id.
     @discardableResult
     public func setLimit(_ threadID: String, maxTokens: Int64) throws -> ThreadBudget {
         try Validate.identifier(threadID, field: "threadId")
-        try Validate.tokens(maxTokens, field: "maxTokens")
+        try Validate.maxTokens(maxTokens, field: "maxTokens")
         return try write { [self] connection in
             let now = configuration.clock()
             try connection.execute(LedgerSQL.insertLimit, [now, threadID, maxTokens])

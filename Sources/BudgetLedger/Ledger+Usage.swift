@@ -15,7 +15,8 @@ public struct UsageTotals: Sendable, Equatable {
 
     public init() {}
 
-    public var totalTokens: Int64 { promptTokens + completionTokens }
+    /// Prompt plus completion tokens; saturates rather than trap (the limits keep it below 8e18).
+    public var totalTokens: Int64 { promptTokens.saturatingAdd(completionTokens) }
 
     /// The mean latency of the events that carry one; nil when none does.
     public var averageLatencyMilliseconds: Double? {

@@ -23,7 +23,12 @@ extension Ledger {
             "thread_id"
         ),
         ("thread_thresholds", "thread_thresholds_from_events", "thread_id, threshold_percent, event_id", "thread_id"),
-        ("ledger_settings", "ledger_settings_from_events", "id, default_max_tokens, usage_window", "id"),
+        (
+            "ledger_settings", "ledger_settings_from_events",
+            "id, default_max_tokens, usage_window, all_time_prompt_tokens, all_time_completion_tokens, "
+                + "all_time_cost_nanos, all_time_latency_ms",
+            "id"
+        ),
         ("holds", "holds_from_events", "reservation_id, thread_id, tokens, expires_at_us", "reservation_id"),
         (
             "usage_rollup_live", "usage_rollup_from_events",
@@ -64,6 +69,7 @@ extension Ledger {
                 """
             ).fetchAll { try $0[0] as Int64 }
             problems += mispriced.map { "events: event \($0) has a cost that differs from the price table" }
+            problems += try appendOnlyProblems(on: connection)
             for name in Self.guardTriggers {
                 let count = try connection.prepare("SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND name = ?")
                     .fetchOne([name]) { try $0[0] as Int64 } ?? 0
@@ -75,6 +81,39 @@ extension Ledger {
             let threads = try connection.prepare("SELECT count(*) FROM thread_state").fetchOne { try $0[0] as Int64 } ?? 0
             return VerifyReport(eventCount: events, threadCount: threads, problems: problems)
         }
+    }
+
+    /// The unique indexes on `events` that `events_check_insert` guards against INSERT OR REPLACE.
+    private static let guardedUniqueIndexes: Set<String> = ["events_idempotency_key", "events_reservation_end"]
+
+    /// Signs that events were removed: a gap in the ids (they are contiguous from 1 when nothing
+    /// is ever deleted; INSERT OR REPLACE deletes without firing the delete trigger), and a
+    /// unique index that `events_check_insert` does not guard, through which a REPLACE could.
+    private func appendOnlyProblems(on connection: Connection) throws -> [String] {
+        var problems: [String] = []
+        let (count, maxID) = try connection.prepare("SELECT count(*), coalesce(max(id), 0) FROM events")
+            .fetchOne { (try $0[0] as Int64, try $0[1] as Int64) } ?? (0, 0)
+        if count != maxID {
+            let missing = try connection.prepare(
+                """
+                SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM events WHERE id = 1) AND EXISTS (SELECT 1 FROM events)
+                UNION ALL
+                SELECT id + 1 FROM events AS e
+                WHERE id < (SELECT max(id) FROM events) AND NOT EXISTS (SELECT 1 FROM events WHERE id = e.id + 1)
+                LIMIT 20
+                """
+            ).fetchAll { try $0[0] as Int64 }
+            problems.append(
+                "events: \(maxID - count) event ids are missing (ids are contiguous when nothing is deleted), "
+                    + "the first missing: \(missing.map(String.init).joined(separator: ", "))")
+        }
+        let unguarded = try connection.prepare(
+            "SELECT name FROM pragma_index_list('events') WHERE \"unique\" = 1 AND origin = 'c' ORDER BY name"
+        ).fetchAll { try $0[0] as String }.filter { !Self.guardedUniqueIndexes.contains($0) }
+        problems += unguarded.map {
+            "events: unique index \($0) is not guarded by events_check_insert, so INSERT OR REPLACE could delete through it"
+        }
+        return problems
     }
 
     /// Rows of `table` that `view` does not reproduce, and the reverse, named by `key`.

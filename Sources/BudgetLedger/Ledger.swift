@@ -53,6 +53,8 @@ public final class Ledger: Sendable {
     let transactionsSinceContention = Atomic<Int>(Ledger.contendedTransactionsMemory + 1)
     let writerLock: WriterLock
     let writeStatistics = Mutex(WriteStatistics())
+    /// WAL syncs run for readers of the feed and exports (`syncLogForReaders`); read by tests.
+    let readerLogSyncs = Atomic<Int>(0)
     /// The price table for the consume path; used under the connection lock.
     let priceCache = Mutex(PriceCache())
     /// WAL checkpoints of a file ledger (in the background at NORMAL); nil in memory.

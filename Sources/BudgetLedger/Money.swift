@@ -42,8 +42,11 @@ public enum Money {
                     + "($0.001 per million tokens)")
         }
         let scaled = String(wholePart) + fractionPart + String(repeating: "0", count: 3 - fractionPart.count)
-        guard let nanos = Int64(scaled), nanos <= 1_000_000_000_000 else {
-            throw LedgerError.invalidInput(field: field, reason: "\(text) USD per million tokens is too large")
+        guard let nanos = Int64(scaled), nanos <= LedgerLimits.priceNanosPerTokenMax else {
+            throw LedgerError.invalidInput(
+                field: field,
+                reason: "\(text) USD per million tokens is above the limit of "
+                    + "\(usdPerMillion(nanosPerToken: LedgerLimits.priceNanosPerTokenMax)) USD per million tokens")
         }
         return nanos
     }

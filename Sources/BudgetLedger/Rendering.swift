@@ -41,7 +41,7 @@ extension LedgerEvent {
             ("threadId", .optional(threadID)),
             ("promptTokens", .integer(promptTokens)),
             ("completionTokens", .integer(completionTokens)),
-            ("totalTokens", .integer(promptTokens + completionTokens)),
+            ("totalTokens", .integer(promptTokens.saturatingAdd(completionTokens))),
             ("agentId", .optional(usage.agentID)),
             ("model", .optional(usage.model)),
             ("provider", .optional(usage.provider)),
@@ -72,7 +72,7 @@ extension LedgerEvent {
         [
             String(id), Timestamps.iso8601(microseconds: timestampMicroseconds), threadID ?? "", usage.agentID ?? "",
             usage.model ?? "", usage.provider ?? "", organizationID ?? "", userID ?? "", String(promptTokens),
-            String(completionTokens), String(promptTokens + completionTokens),
+            String(completionTokens), String(promptTokens.saturatingAdd(completionTokens)),
             usage.latencyMilliseconds.map { String($0) } ?? "", costNanos.map { Money.decimalString(nanos: $0) } ?? "",
             usage.metadataJSON ?? "",
         ]

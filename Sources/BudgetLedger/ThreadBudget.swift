@@ -28,11 +28,12 @@ public struct ThreadBudget: Sendable, Equatable {
         self.triggeredThresholds = triggeredThresholds
     }
 
-    /// Prompt plus completion tokens. The ledger refuses any consume that would overflow it.
-    public var totalTokens: Int64 { promptTokens + completionTokens }
+    /// Prompt plus completion tokens. The limits keep it far below `Int64.max`
+    /// (`LedgerLimits`); a value read from a damaged file saturates rather than trap.
+    public var totalTokens: Int64 { promptTokens.saturatingAdd(completionTokens) }
 
     /// Tokens left before the max, never negative.
-    public var remaining: Int64 { max(0, maxTokens - totalTokens) }
+    public var remaining: Int64 { max(0, maxTokens.saturatingSubtract(totalTokens)) }
 
     /// True when the total has reached the max (a max of 0 is always exhausted).
     public var isExhausted: Bool { totalTokens >= maxTokens }
@@ -44,8 +45,7 @@ public struct ThreadBudget: Sendable, Equatable {
 
     /// Tokens a new hold or checked consume may still take: max − spent − held, never negative.
     public var remainingAfterHolds: Int64 {
-        let (committed, overflow) = totalTokens.addingReportingOverflow(heldTokens)
-        return overflow ? 0 : max(0, maxTokens - committed)
+        max(0, maxTokens.saturatingSubtract(totalTokens.saturatingAdd(heldTokens)))
     }
 
     /// Whether `tokens` more fit under the max: total + held + tokens ≤ max, without overflow.
@@ -111,7 +111,7 @@ public struct ThresholdCrossing: Sendable, Equatable {
     }
 
     public var percentUsed: Double { maxTokens == 0 ? 0 : Double(tokensUsed) / Double(maxTokens) * 100 }
-    public var tokensRemaining: Int64 { max(0, maxTokens - tokensUsed) }
+    public var tokensRemaining: Int64 { max(0, maxTokens.saturatingSubtract(tokensUsed)) }
 }
 
 /// Optional usage details recorded with a consume, for billing.

@@ -1,9 +1,38 @@
-/// Limits on what callers may pass in; exceeding one is a clear error, never a clamp.
+import LedgerSQLite
+
+/// Limits on what callers may pass in; exceeding one is a clear error naming the field and the
+/// limit, never a clamp, and nothing is written.
+///
+/// Chosen so that no sum the ledger keeps can overflow 64 bits (the arithmetic is in
+/// `migrations/0006_bounded_sums.sql`, which enforces the same numbers for plain-SQL writers):
+/// every total is a sum over a subset of the consumes, each value at most its limit, and the
+/// all-time sum of each summed column is held under `allTimeSumMax` (4e18), so the largest
+/// expression, a sum of prompt + completion, stays under 8e18 < 2^63 − 1.
 public enum LedgerLimits {
     /// Thread ids, idempotency keys, agent ids, models and providers: at most this many UTF-8 bytes.
     public static let identifierBytesMax = 256
     /// Metadata JSON: at most this many UTF-8 bytes.
     public static let metadataBytesMax = 16 * 1024
+    /// Prompt tokens, and completion tokens, of one call: 1e9 (500× the largest context window today).
+    public static let tokensPerCallMax: Int64 = 1_000_000_000
+    /// An estimate (`checkBudget`) or a hold (`reserve`): prompt + completion of one call.
+    public static let tokensPerRequestMax: Int64 = 2 * tokensPerCallMax
+    /// A thread's max, and the default max for new threads: 1e15 tokens.
+    public static let maxTokensMax: Int64 = 1_000_000_000_000_000
+    /// The latency of one call: 7 days in milliseconds (a batch job's window, with room to spare).
+    public static let latencyMillisecondsMax: Int64 = 7 * 24 * 3_600 * 1_000
+    /// A price, prompt or completion: 1e7 nano-dollars per token, i.e. $10,000 per million tokens.
+    public static let priceNanosPerTokenMax: Int64 = 10_000_000
+    /// The cost of one call: `tokensPerRequestMax` tokens at `priceNanosPerTokenMax` (2e16 nano-dollars, $20M).
+    public static let costNanosPerCallMax: Int64 = tokensPerRequestMax * priceNanosPerTokenMax
+    /// The ttl of a hold: 7 days.
+    public static let holdSecondsMax: Int64 = 7 * 24 * 3_600
+    /// Events per page of the feed (`events(after:limit:)`).
+    public static let feedPageLimitMax = 10_000
+    /// The ledger's capacity: the all-time sum of each of prompt tokens, completion tokens, cost
+    /// (nano-dollars) and latency (ms) over every consume. 4e18 tokens last 126,000 years at a
+    /// million tokens a second; 4e18 nano-dollars is $4 billion. A consume past it is refused.
+    public static let allTimeSumMax: Int64 = 4_000_000_000_000_000_000
 }
 
 enum Validate {
@@ -32,23 +61,31 @@ enum Validate {
         if let value { try identifier(value, field: field) }
     }
 
-    /// A token count that is zero or more.
-    static func tokens(_ value: Int64, field: String) throws {
+    /// A count in `0...max`: the message names the field and the rule.
+    static func count(_ value: Int64, field: String, max: Int64) throws {
         if value < 0 {
             throw LedgerError.invalidInput(field: field, reason: "must not be negative (got \(value))")
         }
+        if value > max {
+            throw LedgerError.invalidInput(field: field, reason: "must be at most \(max) (got \(value))")
+        }
     }
 
-    /// prompt + completion, refusing negatives and overflow.
+    /// prompt + completion of one call, each in `0...tokensPerCallMax`.
     static func tokenSum(prompt: Int64, completion: Int64) throws -> Int64 {
-        try tokens(prompt, field: "promptTokens")
-        try tokens(completion, field: "completionTokens")
-        let (sum, overflow) = prompt.addingReportingOverflow(completion)
-        if overflow {
-            throw LedgerError.invalidInput(
-                field: "completionTokens", reason: "prompt + completion tokens overflow a 64-bit count")
-        }
-        return sum
+        try count(prompt, field: "promptTokens", max: LedgerLimits.tokensPerCallMax)
+        try count(completion, field: "completionTokens", max: LedgerLimits.tokensPerCallMax)
+        return prompt + completion
+    }
+
+    /// A latency in `0...latencyMillisecondsMax`, when given.
+    static func latency(_ value: Int64?) throws {
+        if let value { try count(value, field: "latencyMs", max: LedgerLimits.latencyMillisecondsMax) }
+    }
+
+    /// A thread's max or the default max, in `0...maxTokensMax`.
+    static func maxTokens(_ value: Int64, field: String) throws {
+        try count(value, field: field, max: LedgerLimits.maxTokensMax)
     }
 
     static func thresholds(_ thresholds: [BudgetThreshold]) throws {
@@ -63,5 +100,29 @@ enum Validate {
             }
             try identifier(threshold.severity, field: "threshold severity")
         }
+    }
+}
+
+extension SQLiteError {
+    /// The refusal of `events_apply_consume` (migration 0006) when a consume would take an
+    /// all-time sum past `LedgerLimits.allTimeSumMax`.
+    var isCapacityReached: Bool { code == .constraint && message.hasPrefix("ledger capacity reached") }
+}
+
+extension Int64 {
+    /// `self + other`, or the nearest bound when the true sum does not fit: arithmetic on values
+    /// read back from a ledger file never traps, whatever the file holds (an event recorded
+    /// before the limits existed, a row written with plain SQL).
+    @inlinable
+    public func saturatingAdd(_ other: Int64) -> Int64 {
+        let (sum, overflow) = addingReportingOverflow(other)
+        return overflow ? (other > 0 ? .max : .min) : sum
+    }
+
+    /// `self - other`, or the nearest bound when the true difference does not fit.
+    @inlinable
+    public func saturatingSubtract(_ other: Int64) -> Int64 {
+        let (difference, overflow) = subtractingReportingOverflow(other)
+        return overflow ? (other < 0 ? .max : .min) : difference
     }
 }

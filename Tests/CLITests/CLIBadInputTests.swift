@@ -19,7 +19,11 @@ struct BadInput: Sendable, CustomTestStringConvertible {
         BadInput(arguments: ["consume", "t", "--prompt=-5"], names: "promptTokens"),
         BadInput(arguments: ["consume", "t", "--prompt", "1", "--completion", "-1"], names: "completionTokens"),
         BadInput(arguments: ["consume", "t", "--prompt", "-5", "--enforce"], names: "promptTokens"),
-        BadInput(arguments: ["consume", "t", "--prompt", "9223372036854775807", "--completion", "1"], names: "overflow"),
+        BadInput(arguments: ["consume", "t", "--prompt", "9000000000000000000"], names: "promptTokens: must be at most 1000000000"),
+        BadInput(arguments: ["consume", "t", "--prompt", "1", "--completion", "1000000001"], names: "completionTokens"),
+        BadInput(arguments: ["consume", "t", "--prompt", "1", "--latency-ms", "9000000000000000000"], names: "latencyMs"),
+        BadInput(arguments: ["set-limit", "t", "1000000000000001"], names: "maxTokens: must be at most 1000000000000000"),
+        BadInput(arguments: ["reserve", "t", "--tokens", "2000000001"], names: "tokens"),
         BadInput(arguments: ["consume", "t", "--prompt", "9223372036854775808"], names: "--prompt"),
         BadInput(arguments: ["consume", "", "--prompt", "1"], names: "threadId"),
         BadInput(arguments: ["consume", String(repeating: "x", count: 257), "--prompt", "1"], names: "threadId"),
@@ -72,19 +76,19 @@ struct CLIBadInputTests {
         #expect(try ledger.budget("t").totalTokens == 10)
     }
 
-    @Test("A consume that would overflow the thread's 64-bit total exits 64 and writes nothing")
-    func threadTotalOverflow() throws {
-        // Proves the overflow check covers the running total, not only prompt + completion.
+    @Test("The issue's overflow repro is refused at the first command, and usage and verify keep working")
+    func overflowReproRefused() throws {
+        // Proves issue 13's repro: two oversized consumes on two threads used to be accepted and then
+        // broke `usage`, `verify` and, at the next fold, every consume. Now the first is refused.
         let ledger = try ScratchLedger()
         defer { ledger.remove() }
-        let nearlyFull = try ledger.run("consume", "t", "--prompt", "9223372036854775000")
-        #expect(nearlyFull.status == 0, "\(nearlyFull)")
-        let before = try ledger.snapshot()
-
-        let overflow = try ledger.run("consume", "t", "--prompt", "1000")
-        #expect(overflow.status == 64, "\(overflow)")
-        #expect(overflow.firstErrorLine.hasPrefix("Error:"), "\(overflow)")
-        #expect(overflow.firstErrorLine.contains("overflow"), "\(overflow)")
-        #expect(try ledger.snapshot() == before)
+        for thread in ["a", "b"] {
+            let oversized = try ledger.run("consume", thread, "--prompt", "9000000000000000000")
+            #expect(oversized.status == 64, "\(oversized)")
+            #expect(oversized.firstErrorLine == "Error: invalid promptTokens: must be at most 1000000000 (got 9000000000000000000)")
+        }
+        _ = try ledger.consume("c", "--prompt", "1000000000", "--completion", "1000000000")
+        _ = try ledger.succeed("usage")
+        _ = try ledger.succeed("verify")
     }
 }
