@@ -15,7 +15,8 @@
 -- judged by the thread's spent tokens in the window when the limit was recorded. It reads only
 -- the limits that follow a crossing, and sums the consumes before them in one pass over the
 -- events (CROSS JOIN fixes the loop order, `+id` keeps SQLite from using id as a rowid range per
--- limit), so verify stays linear in the events.
+-- limit, `+kind` from building an automatic index on the events), so verify stays linear in the
+-- events.
 --
 -- events_apply_other is re-created whole (a trigger cannot be altered); only its limit statement
 -- is new, the rest is 0004's text. thread_thresholds is then derived again under the new rule,
@@ -83,7 +84,7 @@ spent_at_limits AS MATERIALIZED (
     SELECT limits.id, sum(events.prompt_tokens + events.completion_tokens) AS spent
     FROM events CROSS JOIN limits
         ON limits.thread_id = events.thread_id AND +events.id > limits.window_event_id AND +events.id < limits.id
-    WHERE events.kind = 'consume' AND EXISTS (SELECT 1 FROM limits)
+    WHERE +events.kind = 'consume' AND EXISTS (SELECT 1 FROM limits)
     GROUP BY limits.id
 ),
 rearms AS MATERIALIZED (
