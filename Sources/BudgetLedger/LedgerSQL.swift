@@ -98,7 +98,14 @@ enum LedgerSQL {
         VALUES (lower(?), ?, ?, ?, ?)
         """
 
-    static let selectLastEventTimestamp = "SELECT coalesce(max(timestamp_us), 0) FROM events"
+    /// The latest consume at or after `?1` whose model starts with the lowercased prefix `?2`
+    /// (as the `event_prices` view matches them): one a price for `?2` from `?1` would re-price.
+    /// The range is read through `events_timestamp`, so a start after every event reads nothing.
+    static let selectLatestConsumeOfPrefix = """
+        SELECT id, timestamp_us FROM events
+        WHERE timestamp_us >= ?1 AND kind = 'consume' AND substr(lower(model), 1, length(?2)) = ?2
+        ORDER BY timestamp_us DESC LIMIT 1
+        """
 
     static let insertUsageReset = "INSERT INTO events (timestamp_us, kind) VALUES (?, 'usage_reset')"
 
