@@ -9,7 +9,8 @@ extension Ledger {
     /// With an `idempotencyKey` already recorded, records nothing and replays the original.
     ///
     /// - Throws: `LedgerError.invalidInput` for bad input (nothing is written),
-    ///   `LedgerError.conflict` when the key was used for a different consume.
+    ///   `LedgerError.conflict` when the key was used for a different request (any recorded
+    ///   field differs: thread, tokens, reservation, agent, model, provider, latency, metadata).
     @discardableResult
     public func consume(
         _ threadID: String, promptTokens: Int64, completionTokens: Int64 = 0,
@@ -71,7 +72,7 @@ extension Ledger {
         let now = configuration.clock()
         let found = try ThreadRow.fetch(request.threadID, at: now, idempotencyKey: request.idempotencyKey, on: connection)
         if found.eventIDForKey != nil, let key = request.idempotencyKey,
-            let original = try replay(key: key, of: request, budget: found.budget, on: connection)
+            let original = try replay(key: key, of: request, settling: reservationID, budget: found.budget, on: connection)
         {
             return original
         }
@@ -162,27 +163,121 @@ extension Ledger {
         return crossings
     }
 
-    /// The original result of an earlier consume with `key`, or nil when the key is new, with
-    /// `budget`: the thread as it stands now (already read by the caller).
+    /// The original result of an earlier consume with `key`, or nil when the key is new.
+    ///
+    /// A key names one request: a retry must repeat every recorded field (thread, tokens, the
+    /// hold it settles, agent, model, provider, latency, metadata as the same JSON object), or it
+    /// is a conflict. Whether the caller asked for the check is not recorded, so it is not
+    /// compared. `budget` is the thread as it stands now (already read by the caller).
+    ///
+    /// - Throws: `LedgerError.conflict` naming the first field that differs.
     private func replay(
-        key: String, of request: ConsumeRequest, budget: ThreadBudget?, on connection: Connection
+        key: String, of request: ConsumeRequest, settling reservationID: Int64?, budget: ThreadBudget?,
+        on connection: Connection
     ) throws -> ConsumeResult? {
         guard let event = try connection.cachedStatement(LedgerSQL.selectConsumeByKey).fetchOne([key], ConsumeEvent.init(row:))
         else { return nil }
-        if event.threadID != request.threadID || event.promptTokens != request.promptTokens
-            || event.completionTokens != request.completionTokens
-        {
+        if let field = request.difference(from: event, settling: reservationID) {
             throw LedgerError.conflict(
                 "idempotency key \(key) was already used by event \(event.id) for a different consume "
-                    + "(thread \(event.threadID), \(event.promptTokens) prompt + \(event.completionTokens) completion tokens)")
+                    + "(its \(field) differs; recorded: thread \(event.threadID), "
+                    + "\(event.promptTokens) prompt + \(event.completionTokens) completion tokens)")
         }
         let crossings = try connection.cachedStatement(LedgerSQL.selectCrossingsOfEvent).fetchAll([event.id]) { row in
             ThresholdCrossing(
                 thresholdPercent: try row[0], severity: try row[1], tokensUsed: try row[2], maxTokens: try row[3])
         }
-        return ConsumeResult(
-            budget: budget ?? ThreadBudget(threadID: request.threadID, maxTokens: 0), crossedThresholds: crossings,
-            event: event, isReplay: true)
+        let replayed = try replayBudget(of: event, crossings: crossings, current: budget, on: connection)
+        return ConsumeResult(budget: replayed, crossedThresholds: crossings, event: event, isReplay: true)
+    }
+
+    /// The budget a replay answers with: the thread as it stands now while the life that recorded
+    /// `event` goes on; once that life has ended (cleanup), the budget as the original left it,
+    /// rebuilt from that life's events (there is no "now" for it, and a made-up budget would lie).
+    private func replayBudget(
+        of event: ConsumeEvent, crossings: [ThresholdCrossing], current: ThreadBudget?, on connection: Connection
+    ) throws -> ThreadBudget {
+        if let current,
+            let opened = try connection.cachedStatement(LedgerSQL.selectOpenedEventID)
+                .fetchOne([event.threadID], { try $0[0] as Int64 }),
+            opened < event.id
+        {
+            return current
+        }
+        return try RecordedBudget.rebuild(after: event, crossings: crossings, on: connection)
+    }
+}
+
+/// A thread's budget right after one of its consumes, rebuilt from the events of its life.
+///
+/// Only a replay whose thread life has ended needs it. It walks the thread's events from the
+/// consume back to the start of the life, once: the window's consumes and crossings (a crossing
+/// counts unless a later limit of the window re-armed it, as in migration 0007), the max then,
+/// and the holds live at the consume's time.
+enum RecordedBudget {
+    static func rebuild(after event: ConsumeEvent, crossings: [ThresholdCrossing], on connection: Connection) throws
+        -> ThreadBudget
+    {
+        var promptTokens: Int64 = 0
+        var completionTokens: Int64 = 0
+        var requestCount: Int64 = 0
+        var maxTokens: Int64?
+        var inWindow = true
+        // Crossings before the consume, and limits of the window with the tokens spent after them.
+        var earlierCrossings: [(id: Int64, percent: Int)] = []
+        var limits: [(id: Int64, maxTokens: Int64, spentAfter: Int64)] = []
+        var endedHolds: Set<Int64> = []
+        var heldTokens: Int64 = 0
+        var rows = try connection.prepare(LedgerSQL.selectThreadEventsBackFrom).rows([event.id, event.threadID])
+        walk: while let row = try rows.next() {
+            let id: Int64 = try row[0]
+            switch try row[1] as String {
+            case "cleanup":
+                break walk
+            case "consume":
+                if inWindow {
+                    promptTokens += try row[2] as Int64
+                    completionTokens += try row[3] as Int64
+                    requestCount += 1
+                }
+                if let settled: Int64 = try row[8] { endedHolds.insert(settled) }
+            case "open":
+                maxTokens = try maxTokens ?? row[4]
+                break walk
+            case "limit":
+                let limit: Int64 = try row[4]
+                maxTokens = maxTokens ?? limit
+                if inWindow { limits.append((id, limit, promptTokens + completionTokens)) }
+            case "reset":
+                inWindow = false
+            case "threshold":
+                if inWindow { earlierCrossings.append((id, try row[5])) }
+            case "release", "expire":
+                endedHolds.insert(try row[8])
+            case "reserve":
+                if !endedHolds.contains(id), try row[7] as Int64 > event.timestampMicroseconds {
+                    heldTokens += try row[6] as Int64
+                }
+            default:
+                break
+            }
+        }
+        guard let maxTokens else {
+            preconditionFailure("the life of thread \(event.threadID) before event \(event.id) has no open or limit event")
+        }
+        let total = promptTokens + completionTokens
+        let stillCrossed = earlierCrossings.filter { crossing in
+            !limits.contains { limit in
+                limit.id > crossing.id
+                    && !BudgetThreshold(percent: crossing.percent, severity: "")
+                        .isReached(used: total - limit.spentAfter, maxTokens: limit.maxTokens)
+            }
+        }
+        let triggered = Set(stillCrossed.map(\.percent) + crossings.map(\.thresholdPercent)).sorted()
+        return ThreadBudget(
+            threadID: event.threadID, maxTokens: maxTokens, promptTokens: promptTokens,
+            completionTokens: completionTokens, requestCount: requestCount, triggeredThresholds: triggered,
+            heldTokens: heldTokens)
     }
 }
 
@@ -216,6 +311,35 @@ struct ConsumeRequest: Sendable {
         self.idempotencyKey = idempotencyKey
         self.usage = usage
         self.enforce = enforce
+    }
+
+    /// The first field in which this request differs from `event`, recorded under the same
+    /// idempotency key; nil when it is the same request. Metadata compares as JSON objects, so a
+    /// client may write its keys in another order.
+    func difference(from event: ConsumeEvent, settling reservationID: Int64?) -> String? {
+        let recorded = event.usage
+        if threadID != event.threadID { return "thread" }
+        if promptTokens != event.promptTokens { return "prompt tokens" }
+        if completionTokens != event.completionTokens { return "completion tokens" }
+        if reservationID != event.reservationID { return "reservation" }
+        if usage.agentID != recorded.agentID { return "agent" }
+        if usage.model != recorded.model { return "model" }
+        if usage.provider != recorded.provider { return "provider" }
+        if usage.latencyMilliseconds != recorded.latencyMilliseconds { return "latency" }
+        if !Self.sameJSONObject(usage.metadataJSON, recorded.metadataJSON) { return "metadata" }
+        return nil
+    }
+
+    /// Whether two metadata texts hold the same JSON object (both absent counts as the same).
+    static func sameJSONObject(_ left: String?, _ right: String?) -> Bool {
+        guard let left, let right else { return left == nil && right == nil }
+        if left == right { return true }
+        func canonical(_ text: String) -> Data? {
+            guard let object = try? JSONSerialization.jsonObject(with: Data(text.utf8)) else { return nil }
+            return try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
+        }
+        guard let leftCanonical = canonical(left) else { return false }
+        return leftCanonical == canonical(right)
     }
 
     func consumeArguments(at now: Int64, costNanos: Int64?, reservationID: Int64?) -> [any SQLiteBindable] {

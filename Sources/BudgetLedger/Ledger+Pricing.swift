@@ -16,11 +16,14 @@ extension Ledger {
     /// `effectiveFrom` (UTC microseconds; default now).
     ///
     /// A price never applies to events already recorded: they keep the cost they were billed at.
+    /// So it may not start at or before a recorded consume whose model it matches; other events
+    /// (of other models, or a clock that ran ahead) do not stand in its way.
     ///
     /// - Parameters:
     ///   - promptUSDPerMillion: USD per million prompt tokens, a plain decimal with at most 3 decimals.
     ///   - completionUSDPerMillion: the same for completion tokens.
-    /// - Throws: `LedgerError.invalidInput` for a bad price, or a start before the last recorded event;
+    /// - Throws: `LedgerError.invalidInput` for a bad price, a start outside 1970…9999
+    ///   (`Timestamps.maxMicroseconds`), or a start that would re-price a recorded consume;
     ///   `LedgerError.conflict` when the model already has a price starting at that exact time.
     @discardableResult
     public func setPrice(
@@ -30,16 +33,19 @@ extension Ledger {
         try Validate.identifier(model, field: "model")
         let prompt = try Money.nanosPerToken(fromUSDPerMillion: promptUSDPerMillion, field: "prompt price")
         let completion = try Money.nanosPerToken(fromUSDPerMillion: completionUSDPerMillion, field: "completion price")
+        // Until this write has committed or rolled back, the consume path must not cache the
+        // price table (see `PriceCache`).
+        priceCache.withLock { $0.priceWritesInFlight += 1 }
+        defer { priceCache.withLock { $0.priceWritesInFlight -= 1 } }
         return try write { [self] connection in
-            let now = configuration.clock()
-            let from = effectiveFrom ?? now
-            let lastEvent = try connection.cachedStatement(LedgerSQL.selectLastEventTimestamp).fetchOne { try $0[0] as Int64 } ?? 0
-            if from < lastEvent {
+            let from = effectiveFrom ?? configuration.clock()
+            guard (0...Timestamps.maxMicroseconds).contains(from) else {
                 throw LedgerError.invalidInput(
                     field: "from",
-                    reason: "\(Timestamps.iso8601(microseconds: from)) is before the last recorded event "
-                        + "(\(Timestamps.iso8601(microseconds: lastEvent))); recorded events keep the price they were billed at")
+                    reason: "must be 1970-01-01T00:00:00Z…\(Timestamps.iso8601(microseconds: Timestamps.maxMicroseconds)) "
+                        + "(got \(from) microseconds)")
             }
+            try checkNothingRepriced(from: from, model: model, on: connection)
             do {
                 try connection.execute(LedgerSQL.insertPrice, [model, prompt, completion, from, source])
             } catch let error as SQLiteError where error.extendedCode == .constraintUnique {
@@ -49,6 +55,19 @@ extension Ledger {
                 modelPrefix: model.lowercasedASCII, promptNanosPerToken: prompt, completionNanosPerToken: completion,
                 effectiveFromMicroseconds: from, source: source)
         }
+    }
+
+    /// Refuses a price for `model` from `from` when a consume it would price is recorded at or
+    /// after `from` (its cost would no longer match the price table: see `verify`).
+    private func checkNothingRepriced(from: Int64, model: String, on connection: Connection) throws {
+        let latest = try connection.cachedStatement(LedgerSQL.selectLatestConsumeOfPrefix)
+            .fetchOne([from, model.lowercasedASCII]) { row in (id: try row[0] as Int64, timestamp: try row[1] as Int64) }
+        guard let latest else { return }
+        throw LedgerError.invalidInput(
+            field: "from",
+            reason: "\(Timestamps.iso8601(microseconds: from)) is not after consume event \(latest.id) "
+                + "(\(Timestamps.iso8601(microseconds: latest.timestamp))), whose model it would price; "
+                + "recorded events keep the price they were billed at, so start it after that event")
     }
 
     /// Every price row, by model prefix and start time.

@@ -68,9 +68,11 @@ extension Ledger {
                 threadID: state.reservation.threadID, promptTokens: promptTokens, completionTokens: completionTokens,
                 idempotencyKey: idempotencyKey, usage: usage, enforce: false)
             if let key = idempotencyKey, try connection.cachedStatement(LedgerSQL.selectConsumeByKey).fetchOne([key], { _ in true }) != nil {
-                // A retried settle: replay the original (or report the key's conflict).
-                let replayed = try record(request, on: connection)
-                return SettleResult(consume: replayed, reservation: state.reservation, holdHadExpired: false)
+                // A retried settle: replay the original (or report the key's conflict, which a
+                // consume's key or another hold's settle is). Recorded after its ttl: expired.
+                let replayed = try record(request, settling: reservationID, on: connection)
+                let expired = state.reservation.expiresAtMicroseconds <= replayed.event.timestampMicroseconds
+                return SettleResult(consume: replayed, reservation: state.reservation, holdHadExpired: expired)
             }
             switch state.ending {
             case .settled: throw LedgerError.conflict("reservation \(reservationID) was already settled")

@@ -63,6 +63,16 @@ enum LedgerSQL {
 
     static let selectConsumeByKey = "SELECT \(consumeEventColumns) FROM events WHERE idempotency_key = ?"
 
+    /// The event that began the thread's current life (nil when it is not open).
+    static let selectOpenedEventID = "SELECT opened_event_id FROM thread_state WHERE thread_id = ?"
+
+    /// A thread's events from event `?1` back to the first (`RecordedBudget` stops at its life's start).
+    static let selectThreadEventsBackFrom = """
+        SELECT id, kind, prompt_tokens, completion_tokens, max_tokens, threshold_percent, held_tokens, expires_at_us,
+               reservation_id
+        FROM events WHERE id <= ?1 AND thread_id = ?2 ORDER BY id DESC
+        """
+
     static let selectCrossingsOfEvent = """
         SELECT threshold_percent, severity, tokens_used, max_tokens
         FROM events WHERE caused_by = ? AND kind = 'threshold' ORDER BY threshold_percent
@@ -88,7 +98,14 @@ enum LedgerSQL {
         VALUES (lower(?), ?, ?, ?, ?)
         """
 
-    static let selectLastEventTimestamp = "SELECT coalesce(max(timestamp_us), 0) FROM events"
+    /// The latest consume at or after `?1` whose model starts with the lowercased prefix `?2`
+    /// (as the `event_prices` view matches them): one a price for `?2` from `?1` would re-price.
+    /// The range is read through `events_timestamp`, so a start after every event reads nothing.
+    static let selectLatestConsumeOfPrefix = """
+        SELECT id, timestamp_us FROM events
+        WHERE timestamp_us >= ?1 AND kind = 'consume' AND substr(lower(model), 1, length(?2)) = ?2
+        ORDER BY timestamp_us DESC LIMIT 1
+        """
 
     static let insertUsageReset = "INSERT INTO events (timestamp_us, kind) VALUES (?, 'usage_reset')"
 

@@ -8,10 +8,19 @@ import LedgerSQLite
 /// grow, so `max(id)` names its content exactly; the consume path reads that number in the
 /// statement that reads the thread (no extra round-trip) and reloads the table only when it
 /// moved, which is also how a price set by another process is seen.
+///
+/// A price this ledger inserts is visible to the consume path before it commits, and its
+/// transaction may still roll back (a group-commit batch fails as a whole); the next price then
+/// gets the same id, so `max(id)` would name two different tables. So while a `setPrice` of this
+/// ledger is running (`priceWritesInFlight`), the consume path reads the table and keeps
+/// nothing: whatever the cache holds was read while no uncommitted price could be seen.
+/// (Another process's uncommitted price is never visible here.)
 struct PriceCache: Sendable {
     /// Memoized candidates for at most this many distinct model names; then the memo starts over.
     static let modelsMax = 4_096
 
+    /// `setPrice` calls of this ledger that have not yet returned.
+    var priceWritesInFlight = 0
     /// `max(id)` of the table the cache holds; -1: nothing loaded yet.
     private var version: Int64 = -1
     private var prices: [ModelPrice] = []
@@ -24,6 +33,13 @@ struct PriceCache: Sendable {
     mutating func price(
         forModel model: String, at now: Int64, currentVersion: Int64, on connection: Connection
     ) throws -> ModelPrice? {
+        if priceWritesInFlight > 0 {
+            let uncommitted = try connection.cachedStatement(LedgerSQL.selectPrices).fetchAll(ModelPrice.init(row:))
+            version = -1
+            prices = []
+            candidatesByModel = [:]
+            return Self.candidates(for: model, in: uncommitted).first { $0.effectiveFromMicroseconds <= now }
+        }
         if currentVersion != version {
             prices = try connection.cachedStatement(LedgerSQL.selectPrices).fetchAll(ModelPrice.init(row:))
             candidatesByModel = [:]

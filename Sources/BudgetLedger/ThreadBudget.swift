@@ -156,7 +156,8 @@ public struct ConsumeEvent: Sendable, Equatable {
 
 /// What a consume did.
 public struct ConsumeResult: Sendable, Equatable {
-    /// The thread's budget after the consume (for a replay: as it stands now).
+    /// The thread's budget after the consume (for a replay: as it stands now, or, once the
+    /// thread's life has ended, as the original consume left it).
     public let budget: ThreadBudget
     /// The thresholds this consume crossed, ascending.
     public let crossedThresholds: [ThresholdCrossing]

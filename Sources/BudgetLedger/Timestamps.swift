@@ -2,6 +2,11 @@ import Foundation
 
 /// UTC timestamps in microseconds, written and read as ISO 8601.
 public enum Timestamps {
+    /// The last instant the ledger takes from a caller: 9999-12-31T23:59:59.999999Z (the first
+    /// is 1970-01-01T00:00:00Z, 0). Past it a date no longer has four digits of year, and a
+    /// far-future start would stand in the way of every later check against it.
+    public static let maxMicroseconds: Int64 = 253_402_300_799_999_999
+
     /// `2026-11-29T08:25:20.123456Z`.
     public static func iso8601(microseconds: Int64) -> String {
         var seconds = time_t(microseconds / 1_000_000)

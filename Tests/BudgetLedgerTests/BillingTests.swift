@@ -112,12 +112,13 @@ struct BillingTests {
         #expect(try ledger.verify().problems == [])
     }
 
-    @Test("a price may not start before the last recorded event, nor carry more than 3 decimals")
+    @Test("a price may not start before a recorded consume of its model, nor carry more than 3 decimals")
     func priceValidation() throws {
         // Proves history is never re-priced and prices are exact.
         let clock = ManualClock()
         let ledger = try Ledger.inMemory(configuration: Ledger.Configuration(clock: clock.read))
-        try ledger.consume("t", promptTokens: 1)
+        try ledger.consume("t", promptTokens: 1, usage: UsageDetails(model: "m-1"))
+        clock.advance(microseconds: 1)
         #expect(throws: LedgerError.self) {
             try ledger.setPrice(model: "m", promptUSDPerMillion: "1", completionUSDPerMillion: "1", effectiveFrom: 0)
         }

@@ -125,14 +125,16 @@ struct RegistryParityTests {
         #expect(try ledger.consume("t", promptTokens: 1).crossedThresholds.map(\.thresholdPercent) == [75])
     }
 
-    @Test("a threshold crossed while the max was lower does not fire again after the max is raised")
-    func thresholdOncePerWindow() throws {
-        // Proves "each threshold fires once per thread" even when the percent dips and climbs again.
+    @Test("a threshold crossed while the max was lower fires again once a raised max is crossed again")
+    func thresholdRearmedByRaise() throws {
+        // Proves the rule of migration 0007 (issue 20), where this ledger departs from the
+        // reference's "once per thread": a raise the thread no longer reaches re-arms 75, so
+        // climbing to 90 % of the new max crosses 75 and 90.
         let ledger = try Ledger.inMemory()
         try ledger.setLimit("t", maxTokens: 100)
         #expect(try ledger.consume("t", promptTokens: 80).crossedThresholds.map(\.thresholdPercent) == [75])
         try ledger.setLimit("t", maxTokens: 1_000)
-        #expect(try ledger.consume("t", promptTokens: 820).crossedThresholds.map(\.thresholdPercent) == [90])
+        #expect(try ledger.consume("t", promptTokens: 820).crossedThresholds.map(\.thresholdPercent) == [75, 90])
     }
 
     @Test("a configured threshold list replaces the defaults")
