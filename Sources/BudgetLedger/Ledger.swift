@@ -159,12 +159,23 @@ public final class Ledger: Sendable {
         try Ledger(path: ":memory:", maxTokensPerThread: maxTokensPerThread, configuration: configuration)
     }
 
-    /// Closes the SQLite connection (after a running background checkpoint). Later calls throw
-    /// `LedgerError.closed`. Idempotent.
+    /// Closes the SQLite connection (after a running background checkpoint and write
+    /// transaction). Later calls throw `LedgerError.closed`. Idempotent.
+    ///
+    /// At FULL, first syncs every commit so far: a leader whose sync of the WAL runs after this
+    /// (outside the connection's lock) then finds its commit covered, instead of failing on the
+    /// WAL that closing the last connection checkpoints and deletes. The WAL's descriptor closes
+    /// last, after the connection.
     public func close() {
         checkpointer?.close()
+        connection.withLock { connection in
+            if let walSync, connection.isOpen {
+                // A failure here is the leader's to report: its sync then throws too.
+                try? walSync.sync(through: walSync.commits.written)
+            }
+            connection.close()
+        }
         walSync?.close()
-        connection.withLock { $0.close() }
     }
 
     /// UTC microseconds since 1970, from the system's real-time clock.
