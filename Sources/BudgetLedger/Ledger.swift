@@ -81,14 +81,22 @@ public final class Ledger: Sendable {
     ///   - maxTokensPerThread: when given and different from the ledger's stored default,
     ///     records a new default (as `configure(maxTokensPerThread:)`); nil keeps the stored one
     ///     (100,000 for a new ledger).
-    /// - Throws: `LedgerError.database` when the file cannot be opened, is not a database or is
-    ///   corrupt; `LedgerError.incompatible` when its schema is newer or it belongs to another application.
+    /// - Throws: `LedgerError.database` when the file cannot be opened, is not a database, is
+    ///   corrupt or is on a network file system (`NetworkFileSystem`); `LedgerError.incompatible` when its schema is newer or it belongs to another application.
     public init(path: String, maxTokensPerThread: Int64? = nil, configuration: Configuration = Configuration()) throws {
         try Validate.thresholds(configuration.thresholds)
         self.path = path
         self.configuration = configuration
         self.thresholds = configuration.thresholds.sorted { $0.percent < $1.percent }
         let isFile = Self.isPlainFile(path)
+        if isFile, let fileSystem = NetworkFileSystem.type(holding: path) {
+            throw LedgerError.database(
+                path: path,
+                SQLiteError(
+                    extendedCode: .cannotOpen,
+                    message: "its folder is on a network file system (\(fileSystem)), where SQLite's WAL "
+                        + "corrupts databases; keep the ledger on a local disk"))
+        }
         // At FULL the connection opens at NORMAL: with other writers about, durability comes
         // from `walSync`, outside the write lock; a lone writer switches SQLite to FULL for its
         // commit (see `write(_:)` and `syncsInCommit(_:)`).
