@@ -55,8 +55,10 @@ extension Ledger {
     /// transaction has committed, durably at the configured synchronous level.
     ///
     /// Group commit: callers that arrive while a transaction is running queue up. One caller
-    /// at a time is the leader: it takes the connection and runs every queued write (up to
-    /// `groupCommitBatchMax`, its own among them) in arrival order in one transaction, each
+    /// at a time is the leader: it takes the cross-process write lock (waiting at most the busy
+    /// timeout, without holding the connection, so reads go on), then the connection, and runs
+    /// every queued write (up to `groupCommitBatchMax`, its own among them) in arrival order
+    /// in one transaction, each
     /// inside its own savepoint, so a write that throws (a refused budget) is rolled back alone
     /// and never affects the others. Then it hands the lead to the oldest waiting caller, and
     /// only after that wakes the callers of its batch, so the next transaction starts while
@@ -70,6 +72,9 @@ extension Ledger {
     /// it began, and still no caller hears of a commit before it is on the disk. Another
     /// connection can read a commit during that sync; a power loss then can take back what it
     /// read, never what a caller was told. A lone writer lets SQLite sync inside the commit.
+    ///
+    /// - Throws: what `body` threw; `LedgerError.database` when the transaction failed (a
+    ///   busy lock, an I/O error, a failed sync, after which writes are refused until reopen).
     func write<Result: Sendable>(_ body: @escaping @Sendable (Connection) throws -> Result) throws -> Result {
         let ticket = WriteTicket { connection in try body(connection) }
         let leads = writeQueue.withLock { queue -> Bool in
