@@ -55,8 +55,10 @@ extension Ledger {
     /// transaction has committed, durably at the configured synchronous level.
     ///
     /// Group commit: callers that arrive while a transaction is running queue up. One caller
-    /// at a time is the leader: it takes the connection and runs every queued write (up to
-    /// `groupCommitBatchMax`, its own among them) in arrival order in one transaction, each
+    /// at a time is the leader: it takes the cross-process write lock (waiting at most the busy
+    /// timeout, without holding the connection, so reads go on), then the connection, and runs
+    /// every queued write (up to `groupCommitBatchMax`, its own among them) in arrival order
+    /// in one transaction, each
     /// inside its own savepoint, so a write that throws (a refused budget) is rolled back alone
     /// and never affects the others. Then it hands the lead to the oldest waiting caller, and
     /// only after that wakes the callers of its batch, so the next transaction starts while
@@ -70,6 +72,9 @@ extension Ledger {
     /// it began, and still no caller hears of a commit before it is on the disk. Another
     /// connection can read a commit during that sync; a power loss then can take back what it
     /// read, never what a caller was told. A lone writer lets SQLite sync inside the commit.
+    ///
+    /// - Throws: what `body` threw; `LedgerError.database` when the transaction failed (a
+    ///   busy lock, an I/O error, a failed sync, after which writes are refused until reopen).
     func write<Result: Sendable>(_ body: @escaping @Sendable (Connection) throws -> Result) throws -> Result {
         let ticket = WriteTicket { connection in try body(connection) }
         let leads = writeQueue.withLock { queue -> Bool in
@@ -94,17 +99,15 @@ extension Ledger {
     /// Runs batches until `ticket`'s has run, then passes the lead on and wakes the batch.
     private func lead(until ticket: WriteTicket) {
         var finished: [WriteTicket] = []
-        connection.withLock { connection in
-            while ticket.outcome == nil {
-                let batch = writeQueue.withLock { queue -> [WriteTicket] in
-                    let count = min(queue.tickets.count, Self.groupCommitBatchMax)
-                    let batch = Array(queue.tickets.prefix(count))
-                    queue.tickets.removeFirst(count)
-                    return batch
-                }
-                run(batch, on: connection)
-                finished += batch
+        while ticket.outcome == nil {
+            let batch = writeQueue.withLock { queue -> [WriteTicket] in
+                let count = min(queue.tickets.count, Self.groupCommitBatchMax)
+                let batch = Array(queue.tickets.prefix(count))
+                queue.tickets.removeFirst(count)
+                return batch
             }
+            run(batch)
+            finished += batch
         }
         let next = writeQueue.withLock { queue -> WriteTicket? in
             guard let first = queue.tickets.first else {
@@ -124,8 +127,9 @@ extension Ledger {
     ///
     /// Runs after the lead has passed on, so the next batch executes while the disk syncs this
     /// one. When the sync fails, every write of `finished` that had committed reports the
-    /// error instead: it is in the ledger, but nobody may rely on it surviving a power loss
-    /// (a retry with the same idempotency key finds it).
+    /// error instead: it may be in the ledger, but nobody may rely on it surviving a power loss
+    /// (a retry with the same idempotency key, once the ledger is reopened, finds out). The
+    /// failure is final: the ledger refuses every later write until it is reopened (`WALSync`).
     private func makeDurable(_ finished: [WriteTicket]) {
         guard let walSync else { return }
         let commit = finished.lazy.filter { if case .success? = $0.outcome { true } else { false } }.map(\.commitNumber).max()
@@ -140,14 +144,42 @@ extension Ledger {
         }
     }
 
-    /// Runs `batch` in one transaction and records each ticket's outcome.
+    /// Runs `batch` in one transaction under the cross-process write lock, or fails every write
+    /// of it: when the ledger is closed, refuses writes after a failed sync, or another writer
+    /// holds the lock past the busy timeout.
+    ///
+    /// The wait for the lock holds nothing of this ledger's: reads go on meanwhile, and the
+    /// connection is held only while the transaction runs.
+    private func run(_ batch: [WriteTicket]) {
+        if let refusal = writesRefused() {
+            for ticket in batch { ticket.outcome = .failure(refusal) }
+            return
+        }
+        guard writerLock.lock(timeoutMilliseconds: configuration.busyTimeoutMilliseconds) else {
+            let busy = SQLiteError(
+                extendedCode: .busy,
+                message: "\(writerLock.path) was held by another writer for longer than the busy timeout "
+                    + "(\(configuration.busyTimeoutMilliseconds) ms); nothing was recorded")
+            for ticket in batch { ticket.outcome = .failure(LedgerError.database(path: path, busy)) }
+            return
+        }
+        defer { writerLock.unlock() }
+        connection.withLock { connection in run(batch, on: connection) }
+    }
+
+    /// Why the ledger takes no write now, or nil when it takes them.
+    private func writesRefused() -> (any Error)? {
+        if let refused = walSync?.writesRefused { return LedgerError.database(path: path, refused) }
+        if !connection.withLock({ $0.isOpen }) { return LedgerError.closed }
+        return nil
+    }
+
+    /// Runs `batch` in one transaction on `connection` and records each ticket's outcome.
     private func run(_ batch: [WriteTicket], on connection: Connection) {
         guard connection.isOpen else {
             for ticket in batch { ticket.outcome = .failure(LedgerError.closed) }
             return
         }
-        writerLock.lock()
-        defer { writerLock.unlock() }
         writeStatistics.withLock { statistics in
             statistics.transactions += 1
             statistics.writes += Int64(batch.count)
@@ -199,38 +231,77 @@ extension Ledger {
     }
 
     /// Commits what succeeded (or rolls back when nothing did) and publishes the outcomes.
+    ///
+    /// Each caller hears the truth about its own write. A write that failed (a refusal, or the
+    /// error that ended the transaction) gets its own error, whatever became of the others. A
+    /// write that succeeded gets its result when the commit succeeds, else the error that
+    /// lost it; a write that never ran (the transaction ended before it) gets that error too:
+    /// a database error a retry can answer, never another caller's refusal.
     private func finish(_ batch: [WriteTicket], on connection: Connection, syncedInCommit: Bool) {
-        let anySucceeded = batch.contains { if case .success = $0.staged { true } else { false } }
-        var commitError: (any Error)?
+        var sharedError: (any Error)?
         if connection.isAutocommit {
-            commitError = batch.lazy.compactMap { ticket -> (any Error)? in
-                if case .failure(let error) = ticket.staged { return error }
-                return nil
-            }.first ?? LedgerError.database(
-                path: path, SQLiteError(extendedCode: .error, message: "the transaction ended early"))
-        } else if anySucceeded {
-            do {
-                try connection.execute("COMMIT TRANSACTION", [])
-                if let walSync {
-                    let commit = syncedInCommit ? walSync.committedDurably() : walSync.committed()
-                    for ticket in batch { ticket.commitNumber = commit }
-                }
-            } catch {
-                commitError = mapped(error)
-                connection.rollbackIfNeeded()
-            }
+            sharedError = endedEarlyError(batch)
+        } else if batch.contains(where: { if case .success = $0.staged { true } else { false } }) {
+            sharedError = commit(batch, on: connection, syncedInCommit: syncedInCommit)
         } else {
             connection.rollbackIfNeeded()
         }
         for ticket in batch {
-            switch (ticket.staged, commitError) {
-            case (.failure(let error)?, _): ticket.outcome = .failure(error)
-            case (.success?, let error?): ticket.outcome = .failure(error)
-            case (.success(let value)?, nil): ticket.outcome = .success(value)
-            case (nil, let error): ticket.outcome = .failure(error ?? LedgerError.closed)
+            switch ticket.staged {
+            case .failure(let error)?: ticket.outcome = .failure(error)
+            case .success(let value)?: ticket.outcome = sharedError.map { .failure($0) } ?? .success(value)
+            case nil: ticket.outcome = .failure(sharedError ?? endedEarlyError(batch))
             }
             ticket.staged = nil
         }
+    }
+
+    /// Commits the batch's transaction and numbers the commit for `WALSync`; returns the error
+    /// when `COMMIT` fails (the transaction is then rolled back).
+    private func commit(_ batch: [WriteTicket], on connection: Connection, syncedInCommit: Bool) -> (any Error)? {
+        let framedCommitsBefore = connection.framedWALCommits
+        do {
+            try connection.execute("COMMIT TRANSACTION", [])
+        } catch {
+            connection.rollbackIfNeeded()
+            if let failure = error as? SQLiteError, failure.extendedCode == .ioErrorFsync {
+                // SQLite's own sync inside the commit failed: as final as a failed sync of ours.
+                walSync?.syncFailed(failure)
+            }
+            return mapped(error)
+        }
+        guard let walSync else { return nil }
+        // SQLite's sync inside a FULL commit covers every earlier commit only when this commit
+        // appended frames: one that wrote nothing (a replay, the reset of an unknown thread) syncs
+        // nothing, and then counts as a commit at NORMAL, for a sync of ours before anyone hears.
+        // The WAL hook tells exactly which commits appended frames (`framedWALCommits`).
+        // `sqlite3_total_changes` would not: it counts rows a savepoint rolled back, and misses
+        // page writes that change no row. Nor would the WAL's size: after a checkpoint SQLite
+        // writes the WAL again from its start, so frames can be added without the file growing.
+        let appendedFrames = connection.framedWALCommits != framedCommitsBefore
+        let commit = syncedInCommit && appendedFrames ? walSync.committedDurably() : walSync.committed()
+        for ticket in batch { ticket.commitNumber = commit }
+        return nil
+    }
+
+    /// The error for the writes of a batch whose transaction SQLite rolled back early (an I/O
+    /// error, out of memory, a full disk, a savepoint that could not be undone): those that had
+    /// succeeded, lost with it, and those that never ran. It is the database error of the write
+    /// that ended the transaction, the last one to run (the batch stops there).
+    private func endedEarlyError(_ batch: [WriteTicket]) -> any Error {
+        let cause: (any Error)?
+        if case .failure(let error)? = batch.last(where: { $0.staged != nil })?.staged {
+            if let ledgerError = error as? LedgerError, case .database = ledgerError { return error }
+            cause = error
+        } else {
+            cause = nil
+        }
+        let reason = cause.map { "\($0)" } ?? "no write of the batch said why"
+        return LedgerError.database(
+            path: path,
+            SQLiteError(
+                extendedCode: .abortRollback,
+                message: "the transaction was rolled back before this write committed (\(reason)); nothing of it was recorded"))
     }
 
     private func mapped(_ error: any Error) -> any Error {
@@ -251,22 +322,32 @@ extension Ledger {
 /// process that just wrote must queue behind it.
 ///
 /// The kernel drops both locks when their holder dies, so a killed process never blocks others.
-/// A process stopped while holding one (SIGSTOP, a debugger) stalls the file's other writers
-/// until it continues. In-memory ledgers have no lock.
+/// A process stopped while holding one (SIGSTOP, a debugger) is waited for only up to the busy
+/// timeout: `flock(2)` has no timeout of its own, so a wait that would block runs on a queue of
+/// its own while the writer waits for it with one, and a wait given up lets the lock go as soon
+/// as it gets it. In-memory ledgers have no lock.
 /// See flock(2).
 final class WriterLock: Sendable {
+    /// The write lock's file.
+    let path: String
     private let queue: Int32
     private let resource: Int32
+    /// Where waits that would block run, one at a time.
+    private let waiter = DispatchQueue(label: "budget-ledger.writer-lock")
+    /// Waits handed to `waiter` that have not ended, given up or not. While one is there, the
+    /// writer must not touch the descriptors itself: it queues behind it.
+    private let waitsInFlight = Atomic<Int>(0)
 
-    init(ledgerPath path: String) {
-        if !Ledger.isPlainFile(path) {
+    init(ledgerPath: String) {
+        path = ledgerPath + ".lock"
+        if !Ledger.isPlainFile(ledgerPath) {
             queue = -1
             resource = -1
         } else {
             // A folder we cannot create the lock files in is read-only: writes fail in SQLite
             // anyway, with SQLite's clear error, so no lock is needed there.
-            queue = open(path + ".lock-queue", O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
-            resource = open(path + ".lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+            queue = open(ledgerPath + ".lock-queue", O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+            resource = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
         }
     }
 
@@ -275,8 +356,38 @@ final class WriterLock: Sendable {
         if resource >= 0 { close(resource) }
     }
 
-    func lock() {
+    /// Takes the lock, waiting at most `timeoutMilliseconds`; false when it is still held by
+    /// another writer then. Only one thread of a ledger calls it at a time (its leader).
+    func lock(timeoutMilliseconds: Int32) -> Bool {
+        guard resource >= 0 else { return true }
+        if waitsInFlight.load(ordering: .acquiring) == 0 && lockWithoutWaiting() { return true }
+        let wait = LockWait()
+        waitsInFlight.add(1, ordering: .relaxed)
+        waiter.async { [self] in
+            if !wait.isAbandoned {
+                lockWaiting()
+                if !wait.grant() { unlock() }
+            }
+            waitsInFlight.subtract(1, ordering: .releasing)
+        }
+        return wait.awaitGrant(milliseconds: timeoutMilliseconds)
+    }
+
+    func unlock() {
         guard resource >= 0 else { return }
+        flock(resource, LOCK_UN)
+    }
+
+    /// Takes both locks when both are free at once.
+    private func lockWithoutWaiting() -> Bool {
+        guard queue >= 0 else { return flock(resource, LOCK_EX | LOCK_NB) == 0 }
+        guard flock(queue, LOCK_EX | LOCK_NB) == 0 else { return false }
+        defer { flock(queue, LOCK_UN) }
+        return flock(resource, LOCK_EX | LOCK_NB) == 0
+    }
+
+    /// Queues for the lock and waits for it, however long that takes.
+    private func lockWaiting() {
         if queue >= 0 {
             while flock(queue, LOCK_EX) != 0 && errno == EINTR {}
         }
@@ -284,11 +395,6 @@ final class WriterLock: Sendable {
         if queue >= 0 {
             flock(queue, LOCK_UN)
         }
-    }
-
-    func unlock() {
-        guard resource >= 0 else { return }
-        flock(resource, LOCK_UN)
     }
 
     /// Whether a writer of another process (or another `Ledger` on the file) waits for the
@@ -301,5 +407,35 @@ final class WriterLock: Sendable {
             return false
         }
         return errno == EWOULDBLOCK
+    }
+}
+
+/// One wait for the write lock on `WriterLock`'s queue, and the writer that may give up on it.
+private final class LockWait: Sendable {
+    private enum State { case waiting, granted, abandoned }
+    private let state = Mutex(State.waiting)
+    private let granted = DispatchSemaphore(value: 0)
+
+    var isAbandoned: Bool { state.withLock { $0 == .abandoned } }
+
+    /// Hands the lock, just taken, to the writer; false when it gave up (the lock must go).
+    func grant() -> Bool {
+        let taken = state.withLock { state -> Bool in
+            guard state == .waiting else { return false }
+            state = .granted
+            return true
+        }
+        if taken { granted.signal() }
+        return taken
+    }
+
+    /// Waits for `grant()`; false (and the wait given up) when it has not come in time.
+    func awaitGrant(milliseconds: Int32) -> Bool {
+        if granted.wait(timeout: .now() + .milliseconds(Int(max(milliseconds, 0)))) == .success { return true }
+        return state.withLock { state in
+            if state == .granted { return true }
+            state = .abandoned
+            return false
+        }
     }
 }

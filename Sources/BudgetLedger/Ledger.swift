@@ -83,14 +83,22 @@ public final class Ledger: Sendable {
     ///   - maxTokensPerThread: when given and different from the ledger's stored default,
     ///     records a new default (as `configure(maxTokensPerThread:)`); nil keeps the stored one
     ///     (100,000 for a new ledger).
-    /// - Throws: `LedgerError.database` when the file cannot be opened, is not a database or is
-    ///   corrupt; `LedgerError.incompatible` when its schema is newer or it belongs to another application.
+    /// - Throws: `LedgerError.database` when the file cannot be opened, is not a database, is
+    ///   corrupt or is on a network file system (`NetworkFileSystem`); `LedgerError.incompatible` when its schema is newer or it belongs to another application.
     public init(path: String, maxTokensPerThread: Int64? = nil, configuration: Configuration = Configuration()) throws {
         try Validate.thresholds(configuration.thresholds)
         self.path = path
         self.configuration = configuration
         self.thresholds = configuration.thresholds.sorted { $0.percent < $1.percent }
         let isFile = Self.isPlainFile(path)
+        if isFile, let fileSystem = NetworkFileSystem.type(holding: path) {
+            throw LedgerError.database(
+                path: path,
+                SQLiteError(
+                    extendedCode: .cannotOpen,
+                    message: "its folder is on a network file system (\(fileSystem)), where SQLite's WAL "
+                        + "corrupts databases; keep the ledger on a local disk"))
+        }
         // At FULL the connection opens at NORMAL: with other writers about, durability comes
         // from `walSync`, outside the write lock; a lone writer switches SQLite to FULL for its
         // commit (see `write(_:)` and `syncsInCommit(_:)`).
@@ -161,12 +169,23 @@ public final class Ledger: Sendable {
         try Ledger(path: ":memory:", maxTokensPerThread: maxTokensPerThread, configuration: configuration)
     }
 
-    /// Closes the SQLite connection (after a running background checkpoint). Later calls throw
-    /// `LedgerError.closed`. Idempotent.
+    /// Closes the SQLite connection (after a running background checkpoint and write
+    /// transaction). Later calls throw `LedgerError.closed`. Idempotent.
+    ///
+    /// At FULL, first syncs every commit so far: a leader whose sync of the WAL runs after this
+    /// (outside the connection's lock) then finds its commit covered, instead of failing on the
+    /// WAL that closing the last connection checkpoints and deletes. The WAL's descriptor closes
+    /// last, after the connection.
     public func close() {
         checkpointer?.close()
+        connection.withLock { connection in
+            if let walSync, connection.isOpen {
+                // A failure here is the leader's to report: its sync then throws too.
+                try? walSync.sync(through: walSync.commits.written)
+            }
+            connection.close()
+        }
         walSync?.close()
-        connection.withLock { $0.close() }
     }
 
     /// UTC microseconds since 1970, from the system's real-time clock.

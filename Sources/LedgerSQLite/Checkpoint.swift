@@ -35,6 +35,8 @@ public enum WALCommitAction: Sendable {
 /// Keeps the handler alive for as long as the connection holds the hook.
 final class WALHookBox {
     let handler: @Sendable (Int) -> WALCommitAction
+    /// Calls of the hook so far: commits that appended frames to the WAL.
+    var framedCommits = 0
 
     init(_ handler: @escaping @Sendable (Int) -> WALCommitAction) {
         self.handler = handler
@@ -46,6 +48,7 @@ private let walHookTrampoline: @convention(c) (UnsafeMutableRawPointer?, OpaqueP
     context, database, _, frames in
     guard let context else { return SQLITE_OK }
     let box = Unmanaged<WALHookBox>.fromOpaque(context).takeUnretainedValue()
+    box.framedCommits += 1
     if box.handler(Int(frames)) == .checkpointNow {
         // Errors are ignored here as SQLite's own auto-checkpoint ignores them: the commit has
         // already succeeded, and a later checkpoint copies whatever this one did not.
@@ -69,6 +72,14 @@ extension Connection {
         }
         return CheckpointResult(logFrames: Int(logFrames), checkpointedFrames: Int(checkpointedFrames))
     }
+
+    /// Commits of this connection that appended frames to the WAL since `onWALCommit(_:)` was
+    /// called; 0 without it.
+    ///
+    /// SQLite calls the WAL hook after exactly those commits (`sqlite3WalFrames` with the commit
+    /// flag): a commit that changed no page appends no frame, calls no hook and, at
+    /// `synchronous = FULL`, syncs nothing. See <https://www.sqlite.org/c3ref/wal_hook.html>.
+    public var framedWALCommits: Int { walHook?.framedCommits ?? 0 }
 
     /// Calls `handler` after every commit with the number of frames in the WAL, in place of
     /// SQLite's auto-checkpoint (which this turns off for this connection).

@@ -34,6 +34,8 @@ public struct ResultCode: RawRepresentable, Hashable, Sendable, CustomStringConv
     public static let row = ResultCode(rawValue: SQLITE_ROW)
     public static let done = ResultCode(rawValue: SQLITE_DONE)
 
+    /// `SQLITE_ABORT_ROLLBACK`: the statement was aborted because its transaction was rolled back.
+    public static let abortRollback = ResultCode(rawValue: SQLITE_ABORT | (2 << 8))
     /// `SQLITE_IOERR_FSYNC`: a sync to the disk failed.
     public static let ioErrorFsync = ResultCode(rawValue: SQLITE_IOERR | (4 << 8))
     /// `SQLITE_CONSTRAINT_UNIQUE`: a UNIQUE index refused a duplicate.

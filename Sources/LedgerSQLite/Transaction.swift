@@ -32,7 +32,11 @@ extension Connection {
 
     /// Runs `body` inside a savepoint: released when it returns, rolled back to when it throws.
     ///
-    /// Savepoints nest, inside or outside a transaction.
+    /// Savepoints nest, inside or outside a transaction. When the savepoint's own `ROLLBACK TO`
+    /// or `RELEASE` fails, nobody can tell which of the body's writes the transaction still
+    /// holds (a failed body's could commit with the rest), so the whole transaction is rolled
+    /// back and that statement's error is thrown in place of the body's: the caller must learn
+    /// that the transaction is gone, not only that its body failed.
     /// See <https://www.sqlite.org/lang_savepoint.html>.
     public func savepoint<Result>(_ body: () throws -> Result) throws -> Result {
         let savepoint = nextSavepoint()
@@ -42,16 +46,28 @@ extension Connection {
         do {
             result = try body()
         } catch {
-            // Rolling back to a savepoint keeps it open; release it so the stack unwinds.
             // When the whole transaction is already gone, there is nothing to undo.
             if !isAutocommit {
-                try? execute(savepoint.rollback, [])
-                try? execute(savepoint.release, [])
+                // Rolling back to a savepoint keeps it open; release it so the stack unwinds.
+                try endingTransactionOnFailure {
+                    try execute(savepoint.rollback, [])
+                    try execute(savepoint.release, [])
+                }
             }
             throw error
         }
-        try execute(savepoint.release, [])
+        try endingTransactionOnFailure { try execute(savepoint.release, []) }
         return result
+    }
+
+    /// Runs `statements`; when they fail, rolls back the whole transaction and rethrows.
+    private func endingTransactionOnFailure(_ statements: () throws -> Void) throws {
+        do {
+            try statements()
+        } catch {
+            rollbackIfNeeded()
+            throw error
+        }
     }
 
     /// Rolls back when (and only when) a transaction is open.

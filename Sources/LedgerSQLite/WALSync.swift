@@ -13,6 +13,12 @@ import Synchronization
 /// Frames are appended in order and SQLite's recovery keeps only an unbroken, checksummed
 /// prefix of them, so no later commit can survive a power loss without the earlier ones.
 ///
+/// A failed sync is final. After `fsync(2)` reports an error, the kernel may already have
+/// dropped the dirty pages it could not write (marking them clean), so a later sync can
+/// succeed without them: PostgreSQL's "fsyncgate". So after one failure every later sync
+/// throws, and `writesRefused` tells the writer to take no more writes; only closing and
+/// reopening (SQLite's recovery then reads what the WAL really holds) starts afresh.
+///
 /// The WAL must stay the same file while commits wait for it, as it does while the writer's
 /// connection is open (SQLite deletes it only when the last connection closes). One deleted
 /// under the writer is an error, not something to reopen: the commits went to the deleted
@@ -23,25 +29,43 @@ public final class WALSync: Sendable {
     /// The `-wal` file beside the database.
     public let walPath: String
     private let file = Mutex(OpenFile())
-    private let state = Mutex(Counts())
+    private let state = Mutex(Progress())
 
     private struct OpenFile {
         /// The WAL's descriptor; -1 until the first sync, and after `close()`.
         var descriptor: Int32 = -1
         var syncs = 0
+        /// Syncs begun (successful or not), numbered for `injectSyncFault(_:)`.
+        var attempts = 0
+        /// See `injectSyncFault(_:)`.
+        var fault: (@Sendable (_ attempt: Int) -> Int32?)?
     }
 
-    private struct Counts {
+    /// Kept apart from `OpenFile`, whose lock is held while the disk syncs: reading these must
+    /// never wait for a sync.
+    private struct Progress {
         /// Commits counted by `committed()`.
         var written: Int64 = 0
         /// Commits known to be on the disk.
         var durable: Int64 = 0
+        /// The first sync that failed, here or in SQLite (`syncFailed(_:)`); nil while none has.
+        var failure: SQLiteError?
     }
 
     /// Syncs done so far (fewer than the commits they covered when writers overlap).
     public var syncs: Int { file.withLock { $0.syncs } }
     /// Commits counted by `committed()`, and of those, the ones known to be on the disk.
     public var commits: (written: Int64, durable: Int64) { state.withLock { ($0.written, $0.durable) } }
+
+    /// Nil while every sync has succeeded. After one failed, the error for every write from then
+    /// on (`SQLITE_IOERR_FSYNC`): nothing may be written until the database is reopened.
+    public var writesRefused: SQLiteError? {
+        guard let failure = state.withLock({ $0.failure }) else { return nil }
+        return SQLiteError(
+            extendedCode: .ioErrorFsync,
+            message: "writes refused since a sync of \(walPath) failed (\(failure.message)); "
+                + "reopen the ledger, and SQLite's recovery decides what the WAL holds")
+    }
 
     /// Prepares to sync the WAL of the database file at `databasePath`.
     public init(databasePath: String) {
@@ -79,25 +103,63 @@ public final class WALSync: Sendable {
     /// began, so a caller that finds its commit already covered returns at once, and callers
     /// that arrive during a sync share the next one.
     ///
-    /// - Throws: `SQLiteError` with the extended code `SQLITE_IOERR_FSYNC` when the sync fails:
-    ///   then nothing written since the last successful sync may be taken as durable.
+    /// - Throws: `SQLiteError` with the extended code `SQLITE_IOERR_FSYNC` when the sync fails,
+    ///   or failed before (see `writesRefused`): then nothing written since the last successful
+    ///   sync may be taken as durable.
     public func sync(through commit: Int64) throws {
         // One sync at a time, under the lock, so that `close()` cannot close the descriptor
         // while it is in use and waiting callers find their commit covered.
         try file.withLock { file in
             let (target, durable) = state.withLock { ($0.written, $0.durable) }
             if durable >= commit { return }
-            try openCurrent(&file.descriptor)
-            var result: Int32
-            repeat { result = fdatasync(file.descriptor) } while result != 0 && errno == EINTR
-            if result != 0 {
-                throw SQLiteError(
-                    extendedCode: .ioErrorFsync,
-                    message: "fdatasync of \(walPath) failed: \(String(cString: strerror(errno)))")
+            if let refused = writesRefused { throw refused }
+            do {
+                try openCurrent(&file.descriptor)
+                try fdatasync(&file)
+            } catch let error as SQLiteError {
+                syncFailed(error)
+                throw error
             }
             file.syncs += 1
             state.withLock { $0.durable = max($0.durable, target) }
         }
+    }
+
+    /// Records a sync of the WAL that failed outside `sync(through:)` (SQLite's own, inside a
+    /// commit at `synchronous = FULL`): from now on, as after a failed `sync`, no sync
+    /// succeeds and `writesRefused` is set.
+    public func syncFailed(_ error: SQLiteError) {
+        state.withLock { state in
+            if state.failure == nil { state.failure = error }
+        }
+    }
+
+    private func fdatasync(_ file: inout OpenFile) throws {
+        file.attempts += 1
+        var result: Int32
+        if let injected = file.fault?(file.attempts) {
+            result = -1
+            errno = injected
+        } else {
+            repeat { result = Foundation.fdatasync(file.descriptor) } while result != 0 && errno == EINTR
+        }
+        if result != 0 {
+            throw SQLiteError(
+                extendedCode: .ioErrorFsync,
+                message: "fdatasync of \(walPath) failed: \(String(cString: strerror(errno))); "
+                    + "the ledger takes no more writes until it is reopened")
+        }
+    }
+
+    /// Fault injection, for tests: `fault` runs before every sync of the WAL, under the lock that
+    /// orders syncs (a fault that blocks is a slow disk), with the sync's number counted from 1
+    /// since this object was made (the sync of the migrations at open is the first). When it
+    /// returns an `errno`, that sync fails as `fdatasync(2)` would with it, and the disk is not
+    /// asked. Nil removes the fault.
+    ///
+    /// The syncs SQLite runs inside a commit do not pass through here.
+    @_spi(FaultInjection) public func injectSyncFault(_ fault: (@Sendable (_ attempt: Int) -> Int32?)?) {
+        file.withLock { $0.fault = fault }
     }
 
     /// Makes everything written to the WAL so far durable, counted by `committed()` or not

@@ -117,9 +117,9 @@ struct DurabilityTests {
         let path = folder.path("notes.db")
         let bytes = Data("these are my notes, not a ledger\n".utf8)
         try bytes.write(to: URL(fileURLWithPath: path))
-        let error = try #require(throws: LedgerError.self) { try Ledger(path: path) }
-        #expect("\(error)".contains(path))
-        #expect("\(error)".contains("not a SQLite database"))
+        let sqliteError = try #require(thrownDatabaseError(at: path) { _ = try Ledger(path: path) })
+        #expect(sqliteError.code == .notADatabase, "\(sqliteError)")
+        #expect("\(LedgerError.database(path: path, sqliteError))".contains("not a SQLite database"))
         #expect(try Data(contentsOf: URL(fileURLWithPath: path)) == bytes)
     }
 

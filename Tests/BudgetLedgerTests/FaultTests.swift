@@ -40,9 +40,10 @@ struct FaultTests {
         #expect("\(error)".contains(path), "\(error)")
         #expect(try LedgerState(ledger, after: before) == before, "the failed consume left something behind")
         // Still full: the retry fails the same way and records nothing either.
-        #expect(throws: LedgerError.self) {
+        let retryError = thrownDatabaseError(at: path) {
             try ledger.consume("fill", promptTokens: 1, idempotencyKey: failedKey, usage: Self.paddedUsage(0))
         }
+        #expect(retryError?.isFull == true, "\(String(describing: retryError))")
         #expect(try LedgerState(ledger, after: before) == before)
         #expect(try ledger.verify().isConsistent)
         ledger.close()

@@ -1,6 +1,6 @@
 @testable import BudgetLedger
 import Foundation
-import LedgerSQLite
+@_spi(FaultInjection) import LedgerSQLite
 import Synchronization
 import Testing
 
@@ -50,11 +50,11 @@ struct WALSyncTests {
         let folder = try TemporaryFolder()
         let holder = WriterLock(ledgerPath: folder.path("l.db"))
         let other = WriterLock(ledgerPath: folder.path("l.db"))
-        holder.lock()
+        #expect(holder.lock(timeoutMilliseconds: 0))
         #expect(!holder.hasWaiter())
         let acquired = DispatchSemaphore(value: 0)
         Thread {
-            other.lock()
+            _ = other.lock(timeoutMilliseconds: 60_000)
             acquired.signal()
             other.unlock()
         }.start()
@@ -125,12 +125,171 @@ struct WALSyncTests {
         ledger.transactionsSinceContention.store(0, ordering: .relaxed)
         try FileManager.default.removeItem(atPath: path + "-wal")
         #expect(FileManager.default.createFile(atPath: path + "-wal", contents: Data()))
-        let error = #expect(throws: LedgerError.self) { try ledger.consume("t", promptTokens: 1) }
-        guard case .database(_, let sqliteError)? = error else {
-            Issue.record("expected a database error, got \(String(describing: error))")
-            return
-        }
+        let sqliteError = try #require(thrownDatabaseError(at: path) { try ledger.consume("t", promptTokens: 1) })
         #expect(sqliteError.extendedCode == .ioErrorFsync)
         #expect(sqliteError.message.contains("l.db-wal was deleted"))
+    }
+
+    // MARK: Review of issue 20
+
+    @Test("a commit that wrote no WAL frame does not mark earlier commits durable", arguments: FramelessWrite.allCases)
+    func framelessCommitCoversNothing(write: FramelessWrite) throws {
+        // Proves the durable mark moves only with a sync that covered the frames. A commit at
+        // NORMAL whose leader has not synced it yet (counted by `committed()`, as between its
+        // commit and its sync) must not become durable because a later lone commit at FULL
+        // returned when that later commit appended no frame to the WAL (an idempotent replay,
+        // a settle replayed, the reset or cleanup of an unknown thread): SQLite syncs the WAL
+        // only in a commit that appends frames. Its caller, which may have read the pending
+        // commit, hears back only after a sync of the ledger's own covered everything before it.
+        let folder = try TemporaryFolder()
+        let (ledger, walSync) = try fullLedger(in: folder)
+        defer { ledger.close() }
+        try write.prepare(ledger)
+        let pending = walSync.committed()
+        let syncsBefore = walSync.syncs
+        try write.run(ledger)
+        #expect(try ledger.withConnection { $0.synchronous } == .full, "a lone writer: SQLite at FULL")
+        #expect(walSync.commits.durable >= pending, "the call returned, so every commit before it is durable")
+        #expect(walSync.syncs == syncsBefore + 1, "with nothing for SQLite to sync, the ledger must have synced")
+    }
+
+    @Test("a lone commit at FULL that wrote frames covers every earlier commit with SQLite's own sync")
+    func framedCommitCoversEarlierCommits() throws {
+        // Proves the other half of the rule above: SQLite's sync inside a FULL commit is an
+        // fdatasync of the whole WAL, so it covers the pending commit too, and the ledger adds no
+        // sync of its own.
+        let folder = try TemporaryFolder()
+        let (ledger, walSync) = try fullLedger(in: folder)
+        defer { ledger.close() }
+        try ledger.consume("t", promptTokens: 1)
+        let pending = walSync.committed()
+        let syncsBefore = walSync.syncs
+        try ledger.consume("t", promptTokens: 1)
+        #expect(walSync.commits.durable > pending)
+        #expect(walSync.syncs == syncsBefore)
+    }
+
+    @Test("a failed sync fails its writes and refuses every later write until the ledger is reopened")
+    func failedSyncRefusesWritesUntilReopened() throws {
+        // Proves a failed fdatasync is not forgotten ("fsyncgate": after a failure the kernel may
+        // have dropped the dirty pages, and the next sync can succeed without writing them). The
+        // write whose sync failed is reported failed (SQLITE_IOERR_FSYNC); every later write,
+        // whichever way it would sync, is refused with the same code, a message that says to
+        // reopen, and records nothing; reads still work. A reopened ledger writes again, and a
+        // retry of the failed write's key tells what the WAL kept.
+        let folder = try TemporaryFolder()
+        let path = folder.path("l.db")
+        let (ledger, walSync) = try fullLedger(in: folder)
+        try ledger.consume("t", promptTokens: 1, idempotencyKey: "before")
+        let failing = walSync.syncs + 1
+        walSync.injectSyncFault { attempt in attempt == failing ? EIO : nil }
+        // As if another writer had just waited: the ledger syncs the WAL itself, after the lock.
+        ledger.transactionsSinceContention.store(0, ordering: .relaxed)
+        let failed = try #require(thrownDatabaseError(at: path) {
+            try ledger.consume("t", promptTokens: 1, idempotencyKey: "synced-failed")
+        })
+        #expect(failed.extendedCode == .ioErrorFsync)
+        #expect(failed.message.contains("fdatasync of \(path)-wal failed"), "\(failed)")
+        let eventsAfterFailure = try eventCount(at: path)
+
+        for (call, lone) in [false, true].enumerated() {
+            // `lone`: SQLite would sync inside the commit, which no fault of ours can reach.
+            ledger.transactionsSinceContention.store(lone ? Ledger.contendedTransactionsMemory + 1 : 0, ordering: .relaxed)
+            let refused = try #require(thrownDatabaseError(at: path) {
+                try ledger.consume("t", promptTokens: 1, idempotencyKey: "refused-\(call)")
+            })
+            #expect(refused.extendedCode == .ioErrorFsync)
+            #expect(refused.message.contains("reopen"), "\(refused)")
+        }
+        #expect(try eventCount(at: path) == eventsAfterFailure, "a refused write records nothing")
+        #expect(try ledger.usage("t") != nil, "reads still work")
+        ledger.close()
+
+        let reopened = try Ledger(path: path)
+        defer { reopened.close() }
+        try reopened.consume("t", promptTokens: 1, idempotencyKey: "synced-failed")
+        #expect(try !reopened.consume("t", promptTokens: 1, idempotencyKey: "refused-0").isReplay)
+        #expect(try !reopened.consume("t", promptTokens: 1, idempotencyKey: "after").isReplay)
+        #expect(try reopened.verify().isConsistent)
+    }
+
+    @Test("close() syncs what committed before it closes the connection, so no durable write is reported failed")
+    func closeSyncsBeforeClosing() throws {
+        // Proves the order of close(): a commit at NORMAL whose leader has not synced it yet
+        // (counted by `committed()`, as between its commit and its sync) is covered when
+        // close() returns, and the leader's sync that runs after close() then finds it durable
+        // instead of failing on a WAL that closing the connection checkpointed and deleted.
+        let folder = try TemporaryFolder()
+        let (ledger, walSync) = try fullLedger(in: folder)
+        try ledger.consume("t", promptTokens: 1)
+        let pending = walSync.committed()
+        ledger.close()
+        #expect(walSync.commits.durable >= pending)
+        #expect(throws: Never.self) { try walSync.sync(through: pending) }
+    }
+
+    @Test("a ledger opened with defaults is FULL: SQLite syncs a lone commit, and the ledger syncs every other before answering")
+    func defaultsAreFull() throws {
+        // Proves what guarantees FULL by default, both ways a commit becomes durable. The default
+        // configuration asks for FULL. A lone commit runs with the writer connection at
+        // `PRAGMA synchronous` = 2 (FULL: SQLite syncs inside the commit). Under contention the
+        // connection reads 1 (NORMAL: SQLite does not sync), and each acknowledged write was
+        // covered by a sync of the ledger's own begun after it was called, counted by the sync
+        // fault hook (which fails nothing here).
+        #expect(Ledger.Configuration().synchronous == .full)
+        let folder = try TemporaryFolder()
+        let ledger = try Ledger(path: folder.path("l.db"))
+        defer { ledger.close() }
+        let walSync = try #require(ledger.walSync, "a file ledger at FULL syncs the WAL itself under contention")
+        let pragma = { try ledger.withConnection { try $0.prepare("PRAGMA synchronous").fetchOne { try $0[0] as Int64 } } }
+        try ledger.consume("t", promptTokens: 1)
+        #expect(try pragma() == 2)
+
+        let syncsBegun = Atomic<Int>(0)
+        walSync.injectSyncFault { _ in
+            syncsBegun.add(1, ordering: .sequentiallyConsistent)
+            return nil
+        }
+        for call in 0..<5 {
+            ledger.transactionsSinceContention.store(0, ordering: .relaxed)
+            let before = syncsBegun.load(ordering: .sequentiallyConsistent)
+            try ledger.consume("t", promptTokens: 1, idempotencyKey: "contended-\(call)")
+            #expect(syncsBegun.load(ordering: .sequentiallyConsistent) > before, "write \(call) was not covered by a sync")
+            #expect(try pragma() == 1)
+        }
+    }
+}
+
+/// Writes that commit without appending a frame to the WAL.
+enum FramelessWrite: String, CaseIterable, CustomTestStringConvertible, Sendable {
+    case idempotentReplay, settleReplay, resetOfUnknownThread, cleanupOfUnknownThread
+
+    var testDescription: String { rawValue }
+
+    /// What the write needs in the ledger first.
+    func prepare(_ ledger: Ledger) throws {
+        switch self {
+        case .idempotentReplay:
+            try ledger.consume("t", promptTokens: 1, idempotencyKey: "k")
+        case .settleReplay:
+            let hold = try ledger.reserve("t", tokens: 10)
+            try ledger.settle(hold.reservation.id, promptTokens: 3, idempotencyKey: "settle")
+        case .resetOfUnknownThread, .cleanupOfUnknownThread:
+            try ledger.consume("t", promptTokens: 1)
+        }
+    }
+
+    func run(_ ledger: Ledger) throws {
+        switch self {
+        case .idempotentReplay:
+            #expect(try ledger.consume("t", promptTokens: 1, idempotencyKey: "k").isReplay)
+        case .settleReplay:
+            let hold = try #require(try ledger.events(after: 0, limit: 100).events.compactMap(\.reservationID).first)
+            #expect(try ledger.settle(hold, promptTokens: 3, idempotencyKey: "settle").consume.isReplay)
+        case .resetOfUnknownThread:
+            #expect(try ledger.resetThread("nobody") == nil)
+        case .cleanupOfUnknownThread:
+            #expect(try ledger.cleanupThread("nobody") == nil)
+        }
     }
 }

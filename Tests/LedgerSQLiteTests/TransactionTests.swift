@@ -230,4 +230,49 @@ struct TransactionTests {
             #expect(try entries(connection) == [])
         }
     }
+
+    @Test("A savepoint that cannot be rolled back to rolls back the whole transaction and throws why")
+    func failedRollbackToSavepointEndsTheTransaction() throws {
+        // Proves a failed body's writes never survive its savepoint: when `ROLLBACK TO` fails
+        // (here the body released the savepoint itself, so there is none to roll back to, and its
+        // write has joined the transaction), the whole transaction is rolled back and the
+        // rollback's error is thrown, so no caller can go on to commit the failed body's write.
+        try withConnection { connection, _ in
+            try createEntries(connection)
+            try connection.execute(sql: "BEGIN IMMEDIATE")
+            try insert("before", connection)
+            let error = try #require(throws: SQLiteError.self) {
+                try connection.savepoint {
+                    try insert("partial", connection)
+                    try connection.execute(sql: "RELEASE SAVEPOINT ledger_savepoint_1")
+                    throw BodyError()
+                }
+            }
+            #expect(error.code == .error)
+            #expect(error.message.contains("no such savepoint"), "\(error)")
+            #expect(connection.isAutocommit, "the transaction must be rolled back")
+            #expect(try entries(connection) == [])
+        }
+    }
+
+    @Test("A savepoint that cannot be released rolls back the whole transaction and throws why")
+    func failedReleaseEndsTheTransaction() throws {
+        // Proves the same for a body that returns: when `RELEASE` fails, the savepoint's fate is
+        // unknown to the caller, so the whole transaction is rolled back and the error thrown.
+        try withConnection { connection, _ in
+            try createEntries(connection)
+            try connection.execute(sql: "BEGIN IMMEDIATE")
+            try insert("before", connection)
+            let error = try #require(throws: SQLiteError.self) {
+                try connection.savepoint {
+                    try insert("inside", connection)
+                    try connection.execute(sql: "RELEASE SAVEPOINT ledger_savepoint_1")
+                }
+            }
+            #expect(error.code == .error)
+            #expect(error.message.contains("no such savepoint"), "\(error)")
+            #expect(connection.isAutocommit, "the transaction must be rolled back")
+            #expect(try entries(connection) == [])
+        }
+    }
 }
