@@ -14,98 +14,55 @@ public struct VerifyReport: Sendable, Equatable {
 }
 
 extension Ledger {
-    /// A derived table and the view that recomputes it from the events alone. The rollups are
-    /// compared as readers see them: the folded rows plus the pending consumes (`*_live`).
-    private static let derivedTables: [(table: String, view: String, columns: String, key: String)] = [
-        (
-            "thread_state", "thread_state_from_events",
-            "thread_id, max_tokens, prompt_tokens, completion_tokens, request_count, opened_event_id, window_event_id",
-            "thread_id"
-        ),
-        ("thread_thresholds", "thread_thresholds_from_events", "thread_id, threshold_percent, event_id", "thread_id"),
-        (
-            "ledger_settings", "ledger_settings_from_events",
-            "id, default_max_tokens, usage_window, all_time_prompt_tokens, all_time_completion_tokens, "
-                + "all_time_cost_nanos, all_time_latency_ms",
-            "id"
-        ),
-        ("holds", "holds_from_events", "reservation_id, thread_id, tokens, expires_at_us", "reservation_id"),
-        (
-            "usage_rollup_live", "usage_rollup_from_events",
-            "usage_window, day, org_id, user_id, agent_id, model, prompt_tokens, completion_tokens, request_count, "
-                + "cost_nanos, unpriced_requests, latency_ms_sum, latency_count",
-            "'window ' || usage_window || ', day ' || day || ', org ' || org_id || ', agent ' || agent_id || ', model ' || model"
-        ),
-        (
-            "usage_agent_model_live", "usage_agent_model_from_events",
-            "usage_window, agent_id, model, prompt_tokens, completion_tokens, request_count, "
-                + "cost_nanos, unpriced_requests, latency_ms_sum, latency_count",
-            "'window ' || usage_window || ', agent ' || agent_id || ', model ' || model"
-        ),
-    ]
-
     /// The triggers that keep `events` append-only (`events_check_insert` refuses replacing inserts).
     private static let guardTriggers = [
         "events_forbid_update", "events_forbid_delete", "events_check_insert",
         "model_prices_forbid_update", "model_prices_forbid_delete",
     ]
 
-    /// Recomputes every derived total from the raw events and runs SQLite's integrity check.
-    ///
-    /// Reads one snapshot; writers in other processes are not blocked.
-    /// See <https://www.sqlite.org/pragma.html#pragma_integrity_check>.
-    public func verify() throws -> VerifyReport {
-        try read { connection in
-            var problems: [String] = []
-            let integrity = try connection.prepare("PRAGMA integrity_check").fetchAll { try $0[0] as String }
-            problems += integrity.filter { $0 != "ok" }.map { "integrity: \($0)" }
-            for derived in Self.derivedTables {
-                problems += try differences(derived.table, derived.view, derived.columns, derived.key, on: connection)
-            }
-            let mispriced = try connection.prepare(
-                """
-                SELECT events.id FROM events JOIN event_prices ON event_prices.event_id = events.id
-                WHERE events.cost_nanos IS NOT event_prices.cost_nanos LIMIT 20
-                """
-            ).fetchAll { try $0[0] as Int64 }
-            problems += mispriced.map { "events: event \($0) has a cost that differs from the price table" }
-            problems += try appendOnlyProblems(on: connection)
-            for name in Self.guardTriggers {
-                let count = try connection.prepare("SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND name = ?")
-                    .fetchOne([name]) { try $0[0] as Int64 } ?? 0
-                if count == 0 {
-                    problems.append("trigger \(name) is missing: events is no longer protected against rewrites")
-                }
-            }
-            let events = try connection.prepare("SELECT count(*) FROM events").fetchOne { try $0[0] as Int64 } ?? 0
-            let threads = try connection.prepare("SELECT count(*) FROM thread_state").fetchOne { try $0[0] as Int64 } ?? 0
-            return VerifyReport(eventCount: events, threadCount: threads, problems: problems)
-        }
-    }
-
     /// The unique indexes on `events` that `events_check_insert` guards against INSERT OR REPLACE.
     private static let guardedUniqueIndexes: Set<String> = ["events_idempotency_key", "events_reservation_end"]
 
-    /// Signs that events were removed: a gap in the ids (they are contiguous from 1 when nothing
-    /// is ever deleted; INSERT OR REPLACE deletes without firing the delete trigger), and a
-    /// unique index that `events_check_insert` does not guard, through which a REPLACE could.
-    private func appendOnlyProblems(on connection: Connection) throws -> [String] {
+    /// Recomputes every derived total from the raw events and runs SQLite's integrity check.
+    ///
+    /// One pass over `events` in id order (`Recomputation`) rebuilds thread state, thresholds,
+    /// holds, settings, both rollups and each consume's cost; then every derived table is
+    /// compared with it row by row (the rollups as readers see them: folded plus pending, the
+    /// `*_live` views). Also reported: gaps in the ids (nothing is ever deleted, so a gap is
+    /// tampering), a unique index on `events` that the insert guard does not cover, and a missing
+    /// guard trigger. Reads one snapshot on a connection of its own (file ledgers): writers are
+    /// not blocked. `progress` is called with the events read so far and the total, every 65,536.
+    /// See <https://www.sqlite.org/pragma.html#pragma_integrity_check>.
+    public func verify(progress: ((_ eventsRead: Int64, _ eventCount: Int64) -> Void)? = nil) throws -> VerifyReport {
+        try withReadSnapshot { connection in
+            var problems: [String] = []
+            let integrity = try connection.prepare("PRAGMA integrity_check").fetchAll { try $0[0] as String }
+            problems += integrity.filter { $0 != "ok" }.map { "integrity: \($0)" }
+            let total = try connection.prepare("SELECT count(*) FROM events").fetchOne { try $0[0] as Int64 } ?? 0
+            var recomputed = Recomputation(prices: try PriceTable(on: connection))
+            var cursor = try connection.prepare("SELECT \(Recomputation.columns) FROM events ORDER BY id").rows()
+            while let row = try cursor.next() {
+                try recomputed.apply(row)
+                if recomputed.eventCount % 65_536 == 0 { progress?(recomputed.eventCount, total) }
+            }
+            progress?(recomputed.eventCount, total)
+            problems += try DerivedTables(recomputed, on: connection).differences()
+            problems += recomputed.mispricedEventIDs.map { "events: event \($0) has a cost that differs from the price table" }
+            problems += try appendOnlyProblems(recomputed, on: connection)
+            let threads = try connection.prepare("SELECT count(*) FROM thread_state").fetchOne { try $0[0] as Int64 } ?? 0
+            return VerifyReport(eventCount: recomputed.eventCount, threadCount: threads, problems: problems)
+        }
+    }
+
+    /// Signs that events were removed or could be: a gap in the ids (they are contiguous from 1
+    /// when nothing is ever deleted; INSERT OR REPLACE deletes without firing the delete
+    /// trigger), a unique index that `events_check_insert` does not guard, a missing guard trigger.
+    private func appendOnlyProblems(_ recomputed: Recomputation, on connection: Connection) throws -> [String] {
         var problems: [String] = []
-        let (count, maxID) = try connection.prepare("SELECT count(*), coalesce(max(id), 0) FROM events")
-            .fetchOne { (try $0[0] as Int64, try $0[1] as Int64) } ?? (0, 0)
-        if count != maxID {
-            let missing = try connection.prepare(
-                """
-                SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM events WHERE id = 1) AND EXISTS (SELECT 1 FROM events)
-                UNION ALL
-                SELECT id + 1 FROM events AS e
-                WHERE id < (SELECT max(id) FROM events) AND NOT EXISTS (SELECT 1 FROM events WHERE id = e.id + 1)
-                LIMIT 20
-                """
-            ).fetchAll { try $0[0] as Int64 }
+        if recomputed.eventCount != recomputed.lastID {
             problems.append(
-                "events: \(maxID - count) event ids are missing (ids are contiguous when nothing is deleted), "
-                    + "the first missing: \(missing.map(String.init).joined(separator: ", "))")
+                "events: \(recomputed.lastID - recomputed.eventCount) event ids are missing (ids are contiguous when "
+                    + "nothing is deleted), the first missing: \(recomputed.firstMissingIDs.map(String.init).joined(separator: ", "))")
         }
         let unguarded = try connection.prepare(
             "SELECT name FROM pragma_index_list('events') WHERE \"unique\" = 1 AND origin = 'c' ORDER BY name"
@@ -113,26 +70,103 @@ extension Ledger {
         problems += unguarded.map {
             "events: unique index \($0) is not guarded by events_check_insert, so INSERT OR REPLACE could delete through it"
         }
+        for name in Self.guardTriggers {
+            let count = try connection.prepare("SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND name = ?")
+                .fetchOne([name]) { try $0[0] as Int64 } ?? 0
+            if count == 0 {
+                problems.append("trigger \(name) is missing: events is no longer protected against rewrites")
+            }
+        }
+        return problems
+    }
+}
+
+/// The derived tables as stored, compared with a recomputation, each difference named by its key.
+private struct DerivedTables {
+    let recomputed: Recomputation
+    let connection: Connection
+
+    init(_ recomputed: Recomputation, on connection: Connection) {
+        self.recomputed = recomputed
+        self.connection = connection
+    }
+
+    func differences() throws -> [String] {
+        var problems: [String] = []
+        let threads = try Dictionary(uniqueKeysWithValues: connection.prepare(
+            """
+            SELECT thread_id, max_tokens, prompt_tokens, completion_tokens, request_count, opened_event_id, window_event_id
+            FROM thread_state
+            """
+        ).fetchAll { row in
+            (try row[0] as String, Recomputation.ThreadState(
+                maxTokens: try row[1], promptTokens: try row[2], completionTokens: try row[3], requestCount: try row[4],
+                openedEventID: try row[5], windowEventID: try row[6]))
+        })
+        problems += compare("thread_state", stored: threads, recomputed: recomputed.threads) { $0 }
+        var thresholds: [String: [Int64: Int64]] = [:]
+        for (thread, percent, event) in try connection.prepare(
+            "SELECT thread_id, threshold_percent, event_id FROM thread_thresholds"
+        ).fetchAll({ (try $0[0] as String, try $0[1] as Int64, try $0[2] as Int64) }) {
+            thresholds[thread, default: [:]][percent] = event
+        }
+        problems += compare("thread_thresholds", stored: thresholds, recomputed: recomputed.thresholds.filter { !$0.value.isEmpty }) { $0 }
+        let holds = try Dictionary(uniqueKeysWithValues: connection.prepare(
+            "SELECT reservation_id, thread_id, tokens, expires_at_us FROM holds"
+        ).fetchAll { row in
+            (try row[0] as Int64, Recomputation.Hold(threadID: try row[1], tokens: try row[2], expiresAtMicroseconds: try row[3]))
+        })
+        problems += compare("holds", stored: holds, recomputed: recomputed.holds) { String($0) }
+        let settings = try connection.prepare(
+            """
+            SELECT default_max_tokens, usage_window, all_time_prompt_tokens, all_time_completion_tokens,
+                   all_time_cost_nanos, all_time_latency_ms
+            FROM ledger_settings WHERE id = 1
+            """
+        ).fetchOne { row in
+            Recomputation.Settings(
+                defaultMaxTokens: try row[0], usageWindow: try row[1], allTimePromptTokens: try row[2],
+                allTimeCompletionTokens: try row[3], allTimeCostNanos: try row[4], allTimeLatencyMilliseconds: try row[5])
+        }
+        problems += compare("ledger_settings", stored: [1: settings], recomputed: [1: recomputed.settings]) { String($0) }
+        problems += try rollupDifferences()
         return problems
     }
 
-    /// Rows of `table` that `view` does not reproduce, and the reverse, named by `key`.
-    private func differences(
-        _ table: String, _ view: String, _ columns: String, _ key: String, on connection: Connection
-    ) throws -> [String] {
-        let keyOnly = { (row: Row) throws -> String in
-            switch row.value(at: 0) {
-            case .text(let text): return text
-            case .integer(let integer): return String(integer)
-            default: return "NULL"
-            }
+    private func rollupDifferences() throws -> [String] {
+        let sums = { (row: Row, offset: Int) throws -> Recomputation.Sums in
+            Recomputation.Sums(
+                promptTokens: try row[offset], completionTokens: try row[offset + 1], requestCount: try row[offset + 2],
+                costNanos: try row[offset + 3], unpricedRequests: try row[offset + 4],
+                latencyMillisecondsSum: try row[offset + 5], latencyCount: try row[offset + 6])
         }
-        let stale = try connection.prepare(
-            "SELECT \(key) FROM (SELECT \(columns) FROM \(table) EXCEPT SELECT \(columns) FROM \(view)) LIMIT 20"
-        ).fetchAll(keyOnly)
-        let missing = try connection.prepare(
-            "SELECT \(key) FROM (SELECT \(columns) FROM \(view) EXCEPT SELECT \(columns) FROM \(table)) LIMIT 20"
-        ).fetchAll(keyOnly)
+        let columns = "prompt_tokens, completion_tokens, request_count, cost_nanos, unpriced_requests, latency_ms_sum, latency_count"
+        let rollup = try Dictionary(uniqueKeysWithValues: connection.prepare(
+            "SELECT usage_window, day, org_id, user_id, agent_id, model, \(columns) FROM usage_rollup_live"
+        ).fetchAll { row in
+            (Recomputation.RollupKey(
+                usageWindow: try row[0], day: try row[1], organizationID: try row[2], userID: try row[3], agentID: try row[4],
+                model: try row[5]), try sums(row, 6))
+        })
+        let agentModel = try Dictionary(uniqueKeysWithValues: connection.prepare(
+            "SELECT usage_window, agent_id, model, \(columns) FROM usage_agent_model_live"
+        ).fetchAll { row in
+            (Recomputation.AgentModelKey(usageWindow: try row[0], agentID: try row[1], model: try row[2]), try sums(row, 3))
+        })
+        return compare("usage_rollup_live", stored: rollup, recomputed: recomputed.rollup) {
+            "window \($0.usageWindow), day \($0.day), org \($0.organizationID), agent \($0.agentID), model \($0.model)"
+        } + compare("usage_agent_model_live", stored: agentModel, recomputed: recomputed.agentModel) {
+            "window \($0.usageWindow), agent \($0.agentID), model \($0.model)"
+        }
+    }
+
+    /// Rows stored that the events do not reproduce, then rows the events imply that are
+    /// missing or different (at most 20 of each), named by `name(key)`.
+    private func compare<Key: Hashable, Value: Equatable>(
+        _ table: String, stored: [Key: Value], recomputed: [Key: Value], name: (Key) -> String
+    ) -> [String] {
+        let stale = stored.filter { recomputed[$0.key] != $0.value }.keys.map(name).sorted().prefix(20)
+        let missing = recomputed.filter { stored[$0.key] != $0.value }.keys.map(name).sorted().prefix(20)
         return stale.map { "\(table): row \($0) differs from the events" }
             + missing.map { "\(table): row \($0) that the events imply is missing or different" }
     }

@@ -109,7 +109,13 @@ extension BudgetLedgerCommand {
 
         func run() throws {
             try options.withLedger { ledger in
-                let report = try ledger.verify()
+                // On a terminal, a progress line that rewrites itself; never in a pipe or a log.
+                let onTerminal = isatty(STDERR_FILENO) == 1
+                let report = try ledger.verify { read, total in
+                    guard onTerminal else { return }
+                    let end = read == total ? "\n" : ""
+                    FileHandle.standardError.write(Data("\rverify: \(read) of \(total) events\(end)".utf8))
+                }
                 let json = JSONValue.object([
                     ("ok", .bool(report.isConsistent)),
                     ("events", .integer(report.eventCount)),

@@ -1,0 +1,245 @@
+import LedgerSQLite
+
+/// Every derived table recomputed from the events in one pass, in id order: what `verify`
+/// compares the tables with.
+///
+/// It applies the rules of the triggers (migrations 0001, 0003, 0004, 0006, 0007) event by
+/// event, so it costs one scan of `events` and memory in the size of the derived tables (a
+/// few hundred bytes per open thread, live hold and rollup row), where the `*_from_events`
+/// views, which say the same in SQL for the sqlite3 shell, sort the events several times
+/// (`VerifyTests` proves the two agree). Values recorded before the limits existed count at
+/// most at their limit, as everywhere derived (migration 0006).
+struct Recomputation {
+    struct ThreadState: Equatable {
+        var maxTokens: Int64
+        var promptTokens: Int64 = 0
+        var completionTokens: Int64 = 0
+        var requestCount: Int64 = 0
+        var openedEventID: Int64
+        var windowEventID: Int64
+    }
+
+    struct Hold: Equatable {
+        var threadID: String
+        var tokens: Int64
+        var expiresAtMicroseconds: Int64
+    }
+
+    struct RollupKey: Hashable {
+        var usageWindow: Int64
+        var day: Int64
+        var organizationID: String
+        var userID: String
+        var agentID: String
+        var model: String
+    }
+
+    struct AgentModelKey: Hashable {
+        var usageWindow: Int64
+        var agentID: String
+        var model: String
+    }
+
+    struct Sums: Equatable {
+        var promptTokens: Int64 = 0
+        var completionTokens: Int64 = 0
+        var requestCount: Int64 = 0
+        var costNanos: Int64 = 0
+        var unpricedRequests: Int64 = 0
+        var latencyMillisecondsSum: Int64 = 0
+        var latencyCount: Int64 = 0
+    }
+
+    /// The settings row: `ledger_settings` but `rolled_up_to`, which says how far the fold went.
+    struct Settings: Equatable {
+        var defaultMaxTokens: Int64 = 100_000
+        var usageWindow: Int64 = 0
+        var allTimePromptTokens: Int64 = 0
+        var allTimeCompletionTokens: Int64 = 0
+        var allTimeCostNanos: Int64 = 0
+        var allTimeLatencyMilliseconds: Int64 = 0
+    }
+
+    private(set) var threads: [String: ThreadState] = [:]
+    /// Crossed thresholds of each thread's current window: percent → the threshold event.
+    private(set) var thresholds: [String: [Int64: Int64]] = [:]
+    private(set) var holds: [Int64: Hold] = [:]
+    private(set) var settings = Settings()
+    private(set) var rollup: [RollupKey: Sums] = [:]
+    private(set) var agentModel: [AgentModelKey: Sums] = [:]
+    /// Events read, the highest id, and the ids that a contiguous run from 1 lacks.
+    private(set) var eventCount: Int64 = 0
+    private(set) var lastID: Int64 = 0
+    private(set) var firstMissingIDs: [Int64] = []
+    /// Consume events whose cost differs from the price table's (the first 20).
+    private(set) var mispricedEventIDs: [Int64] = []
+
+    private var prices: PriceTable
+
+    init(prices: PriceTable) {
+        self.prices = prices
+    }
+
+    /// The columns `apply(_:)` reads, in its order.
+    static let columns = """
+        id, timestamp_us, kind, thread_id, prompt_tokens, completion_tokens, max_tokens, threshold_percent, agent_id, \
+        model, latency_ms, org_id, user_id, cost_nanos, held_tokens, expires_at_us, reservation_id
+        """
+
+    /// Applies the next event (rows in id order, with `columns`).
+    mutating func apply(_ row: Row) throws {
+        let id: Int64 = try row[0]
+        noteID(id)
+        let kind: String = try row[2]
+        let threadID: String? = try row[3]
+        switch kind {
+        case "consume":
+            try applyConsume(row, id: id, threadID: threadID ?? "")
+        case "open":
+            threads[threadID ?? ""] = ThreadState(maxTokens: try row[6], openedEventID: id, windowEventID: id)
+        case "limit":
+            try applyLimit(id: id, threadID: threadID ?? "", maxTokens: try row[6])
+        case "reset":
+            guard let thread = threadID, var state = threads[thread] else { break }
+            state.promptTokens = 0
+            state.completionTokens = 0
+            state.requestCount = 0
+            state.windowEventID = id
+            threads[thread] = state
+            thresholds[thread] = nil
+        case "cleanup":
+            guard let thread = threadID else { break }
+            threads[thread] = nil
+            thresholds[thread] = nil
+            holds = holds.filter { $0.value.threadID != thread }
+        case "threshold":
+            thresholds[threadID ?? "", default: [:]][try row[7]] = id
+        case "configure":
+            settings.defaultMaxTokens = try row[6]
+        case "usage_reset":
+            settings.usageWindow += 1
+        case "reserve":
+            let held: Int64 = try row[14]
+            holds[id] = Hold(
+                threadID: threadID ?? "", tokens: min(held, LedgerLimits.tokensPerRequestMax), expiresAtMicroseconds: try row[15])
+        default:  // release, expire
+            if let reservation: Int64 = try row[16] { holds[reservation] = nil }
+        }
+    }
+
+    private mutating func noteID(_ id: Int64) {
+        if id != lastID + 1, firstMissingIDs.count < 20 {
+            var missing = lastID + 1
+            while missing < id, firstMissingIDs.count < 20 {
+                firstMissingIDs.append(missing)
+                missing += 1
+            }
+        }
+        eventCount += 1
+        lastID = max(lastID, id)
+    }
+
+    private mutating func applyConsume(_ row: Row, id: Int64, threadID: String) throws {
+        let prompt = min(try row[4] as Int64, LedgerLimits.tokensPerCallMax)
+        let completion = min(try row[5] as Int64, LedgerLimits.tokensPerCallMax)
+        let latency: Int64? = try row[10]
+        let cost: Int64? = try row[13]
+        let countedLatency = latency.map { min($0, LedgerLimits.latencyMillisecondsMax) }
+        let countedCost = cost.map { min($0, LedgerLimits.costNanosPerCallMax) }
+        if var state = threads[threadID] {
+            state.promptTokens = state.promptTokens.saturatingAdd(prompt)
+            state.completionTokens = state.completionTokens.saturatingAdd(completion)
+            state.requestCount += 1
+            threads[threadID] = state
+        }
+        if let reservation: Int64 = try row[16] { holds[reservation] = nil }
+        settings.allTimePromptTokens = settings.allTimePromptTokens.saturatingAdd(prompt)
+        settings.allTimeCompletionTokens = settings.allTimeCompletionTokens.saturatingAdd(completion)
+        settings.allTimeCostNanos = settings.allTimeCostNanos.saturatingAdd(countedCost ?? 0)
+        settings.allTimeLatencyMilliseconds = settings.allTimeLatencyMilliseconds.saturatingAdd(countedLatency ?? 0)
+
+        let timestamp: Int64 = try row[1]
+        let agent: String = try row[8] ?? ""
+        let model: String? = try row[9]
+        let add = { (sums: inout Sums) in
+            sums.promptTokens = sums.promptTokens.saturatingAdd(prompt)
+            sums.completionTokens = sums.completionTokens.saturatingAdd(completion)
+            sums.requestCount += 1
+            sums.costNanos = sums.costNanos.saturatingAdd(countedCost ?? 0)
+            sums.unpricedRequests += cost == nil ? 1 : 0
+            sums.latencyMillisecondsSum = sums.latencyMillisecondsSum.saturatingAdd(countedLatency ?? 0)
+            sums.latencyCount += latency == nil ? 0 : 1
+        }
+        let rollupKey = RollupKey(
+            usageWindow: settings.usageWindow, day: timestamp / 86_400_000_000, organizationID: try row[11] ?? "",
+            userID: try row[12] ?? "", agentID: agent, model: model ?? "")
+        add(&rollup[rollupKey, default: Sums()])
+        add(&agentModel[AgentModelKey(usageWindow: settings.usageWindow, agentID: agent, model: model ?? ""), default: Sums()])
+
+        let expected = prices.cost(model: model, at: timestamp, promptTokens: try row[4], completionTokens: try row[5])
+        if expected != cost, mispricedEventIDs.count < 20 { mispricedEventIDs.append(id) }
+    }
+
+    /// A limit: the new max (opening the thread when it is not open), and the crossed thresholds
+    /// the thread no longer reaches under it armed again (all of them at max 0), as 0007.
+    private mutating func applyLimit(id: Int64, threadID: String, maxTokens: Int64) {
+        guard var state = threads[threadID] else {
+            threads[threadID] = ThreadState(maxTokens: maxTokens, openedEventID: id, windowEventID: id)
+            return
+        }
+        state.maxTokens = maxTokens
+        threads[threadID] = state
+        let used = Int128(state.promptTokens) + Int128(state.completionTokens)
+        thresholds[threadID] = thresholds[threadID]?.filter { percent, _ in
+            maxTokens != 0 && used * 100 >= Int128(percent) * Int128(maxTokens)
+        }
+    }
+}
+
+/// The price table, for recomputing each consume's cost as the `event_prices` view does:
+/// the longest prefix of the lowercased model (ASCII, as SQLite's `lower`), then the latest
+/// `effective_from_us` not after the event.
+struct PriceTable {
+    private struct Price {
+        let prefix: [Unicode.Scalar]
+        let prompt: Int64
+        let completion: Int64
+        let from: Int64
+    }
+
+    /// Longest prefix first, then latest start first: the view's ORDER BY.
+    private let prices: [Price]
+    /// Per model name as recorded: the prices whose prefix it starts with, in that order.
+    private var candidates: [String: [Price]] = [:]
+
+    init(on connection: Connection) throws {
+        prices = try connection.prepare(
+            """
+            SELECT model_prefix, prompt_nanos_per_token, completion_nanos_per_token, effective_from_us FROM model_prices
+            ORDER BY length(model_prefix) DESC, effective_from_us DESC
+            """
+        ).fetchAll { row in
+            Price(prefix: Array((try row[0] as String).unicodeScalars), prompt: try row[1], completion: try row[2], from: try row[3])
+        }
+    }
+
+    /// The cost at the price in force at `timestamp`; nil without one; -1 when it overflows
+    /// (SQLite's product turns to a float there, which no recorded cost equals, and no recorded
+    /// cost is negative).
+    mutating func cost(model: String?, at timestamp: Int64, promptTokens: Int64, completionTokens: Int64) -> Int64? {
+        guard let model else { return nil }
+        let matching: [Price]
+        if let known = candidates[model] {
+            matching = known
+        } else {
+            let lowered = Array(model.lowercasedASCII.unicodeScalars)
+            matching = prices.filter { lowered.starts(with: $0.prefix) }
+            candidates[model] = matching
+        }
+        guard let price = matching.first(where: { $0.from <= timestamp }) else { return nil }
+        let (prompt, promptOverflow) = promptTokens.multipliedReportingOverflow(by: price.prompt)
+        let (completion, completionOverflow) = completionTokens.multipliedReportingOverflow(by: price.completion)
+        let (sum, sumOverflow) = prompt.addingReportingOverflow(completion)
+        return promptOverflow || completionOverflow || sumOverflow ? -1 : sum
+    }
+}
