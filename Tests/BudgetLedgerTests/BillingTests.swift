@@ -119,13 +119,13 @@ struct BillingTests {
         let ledger = try Ledger.inMemory(configuration: Ledger.Configuration(clock: clock.read))
         try ledger.consume("t", promptTokens: 1, usage: UsageDetails(model: "m-1"))
         clock.advance(microseconds: 1)
-        #expect(throws: LedgerError.self) {
-            try ledger.setPrice(model: "m", promptUSDPerMillion: "1", completionUSDPerMillion: "1", effectiveFrom: 0)
-        }
+        #expect(ledgerErrorCase {
+            _ = try ledger.setPrice(model: "m", promptUSDPerMillion: "1", completionUSDPerMillion: "1", effectiveFrom: 0)
+        } == .invalidInput(field: "from"))
         for bad in ["0.0005", "-1", "1e3", "", ".5", "1.", "abc"] {
-            #expect(throws: LedgerError.self, "\(bad)") {
-                try ledger.setPrice(model: "m", promptUSDPerMillion: bad, completionUSDPerMillion: "1")
-            }
+            #expect(ledgerErrorCase {
+                _ = try ledger.setPrice(model: "m", promptUSDPerMillion: bad, completionUSDPerMillion: "1")
+            } == .invalidInput(field: "prompt price"), "\(bad)")
         }
         let before = try ledger.prices().count
         try ledger.setPrice(model: "m", promptUSDPerMillion: "0.001", completionUSDPerMillion: "1000")
@@ -328,9 +328,9 @@ struct BillingTests {
     func feedLimits() throws {
         // Proves the page size is bounded with a clear error.
         let ledger = try Ledger.inMemory()
-        #expect(throws: LedgerError.self) { try ledger.events(after: 0, limit: 0) }
-        #expect(throws: LedgerError.self) { try ledger.events(after: 0, limit: 10_001) }
-        #expect(throws: LedgerError.self) { try ledger.events(after: -1) }
+        #expect(ledgerErrorCase { _ = try ledger.events(after: 0, limit: 0) } == .invalidInput(field: "limit"))
+        #expect(ledgerErrorCase { _ = try ledger.events(after: 0, limit: 10_001) } == .invalidInput(field: "limit"))
+        #expect(ledgerErrorCase { _ = try ledger.events(after: -1) } == .invalidInput(field: "after"))
         #expect(try ledger.events(after: 0, limit: 10_000).lastID == 0)
     }
 
@@ -349,9 +349,9 @@ struct BillingTests {
         #expect(exported == [stamps[1], stamps[2]])
         let rows = try ledger.rollup(ExportQuery(from: stamps[1], to: stamps[4]), by: .thread)
         #expect(rows.map(\.totals.requestCount) == [3])
-        #expect(throws: LedgerError.self) {
+        #expect(ledgerErrorCase {
             try ledger.forEachConsumeEvent(ExportQuery(from: stamps[3], to: stamps[1])) { _ in }
-        }
+        } == .invalidInput(field: "to"))
     }
 
     @Test("CSV with quotes, commas and newlines in ids and metadata parses back field for field")

@@ -53,8 +53,8 @@ struct CheckAndConsumeTests {
         // Proves a key cannot silently stand for two different consumes.
         let ledger = try Ledger.inMemory()
         try ledger.consume("t", promptTokens: 5, idempotencyKey: "k")
-        #expect(throws: LedgerError.self) { try ledger.consume("t", promptTokens: 6, idempotencyKey: "k") }
-        #expect(throws: LedgerError.self) { try ledger.consume("other", promptTokens: 5, idempotencyKey: "k") }
+        #expect(ledgerErrorCase { try ledger.consume("t", promptTokens: 6, idempotencyKey: "k") } == .conflict)
+        #expect(ledgerErrorCase { try ledger.consume("other", promptTokens: 5, idempotencyKey: "k") } == .conflict)
         #expect(try ledger.usage("t")?.totalTokens == 5)
         #expect(try ledger.usage("other") == nil)
     }
@@ -100,21 +100,21 @@ struct CheckAndConsumeTests {
         // Proves the id limit is exactly 256 UTF-8 bytes (multi-byte characters count as bytes).
         let ledger = try Ledger.inMemory()
         try ledger.consume(String(repeating: "a", count: 256), promptTokens: 1)
-        #expect(throws: LedgerError.self) { try ledger.consume(String(repeating: "é", count: 129), promptTokens: 1) }
+        #expect(ledgerErrorCase { try ledger.consume(String(repeating: "é", count: 129), promptTokens: 1) } == .invalidInput(field: "threadId"))
     }
 
     @Test("negative limits and defaults are refused; metadata must be a JSON object")
     func otherBadInput() throws {
         // Proves the remaining validation paths refuse and write nothing.
         let ledger = try Ledger.inMemory()
-        #expect(throws: LedgerError.self) { try ledger.setLimit("t", maxTokens: -1) }
-        #expect(throws: LedgerError.self) { try ledger.configure(maxTokensPerThread: -5) }
-        #expect(throws: LedgerError.self) {
+        #expect(ledgerErrorCase { try ledger.setLimit("t", maxTokens: -1) } == .invalidInput(field: "maxTokens"))
+        #expect(ledgerErrorCase { try ledger.configure(maxTokensPerThread: -5) } == .invalidInput(field: "maxTokensPerThread"))
+        #expect(ledgerErrorCase {
             try ledger.consume("t", promptTokens: 1, usage: UsageDetails(metadataJSON: "[1,2]"))
-        }
-        #expect(throws: LedgerError.self) {
+        } == .invalidInput(field: "metadata"))
+        #expect(ledgerErrorCase {
             try ledger.consume("t", promptTokens: 1, usage: UsageDetails(latencyMilliseconds: -3))
-        }
+        } == .invalidInput(field: "latencyMs"))
         #expect(try ledger.allUsage().isEmpty)
         #expect(try ledger.maxTokensPerThread == 100_000)
     }

@@ -67,7 +67,7 @@ struct ReservationTests {
             Issue.record("expected reservationNotFound, got \(unknown)")
             return
         }
-        #expect(throws: LedgerError.self) { try ledger.settle(987_654, promptTokens: 1) }
+        #expect(ledgerErrorCase { try ledger.settle(987_654, promptTokens: 1) } == .reservationNotFound)
         #expect(try ledger.events(after: 0, limit: 1_000).events.count == eventsBefore)
         #expect(try ledger.usage("t")?.totalTokens == 5)
     }
@@ -110,7 +110,7 @@ struct ReservationTests {
         let lateNoticed = try ledger.settle(noticed.reservation.id, promptTokens: 30)
         #expect(lateNoticed.holdHadExpired)
         #expect(lateNoticed.consume.budget.totalTokens == 31)
-        #expect(throws: LedgerError.self) { try ledger.settle(noticed.reservation.id, promptTokens: 30) }
+        #expect(ledgerErrorCase { try ledger.settle(noticed.reservation.id, promptTokens: 30) } == .conflict)
         #expect(try ledger.verify().isConsistent)
     }
 
@@ -121,7 +121,7 @@ struct ReservationTests {
         let hold = try ledger.reserve("t", tokens: 10)
         try ledger.cleanupThread("t")
         #expect(try ledger.holds().isEmpty)
-        #expect(throws: LedgerError.self) { try ledger.settle(hold.reservation.id, promptTokens: 1) }
+        #expect(ledgerErrorCase { try ledger.settle(hold.reservation.id, promptTokens: 1) } == .conflict)
         #expect(try ledger.budget(for: "t").heldTokens == 0)
         #expect(try ledger.verify().isConsistent)
     }
@@ -143,9 +143,9 @@ struct ReservationTests {
     func badHolds() throws {
         // Proves the limits on holds give clear errors and write nothing.
         let ledger = try Ledger.inMemory()
-        #expect(throws: LedgerError.self) { try ledger.reserve("t", tokens: 0) }
-        #expect(throws: LedgerError.self) { try ledger.reserve("t", tokens: 1, ttlSeconds: 0) }
-        #expect(throws: LedgerError.self) { try ledger.reserve("t", tokens: 1, ttlSeconds: Ledger.holdSecondsMax + 1) }
+        #expect(ledgerErrorCase { _ = try ledger.reserve("t", tokens: 0) } == .invalidInput(field: "tokens"))
+        #expect(ledgerErrorCase { _ = try ledger.reserve("t", tokens: 1, ttlSeconds: 0) } == .invalidInput(field: "ttlSeconds"))
+        #expect(ledgerErrorCase { _ = try ledger.reserve("t", tokens: 1, ttlSeconds: Ledger.holdSecondsMax + 1) } == .invalidInput(field: "ttlSeconds"))
         #expect(try ledger.events(after: 0).events.isEmpty)
     }
 }

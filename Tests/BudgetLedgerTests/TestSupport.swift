@@ -57,3 +57,45 @@ func onThreads(_ count: Int, _ body: @escaping @Sendable (_ index: Int) -> Void)
     }
     finished.wait()
 }
+
+/// A `LedgerError`'s case without its payload (`SQLiteError` is not `Equatable`), so that a test
+/// names the case the contract promises instead of accepting any `LedgerError`.
+enum LedgerErrorCase: Equatable, CustomStringConvertible {
+    case invalidInput(field: String)
+    case threadNotFound
+    case reservationNotFound
+    case conflict
+    case closed
+    case database
+    case incompatible
+    /// Not a `LedgerError` at all, or no error.
+    case other(String)
+
+    var description: String {
+        switch self {
+        case .invalidInput(let field): return "invalidInput(\(field))"
+        case .other(let text): return text
+        default: return "\(self)"
+        }
+    }
+}
+
+/// The case of the `LedgerError` that `body` throws; `.other` when it throws something else or nothing.
+func ledgerErrorCase(_ body: () throws -> Void) -> LedgerErrorCase {
+    do {
+        try body()
+        return .other("no error")
+    } catch let error as LedgerError {
+        switch error {
+        case .invalidInput(let field, _): return .invalidInput(field: field)
+        case .threadNotFound: return .threadNotFound
+        case .reservationNotFound: return .reservationNotFound
+        case .conflict: return .conflict
+        case .closed: return .closed
+        case .database: return .database
+        case .incompatible: return .incompatible
+        }
+    } catch {
+        return .other("\(type(of: error)): \(error)")
+    }
+}
