@@ -67,14 +67,28 @@ public struct Migrator: Sendable {
     ///
     /// - Throws: `MigrationError` for a newer or foreign database (nothing is written),
     ///   `SQLiteError` when a migration fails (that migration is rolled back).
+    ///
+    /// What is pending is read once, in a read transaction; SQLite's write lock is taken only
+    /// when something is, once per pending migration. Opening an up-to-date database (every
+    /// open but the first after an upgrade) writes nothing and never waits for a writer.
     @discardableResult
     public func migrate(_ connection: Connection) throws -> [Int] {
+        let pending = try pendingMigrations(connection)
         var applied: [Int] = []
-        try checkCompatible(connection)
-        for migration in migrations {
+        for migration in pending {
             if try apply(migration, on: connection) { applied.append(migration.version) }
         }
         return applied
+    }
+
+    /// The migrations not recorded yet, after checking compatibility, from one read snapshot.
+    public func pendingMigrations(_ connection: Connection) throws -> [Migration] {
+        let read = {
+            try checkCompatibleInSnapshot(connection)
+            let done = Set(try appliedVersions(connection))
+            return migrations.filter { !done.contains($0.version) }
+        }
+        return connection.isAutocommit ? try connection.transaction(.deferred, read) : try read()
     }
 
     /// Applies one migration unless it is already recorded; returns whether it did.
@@ -91,6 +105,7 @@ public struct Migrator: Sendable {
         return try connection.transaction(.immediate) { () throws -> Bool in
             // Re-read under the write lock: another process may have just applied it.
             try checkCompatible(connection)
+            try connection.execute(sql: Self.bookkeepingSQL)
             if try appliedVersions(connection).contains(migration.version) {
                 return false
             }
@@ -107,9 +122,12 @@ public struct Migrator: Sendable {
         }
     }
 
-    /// The versions recorded in `schema_migrations` (empty for a new database).
+    /// The versions recorded in `schema_migrations` (empty for a new database); reads only.
     public func appliedVersions(_ connection: Connection) throws -> [Int] {
-        try connection.execute(sql: Self.bookkeepingSQL)
+        let hasBookkeeping = try connection.prepare(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
+        ).fetchOne { try $0[0] as Int64 } ?? 0
+        guard hasBookkeeping > 0 else { return [] }
         return try connection.cachedStatement("SELECT version FROM schema_migrations ORDER BY version")
             .fetchAll { row in try row[0] as Int }
     }

@@ -228,3 +228,23 @@ struct DurabilityTests {
         #expect(try reopened.verify().problems == [])
     }
 }
+
+@Suite("Opening an up-to-date ledger writes nothing")
+struct OpenWithoutWritingTests {
+    @Test("an up-to-date ledger opens and reads while another connection holds SQLite's write lock")
+    func openDoesNotWaitForAWriter() throws {
+        // Proves the migrator reads what is pending in a read transaction and takes the write lock
+        // only when something is: before, every open took it once per migration, so a read-only
+        // command waited behind any writer and failed with SQLITE_BUSY after the busy timeout.
+        let folder = try TemporaryFolder()
+        let path = folder.path("l.db")
+        try Ledger(path: path).consume("t", promptTokens: 3)
+        let writer = try Connection(path: path)
+        defer { writer.close() }
+        try writer.execute(sql: "BEGIN IMMEDIATE")
+        try writer.execute(sql: "INSERT INTO events (timestamp_us, kind, max_tokens) VALUES (1, 'configure', 7)")
+        let reader = try Ledger(path: path, configuration: Ledger.Configuration(busyTimeoutMilliseconds: 100))
+        #expect(try reader.usage("t")?.totalTokens == 3)
+        try writer.execute(sql: "ROLLBACK")
+    }
+}
