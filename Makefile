@@ -5,7 +5,7 @@ PORT ?= 8765
 BENCH_FLAGS ?=
 REFERENCE ?= ../shared/reference
 
-.PHONY: deps build test run bench bench-compare bench-floor clean
+.PHONY: deps build test run bench bench-compare bench-floor schema clean
 
 # Installs the system SQLite headers when they are missing (a fresh machine); does nothing otherwise.
 deps:
@@ -59,6 +59,12 @@ bench-floor: deps
 		$$($(SWIFT) build -c release --show-bin-path)/schema-floor .build-floor/floor.db $$1 $$2 $$3 $$4 || exit 1; \
 	done
 	@rm -f .build-floor/floor.db*
+
+# Rewrites migrations/schema.sql, the whole schema after the last migration (generated; a test
+# fails when it is stale).
+schema: deps
+	$(SWIFT) build --build-tests
+	BUDGET_LEDGER_UPDATE_SCHEMA=1 $(SWIFT) test --skip-build --filter SchemaSnapshotTests
 
 clean:
 	$(SWIFT) package clean

@@ -1,0 +1,571 @@
+-- The ledger's schema after migration 7, as SQLite stores it: generated from a fresh
+-- ledger by `make schema` (SchemaSnapshotTests fails when it is stale). Read it to see every
+-- table, index, trigger and view in one place; change the schema only by a new migration.
+CREATE TABLE events (
+    -- Rowid: strictly increasing, never reused, because rows are never deleted.
+    id INTEGER PRIMARY KEY,
+    -- UTC, microseconds since 1970-01-01T00:00:00Z.
+    timestamp_us INTEGER NOT NULL CHECK (timestamp_us >= 0),
+    -- The kinds are described in 0001_ledger.sql; consume, the common one, is tested first.
+    kind TEXT NOT NULL CHECK (kind = 'consume' OR kind = 'open' OR kind = 'limit' OR kind = 'reset'
+                              OR kind = 'cleanup' OR kind = 'threshold' OR kind = 'configure' OR kind = 'usage_reset'
+                              OR kind = 'reserve' OR kind = 'release' OR kind = 'expire'),
+    thread_id TEXT CHECK ((thread_id IS NULL) = (kind = 'configure' OR kind = 'usage_reset')),
+    prompt_tokens INTEGER NOT NULL DEFAULT 0 CHECK (prompt_tokens >= 0),
+    completion_tokens INTEGER NOT NULL DEFAULT 0 CHECK (completion_tokens >= 0),
+    max_tokens INTEGER CHECK ((max_tokens IS NOT NULL) = (kind = 'open' OR kind = 'limit' OR kind = 'configure'
+                                                          OR kind = 'threshold')
+                              AND max_tokens >= 0),
+    threshold_percent INTEGER CHECK ((threshold_percent IS NOT NULL) = (kind = 'threshold') AND threshold_percent > 0),
+    severity TEXT CHECK ((severity IS NOT NULL) = (kind = 'threshold')),
+    -- threshold: the consume that crossed it, the thread's total after it, and the max then.
+    caused_by INTEGER REFERENCES events (id),
+    tokens_used INTEGER CHECK ((tokens_used IS NOT NULL) = (kind = 'threshold')),
+    -- A retried consume carrying the same key records nothing new.
+    idempotency_key TEXT CHECK (idempotency_key IS NULL OR kind = 'consume'),
+    -- Usage fields for billing (all optional).
+    agent_id TEXT,
+    model TEXT,
+    provider TEXT,
+    latency_ms INTEGER CHECK (latency_ms >= 0),
+    -- A JSON object; its org_id and user_id are copied to the indexed columns below.
+    metadata TEXT CHECK (metadata IS NULL OR json_type(metadata) = 'object'),
+    org_id TEXT,
+    user_id TEXT,
+    -- What the consume cost, in nano-dollars (10^-9 USD); NULL when the model has no price.
+    cost_nanos INTEGER CHECK (cost_nanos >= 0),
+    -- reserve: the tokens held and when the hold stops counting (UTC microseconds).
+    held_tokens INTEGER CHECK ((held_tokens IS NOT NULL) = (kind = 'reserve') AND held_tokens > 0),
+    expires_at_us INTEGER CHECK ((expires_at_us IS NOT NULL) = (kind = 'reserve')),
+    -- release, expire: the reserve event they end; consume: the hold it settles, if any.
+    reservation_id INTEGER REFERENCES events (id)
+        CHECK (CASE WHEN kind = 'release' OR kind = 'expire' THEN reservation_id IS NOT NULL
+                    ELSE kind = 'consume' OR reservation_id IS NULL END)
+) STRICT;
+
+CREATE TABLE holds (
+    reservation_id INTEGER PRIMARY KEY,
+    thread_id TEXT NOT NULL,
+    tokens INTEGER NOT NULL,
+    expires_at_us INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE ledger_settings (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    default_max_tokens INTEGER NOT NULL,
+    usage_window INTEGER NOT NULL
+, rolled_up_to INTEGER NOT NULL DEFAULT 0, all_time_prompt_tokens INTEGER NOT NULL DEFAULT 0, all_time_completion_tokens INTEGER NOT NULL DEFAULT 0, all_time_cost_nanos INTEGER NOT NULL DEFAULT 0, all_time_latency_ms INTEGER NOT NULL DEFAULT 0) STRICT;
+
+CREATE TABLE model_prices (
+    id INTEGER PRIMARY KEY,
+    -- Matched against the lowercased model name; the longest matching prefix wins.
+    model_prefix TEXT NOT NULL CHECK (length(model_prefix) > 0 AND model_prefix = lower(model_prefix)),
+    prompt_nanos_per_token INTEGER NOT NULL CHECK (prompt_nanos_per_token >= 0),
+    completion_nanos_per_token INTEGER NOT NULL CHECK (completion_nanos_per_token >= 0),
+    -- UTC microseconds: the price holds for events at or after this time.
+    effective_from_us INTEGER NOT NULL CHECK (effective_from_us >= 0),
+    source TEXT NOT NULL,
+    UNIQUE (model_prefix, effective_from_us)
+) STRICT;
+
+CREATE TABLE schema_migrations (
+    version INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    applied_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+);
+
+CREATE TABLE thread_state (
+    thread_id TEXT PRIMARY KEY,
+    max_tokens INTEGER NOT NULL,
+    prompt_tokens INTEGER NOT NULL DEFAULT 0,
+    completion_tokens INTEGER NOT NULL DEFAULT 0,
+    request_count INTEGER NOT NULL DEFAULT 0,
+    -- The open (or limit) event that began this life.
+    opened_event_id INTEGER NOT NULL,
+    -- Consumption after this event counts: the opening event, or the last reset.
+    window_event_id INTEGER NOT NULL
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE thread_thresholds (
+    thread_id TEXT NOT NULL,
+    threshold_percent INTEGER NOT NULL,
+    event_id INTEGER NOT NULL,
+    PRIMARY KEY (thread_id, threshold_percent)
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE usage_agent_model (
+    usage_window INTEGER NOT NULL,
+    agent_id TEXT NOT NULL,
+    model TEXT NOT NULL,
+    prompt_tokens INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    request_count INTEGER NOT NULL,
+    cost_nanos INTEGER NOT NULL,
+    unpriced_requests INTEGER NOT NULL,
+    latency_ms_sum INTEGER NOT NULL,
+    latency_count INTEGER NOT NULL,
+    PRIMARY KEY (usage_window, agent_id, model)
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE usage_rollup (
+    usage_window INTEGER NOT NULL,
+    -- Days since 1970-01-01, UTC.
+    day INTEGER NOT NULL,
+    org_id TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    agent_id TEXT NOT NULL,
+    model TEXT NOT NULL,
+    prompt_tokens INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    request_count INTEGER NOT NULL,
+    cost_nanos INTEGER NOT NULL,
+    unpriced_requests INTEGER NOT NULL,
+    latency_ms_sum INTEGER NOT NULL,
+    latency_count INTEGER NOT NULL,
+    PRIMARY KEY (usage_window, day, org_id, user_id, agent_id, model)
+) STRICT, WITHOUT ROWID;
+
+CREATE INDEX events_caused_by ON events (caused_by) WHERE caused_by IS NOT NULL;
+
+CREATE UNIQUE INDEX events_idempotency_key ON events (idempotency_key) WHERE idempotency_key IS NOT NULL;
+
+CREATE UNIQUE INDEX events_reservation_end ON events (reservation_id, kind = 'consume') WHERE reservation_id IS NOT NULL;
+
+CREATE INDEX events_timestamp ON events (timestamp_us);
+
+CREATE INDEX holds_thread ON holds (thread_id, expires_at_us);
+
+CREATE TRIGGER events_apply_consume AFTER INSERT ON events WHEN NEW.kind = 'consume'
+BEGIN
+    UPDATE thread_state
+    SET prompt_tokens = prompt_tokens + NEW.prompt_tokens,
+        completion_tokens = completion_tokens + NEW.completion_tokens,
+        request_count = request_count + 1
+    WHERE thread_id = NEW.thread_id;
+    UPDATE ledger_settings
+    SET all_time_prompt_tokens =
+            CASE WHEN all_time_prompt_tokens <= 4000000000000000000 - NEW.prompt_tokens
+                 THEN all_time_prompt_tokens + NEW.prompt_tokens
+                 ELSE RAISE(ABORT, 'ledger capacity reached: the all-time prompt_tokens would pass 4000000000000000000') END,
+        all_time_completion_tokens =
+            CASE WHEN all_time_completion_tokens <= 4000000000000000000 - NEW.completion_tokens
+                 THEN all_time_completion_tokens + NEW.completion_tokens
+                 ELSE RAISE(ABORT, 'ledger capacity reached: the all-time completion_tokens would pass 4000000000000000000') END,
+        all_time_cost_nanos =
+            CASE WHEN all_time_cost_nanos <= 4000000000000000000 - coalesce(NEW.cost_nanos, 0)
+                 THEN all_time_cost_nanos + coalesce(NEW.cost_nanos, 0)
+                 ELSE RAISE(ABORT, 'ledger capacity reached: the all-time cost_nanos would pass 4000000000000000000') END,
+        all_time_latency_ms =
+            CASE WHEN all_time_latency_ms <= 4000000000000000000 - coalesce(NEW.latency_ms, 0)
+                 THEN all_time_latency_ms + coalesce(NEW.latency_ms, 0)
+                 ELSE RAISE(ABORT, 'ledger capacity reached: the all-time latency_ms would pass 4000000000000000000') END
+    WHERE id = 1;
+    DELETE FROM holds WHERE NEW.reservation_id IS NOT NULL AND reservation_id = NEW.reservation_id;
+    UPDATE ledger_settings SET rolled_up_to = NEW.id WHERE NEW.id % 1024 = 0 AND id = 1;
+END;
+
+CREATE TRIGGER events_apply_other AFTER INSERT ON events WHEN NEW.kind <> 'consume'
+BEGIN
+    -- open: a new life at the default max; limit: a new max (opening the thread if needed).
+    INSERT INTO thread_state (thread_id, max_tokens, opened_event_id, window_event_id)
+    SELECT NEW.thread_id, NEW.max_tokens, NEW.id, NEW.id WHERE NEW.kind = 'open';
+    INSERT INTO thread_state (thread_id, max_tokens, opened_event_id, window_event_id)
+    SELECT NEW.thread_id, NEW.max_tokens, NEW.id, NEW.id WHERE NEW.kind = 'limit'
+    ON CONFLICT (thread_id) DO UPDATE SET max_tokens = excluded.max_tokens;
+    -- limit: the thresholds the thread no longer reaches under the new max are armed again.
+    DELETE FROM thread_thresholds
+    WHERE NEW.kind = 'limit' AND thread_id = NEW.thread_id
+      AND (NEW.max_tokens = 0
+           OR (SELECT (s.prompt_tokens + s.completion_tokens) * 100 FROM thread_state AS s WHERE s.thread_id = NEW.thread_id)
+              < threshold_percent * NEW.max_tokens);
+    -- reset: a new window; cleanup: the life ends. Both re-arm the thresholds.
+    UPDATE thread_state
+    SET prompt_tokens = 0, completion_tokens = 0, request_count = 0, window_event_id = NEW.id
+    WHERE NEW.kind = 'reset' AND thread_id = NEW.thread_id;
+    DELETE FROM thread_state WHERE NEW.kind = 'cleanup' AND thread_id = NEW.thread_id;
+    DELETE FROM thread_thresholds WHERE (NEW.kind = 'reset' OR NEW.kind = 'cleanup') AND thread_id = NEW.thread_id;
+    DELETE FROM holds WHERE NEW.kind = 'cleanup' AND thread_id = NEW.thread_id;
+    INSERT INTO thread_thresholds (thread_id, threshold_percent, event_id)
+    SELECT NEW.thread_id, NEW.threshold_percent, NEW.id WHERE NEW.kind = 'threshold';
+    UPDATE ledger_settings SET default_max_tokens = NEW.max_tokens WHERE NEW.kind = 'configure' AND id = 1;
+    -- The fold (see ledger_settings_fold_usage); usage_reset starts a new window after it.
+    UPDATE ledger_settings
+    SET rolled_up_to = NEW.id, usage_window = usage_window + (NEW.kind = 'usage_reset')
+    WHERE (NEW.id % 1024 = 0 OR NEW.kind = 'usage_reset') AND id = 1;
+    -- reserve: a new hold; release and expire end one.
+    INSERT INTO holds (reservation_id, thread_id, tokens, expires_at_us)
+    SELECT NEW.id, NEW.thread_id, NEW.held_tokens, NEW.expires_at_us WHERE NEW.kind = 'reserve';
+    DELETE FROM holds WHERE NEW.reservation_id IS NOT NULL AND reservation_id = NEW.reservation_id;
+END;
+
+CREATE TRIGGER events_check_insert BEFORE INSERT ON events
+BEGIN
+    -- The per-event limits (see the header); the ledger's API checks them first with a message
+    -- that names the field, so this guards writers that use plain SQL.
+    -- (RAISE takes one string literal, hence the long line.)
+    SELECT RAISE(ABORT, 'events: a value is above its limit (prompt_tokens and completion_tokens <= 1000000000, held_tokens <= 2000000000, max_tokens <= 1000000000000000, latency_ms <= 604800000, cost_nanos <= 20000000000000000)')
+    WHERE NEW.prompt_tokens > 1000000000 OR NEW.completion_tokens > 1000000000
+       OR NEW.held_tokens > 2000000000 OR NEW.max_tokens > 1000000000000000
+       OR NEW.latency_ms > 604800000 OR NEW.cost_nanos > 20000000000000000;
+    -- INSERT OR REPLACE deletes the rows it conflicts with without firing delete triggers
+    -- (https://www.sqlite.org/lang_conflict.html), so an insert may not conflict with any unique
+    -- key of events: the id, the idempotency key, or a hold's end (events_reservation_end).
+    -- verify also refuses any other unique index on events, and any gap in the ids.
+    SELECT RAISE(ABORT, 'events is append-only: an insert may not replace an existing event')
+    WHERE (NEW.id IS NOT NULL AND NEW.id >= 0 AND EXISTS (SELECT 1 FROM events WHERE id = NEW.id))
+       OR (NEW.idempotency_key IS NOT NULL
+           AND EXISTS (SELECT 1 FROM events WHERE idempotency_key = NEW.idempotency_key))
+       OR (NEW.reservation_id IS NOT NULL
+           AND EXISTS (SELECT 1 FROM events WHERE reservation_id = NEW.reservation_id
+                                              AND (kind = 'consume') = (NEW.kind = 'consume')));
+    -- A thread event needs an open thread; an open needs a thread that is not open.
+    SELECT RAISE(ABORT, 'event for a thread that is not open')
+    WHERE (NEW.kind = 'consume' OR NEW.kind = 'reset' OR NEW.kind = 'cleanup' OR NEW.kind = 'threshold'
+           OR NEW.kind = 'reserve' OR NEW.kind = 'release' OR NEW.kind = 'expire')
+      AND NOT EXISTS (SELECT 1 FROM thread_state WHERE thread_id = NEW.thread_id);
+    SELECT RAISE(ABORT, 'open event for a thread that is already open')
+    WHERE NEW.kind = 'open' AND EXISTS (SELECT 1 FROM thread_state WHERE thread_id = NEW.thread_id);
+    -- A settle, release or expire names a reserve event of the same thread.
+    SELECT RAISE(ABORT, 'reservation_id does not name a reserve event of this thread')
+    WHERE NEW.reservation_id IS NOT NULL
+      AND NOT EXISTS (SELECT 1 FROM events
+                      WHERE id = NEW.reservation_id AND kind = 'reserve' AND thread_id = NEW.thread_id);
+END;
+
+CREATE TRIGGER events_forbid_delete BEFORE DELETE ON events
+BEGIN
+    SELECT RAISE(ABORT, 'events is append-only: DELETE is not allowed');
+END;
+
+CREATE TRIGGER events_forbid_update BEFORE UPDATE ON events
+BEGIN
+    SELECT RAISE(ABORT, 'events is append-only: UPDATE is not allowed');
+END;
+
+CREATE TRIGGER ledger_settings_fold_usage BEFORE UPDATE OF rolled_up_to ON ledger_settings
+BEGIN
+    INSERT INTO usage_rollup (usage_window, day, org_id, user_id, agent_id, model, prompt_tokens, completion_tokens,
+                              request_count, cost_nanos, unpriced_requests, latency_ms_sum, latency_count)
+    SELECT * FROM usage_rollup_pending WHERE true
+    ON CONFLICT (usage_window, day, org_id, user_id, agent_id, model) DO UPDATE SET
+        prompt_tokens = prompt_tokens + excluded.prompt_tokens,
+        completion_tokens = completion_tokens + excluded.completion_tokens,
+        request_count = request_count + excluded.request_count,
+        cost_nanos = cost_nanos + excluded.cost_nanos,
+        unpriced_requests = unpriced_requests + excluded.unpriced_requests,
+        latency_ms_sum = latency_ms_sum + excluded.latency_ms_sum,
+        latency_count = latency_count + excluded.latency_count;
+    INSERT INTO usage_agent_model (usage_window, agent_id, model, prompt_tokens, completion_tokens, request_count,
+                                   cost_nanos, unpriced_requests, latency_ms_sum, latency_count)
+    SELECT * FROM usage_agent_model_pending WHERE true
+    ON CONFLICT (usage_window, agent_id, model) DO UPDATE SET
+        prompt_tokens = prompt_tokens + excluded.prompt_tokens,
+        completion_tokens = completion_tokens + excluded.completion_tokens,
+        request_count = request_count + excluded.request_count,
+        cost_nanos = cost_nanos + excluded.cost_nanos,
+        unpriced_requests = unpriced_requests + excluded.unpriced_requests,
+        latency_ms_sum = latency_ms_sum + excluded.latency_ms_sum,
+        latency_count = latency_count + excluded.latency_count;
+END;
+
+CREATE TRIGGER model_prices_forbid_delete BEFORE DELETE ON model_prices
+BEGIN
+    SELECT RAISE(ABORT, 'model_prices is append-only: add a row with a later effective_from_us');
+END;
+
+CREATE TRIGGER model_prices_forbid_update BEFORE UPDATE ON model_prices
+BEGIN
+    SELECT RAISE(ABORT, 'model_prices is append-only: add a row with a later effective_from_us');
+END;
+
+CREATE VIEW billing_by_agent_model AS
+SELECT nullif(agent_id, '') AS agent_id, nullif(model, '') AS model,
+       sum(prompt_tokens + completion_tokens) AS total_tokens, sum(prompt_tokens) AS prompt_tokens,
+       sum(completion_tokens) AS completion_tokens, sum(request_count) AS request_count,
+       sum(cost_nanos) AS cost_nanos, sum(unpriced_requests) AS unpriced_requests
+FROM usage_agent_model_live GROUP BY agent_id, model;
+
+CREATE VIEW billing_by_org_model_day AS
+SELECT nullif(org_id, '') AS org_id, nullif(model, '') AS model, date(day * 86400, 'unixepoch') AS day,
+       sum(prompt_tokens + completion_tokens) AS total_tokens, sum(prompt_tokens) AS prompt_tokens,
+       sum(completion_tokens) AS completion_tokens, sum(request_count) AS request_count,
+       sum(cost_nanos) AS cost_nanos, sum(unpriced_requests) AS unpriced_requests
+FROM usage_rollup_rows GROUP BY org_id, model, usage_rollup_rows.day;
+
+CREATE VIEW event_prices AS
+SELECT
+    events.id AS event_id,
+    (SELECT events.prompt_tokens * p.prompt_nanos_per_token + events.completion_tokens * p.completion_nanos_per_token
+     FROM model_prices AS p
+     WHERE substr(lower(events.model), 1, length(p.model_prefix)) = p.model_prefix
+       AND p.effective_from_us <= events.timestamp_us
+     ORDER BY length(p.model_prefix) DESC, p.effective_from_us DESC
+     LIMIT 1) AS cost_nanos
+FROM events
+WHERE events.kind = 'consume';
+
+CREATE VIEW holds_from_events AS
+SELECT reserve.id AS reservation_id, reserve.thread_id, min(reserve.held_tokens, 2000000000) AS tokens,
+       reserve.expires_at_us
+FROM thread_life_events AS reserve
+WHERE reserve.kind = 'reserve'
+  AND NOT EXISTS (SELECT 1 FROM events AS ending WHERE ending.reservation_id = reserve.id);
+
+CREATE VIEW ledger_settings_from_events AS
+WITH all_time AS (
+    SELECT coalesce(sum(min(prompt_tokens, 1000000000)), 0) AS prompt_tokens,
+           coalesce(sum(min(completion_tokens, 1000000000)), 0) AS completion_tokens,
+           coalesce(sum(min(cost_nanos, 20000000000000000)), 0) AS cost_nanos,
+           coalesce(sum(min(latency_ms, 604800000)), 0) AS latency_ms
+    FROM events WHERE kind = 'consume'
+)
+SELECT 1 AS id,
+       coalesce((SELECT max_tokens FROM events WHERE kind = 'configure' ORDER BY id DESC LIMIT 1), 100000)
+           AS default_max_tokens,
+       (SELECT count(*) FROM events WHERE kind = 'usage_reset') AS usage_window,
+       all_time.prompt_tokens AS all_time_prompt_tokens,
+       all_time.completion_tokens AS all_time_completion_tokens,
+       all_time.cost_nanos AS all_time_cost_nanos,
+       all_time.latency_ms AS all_time_latency_ms
+FROM all_time;
+
+CREATE VIEW live_holds AS
+SELECT reservation_id, thread_id, tokens, expires_at_us
+FROM holds
+WHERE expires_at_us > CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER);
+
+CREATE VIEW thread_budgets AS
+SELECT
+    thread_id,
+    max_tokens,
+    prompt_tokens,
+    completion_tokens,
+    prompt_tokens + completion_tokens AS total_tokens,
+    max(0, max_tokens - (prompt_tokens + completion_tokens)) AS remaining,
+    request_count,
+    CASE WHEN max_tokens = 0 THEN 0.0
+         ELSE round(100.0 * (prompt_tokens + completion_tokens) / max_tokens, 1) END AS percent_used,
+    (prompt_tokens + completion_tokens) >= max_tokens AS is_exhausted
+FROM thread_state;
+
+CREATE VIEW thread_budgets_with_holds AS
+SELECT budgets.*,
+       coalesce(held.tokens, 0) AS held_tokens,
+       max(0, budgets.max_tokens - budgets.total_tokens - coalesce(held.tokens, 0)) AS remaining_after_holds
+FROM thread_budgets AS budgets
+LEFT JOIN (SELECT thread_id, sum(tokens) AS tokens FROM live_holds GROUP BY thread_id) AS held
+    ON held.thread_id = budgets.thread_id;
+
+CREATE VIEW thread_life_events AS
+WITH ends AS (
+    SELECT thread_id, max(CASE WHEN kind = 'cleanup' THEN id ELSE 0 END) AS ended_after
+    FROM events
+    WHERE thread_id IS NOT NULL
+    GROUP BY thread_id
+)
+SELECT events.*
+FROM events CROSS JOIN ends ON ends.thread_id = events.thread_id
+WHERE +events.id > ends.ended_after;
+
+CREATE VIEW thread_state_from_events AS
+WITH marks AS (
+    SELECT
+        thread_id,
+        min(CASE WHEN kind = 'open' OR kind = 'limit' THEN id END) AS opened_event_id,
+        max(CASE WHEN kind = 'open' OR kind = 'limit' THEN id END) AS last_limit_event_id,
+        max(CASE WHEN kind = 'reset' THEN id ELSE 0 END) AS last_reset_event_id
+    FROM thread_life_events
+    GROUP BY thread_id
+),
+windows AS (
+    SELECT
+        thread_id,
+        (SELECT max_tokens FROM events WHERE id = last_limit_event_id) AS max_tokens,
+        opened_event_id,
+        max(opened_event_id, last_reset_event_id) AS window_event_id
+    FROM marks
+    WHERE opened_event_id IS NOT NULL
+),
+spent AS (
+    SELECT events.thread_id, sum(min(events.prompt_tokens, 1000000000)) AS prompt_tokens,
+           sum(min(events.completion_tokens, 1000000000)) AS completion_tokens, count(*) AS request_count
+    FROM events CROSS JOIN windows ON windows.thread_id = events.thread_id
+    WHERE events.kind = 'consume' AND +events.id > windows.window_event_id
+    GROUP BY events.thread_id
+)
+SELECT
+    windows.thread_id,
+    windows.max_tokens,
+    coalesce(spent.prompt_tokens, 0) AS prompt_tokens,
+    coalesce(spent.completion_tokens, 0) AS completion_tokens,
+    coalesce(spent.request_count, 0) AS request_count,
+    windows.opened_event_id,
+    windows.window_event_id
+FROM windows LEFT JOIN spent ON spent.thread_id = windows.thread_id;
+
+CREATE VIEW thread_thresholds_from_events AS
+WITH windows AS MATERIALIZED (
+    SELECT thread_id, window_event_id FROM thread_state_from_events
+),
+-- Every crossing of each open thread's current window.
+crossings AS MATERIALIZED (
+    SELECT events.id, events.thread_id, events.threshold_percent
+    FROM events CROSS JOIN windows ON windows.thread_id = events.thread_id AND +events.id > windows.window_event_id
+    WHERE events.kind = 'threshold'
+),
+-- The limits of those windows that follow a crossing: the only ones that can re-arm one.
+limits AS MATERIALIZED (
+    SELECT events.id, events.thread_id, events.max_tokens, windows.window_event_id
+    FROM events CROSS JOIN windows ON windows.thread_id = events.thread_id AND +events.id > windows.window_event_id
+    WHERE events.kind = 'limit'
+      AND EXISTS (SELECT 1 FROM crossings WHERE crossings.thread_id = events.thread_id AND crossings.id < events.id)
+),
+-- The thread's spent tokens in the window when each of those limits was recorded.
+spent_at_limits AS MATERIALIZED (
+    SELECT limits.id, sum(events.prompt_tokens + events.completion_tokens) AS spent
+    FROM events CROSS JOIN limits
+        ON limits.thread_id = events.thread_id AND +events.id > limits.window_event_id AND +events.id < limits.id
+    WHERE +events.kind = 'consume' AND EXISTS (SELECT 1 FROM limits)
+    GROUP BY limits.id
+),
+rearms AS MATERIALIZED (
+    SELECT limits.id, limits.thread_id, limits.max_tokens, coalesce(spent_at_limits.spent, 0) AS spent
+    FROM limits LEFT JOIN spent_at_limits ON spent_at_limits.id = limits.id
+)
+SELECT crossings.thread_id, crossings.threshold_percent, crossings.id AS event_id
+FROM crossings
+WHERE NOT EXISTS (
+    SELECT 1 FROM rearms
+    WHERE rearms.thread_id = crossings.thread_id AND rearms.id > crossings.id
+      AND (rearms.max_tokens = 0 OR rearms.spent * 100 < crossings.threshold_percent * rearms.max_tokens));
+
+CREATE VIEW usage_agent_model_from_events AS
+SELECT usage_window, agent_id, model,
+       sum(prompt_tokens) AS prompt_tokens, sum(completion_tokens) AS completion_tokens,
+       sum(request_count) AS request_count, sum(cost_nanos) AS cost_nanos,
+       sum(unpriced_requests) AS unpriced_requests, sum(latency_ms_sum) AS latency_ms_sum,
+       sum(latency_count) AS latency_count
+FROM usage_rollup_from_events
+GROUP BY usage_window, agent_id, model;
+
+CREATE VIEW usage_agent_model_live AS
+SELECT usage_window, agent_id, model,
+       sum(prompt_tokens) AS prompt_tokens, sum(completion_tokens) AS completion_tokens,
+       sum(request_count) AS request_count, sum(cost_nanos) AS cost_nanos,
+       sum(unpriced_requests) AS unpriced_requests, sum(latency_ms_sum) AS latency_ms_sum,
+       sum(latency_count) AS latency_count
+FROM (SELECT * FROM usage_agent_model UNION ALL SELECT * FROM usage_agent_model_pending)
+GROUP BY usage_window, agent_id, model;
+
+CREATE VIEW usage_agent_model_pending AS
+SELECT (SELECT usage_window FROM ledger_settings WHERE id = 1) AS usage_window,
+       coalesce(agent_id, '') AS agent_id, coalesce(model, '') AS model,
+       sum(min(prompt_tokens, 1000000000)) AS prompt_tokens,
+       sum(min(completion_tokens, 1000000000)) AS completion_tokens, count(*) AS request_count,
+       coalesce(sum(min(cost_nanos, 20000000000000000)), 0) AS cost_nanos, sum(cost_nanos IS NULL) AS unpriced_requests,
+       coalesce(sum(min(latency_ms, 604800000)), 0) AS latency_ms_sum, count(latency_ms) AS latency_count
+FROM events
+WHERE id > (SELECT rolled_up_to FROM ledger_settings WHERE id = 1) AND kind = 'consume'
+GROUP BY 2, 3;
+
+CREATE VIEW usage_by_agent AS
+SELECT nullif(agent_id, '') AS agent_id,
+       sum(prompt_tokens + completion_tokens) AS total_tokens, sum(prompt_tokens) AS prompt_tokens,
+       sum(completion_tokens) AS completion_tokens, sum(request_count) AS request_count,
+       sum(cost_nanos) AS cost_nanos, sum(unpriced_requests) AS unpriced_requests
+FROM usage_agent_model_live GROUP BY agent_id;
+
+CREATE VIEW usage_by_day AS
+SELECT date(day * 86400, 'unixepoch') AS day,
+       sum(prompt_tokens + completion_tokens) AS total_tokens, sum(prompt_tokens) AS prompt_tokens,
+       sum(completion_tokens) AS completion_tokens, sum(request_count) AS request_count,
+       sum(cost_nanos) AS cost_nanos, sum(unpriced_requests) AS unpriced_requests
+FROM usage_rollup_rows GROUP BY usage_rollup_rows.day;
+
+CREATE VIEW usage_by_model AS
+SELECT nullif(model, '') AS model,
+       sum(prompt_tokens + completion_tokens) AS total_tokens, sum(prompt_tokens) AS prompt_tokens,
+       sum(completion_tokens) AS completion_tokens, sum(request_count) AS request_count,
+       sum(cost_nanos) AS cost_nanos, sum(unpriced_requests) AS unpriced_requests
+FROM usage_agent_model_live GROUP BY model;
+
+CREATE VIEW usage_by_org AS
+SELECT nullif(org_id, '') AS org_id,
+       sum(prompt_tokens + completion_tokens) AS total_tokens, sum(prompt_tokens) AS prompt_tokens,
+       sum(completion_tokens) AS completion_tokens, sum(request_count) AS request_count,
+       sum(cost_nanos) AS cost_nanos, sum(unpriced_requests) AS unpriced_requests
+FROM usage_rollup_rows GROUP BY org_id;
+
+CREATE VIEW usage_by_thread AS
+SELECT thread_id,
+       sum(min(prompt_tokens, 1000000000) + min(completion_tokens, 1000000000)) AS total_tokens,
+       sum(min(prompt_tokens, 1000000000)) AS prompt_tokens,
+       sum(min(completion_tokens, 1000000000)) AS completion_tokens, count(*) AS request_count,
+       coalesce(sum(min(cost_nanos, 20000000000000000)), 0) AS cost_nanos, sum(cost_nanos IS NULL) AS unpriced_requests
+FROM events WHERE kind = 'consume' GROUP BY thread_id;
+
+CREATE VIEW usage_by_user AS
+SELECT nullif(user_id, '') AS user_id,
+       sum(prompt_tokens + completion_tokens) AS total_tokens, sum(prompt_tokens) AS prompt_tokens,
+       sum(completion_tokens) AS completion_tokens, sum(request_count) AS request_count,
+       sum(cost_nanos) AS cost_nanos, sum(unpriced_requests) AS unpriced_requests
+FROM usage_rollup_rows GROUP BY user_id;
+
+CREATE VIEW usage_rollup_from_events AS
+WITH numbered AS (
+    SELECT events.*, sum(kind = 'usage_reset') OVER (ORDER BY id) AS usage_window
+    FROM events
+)
+SELECT
+    usage_window,
+    timestamp_us / 86400000000 AS day,
+    coalesce(org_id, '') AS org_id,
+    coalesce(user_id, '') AS user_id,
+    coalesce(agent_id, '') AS agent_id,
+    coalesce(model, '') AS model,
+    sum(min(prompt_tokens, 1000000000)) AS prompt_tokens,
+    sum(min(completion_tokens, 1000000000)) AS completion_tokens,
+    count(*) AS request_count,
+    coalesce(sum(min(cost_nanos, 20000000000000000)), 0) AS cost_nanos,
+    sum(cost_nanos IS NULL) AS unpriced_requests,
+    coalesce(sum(min(latency_ms, 604800000)), 0) AS latency_ms_sum,
+    count(latency_ms) AS latency_count
+FROM numbered
+WHERE kind = 'consume'
+GROUP BY 1, 2, 3, 4, 5, 6;
+
+CREATE VIEW usage_rollup_live AS
+SELECT usage_window, day, org_id, user_id, agent_id, model,
+       sum(prompt_tokens) AS prompt_tokens, sum(completion_tokens) AS completion_tokens,
+       sum(request_count) AS request_count, sum(cost_nanos) AS cost_nanos,
+       sum(unpriced_requests) AS unpriced_requests, sum(latency_ms_sum) AS latency_ms_sum,
+       sum(latency_count) AS latency_count
+FROM usage_rollup_rows
+GROUP BY usage_window, day, org_id, user_id, agent_id, model;
+
+CREATE VIEW usage_rollup_pending AS
+SELECT (SELECT usage_window FROM ledger_settings WHERE id = 1) AS usage_window,
+       timestamp_us / 86400000000 AS day,
+       coalesce(org_id, '') AS org_id, coalesce(user_id, '') AS user_id,
+       coalesce(agent_id, '') AS agent_id, coalesce(model, '') AS model,
+       sum(min(prompt_tokens, 1000000000)) AS prompt_tokens,
+       sum(min(completion_tokens, 1000000000)) AS completion_tokens, count(*) AS request_count,
+       coalesce(sum(min(cost_nanos, 20000000000000000)), 0) AS cost_nanos, sum(cost_nanos IS NULL) AS unpriced_requests,
+       coalesce(sum(min(latency_ms, 604800000)), 0) AS latency_ms_sum, count(latency_ms) AS latency_count
+FROM events
+WHERE id > (SELECT rolled_up_to FROM ledger_settings WHERE id = 1) AND kind = 'consume'
+GROUP BY 5, 6, 2, 3, 4;
+
+CREATE VIEW usage_rollup_rows AS
+SELECT * FROM usage_rollup UNION ALL SELECT * FROM usage_rollup_pending;
+
+CREATE VIEW usage_totals AS
+SELECT
+    coalesce(sum(prompt_tokens + completion_tokens), 0) AS total_tokens,
+    coalesce(sum(prompt_tokens), 0) AS prompt_tokens,
+    coalesce(sum(completion_tokens), 0) AS completion_tokens,
+    coalesce(sum(request_count), 0) AS request_count,
+    coalesce(sum(cost_nanos), 0) AS cost_nanos,
+    coalesce(sum(unpriced_requests), 0) AS unpriced_requests,
+    CASE WHEN sum(latency_count) > 0 THEN 1.0 * sum(latency_ms_sum) / sum(latency_count) END AS avg_latency_ms
+FROM usage_agent_model_live;
