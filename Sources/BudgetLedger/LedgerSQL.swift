@@ -1,4 +1,8 @@
-/// Every SQL statement the ledger runs, in one place. The schema itself is in `migrations/`.
+/// The statements of the write path and of the common reads (thread state, holds, prices,
+/// threshold and consume events), in one place. Reads that serve one feature keep their SQL
+/// beside it: the feed and exports (`Ledger+Feed`), the usage overview (`Ledger+Usage`),
+/// verify (`Ledger+Verify`, `Recomputation`), and group commit's savepoints (`Storage/`).
+/// The schema itself is in `migrations/` (all of it in `migrations/schema.sql`).
 enum LedgerSQL {
     /// A thread's cached state, the ledger's default max, the thread's live held tokens, its
     /// expired-but-unrecorded holds, the version of the price table (`PriceCache`) and the
