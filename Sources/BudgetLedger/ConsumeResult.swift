@@ -1,0 +1,53 @@
+/// Optional usage details recorded with a consume, for billing.
+public struct UsageDetails: Sendable, Equatable {
+    public var agentID: String?
+    public var model: String?
+    public var provider: String?
+    public var latencyMilliseconds: Int64?
+    /// A JSON object, as text; its `org_id` and `user_id` (strings) are indexed for billing.
+    public var metadataJSON: String?
+
+    public init(
+        agentID: String? = nil, model: String? = nil, provider: String? = nil,
+        latencyMilliseconds: Int64? = nil, metadataJSON: String? = nil
+    ) {
+        self.agentID = agentID
+        self.model = model
+        self.provider = provider
+        self.latencyMilliseconds = latencyMilliseconds
+        self.metadataJSON = metadataJSON
+    }
+
+    public static let none = UsageDetails()
+}
+
+/// One recorded consume event.
+public struct ConsumeEvent: Sendable, Equatable {
+    /// The event id: strictly increasing across the ledger.
+    public let id: Int64
+    /// When it was recorded: UTC microseconds since 1970.
+    public let timestampMicroseconds: Int64
+    public let threadID: String
+    public let promptTokens: Int64
+    public let completionTokens: Int64
+    public let idempotencyKey: String?
+    public let usage: UsageDetails
+    /// The cost in nano-dollars (10⁻⁹ USD); nil when the model has no price.
+    public let costNanos: Int64?
+    /// The reservation this consume settled, if any.
+    public let reservationID: Int64?
+}
+
+/// What a consume did.
+public struct ConsumeResult: Sendable, Equatable {
+    /// The thread's budget after the consume (for a replay: as it stands now, or, once the
+    /// thread's life has ended, as the original consume left it).
+    public let budget: ThreadBudget
+    /// The thresholds this consume crossed, ascending.
+    public let crossedThresholds: [ThresholdCrossing]
+    /// The recorded event.
+    public let event: ConsumeEvent
+    /// True when an idempotency key matched an earlier consume: nothing new was recorded,
+    /// and `event` and `crossedThresholds` are the original's.
+    public let isReplay: Bool
+}

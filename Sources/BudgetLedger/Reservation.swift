@@ -1,0 +1,26 @@
+/// A live hold on a thread's budget.
+public struct Reservation: Sendable, Equatable {
+    /// The reserve event's id.
+    public let id: Int64
+    public let threadID: String
+    public let tokens: Int64
+    /// UTC microseconds after which the hold stops counting.
+    public let expiresAtMicroseconds: Int64
+}
+
+/// What `reserve` did.
+public struct ReserveResult: Sendable, Equatable {
+    public let reservation: Reservation
+    /// The thread's budget with the new hold counted.
+    public let budget: ThreadBudget
+}
+
+/// What `settle` did.
+public struct SettleResult: Sendable, Equatable {
+    /// The recorded consumption (its event carries the reservation id).
+    public let consume: ConsumeResult
+    /// The hold that was settled.
+    public let reservation: Reservation
+    /// True when the hold had already expired: the actual spend is still recorded.
+    public let holdHadExpired: Bool
+}

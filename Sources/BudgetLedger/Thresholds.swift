@@ -1,0 +1,48 @@
+/// A warning level: fires once per thread window when the spent percent reaches it.
+public struct BudgetThreshold: Sendable, Equatable, Hashable {
+    /// The percent of the max (1…1000) at which the threshold fires.
+    public let percent: Int
+    /// Its name: "warning", "critical", "final" by default.
+    public let severity: String
+
+    public init(percent: Int, severity: String) {
+        self.percent = percent
+        self.severity = severity
+    }
+
+    /// The reference's defaults: 75% warning, 90% critical, 95% final.
+    public static let defaults = [
+        BudgetThreshold(percent: 75, severity: "warning"),
+        BudgetThreshold(percent: 90, severity: "critical"),
+        BudgetThreshold(percent: 95, severity: "final"),
+    ]
+
+    /// Whether `used` tokens of `maxTokens` reach this threshold (never for a max of 0).
+    func isReached(used: Int64, maxTokens: Int64) -> Bool {
+        guard maxTokens > 0 else { return false }
+        // used * 100 >= percent * max, in 128 bits so that no count can overflow.
+        let left = used.multipliedFullWidth(by: 100)
+        let right = Int64(percent).multipliedFullWidth(by: maxTokens)
+        return (left.high, left.low) >= (right.high, right.low)
+    }
+}
+
+/// A threshold that a consume crossed.
+public struct ThresholdCrossing: Sendable, Equatable {
+    public let thresholdPercent: Int
+    public let severity: String
+    /// The thread's total after the consume that crossed it.
+    public let tokensUsed: Int64
+    /// The thread's max when it was crossed.
+    public let maxTokens: Int64
+
+    public init(thresholdPercent: Int, severity: String, tokensUsed: Int64, maxTokens: Int64) {
+        self.thresholdPercent = thresholdPercent
+        self.severity = severity
+        self.tokensUsed = tokensUsed
+        self.maxTokens = maxTokens
+    }
+
+    public var percentUsed: Double { maxTokens == 0 ? 0 : Double(tokensUsed) / Double(maxTokens) * 100 }
+    public var tokensRemaining: Int64 { max(0, maxTokens.saturatingSubtract(tokensUsed)) }
+}
