@@ -460,10 +460,9 @@ GROUP BY usage_window, agent_id, model;
 CREATE VIEW usage_agent_model_pending AS
 SELECT (SELECT usage_window FROM ledger_settings WHERE id = 1) AS usage_window,
        coalesce(agent_id, '') AS agent_id, coalesce(model, '') AS model,
-       sum(min(prompt_tokens, 1000000000)) AS prompt_tokens,
-       sum(min(completion_tokens, 1000000000)) AS completion_tokens, count(*) AS request_count,
-       coalesce(sum(min(cost_nanos, 20000000000000000)), 0) AS cost_nanos, sum(cost_nanos IS NULL) AS unpriced_requests,
-       coalesce(sum(min(latency_ms, 604800000)), 0) AS latency_ms_sum, count(latency_ms) AS latency_count
+       sum(prompt_tokens) AS prompt_tokens, sum(completion_tokens) AS completion_tokens, count(*) AS request_count,
+       coalesce(sum(cost_nanos), 0) AS cost_nanos, sum(cost_nanos IS NULL) AS unpriced_requests,
+       coalesce(sum(latency_ms), 0) AS latency_ms_sum, count(latency_ms) AS latency_count
 FROM events
 WHERE id > (SELECT rolled_up_to FROM ledger_settings WHERE id = 1) AND kind = 'consume'
 GROUP BY 2, 3;
@@ -548,10 +547,9 @@ SELECT (SELECT usage_window FROM ledger_settings WHERE id = 1) AS usage_window,
        timestamp_us / 86400000000 AS day,
        coalesce(org_id, '') AS org_id, coalesce(user_id, '') AS user_id,
        coalesce(agent_id, '') AS agent_id, coalesce(model, '') AS model,
-       sum(min(prompt_tokens, 1000000000)) AS prompt_tokens,
-       sum(min(completion_tokens, 1000000000)) AS completion_tokens, count(*) AS request_count,
-       coalesce(sum(min(cost_nanos, 20000000000000000)), 0) AS cost_nanos, sum(cost_nanos IS NULL) AS unpriced_requests,
-       coalesce(sum(min(latency_ms, 604800000)), 0) AS latency_ms_sum, count(latency_ms) AS latency_count
+       sum(prompt_tokens) AS prompt_tokens, sum(completion_tokens) AS completion_tokens, count(*) AS request_count,
+       coalesce(sum(cost_nanos), 0) AS cost_nanos, sum(cost_nanos IS NULL) AS unpriced_requests,
+       coalesce(sum(latency_ms), 0) AS latency_ms_sum, count(latency_ms) AS latency_count
 FROM events
 WHERE id > (SELECT rolled_up_to FROM ledger_settings WHERE id = 1) AND kind = 'consume'
 GROUP BY 5, 6, 2, 3, 4;
