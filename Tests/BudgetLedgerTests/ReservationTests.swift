@@ -23,6 +23,20 @@ struct ReservationTests {
         #expect(try ledger.holds("t").map(\.id) == [held.reservation.id])
     }
 
+    @Test("a check refused because of holds says how many tokens are held")
+    func checkRefusalNamesHeldTokens() throws {
+        // Proves the model-based test's first finding is fixed: checkBudget counted the holds but
+        // reported heldTokens 0, so its message ("30 of 100 tokens used, 21 more requested") read
+        // as if the estimate fitted. Every refusal that counts holds must report them.
+        let ledger = try Ledger.inMemory()
+        try ledger.setLimit("t", maxTokens: 100)
+        try ledger.consume("t", promptTokens: 30)
+        try ledger.reserve("t", tokens: 50)
+        let refusal = try #require(throws: BudgetExhaustedError.self) { try ledger.checkBudget("t", estimatedTokens: 21) }
+        #expect(refusal == BudgetExhaustedError(threadID: "t", used: 30, maxTokens: 100, requestedTokens: 21, heldTokens: 50))
+        #expect(refusal.description.contains("and 50 held"))
+    }
+
     @Test("settle records the actual spend, above or below the hold, and ends the hold")
     func settle() throws {
         // Proves settle is one transaction: the consume is recorded and the hold is gone.
