@@ -140,6 +140,28 @@ struct ReservationTests {
         #expect(try ledger.verify().isConsistent)
     }
 
+    @Test("a hold whose expiry was recorded still ends with its thread's life: settling it after cleanup is a conflict")
+    func expiredHoldEndsWithItsLife() throws {
+        // Proves the model-based test's second finding is fixed: once an expire event was
+        // recorded, the hold had left `holds`, so a cleanup no longer showed on it, and a settle
+        // after the cleanup was accepted and charged the old life's spend to the thread's next
+        // life (opening one when the id was unused). It must be refused as for a live hold.
+        let clock = ManualClock()
+        let ledger = try Ledger.inMemory(configuration: Ledger.Configuration(clock: clock.read))
+        let hold = try ledger.reserve("t", tokens: 10, ttlSeconds: 1)
+        clock.advance(microseconds: 2_000_000)
+        try ledger.consume("t", promptTokens: 1)  // records the expiry
+        try ledger.cleanupThread("t")
+        let closed = try #require(throws: LedgerError.self) { try ledger.settle(hold.reservation.id, promptTokens: 5) }
+        guard case .conflict = closed else { Issue.record("expected a conflict, got \(closed)"); return }
+        #expect(try ledger.usage("t") == nil)
+        try ledger.setLimit("t", maxTokens: 100)
+        let reopened = try #require(throws: LedgerError.self) { try ledger.settle(hold.reservation.id, promptTokens: 5) }
+        guard case .conflict = reopened else { Issue.record("expected a conflict, got \(reopened)"); return }
+        #expect(try ledger.usage("t")?.totalTokens == 0)
+        #expect(try ledger.verify().isConsistent)
+    }
+
     @Test("holds survive a restart")
     func holdsPersist() throws {
         // Proves a hold taken by one process is seen by the next.
