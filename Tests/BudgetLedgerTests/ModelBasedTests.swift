@@ -227,6 +227,19 @@ struct ModelRun {
             if overview.activeThreads != Int64(model.threadIDs.count) {
                 return "active threads: ledger \(overview.activeThreads), model \(model.threadIDs.count)"
             }
+            let scopeValue: UsageScope = allTime ? .allTime : .currentWindow
+            for agent in OperationGenerator.agents.compactMap({ $0 }) {
+                let totals = try ledger.usage(agent: agent, scope: scopeValue)
+                if totals != wanted.byAgent[agent] ?? UsageTotals() {
+                    return "usage(agent: \(agent)) (\(scope)): ledger \(totals), model \(wanted.byAgent[agent] ?? UsageTotals())"
+                }
+            }
+            for name in OperationGenerator.models.compactMap({ $0 }) {
+                let totals = try ledger.usage(model: name, scope: scopeValue)
+                if totals != wanted.byModel[name] ?? UsageTotals() {
+                    return "usage(model: \(name)) (\(scope)): ledger \(totals), model \(wanted.byModel[name] ?? UsageTotals())"
+                }
+            }
             let agentTokens = overview.byAgent.map(\.totals.totalTokens)
             if zip(agentTokens, agentTokens.dropFirst()).contains(where: { $0 < $1 }) {
                 return "usage by agent is not most tokens first: \(agentTokens)"
