@@ -59,7 +59,7 @@ extension Ledger {
         if budget.isExhausted || !budget.canConsume(estimatedTokens) {
             throw BudgetExhaustedError(
                 threadID: threadID, used: budget.totalTokens, maxTokens: budget.maxTokens,
-                requestedTokens: estimatedTokens)
+                requestedTokens: estimatedTokens, heldTokens: budget.heldTokens)
         }
         return budget
     }

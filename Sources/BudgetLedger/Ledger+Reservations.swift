@@ -144,16 +144,19 @@ extension Ledger {
             let reservation = Reservation(
                 id: reservationID, threadID: try row[0], tokens: try row[1], expiresAtMicroseconds: try row[2])
             let endings = (try row[3] as String?)?.split(separator: ",").map(String.init) ?? []
-            let inHolds: Bool = try row[4]
+            let lifeGoesOn: Bool = try row[4]
             let ending: HoldEnding
             if endings.contains("consume") {
                 ending = .settled
             } else if endings.contains("release") {
                 ending = .released
+            } else if !lifeGoesOn {
+                // Checked before the expiry: a recorded expiry does not keep a hold past its life.
+                ending = .cleanedUp
             } else if endings.contains("expire") {
                 ending = .expired
             } else {
-                ending = inHolds ? .live : .cleanedUp
+                ending = .live
             }
             return (reservation: reservation, ending: ending)
         }

@@ -127,11 +127,13 @@ enum LedgerSQL {
         """
 
     /// A reservation and how it ended, if it did: the reserve event, then the kinds of the
-    /// events that reference it, and whether its thread was cleaned up after it.
+    /// events that reference it, and whether the thread life that made it goes on (the thread is
+    /// open and its life began before the reserve; otherwise a cleanup ended it, whether or not
+    /// an expiry had already taken the hold out of `holds`).
     static let selectReservation = """
         SELECT r.thread_id, r.held_tokens, r.expires_at_us,
                (SELECT group_concat(e.kind) FROM events AS e WHERE e.reservation_id = r.id),
-               EXISTS (SELECT 1 FROM holds AS h WHERE h.reservation_id = r.id)
+               coalesce((SELECT s.opened_event_id < r.id FROM thread_state AS s WHERE s.thread_id = r.thread_id), 0)
         FROM events AS r WHERE r.id = ? AND r.kind = 'reserve'
         """
 

@@ -23,6 +23,20 @@ struct ReservationTests {
         #expect(try ledger.holds("t").map(\.id) == [held.reservation.id])
     }
 
+    @Test("a check refused because of holds says how many tokens are held")
+    func checkRefusalNamesHeldTokens() throws {
+        // Proves the model-based test's first finding is fixed: checkBudget counted the holds but
+        // reported heldTokens 0, so its message ("30 of 100 tokens used, 21 more requested") read
+        // as if the estimate fitted. Every refusal that counts holds must report them.
+        let ledger = try Ledger.inMemory()
+        try ledger.setLimit("t", maxTokens: 100)
+        try ledger.consume("t", promptTokens: 30)
+        try ledger.reserve("t", tokens: 50)
+        let refusal = try #require(throws: BudgetExhaustedError.self) { try ledger.checkBudget("t", estimatedTokens: 21) }
+        #expect(refusal == BudgetExhaustedError(threadID: "t", used: 30, maxTokens: 100, requestedTokens: 21, heldTokens: 50))
+        #expect(refusal.description.contains("and 50 held"))
+    }
+
     @Test("settle records the actual spend, above or below the hold, and ends the hold")
     func settle() throws {
         // Proves settle is one transaction: the consume is recorded and the hold is gone.
@@ -123,6 +137,28 @@ struct ReservationTests {
         #expect(try ledger.holds().isEmpty)
         #expect(ledgerErrorCase { try ledger.settle(hold.reservation.id, promptTokens: 1) } == .conflict)
         #expect(try ledger.budget(for: "t").heldTokens == 0)
+        #expect(try ledger.verify().isConsistent)
+    }
+
+    @Test("a hold whose expiry was recorded still ends with its thread's life: settling it after cleanup is a conflict")
+    func expiredHoldEndsWithItsLife() throws {
+        // Proves the model-based test's second finding is fixed: once an expire event was
+        // recorded, the hold had left `holds`, so a cleanup no longer showed on it, and a settle
+        // after the cleanup was accepted and charged the old life's spend to the thread's next
+        // life (opening one when the id was unused). It must be refused as for a live hold.
+        let clock = ManualClock()
+        let ledger = try Ledger.inMemory(configuration: Ledger.Configuration(clock: clock.read))
+        let hold = try ledger.reserve("t", tokens: 10, ttlSeconds: 1)
+        clock.advance(microseconds: 2_000_000)
+        try ledger.consume("t", promptTokens: 1)  // records the expiry
+        try ledger.cleanupThread("t")
+        let closed = try #require(throws: LedgerError.self) { try ledger.settle(hold.reservation.id, promptTokens: 5) }
+        guard case .conflict = closed else { Issue.record("expected a conflict, got \(closed)"); return }
+        #expect(try ledger.usage("t") == nil)
+        try ledger.setLimit("t", maxTokens: 100)
+        let reopened = try #require(throws: LedgerError.self) { try ledger.settle(hold.reservation.id, promptTokens: 5) }
+        guard case .conflict = reopened else { Issue.record("expected a conflict, got \(reopened)"); return }
+        #expect(try ledger.usage("t")?.totalTokens == 0)
         #expect(try ledger.verify().isConsistent)
     }
 
