@@ -42,12 +42,16 @@ let package = Package(
             dependencies: ["LedgerSQLite"],
             plugins: ["EmbedMigrations"]
         ),
+        // The wire formats both surfaces share: JSON, CSV and NDJSON shapes of the domain's
+        // values, export and feed pages. The domain returns values; this is where text is made.
+        .target(name: "BudgetLedgerWire", dependencies: ["BudgetLedger"]),
         // The REST server (Hummingbird): routes, request/response types, error mapping, metrics.
         // The OpenAPI document is compiled into the binary, never read from the checkout at run time.
         .target(
             name: "BudgetLedgerServer",
             dependencies: [
                 "BudgetLedger",
+                "BudgetLedgerWire",
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
@@ -62,6 +66,7 @@ let package = Package(
             name: "budget-ledger",
             dependencies: [
                 "BudgetLedger",
+                "BudgetLedgerWire",
                 "BudgetLedgerServer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
@@ -73,15 +78,18 @@ let package = Package(
         // A worker the crash tests run as many processes and kill with SIGKILL.
         .executableTarget(name: "ledger-crash-worker", dependencies: ["BudgetLedger"]),
         .testTarget(name: "LedgerSQLiteTests", dependencies: ["LedgerSQLite"]),
-        .testTarget(name: "BudgetLedgerTests", dependencies: ["BudgetLedger", "LedgerSQLite"]),
+        .testTarget(name: "BudgetLedgerTests", dependencies: ["BudgetLedger", "BudgetLedgerWire", "LedgerSQLite"]),
         // Depends on the executable so that `swift build --build-tests` builds the binary the tests spawn.
-        .testTarget(name: "CLITests", dependencies: ["budget-ledger", "ledger-crash-worker", "BudgetLedger", "LedgerSQLite"]),
+        .testTarget(
+            name: "CLITests",
+            dependencies: ["budget-ledger", "ledger-crash-worker", "BudgetLedger", "BudgetLedgerWire", "LedgerSQLite"]),
         // Depends on the executable too: the parity and signal tests spawn the built binary.
         .testTarget(
             name: "BudgetLedgerServerTests",
             dependencies: [
                 "BudgetLedgerServer",
                 "BudgetLedger",
+                "BudgetLedgerWire",
                 "budget-ledger",
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),

@@ -1,4 +1,5 @@
 import BudgetLedger
+import BudgetLedgerWire
 import Hummingbird
 import NIOCore
 import NIOPosix

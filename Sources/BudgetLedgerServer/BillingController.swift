@@ -1,4 +1,5 @@
 import BudgetLedger
+import BudgetLedgerWire
 import Hummingbird
 
 /// Billing: exports of consume events or rollups for a time range, and the resumable event feed.

@@ -1,4 +1,5 @@
 import BudgetLedger
+import BudgetLedgerWire
 import Hummingbird
 
 /// A JSON body written by the library's `JSONValue`: ordered keys and exact decimal amounts,

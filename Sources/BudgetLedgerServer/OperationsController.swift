@@ -1,4 +1,5 @@
 import BudgetLedger
+import BudgetLedgerWire
 import Hummingbird
 
 /// `/healthz`: served without a token, so that a load balancer's probe needs no secret.

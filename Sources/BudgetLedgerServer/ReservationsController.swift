@@ -1,4 +1,5 @@
 import BudgetLedger
+import BudgetLedgerWire
 import Hummingbird
 
 /// Two-phase holds: reserve on a thread, then settle or release the reservation.

@@ -1,4 +1,5 @@
 import BudgetLedger
+import BudgetLedgerWire
 import Hummingbird
 
 /// Reading usage: the overview, thread budgets, per-agent and per-model totals; and starting a

@@ -1,5 +1,6 @@
 import ArgumentParser
 import BudgetLedger
+import BudgetLedgerWire
 
 /// `budget-ledger`: the command-line face of the ledger.
 @main

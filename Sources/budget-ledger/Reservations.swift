@@ -1,5 +1,6 @@
 import ArgumentParser
 import BudgetLedger
+import BudgetLedgerWire
 
 extension BudgetLedgerCommand {
     struct Reserve: ParsableCommand {

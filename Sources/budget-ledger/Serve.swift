@@ -1,5 +1,6 @@
 import ArgumentParser
 import BudgetLedger
+import BudgetLedgerWire
 import BudgetLedgerServer
 import Foundation
 import Synchronization

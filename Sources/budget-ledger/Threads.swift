@@ -1,5 +1,6 @@
 import ArgumentParser
 import BudgetLedger
+import BudgetLedgerWire
 import Foundation
 
 extension BudgetLedgerCommand {

@@ -1,3 +1,4 @@
+import BudgetLedger
 /// The export formats shared by the CLI's `export` and the REST API's `/usage/export`, so both
 /// produce the same bytes.
 public enum ExportFormat: String, Sendable, CaseIterable {

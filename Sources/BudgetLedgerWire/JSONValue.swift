@@ -1,3 +1,4 @@
+import BudgetLedger
 /// A JSON document with ordered keys and exact numbers, for the CLI's and the server's output.
 ///
 /// Foundation's encoders reorder keys and print some doubles in exponent form; a ledger's

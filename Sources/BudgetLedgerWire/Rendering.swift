@@ -1,3 +1,4 @@
+import BudgetLedger
 import Foundation
 
 /// JSON and CSV shapes shared by the CLI and the REST API. Amounts are exact decimals of USD.
