@@ -51,11 +51,3 @@ extension BudgetLedgerCommand {
         }
     }
 }
-
-extension Output {
-    static func text(_ price: ModelPrice) -> String {
-        "\(price.modelPrefix): $\(Money.usdPerMillion(nanosPerToken: price.promptNanosPerToken)) prompt, "
-            + "$\(Money.usdPerMillion(nanosPerToken: price.completionNanosPerToken)) completion per million tokens, "
-            + "from \(Timestamps.iso8601(microseconds: price.effectiveFromMicroseconds))"
-    }
-}

@@ -56,20 +56,3 @@ extension BudgetLedgerCommand {
         }
     }
 }
-
-extension Output {
-    static func text(_ totals: UsageTotals) -> String {
-        var line = "\(totals.totalTokens) tokens (prompt \(totals.promptTokens), completion \(totals.completionTokens))"
-        line += " in \(totals.requestCount) requests, cost $\(Money.decimalString(nanos: totals.costNanos))"
-        if totals.unpricedRequests > 0 { line += " + \(totals.unpricedRequests) unpriced requests" }
-        if let latency = totals.averageLatencyMilliseconds { line += ", avg latency \(latency.roundedToOneDecimal) ms" }
-        return line
-    }
-
-    static func text(_ overview: UsageOverview) -> String {
-        var lines = ["total: " + text(overview.totals), "active threads: \(overview.activeThreads)"]
-        lines += overview.byAgent.map { "agent \($0.agentID ?? "(none)"): " + text($0.totals) }
-        lines += overview.byModel.map { "model \($0.model ?? "(none)"): " + text($0.totals) }
-        return lines.joined(separator: "\n")
-    }
-}

@@ -1,0 +1,39 @@
+import ArgumentParser
+import BudgetLedger
+import Foundation
+
+extension BudgetLedgerCommand {
+    struct Verify: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Recompute every derived total from the events and check integrity (exit 1 on any difference).")
+
+        @OptionGroup var options: LedgerOptions
+
+        func run() throws {
+            try options.withLedger { ledger in
+                // On a terminal, a progress line that rewrites itself; never in a pipe or a log.
+                let onTerminal = isatty(STDERR_FILENO) == 1
+                let report = try ledger.verify { read, total in
+                    guard onTerminal else { return }
+                    let end = read == total ? "\n" : ""
+                    FileHandle.standardError.write(Data("\rverify: \(read) of \(total) events\(end)".utf8))
+                }
+                let json = JSONValue.object([
+                    ("ok", .bool(report.isConsistent)),
+                    ("events", .integer(report.eventCount)),
+                    ("threads", .integer(report.threadCount)),
+                    ("problems", .array(report.problems.map(JSONValue.string))),
+                ])
+                let text =
+                    report.isConsistent
+                    ? "ok: \(report.eventCount) events, \(report.threadCount) open threads; derived totals equal the events"
+                    : (["FAILED: \(report.problems.count) problems"] + report.problems).joined(separator: "\n")
+                Output.emit(json, text: text, asJSON: options.json)
+                if !report.isConsistent {
+                    FileHandle.standardError.write(Data("Error: verify found \(report.problems.count) problems\n".utf8))
+                    throw ExitCode(1)
+                }
+            }
+        }
+    }
+}
