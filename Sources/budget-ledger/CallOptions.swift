@@ -34,6 +34,11 @@ struct UsageFlags: ParsableArguments {
     @Option(name: .customLong("meta-json"), help: "Metadata as a JSON object; --meta entries are added to it.")
     var metadataJSON: String?
 
+    /// `--meta` must be KEY=VALUE and `--meta-json` a JSON object: refused before the ledger is opened.
+    func validate() throws {
+        _ = try mergedMetadata()
+    }
+
     /// The usage details, with `--meta` entries merged over `--meta-json`.
     func details() throws -> UsageDetails {
         UsageDetails(
@@ -58,5 +63,16 @@ struct UsageFlags: ParsableArguments {
         }
         let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
         return String(decoding: data, as: UTF8.self)
+    }
+}
+
+extension Timestamps {
+    /// `text` as UTC microseconds; a malformed time is a `ValidationError` (exit 64) naming the option typed.
+    static func parse(_ text: String, option: String) throws -> Int64 {
+        do {
+            return try parse(text, field: option)
+        } catch let error as LedgerError {
+            throw ValidationError("\(error)")
+        }
     }
 }

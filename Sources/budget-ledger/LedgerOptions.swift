@@ -2,7 +2,8 @@ import ArgumentParser
 import BudgetLedger
 import Foundation
 
-/// The options every subcommand takes.
+/// The options every subcommand takes. They may also be typed before the subcommand
+/// (`budget-ledger --db x threads`): see `CommandLineRewrite`.
 struct LedgerOptions: ParsableArguments {
     @Option(name: .long, help: "The ledger file (default: $BUDGET_LEDGER_DB, else ./budget-ledger.db).")
     var db: String?
@@ -12,7 +13,8 @@ struct LedgerOptions: ParsableArguments {
 
     var path: String { db ?? Ledger.defaultPath }
 
-    /// Opens the ledger, runs `body`, and turns every ledger error into its message and exit code.
+    /// Opens the ledger, creating it when missing (init and the writes), runs `body`, and turns
+    /// every ledger error into its message and exit code.
     func withLedger(_ body: (Ledger) throws -> Void) throws {
         do {
             let ledger = try Ledger(path: path)
@@ -23,5 +25,35 @@ struct LedgerOptions: ParsableArguments {
         } catch {
             throw Output.fail(error, json: json)
         }
+    }
+
+    /// Like `withLedger`, for a read: a missing file is `NoLedgerError` (exit 1) and nothing is
+    /// created, so a read typed in the wrong folder says so instead of answering from a new, empty
+    /// ledger and leaving its files behind.
+    ///
+    /// The check runs before the open; a file removed in between is created empty, as before.
+    func withExistingLedger(_ body: (Ledger) throws -> Void) throws {
+        guard FileManager.default.fileExists(atPath: path) else {
+            throw Output.fail(NoLedgerError(path: path), json: json)
+        }
+        try withLedger(body)
+    }
+}
+
+/// A read found no ledger file at the path it was given.
+struct NoLedgerError: Error, CustomStringConvertible {
+    let path: String
+
+    /// `no ledger at PATH; create one with: budget-ledger init --db PATH`.
+    var description: String {
+        "no ledger at \(path); create one with: budget-ledger init --db \(Self.shellQuoted(path))"
+    }
+
+    /// `path` as a shell word: as is when it is plain, else in single quotes.
+    static func shellQuoted(_ path: String) -> String {
+        let plain = path.unicodeScalars.allSatisfy {
+            $0.isASCII && (CharacterSet.alphanumerics.contains($0) || "/._-+,:@%".unicodeScalars.contains($0))
+        }
+        return plain && !path.isEmpty ? path : "'" + path.replacingOccurrences(of: "'", with: #"'\''"#) + "'"
     }
 }

@@ -34,11 +34,20 @@ extension BudgetLedgerCommand {
         @Option(help: "Write to this file (atomically) instead of standard output.")
         var out: String?
 
+        func validate() throws {
+            _ = try query()
+        }
+
+        /// The range and filter; a malformed time is a `ValidationError` naming the option.
+        func query() throws -> ExportQuery {
+            ExportQuery(
+                from: try from.map { try Timestamps.parse($0, option: "--from") },
+                to: try to.map { try Timestamps.parse($0, option: "--to") }, organizationID: org)
+        }
+
         func run() throws {
-            try options.withLedger { ledger in
-                let query = ExportQuery(
-                    from: try from.map { try Timestamps.parse($0, field: "from") },
-                    to: try to.map { try Timestamps.parse($0, field: "to") }, organizationID: org)
+            try options.withExistingLedger { ledger in
+                let query = try query()
                 let sink = try ExportSink(path: out)
                 do {
                     if let groupBy {

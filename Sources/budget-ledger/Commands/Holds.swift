@@ -11,7 +11,7 @@ extension BudgetLedgerCommand {
         var thread: String?
 
         func run() throws {
-            try options.withLedger { ledger in
+            try options.withExistingLedger { ledger in
                 let holds = try ledger.holds(thread)
                 let held = holds.reduce(Int64(0)) { $0 + $1.tokens }
                 let json = JSONValue.object([
@@ -20,8 +20,8 @@ extension BudgetLedgerCommand {
                     ("heldTokens", .integer(held)),
                 ])
                 let lines = holds.map {
-                    "\($0.id) \($0.threadID) \($0.tokens) tokens until \(Timestamps.iso8601(microseconds: $0.expiresAtMicroseconds))"
-                } + ["\(holds.count) holds, \(held) tokens held"]
+                    "\($0.id) \($0.threadID) \(Output.count($0.tokens, "token")) until \(Timestamps.iso8601(microseconds: $0.expiresAtMicroseconds))"
+                } + ["\(Output.count(holds.count, "hold")), \(Output.count(held, "token")) held"]
                 Output.emit(json, text: lines.joined(separator: "\n"), asJSON: options.json)
             }
         }

@@ -25,9 +25,13 @@ extension BudgetLedgerCommand {
             @Option(help: "When the price starts: ISO 8601 UTC date or date-time (default: now).")
             var from: String?
 
+            func validate() throws {
+                _ = try from.map { try Timestamps.parse($0, option: "--from") }
+            }
+
             func run() throws {
+                let start = try from.map { try Timestamps.parse($0, option: "--from") }
                 try options.withLedger { ledger in
-                    let start = try from.map { try Timestamps.parse($0, field: "from") }
                     let price = try ledger.setPrice(
                         model: model, promptUSDPerMillion: prompt, completionUSDPerMillion: completion, effectiveFrom: start)
                     Output.emit(price.json, text: "price set: " + Output.text(price), asJSON: options.json)
@@ -41,7 +45,7 @@ extension BudgetLedgerCommand {
             @OptionGroup var options: LedgerOptions
 
             func run() throws {
-                try options.withLedger { ledger in
+                try options.withExistingLedger { ledger in
                     let prices = try ledger.prices()
                     Output.emit(
                         .object([("prices", .array(prices.map(\.json))), ("count", .integer(Int64(prices.count)))]),

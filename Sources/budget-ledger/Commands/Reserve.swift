@@ -22,7 +22,7 @@ extension BudgetLedgerCommand {
                 let result = try ledger.reserve(thread, tokens: tokens, ttlSeconds: ttl)
                 Output.emit(
                     result.json,
-                    text: "reservation \(result.reservation.id): \(tokens) tokens held until "
+                    text: "reservation \(result.reservation.id): \(Output.count(tokens, "token")) held until "
                         + Timestamps.iso8601(microseconds: result.reservation.expiresAtMicroseconds) + "\n"
                         + Output.text(result.budget),
                     asJSON: options.json)

@@ -8,7 +8,7 @@ extension BudgetLedgerCommand {
         @OptionGroup var options: LedgerOptions
 
         func run() throws {
-            try options.withLedger { ledger in
+            try options.withExistingLedger { ledger in
                 let budgets = try ledger.allUsage()
                 let defaultMax = try ledger.maxTokensPerThread
                 let json = JSONValue.object([
@@ -16,7 +16,7 @@ extension BudgetLedgerCommand {
                     ("count", .integer(Int64(budgets.count))),
                     ("defaultMaxTokens", .integer(defaultMax)),
                 ])
-                let lines = ["\(budgets.count) threads (default max \(defaultMax) tokens)"] + budgets.map(Output.text)
+                let lines = ["\(Output.count(budgets.count, "thread")) (default max \(Output.count(defaultMax, "token")))"] + budgets.map(Output.text)
                 Output.emit(json, text: lines.joined(separator: "\n"), asJSON: options.json)
             }
         }

@@ -10,7 +10,7 @@ extension BudgetLedgerCommand {
         @OptionGroup var options: LedgerOptions
 
         func run() throws {
-            try options.withLedger { ledger in
+            try options.withExistingLedger { ledger in
                 // On a terminal, a progress line that rewrites itself; never in a pipe or a log.
                 let onTerminal = isatty(STDERR_FILENO) == 1
                 let report = try ledger.verify { read, total in
@@ -26,11 +26,11 @@ extension BudgetLedgerCommand {
                 ])
                 let text =
                     report.isConsistent
-                    ? "ok: \(report.eventCount) events, \(report.threadCount) open threads; derived totals equal the events"
-                    : (["FAILED: \(report.problems.count) problems"] + report.problems).joined(separator: "\n")
+                    ? "ok: \(Output.count(report.eventCount, "event")), \(Output.count(report.threadCount, "open thread")); derived totals equal the events"
+                    : (["FAILED: \(Output.count(report.problems.count, "problem"))"] + report.problems).joined(separator: "\n")
                 Output.emit(json, text: text, asJSON: options.json)
                 if !report.isConsistent {
-                    FileHandle.standardError.write(Data("Error: verify found \(report.problems.count) problems\n".utf8))
+                    FileHandle.standardError.write(Data("Error: verify found \(Output.count(report.problems.count, "problem"))\n".utf8))
                     throw ExitCode(1)
                 }
             }
