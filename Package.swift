@@ -68,6 +68,8 @@ let package = Package(
                 "BudgetLedgerWire",
                 "BudgetLedgerServer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                // Only to recognise a busy port (`IOError`'s errno) and name it.
+                .product(name: "NIOCore", package: "swift-nio"),
             ]
         ),
         // The benchmark behind `make bench`: figures for the real Ledger API, beside raw SQLite.

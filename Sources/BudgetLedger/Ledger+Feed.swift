@@ -30,11 +30,13 @@ public struct LedgerEvent: Sendable, Equatable {
     public let expiresAtMicroseconds: Int64?
     /// release, expire, and a settling consume: the reserve event.
     public let reservationID: Int64?
+    /// threshold: the thread's total tokens when it was crossed.
+    public let tokensUsed: Int64?
 
     static let columns = """
         id, timestamp_us, kind, thread_id, prompt_tokens, completion_tokens, max_tokens, threshold_percent, severity,
         caused_by, idempotency_key, agent_id, model, provider, latency_ms, metadata, org_id, user_id, cost_nanos,
-        held_tokens, expires_at_us, reservation_id
+        held_tokens, expires_at_us, reservation_id, tokens_used
         """
 
     init(row: Row) throws {
@@ -58,6 +60,7 @@ public struct LedgerEvent: Sendable, Equatable {
         heldTokens = try row[19]
         expiresAtMicroseconds = try row[20]
         reservationID = try row[21]
+        tokensUsed = try row[22]
     }
 }
 

@@ -98,7 +98,7 @@ struct Recomputation {
         case "open":
             threads[threadID ?? ""] = ThreadState(maxTokens: try row[6], openedEventID: id, windowEventID: id)
         case "limit":
-            try applyLimit(id: id, threadID: threadID ?? "", maxTokens: try row[6])
+            applyLimit(id: id, threadID: threadID ?? "", maxTokens: try row[6])
         case "reset":
             guard let thread = threadID, var state = threads[thread] else { break }
             state.promptTokens = 0

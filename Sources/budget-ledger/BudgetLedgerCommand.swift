@@ -9,7 +9,10 @@ struct BudgetLedgerCommand: ParsableCommand {
         commandName: "budget-ledger",
         abstract: "A durable, append-only SQLite ledger of LLM token usage with per-thread budgets.",
         discussion: """
-            Exit codes: 0 ok; 1 failure (I/O, corrupt file, …); 3 budget exhausted; 4 not found;
+            --db and --json may come before or after the subcommand. A read (usage, threads, check, holds,
+            price list, events, export, verify, configure without a value) needs an existing ledger;
+            init, writes and serve create one.
+            Exit codes: 0 ok; 1 failure (I/O, corrupt file, no ledger, …); 3 budget exhausted; 4 not found;
             5 conflict; 64 bad input.
             """,
         version: Ledger.version,
@@ -19,4 +22,26 @@ struct BudgetLedgerCommand: ParsableCommand {
             Settle.self, Release.self, Holds.self, Serve.self,
         ]
     )
+
+    /// Parses and runs the command line as ArgumentParser's `main()` does, after `CommandLineRewrite`
+    /// (global options before the subcommand, negative numbers as values), and with a "did you
+    /// mean" for a mistyped subcommand.
+    static func main() {
+        let arguments = CommandLineRewrite.rewritten(Array(CommandLine.arguments.dropFirst()), root: Self.self)
+        var command: any ParsableCommand
+        do {
+            command = try parseAsRoot(arguments)
+        } catch {
+            // Only a line that did not parse: `usage rest` is a thread named "rest", not a typo of `usage reset`.
+            if let suggestion = SubcommandSuggestion(for: arguments, root: Self.self) {
+                exit(withError: ValidationError(suggestion.message))
+            }
+            exit(withError: error)
+        }
+        do {
+            try command.run()
+        } catch {
+            exit(withError: error)
+        }
+    }
 }

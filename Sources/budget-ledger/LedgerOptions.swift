@@ -3,7 +3,8 @@ import BudgetLedger
 import BudgetLedgerWire
 import Foundation
 
-/// The options every subcommand takes.
+/// The options every subcommand takes. They may also be typed before the subcommand
+/// (`budget-ledger --db x threads`): see `CommandLineRewrite`.
 struct LedgerOptions: ParsableArguments {
     @Option(name: .long, help: "The ledger file (default: $BUDGET_LEDGER_DB, else ./budget-ledger.db).")
     var db: String?
@@ -13,7 +14,8 @@ struct LedgerOptions: ParsableArguments {
 
     var path: String { db ?? Ledger.defaultPath }
 
-    /// Opens the ledger, runs `body`, and turns every ledger error into its message and exit code.
+    /// Opens the ledger, creating it when missing (init and the writes), runs `body`, and turns
+    /// every ledger error into its message and exit code.
     func withLedger(_ body: (Ledger) throws -> Void) throws {
         do {
             let ledger = try Ledger(path: path)
@@ -25,52 +27,34 @@ struct LedgerOptions: ParsableArguments {
             throw Output.fail(error, json: json)
         }
     }
+
+    /// Like `withLedger`, for a read: a missing file is `NoLedgerError` (exit 1) and nothing is
+    /// created, so a read typed in the wrong folder says so instead of answering from a new, empty
+    /// ledger and leaving its files behind.
+    ///
+    /// The check runs before the open; a file removed in between is created empty, as before.
+    func withExistingLedger(_ body: (Ledger) throws -> Void) throws {
+        guard FileManager.default.fileExists(atPath: path) else {
+            throw Output.fail(NoLedgerError(path: path), json: json)
+        }
+        try withLedger(body)
+    }
 }
 
-/// Writing results and errors.
-enum Output {
-    /// Prints `json` (with `--json`) or `text`.
-    static func emit(_ json: JSONValue, text: @autoclosure () -> String, asJSON: Bool) {
-        print(asJSON ? json.serialized() : text())
+/// A read found no ledger file at the path it was given.
+struct NoLedgerError: Error, CustomStringConvertible {
+    let path: String
+
+    /// `no ledger at PATH; create one with: budget-ledger init --db PATH`.
+    var description: String {
+        "no ledger at \(path); create one with: budget-ledger init --db \(Self.shellQuoted(path))"
     }
 
-    /// Prints `Error: …` (and, with `--json`, the error as JSON on stdout) and returns the exit code.
-    static func fail(_ error: Error, json: Bool) -> ExitCode {
-        let code: Int32
-        var body: JSONValue?
-        switch error {
-        case let exhausted as BudgetExhaustedError:
-            code = 3
-            body = exhausted.json
-        case let ledgerError as LedgerError:
-            switch ledgerError {
-            case .invalidInput: code = 64
-            case .threadNotFound, .reservationNotFound: code = 4
-            case .conflict: code = 5
-            case .closed, .database, .incompatible: code = 1
-            }
-        default:
-            code = 1
+    /// `path` as a shell word: as is when it is plain, else in single quotes.
+    static func shellQuoted(_ path: String) -> String {
+        let plain = path.unicodeScalars.allSatisfy {
+            $0.isASCII && (CharacterSet.alphanumerics.contains($0) || "/._-+,:@%".unicodeScalars.contains($0))
         }
-        if json {
-            print((body ?? .object([("error", .string("\(error)"))])).serialized())
-        }
-        FileHandle.standardError.write(Data("Error: \(error)\n".utf8))
-        return ExitCode(code)
-    }
-
-    /// `not found` for a thread that is not open: exit 4.
-    static func notFound(_ threadID: String, json: Bool) -> ExitCode {
-        fail(LedgerError.threadNotFound(threadID), json: json)
-    }
-
-    /// One line of text for a budget.
-    static func text(_ budget: ThreadBudget) -> String {
-        var line = "\(budget.threadID): \(budget.totalTokens) of \(budget.maxTokens) tokens used"
-        line += " (\(budget.percentUsed.roundedToOneDecimal)%), \(budget.remaining) remaining"
-        line += "; prompt \(budget.promptTokens), completion \(budget.completionTokens), \(budget.requestCount) requests"
-        if budget.heldTokens > 0 { line += "; \(budget.heldTokens) held, \(budget.remainingAfterHolds) free after holds" }
-        if budget.isExhausted { line += "; EXHAUSTED" }
-        return line
+        return plain && !path.isEmpty ? path : "'" + path.replacingOccurrences(of: "'", with: #"'\''"#) + "'"
     }
 }

@@ -42,13 +42,18 @@ struct BadInput: Sendable, CustomTestStringConvertible {
         BadInput(arguments: ["usage", "a\u{7}b"], names: "threadId"),
         BadInput(arguments: ["reset", ""], names: "threadId"),
         BadInput(arguments: ["cleanup", String(repeating: "x", count: 257)], names: "threadId"),
-        BadInput(arguments: ["set-limit", "t", "-1"], names: "max-tokens"),
+        BadInput(arguments: ["set-limit", "t", "-1"], names: "maxTokens: must not be negative (got -1)"),
+        BadInput(arguments: ["set-limit", "t", "-1", "--json"], names: "maxTokens: must not be negative (got -1)"),
         BadInput(arguments: ["set-limit", "t", "--", "-1"], names: "maxTokens"),
         BadInput(arguments: ["set-limit", "t", "abc"], names: "max-tokens"),
         BadInput(arguments: ["set-limit", "", "10"], names: "threadId"),
         BadInput(arguments: ["configure", "--default-max", "-1"], names: "maxTokensPerThread"),
         BadInput(arguments: ["configure", "--default-max", "lots"], names: "--default-max"),
         BadInput(arguments: ["no-such-command"], names: "no-such-command", insertsDatabase: false),
+        BadInput(arguments: ["consum", "t", "--prompt", "1"], names: "did you mean 'consume'", insertsDatabase: false),
+        BadInput(arguments: ["export", "--format", "csv", "--from", "yesterday"], names: "--from"),
+        BadInput(arguments: ["price", "set", "m", "--prompt", "1", "--completion", "1", "--from", "soon"], names: "--from"),
+        BadInput(arguments: ["consume", "t", "--prompt", "1", "--meta", "novalue"], names: "--meta"),
     ]
 }
 

@@ -3,6 +3,7 @@ import BudgetLedger
 import BudgetLedgerWire
 import BudgetLedgerServer
 import Foundation
+import NIOCore
 import Synchronization
 
 extension BudgetLedgerCommand {
@@ -28,17 +29,29 @@ extension BudgetLedgerCommand {
         @Option(help: "The bearer token clients must send (default: $BUDGET_LEDGER_TOKEN).")
         var token: String?
 
+        static let tokenVariable = "BUDGET_LEDGER_TOKEN"
+
+        /// Where the token came from, as the operator typed it: `--token` or the environment variable.
+        var tokenSource: (name: String, value: String)? {
+            if let token { return ("--token", token) }
+            return ProcessInfo.processInfo.environment[Self.tokenVariable].map { ("$" + Self.tokenVariable, $0) }
+        }
+
         var serverConfiguration: ServerConfiguration {
-            ServerConfiguration(
-                databasePath: options.path, host: host, port: port,
-                token: token ?? ProcessInfo.processInfo.environment["BUDGET_LEDGER_TOKEN"])
+            ServerConfiguration(databasePath: options.path, host: host, port: port, token: tokenSource?.value)
         }
 
         func validate() throws {
+            // An empty token is a mistake (an unset secret in a deployment), never "no token": say where it came from.
+            if let source = tokenSource, source.value.isEmpty {
+                throw ValidationError(
+                    "\(source.name) is empty: give the token clients must send, or leave \(source.name) out to serve without one")
+            }
             do {
                 try serverConfiguration.validate()
             } catch let error as ServerConfigurationError {
-                throw ValidationError(error.description)
+                let field = error.field == "token" ? tokenSource?.name ?? error.field : error.field
+                throw ValidationError("invalid \(field): \(error.reason)")
             }
         }
 
@@ -55,7 +68,7 @@ extension BudgetLedgerCommand {
                 }
             }
             if let error = outcome.wait() {
-                throw Output.fail(error, json: json)
+                throw Output.fail(PortInUseError(error, configuration: configuration) ?? error, json: json)
             }
         }
 
@@ -86,5 +99,23 @@ private final class ServeOutcome: Sendable {
     func wait() -> (any Error)? {
         finished.wait()
         return error.withLock { $0 }
+    }
+}
+
+/// The address `serve` was to bind is taken: NIO's `bind(descriptor:ptr:bytes:): Address already
+/// in use` names neither the host nor the port the operator chose.
+struct PortInUseError: Error, CustomStringConvertible {
+    let host: String
+    let port: Int
+
+    /// Nil unless `error` is the system's `EADDRINUSE`.
+    init?(_ error: any Error, configuration: ServerConfiguration) {
+        guard let ioError = error as? IOError, ioError.errnoCode == EADDRINUSE else { return nil }
+        host = configuration.host
+        port = configuration.port
+    }
+
+    var description: String {
+        "port \(port) on \(host) is already in use; pick another with --port"
     }
 }

@@ -3,12 +3,25 @@ import BudgetLedger
 import BudgetLedgerWire
 
 extension BudgetLedgerCommand {
+    /// `usage [THREAD]` (that is, `usage show`) and `usage reset`. ArgumentParser parses a
+    /// command's own arguments before it looks for a subcommand, so `usage` cannot take a THREAD
+    /// and have a `reset` child: the reading is a default subcommand instead.
     struct Usage: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Show one thread's budget or the usage overview; start a new usage window.",
+            subcommands: [Show.self, Reset.self],
+            defaultSubcommand: Show.self)
+    }
+}
+
+extension BudgetLedgerCommand.Usage {
+    struct Show: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Show one thread's budget, or the usage overview (totals, per agent, per model).",
             discussion: """
                 With THREAD: that thread's budget (exit 4 when unknown). Without: the overview of the
                 current usage window (--all-time: every event), or one agent's or model's totals.
+                A thread named like a subcommand: `usage show reset`.
                 """)
 
         @OptionGroup var options: LedgerOptions
@@ -33,7 +46,7 @@ extension BudgetLedgerCommand {
 
         func run() throws {
             let scope: UsageScope = allTime ? .allTime : .currentWindow
-            try options.withLedger { ledger in
+            try options.withExistingLedger { ledger in
                 if let thread {
                     guard let budget = try ledger.usage(thread) else {
                         throw Output.notFound(thread, json: options.json)
@@ -56,21 +69,23 @@ extension BudgetLedgerCommand {
             }
         }
     }
-}
 
-extension Output {
-    static func text(_ totals: UsageTotals) -> String {
-        var line = "\(totals.totalTokens) tokens (prompt \(totals.promptTokens), completion \(totals.completionTokens))"
-        line += " in \(totals.requestCount) requests, cost $\(Money.decimalString(nanos: totals.costNanos))"
-        if totals.unpricedRequests > 0 { line += " + \(totals.unpricedRequests) unpriced requests" }
-        if let latency = totals.averageLatencyMilliseconds { line += ", avg latency \(latency.roundedToOneDecimal) ms" }
-        return line
-    }
+    struct Reset: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Start a new usage window: the overview counts from now on (no event is deleted).",
+            discussion: "Thread budgets are not affected; `budget-ledger reset THREAD` starts a thread's budget window.")
 
-    static func text(_ overview: UsageOverview) -> String {
-        var lines = ["total: " + text(overview.totals), "active threads: \(overview.activeThreads)"]
-        lines += overview.byAgent.map { "agent \($0.agentID ?? "(none)"): " + text($0.totals) }
-        lines += overview.byModel.map { "model \($0.model ?? "(none)"): " + text($0.totals) }
-        return lines.joined(separator: "\n")
+        @OptionGroup var options: LedgerOptions
+
+        func run() throws {
+            try options.withLedger { ledger in
+                try ledger.resetUsageWindow()
+                let message = "usage window reset: the overview counts from now on; no events were deleted"
+                // The shape of the REST API's POST /api/v1/usage/reset.
+                Output.emit(
+                    .object([("success", .bool(true)), ("message", .string(message))]), text: message,
+                    asJSON: options.json)
+            }
+        }
     }
 }

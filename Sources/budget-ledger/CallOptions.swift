@@ -3,65 +3,6 @@ import BudgetLedger
 import BudgetLedgerWire
 import Foundation
 
-extension BudgetLedgerCommand {
-    struct Consume: ParsableCommand {
-        static let configuration = CommandConfiguration(
-            abstract: "Record token usage on a thread (with --enforce: only if it fits the budget).")
-
-        @OptionGroup var options: LedgerOptions
-
-        @Argument(help: "The thread id.")
-        var thread: String
-
-        @OptionGroup var spent: SpentTokens
-
-        @Flag(help: "Check and consume in one transaction; refuse (exit 3) what does not fit.")
-        var enforce = false
-
-        @OptionGroup var usage: UsageFlags
-
-        func run() throws {
-            let details = try usage.details()
-            try options.withLedger { ledger in
-                let result =
-                    enforce
-                    ? try ledger.checkAndConsume(
-                        thread, promptTokens: spent.prompt, completionTokens: spent.completion,
-                        idempotencyKey: spent.idempotencyKey, usage: details)
-                    : try ledger.consume(
-                        thread, promptTokens: spent.prompt, completionTokens: spent.completion,
-                        idempotencyKey: spent.idempotencyKey, usage: details)
-                var text = (result.isReplay ? "replayed (already recorded): " : "recorded: ") + Output.text(result.budget)
-                text += "\nevent \(result.event.id), cost " + (result.event.costNanos.map { "$" + Money.decimalString(nanos: $0) } ?? "unknown (no price for the model)")
-                for crossing in result.crossedThresholds {
-                    text += "\nthreshold \(crossing.thresholdPercent)% (\(crossing.severity)) crossed"
-                }
-                Output.emit(result.json, text: text, asJSON: options.json)
-            }
-        }
-    }
-
-    struct Check: ParsableCommand {
-        static let configuration = CommandConfiguration(
-            abstract: "Check that a thread can spend an estimate (exit 3 when it cannot).")
-
-        @OptionGroup var options: LedgerOptions
-
-        @Argument(help: "The thread id.")
-        var thread: String
-
-        @Option(parsing: .unconditional, help: "Tokens the next call is expected to spend.")
-        var estimate: Int64 = 0
-
-        func run() throws {
-            try options.withLedger { ledger in
-                let budget = try ledger.checkBudget(thread, estimatedTokens: estimate)
-                Output.emit(budget.json, text: "ok: " + Output.text(budget), asJSON: options.json)
-            }
-        }
-    }
-}
-
 /// The tokens a call spent, and the key that makes retrying it safe (consume and settle).
 struct SpentTokens: ParsableArguments {
     @Option(parsing: .unconditional, help: "Prompt tokens spent.")
@@ -94,6 +35,11 @@ struct UsageFlags: ParsableArguments {
     @Option(name: .customLong("meta-json"), help: "Metadata as a JSON object; --meta entries are added to it.")
     var metadataJSON: String?
 
+    /// `--meta` must be KEY=VALUE and `--meta-json` a JSON object: refused before the ledger is opened.
+    func validate() throws {
+        _ = try mergedMetadata()
+    }
+
     /// The usage details, with `--meta` entries merged over `--meta-json`.
     func details() throws -> UsageDetails {
         UsageDetails(
@@ -118,5 +64,16 @@ struct UsageFlags: ParsableArguments {
         }
         let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
         return String(decoding: data, as: UTF8.self)
+    }
+}
+
+extension Timestamps {
+    /// `text` as UTC microseconds; a malformed time is a `ValidationError` (exit 64) naming the option typed.
+    static func parse(_ text: String, option: String) throws -> Int64 {
+        do {
+            return try parse(text, field: option)
+        } catch let error as LedgerError {
+            throw ValidationError("\(error)")
+        }
     }
 }

@@ -13,7 +13,7 @@ extension BudgetLedgerCommand {
                 let defaultMax = try ledger.maxTokensPerThread
                 Output.emit(
                     .object([("path", .string(ledger.path)), ("defaultMaxTokens", .integer(defaultMax))]),
-                    text: "ledger ready at \(ledger.path) (default max per thread: \(defaultMax) tokens)",
+                    text: "ledger ready at \(ledger.path) (default max per thread: \(Output.count(defaultMax, "token")))",
                     asJSON: options.json)
             }
         }

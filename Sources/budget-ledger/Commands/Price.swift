@@ -26,9 +26,13 @@ extension BudgetLedgerCommand {
             @Option(help: "When the price starts: ISO 8601 UTC date or date-time (default: now).")
             var from: String?
 
+            func validate() throws {
+                _ = try from.map { try Timestamps.parse($0, option: "--from") }
+            }
+
             func run() throws {
+                let start = try from.map { try Timestamps.parse($0, option: "--from") }
                 try options.withLedger { ledger in
-                    let start = try from.map { try Timestamps.parse($0, field: "from") }
                     let price = try ledger.setPrice(
                         model: model, promptUSDPerMillion: prompt, completionUSDPerMillion: completion, effectiveFrom: start)
                     Output.emit(price.json, text: "price set: " + Output.text(price), asJSON: options.json)
@@ -42,7 +46,7 @@ extension BudgetLedgerCommand {
             @OptionGroup var options: LedgerOptions
 
             func run() throws {
-                try options.withLedger { ledger in
+                try options.withExistingLedger { ledger in
                     let prices = try ledger.prices()
                     Output.emit(
                         .object([("prices", .array(prices.map(\.json))), ("count", .integer(Int64(prices.count)))]),
@@ -50,13 +54,5 @@ extension BudgetLedgerCommand {
                 }
             }
         }
-    }
-}
-
-extension Output {
-    static func text(_ price: ModelPrice) -> String {
-        "\(price.modelPrefix): $\(Money.usdPerMillion(nanosPerToken: price.promptNanosPerToken)) prompt, "
-            + "$\(Money.usdPerMillion(nanosPerToken: price.completionNanosPerToken)) completion per million tokens, "
-            + "from \(Timestamps.iso8601(microseconds: price.effectiveFromMicroseconds))"
     }
 }

@@ -1,0 +1,42 @@
+import ArgumentParser
+import BudgetLedger
+import BudgetLedgerWire
+
+extension BudgetLedgerCommand {
+    struct Consume: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Record token usage on a thread (with --enforce: only if it fits the budget).")
+
+        @OptionGroup var options: LedgerOptions
+
+        @Argument(help: "The thread id.")
+        var thread: String
+
+        @OptionGroup var spent: SpentTokens
+
+        @Flag(help: "Check and consume in one transaction; refuse (exit 3) what does not fit.")
+        var enforce = false
+
+        @OptionGroup var usage: UsageFlags
+
+        func run() throws {
+            let details = try usage.details()
+            try options.withLedger { ledger in
+                let result =
+                    enforce
+                    ? try ledger.checkAndConsume(
+                        thread, promptTokens: spent.prompt, completionTokens: spent.completion,
+                        idempotencyKey: spent.idempotencyKey, usage: details)
+                    : try ledger.consume(
+                        thread, promptTokens: spent.prompt, completionTokens: spent.completion,
+                        idempotencyKey: spent.idempotencyKey, usage: details)
+                var text = (result.isReplay ? "replayed (already recorded): " : "recorded: ") + Output.text(result.budget)
+                text += "\nevent \(result.event.id), cost " + (result.event.costNanos.map { "$" + Money.decimalString(nanos: $0) } ?? "unknown (no price for the model)")
+                for crossing in result.crossedThresholds {
+                    text += "\nthreshold \(crossing.thresholdPercent)% (\(crossing.severity)) crossed"
+                }
+                Output.emit(result.json, text: text, asJSON: options.json)
+            }
+        }
+    }
+}

@@ -1,0 +1,33 @@
+import ArgumentParser
+import BudgetLedger
+import BudgetLedgerWire
+
+extension BudgetLedgerCommand {
+    struct Reserve: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Hold tokens against a thread's budget until settled, released or expired (exit 3 when it does not fit).")
+
+        @OptionGroup var options: LedgerOptions
+
+        @Argument(help: "The thread id.")
+        var thread: String
+
+        @Option(parsing: .unconditional, help: "Tokens to hold (at least 1).")
+        var tokens: Int64
+
+        @Option(parsing: .unconditional, help: "Seconds until the hold stops counting (default 300, at most 604800).")
+        var ttl: Int64 = Ledger.defaultHoldSeconds
+
+        func run() throws {
+            try options.withLedger { ledger in
+                let result = try ledger.reserve(thread, tokens: tokens, ttlSeconds: ttl)
+                Output.emit(
+                    result.json,
+                    text: "reservation \(result.reservation.id): \(Output.count(tokens, "token")) held until "
+                        + Timestamps.iso8601(microseconds: result.reservation.expiresAtMicroseconds) + "\n"
+                        + Output.text(result.budget),
+                    asJSON: options.json)
+            }
+        }
+    }
+}
