@@ -38,12 +38,14 @@ public func buildApplication(
 
 /// The routes and middleware. Order matters: middleware applies to the routes added after it.
 ///
-/// Metrics sit outermost so they see every final status; errors become JSON next; `/healthz` is
-/// added before the token check, everything else (the router's own 404 included) after it.
+/// The request id sits outermost so every response carries it; metrics next, so they see every
+/// final status; errors become JSON next; `/healthz` is added before the token check, everything
+/// else (the router's own 404 included) after it.
 func buildRouter(
     ledger: LedgerService, metrics: ServerMetrics, configuration: ServerConfiguration
 ) -> Router<BasicRequestContext> {
     let router = Router(context: BasicRequestContext.self)
+    router.add(middleware: RequestIDMiddleware())
     router.add(middleware: RequestMetricsMiddleware(metrics: metrics))
     router.add(middleware: APIErrorMiddleware())
     HealthController(ledger: ledger).addRoutes(to: router)

@@ -75,8 +75,8 @@ struct ThreadEndpointTests {
     }
 
     @Test func theBodyKeyAndTheHeaderKeyMustAgree() async throws {
-        // Proves: equal body and header keys are accepted; different ones are a 400 naming
-        // idempotencyKey, and nothing is recorded.
+        // Proves: equal body and header keys are accepted; different ones are a 409 conflict (two
+        // keys for one consume, as a key reused for another consume), and nothing is recorded.
         try await withServer { client, folder in
             let headers: HTTPFields = [HTTPField.Name("Idempotency-Key")!: "header-key"]
             let agreeing = try await client.post(
@@ -84,8 +84,9 @@ struct ThreadEndpointTests {
             #expect(agreeing.status == .ok)
             let differing = try await client.post(
                 "/api/v1/threads/t/consume", json: #"{"promptTokens":1,"idempotencyKey":"body-key"}"#, headers: headers)
-            #expect(differing.status == .badRequest)
-            #expect(try differing.detail().hasPrefix("invalid idempotencyKey:"))
+            #expect(differing.status == .conflict)
+            #expect(try differing.object()["error"] as? String == "conflict")
+            #expect(try differing.detail().contains(#"idempotencyKey "body-key" differs"#))
             #expect(try folder.withLedger { try $0.usage("t") }?.requestCount == 1)
         }
     }
