@@ -21,7 +21,7 @@ build: deps
 test: deps
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
-	$(MAKE) fuzz-short
+	$(MAKE) fuzz-short FUZZ_BUILD_FLAGS=--build-tests
 
 # Serves the ledger file $(DB) (created on first run) on http://127.0.0.1:$(PORT) until Ctrl-C.
 run: build
@@ -40,6 +40,9 @@ run: build
 FUZZ_EXAMPLES ?= 1000
 FUZZ_SERVER_SECONDS ?= 7200
 FUZZ_FLAGS ?=
+# What the run builds: the CLI alone, or (from `make test`) what the tests just built, since a
+# product build and a test build of the same checkout recompile each other's dependencies.
+FUZZ_BUILD_FLAGS ?= --product budget-ledger
 FUZZ_DIR = .build-fuzz
 SCHEMATHESIS_VERSION = 4.32.5
 SCHEMATHESIS = $(FUZZ_DIR)/venv/bin/schemathesis
@@ -60,7 +63,7 @@ $(FUZZ_DIR)/venv/schemathesis-$(SCHEMATHESIS_VERSION):
 	touch $@
 
 fuzz: deps fuzz-deps
-	$(SWIFT) build --product budget-ledger
+	$(SWIFT) build $(FUZZ_BUILD_FLAGS)
 	@set -eu; \
 	binary="$$($(SWIFT) build --show-bin-path)/budget-ledger"; \
 	work="$$(mktemp -d "$${TMPDIR:-/tmp}/budget-ledger-fuzz.XXXXXX")"; \

@@ -21,8 +21,17 @@ public func buildApplication(
     onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }
 ) throws -> some ApplicationProtocol {
     try configuration.validate()
-    let ledger = LedgerService(
-        ledger: try Ledger(path: configuration.databasePath), threadCount: configuration.ledgerThreadCount)
+    let ledger = try Ledger(path: configuration.databasePath)
+    return buildApplication(configuration, ledger: ledger, logger: logger, onServerRunning: onServerRunning)
+}
+
+/// Builds the server around `ledger`, which it then owns: what `buildApplication(_:logger:onServerRunning:)`
+/// does once the ledger is open. Tests pass a ledger they configured (a capped one, a closed one).
+func buildApplication(
+    _ configuration: ServerConfiguration, ledger: Ledger, logger: Logger? = nil,
+    onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }
+) -> some ApplicationProtocol {
+    let ledger = LedgerService(ledger: ledger, threadCount: configuration.ledgerThreadCount)
     let router = buildRouter(ledger: ledger, metrics: ServerMetrics(), configuration: configuration)
     let port = configuration.port
     var defaultLogger = Logger(label: "budget-ledger")
