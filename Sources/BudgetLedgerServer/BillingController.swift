@@ -91,7 +91,7 @@ struct BillingController: APIController {
         } catch {
             logger.error(
                 "export failed after the response began; the body was cut short",
-                metadata: ["requestId": "\(requestID)", "error": "\(String(reflecting: type(of: error))): \(error)"])
+                metadata: ["requestId": "\(requestID)", "error": "\(fullDescription(of: error))"])
             throw error
         }
     }

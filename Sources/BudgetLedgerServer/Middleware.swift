@@ -48,9 +48,15 @@ struct APIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
     static func metadata(of error: any Error, request: Request, requestID: String) -> Logger.Metadata {
         [
             "requestId": "\(requestID)", "method": "\(request.method)", "path": "\(request.uri.path)",
-            "error": "\(String(reflecting: type(of: error))): \(error)",
+            "error": "\(fullDescription(of: error))",
         ]
     }
+}
+
+/// An error as the log writes it: its type and its whole description (for a ledger error, the
+/// file, SQLite's message and the SQL), never shown to a client.
+func fullDescription(of error: any Error) -> String {
+    "\(String(reflecting: type(of: error))): \(error)"
 }
 
 /// Refuses, with 401, every request without `Authorization: Bearer TOKEN`.

@@ -293,16 +293,12 @@ struct QueryFields: Sendable {
 
 /// `text` as an Int64 written as JSON writes integers: an optional minus and decimal digits, no
 /// plus sign, no spaces; `field` names it in a 400.
-func wholeNumber(_ text: Substring, field: String) throws -> Int64 {
-    let digits = text.hasPrefix("-") ? text.dropFirst() : text
+func wholeNumber(_ text: some StringProtocol, field: String) throws -> Int64 {
+    let digits = text.hasPrefix("-") ? text.dropFirst() : text[...]
     guard !digits.isEmpty, digits.utf8.allSatisfy({ (0x30...0x39).contains($0) }), let value = Int64(text) else {
         throw APIError.invalid(field, "must be a whole number from \(Int64.min) to \(Int64.max) (got \"\(text)\")")
     }
     return value
-}
-
-func wholeNumber(_ text: String, field: String) throws -> Int64 {
-    try wholeNumber(text[...], field: field)
 }
 
 extension BasicRequestContext {

@@ -37,10 +37,12 @@ struct BillingEndpointTests {
 
     @Test(arguments: [
         ("limit=0", "limit"), ("limit=10001", "limit"), ("limit=ten", "limit"), ("after=-1", "after"),
-        ("after=1&after=2", "after"), ("page=2", "page"),
+        ("after=1&after=2", "after"), ("page=2", "page"), ("limit=", "limit"), ("limit=+5", "limit"),
+        ("after=%2B1", "after"), ("limit=1.0", "limit"), ("limit=%205", "limit"), ("after", "after"),
     ])
     func badFeedParametersAre400s(_ query: String, _ field: String) async throws {
-        // Proves: the feed's parameters are validated, each failure naming its parameter.
+        // Proves: the feed's parameters are validated, each failure naming its parameter: an
+        // empty value is none, and a number is digits with an optional minus, as JSON writes it.
         try await withServer { client, _ in
             let response = try await client.get("/api/v1/events?\(query)")
             #expect(response.status == .badRequest, "\(response.text)")
@@ -99,6 +101,17 @@ struct BillingEndpointTests {
             #expect(reversed.text == "{\"events\":[],\"count\":0}\n")
             let open = try await client.get("/api/v1/usage/export?from=2000-01-02")
             #expect(int64(try open.object()["count"]) == 1)
+        }
+    }
+
+    @Test func aPlusInAQueryIsASpace() async throws {
+        // Proves: query values are decoded as HTML forms and HTTP clients encode them, `+` as a
+        // space and `%2B` as a plus: "2000-01-01+00:00" is the date-time "2000-01-01 00:00".
+        try await withServer { client, _ in
+            let spaced = try await client.get("/api/v1/usage/export?from=2000-01-01+00:00&to=2000-01-01+00:00%2B01:00")
+            #expect(spaced.status == .ok, "\(spaced.text)")
+            let literal = try await client.get("/api/v1/usage/export?from=2000-01-01T00:00%2B01:00")
+            #expect(literal.status == .ok, "\(literal.text)")
         }
     }
 
