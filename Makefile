@@ -80,11 +80,13 @@ fuzz: deps fuzz-deps
 	timeout --signal=TERM $(FUZZ_SERVER_SECONDS) "$$binary" serve --db "$$work/ledger.db" --host 127.0.0.1 --port 0 \
 		> "$$work/server.out" 2> "$$work/server.log" & \
 	server=$$!; \
-	shell=$$$$; ( while kill -0 "$$shell" 2>/dev/null; do sleep 1; done; kill -TERM "$$server" 2>/dev/null ) & \
+	shell=$$$$; ( while kill -0 "$$shell" 2>/dev/null; do sleep 1; done; \
+		kill -TERM "$$server" 2>/dev/null; sleep 2; rm -rf "$$work" ) & \
 	watchdog=$$!; \
 	url=""; for attempt in $$(seq 1 100); do \
 		url="$$(sed -n 's/^listening on //p' "$$work/server.out")"; \
-		[ -n "$$url" ] && curl -fsS "$$url/healthz" > /dev/null 2>&1 && break; \
+		[ -n "$$url" ] && $(FUZZ_DIR)/venv/bin/python -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)' \
+			"$$url/healthz" 2> /dev/null && break; \
 		kill -0 "$$server" 2>/dev/null || { cat "$$work/server.log"; exit 1; }; \
 		url=""; sleep 0.2; \
 	done; \
