@@ -5,7 +5,7 @@ PORT ?= 8765
 BENCH_FLAGS ?=
 REFERENCE ?= ../shared/reference
 
-.PHONY: deps build test run bench bench-compare bench-floor schema clean
+.PHONY: deps fuzz-deps build test run fuzz fuzz-short bench bench-compare bench-floor schema clean
 
 # Installs the system SQLite headers when they are missing (a fresh machine); does nothing otherwise.
 deps:
@@ -21,10 +21,92 @@ build: deps
 test: deps
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
+	$(MAKE) fuzz-short FUZZ_BUILD_FLAGS=--build-tests
 
 # Serves the ledger file $(DB) (created on first run) on http://127.0.0.1:$(PORT) until Ctrl-C.
 run: build
 	$(SWIFT) run budget-ledger serve --db $(DB) --port $(PORT)
+
+# Schemathesis against the real server: every operation of the OpenAPI document it serves, with
+# FUZZ_EXAMPLES examples each (positive and negative), the coverage phase (boundaries, every
+# undocumented method) and the stateful phase (reserve -> settle / release through the links),
+# under every check. The server runs on a fresh ledger in a temporary folder, on a free loopback
+# port, with a random token; it stops when the run ends, when make is interrupted, when this
+# recipe's shell dies (a watchdog), and at the latest after FUZZ_SERVER_SECONDS.
+#
+# The stateful phase follows the links the document declares, not links schemathesis infers from
+# field names: 4.32.5 follows an inferred link from a list field (events[*].reservationId) with
+# one of its null values as well, and sends `/reservations/None/release` as schema-valid data.
+FUZZ_EXAMPLES ?= 1000
+FUZZ_SERVER_SECONDS ?= 7200
+FUZZ_FLAGS ?=
+# What the run builds: the CLI alone, or (from `make test`) what the tests just built, since a
+# product build and a test build of the same checkout recompile each other's dependencies.
+FUZZ_BUILD_FLAGS ?= --product budget-ledger
+FUZZ_DIR = .build-fuzz
+SCHEMATHESIS_VERSION = 4.32.5
+SCHEMATHESIS = $(FUZZ_DIR)/venv/bin/schemathesis
+
+# A virtual environment of its own with the pinned schemathesis; installs python3-venv with
+# apt-get when the venv module or ensurepip is missing (a fresh Debian machine).
+fuzz-deps: $(FUZZ_DIR)/venv/schemathesis-$(SCHEMATHESIS_VERSION)
+
+$(FUZZ_DIR)/venv/schemathesis-$(SCHEMATHESIS_VERSION):
+	@if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then \
+		echo "Installing python3-venv (the venv module and ensurepip)"; \
+		if [ "$$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
+		$$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv; \
+	fi
+	rm -rf $(FUZZ_DIR)/venv
+	python3 -m venv $(FUZZ_DIR)/venv
+	$(FUZZ_DIR)/venv/bin/pip install --quiet "schemathesis==$(SCHEMATHESIS_VERSION)"
+	touch $@
+
+fuzz: deps fuzz-deps
+	$(SWIFT) build $(FUZZ_BUILD_FLAGS)
+	@set -eu; \
+	binary="$$($(SWIFT) build --show-bin-path)/budget-ledger"; \
+	work="$$(mktemp -d "$${TMPDIR:-/tmp}/budget-ledger-fuzz.XXXXXX")"; \
+	server=""; watchdog=""; \
+	stop() { \
+		[ -z "$$watchdog" ] || kill "$$watchdog" 2>/dev/null || true; \
+		if [ -n "$$server" ] && kill -0 "$$server" 2>/dev/null; then \
+			kill -TERM "$$server" 2>/dev/null || true; wait "$$server" 2>/dev/null || true; \
+		fi; \
+		rm -rf "$$work"; \
+	}; \
+	trap stop EXIT; trap 'exit 130' INT; trap 'exit 143' TERM HUP; \
+	export BUDGET_LEDGER_TOKEN="$$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"; \
+	timeout --signal=TERM $(FUZZ_SERVER_SECONDS) "$$binary" serve --db "$$work/ledger.db" --host 127.0.0.1 --port 0 \
+		> "$$work/server.out" 2> "$$work/server.log" & \
+	server=$$!; \
+	shell=$$$$; ( while kill -0 "$$shell" 2>/dev/null; do sleep 1; done; \
+		kill -TERM "$$server" 2>/dev/null; sleep 2; rm -rf "$$work" ) & \
+	watchdog=$$!; \
+	url=""; for attempt in $$(seq 1 100); do \
+		url="$$(sed -n 's/^listening on //p' "$$work/server.out")"; \
+		[ -n "$$url" ] && $(FUZZ_DIR)/venv/bin/python -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)' \
+			"$$url/healthz" 2> /dev/null && break; \
+		kill -0 "$$server" 2>/dev/null || { cat "$$work/server.log"; exit 1; }; \
+		url=""; sleep 0.2; \
+	done; \
+	[ -n "$$url" ] || { echo "the server did not answer /healthz"; cat "$$work/server.log"; exit 1; }; \
+	echo "fuzzing $$url with $(FUZZ_EXAMPLES) examples per operation"; \
+	printf '[phases.stateful.inference]\nalgorithms = ["location-headers"]\n' > "$$work/schemathesis.toml"; \
+	start=$$(date +%s); status=0; \
+	$(SCHEMATHESIS) --config-file "$$work/schemathesis.toml" run "$$url/openapi.yaml" --checks all -H "Authorization: Bearer $$BUDGET_LEDGER_TOKEN" \
+		--phases examples,coverage,fuzzing,stateful --max-examples $(FUZZ_EXAMPLES) \
+		--generation-database "$(abspath $(FUZZ_DIR))/examples" --report junit --report-dir "$(abspath $(FUZZ_DIR))/report" \
+		--no-color $(FUZZ_FLAGS) || status=$$?; \
+	echo "schemathesis exit status $$status after $$(( $$(date +%s) - start )) s"; \
+	if grep -q "request failed\|export failed" "$$work/server.log"; then \
+		echo "the server logged failures:"; grep "request failed\|export failed" "$$work/server.log" | head -20; \
+	fi; \
+	exit $$status
+
+# The bounded run `make test` ends with (CI): 50 examples per operation, a few minutes.
+fuzz-short:
+	$(MAKE) fuzz FUZZ_EXAMPLES=50
 
 # The benchmark, in release mode: figures for the real Ledger API (flags: BENCH_FLAGS=...).
 bench: deps
@@ -68,4 +150,4 @@ schema: deps
 
 clean:
 	$(SWIFT) package clean
-	rm -rf .build
+	rm -rf .build $(FUZZ_DIR)

@@ -8,7 +8,9 @@ import NIOPosix
 ///
 /// This is the one place where errors become HTTP statuses: handlers throw domain errors
 /// (`LedgerError`, `BudgetExhaustedError`) and `APIErrorMiddleware` turns whatever was thrown
-/// into an `APIError`.
+/// into an `APIError`. A server failure (5xx) tells the client nothing about the server: no
+/// file path, no SQL, no SQLite message; its body carries the request id under which
+/// `APIErrorMiddleware` logs the whole error.
 struct APIError: HTTPResponseError {
     let status: HTTPResponse.Status
     let body: JSONValue
@@ -25,8 +27,9 @@ struct APIError: HTTPResponseError {
         self.body = body
     }
 
-    /// The response for anything a handler, a middleware or the router threw while serving `request`.
-    init(_ error: any Error, request: Request) {
+    /// The response for anything a handler, a middleware or the router threw while serving
+    /// `request`; `requestID` is the id the server logs the request under.
+    init(_ error: any Error, request: Request, requestID: String) {
         switch error {
         case let error as APIError:
             self = error
@@ -34,23 +37,23 @@ struct APIError: HTTPResponseError {
             // {"error", "detail", "threadId", "used", "maxTokens"}: the reference's shape.
             self.init(status: .conflict, body: exhausted.json)
         case let error as LedgerError:
-            self.init(error)
+            self.init(error, requestID: requestID)
         case is NIOTooManyBytesError:
             self.init(status: .contentTooLarge, error: "payload too large", detail: "the request body is too large")
         case let error as HTTPError where error.status == .notFound:
-            self.init(status: .notFound, error: "not found", detail: "No route for \(request.method) \(request.uri.path)")
-        case let error as HTTPError:
+            self = .noRoute(request)
+        case let error as HTTPError where error.status.kind == .clientError:
             self.init(
                 status: error.status, error: error.status.reasonPhrase.lowercased(),
                 detail: error.body ?? error.status.reasonPhrase, headers: error.headers)
         case is NIOThreadPoolError.ThreadPoolInactive, is CancellationError:
-            self.init(status: .serviceUnavailable, error: "unavailable", detail: "the server is shutting down")
+            self = .shuttingDown
         default:
-            self.init(status: .internalServerError, error: "internal error", detail: "\(error)")
+            self = .internalError(requestID: requestID)
         }
     }
 
-    private init(_ error: LedgerError) {
+    private init(_ error: LedgerError, requestID: String) {
         switch error {
         case .invalidInput:
             self.init(status: .badRequest, error: "invalid input", detail: error.description)
@@ -60,10 +63,44 @@ struct APIError: HTTPResponseError {
         case .conflict:
             self.init(status: .conflict, error: "conflict", detail: error.description)
         case .database where error.isBusy:
-            self.init(status: .serviceUnavailable, error: "unavailable", detail: error.description)
+            self = .busy
         case .database, .closed, .incompatible:
-            self.init(status: .internalServerError, error: "internal error", detail: error.description)
+            self = .internalError(requestID: requestID)
         }
+    }
+
+    /// A 500 that names only the request id: the log has the rest.
+    static func internalError(requestID: String) -> APIError {
+        APIError(
+            status: .internalServerError,
+            body: .object([
+                ("error", .string("internal error")),
+                ("detail", .string("internal error; the server's log has the details under this requestId")),
+                ("requestId", .string(requestID)),
+            ]))
+    }
+
+    /// A 503 while another writer holds the ledger past the busy timeout: worth a retry.
+    static let busy = APIError(
+        status: .serviceUnavailable, error: "unavailable", detail: "the ledger is busy; retry later",
+        headers: [.retryAfter: "1"])
+
+    /// A 503 for a request that arrived while the server stops.
+    static let shuttingDown = APIError(
+        status: .serviceUnavailable, error: "unavailable", detail: "the server is shutting down")
+
+    /// The router found no route: 405 with `Allow` when the path is served with other methods,
+    /// else 404.
+    static func noRoute(_ request: Request) -> APIError {
+        let path = request.uri.path
+        let allowed = APIRoutes.methods(servedAt: path)
+        guard !allowed.isEmpty else {
+            return APIError(status: .notFound, error: "not found", detail: "No route for \(request.method) \(path)")
+        }
+        let list = allowed.map(\.rawValue).joined(separator: ", ")
+        return APIError(
+            status: .methodNotAllowed, error: "method not allowed",
+            detail: "\(request.method) is not served at \(path) (allowed: \(list))", headers: [.allow: list])
     }
 
     /// A 400 naming the request field that is wrong, worded as the ledger words its own.

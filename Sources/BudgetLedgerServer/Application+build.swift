@@ -22,8 +22,17 @@ public func buildApplication(
     onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }
 ) throws -> some ApplicationProtocol {
     try configuration.validate()
-    let ledger = LedgerService(
-        ledger: try Ledger(path: configuration.databasePath), threadCount: configuration.ledgerThreadCount)
+    let ledger = try Ledger(path: configuration.databasePath)
+    return buildApplication(configuration, ledger: ledger, logger: logger, onServerRunning: onServerRunning)
+}
+
+/// Builds the server around `ledger`, which it then owns: what `buildApplication(_:logger:onServerRunning:)`
+/// does once the ledger is open. Tests pass a ledger they configured (a capped one, a closed one).
+func buildApplication(
+    _ configuration: ServerConfiguration, ledger: Ledger, logger: Logger? = nil,
+    onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }
+) -> some ApplicationProtocol {
+    let ledger = LedgerService(ledger: ledger, threadCount: configuration.ledgerThreadCount)
     let router = buildRouter(ledger: ledger, metrics: ServerMetrics(), configuration: configuration)
     let port = configuration.port
     var defaultLogger = Logger(label: "budget-ledger")
@@ -39,12 +48,14 @@ public func buildApplication(
 
 /// The routes and middleware. Order matters: middleware applies to the routes added after it.
 ///
-/// Metrics sit outermost so they see every final status; errors become JSON next; `/healthz` is
-/// added before the token check, everything else (the router's own 404 included) after it.
+/// The request id sits outermost so every response carries it; metrics next, so they see every
+/// final status; errors become JSON next; `/healthz` is added before the token check, everything
+/// else (the router's own 404 included) after it.
 func buildRouter(
     ledger: LedgerService, metrics: ServerMetrics, configuration: ServerConfiguration
 ) -> Router<BasicRequestContext> {
     let router = Router(context: BasicRequestContext.self)
+    router.add(middleware: RequestIDMiddleware())
     router.add(middleware: RequestMetricsMiddleware(metrics: metrics))
     router.add(middleware: APIErrorMiddleware())
     HealthController(ledger: ledger).addRoutes(to: router)

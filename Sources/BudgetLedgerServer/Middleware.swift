@@ -1,8 +1,31 @@
+import HTTPTypes
 import Hummingbird
 import Logging
 
+extension HTTPField.Name {
+    /// The id the server logs a request under, on every response.
+    static let requestID = HTTPField.Name("X-Request-Id")!
+}
+
+/// Answers every request with `X-Request-Id`: the id its log lines carry (`requestId`), so that
+/// an operator can find what a client saw, a 500 above all.
+///
+/// It sits outermost, so every response has it, whatever failed below.
+struct RequestIDMiddleware<Context: RequestContext>: RouterMiddleware {
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws
+        -> Response
+    {
+        var response = try await next(request, context)
+        response.headers[.requestID] = context.id
+        return response
+    }
+}
+
 /// Turns every error thrown below it into its `APIError` response, so that every failure,
-/// the router's own 404 included, has a JSON body; logs the server's own failures.
+/// the router's own 404 included, has a JSON body.
+///
+/// A server failure is logged whole (path, SQL, SQLite's message) under the request id, and the
+/// client is told only that id; a busy ledger is logged as a warning.
 struct APIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws
         -> Response
@@ -10,14 +33,30 @@ struct APIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
         do {
             return try await next(request, context)
         } catch {
-            let apiError = APIError(error, request: request)
+            let apiError = APIError(error, request: request, requestID: context.id)
             if apiError.status.kind == .serverError {
-                context.logger.error(
-                    "request failed", metadata: ["error": "\(error)", "path": "\(request.uri.path)"])
+                let level: Logger.Level = apiError.status == .internalServerError ? .error : .warning
+                context.logger.log(
+                    level: level, "request failed",
+                    metadata: Self.metadata(of: error, request: request, requestID: context.id))
             }
             return try apiError.response(from: request, context: context)
         }
     }
+
+    /// What the log says about a failed request: everything the client is not told.
+    static func metadata(of error: any Error, request: Request, requestID: String) -> Logger.Metadata {
+        [
+            "requestId": "\(requestID)", "method": "\(request.method)", "path": "\(request.uri.path)",
+            "error": "\(fullDescription(of: error))",
+        ]
+    }
+}
+
+/// An error as the log writes it: its type and its whole description (for a ledger error, the
+/// file, SQLite's message and the SQL), never shown to a client.
+func fullDescription(of error: any Error) -> String {
+    "\(String(reflecting: type(of: error))): \(error)"
 }
 
 /// Refuses, with 401, every request without `Authorization: Bearer TOKEN`.
@@ -34,6 +73,11 @@ struct BearerTokenMiddleware<Context: RequestContext>: RouterMiddleware {
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws
         -> Response
     {
+        // A request the router cannot match reaches this middleware too; one on the path of an
+        // open endpoint (a wrong method on /healthz) goes on to its 405 without a token.
+        if APIRoutes.isOpen(path: request.uri.path) {
+            return try await next(request, context)
+        }
         guard let header = request.headers[.authorization], header.count > 7,
             header.prefix(7).lowercased() == "bearer ",
             Self.constantTimeEqual(Array(header.utf8.dropFirst(7)), token)

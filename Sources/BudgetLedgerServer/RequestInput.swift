@@ -135,44 +135,139 @@ struct BodyFields: Sendable {
         }
     }
 
-    /// A JSON object as compact text (keys sorted), or nil when absent or null.
-    func objectText(_ field: String) throws -> String? {
+    /// A string that is an id by `APIIdentifier`'s rule, or nil when absent or null.
+    func identifier(_ field: String) throws -> String? {
+        guard let value = try string(field) else { return nil }
+        try APIIdentifier.validate(value, field: field)
+        return value
+    }
+
+    /// A JSON object as compact text (keys sorted), or nil when absent or null. The members the
+    /// ledger indexes (`keys`: `org_id`, `user_id`), when they are strings, must be ids by
+    /// `APIIdentifier`'s rule; the ledger checks the rest (types, size).
+    func objectText(_ field: String, identifierKeys keys: [String] = []) throws -> String? {
         switch members[field] {
-        case nil, .null?: return nil
-        case .object?: return members[field]!.jsonValue.serialized()
-        case let other?: throw APIError.invalid(field, "must be a JSON object, not \(other.typeName)")
+        case nil, .null?:
+            return nil
+        case .object(let object)?:
+            for key in keys {
+                if case .string(let value)? = object[key] { try APIIdentifier.validate(value, field: "\(field).\(key)") }
+            }
+            return members[field]!.jsonValue.serialized()
+        case let other?:
+            throw APIError.invalid(field, "must be a JSON object, not \(other.typeName)")
+        }
+    }
+}
+
+/// The ids the REST API takes (thread, agent, model, provider, idempotency key, org and user):
+/// 1…256 printable ASCII characters, or 1…64 characters of which none is a control character.
+///
+/// The ledger's own limit is 256 UTF-8 bytes, which JSON Schema cannot state: its `maxLength`
+/// counts characters. This rule is the largest simple one inside the ledger's (a character is at
+/// most 4 bytes) that `openapi.yaml` can state exactly as `pattern`, so that every id the
+/// document allows is served and every id it refuses is refused. The ledger still checks its
+/// own limit after this one.
+enum APIIdentifier {
+    /// ASCII ids: one byte per character.
+    static let asciiCharactersMax = LedgerLimits.identifierBytesMax
+    /// Other ids: four bytes per character at most.
+    static let charactersMax = LedgerLimits.identifierBytesMax / 4
+
+    /// The rule as the `pattern` of the OpenAPI document writes it (a search, anchored).
+    static let pattern =
+        #"^(?:[ -~]{1,\#(asciiCharactersMax)}|[^\u0000-\u001F\u007F-\u009F]{1,\#(charactersMax)})$"#
+
+    /// The rule for an id sent as a header value: 1…256 printable ASCII characters, neither first
+    /// nor last a space (HTTP strips those), as the OpenAPI document writes it.
+    static let headerPattern = #"^[!-~](?:[ -~]{0,\#(asciiCharactersMax - 2)}[!-~])?$"#
+
+    /// - Throws: `LedgerError.invalidInput` naming `field` when the header value `value` breaks
+    ///   `headerPattern` (HTTP has already stripped surrounding spaces).
+    static func validateHeader(_ value: String, field: String) throws {
+        guard !value.isEmpty else { throw APIError.invalid(field, "must not be empty") }
+        guard value.utf8.allSatisfy({ (0x20...0x7E).contains($0) }) else {
+            throw APIError.invalid(field, "must be printable ASCII")
+        }
+        if value.utf8.count > asciiCharactersMax {
+            throw APIError.invalid(field, "is \(value.utf8.count) characters long; the limit is \(asciiCharactersMax)")
+        }
+    }
+
+    /// - Throws: `LedgerError.invalidInput` naming `field` when `value` breaks the rule.
+    static func validate(_ value: String, field: String) throws {
+        guard !value.isEmpty else { throw APIError.invalid(field, "must not be empty") }
+        // C0 controls, DEL and C1 controls: Unicode's general category Cc, as the ledger's check.
+        if let control = value.unicodeScalars.first(where: { $0.value < 0x20 || (0x7F...0x9F).contains($0.value) }) {
+            throw APIError.invalid(
+                field, "contains the control character U+\(String(control.value, radix: 16, uppercase: true))")
+        }
+        let characters = value.unicodeScalars.count
+        if value.utf8.allSatisfy({ $0 < 0x80 }) {
+            if characters > asciiCharactersMax {
+                throw APIError.invalid(field, "is \(characters) characters long; the limit is \(asciiCharactersMax)")
+            }
+        } else if characters > charactersMax {
+            throw APIError.invalid(
+                field,
+                "is \(characters) characters long; the limit is \(charactersMax) for an id with characters outside "
+                    + "ASCII (\(asciiCharactersMax) for ASCII)")
         }
     }
 }
 
 /// The query parameters of a request, checked against the ones the endpoint takes.
 ///
-/// An empty value (`?from=`) reads as absent; a repeated or unknown parameter is a 400.
+/// A repeated or unknown parameter, or one without a value (`?from=`), is a 400: the OpenAPI
+/// document describes each parameter by its values, and an empty value is none of them.
 struct QueryFields: Sendable {
     private let values: [String: String]
 
     init(_ request: Request, allowed: Set<String>) throws {
         var values: [String: String] = [:]
-        for (key, value) in request.uri.queryParameters {
-            let name = String(key)
+        for (name, value) in try Self.pairs(of: request.uri.query ?? "") {
             guard allowed.contains(name) else {
                 let names = allowed.sorted().joined(separator: ", ")
                 throw APIError.invalid(
                     name, "is not a query parameter of this endpoint (" + (names.isEmpty ? "it takes none" : "allowed: \(names)") + ")")
             }
             guard values[name] == nil else { throw APIError.invalid(name, "is given more than once") }
-            if !value.isEmpty { values[name] = String(value) }
+            guard !value.isEmpty else { throw APIError.invalid(name, "must not be empty") }
+            values[name] = value
         }
         self.values = values
     }
 
+    /// The decoded `name=value` pairs of a query string, as HTML forms and most HTTP clients
+    /// encode them: `+` is a space, `%XX` a UTF-8 byte; empty pairs (`a=1&&b=2`) are skipped.
+    ///
+    /// - Throws: a 400 for a name or value that is not valid percent-encoded UTF-8.
+    static func pairs(of query: String) throws -> [(name: String, value: String)] {
+        try query.split(separator: "&").map { pair in
+            let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            let decode = { (text: Substring) throws -> String in
+                guard let decoded = text.replacingOccurrences(of: "+", with: " ").removingPercentEncoding else {
+                    throw APIError.invalid(String(parts[0]), "is not valid percent-encoded UTF-8")
+                }
+                return decoded
+            }
+            return (name: try decode(parts[0]), value: parts.count > 1 ? try decode(parts[1]) : "")
+        }
+    }
+
     func string(_ field: String) -> String? { values[field] }
+
+    /// An id by `APIIdentifier`'s rule, or nil when absent.
+    func identifier(_ field: String) throws -> String? {
+        guard let value = values[field] else { return nil }
+        try APIIdentifier.validate(value, field: field)
+        return value
+    }
 
     /// A whole number, or nil when absent.
     func integer(_ field: String) throws -> Int64? {
         guard let text = values[field] else { return nil }
-        guard let value = Int64(text) else { throw APIError.invalid(field, "must be a whole number (got \"\(text)\")") }
-        return value
+        return try wholeNumber(text, field: field)
     }
 
     /// `true` or `false`, or nil when absent.
@@ -197,14 +292,25 @@ struct QueryFields: Sendable {
     }
 }
 
+/// `text` as an Int64 written as JSON writes integers: an optional minus and decimal digits, no
+/// plus sign, no spaces; `field` names it in a 400.
+func wholeNumber(_ text: some StringProtocol, field: String) throws -> Int64 {
+    let digits = text.hasPrefix("-") ? text.dropFirst() : text[...]
+    guard !digits.isEmpty, digits.utf8.allSatisfy({ (0x30...0x39).contains($0) }), let value = Int64(text) else {
+        throw APIError.invalid(field, "must be a whole number from \(Int64.min) to \(Int64.max) (got \"\(text)\")")
+    }
+    return value
+}
+
 extension BasicRequestContext {
-    /// The percent-decoded path parameter `name`; `field` names it in a 400. The ledger then
-    /// checks it as it checks every id.
+    /// The percent-decoded path parameter `name`, an id by `APIIdentifier`'s rule; `field` names
+    /// it in a 400. The ledger then checks it as it checks every id.
     func pathIdentifier(_ name: String, field: String) throws -> String {
         let raw = try parameters.require(name)
         guard let decoded = raw.removingPercentEncoding else {
             throw APIError.invalid(field, "is not a valid percent-encoded path segment")
         }
+        try APIIdentifier.validate(decoded, field: field)
         return decoded
     }
 }

@@ -71,10 +71,8 @@ struct ReservationsController: APIController {
 extension BasicRequestContext {
     /// The `{id}` path parameter as a reservation id: a positive integer.
     func reservationID() throws -> Int64 {
-        let raw = try parameters.require("id")
-        guard let id = Int64(raw), id > 0 else {
-            throw APIError.invalid("reservationId", "must be a positive integer (got \"\(raw)\")")
-        }
+        let id = try wholeNumber(try parameters.require("id"), field: "reservationId")
+        guard id > 0 else { throw APIError.invalid("reservationId", "must be a positive integer (got \(id))") }
         return id
     }
 }

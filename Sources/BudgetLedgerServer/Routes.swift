@@ -12,6 +12,18 @@ struct Endpoint: Hashable, Sendable, CustomStringConvertible {
     static func delete(_ path: String) -> Endpoint { Endpoint(method: .delete, path: path) }
 
     var description: String { "\(method) \(path)" }
+
+    /// Whether the raw (still percent-encoded) request path `requestPath` fits this endpoint's
+    /// template, as the router matches it: empty segments are skipped, literal segments compare
+    /// exactly, and a `{name}` segment takes any one segment.
+    func matches(path requestPath: String) -> Bool {
+        let template = path.split(separator: "/")
+        let segments = requestPath.split(separator: "/")
+        guard template.count == segments.count else { return false }
+        return zip(template, segments).allSatisfy { pattern, segment in
+            (pattern.hasPrefix("{") && pattern.hasSuffix("}")) || pattern == segment
+        }
+    }
 }
 
 /// A small group of endpoints: an enum of its routes, and one function that answers them.
@@ -54,4 +66,17 @@ enum APIRoutes {
     }
 
     static var all: [Endpoint] { open + guarded }
+
+    /// The methods served on the path of `requestPath`, in a fixed order; empty when no route has
+    /// that path. A request whose path is known but whose method is not gets 405 with these in `Allow`.
+    static func methods(servedAt requestPath: String) -> [HTTPRequest.Method] {
+        let methods = Set(all.filter { $0.matches(path: requestPath) }.map(\.method.rawValue))
+        return methods.sorted().compactMap(HTTPRequest.Method.init(rawValue:))
+    }
+
+    /// Whether `requestPath` is the path of an endpoint served without a token, whatever the
+    /// method: a wrong method on `/healthz` gets its 405 without a token.
+    static func isOpen(path requestPath: String) -> Bool {
+        open.contains { $0.matches(path: requestPath) }
+    }
 }

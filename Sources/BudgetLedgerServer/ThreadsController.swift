@@ -121,13 +121,17 @@ struct ConsumeInput: Sendable {
         promptTokens = try body.count("promptTokens")
         completionTokens = try body.count("completionTokens", default: 0)
         usage = UsageDetails(
-            agentID: try body.string("agentId"), model: try body.string("model"), provider: try body.string("provider"),
-            latencyMilliseconds: try body.optionalCount("latencyMs"), metadataJSON: try body.objectText("metadata"))
-        let fromBody = try body.string("idempotencyKey")
+            agentID: try body.identifier("agentId"), model: try body.identifier("model"),
+            provider: try body.identifier("provider"), latencyMilliseconds: try body.optionalCount("latencyMs"),
+            metadataJSON: try body.objectText("metadata", identifierKeys: ["org_id", "user_id"]))
+        let fromBody = try body.identifier("idempotencyKey")
         let fromHeader = request.headers[Self.idempotencyHeader]
+        if let fromHeader { try APIIdentifier.validateHeader(fromHeader, field: "Idempotency-Key") }
+        // Two keys for one consume conflict as a key reused for another consume does (409): each
+        // is valid alone, and the OpenAPI document cannot say that they must agree.
         if let fromBody, let fromHeader, fromBody != fromHeader {
-            throw APIError.invalid(
-                "idempotencyKey", "the body's \"\(fromBody)\" differs from the Idempotency-Key header's \"\(fromHeader)\"")
+            throw LedgerError.conflict(
+                "the body's idempotencyKey \"\(fromBody)\" differs from the Idempotency-Key header's \"\(fromHeader)\"")
         }
         idempotencyKey = fromBody ?? fromHeader
     }

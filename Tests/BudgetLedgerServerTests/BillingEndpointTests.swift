@@ -38,10 +38,12 @@ struct BillingEndpointTests {
 
     @Test(arguments: [
         ("limit=0", "limit"), ("limit=10001", "limit"), ("limit=ten", "limit"), ("after=-1", "after"),
-        ("after=1&after=2", "after"), ("page=2", "page"),
+        ("after=1&after=2", "after"), ("page=2", "page"), ("limit=", "limit"), ("limit=+5", "limit"),
+        ("after=%2B1", "after"), ("limit=1.0", "limit"), ("limit=%205", "limit"), ("after", "after"),
     ])
     func badFeedParametersAre400s(_ query: String, _ field: String) async throws {
-        // Proves: the feed's parameters are validated, each failure naming its parameter.
+        // Proves: the feed's parameters are validated, each failure naming its parameter: an
+        // empty value is none, and a number is digits with an optional minus, as JSON writes it.
         try await withServer { client, _ in
             let response = try await client.get("/api/v1/events?\(query)")
             #expect(response.status == .badRequest, "\(response.text)")
@@ -76,15 +78,41 @@ struct BillingEndpointTests {
 
     @Test(arguments: [
         ("format=xml", "format"), ("groupBy=colour", "groupBy"), ("from=yesterday", "from"),
-        ("from=2026-02-02&to=2026-02-01", "to"), ("org=%07", "org"), ("limit=5", "limit"),
+        ("to=2026-02-30", "to"), ("org=%07", "org"), ("limit=5", "limit"), ("from=", "from"),
+        ("org=a%FFb", "org"),
     ])
     func badExportParametersAre400sBeforeAnyByteIsSent(_ query: String, _ field: String) async throws {
-        // Proves: export parameters are validated, including the ledger's own range check, which
-        // fails inside the streaming export yet still answers a 400 (not a cut-short 200).
+        // Proves: export parameters are validated (an empty value and bytes that are not UTF-8
+        // included) with a 400 naming the parameter, not a cut-short 200.
         try await withServer { client, _ in
             let response = try await client.get("/api/v1/usage/export?\(query)")
             #expect(response.status == .badRequest, "\(response.text)")
             #expect(try response.detail().hasPrefix("invalid \(field):"), "\(response.text)")
+        }
+    }
+
+    @Test func aRangeThatEndsBeforeItStartsIsEmpty() async throws {
+        // Proves: `to` before `from` reads as the empty range [from, from): a 200 with no events,
+        // while the same `from` alone finds the event (so the emptiness comes from `to`).
+        try await withServer(seed: { folder in
+            try folder.withLedger { _ = try $0.consume("t", promptTokens: 1, completionTokens: 0) }
+        }) { client, _ in
+            let reversed = try await client.get("/api/v1/usage/export?from=2000-01-02&to=2000-01-01")
+            #expect(reversed.status == .ok)
+            #expect(reversed.text == "{\"events\":[],\"count\":0}\n")
+            let open = try await client.get("/api/v1/usage/export?from=2000-01-02")
+            #expect(int64(try open.object()["count"]) == 1)
+        }
+    }
+
+    @Test func aPlusInAQueryIsASpace() async throws {
+        // Proves: query values are decoded as HTML forms and HTTP clients encode them, `+` as a
+        // space and `%2B` as a plus: "2000-01-01+00:00" is the date-time "2000-01-01 00:00".
+        try await withServer { client, _ in
+            let spaced = try await client.get("/api/v1/usage/export?from=2000-01-01+00:00&to=2000-01-01+00:00%2B01:00")
+            #expect(spaced.status == .ok, "\(spaced.text)")
+            let literal = try await client.get("/api/v1/usage/export?from=2000-01-01T00:00%2B01:00")
+            #expect(literal.status == .ok, "\(literal.text)")
         }
     }
 

@@ -52,13 +52,18 @@ struct ReservationEndpointTests {
     }
 
     @Test func unknownAndMalformedReservationIDs() async throws {
-        // Proves: an unknown reservation is a 404, a malformed id a 400 naming reservationId, bad holds a 400.
+        // Proves: an unknown reservation is a 404, a malformed id (a plus sign, zero, negative,
+        // past Int64) a 400 naming reservationId, bad holds a 400.
         try await withServer { client, _ in
             let unknown = try await client.send(.post, "/api/v1/reservations/999999/release")
             #expect(unknown.status == .notFound)
             let malformed = try await client.send(.post, "/api/v1/reservations/abc/settle", json: #"{"promptTokens":1}"#)
             #expect(malformed.status == .badRequest)
             #expect(try malformed.detail().contains("reservationId"))
+            for id in ["+5", "0", "-1", "99999999999999999999"] {
+                let refused = try await client.send(.post, "/api/v1/reservations/\(id)/release")
+                #expect(refused.status == .badRequest, "\(id)")
+            }
             let zero = try await client.send(.post, "/api/v1/threads/r2/reserve", json: #"{"tokens":0}"#)
             #expect(zero.status == .badRequest)
             #expect(try zero.detail().contains("tokens"))

@@ -76,8 +76,8 @@ struct ThreadEndpointTests {
     }
 
     @Test func theBodyKeyAndTheHeaderKeyMustAgree() async throws {
-        // Proves: equal body and header keys are accepted; different ones are a 400 naming
-        // idempotencyKey, and nothing is recorded.
+        // Proves: equal body and header keys are accepted; different ones are a 409 conflict (two
+        // keys for one consume, as a key reused for another consume), and nothing is recorded.
         try await withServer { client, folder in
             let headers: HTTPFields = [HTTPField.Name("Idempotency-Key")!: "header-key"]
             let agreeing = try await client.post(
@@ -85,8 +85,9 @@ struct ThreadEndpointTests {
             #expect(agreeing.status == .ok)
             let differing = try await client.post(
                 "/api/v1/threads/t/consume", json: #"{"promptTokens":1,"idempotencyKey":"body-key"}"#, headers: headers)
-            #expect(differing.status == .badRequest)
-            #expect(try differing.detail().hasPrefix("invalid idempotencyKey:"))
+            #expect(differing.status == .conflict)
+            #expect(try differing.object()["error"] as? String == "conflict")
+            #expect(try differing.detail().contains(#"idempotencyKey "body-key" differs"#))
             #expect(try folder.withLedger { try $0.usage("t") }?.requestCount == 1)
         }
     }
@@ -267,15 +268,43 @@ struct BadInputTests {
         ("/api/v1/usage/threads/a%0Ab", "threadId"),
         ("/api/v1/usage/agents/\(String(repeating: "a", count: 257))", "agentId"),
         ("/api/v1/usage/models/m%00", "model"),
+        ("/api/v1/threads/\(String(repeating: "%C3%A9", count: 65))/consume", "threadId"),
+        ("/api/v1/usage/agents/a%C2%85", "agentId"),
     ])
     func aBadPathIdIsA400NamingIt(_ path: String, _ field: String) async throws {
-        // Proves: path ids obey the ledger's id rules (length, control characters) and bad
-        // percent-encoding, each a 400 naming the id.
+        // Proves: path ids obey the REST id rule (256 ASCII or 64 other characters, no control
+        // characters, C1 included) and bad percent-encoding, each a 400 naming the id.
         try await withServer { client, _ in
             let method: HTTPRequest.Method = path.hasSuffix("/consume") ? .post : .get
             let response = try await client.send(method, path, json: method == .post ? #"{"promptTokens":1}"# : nil)
             #expect(response.status == .badRequest, "\(response.text)")
             #expect(try response.detail().hasPrefix("invalid \(field):"), "\(response.text)")
+        }
+    }
+
+    @Test func idsAtTheRulesEdgesAreServed() async throws {
+        // Proves: a 256-character ASCII id and a 64-character id of 4-byte characters (256 bytes,
+        // the ledger's limit) are served as path ids and as body ids.
+        try await withServer { client, folder in
+            let ascii = String(repeating: "a", count: 256)
+            let rockets = String(repeating: "🚀", count: 64)
+            let encoded = try #require(rockets.addingPercentEncoding(withAllowedCharacters: .alphanumerics))
+            for (path, id) in [(ascii, ascii), (encoded, rockets)] {
+                let response = try await client.post(
+                    "/api/v1/threads/\(path)/consume", json: #"{"promptTokens":1,"agentId":"\#(id)","model":"\#(id)"}"#)
+                #expect(response.status == .ok, "\(response.text)")
+                #expect(try folder.withLedger { try $0.usage(id) }?.requestCount == 1)
+            }
+        }
+    }
+
+    @Test func aBadIdempotencyKeyHeaderIsA400() async throws {
+        // Proves: the Idempotency-Key header takes 1…256 printable ASCII characters.
+        try await withServer { client, _ in
+            let long: HTTPFields = [HTTPField.Name("Idempotency-Key")!: String(repeating: "k", count: 257)]
+            let response = try await client.post("/api/v1/threads/t/consume", json: #"{"promptTokens":1}"#, headers: long)
+            #expect(response.status == .badRequest)
+            #expect(try response.detail().hasPrefix("invalid Idempotency-Key:"), "\(response.text)")
         }
     }
 
