@@ -5,7 +5,7 @@ PORT ?= 8765
 BENCH_FLAGS ?=
 REFERENCE ?= ../shared/reference
 
-.PHONY: deps build test run bench bench-compare bench-floor clean
+.PHONY: deps build test test-python run bench bench-compare bench-floor clean
 
 # Installs the system SQLite headers when they are missing (a fresh machine); does nothing otherwise.
 deps:
@@ -21,6 +21,27 @@ build: deps
 test: deps
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
+	$(MAKE) --no-print-directory test-python
+
+# The Python client's tests (clients/python) against the built server, in a venv of their own
+# (.build-python/venv; Debian's python3-venv is installed first when `python3 -m venv` fails).
+PYTHON ?= python3
+PYTHON_VENV ?= .build-python/venv
+PYTHON_TEST_SECONDS ?= 240
+test-python: deps
+	$(SWIFT) build --product budget-ledger
+	@if [ ! -x $(PYTHON_VENV)/bin/pip ]; then \
+		rm -rf $(PYTHON_VENV); \
+		if ! $(PYTHON) -m venv $(PYTHON_VENV) > /dev/null 2>&1; then \
+			echo "Installing python3-venv (python3 -m venv needs it on Debian)"; \
+			if [ "$$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
+			$$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv; \
+			rm -rf $(PYTHON_VENV) && $(PYTHON) -m venv $(PYTHON_VENV) || exit 1; \
+		fi; \
+	fi
+	$(PYTHON_VENV)/bin/pip install -q --disable-pip-version-check ./clients/python pytest
+	BUDGET_LEDGER_BIN=$$($(SWIFT) build --show-bin-path)/budget-ledger timeout -k 10 $(PYTHON_TEST_SECONDS) \
+		$(PYTHON_VENV)/bin/python -m pytest -q -p no:cacheprovider clients/python/tests
 
 # Serves the ledger file $(DB) (created on first run) on http://127.0.0.1:$(PORT) until Ctrl-C.
 run: build
