@@ -229,7 +229,8 @@ class UsageTracker:
         self.close()
 
     def _overview(self) -> Mapping[str, Any]:
-        return self._transport.request("GET", "/api/v1/usage", replay_safe=True).json()["usage"]
+        overview: Mapping[str, Any] = self._transport.request("GET", "/api/v1/usage", replay_safe=True).json()["usage"]
+        return overview
 
 
 def _totals(row: Mapping[str, Any]) -> dict[str, Any]:
