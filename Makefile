@@ -5,7 +5,7 @@ PORT ?= 8765
 BENCH_FLAGS ?=
 REFERENCE ?= ../shared/reference
 
-.PHONY: deps build test test-python run bench bench-compare bench-floor clean
+.PHONY: deps build test test-python run bench bench-http bench-compare bench-floor clean
 
 # Installs the system SQLite headers when they are missing (a fresh machine); does nothing otherwise.
 deps:
@@ -51,6 +51,18 @@ run: build
 bench: deps
 	$(SWIFT) build -c release --product budget-ledger-bench
 	$$($(SWIFT) build -c release --show-bin-path)/budget-ledger-bench $(BENCH_FLAGS)
+
+# check-and-consume over HTTP, measured by wrk with 1, 16 and 64 connections, beside the
+# library's 64 concurrent callers (release build; figures only). Installs Debian's wrk if missing.
+BENCH_HTTP_SECONDS ?= 10
+bench-http: deps
+	@if ! command -v wrk > /dev/null; then \
+		if [ "$$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
+		$$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; \
+	fi
+	$(SWIFT) build -c release --product budget-ledger
+	$(SWIFT) build -c release --product budget-ledger-bench
+	bench/http-check-and-consume.sh $$($(SWIFT) build -c release --show-bin-path) $(BENCH_HTTP_SECONDS)
 
 # The benchmark beside the raw C reference in ../shared/reference, run in the same session.
 bench-compare: deps
