@@ -5,7 +5,7 @@ PORT ?= 8765
 BENCH_FLAGS ?=
 REFERENCE ?= ../shared/reference
 
-.PHONY: deps fuzz-deps build test run fuzz fuzz-short bench bench-compare bench-floor schema clean
+.PHONY: deps fuzz-deps build test test-python run fuzz fuzz-short bench bench-http bench-compare bench-floor schema clean
 
 # Installs the system SQLite headers when they are missing (a fresh machine); does nothing otherwise.
 deps:
@@ -21,7 +21,31 @@ build: deps
 test: deps
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
-	$(MAKE) fuzz-short FUZZ_BUILD_FLAGS=--build-tests
+	$(MAKE) --no-print-directory test-python PYTHON_BUILD_FLAGS=--build-tests
+	$(MAKE) --no-print-directory fuzz-short FUZZ_BUILD_FLAGS=--build-tests
+
+# The Python client's tests (clients/python) against the built server, in a venv of their own
+# (.build-python/venv; Debian's python3-venv is installed first when `python3 -m venv` fails).
+PYTHON ?= python3
+PYTHON_VENV ?= .build-python/venv
+PYTHON_TEST_SECONDS ?= 240
+# What it builds: the CLI alone, or (from `make test`) what the tests just built (a product build
+# and a test build of one checkout recompile each other's dependencies).
+PYTHON_BUILD_FLAGS ?= --product budget-ledger
+test-python: deps
+	$(SWIFT) build $(PYTHON_BUILD_FLAGS)
+	@if [ ! -x $(PYTHON_VENV)/bin/pip ]; then \
+		rm -rf $(PYTHON_VENV); \
+		if ! $(PYTHON) -m venv $(PYTHON_VENV) > /dev/null 2>&1; then \
+			echo "Installing python3-venv (python3 -m venv needs it on Debian)"; \
+			if [ "$$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
+			$$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv; \
+			rm -rf $(PYTHON_VENV) && $(PYTHON) -m venv $(PYTHON_VENV) || exit 1; \
+		fi; \
+	fi
+	$(PYTHON_VENV)/bin/pip install -q --disable-pip-version-check ./clients/python pytest
+	BUDGET_LEDGER_BIN=$$($(SWIFT) build --show-bin-path)/budget-ledger timeout -k 10 $(PYTHON_TEST_SECONDS) \
+		$(PYTHON_VENV)/bin/python -m pytest -q -p no:cacheprovider clients/python/tests
 
 # Serves the ledger file $(DB) (created on first run) on http://127.0.0.1:$(PORT) until Ctrl-C.
 run: build
@@ -112,6 +136,18 @@ fuzz-short:
 bench: deps
 	$(SWIFT) build -c release --product budget-ledger-bench
 	$$($(SWIFT) build -c release --show-bin-path)/budget-ledger-bench $(BENCH_FLAGS)
+
+# check-and-consume over HTTP, measured by wrk with 1, 16 and 64 connections, beside the
+# library's 64 concurrent callers (release build; figures only). Installs Debian's wrk if missing.
+BENCH_HTTP_SECONDS ?= 10
+bench-http: deps
+	@if ! command -v wrk > /dev/null; then \
+		if [ "$$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
+		$$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; \
+	fi
+	$(SWIFT) build -c release --product budget-ledger
+	$(SWIFT) build -c release --product budget-ledger-bench
+	bench/http-check-and-consume.sh $$($(SWIFT) build -c release --show-bin-path) $(BENCH_HTTP_SECONDS)
 
 # The benchmark beside the raw C reference in ../shared/reference, run in the same session.
 bench-compare: deps

@@ -68,5 +68,7 @@ func buildRouter(
     ThreadsController(ledger: ledger, metrics: metrics, requestBodyBytesMax: bodyLimit).addRoutes(to: router)
     ReservationsController(ledger: ledger, metrics: metrics, requestBodyBytesMax: bodyLimit).addRoutes(to: router)
     BillingController(ledger: ledger).addRoutes(to: router)
+    ConfigController(ledger: ledger, requestBodyBytesMax: bodyLimit).addRoutes(to: router)
+    PricesController(ledger: ledger, requestBodyBytesMax: bodyLimit).addRoutes(to: router)
     return router
 }

@@ -62,7 +62,8 @@ enum APIRoutes {
     /// Served only with `Authorization: Bearer TOKEN` when the server has a token.
     static var guarded: [Endpoint] {
         OperationsController.endpoints + UsageController.endpoints + ThreadsController.endpoints
-            + ReservationsController.endpoints + BillingController.endpoints
+            + ReservationsController.endpoints + BillingController.endpoints + ConfigController.endpoints
+            + PricesController.endpoints
     }
 
     static var all: [Endpoint] { open + guarded }

@@ -116,7 +116,7 @@ struct OpenAPITests {
         #expect(routes.subtracting(documented.served).isEmpty, "served, not documented: \(routes.subtracting(documented.served))")
         #expect(documented.planned.isEmpty)
         #expect(Self.reservationEndpoints.isSubset(of: documented.served))
-        #expect(documented.served.count == 20)
+        #expect(documented.served.count == 25)
     }
 
     @Test func everyListedRouteIsServed() async throws {
@@ -193,6 +193,10 @@ struct OpenAPITests {
             "after": Bound(minimum: 0, maximum: .max),
             "limit": Bound(minimum: 1, maximum: Int64(LedgerLimits.feedPageLimitMax)),
             "id": Bound(minimum: 1, maximum: .max),
+            "defaultMaxTokens": Bound(minimum: 0, maximum: LedgerLimits.maxTokensMax),
+            // USD per million tokens: nano-dollars per token / 1,000.
+            "promptPerMillion": Bound(minimum: 0, maximum: LedgerLimits.priceNanosPerTokenMax / 1_000),
+            "completionPerMillion": Bound(minimum: 0, maximum: LedgerLimits.priceNanosPerTokenMax / 1_000),
         ]
         let documented = DocumentedBounds(yaml: OpenAPIDocument.yaml).bounds
         for (owner, bound) in documented {

@@ -1,0 +1,119 @@
+import BudgetLedger
+import BudgetLedgerWire
+import HTTPTypes
+import Hummingbird
+
+/// The price table: every row (and which are in force), the price that applies to one model
+/// name now, and setting a price.
+///
+/// The matching rule stays in the ledger (`Ledger.price(forModel:)`, the rule the consume path
+/// bills by): clients ask for a model's price rather than match names themselves, so a change
+/// of the rule changes no client.
+struct PricesController: APIController {
+    enum Route: CaseIterable, Sendable {
+        case table, modelPrice, setPrice
+    }
+
+    static func endpoint(of route: Route) -> Endpoint {
+        switch route {
+        case .table: return .get("/api/v1/prices")
+        case .modelPrice: return .get("/api/v1/prices/{model}")
+        case .setPrice: return .put("/api/v1/prices/{model}")
+        }
+    }
+
+    static let bodyFields: Set<String> = ["promptPerMillion", "completionPerMillion", "effectiveFrom"]
+    static let source = "budget-ledger REST API"
+
+    let ledger: LedgerService
+    let requestBodyBytesMax: Int
+
+    func respond(to route: Route, request: Request, context: BasicRequestContext) async throws -> Response {
+        _ = try QueryFields(request, allowed: [])
+        switch route {
+        case .table: return try await table(request)
+        case .modelPrice: return try await modelPrice(try context.pathIdentifier("model", field: "model"))
+        case .setPrice: return try await setPrice(try context.pathIdentifier("model", field: "model"), request)
+        }
+    }
+
+    /// `{"prices": [row + inForce…], "count": N}` with an ETag of the body, so a client can ask
+    /// "has anything changed?" with `If-None-Match` and get a 304. `inForce` is part of the
+    /// body, so the tag also changes when a price set for later starts to apply.
+    private func table(_ request: Request) async throws -> Response {
+        let (prices, now) = try await ledger.run { ledger in (try ledger.prices(), ledger.configuration.clock()) }
+        let rows = prices.map { price -> JSONValue in
+            guard case .object(var members) = price.json else { return price.json }
+            members.append(("inForce", .bool(Self.isInForce(price, among: prices, at: now))))
+            return .object(members)
+        }
+        let text = JSONValue.object([("prices", .array(rows)), ("count", .integer(Int64(prices.count)))]).serialized()
+        let tag = Self.entityTag(of: text)
+        if let condition = request.headers[.ifNoneMatch], condition.split(separator: ",").contains(where: {
+            $0.trimmingCharacters(in: .whitespaces) == tag || $0.trimmingCharacters(in: .whitespaces) == "*"
+        }) {
+            return Response(status: .notModified, headers: [.eTag: tag])
+        }
+        var response = TextResponse(text: text, contentType: "application/json").response()
+        response.headers[.eTag] = tag
+        return response
+    }
+
+    /// `{"model": name as asked, "price": row}`: the row the ledger would bill a consume of
+    /// `model` by now; 404 when none applies (such a consume's cost is null).
+    private func modelPrice(_ model: String) async throws -> Response {
+        guard let price = try await ledger.run({ try $0.price(forModel: model) }) else {
+            throw APIError(status: .notFound, error: "not found", detail: "No price for model: \(model)")
+        }
+        return JSONResponse(.object([("model", .string(model)), ("price", price.json)])).response()
+    }
+
+    /// Adds a price for `model` from `effectiveFrom` (default now), as `price set`.
+    private func setPrice(_ model: String, _ request: Request) async throws -> Response {
+        let body = try await BodyFields(request, allowed: Self.bodyFields, limit: requestBodyBytesMax)
+        let prompt = try Self.decimal(body, "promptPerMillion")
+        let completion = try Self.decimal(body, "completionPerMillion")
+        let start = try body.string("effectiveFrom").map { try Timestamps.parse($0, field: "effectiveFrom") }
+        let price = try await ledger.run { ledger in
+            try ledger.setPrice(
+                model: model, promptUSDPerMillion: prompt, completionUSDPerMillion: completion, effectiveFrom: start,
+                source: Self.source)
+        }
+        return JSONResponse(price.json).response()
+    }
+
+    /// A price as the decimal text the ledger parses exactly: a JSON string (`"2.5"`) or a whole
+    /// number. A JSON fraction is refused: it is a binary float, not the decimal that was meant.
+    private static func decimal(_ body: BodyFields, _ field: String) throws -> String {
+        if let whole = try? body.optionalCount(field) { return String(whole) }
+        let text: String?
+        do {
+            text = try body.string(field)
+        } catch {
+            throw APIError.invalid(
+                field, "must be USD per million tokens as a decimal string, e.g. \"2.5\", or a whole number")
+        }
+        guard let text else { throw APIError.invalid(field, "is required") }
+        return text
+    }
+
+    /// Whether `price` is the latest row of its prefix that has started by `now`.
+    static func isInForce(_ price: ModelPrice, among prices: [ModelPrice], at now: Int64) -> Bool {
+        guard price.effectiveFromMicroseconds <= now else { return false }
+        return !prices.contains { other in
+            other.modelPrefix == price.modelPrefix && other.effectiveFromMicroseconds <= now
+                && other.effectiveFromMicroseconds > price.effectiveFromMicroseconds
+        }
+    }
+
+    /// A strong entity tag of `text`: FNV-1a 64, quoted (a content hash, not a secret).
+    static func entityTag(of text: String) -> String {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in text.utf8 {
+            hash ^= UInt64(byte)
+            hash = hash &* 0x0000_0100_0000_01b3
+        }
+        let hex = String(hash, radix: 16)
+        return "\"" + String(repeating: "0", count: 16 - hex.count) + hex + "\""
+    }
+}

@@ -1,0 +1,136 @@
+import BudgetLedger
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdTesting
+import Testing
+
+@testable import BudgetLedgerServer
+
+@Suite("The default max and the price table over REST")
+struct ConfigAndPricesEndpointTests {
+    @Test func theDefaultMaxIsReadAndSetForNewThreadsOnly() async throws {
+        // Proves: GET /config answers the stored default (100,000 in a new ledger); PUT stores a
+        // new one that new threads open at, while an open thread keeps its max.
+        try await withServer { client, folder in
+            let initial = try await client.get("/api/v1/config")
+            #expect(initial.status == .ok)
+            #expect(initial.text == #"{"defaultMaxTokens":100000}"#)
+            #expect(try await client.post("/api/v1/threads/old/consume", json: #"{"promptTokens":1}"#).status == .ok)
+            let updated = try await client.send(.put, "/api/v1/config", json: #"{"defaultMaxTokens":500}"#)
+            #expect(updated.status == .ok)
+            #expect(updated.text == #"{"defaultMaxTokens":500}"#)
+            #expect(try await client.get("/api/v1/config").text == #"{"defaultMaxTokens":500}"#)
+            #expect(try await client.post("/api/v1/threads/new/consume", json: #"{"promptTokens":1}"#).status == .ok)
+            let (stored, old, new) = try folder.withLedger { ledger in
+                (try ledger.maxTokensPerThread, try ledger.usage("old")?.maxTokens, try ledger.usage("new")?.maxTokens)
+            }
+            #expect(stored == 500 && old == 100_000 && new == 500)
+        }
+    }
+
+    @Test func aBadDefaultMaxIsA400AndChangesNothing() async throws {
+        // Proves: a negative, missing or over-the-limit default is refused naming the field,
+        // and the stored default stays.
+        try await withServer { client, folder in
+            for body in [#"{"defaultMaxTokens":-1}"#, "{}", #"{"defaultMaxTokens":1000000000000001}"#, #"{"max":5}"#] {
+                let response = try await client.send(.put, "/api/v1/config", json: body)
+                #expect(response.status == .badRequest, "\(body)")
+            }
+            let missing = try await client.send(.put, "/api/v1/config", json: "{}")
+            #expect(try missing.detail().contains("defaultMaxTokens"))
+            #expect(try folder.withLedger { try $0.maxTokensPerThread } == 100_000)
+        }
+    }
+
+    @Test func thePriceTableListsEveryRowWithWhichAreInForce() async throws {
+        // Proves: GET /prices lists the seeded rows in the CLI's `price list` shape plus inForce,
+        // with an ETag; a price set for later is listed but not in force.
+        try await withServer { client, folder in
+            let future = try folder.withLedger { ledger in
+                try ledger.setPrice(
+                    model: "gpt-4o", promptUSDPerMillion: "3", completionUSDPerMillion: "12",
+                    effectiveFrom: Timestamps.parse("2999-01-01T00:00:00Z", field: "from"))
+            }
+            let response = try await client.get("/api/v1/prices")
+            #expect(response.status == .ok)
+            #expect(response.headers[.eTag]?.hasPrefix("\"") == true)
+            let object = try response.object()
+            let rows = try #require(object["prices"] as? [[String: Any]])
+            #expect(int64(object["count"]) == Int64(rows.count))
+            let expected = try folder.withLedger { try $0.prices() }
+            #expect(rows.map { $0["model"] as? String } == expected.map(\.modelPrefix))
+            let gpt4o = rows.filter { $0["model"] as? String == "gpt-4o" }
+            #expect(gpt4o.map { $0["inForce"] as? Bool } == [true, false])
+            #expect(gpt4o.last?["effectiveFrom"] as? String == Timestamps.iso8601(microseconds: future.effectiveFromMicroseconds))
+            #expect(rows.filter { $0["model"] as? String != "gpt-4o" }.allSatisfy { $0["inForce"] as? Bool == true })
+            #expect(response.text.contains(#"{"model":"gpt-4o-mini","promptPerMillion":0.15,"completionPerMillion":0.6,"#))
+        }
+    }
+
+    @Test func theETagAnswers304UntilAPriceIsAdded() async throws {
+        // Proves: If-None-Match with the current tag answers 304 with no body; after a PUT the
+        // same tag gets the new table (200) under a new tag.
+        try await withServer { client, _ in
+            let first = try await client.get("/api/v1/prices")
+            let tag = try #require(first.headers[.eTag])
+            let unchanged = try await client.get("/api/v1/prices", headers: [.ifNoneMatch: tag])
+            #expect(unchanged.status == .notModified)
+            #expect(unchanged.body.readableBytes == 0)
+            #expect(unchanged.headers[.eTag] == tag)
+            let set = try await client.send(
+                .put, "/api/v1/prices/acme-1", json: #"{"promptPerMillion":"1.25","completionPerMillion":5}"#)
+            #expect(set.status == .ok)
+            let changed = try await client.get("/api/v1/prices", headers: [.ifNoneMatch: tag])
+            #expect(changed.status == .ok)
+            #expect(changed.headers[.eTag] != nil && changed.headers[.eTag] != tag)
+            #expect(changed.text.contains(#""model":"acme-1","promptPerMillion":1.25,"completionPerMillion":5,"#))
+        }
+    }
+
+    @Test func aModelsPriceIsTheOneTheConsumePathBillsBy() async throws {
+        // Proves: GET /prices/{model} answers the row the ledger prices a consume of that name by
+        // (longest prefix, case-insensitive today), the same cost a consume records; 404 unpriced.
+        try await withServer { client, _ in
+            let mini = try await client.get("/api/v1/prices/GPT-4o-mini-2024-07-18")
+            #expect(mini.status == .ok)
+            #expect(mini.text.hasPrefix(#"{"model":"GPT-4o-mini-2024-07-18","price":{"model":"gpt-4o-mini","promptPerMillion":0.15,"completionPerMillion":0.6,"#))
+            let consume = try await client.post(
+                "/api/v1/threads/t/consume", json: #"{"promptTokens":1000,"completionTokens":500,"model":"GPT-4o-mini-2024-07-18"}"#)
+            #expect(consume.text.contains(#""cost":0.00045,"#))
+            let unknown = try await client.get("/api/v1/prices/llama-3")
+            #expect(unknown.status == .notFound)
+            #expect(unknown.text == errorBody("not found", "No price for model: llama-3"))
+            let encoded = try await client.get("/api/v1/prices/org%2Fmodel")
+            #expect(try encoded.detail() == "No price for model: org/model")
+        }
+    }
+
+    @Test func setPriceTakesDecimalTextOrWholeNumbersAndRefusesFloats() async throws {
+        // Proves: PUT /prices/{model} stores the exact decimal; a JSON fraction, a missing field or
+        // an unknown field is a 400 naming it; the same model and start twice is a 409.
+        try await withServer { client, folder in
+            let set = try await client.send(
+                .put, "/api/v1/prices/acme-2",
+                json: #"{"promptPerMillion":"0.001","completionPerMillion":"2","effectiveFrom":"2030-01-01T00:00:00Z"}"#)
+            #expect(set.status == .ok)
+            #expect(set.text == #"{"model":"acme-2","promptPerMillion":0.001,"completionPerMillion":2,"effectiveFrom":"2030-01-01T00:00:00.000000Z","source":"budget-ledger REST API"}"#)
+            let stored = try folder.withLedger { try $0.prices().filter { $0.modelPrefix == "acme-2" } }
+            #expect(stored.map(\.promptNanosPerToken) == [1])
+            let fraction = try await client.send(
+                .put, "/api/v1/prices/acme-3", json: #"{"promptPerMillion":2.5,"completionPerMillion":"1"}"#)
+            #expect(fraction.status == .badRequest)
+            #expect(try fraction.detail().contains("promptPerMillion"))
+            let missing = try await client.send(.put, "/api/v1/prices/acme-3", json: #"{"promptPerMillion":"1"}"#)
+            #expect(try missing.detail().contains("completionPerMillion"))
+            let unknown = try await client.send(
+                .put, "/api/v1/prices/acme-3", json: #"{"promptPerMillion":"1","completionPerMillion":"1","prefix":"x"}"#)
+            #expect(unknown.status == .badRequest)
+            let again = try await client.send(
+                .put, "/api/v1/prices/acme-2",
+                json: #"{"promptPerMillion":"1","completionPerMillion":"2","effectiveFrom":"2030-01-01T00:00:00Z"}"#)
+            #expect(again.status == .conflict)
+            #expect(try folder.withLedger { try $0.prices().filter { $0.modelPrefix.hasPrefix("acme") }.count } == 1)
+        }
+    }
+}
