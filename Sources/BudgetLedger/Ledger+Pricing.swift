@@ -22,9 +22,9 @@ extension Ledger {
     /// - Parameters:
     ///   - promptUSDPerMillion: USD per million prompt tokens, a plain decimal with at most 3 decimals.
     ///   - completionUSDPerMillion: the same for completion tokens.
-    /// - Throws: `LedgerError.invalidInput` for a bad price, a start outside 1970…9999
-    ///   (`Timestamps.maxMicroseconds`), or a start that would re-price a recorded consume;
-    ///   `LedgerError.conflict` when the model already has a price starting at that exact time.
+    /// - Throws: `LedgerError.invalidInput` for a bad price or a start outside 1970…9999
+    ///   (`Timestamps.maxMicroseconds`); `LedgerError.conflict` for a start that would re-price a
+    ///   recorded consume, or when the model already has a price starting at that exact time.
     @discardableResult
     public func setPrice(
         model: String, promptUSDPerMillion: String, completionUSDPerMillion: String, effectiveFrom: Int64? = nil,
@@ -63,11 +63,12 @@ extension Ledger {
         let latest = try connection.cachedStatement(LedgerSQL.selectLatestConsumeOfPrefix)
             .fetchOne([from, model.lowercasedASCII]) { row in (id: try row[0] as Int64, timestamp: try row[1] as Int64) }
         guard let latest else { return }
-        throw LedgerError.invalidInput(
-            field: "from",
-            reason: "\(Timestamps.iso8601(microseconds: from)) is not after consume event \(latest.id) "
-                + "(\(Timestamps.iso8601(microseconds: latest.timestamp))), whose model it would price; "
-                + "recorded events keep the price they were billed at, so start it after that event")
+        // A well-formed start that the recorded history refuses: a conflict with the ledger's
+        // state (exit 5 / HTTP 409), not bad input.
+        throw LedgerError.conflict(
+            "a price for \(model) from \(Timestamps.iso8601(microseconds: from)) would re-price consume event \(latest.id) "
+                + "(\(Timestamps.iso8601(microseconds: latest.timestamp))); recorded events keep the price they were "
+                + "billed at, so start it after that event")
     }
 
     /// Every price row, by model prefix and start time.

@@ -73,7 +73,7 @@ struct PricesController: APIController {
         let body = try await BodyFields(request, allowed: Self.bodyFields, limit: requestBodyBytesMax)
         let prompt = try Self.decimal(body, "promptPerMillion")
         let completion = try Self.decimal(body, "completionPerMillion")
-        let start = try body.string("effectiveFrom").map { try Timestamps.parse($0, field: "effectiveFrom") }
+        let start = try body.stringNotNull("effectiveFrom").map { try Timestamps.parse($0, field: "effectiveFrom") }
         let price = try await ledger.run { ledger in
             try ledger.setPrice(
                 model: model, promptUSDPerMillion: prompt, completionUSDPerMillion: completion, effectiveFrom: start,

@@ -126,6 +126,13 @@ struct BodyFields: Sendable {
         }
     }
 
+    /// A string, or nil when absent (null is refused: for fields whose absence means a default
+    /// that null must not be taken to mean).
+    func stringNotNull(_ field: String) throws -> String? {
+        if case .null? = members[field] { throw APIError.invalid(field, "must be a string, not null (leave it out instead)") }
+        return try string(field)
+    }
+
     /// A string, or nil when absent or null.
     func string(_ field: String) throws -> String? {
         switch members[field] {

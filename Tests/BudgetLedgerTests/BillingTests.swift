@@ -122,7 +122,7 @@ struct BillingTests {
         clock.advance(microseconds: 1)
         #expect(ledgerErrorCase {
             _ = try ledger.setPrice(model: "m", promptUSDPerMillion: "1", completionUSDPerMillion: "1", effectiveFrom: 0)
-        } == .invalidInput(field: "from"))
+        } == .conflict)
         for bad in ["0.0005", "-1", "1e3", "", ".5", "1.", "abc"] {
             #expect(ledgerErrorCase {
                 _ = try ledger.setPrice(model: "m", promptUSDPerMillion: bad, completionUSDPerMillion: "1")

@@ -548,7 +548,7 @@ struct LedgerModel {
         let prefix = model.lowercasedASCIIForModel
         // A price may not start at or before a recorded consume whose model it matches.
         if latestConsumeByModel.contains(where: { $0.key.hasPrefix(prefix) && $0.value >= from }) {
-            return .invalidInput(field: "from")
+            return .conflict
         }
         if prices.contains(where: { $0.prefix == prefix && $0.from == from }) { return .conflict }
         prices.append(Price(prefix: prefix, promptNanos: promptNanos, completionNanos: completionNanos, from: from))
