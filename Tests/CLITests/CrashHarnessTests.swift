@@ -373,11 +373,13 @@ struct WorkerOutcome {
     var finished = false
     var problems: [String] = []
 
-    init(worker: Int, seed: UInt64, result: KilledProcessResult) {
+    /// `killed`: whether the worker was meant to die of SIGKILL (else to exit with status 0).
+    init(worker: Int, seed: UInt64, result: KilledProcessResult, killed: Bool = true) {
         self.worker = worker
         self.seed = seed
-        if result.signal != SIGKILL {
-            problems.append("worker \(worker) did not die of SIGKILL but \(result); stderr: \(result.stderr.suffix(2_000))")
+        if killed ? result.signal != SIGKILL : result.exitStatus != 0 {
+            let expected = killed ? "die of SIGKILL" : "exit with status 0"
+            problems.append("worker \(worker) did not \(expected) but \(result); stderr: \(result.stderr.suffix(2_000))")
         }
         if result.stderr.contains("Fatal error") || result.stderr.contains("Crash") {
             problems.append("worker \(worker) crashed on its own: \(result.stderr.suffix(2_000))")
