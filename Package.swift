@@ -7,6 +7,8 @@ let package = Package(
     products: [
         .library(name: "BudgetLedger", targets: ["BudgetLedger"]),
         .executable(name: "budget-ledger", targets: ["budget-ledger"]),
+        // The LD_PRELOAD library of the power-loss tests (Tests/CLITests/PowerLossTests.swift).
+        .library(name: "PowerLossShim", type: .dynamic, targets: ["PowerLossShim"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -78,6 +80,9 @@ let package = Package(
         .executableTarget(name: "schema-floor", dependencies: ["CSQLite"], linkerSettings: [.linkedLibrary("sqlite3")]),
         // A worker the crash tests run as many processes and kill with SIGKILL.
         .executableTarget(name: "ledger-crash-worker", dependencies: ["BudgetLedger"]),
+        // Fault injection for the power-loss tests, in C: loaded with LD_PRELOAD into the
+        // writers, it keeps a copy of the ledger and its WAL as each sync left them.
+        .target(name: "PowerLossShim", linkerSettings: [.linkedLibrary("dl")]),
         .testTarget(name: "LedgerSQLiteTests", dependencies: ["LedgerSQLite"]),
         .testTarget(name: "BudgetLedgerTests", dependencies: ["BudgetLedger", "BudgetLedgerWire", "LedgerSQLite"]),
         // Depends on the executable so that `swift build --build-tests` builds the binary the tests spawn.

@@ -1,13 +1,19 @@
-// ledger-crash-worker: one of the processes the crash tests run on a shared ledger file and
-// kill with SIGKILL at random moments.
+// ledger-crash-worker: one of the processes the crash and power-loss tests run on a shared
+// ledger file and kill with SIGKILL at random moments.
 //
 //     ledger-crash-worker --db PATH --worker N --seed S [--threads K] [--max M] [--tasks T]
-//                         [--ttl SECONDS] [--operations COUNT]
+//                         [--ttl SECONDS] [--operations COUNT] [--synchronous full|normal]
+//                         [--wait-when-done]
 //
 // Each of T tasks (threads sharing one `Ledger`, so group commit batches their writes) loops
 // doing a seeded random mix on the shared threads "crash-0"…"crash-(K-1)": checked consumes
 // with a unique idempotency key, and holds that are settled (never above the hold), released,
 // or abandoned to expire. Only checked paths spend, so no thread's spend may ever pass its max.
+//
+// The ledger commits at `--synchronous` (default: NORMAL for even workers, FULL for odd ones).
+// With `--operations`, each task stops after that many operations; the worker then closes the
+// ledger and exits, or, with `--wait-when-done`, prints `done` and sleeps until it is killed
+// without closing anything (closing checkpoints, and so syncs, what a power loss would take).
 //
 // A line goes to stdout only after the call has returned, that is after its transaction
 // committed, in one write(2) of less than PIPE_BUF bytes, so a kill never leaves half a line
@@ -18,10 +24,16 @@
 //     ack settle RESERVATION_ID KEY PROMPT COMPLETION EVENT_ID EXPIRED(0|1)
 //     ack release RESERVATION_ID
 //     refused consume KEY THREAD PROMPT COMPLETION
-//     refused reserve THREAD TOKENS
+//     refused reserve THREAD TOKENS CALLED_AT_US RETURNED_AT_US
+//     done
 //
-// Other failures (busy, a hold that expired before its release) go to stderr as `error …` and
-// the loop goes on. Exit status 64 for bad arguments, 70 when the ledger cannot be opened.
+// A refused reserve has no key: the clock readings around the call bound the timestamp any
+// event it had recorded would carry (the ledger stamps events with the same clock).
+//
+// Other failures go to stderr as `error OPERATION KIND …` and the loop goes on. KIND is
+// `busy` (the writer lock was held past the busy timeout), `hold-expired` (a release of a hold
+// whose ttl had run out by the time the call returned) or `unexpected` (anything else; the
+// tests fail on it). Exit status 64 for bad arguments, 70 when the ledger cannot be opened.
 
 import BudgetLedger
 import Foundation
@@ -39,16 +51,25 @@ struct WorkerOptions: Sendable {
     var holdSeconds: Int64 = 2
     /// Operations per task before the worker exits on its own; nil: loop until killed.
     var operations: Int?
+    /// The synchronous level: true for NORMAL, false for FULL; nil: NORMAL for even workers,
+    /// FULL for odd ones.
+    var synchronousNormal: Bool?
+    /// After `operations`, print `done` and sleep until killed instead of closing the ledger.
+    var waitWhenDone = false
 
     static let usage = """
         usage: ledger-crash-worker --db PATH --worker N --seed S [--threads K] [--max M] [--tasks T] \
-        [--ttl SECONDS] [--operations COUNT]
+        [--ttl SECONDS] [--operations COUNT] [--synchronous full|normal] [--wait-when-done]
         """
 
     init(arguments: [String]) throws(UsageError) {
         var remaining = arguments[...]
         var seedGiven = false
         while let name = remaining.popFirst() {
+            if name == "--wait-when-done" {
+                waitWhenDone = true
+                continue
+            }
             guard let value = remaining.popFirst() else { throw UsageError("\(name) needs a value") }
             switch name {
             case "--db": databasePath = value
@@ -61,6 +82,12 @@ struct WorkerOptions: Sendable {
             case "--tasks": taskCount = try Self.number(value, name, in: 1...64)
             case "--ttl": holdSeconds = Int64(try Self.number(value, name, in: 1...3_600))
             case "--operations": operations = try Self.number(value, name, in: 1...Int.max)
+            case "--synchronous":
+                switch value {
+                case "full": synchronousNormal = false
+                case "normal": synchronousNormal = true
+                default: throw UsageError("--synchronous must be full or normal (got \(value))")
+                }
             default: throw UsageError("unknown option \(name)")
             }
         }
@@ -68,6 +95,7 @@ struct WorkerOptions: Sendable {
         if worker < 0 { throw UsageError("--worker is required") }
         // The seed is part of every idempotency key: a default would repeat keys across runs.
         if !seedGiven { throw UsageError("--seed is required") }
+        if waitWhenDone && operations == nil { throw UsageError("--wait-when-done needs --operations") }
     }
 
     private static func number(_ text: String, _ name: String, in range: ClosedRange<Int>) throws(UsageError) -> Int {
@@ -160,7 +188,7 @@ struct WorkerTask {
         } catch is BudgetExhaustedError {
             emit("refused consume \(key) \(threadID) \(prompt) \(completion)")
         } catch {
-            emit("error consume \(key): \(error)", to: STDERR_FILENO)
+            emit("error consume \(kind(of: error)) \(key): \(error)", to: STDERR_FILENO)
         }
     }
 
@@ -168,14 +196,15 @@ struct WorkerTask {
     private mutating func hold(on threadID: String) {
         let tokens = Int64.random(in: 1...60, using: &random)
         let reservation: Reservation
+        let calledAt = Ledger.systemClockMicroseconds()
         do {
             reservation = try ledger.reserve(threadID, tokens: tokens, ttlSeconds: options.holdSeconds).reservation
             emit("ack reserve \(reservation.id) \(threadID) \(tokens) \(reservation.expiresAtMicroseconds)")
         } catch is BudgetExhaustedError {
-            emit("refused reserve \(threadID) \(tokens)")
+            emit("refused reserve \(threadID) \(tokens) \(calledAt) \(Ledger.systemClockMicroseconds())")
             return
         } catch {
-            emit("error reserve \(threadID): \(error)", to: STDERR_FILENO)
+            emit("error reserve \(kind(of: error)) \(threadID): \(error)", to: STDERR_FILENO)
             return
         }
         let ending = Int.random(in: 0..<100, using: &random)
@@ -200,7 +229,7 @@ struct WorkerTask {
                         + "\(result.consume.event.id) \(result.holdHadExpired ? 1 : 0)")
                 return
             } catch {
-                emit("error settle \(reservation.id) attempt \(attempt): \(error)", to: STDERR_FILENO)
+                emit("error settle \(kind(of: error)) \(reservation.id) attempt \(attempt): \(error)", to: STDERR_FILENO)
             }
         }
     }
@@ -210,8 +239,24 @@ struct WorkerTask {
             try ledger.release(reservation.id)
             emit("ack release \(reservation.id)")
         } catch {
-            emit("error release \(reservation.id): \(error)", to: STDERR_FILENO)
+            // Refused as expired only when the ttl had run out by the time the call returned;
+            // a refusal of a hold still live is a bug of the ledger's.
+            let expired = Ledger.systemClockMicroseconds() >= reservation.expiresAtMicroseconds
+            let errorKind = expired && isConflict(error) ? "hold-expired" : kind(of: error)
+            emit("error release \(errorKind) \(reservation.id): \(error)", to: STDERR_FILENO)
         }
+    }
+
+    private func isConflict(_ error: any Error) -> Bool {
+        if case .conflict = error as? LedgerError { return true }
+        return false
+    }
+
+    /// `busy` for the bounded wait for the writer lock, which may run out on a loaded machine;
+    /// `unexpected` for everything else.
+    private func kind(of error: any Error) -> String {
+        if case .database(_, let sqliteError) = error as? LedgerError, sqliteError.isBusy { return "busy" }
+        return "unexpected"
     }
 }
 
@@ -220,11 +265,11 @@ func openLedger(_ options: WorkerOptions) -> Ledger {
     var lastError: (any Error)?
     for _ in 1...20 {
         do {
-            // Even workers commit at NORMAL (the background checkpointer runs there), odd ones
-            // at FULL: a kill -9 may lose neither's acknowledged writes.
+            // By default even workers commit at NORMAL (the background checkpointer runs there),
+            // odd ones at FULL: a kill -9 may lose neither's acknowledged writes.
+            let normal = options.synchronousNormal ?? (options.worker % 2 == 0)
             return try Ledger(
-                path: options.databasePath,
-                configuration: Ledger.Configuration(synchronous: options.worker % 2 == 0 ? .normal : .full))
+                path: options.databasePath, configuration: Ledger.Configuration(synchronous: normal ? .normal : .full))
         } catch let error as LedgerError {
             lastError = error
             guard case .database(_, let sqliteError) = error, sqliteError.isBusy else { break }
@@ -233,7 +278,7 @@ func openLedger(_ options: WorkerOptions) -> Ledger {
             break
         }
     }
-    emit("error open: \(lastError.map { "\($0)" } ?? "unknown")", to: STDERR_FILENO)
+    emit("error open unexpected: \(lastError.map { "\($0)" } ?? "unknown")", to: STDERR_FILENO)
     exit(70)
 }
 
@@ -248,7 +293,7 @@ func openThreads(_ ledger: Ledger, _ options: WorkerOptions) {
                 try ledger.setLimit(threadID, maxTokens: maxTokens)
             }
         } catch {
-            emit("error set-limit \(threadID): \(error)", to: STDERR_FILENO)
+            emit("error set-limit unexpected \(threadID): \(error)", to: STDERR_FILENO)
         }
     }
 }
@@ -257,7 +302,7 @@ let options: WorkerOptions
 do {
     options = try WorkerOptions(arguments: Array(CommandLine.arguments.dropFirst()))
 } catch {
-    emit("error: \(error.message)\n\(WorkerOptions.usage)", to: STDERR_FILENO)
+    emit("error usage unexpected: \(error.message)\n\(WorkerOptions.usage)", to: STDERR_FILENO)
     exit(64)
 }
 let ledger = openLedger(options)
@@ -272,4 +317,8 @@ for task in 0..<options.taskCount {
     }
 }
 finished.wait()
+if options.waitWhenDone {
+    emit("done")
+    while true { sleep(3_600) }
+}
 ledger.close()
