@@ -65,11 +65,12 @@ extension Ledger {
     }
 
     /// The one consume path, run inside a write transaction. `reservationID` names the hold a
-    /// settle ends (the caller has checked it).
-    func record(_ request: ConsumeRequest, settling reservationID: Int64? = nil, on connection: Connection) throws
-        -> ConsumeResult
-    {
-        let now = configuration.clock()
+    /// settle ends (the caller has checked it); `time` is the settle's own reading of the clock,
+    /// so that the hold's expiry and the event's timestamp are judged at one instant.
+    func record(
+        _ request: ConsumeRequest, settling reservationID: Int64? = nil, at time: Int64? = nil, on connection: Connection
+    ) throws -> ConsumeResult {
+        let now = time ?? configuration.clock()
         let found = try ThreadRow.fetch(request.threadID, at: now, idempotencyKey: request.idempotencyKey, on: connection)
         if found.eventIDForKey != nil, let key = request.idempotencyKey,
             let original = try replay(key: key, of: request, settling: reservationID, budget: found.budget, on: connection)

@@ -84,7 +84,7 @@ extension Ledger {
             }
             let now = configuration.clock()
             let expired = state.ending == .expired || state.reservation.expiresAtMicroseconds <= now
-            let consume = try record(request, settling: reservationID, on: connection)
+            let consume = try record(request, settling: reservationID, at: now, on: connection)
             let budget = try ThreadRow.fetch(state.reservation.threadID, at: now, on: connection).budget ?? consume.budget
             let settled = ConsumeResult(
                 budget: budget, crossedThresholds: consume.crossedThresholds, event: consume.event, isReplay: false)

@@ -1,5 +1,6 @@
 import BudgetLedger
 import Foundation
+import Synchronization
 import Testing
 
 @Suite("Reservations: two-phase holds")
@@ -183,5 +184,28 @@ struct ReservationTests {
         #expect(ledgerErrorCase { _ = try ledger.reserve("t", tokens: 1, ttlSeconds: 0) } == .invalidInput(field: "ttlSeconds"))
         #expect(ledgerErrorCase { _ = try ledger.reserve("t", tokens: 1, ttlSeconds: Ledger.holdSecondsMax + 1) } == .invalidInput(field: "ttlSeconds"))
         #expect(try ledger.events(after: 0).events.isEmpty)
+    }
+}
+
+@Suite("A settle judges its hold at one instant")
+struct SettleClockTests {
+    @Test("a hold that expires between two clock readings is judged by the event's own timestamp")
+    func settleReadsTheClockOnce() throws {
+        // Proves the crash harness's finding: settle read the clock for holdHadExpired and again
+        // for the event, so a hold expiring in between was reported live while its settle was
+        // stamped after expiry (and an expire event was written for it first). Here every clock
+        // reading is one microsecond later than the last, and the hold expires at the second
+        // reading of the settle.
+        let readings = Mutex<Int64>(1_000_000_000)
+        let clock: @Sendable () -> Int64 = { readings.withLock { value in value += 1; return value } }
+        let ledger = try Ledger.inMemory(configuration: Ledger.Configuration(clock: clock))
+        let hold = try ledger.reserve("t", tokens: 10, ttlSeconds: 1)
+        let expiresAt = hold.reservation.expiresAtMicroseconds
+        readings.withLock { $0 = expiresAt - 2 }  // the settle's first reading is expiresAt - 1
+        let settled = try ledger.settle(hold.reservation.id, promptTokens: 4)
+        #expect(settled.holdHadExpired == (settled.consume.event.timestampMicroseconds >= expiresAt))
+        let expires = try ledger.events(after: 0, limit: 100).events.filter { $0.kind == "expire" }
+        #expect(expires.isEmpty, "an expire event was written for the hold being settled")
+        #expect(try ledger.verify().problems == [])
     }
 }
