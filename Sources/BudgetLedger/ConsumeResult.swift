@@ -33,7 +33,7 @@ public struct ConsumeEvent: Sendable, Equatable {
     public let idempotencyKey: String?
     public let usage: UsageDetails
     /// The cost in nano-dollars (10⁻⁹ USD); nil when the model has no price.
-    public let costNanos: Int64?
+    public let costNanodollars: Int64?
     /// The reservation this consume settled, if any.
     public let reservationID: Int64?
 }

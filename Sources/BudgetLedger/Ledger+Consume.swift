@@ -96,7 +96,7 @@ extension Ledger {
         let cost = try price(of: request, at: now, pricesVersion: found.pricesVersion, on: connection)
         do {
             try connection.execute(
-                LedgerSQL.insertConsume, request.consumeArguments(at: now, costNanos: cost, reservationID: reservationID))
+                LedgerSQL.insertConsume, request.consumeArguments(at: now, costNanodollars: cost, reservationID: reservationID))
         } catch let error as SQLiteError where error.isCapacityReached {
             throw LedgerError.conflict(error.message)
         }
@@ -108,7 +108,7 @@ extension Ledger {
         let event = ConsumeEvent(
             id: eventID, timestampMicroseconds: now, threadID: request.threadID,
             promptTokens: request.promptTokens, completionTokens: request.completionTokens,
-            idempotencyKey: request.idempotencyKey, usage: request.usage, costNanos: cost, reservationID: reservationID)
+            idempotencyKey: request.idempotencyKey, usage: request.usage, costNanodollars: cost, reservationID: reservationID)
         return ConsumeResult(budget: budget, crossedThresholds: crossings, event: event, isReplay: false)
     }
 
@@ -123,12 +123,12 @@ extension Ledger {
         else { return nil }
         // Prices set since 0006 keep every cost under the limit; an older, higher price may not.
         guard let cost = Money.cost(promptTokens: request.promptTokens, completionTokens: request.completionTokens, price: price),
-            cost <= LedgerLimits.costNanosPerCallMax
+            cost <= LedgerLimits.costNanodollarsPerCallMax
         else {
             throw LedgerError.invalidInput(
                 field: "promptTokens",
                 reason: "the cost of this call at \(model)'s price is above the limit of "
-                    + "\(Money.decimalString(nanos: LedgerLimits.costNanosPerCallMax)) USD per call")
+                    + "\(Money.decimalString(nanodollars: LedgerLimits.costNanodollarsPerCallMax)) USD per call")
         }
         return cost
     }
@@ -343,10 +343,10 @@ struct ConsumeRequest: Sendable {
         return leftCanonical == canonical(right)
     }
 
-    func consumeArguments(at now: Int64, costNanos: Int64?, reservationID: Int64?) -> [any SQLiteBindable] {
+    func consumeArguments(at now: Int64, costNanodollars: Int64?, reservationID: Int64?) -> [any SQLiteBindable] {
         [
             now, threadID, promptTokens, completionTokens, idempotencyKey, usage.agentID, usage.model,
-            usage.provider, usage.latencyMilliseconds, usage.metadataJSON, organizationID, userID, costNanos,
+            usage.provider, usage.latencyMilliseconds, usage.metadataJSON, organizationID, userID, costNanodollars,
             reservationID,
         ]
     }
@@ -364,7 +364,7 @@ extension ConsumeEvent {
         usage = UsageDetails(
             agentID: try row[6], model: try row[7], provider: try row[8], latencyMilliseconds: try row[9],
             metadataJSON: try row[10])
-        costNanos = try row[11]
+        costNanodollars = try row[11]
         reservationID = try row[12]
     }
 }

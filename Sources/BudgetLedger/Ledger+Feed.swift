@@ -24,7 +24,7 @@ public struct LedgerEvent: Sendable, Equatable {
     public let organizationID: String?
     public let userID: String?
     /// Nano-dollars; nil for an unpriced consume (and for other kinds).
-    public let costNanos: Int64?
+    public let costNanodollars: Int64?
     /// reserve: the tokens held and when the hold expires (UTC microseconds).
     public let heldTokens: Int64?
     public let expiresAtMicroseconds: Int64?
@@ -56,7 +56,7 @@ public struct LedgerEvent: Sendable, Equatable {
             metadataJSON: try row[15])
         organizationID = try row[16]
         userID = try row[17]
-        costNanos = try row[18]
+        costNanodollars = try row[18]
         heldTokens = try row[19]
         expiresAtMicroseconds = try row[20]
         reservationID = try row[21]
@@ -156,7 +156,7 @@ extension Ledger {
                 """
                 SELECT \(grouping.expression), sum(min(prompt_tokens, \(LedgerLimits.tokensPerCallMax))),
                        sum(min(completion_tokens, \(LedgerLimits.tokensPerCallMax))), count(*),
-                       coalesce(sum(min(cost_nanos, \(LedgerLimits.costNanosPerCallMax))), 0), sum(cost_nanos IS NULL),
+                       coalesce(sum(min(cost_nanos, \(LedgerLimits.costNanodollarsPerCallMax))), 0), sum(cost_nanos IS NULL),
                        coalesce(sum(min(latency_ms, \(LedgerLimits.latencyMillisecondsMax))), 0), count(latency_ms)
                 FROM events
                 WHERE kind = 'consume' AND timestamp_us >= ?1 AND timestamp_us < ?2 AND (?3 IS NULL OR org_id = ?3)
@@ -173,7 +173,7 @@ extension Ledger {
                 totals.promptTokens = try row[1]
                 totals.completionTokens = try row[2]
                 totals.requestCount = try row[3]
-                totals.costNanos = try row[4]
+                totals.costNanodollars = try row[4]
                 totals.unpricedRequests = try row[5]
                 totals.latencyMillisecondsSum = try row[6]
                 totals.latencyCount = try row[7]

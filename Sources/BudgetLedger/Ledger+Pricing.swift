@@ -4,8 +4,8 @@ extension ModelPrice {
     /// Decodes the columns of `LedgerSQL.selectPrices`.
     init(row: Row) throws {
         modelPrefix = try row[0]
-        promptNanosPerToken = try row[1]
-        completionNanosPerToken = try row[2]
+        promptNanodollarsPerToken = try row[1]
+        completionNanodollarsPerToken = try row[2]
         effectiveFromMicroseconds = try row[3]
         source = try row[4]
     }
@@ -31,8 +31,8 @@ extension Ledger {
         source: String = "budget-ledger price set"
     ) throws -> ModelPrice {
         try Validate.identifier(model, field: "model")
-        let prompt = try Money.nanosPerToken(fromUSDPerMillion: promptUSDPerMillion, field: "prompt price")
-        let completion = try Money.nanosPerToken(fromUSDPerMillion: completionUSDPerMillion, field: "completion price")
+        let prompt = try Money.nanodollarsPerToken(fromUSDPerMillion: promptUSDPerMillion, field: "prompt price")
+        let completion = try Money.nanodollarsPerToken(fromUSDPerMillion: completionUSDPerMillion, field: "completion price")
         // Until this write has committed or rolled back, the consume path must not cache the
         // price table (see `PriceCache`).
         priceCache.withLock { $0.priceWritesInFlight += 1 }
@@ -52,7 +52,7 @@ extension Ledger {
                 throw LedgerError.conflict("\(model) already has a price from \(Timestamps.iso8601(microseconds: from))")
             }
             return ModelPrice(
-                modelPrefix: model.lowercasedASCII, promptNanosPerToken: prompt, completionNanosPerToken: completion,
+                modelPrefix: model.lowercasedASCII, promptNanodollarsPerToken: prompt, completionNanodollarsPerToken: completion,
                 effectiveFromMicroseconds: from, source: source)
         }
     }

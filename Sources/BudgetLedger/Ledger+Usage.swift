@@ -6,7 +6,7 @@ public struct UsageTotals: Sendable, Equatable {
     public var completionTokens: Int64 = 0
     public var requestCount: Int64 = 0
     /// The summed cost of the priced events, in nano-dollars.
-    public var costNanos: Int64 = 0
+    public var costNanodollars: Int64 = 0
     /// Events whose model had no price (their cost is unknown, not zero).
     public var unpricedRequests: Int64 = 0
     /// Sum and count of the latencies of the events that carry one.
@@ -66,7 +66,7 @@ extension Ledger {
         totals.promptTokens = try row[offset]
         totals.completionTokens = try row[offset + 1]
         totals.requestCount = try row[offset + 2]
-        totals.costNanos = try row[offset + 3]
+        totals.costNanodollars = try row[offset + 3]
         totals.unpricedRequests = try row[offset + 4]
         totals.latencyMillisecondsSum = try row[offset + 5]
         totals.latencyCount = try row[offset + 6]

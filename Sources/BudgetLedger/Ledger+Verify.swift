@@ -126,7 +126,7 @@ private struct DerivedTables {
         ).fetchOne { row in
             Recomputation.Settings(
                 defaultMaxTokens: try row[0], usageWindow: try row[1], allTimePromptTokens: try row[2],
-                allTimeCompletionTokens: try row[3], allTimeCostNanos: try row[4], allTimeLatencyMilliseconds: try row[5])
+                allTimeCompletionTokens: try row[3], allTimeCostNanodollars: try row[4], allTimeLatencyMilliseconds: try row[5])
         }
         problems += compare("ledger_settings", stored: [1: settings], recomputed: [1: recomputed.settings]) { String($0) }
         problems += try rollupDifferences()
@@ -137,7 +137,7 @@ private struct DerivedTables {
         let sums = { (row: Row, offset: Int) throws -> Recomputation.Sums in
             Recomputation.Sums(
                 promptTokens: try row[offset], completionTokens: try row[offset + 1], requestCount: try row[offset + 2],
-                costNanos: try row[offset + 3], unpricedRequests: try row[offset + 4],
+                costNanodollars: try row[offset + 3], unpricedRequests: try row[offset + 4],
                 latencyMillisecondsSum: try row[offset + 5], latencyCount: try row[offset + 6])
         }
         let columns = "prompt_tokens, completion_tokens, request_count, cost_nanos, unpriced_requests, latency_ms_sum, latency_count"

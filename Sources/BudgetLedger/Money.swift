@@ -1,14 +1,14 @@
 /// Exact money: integer nano-dollars (10⁻⁹ USD), rendered as plain decimals only at the edge.
 public enum Money {
     /// Nano-dollars in one dollar.
-    public static let nanosPerDollar: Int64 = 1_000_000_000
+    public static let nanodollarsPerDollar: Int64 = 1_000_000_000
 
-    /// `nanos` as a plain decimal number of dollars: `18`, `12.5`, `0.00045`, never `4.5E-4`.
-    public static func decimalString(nanos: Int64) -> String {
-        let negative = nanos < 0
-        let magnitude = nanos.magnitude
-        let whole = magnitude / UInt64(nanosPerDollar)
-        let fraction = magnitude % UInt64(nanosPerDollar)
+    /// `nanodollars` as a plain decimal number of dollars: `18`, `12.5`, `0.00045`, never `4.5E-4`.
+    public static func decimalString(nanodollars: Int64) -> String {
+        let negative = nanodollars < 0
+        let magnitude = nanodollars.magnitude
+        let whole = magnitude / UInt64(nanodollarsPerDollar)
+        let fraction = magnitude % UInt64(nanodollarsPerDollar)
         var text = (negative ? "-" : "") + String(whole)
         if fraction != 0 {
             var digits = String(fraction)
@@ -25,7 +25,7 @@ public enum Money {
     /// accepted: anything finer would not be exact.
     ///
     /// - Throws: `LedgerError.invalidInput` naming `field` for anything else.
-    public static func nanosPerToken(fromUSDPerMillion text: String, field: String) throws -> Int64 {
+    public static func nanodollarsPerToken(fromUSDPerMillion text: String, field: String) throws -> Int64 {
         let parts = text.split(separator: ".", maxSplits: 1, omittingEmptySubsequences: false)
         let wholePart = parts[0]
         let fractionPart = parts.count > 1 ? parts[1] : ""
@@ -42,25 +42,25 @@ public enum Money {
                     + "($0.001 per million tokens)")
         }
         let scaled = String(wholePart) + fractionPart + String(repeating: "0", count: 3 - fractionPart.count)
-        guard let nanos = Int64(scaled), nanos <= LedgerLimits.priceNanosPerTokenMax else {
+        guard let nanos = Int64(scaled), nanos <= LedgerLimits.priceNanodollarsPerTokenMax else {
             throw LedgerError.invalidInput(
                 field: field,
                 reason: "\(text) USD per million tokens is above the limit of "
-                    + "\(usdPerMillion(nanosPerToken: LedgerLimits.priceNanosPerTokenMax)) USD per million tokens")
+                    + "\(usdPerMillion(nanodollarsPerToken: LedgerLimits.priceNanodollarsPerTokenMax)) USD per million tokens")
         }
         return nanos
     }
 
     /// A price in nano-dollars per token as USD per million tokens: 2500 → `2.5`.
-    public static func usdPerMillion(nanosPerToken: Int64) -> String {
-        // nanos per token × 10⁶ tokens = dollars × 10⁹ / 10³.
-        decimalString(nanos: nanosPerToken * 1_000_000)
+    public static func usdPerMillion(nanodollarsPerToken: Int64) -> String {
+        // nano-dollars per token × 10⁶ tokens = dollars × 10⁹ / 10³.
+        decimalString(nanodollars: nanodollarsPerToken * 1_000_000)
     }
 
     /// The cost of a call, or nil when it overflows 64 bits (over $9.2 billion).
     static func cost(promptTokens: Int64, completionTokens: Int64, price: ModelPrice) -> Int64? {
-        let (prompt, promptOverflow) = promptTokens.multipliedReportingOverflow(by: price.promptNanosPerToken)
-        let (completion, completionOverflow) = completionTokens.multipliedReportingOverflow(by: price.completionNanosPerToken)
+        let (prompt, promptOverflow) = promptTokens.multipliedReportingOverflow(by: price.promptNanodollarsPerToken)
+        let (completion, completionOverflow) = completionTokens.multipliedReportingOverflow(by: price.completionNanodollarsPerToken)
         let (sum, sumOverflow) = prompt.addingReportingOverflow(completion)
         return promptOverflow || completionOverflow || sumOverflow ? nil : sum
     }
@@ -70,8 +70,8 @@ public enum Money {
 public struct ModelPrice: Sendable, Equatable {
     /// Lowercase prefix matched against model names; the longest match wins.
     public let modelPrefix: String
-    public let promptNanosPerToken: Int64
-    public let completionNanosPerToken: Int64
+    public let promptNanodollarsPerToken: Int64
+    public let completionNanodollarsPerToken: Int64
     /// UTC microseconds from which the price holds.
     public let effectiveFromMicroseconds: Int64
     /// Where the price came from.

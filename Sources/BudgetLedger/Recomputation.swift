@@ -44,7 +44,7 @@ struct Recomputation {
         var promptTokens: Int64 = 0
         var completionTokens: Int64 = 0
         var requestCount: Int64 = 0
-        var costNanos: Int64 = 0
+        var costNanodollars: Int64 = 0
         var unpricedRequests: Int64 = 0
         var latencyMillisecondsSum: Int64 = 0
         var latencyCount: Int64 = 0
@@ -56,7 +56,7 @@ struct Recomputation {
         var usageWindow: Int64 = 0
         var allTimePromptTokens: Int64 = 0
         var allTimeCompletionTokens: Int64 = 0
-        var allTimeCostNanos: Int64 = 0
+        var allTimeCostNanodollars: Int64 = 0
         var allTimeLatencyMilliseconds: Int64 = 0
     }
 
@@ -145,7 +145,7 @@ struct Recomputation {
         let latency: Int64? = try row[10]
         let cost: Int64? = try row[13]
         let countedLatency = latency.map { min($0, LedgerLimits.latencyMillisecondsMax) }
-        let countedCost = cost.map { min($0, LedgerLimits.costNanosPerCallMax) }
+        let countedCost = cost.map { min($0, LedgerLimits.costNanodollarsPerCallMax) }
         if var state = threads[threadID] {
             state.promptTokens = state.promptTokens.saturatingAdd(prompt)
             state.completionTokens = state.completionTokens.saturatingAdd(completion)
@@ -155,7 +155,7 @@ struct Recomputation {
         if let reservation: Int64 = try row[16] { holds[reservation] = nil }
         settings.allTimePromptTokens = settings.allTimePromptTokens.saturatingAdd(prompt)
         settings.allTimeCompletionTokens = settings.allTimeCompletionTokens.saturatingAdd(completion)
-        settings.allTimeCostNanos = settings.allTimeCostNanos.saturatingAdd(countedCost ?? 0)
+        settings.allTimeCostNanodollars = settings.allTimeCostNanodollars.saturatingAdd(countedCost ?? 0)
         settings.allTimeLatencyMilliseconds = settings.allTimeLatencyMilliseconds.saturatingAdd(countedLatency ?? 0)
 
         let timestamp: Int64 = try row[1]
@@ -165,7 +165,7 @@ struct Recomputation {
             sums.promptTokens = sums.promptTokens.saturatingAdd(prompt)
             sums.completionTokens = sums.completionTokens.saturatingAdd(completion)
             sums.requestCount += 1
-            sums.costNanos = sums.costNanos.saturatingAdd(countedCost ?? 0)
+            sums.costNanodollars = sums.costNanodollars.saturatingAdd(countedCost ?? 0)
             sums.unpricedRequests += cost == nil ? 1 : 0
             sums.latencyMillisecondsSum = sums.latencyMillisecondsSum.saturatingAdd(countedLatency ?? 0)
             sums.latencyCount += latency == nil ? 0 : 1

@@ -22,9 +22,9 @@ public enum LedgerLimits {
     /// The latency of one call: 7 days in milliseconds (a batch job's window, with room to spare).
     public static let latencyMillisecondsMax: Int64 = 7 * 24 * 3_600 * 1_000
     /// A price, prompt or completion: 1e7 nano-dollars per token, i.e. $10,000 per million tokens.
-    public static let priceNanosPerTokenMax: Int64 = 10_000_000
-    /// The cost of one call: `tokensPerRequestMax` tokens at `priceNanosPerTokenMax` (2e16 nano-dollars, $20M).
-    public static let costNanosPerCallMax: Int64 = tokensPerRequestMax * priceNanosPerTokenMax
+    public static let priceNanodollarsPerTokenMax: Int64 = 10_000_000
+    /// The cost of one call: `tokensPerRequestMax` tokens at `priceNanodollarsPerTokenMax` (2e16 nano-dollars, $20M).
+    public static let costNanodollarsPerCallMax: Int64 = tokensPerRequestMax * priceNanodollarsPerTokenMax
     /// The ttl of a hold: 7 days.
     public static let holdSecondsMax: Int64 = 7 * 24 * 3_600
     /// Events per page of the feed (`events(after:limit:)`).

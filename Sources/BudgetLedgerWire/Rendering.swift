@@ -6,7 +6,7 @@ import Foundation
 extension JSONValue {
     /// A cost in nano-dollars as an exact decimal number of USD, or null when unknown.
     public static func cost(_ nanos: Int64?) -> JSONValue {
-        nanos.map { .decimal(Money.decimalString(nanos: $0)) } ?? .null
+        nanos.map { .decimal(Money.decimalString(nanodollars: $0)) } ?? .null
     }
 
     /// Metadata text (validated as a JSON object when recorded) embedded as JSON, or null.
@@ -25,7 +25,7 @@ extension ConsumeEvent {
             ("model", .optional(usage.model)),
             ("provider", .optional(usage.provider)),
             ("latencyMs", .optional(usage.latencyMilliseconds)),
-            ("cost", .cost(costNanos)),
+            ("cost", .cost(costNanodollars)),
             ("metadata", .metadata(usage.metadataJSON)),
             ("reservationId", .optional(reservationID)),
         ])
@@ -47,7 +47,7 @@ extension LedgerEvent {
             ("model", .optional(usage.model)),
             ("provider", .optional(usage.provider)),
             ("latencyMs", .optional(usage.latencyMilliseconds)),
-            ("cost", kind == "consume" ? .cost(costNanos) : .null),
+            ("cost", kind == "consume" ? .cost(costNanodollars) : .null),
             ("orgId", .optional(organizationID)),
             ("userId", .optional(userID)),
             ("metadata", .metadata(usage.metadataJSON)),
@@ -74,7 +74,7 @@ extension LedgerEvent {
             String(id), Timestamps.iso8601(microseconds: timestampMicroseconds), threadID ?? "", usage.agentID ?? "",
             usage.model ?? "", usage.provider ?? "", organizationID ?? "", userID ?? "", String(promptTokens),
             String(completionTokens), String(promptTokens.saturatingAdd(completionTokens)),
-            usage.latencyMilliseconds.map { String($0) } ?? "", costNanos.map { Money.decimalString(nanos: $0) } ?? "",
+            usage.latencyMilliseconds.map { String($0) } ?? "", costNanodollars.map { Money.decimalString(nanodollars: $0) } ?? "",
             usage.metadataJSON ?? "",
         ]
     }
@@ -89,7 +89,7 @@ extension UsageTotals {
             ("promptTokens", .integer(promptTokens)),
             ("completionTokens", .integer(completionTokens)),
             ("requestCount", .integer(requestCount)),
-            ("totalCost", .cost(costNanos)),
+            ("totalCost", .cost(costNanodollars)),
             ("unpricedRequests", .integer(unpricedRequests)),
         ]
         return .object(members)
@@ -111,7 +111,7 @@ extension UsageTotals {
     public func csvFields(key: String?) -> [String] {
         [
             key ?? "", String(promptTokens), String(completionTokens), String(totalTokens), String(requestCount),
-            Money.decimalString(nanos: costNanos), String(unpricedRequests),
+            Money.decimalString(nanodollars: costNanodollars), String(unpricedRequests),
             averageLatencyMilliseconds.map { String($0.roundedToOneDecimal) } ?? "",
         ]
     }
@@ -139,8 +139,8 @@ extension ModelPrice {
     public var json: JSONValue {
         .object([
             ("model", .string(modelPrefix)),
-            ("promptPerMillion", .decimal(Money.usdPerMillion(nanosPerToken: promptNanosPerToken))),
-            ("completionPerMillion", .decimal(Money.usdPerMillion(nanosPerToken: completionNanosPerToken))),
+            ("promptPerMillion", .decimal(Money.usdPerMillion(nanodollarsPerToken: promptNanodollarsPerToken))),
+            ("completionPerMillion", .decimal(Money.usdPerMillion(nanodollarsPerToken: completionNanodollarsPerToken))),
             ("effectiveFrom", .string(Timestamps.iso8601(microseconds: effectiveFromMicroseconds))),
             ("source", .string(source)),
         ])

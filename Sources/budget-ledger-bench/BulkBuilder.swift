@@ -34,7 +34,7 @@ struct BulkBuilder {
         var prices: [String: (prompt: Int64, completion: Int64)] = [:]
         for model in WorkloadNames.models {
             if let price = try ledger.price(forModel: model, at: start) {
-                prices[model] = (price.promptNanosPerToken, price.completionNanosPerToken)
+                prices[model] = (price.promptNanodollarsPerToken, price.completionNanodollarsPerToken)
             }
         }
         let builder = BulkBuilder(

@@ -60,7 +60,7 @@ enum Output {
     /// One line of text for usage totals.
     static func text(_ totals: UsageTotals) -> String {
         var line = "\(count(totals.totalTokens, "token")) (prompt \(totals.promptTokens), completion \(totals.completionTokens))"
-        line += " in \(count(totals.requestCount, "request")), cost $\(Money.decimalString(nanos: totals.costNanos))"
+        line += " in \(count(totals.requestCount, "request")), cost $\(Money.decimalString(nanodollars: totals.costNanodollars))"
         if totals.unpricedRequests > 0 { line += " + \(count(totals.unpricedRequests, "unpriced request"))" }
         if let latency = totals.averageLatencyMilliseconds { line += ", avg latency \(latency.roundedToOneDecimal) ms" }
         return line
@@ -76,8 +76,8 @@ enum Output {
 
     /// One line of text for a price row.
     static func text(_ price: ModelPrice) -> String {
-        "\(price.modelPrefix): $\(Money.usdPerMillion(nanosPerToken: price.promptNanosPerToken)) prompt, "
-            + "$\(Money.usdPerMillion(nanosPerToken: price.completionNanosPerToken)) completion per million tokens, "
+        "\(price.modelPrefix): $\(Money.usdPerMillion(nanodollarsPerToken: price.promptNanodollarsPerToken)) prompt, "
+            + "$\(Money.usdPerMillion(nanodollarsPerToken: price.completionNanodollarsPerToken)) completion per million tokens, "
             + "from \(Timestamps.iso8601(microseconds: price.effectiveFromMicroseconds))"
     }
 }

@@ -116,7 +116,7 @@ struct ConfigAndPricesEndpointTests {
             #expect(set.status == .ok)
             #expect(set.text == #"{"model":"acme-2","promptPerMillion":0.001,"completionPerMillion":2,"effectiveFrom":"2030-01-01T00:00:00.000000Z","source":"budget-ledger REST API"}"#)
             let stored = try folder.withLedger { try $0.prices().filter { $0.modelPrefix == "acme-2" } }
-            #expect(stored.map(\.promptNanosPerToken) == [1])
+            #expect(stored.map(\.promptNanodollarsPerToken) == [1])
             let fraction = try await client.send(
                 .put, "/api/v1/prices/acme-3", json: #"{"promptPerMillion":2.5,"completionPerMillion":"1"}"#)
             #expect(fraction.status == .badRequest)

@@ -195,8 +195,8 @@ struct OpenAPITests {
             "id": Bound(minimum: 1, maximum: .max),
             "defaultMaxTokens": Bound(minimum: 0, maximum: LedgerLimits.maxTokensMax),
             // USD per million tokens: nano-dollars per token / 1,000.
-            "promptPerMillion": Bound(minimum: 0, maximum: LedgerLimits.priceNanosPerTokenMax / 1_000),
-            "completionPerMillion": Bound(minimum: 0, maximum: LedgerLimits.priceNanosPerTokenMax / 1_000),
+            "promptPerMillion": Bound(minimum: 0, maximum: LedgerLimits.priceNanodollarsPerTokenMax / 1_000),
+            "completionPerMillion": Bound(minimum: 0, maximum: LedgerLimits.priceNanodollarsPerTokenMax / 1_000),
         ]
         let documented = DocumentedBounds(yaml: OpenAPIDocument.yaml).bounds
         for (owner, bound) in documented {

@@ -21,9 +21,9 @@ struct BillingTests {
         // Proves integer nano-dollar arithmetic, longest-prefix case-insensitive matching, and plain decimals.
         let ledger = try Ledger.inMemory()
         let result = try ledger.consume("t", promptTokens: prompt, completionTokens: completion, usage: UsageDetails(model: model))
-        let cost = try #require(result.event.costNanos)
-        #expect(Money.decimalString(nanos: cost) == expected)
-        #expect(try ledger.usageOverview().totals.costNanos == cost)
+        let cost = try #require(result.event.costNanodollars)
+        #expect(Money.decimalString(nanodollars: cost) == expected)
+        #expect(try ledger.usageOverview().totals.costNanodollars == cost)
     }
 
     @Test("an unknown model has a null cost and is counted as unpriced, not as zero")
@@ -31,11 +31,11 @@ struct BillingTests {
         // Proves unpriced events are distinguishable from free ones.
         let ledger = try Ledger.inMemory()
         let result = try ledger.consume("t", promptTokens: 10, usage: UsageDetails(model: "mystery-1"))
-        #expect(result.event.costNanos == nil)
+        #expect(result.event.costNanodollars == nil)
         #expect(result.event.json.serialized().contains("\"cost\":null"))
         let totals = try ledger.usageOverview().totals
         #expect(totals.unpricedRequests == 1)
-        #expect(totals.costNanos == 0)
+        #expect(totals.costNanodollars == 0)
         #expect(try ledger.usage(model: "mystery-1").unpricedRequests == 1)
     }
 
@@ -51,8 +51,8 @@ struct BillingTests {
         clock.advance(microseconds: 1_000)
         try ledger.consume("t", promptTokens: 1_000_000, usage: usage)
         let events = try ledger.events(after: 0, limit: 100).events.filter { $0.kind == "consume" }
-        #expect(events.map(\.costNanos) == [2_500_000_000, 5_000_000_000])
-        #expect(try ledger.usage(model: "gpt-4o").costNanos == 7_500_000_000)
+        #expect(events.map(\.costNanodollars) == [2_500_000_000, 5_000_000_000])
+        #expect(try ledger.usage(model: "gpt-4o").costNanodollars == 7_500_000_000)
         #expect(try ledger.verify().isConsistent)
     }
 
@@ -70,8 +70,8 @@ struct BillingTests {
         func expectSQLPrice(_ model: String, _ note: Comment) throws {
             let event = try consumer.consume("t", promptTokens: 1_000, completionTokens: 10, usage: UsageDetails(model: model)).event
             let price = try consumer.price(forModel: model, at: event.timestampMicroseconds)
-            let expected = price.map { 1_000 * $0.promptNanosPerToken + 10 * $0.completionNanosPerToken }
-            #expect(event.costNanos == expected, note)
+            let expected = price.map { 1_000 * $0.promptNanodollarsPerToken + 10 * $0.completionNanodollarsPerToken }
+            #expect(event.costNanodollars == expected, note)
         }
         let models = [
             "gpt-4o", "GPT-4O-MINI-2024-07-18", "gpt-4", "claude-opus-4-5", "Claude-Sonnet-4", "o1-preview", "o3-mini",
@@ -86,10 +86,10 @@ struct BillingTests {
         try other.setPrice(model: "mystery", promptUSDPerMillion: "0.5", completionUSDPerMillion: "0.5")
         for model in models + ["mystery-9", "gpt-4o-mini-x"] { try expectSQLPrice(model, "after another process set prices: \(model)") }
         let before = try consumer.consume("t", promptTokens: 1_000, usage: UsageDetails(model: "gpt-4o-mini")).event
-        #expect(before.costNanos == 150_000, "the later price is not in force yet")
+        #expect(before.costNanodollars == 150_000, "the later price is not in force yet")
         clock.advance(microseconds: 10_000_000)
         let after = try consumer.consume("t", promptTokens: 1_000, usage: UsageDetails(model: "gpt-4o-mini")).event
-        #expect(after.costNanos == 1_000_000, "the later price is in force from its start")
+        #expect(after.costNanodollars == 1_000_000, "the later price is in force from its start")
         #expect(try consumer.verify().problems == [])
     }
 
@@ -103,10 +103,10 @@ struct BillingTests {
             for index in 0..<4_200 {
                 let priced = try ledger.consume(
                     "t", promptTokens: 1_000, usage: UsageDetails(model: "gpt-4o-variant-\(index)")).event
-                #expect(priced.costNanos == 2_500_000, "round \(round), name \(index)")
+                #expect(priced.costNanodollars == 2_500_000, "round \(round), name \(index)")
                 if index % 700 == 0 {
                     let unknown = try ledger.consume("t", promptTokens: 1_000, usage: UsageDetails(model: "mystery-\(index)")).event
-                    #expect(unknown.costNanos == nil)
+                    #expect(unknown.costNanodollars == nil)
                 }
             }
         }
@@ -131,19 +131,19 @@ struct BillingTests {
         let before = try ledger.prices().count
         try ledger.setPrice(model: "m", promptUSDPerMillion: "0.001", completionUSDPerMillion: "1000")
         #expect(try ledger.prices().count == before + 1)
-        #expect(try ledger.price(forModel: "M-large")?.promptNanosPerToken == 1)
+        #expect(try ledger.price(forModel: "M-large")?.promptNanodollarsPerToken == 1)
     }
 
     @Test("money renders as plain decimals, never in exponent form")
     func moneyRendering() throws {
         // Proves the edge rendering of integer amounts.
-        #expect(Money.decimalString(nanos: 0) == "0")
-        #expect(Money.decimalString(nanos: 450) == "0.00000045")
-        #expect(Money.decimalString(nanos: 1) == "0.000000001")
-        #expect(Money.decimalString(nanos: 12_500_000_000) == "12.5")
-        #expect(Money.decimalString(nanos: Int64.max) == "9223372036.854775807")
-        #expect(try Money.nanosPerToken(fromUSDPerMillion: "0.15", field: "p") == 150)
-        #expect(Money.usdPerMillion(nanosPerToken: 150) == "0.15")
+        #expect(Money.decimalString(nanodollars: 0) == "0")
+        #expect(Money.decimalString(nanodollars: 450) == "0.00000045")
+        #expect(Money.decimalString(nanodollars: 1) == "0.000000001")
+        #expect(Money.decimalString(nanodollars: 12_500_000_000) == "12.5")
+        #expect(Money.decimalString(nanodollars: Int64.max) == "9223372036.854775807")
+        #expect(try Money.nanodollarsPerToken(fromUSDPerMillion: "0.15", field: "p") == 150)
+        #expect(Money.usdPerMillion(nanodollarsPerToken: 150) == "0.15")
     }
 
     @Test("every usage view equals a Swift-side recomputation over generated events")
@@ -184,8 +184,8 @@ struct BillingTests {
                 row[0] += result.event.promptTokens
                 row[1] += result.event.completionTokens
                 row[2] += 1
-                row[3] += result.event.costNanos ?? 0
-                row[4] += result.event.costNanos == nil ? 1 : 0
+                row[3] += result.event.costNanodollars ?? 0
+                row[4] += result.event.costNanodollars == nil ? 1 : 0
                 sums[name] = row
             }
             return sums

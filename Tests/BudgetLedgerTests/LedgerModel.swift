@@ -108,7 +108,7 @@ extension ModelOutcome {
                 + "held \(budget.heldTokens), crossed \(budget.triggeredThresholds))"
         }
         func consume(_ result: ConsumeResult) -> String {
-            "event \(result.event.id)\(result.isReplay ? " (replay)" : "") cost \(result.event.costNanos.map(String.init) ?? "nil"), "
+            "event \(result.event.id)\(result.isReplay ? " (replay)" : "") cost \(result.event.costNanodollars.map(String.init) ?? "nil"), "
                 + "crossed now \(result.crossedThresholds.map(\.thresholdPercent)); \(budget(result.budget))"
         }
         switch self {
@@ -385,7 +385,7 @@ struct LedgerModel {
         totals.promptTokens = call.promptTokens
         totals.completionTokens = call.completionTokens
         totals.requestCount = 1
-        totals.costNanos = cost ?? 0
+        totals.costNanodollars = cost ?? 0
         totals.unpricedRequests = cost == nil ? 1 : 0
         totals.latencyMillisecondsSum = call.usage.latencyMilliseconds ?? 0
         totals.latencyCount = call.usage.latencyMilliseconds == nil ? 0 : 1
@@ -394,7 +394,7 @@ struct LedgerModel {
         let event = ConsumeEvent(
             id: consumeID, timestampMicroseconds: now, threadID: call.threadID, promptTokens: call.promptTokens,
             completionTokens: call.completionTokens, idempotencyKey: call.idempotencyKey, usage: call.usage,
-            costNanos: cost, reservationID: reservationID)
+            costNanodollars: cost, reservationID: reservationID)
         let after = budget(call.threadID, thread, at: now)
         if let key = call.idempotencyKey {
             keys[key] = KeyedConsume(
@@ -554,7 +554,7 @@ struct LedgerModel {
         prices.append(Price(prefix: prefix, promptNanos: promptNanos, completionNanos: completionNanos, from: from))
         return .priced(
             ModelPrice(
-                modelPrefix: prefix, promptNanosPerToken: promptNanos, completionNanosPerToken: completionNanos,
+                modelPrefix: prefix, promptNanodollarsPerToken: promptNanos, completionNanodollarsPerToken: completionNanos,
                 effectiveFromMicroseconds: from, source: "budget-ledger price set"))
     }
 
@@ -642,7 +642,7 @@ enum ModelPrices {
             fraction.count <= 3, whole.count <= 8
         else { return nil }
         let nanos = Int64(whole)! * 1_000 + Int64(fraction + String(repeating: "0", count: 3 - fraction.count))!
-        return nanos <= LedgerLimits.priceNanosPerTokenMax ? nanos : nil
+        return nanos <= LedgerLimits.priceNanodollarsPerTokenMax ? nanos : nil
     }
 
     /// `nanos` per token as USD per million tokens: 2500 → "2.5".
@@ -661,7 +661,7 @@ extension UsageTotals {
         promptTokens += other.promptTokens
         completionTokens += other.completionTokens
         requestCount += other.requestCount
-        costNanos += other.costNanos
+        costNanodollars += other.costNanodollars
         unpricedRequests += other.unpricedRequests
         latencyMillisecondsSum += other.latencyMillisecondsSum
         latencyCount += other.latencyCount

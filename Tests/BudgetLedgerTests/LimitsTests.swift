@@ -90,7 +90,7 @@ struct LimitsTests {
             (consume.replacingOccurrences(of: "%@", with: "prompt_tokens"), LedgerLimits.tokensPerCallMax),
             (consume.replacingOccurrences(of: "%@", with: "completion_tokens"), LedgerLimits.tokensPerCallMax),
             (consume.replacingOccurrences(of: "%@", with: "latency_ms"), LedgerLimits.latencyMillisecondsMax),
-            (consume.replacingOccurrences(of: "%@", with: "cost_nanos"), LedgerLimits.costNanosPerCallMax),
+            (consume.replacingOccurrences(of: "%@", with: "cost_nanos"), LedgerLimits.costNanodollarsPerCallMax),
             (reserve, LedgerLimits.tokensPerRequestMax),
             ("INSERT INTO events (timestamp_us, kind, thread_id, max_tokens) VALUES (1, 'limit', 't', ?)", LedgerLimits.maxTokensMax),
             ("INSERT INTO events (timestamp_us, kind, max_tokens) VALUES (1, 'configure', ?)", LedgerLimits.maxTokensMax),
@@ -127,11 +127,11 @@ struct LimitsTests {
             """
             UPDATE ledger_settings SET all_time_prompt_tokens = ?1 - ?2, all_time_completion_tokens = ?1 - ?2,
                 all_time_cost_nanos = ?1 - ?3, all_time_latency_ms = ?1 - ?4
-            """, [cap, Self.perCall, LedgerLimits.costNanosPerCallMax, LedgerLimits.latencyMillisecondsMax])
+            """, [cap, Self.perCall, LedgerLimits.costNanodollarsPerCallMax, LedgerLimits.latencyMillisecondsMax])
         try raw.execute(
             "UPDATE thread_state SET prompt_tokens = ?1 - ?2, completion_tokens = ?1 - ?2, request_count = 4 WHERE thread_id = 'w'",
             [cap, Self.perCall])
-        let costHalf = (cap - LedgerLimits.costNanosPerCallMax) / 2
+        let costHalf = (cap - LedgerLimits.costNanodollarsPerCallMax) / 2
         let latencyHalf = (cap - LedgerLimits.latencyMillisecondsMax) / 2
         for (day, agent) in [(0, "a"), (1, "b")] {
             let values: [any SQLiteBindable] = [Int64(day), agent, half, costHalf, latencyHalf]
@@ -148,7 +148,7 @@ struct LimitsTests {
         let last = try ledger.consume(
             "w", promptTokens: Self.perCall, completionTokens: Self.perCall,
             usage: UsageDetails(agentID: "a", model: "m", latencyMilliseconds: LedgerLimits.latencyMillisecondsMax))
-        #expect(last.event.costNanos == LedgerLimits.costNanosPerCallMax)
+        #expect(last.event.costNanodollars == LedgerLimits.costNanodollarsPerCallMax)
         #expect(last.budget.totalTokens == 2 * cap)
         let before = try eventCount(at: path)
         do {
@@ -163,7 +163,7 @@ struct LimitsTests {
             let overview = try ledger.usageOverview(.allTime)
             #expect(overview.totals.promptTokens == cap)
             #expect(overview.totals.totalTokens == 2 * cap)
-            #expect(overview.totals.costNanos == cap)
+            #expect(overview.totals.costNanodollars == cap)
             #expect(overview.totals.latencyMillisecondsSum == cap)
             _ = try ledger.usageOverview(.currentWindow)
             _ = try ledger.usage(agent: "a")

@@ -247,7 +247,7 @@ struct ModelRun {
         }
         let defaultMax = try ledger.maxTokensPerThread
         if defaultMax != model.defaultMaxTokens { return "default max: ledger \(defaultMax), model \(model.defaultMaxTokens)" }
-        let prices = try ledger.prices().map { "\($0.modelPrefix)@\($0.effectiveFromMicroseconds): \($0.promptNanosPerToken)/\($0.completionNanosPerToken)" }
+        let prices = try ledger.prices().map { "\($0.modelPrefix)@\($0.effectiveFromMicroseconds): \($0.promptNanodollarsPerToken)/\($0.completionNanodollarsPerToken)" }
         let wantedPrices = model.prices.map { "\($0.prefix)@\($0.from): \($0.promptNanos)/\($0.completionNanos)" }
         if prices.sorted() != wantedPrices.sorted() { return "prices: ledger \(prices.sorted()), model \(wantedPrices.sorted())" }
         return nil
@@ -323,7 +323,7 @@ struct ModelCoverage {
             return opened > result.event.id ? ["replayed", "replayed after its life ended"] : ["replayed"]
         }
         var tags = ["consumed"] + result.crossedThresholds.map { "crossed \($0.thresholdPercent)" }
-        if result.event.costNanos == nil {
+        if result.event.costNanodollars == nil {
             tags.append("unpriced")
         } else if result.event.usage.model?.lowercased().hasPrefix("m-custom") == true {
             tags.append("priced at a set price")

@@ -303,8 +303,8 @@ struct OperationGenerator {
             }
             return ModelPrices.text(
                 nanosPerToken: random.pick([
-                    0, 1, 150, 999, 1_000, 2_500, 15_000, LedgerLimits.priceNanosPerTokenMax,
-                    random.int(0...LedgerLimits.priceNanosPerTokenMax),
+                    0, 1, 150, 999, 1_000, 2_500, 15_000, LedgerLimits.priceNanodollarsPerTokenMax,
+                    random.int(0...LedgerLimits.priceNanodollarsPerTokenMax),
                 ]))
         }
         let name = random.chance(3) ? random.pick(Self.invalidIdentifiers) : random.pick(Self.priceModels)

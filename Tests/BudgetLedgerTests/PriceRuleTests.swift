@@ -43,7 +43,7 @@ struct PriceRuleTests {
 
         try ledger.setPrice(model: "rollback-model", promptUSDPerMillion: "2", completionUSDPerMillion: "0")
         let consumed = try ledger.consume("t", promptTokens: 1_000, usage: UsageDetails(model: "rollback-model"))
-        #expect(consumed.event.costNanos == 2_000_000)
+        #expect(consumed.event.costNanodollars == 2_000_000)
         #expect(try ledger.verify().problems == [])
     }
 
@@ -61,7 +61,7 @@ struct PriceRuleTests {
         clock.advance(microseconds: now - year2100 + 1_000)
         let price = try ledger.setPrice(model: "gpt-4o", promptUSDPerMillion: "5", completionUSDPerMillion: "20")
         #expect(price.effectiveFromMicroseconds == now + 1_000)
-        #expect(try ledger.consume("t", promptTokens: 1_000, usage: UsageDetails(model: "gpt-4o")).event.costNanos == 5_000_000)
+        #expect(try ledger.consume("t", promptTokens: 1_000, usage: UsageDetails(model: "gpt-4o")).event.costNanodollars == 5_000_000)
         #expect(try ledger.verify().problems == [])
     }
 

@@ -49,7 +49,7 @@ struct ReservationTests {
         #expect(first.consume.budget.totalTokens == 150)
         #expect(first.consume.budget.heldTokens == 100)
         #expect(first.consume.event.reservationID == below.reservation.id)
-        #expect(first.consume.event.costNanos == Int64(100 * 2_500 + 50 * 10_000))
+        #expect(first.consume.event.costNanodollars == Int64(100 * 2_500 + 50 * 10_000))
         #expect(!first.holdHadExpired)
         let second = try ledger.settle(above.reservation.id, promptTokens: 180)
         #expect(second.consume.budget.totalTokens == 330)

@@ -31,7 +31,7 @@ extension BudgetLedgerCommand {
                         thread, promptTokens: spent.prompt, completionTokens: spent.completion,
                         idempotencyKey: spent.idempotencyKey, usage: details)
                 var text = (result.isReplay ? "replayed (already recorded): " : "recorded: ") + Output.text(result.budget)
-                text += "\nevent \(result.event.id), cost " + (result.event.costNanos.map { "$" + Money.decimalString(nanos: $0) } ?? "unknown (no price for the model)")
+                text += "\nevent \(result.event.id), cost " + (result.event.costNanodollars.map { "$" + Money.decimalString(nanodollars: $0) } ?? "unknown (no price for the model)")
                 for crossing in result.crossedThresholds {
                     text += "\nthreshold \(crossing.thresholdPercent)% (\(crossing.severity)) crossed"
                 }

@@ -65,7 +65,7 @@ extension Output {
         var words = ["\(event.promptTokens)+\(event.completionTokens) tokens"]
         if let model = event.usage.model {
             words.append(model)
-            words.append(event.costNanos.map { "$" + Money.decimalString(nanos: $0) } ?? "unpriced")
+            words.append(event.costNanodollars.map { "$" + Money.decimalString(nanodollars: $0) } ?? "unpriced")
         }
         if let agent = event.usage.agentID { words.append("agent \(agent)") }
         if let reservation = event.reservationID { words.append("settles reservation \(reservation)") }
