@@ -40,6 +40,19 @@ extension Ledger {
                 idempotencyKey: idempotencyKey, usage: usage, enforce: true))
     }
 
+    /// `consume` or, with `checked`, `checkAndConsume`: for surfaces where the mode is a flag of
+    /// the request (the CLI's `--enforce`, the REST API's two routes).
+    @discardableResult
+    public func consume(
+        _ threadID: String, promptTokens: Int64, completionTokens: Int64 = 0, idempotencyKey: String? = nil,
+        usage: UsageDetails = .none, checked: Bool
+    ) throws -> ConsumeResult {
+        try submit(
+            ConsumeRequest(
+                threadID: threadID, promptTokens: promptTokens, completionTokens: completionTokens,
+                idempotencyKey: idempotencyKey, usage: usage, enforce: checked))
+    }
+
     /// Records a validated consume (group-committed) and tells subscribers once it is committed.
     private func submit(_ request: ConsumeRequest) throws -> ConsumeResult {
         let result = try write { [self] connection in try record(request, on: connection) }

@@ -106,9 +106,7 @@ struct BillingController: APIController {
             throw APIError.invalid("limit", "must be 1…\(Ledger.feedPageLimitMax) (got \(limit))")
         }
         let page = try await ledger.run { try $0.events(after: after, limit: pageLimit) }
-        return JSONResponse(
-            .object([("events", .array(page.events.map(\.json))), ("lastId", .integer(page.lastID))])
-        ).response()
+        return JSONResponse(page.json).response()
     }
 }
 

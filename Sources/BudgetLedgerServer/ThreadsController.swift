@@ -43,13 +43,9 @@ struct ThreadsController: APIController {
         let input = try await ConsumeInput(request, limit: requestBodyBytesMax)
         let result = try await countingRefusals {
             try await ledger.run { ledger in
-                enforce
-                    ? try ledger.checkAndConsume(
-                        threadID, promptTokens: input.promptTokens, completionTokens: input.completionTokens,
-                        idempotencyKey: input.idempotencyKey, usage: input.usage)
-                    : try ledger.consume(
-                        threadID, promptTokens: input.promptTokens, completionTokens: input.completionTokens,
-                        idempotencyKey: input.idempotencyKey, usage: input.usage)
+                try ledger.consume(
+                    threadID, promptTokens: input.promptTokens, completionTokens: input.completionTokens,
+                    idempotencyKey: input.idempotencyKey, usage: input.usage, checked: enforce)
             }
         }
         metrics.recordConsume(replayed: result.isReplay)

@@ -47,13 +47,7 @@ struct UsageController: APIController {
         let (budgets, defaultMaxTokens) = try await ledger.run { ledger in
             (try ledger.allUsage(), try ledger.maxTokensPerThread)
         }
-        return JSONResponse(
-            .object([
-                ("threads", .array(budgets.map(\.json))),
-                ("count", .integer(Int64(budgets.count))),
-                ("defaultMaxTokens", .integer(defaultMaxTokens)),
-            ])
-        ).response()
+        return JSONResponse(ThreadList.json(budgets, defaultMaxTokens: defaultMaxTokens)).response()
     }
 
     /// One thread's budget, or 404: never opens the thread.

@@ -192,3 +192,23 @@ extension SettleResult {
         return .object(members)
     }
 }
+
+/// The list of open threads, as `threads` and `GET /api/v1/usage/threads` print it.
+public enum ThreadList {
+    /// `{"threads": [budget…], "count", "defaultMaxTokens"}`, in the order given (hottest first).
+    public static func json(_ budgets: [ThreadBudget], defaultMaxTokens: Int64) -> JSONValue {
+        .object([
+            ("threads", .array(budgets.map(\.json))),
+            ("count", .integer(Int64(budgets.count))),
+            ("defaultMaxTokens", .integer(defaultMaxTokens)),
+        ])
+    }
+}
+
+extension EventPage {
+    /// `{"events": [event…], "lastId": N}`, as `events --json` and `GET /api/v1/events` print
+    /// it: pass `lastId` as `after` for the next page.
+    public var json: JSONValue {
+        .object([("events", .array(events.map(\.json))), ("lastId", .integer(lastID))])
+    }
+}

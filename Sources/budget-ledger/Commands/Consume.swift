@@ -22,14 +22,9 @@ extension BudgetLedgerCommand {
         func run() throws {
             let details = try usage.details()
             try options.withLedger { ledger in
-                let result =
-                    enforce
-                    ? try ledger.checkAndConsume(
-                        thread, promptTokens: spent.prompt, completionTokens: spent.completion,
-                        idempotencyKey: spent.idempotencyKey, usage: details)
-                    : try ledger.consume(
-                        thread, promptTokens: spent.prompt, completionTokens: spent.completion,
-                        idempotencyKey: spent.idempotencyKey, usage: details)
+                let result = try ledger.consume(
+                    thread, promptTokens: spent.prompt, completionTokens: spent.completion,
+                    idempotencyKey: spent.idempotencyKey, usage: details, checked: enforce)
                 var text = (result.isReplay ? "replayed (already recorded): " : "recorded: ") + Output.text(result.budget)
                 text += "\nevent \(result.event.id), cost " + (result.event.costNanodollars.map { "$" + Money.decimalString(nanodollars: $0) } ?? "unknown (no price for the model)")
                 for crossing in result.crossedThresholds {

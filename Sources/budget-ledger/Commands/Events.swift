@@ -19,7 +19,7 @@ extension BudgetLedgerCommand {
         func run() throws {
             try options.withExistingLedger { ledger in
                 let page = try ledger.events(after: after, limit: limit)
-                let json = JSONValue.object([("events", .array(page.events.map(\.json))), ("lastId", .integer(page.lastID))])
+                let json = page.json
                 Output.emit(json, text: Output.text(page), asJSON: options.json)
             }
         }

@@ -12,11 +12,7 @@ extension BudgetLedgerCommand {
             try options.withExistingLedger { ledger in
                 let budgets = try ledger.allUsage()
                 let defaultMax = try ledger.maxTokensPerThread
-                let json = JSONValue.object([
-                    ("threads", .array(budgets.map(\.json))),
-                    ("count", .integer(Int64(budgets.count))),
-                    ("defaultMaxTokens", .integer(defaultMax)),
-                ])
+                let json = ThreadList.json(budgets, defaultMaxTokens: defaultMax)
                 let lines = ["\(Output.count(budgets.count, "thread")) (default max \(Output.count(defaultMax, "token")))"] + budgets.map(Output.text)
                 Output.emit(json, text: lines.joined(separator: "\n"), asJSON: options.json)
             }
