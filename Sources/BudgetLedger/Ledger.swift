@@ -11,12 +11,24 @@ import Synchronization
 /// `Ledger` is `Sendable`: share one instance across threads and tasks. It holds one SQLite
 /// connection behind a lock.
 public final class Ledger: Sendable {
+    /// How durable a write is once it returns: SQLite's `synchronous` level in WAL mode, named
+    /// here so that the API does not expose the SQLite layer's types.
+    /// See <https://www.sqlite.org/pragma.html#pragma_synchronous>.
+    public enum Durability: String, Sendable, CaseIterable {
+        /// The WAL is synced before a write returns: it survives a power loss or an OS crash.
+        case full = "FULL"
+        /// It survives a crash of the process; a power loss may take back the last commits.
+        case normal = "NORMAL"
+
+        var sqliteLevel: Synchronous { self == .full ? .full : .normal }
+    }
+
     /// How a ledger is opened.
     public struct Configuration: Sendable {
         /// Durability of each commit: `.full` (default) survives power loss (the WAL is synced
         /// before a write returns); `.normal` survives a process crash but may lose the last
         /// commits on power loss.
-        public var synchronous: Synchronous
+        public var synchronous: Durability
         /// How long a write waits for another process's lock before failing.
         public var busyTimeoutMilliseconds: Int32
         /// The warning levels, ascending or not; each fires once per thread window.
@@ -28,7 +40,7 @@ public final class Ledger: Sendable {
         public var maxPageCount: Int64?
 
         public init(
-            synchronous: Synchronous = .full,
+            synchronous: Durability = .full,
             busyTimeoutMilliseconds: Int32 = 5_000,
             thresholds: [BudgetThreshold] = BudgetThreshold.defaults,
             clock: @escaping @Sendable () -> Int64 = Ledger.systemClockMicroseconds,
@@ -105,7 +117,7 @@ public final class Ledger: Sendable {
         walSync = isFile && configuration.synchronous == .full ? WALSync(databasePath: path) : nil
         let options = Connection.Options(
             busyTimeoutMilliseconds: configuration.busyTimeoutMilliseconds,
-            synchronous: walSync == nil ? configuration.synchronous : .normal, walAtOpen: false)
+            synchronous: walSync == nil ? configuration.synchronous.sqliteLevel : .normal, walAtOpen: false)
         let opened: Connection
         do {
             opened = try Connection(path: path, options: options)

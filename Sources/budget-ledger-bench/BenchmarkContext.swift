@@ -83,7 +83,7 @@ struct BenchmarkContext {
     }
 }
 
-extension Synchronous {
+extension Ledger.Durability {
     /// The name the report uses.
     var label: String { rawValue }
 }

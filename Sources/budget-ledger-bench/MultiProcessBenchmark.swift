@@ -13,7 +13,7 @@ enum WorkerMode {
         var seconds = 3.0
         var tightThreadID = WorkloadNames.tightThreadID
         var tightEvery = 10
-        var synchronous = Synchronous.full
+        var synchronous = Ledger.Durability.full
         var seed: UInt64 = 1
         var latencyFile: String?
         var idempotencyKeys = true
@@ -33,7 +33,7 @@ enum WorkerMode {
             case "--no-idempotency-keys": options.idempotencyKeys = false
             case "--synchronous":
                 let name = try cursor.value(for: flag)
-                guard let level = Synchronous(rawValue: name.uppercased()) else {
+                guard let level = Ledger.Durability(rawValue: name.uppercased()) else {
                     throw UsageError(message: "--synchronous must be full or normal (got \(name))")
                 }
                 options.synchronous = level

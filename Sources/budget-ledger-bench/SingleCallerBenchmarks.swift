@@ -3,14 +3,14 @@ import Foundation
 import LedgerSQLite
 
 /// The reference's metric names for one consume per transaction at a synchronous level.
-private func referencePrefix(_ synchronous: Synchronous) -> String {
+private func referencePrefix(_ synchronous: Ledger.Durability) -> String {
     synchronous == .full ? "c1_full" : "c1_normal"
 }
 
 extension BenchmarkContext {
     /// (1) checkAndConsume from one caller on a fresh ledger, at NORMAL and at FULL.
     func measureSingleCaller() throws {
-        for synchronous in [Synchronous.normal, .full] {
+        for synchronous in [Ledger.Durability.normal, .full] {
             log("(1) checkAndConsume, 1 caller, \(synchronous.label)")
             let stats = try measureOneCaller(
                 fileName: "single-\(synchronous.rawValue.lowercased()).db", synchronous: synchronous, checked: true)
@@ -46,7 +46,7 @@ extension BenchmarkContext {
     }
 
     /// One caller, one fresh ledger, `--seconds` of calls; then a verify of the file.
-    private func measureOneCaller(fileName: String, synchronous: Synchronous, checked: Bool) throws -> CallerStats {
+    private func measureOneCaller(fileName: String, synchronous: Ledger.Durability, checked: Bool) throws -> CallerStats {
         let path = try createLedger(named: fileName)
         defer { if !options.keepFiles { removeLedgerFiles(at: path) } }
         let ledger = try Ledger(path: path, configuration: Ledger.Configuration(synchronous: synchronous))
