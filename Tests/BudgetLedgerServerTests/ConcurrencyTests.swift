@@ -1,6 +1,6 @@
+import AsyncHTTPClient
 import BudgetLedger
 import Foundation
-import Synchronization
 import Hummingbird
 import HummingbirdTesting
 import Testing
@@ -11,7 +11,7 @@ import Testing
 struct ConcurrencyTests {
     @Test func parallelCheckAndConsumeNeverOverspends() async throws {
         // Proves: 50 parallel check-and-consume requests on one thread, over real connections
-        // (one socket each, against a live port), each answered 200 or 409, leave the thread's
+        // (AsyncHTTPClient against a live port), each answered 200 or 409, leave the thread's
         // total at most its max and exactly successes × tokens; as many fit as the max allows.
         let (requests, tokensPerCall, maxTokens): (Int, Int64, Int64) = (50, 30, 1_000)
         try await withServer(testing: .live) { client, folder in
@@ -34,26 +34,35 @@ struct ConcurrencyTests {
     }
 }
 
-/// POSTs `json` to `url` `count` times at once, each on a thread and a connection of its own,
-/// and returns the statuses (the sockets block, so never on the cooperative pool).
+/// POSTs `json` to `url` `count` times at once and returns the statuses.
+///
+/// Uses a client of its own with generous timeouts: on a loaded machine the shared client's
+/// short wait for a pooled connection, not the ledger, would otherwise decide the test.
 func postInParallel(_ count: Int, to url: String, json: String) async throws -> [UInt] {
-    let results = await blocking { () -> [Result<UInt, any Error>] in
-        let collected = Mutex<[Result<UInt, any Error>]>([])
-        let finished = DispatchGroup()
-        for _ in 0..<count {
-            finished.enter()
-            Thread.detachNewThread {
-                let result = Result { () throws -> UInt in
-                    let response = try PlainHTTPClient.send("POST", url, json: json, timeoutSeconds: 240)
-                    _ = try response.text()
-                    return response.status
+    var configuration = HTTPClient.Configuration(timeout: .init(connect: .seconds(120), read: .seconds(120)))
+    configuration.connectionPool = .init(idleTimeout: .seconds(120), concurrentHTTP1ConnectionsPerHostSoftLimit: 16)
+    let http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+    do {
+        let statuses = try await withThrowingTaskGroup(of: UInt.self) { group in
+            for _ in 0..<count {
+                group.addTask {
+                    var request = HTTPClientRequest(url: url)
+                    request.method = .POST
+                    request.headers.add(name: "Content-Type", value: "application/json")
+                    request.body = .bytes(ByteBuffer(string: json))
+                    let response = try await http.execute(request, timeout: .seconds(240))
+                    _ = try await response.body.collect(upTo: 1 << 20)
+                    return response.status.code
                 }
-                collected.withLock { $0.append(result) }
-                finished.leave()
             }
+            var statuses: [UInt] = []
+            for try await status in group { statuses.append(status) }
+            return statuses
         }
-        finished.wait()
-        return collected.withLock { $0 }
+        try await http.shutdown()
+        return statuses
+    } catch {
+        try? await http.shutdown()
+        throw error
     }
-    return try results.map { try $0.get() }
 }

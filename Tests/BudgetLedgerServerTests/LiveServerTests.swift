@@ -1,3 +1,4 @@
+import AsyncHTTPClient
 import BudgetLedger
 import Foundation
 import Hummingbird
@@ -20,16 +21,15 @@ extension CLIProcess {
     }
 }
 
-/// One request to a live server over a plain socket: a POST of `json`, or a GET without it.
-/// Runs on a thread of its own (the socket blocks).
+/// One request to a live server through AsyncHTTPClient: a POST of `json`, or a GET without it.
 func fetch(_ url: String, token: String? = nil, json: String? = nil) async throws -> (status: UInt, body: String) {
-    let result = await blocking { () -> Result<(status: UInt, body: String), any Error> in
-        Result {
-            let response = try PlainHTTPClient.send(json == nil ? "GET" : "POST", url, token: token, json: json)
-            return (response.status, try response.text())
-        }
-    }
-    return try result.get()
+    var request = HTTPClientRequest(url: url)
+    request.method = json == nil ? .GET : .POST
+    if let token { request.headers.add(name: "Authorization", value: "Bearer \(token)") }
+    if let json { request.body = .bytes(ByteBuffer(string: json)) }
+    let response = try await HTTPClient.shared.execute(request, timeout: .seconds(60))
+    let body = try await response.body.collect(upTo: 64 << 20)
+    return (response.status.code, String(buffer: body))
 }
 
 @Suite("A real port, a real process")
@@ -72,19 +72,18 @@ struct LiveServerTests {
         #expect(consumed.status == 200, "\(consumed.body)")
         #expect(try await fetch("\(base)/healthz").status == 200)
 
-        let streamed = await blocking { () -> Result<[UInt8], any Error> in
-            Result {
-                let response = try PlainHTTPClient.send("GET", "\(base)/api/v1/usage/export?format=csv", token: token)
-                guard response.status == 200 else { throw PlainHTTPClient.Failure(description: "status \(response.status)") }
-                guard var received = try response.next() else { throw PlainHTTPClient.Failure(description: "the export sent no bytes") }
-                // The response has started: this request is in flight when the signal arrives.
-                server.signal(signal)
-                while let chunk = try response.next() { received += chunk }
-                return received
-            }
+        var request = HTTPClientRequest(url: "\(base)/api/v1/usage/export?format=csv")
+        request.headers.add(name: "Authorization", value: "Bearer \(token)")
+        let response = try await HTTPClient.shared.execute(request, timeout: .seconds(120))
+        #expect(response.status.code == 200)
+        var body = response.body.makeAsyncIterator()
+        var received = try #require(try await body.next(), "the export sent no bytes")
+        // The response has started: this request is in flight when the signal arrives.
+        server.signal(signal)
+        while var chunk = try await body.next() {
+            received.writeBuffer(&chunk)
         }
-        let received = String(decoding: try streamed.get(), as: UTF8.self)
-        let lines = received.split(separator: "\r\n")
+        let lines = String(buffer: received).split(separator: "\r\n")
         #expect(lines.count == eventCount + 2)  // the header, the seeded events, the one consumed above
 
         let exit = await blocking { server.wait() }
