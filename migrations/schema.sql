@@ -1,4 +1,4 @@
--- The ledger's schema after migration 7, as SQLite stores it: generated from a fresh
+-- The ledger's schema after migration 8, as SQLite stores it: generated from a fresh
 -- ledger by `make schema` (SchemaSnapshotTests fails when it is stale). Read it to see every
 -- table, index, trigger and view in one place; change the schema only by a new migration.
 CREATE TABLE events (
@@ -56,16 +56,30 @@ CREATE TABLE ledger_settings (
     usage_window INTEGER NOT NULL
 , rolled_up_to INTEGER NOT NULL DEFAULT 0, all_time_prompt_tokens INTEGER NOT NULL DEFAULT 0, all_time_completion_tokens INTEGER NOT NULL DEFAULT 0, all_time_cost_nanos INTEGER NOT NULL DEFAULT 0, all_time_latency_ms INTEGER NOT NULL DEFAULT 0) STRICT;
 
-CREATE TABLE model_prices (
+CREATE TABLE legacy_pricing (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    -- The last event recorded before 0008: consumes up to it were priced by the legacy rows.
+    last_event_id INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE "model_prices" (
     id INTEGER PRIMARY KEY,
-    -- Matched against the lowercased model name; the longest matching prefix wins.
-    model_prefix TEXT NOT NULL CHECK (length(model_prefix) > 0 AND model_prefix = lower(model_prefix)),
+    -- A normalised model name (exact), or a normalised literal followed by one trailing '*' (a
+    -- pattern). Legacy rows (before 0008): a prefix of lower(model), matched by the old rule.
+    model_pattern TEXT NOT NULL CHECK (
+        length(model_pattern) > 0 AND model_pattern = lower(model_pattern)
+        AND (legacy_prefix = 1
+             OR (model_pattern = trim(model_pattern, char(32, 9, 10, 11, 12, 13)) AND model_pattern <> '*'
+                 AND instr(substr(model_pattern, 1, length(model_pattern) - 1), '*') = 0))),
     prompt_nanos_per_token INTEGER NOT NULL CHECK (prompt_nanos_per_token >= 0),
     completion_nanos_per_token INTEGER NOT NULL CHECK (completion_nanos_per_token >= 0),
     -- UTC microseconds: the price holds for events at or after this time.
     effective_from_us INTEGER NOT NULL CHECK (effective_from_us >= 0),
     source TEXT NOT NULL,
-    UNIQUE (model_prefix, effective_from_us)
+    -- 1: a row of the old longest-prefix rule, which prices only the events up to
+    -- legacy_pricing.last_event_id; 0: an exact name or a pattern, for every later event.
+    legacy_prefix INTEGER NOT NULL DEFAULT 0 CHECK (legacy_prefix IN (0, 1)),
+    UNIQUE (model_pattern, effective_from_us, legacy_prefix)
 ) STRICT;
 
 CREATE TABLE schema_migrations (
@@ -268,6 +282,16 @@ BEGIN
         latency_count = latency_count + excluded.latency_count;
 END;
 
+CREATE TRIGGER legacy_pricing_forbid_delete BEFORE DELETE ON legacy_pricing
+BEGIN
+    SELECT RAISE(ABORT, 'legacy_pricing is fixed by migration 0008');
+END;
+
+CREATE TRIGGER legacy_pricing_forbid_update BEFORE UPDATE ON legacy_pricing
+BEGIN
+    SELECT RAISE(ABORT, 'legacy_pricing is fixed by migration 0008');
+END;
+
 CREATE TRIGGER model_prices_forbid_delete BEFORE DELETE ON model_prices
 BEGIN
     SELECT RAISE(ABORT, 'model_prices is append-only: add a row with a later effective_from_us');
@@ -295,12 +319,26 @@ FROM usage_rollup_rows GROUP BY org_id, model, usage_rollup_rows.day;
 CREATE VIEW event_prices AS
 SELECT
     events.id AS event_id,
-    (SELECT events.prompt_tokens * p.prompt_nanos_per_token + events.completion_tokens * p.completion_nanos_per_token
-     FROM model_prices AS p
-     WHERE substr(lower(events.model), 1, length(p.model_prefix)) = p.model_prefix
-       AND p.effective_from_us <= events.timestamp_us
-     ORDER BY length(p.model_prefix) DESC, p.effective_from_us DESC
-     LIMIT 1) AS cost_nanos
+    CASE WHEN events.id <= (SELECT last_event_id FROM legacy_pricing WHERE id = 1) THEN
+        (SELECT events.prompt_tokens * p.prompt_nanos_per_token + events.completion_tokens * p.completion_nanos_per_token
+         FROM model_prices AS p
+         WHERE p.legacy_prefix = 1
+           AND substr(lower(events.model), 1, length(p.model_pattern)) = p.model_pattern
+           AND p.effective_from_us <= events.timestamp_us
+         ORDER BY length(p.model_pattern) DESC, p.effective_from_us DESC
+         LIMIT 1)
+    ELSE
+        (SELECT events.prompt_tokens * p.prompt_nanos_per_token + events.completion_tokens * p.completion_nanos_per_token
+         FROM model_prices AS p
+         WHERE p.legacy_prefix = 0
+           AND p.effective_from_us <= events.timestamp_us
+           AND (p.model_pattern = lower(trim(events.model, char(32, 9, 10, 11, 12, 13)))
+                OR (substr(p.model_pattern, -1) = '*'
+                    AND substr(lower(trim(events.model, char(32, 9, 10, 11, 12, 13))), 1, length(p.model_pattern) - 1)
+                        = substr(p.model_pattern, 1, length(p.model_pattern) - 1)))
+         ORDER BY substr(p.model_pattern, -1) = '*', length(p.model_pattern) DESC, p.effective_from_us DESC
+         LIMIT 1)
+    END AS cost_nanos
 FROM events
 WHERE events.kind = 'consume';
 
@@ -459,7 +497,7 @@ GROUP BY usage_window, agent_id, model;
 
 CREATE VIEW usage_agent_model_pending AS
 SELECT (SELECT usage_window FROM ledger_settings WHERE id = 1) AS usage_window,
-       coalesce(agent_id, '') AS agent_id, coalesce(model, '') AS model,
+       coalesce(agent_id, '') AS agent_id, coalesce(lower(trim(model, char(32, 9, 10, 11, 12, 13))), '') AS model,
        sum(prompt_tokens) AS prompt_tokens, sum(completion_tokens) AS completion_tokens, count(*) AS request_count,
        coalesce(sum(cost_nanos), 0) AS cost_nanos, sum(cost_nanos IS NULL) AS unpriced_requests,
        coalesce(sum(latency_ms), 0) AS latency_ms_sum, count(latency_ms) AS latency_count
@@ -521,7 +559,7 @@ SELECT
     coalesce(org_id, '') AS org_id,
     coalesce(user_id, '') AS user_id,
     coalesce(agent_id, '') AS agent_id,
-    coalesce(model, '') AS model,
+    coalesce(lower(trim(model, char(32, 9, 10, 11, 12, 13))), '') AS model,
     sum(min(prompt_tokens, 1000000000)) AS prompt_tokens,
     sum(min(completion_tokens, 1000000000)) AS completion_tokens,
     count(*) AS request_count,
@@ -546,7 +584,7 @@ CREATE VIEW usage_rollup_pending AS
 SELECT (SELECT usage_window FROM ledger_settings WHERE id = 1) AS usage_window,
        timestamp_us / 86400000000 AS day,
        coalesce(org_id, '') AS org_id, coalesce(user_id, '') AS user_id,
-       coalesce(agent_id, '') AS agent_id, coalesce(model, '') AS model,
+       coalesce(agent_id, '') AS agent_id, coalesce(lower(trim(model, char(32, 9, 10, 11, 12, 13))), '') AS model,
        sum(prompt_tokens) AS prompt_tokens, sum(completion_tokens) AS completion_tokens, count(*) AS request_count,
        coalesce(sum(cost_nanos), 0) AS cost_nanos, sum(cost_nanos IS NULL) AS unpriced_requests,
        coalesce(sum(latency_ms), 0) AS latency_ms_sum, count(latency_ms) AS latency_count

@@ -92,7 +92,7 @@ public enum ExportGrouping: String, Sendable, CaseIterable {
         switch self {
         case .org: return "org_id"
         case .agent: return "agent_id"
-        case .model: return "model"
+        case .model: return ModelName.sql("model")
         case .thread: return "thread_id"
         case .day: return "timestamp_us / 86400000000"
         }

@@ -29,7 +29,7 @@ public struct UsageOverview: Sendable, Equatable {
     public let totals: UsageTotals
     /// Per agent id (nil: events recorded without one), most tokens first.
     public let byAgent: [(agentID: String?, totals: UsageTotals)]
-    /// Per model name as recorded (nil: none), most tokens first.
+    /// Per normalised model name (`ModelName.normalized`; nil: none), most tokens first.
     public let byModel: [(model: String?, totals: UsageTotals)]
     /// Threads that are open now.
     public let activeThreads: Int64
@@ -106,10 +106,11 @@ extension Ledger {
         return try totals(where: "agent_id = ?2", value: agentID, scope: scope)
     }
 
-    /// One model's totals, by the model name as recorded (zeros for an unknown model).
+    /// One model's totals, by its normalised name (`ModelName.normalized`: `GPT-4o ` is gpt-4o;
+    /// zeros for an unknown model).
     public func usage(model: String, scope: UsageScope = .currentWindow) throws -> UsageTotals {
         try Validate.identifier(model, field: "model")
-        return try totals(where: "model = ?2", value: model, scope: scope)
+        return try totals(where: "model = ?2", value: ModelName.normalized(model), scope: scope)
     }
 
     private func totals(where condition: String, value: String, scope: UsageScope) throws -> UsageTotals {

@@ -17,7 +17,8 @@ extension Ledger {
     /// The triggers that keep `events` append-only (`events_check_insert` refuses replacing inserts).
     private static let guardTriggers = [
         "events_forbid_update", "events_forbid_delete", "events_check_insert",
-        "model_prices_forbid_update", "model_prices_forbid_delete",
+        "model_prices_forbid_update", "model_prices_forbid_delete", "legacy_pricing_forbid_update",
+        "legacy_pricing_forbid_delete",
     ]
 
     /// The unique indexes on `events` that `events_check_insert` guards against INSERT OR REPLACE.

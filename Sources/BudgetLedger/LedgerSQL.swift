@@ -82,32 +82,41 @@ enum LedgerSQL {
         FROM events WHERE caused_by = ? AND kind = 'threshold' ORDER BY threshold_percent
         """
 
-    /// The price in force for a model at a time: longest prefix first, then the latest.
-    /// `lower()` is SQLite's (ASCII only), the same as in the `event_prices` view.
+    /// The price in force for the normalised model name `?1` at `?2` (migration 0008's rule, as
+    /// the `event_prices` view applies it after `legacy_pricing.last_event_id`): the exact name
+    /// first, then the pattern with the longest literal; among those, the latest start.
     static let selectPriceForModel = """
-        SELECT model_prefix, prompt_nanos_per_token, completion_nanos_per_token, effective_from_us, source
+        SELECT model_pattern, prompt_nanos_per_token, completion_nanos_per_token, effective_from_us, source
         FROM model_prices
-        WHERE substr(lower(?1), 1, length(model_prefix)) = model_prefix AND effective_from_us <= ?2
-        ORDER BY length(model_prefix) DESC, effective_from_us DESC
+        WHERE legacy_prefix = 0 AND effective_from_us <= ?2
+          AND (model_pattern = ?1
+               OR (substr(model_pattern, -1) = '*'
+                   AND substr(?1, 1, length(model_pattern) - 1) = substr(model_pattern, 1, length(model_pattern) - 1)))
+        ORDER BY substr(model_pattern, -1) = '*', length(model_pattern) DESC, effective_from_us DESC
         LIMIT 1
         """
 
+    /// The rows of the current rule (the legacy prefix rows before 0008 price only old events).
     static let selectPrices = """
-        SELECT model_prefix, prompt_nanos_per_token, completion_nanos_per_token, effective_from_us, source
-        FROM model_prices ORDER BY model_prefix, effective_from_us
+        SELECT model_pattern, prompt_nanos_per_token, completion_nanos_per_token, effective_from_us, source
+        FROM model_prices WHERE legacy_prefix = 0 ORDER BY model_pattern, effective_from_us
         """
 
+    /// Binds the normalised pattern (`ModelName.normalized`, checked by `setPrice`).
     static let insertPrice = """
-        INSERT INTO model_prices (model_prefix, prompt_nanos_per_token, completion_nanos_per_token, effective_from_us, source)
-        VALUES (lower(?), ?, ?, ?, ?)
+        INSERT INTO model_prices (model_pattern, prompt_nanos_per_token, completion_nanos_per_token, effective_from_us, source)
+        VALUES (?, ?, ?, ?, ?)
         """
 
-    /// The latest consume at or after `?1` whose model starts with the lowercased prefix `?2`
-    /// (as the `event_prices` view matches them): one a price for `?2` from `?1` would re-price.
-    /// The range is read through `events_timestamp`, so a start after every event reads nothing.
-    static let selectLatestConsumeOfPrefix = """
+    /// The latest consume at or after `?1` whose normalised model the price row `?2` matches: the
+    /// exact name `?2`, or, when `?3` is the literal of a pattern, every name starting with it.
+    /// One a price for `?2` from `?1` could re-price. The range is read through
+    /// `events_timestamp`, so a start after every event reads nothing.
+    static let selectLatestConsumeMatching = """
         SELECT id, timestamp_us FROM events
-        WHERE timestamp_us >= ?1 AND kind = 'consume' AND substr(lower(model), 1, length(?2)) = ?2
+        WHERE timestamp_us >= ?1 AND kind = 'consume'
+          AND (\(ModelName.sql("model")) = ?2
+               OR (?3 IS NOT NULL AND substr(\(ModelName.sql("model")), 1, length(?3)) = ?3))
         ORDER BY timestamp_us DESC LIMIT 1
         """
 

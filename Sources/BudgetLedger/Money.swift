@@ -68,12 +68,27 @@ public enum Money {
 
 /// One row of the price table.
 public struct ModelPrice: Sendable, Equatable {
-    /// Lowercase prefix matched against model names; the longest match wins.
-    public let modelPrefix: String
+    /// The normalised model name the row prices (`ModelName.normalized`), or a pattern: a
+    /// literal and one trailing `*`. The exact name wins, then the longest literal.
+    public let modelPattern: String
     public let promptNanodollarsPerToken: Int64
     public let completionNanodollarsPerToken: Int64
     /// UTC microseconds from which the price holds.
     public let effectiveFromMicroseconds: Int64
     /// Where the price came from.
     public let source: String
+}
+
+extension ModelPrice {
+    /// Whether the row names one model exactly or is a pattern.
+    public var match: PriceMatch { PriceMatch(pattern: modelPattern) }
+
+    /// Whether this row is the latest of its name or pattern that has started by `now`.
+    public func isInForce(among prices: [ModelPrice], at now: Int64) -> Bool {
+        guard effectiveFromMicroseconds <= now else { return false }
+        return !prices.contains { other in
+            other.modelPattern == modelPattern && other.effectiveFromMicroseconds <= now
+                && other.effectiveFromMicroseconds > effectiveFromMicroseconds
+        }
+    }
 }

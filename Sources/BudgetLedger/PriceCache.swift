@@ -24,8 +24,8 @@ struct PriceCache: Sendable {
     /// `max(id)` of the table the cache holds; -1: nothing loaded yet.
     private var version: Int64 = -1
     private var prices: [ModelPrice] = []
-    /// Per model name as given: the prices whose prefix matches it, longest prefix first, then
-    /// the latest start first (the order `LedgerSQL.selectPriceForModel` sorts by).
+    /// Per model name as given: the prices that match it, most specific first, then the latest
+    /// start first (the order `LedgerSQL.selectPriceForModel` sorts by).
     private var candidatesByModel: [String: [ModelPrice]] = [:]
 
     /// The price in force for `model` at `now`, reloading the table first when `currentVersion`
@@ -56,19 +56,15 @@ struct PriceCache: Sendable {
         return candidates.first { $0.effectiveFromMicroseconds <= now }
     }
 
-    /// The prices whose prefix starts `model` once lowercased as SQLite's `lower()` does (ASCII
-    /// letters only), compared by Unicode scalar as `substr` and `length` count characters.
+    /// The prices that match `model` once normalised (`ModelName.normalized`), most specific
+    /// first (the exact name, then the longest literal), then the latest start first.
     static func candidates(for model: String, in prices: [ModelPrice]) -> [ModelPrice] {
-        let lowered = model.unicodeScalars.map { scalar -> Unicode.Scalar in
-            ("A"..."Z").contains(scalar) ? Unicode.Scalar(scalar.value + 32)! : scalar
-        }
-        return prices.filter { price in
-            lowered.starts(with: price.modelPrefix.unicodeScalars)
+        let name = ModelName.normalized(model)
+        return prices.compactMap { price in
+            PriceMatch.specificity(of: price.modelPattern, for: name).map { (specificity: $0, price: price) }
         }.sorted { left, right in
-            let leftLength = left.modelPrefix.unicodeScalars.count
-            let rightLength = right.modelPrefix.unicodeScalars.count
-            if leftLength != rightLength { return leftLength > rightLength }
-            return left.effectiveFromMicroseconds > right.effectiveFromMicroseconds
-        }
+            if left.specificity != right.specificity { return left.specificity > right.specificity }
+            return left.price.effectiveFromMicroseconds > right.price.effectiveFromMicroseconds
+        }.map(\.price)
     }
 }

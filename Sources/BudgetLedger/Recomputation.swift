@@ -161,6 +161,8 @@ struct Recomputation {
         let timestamp: Int64 = try row[1]
         let agent: String = try row[8] ?? ""
         let model: String? = try row[9]
+        // The rollups group by the normalised name (migration 0008).
+        let modelKey = model.map(ModelName.normalized) ?? ""
         let add = { (sums: inout Sums) in
             sums.promptTokens = sums.promptTokens.saturatingAdd(prompt)
             sums.completionTokens = sums.completionTokens.saturatingAdd(completion)
@@ -172,11 +174,11 @@ struct Recomputation {
         }
         let rollupKey = RollupKey(
             usageWindow: settings.usageWindow, day: timestamp / 86_400_000_000, organizationID: try row[11] ?? "",
-            userID: try row[12] ?? "", agentID: agent, model: model ?? "")
+            userID: try row[12] ?? "", agentID: agent, model: modelKey)
         add(&rollup[rollupKey, default: Sums()])
-        add(&agentModel[AgentModelKey(usageWindow: settings.usageWindow, agentID: agent, model: model ?? ""), default: Sums()])
+        add(&agentModel[AgentModelKey(usageWindow: settings.usageWindow, agentID: agent, model: modelKey), default: Sums()])
 
-        let expected = prices.cost(model: model, at: timestamp, promptTokens: try row[4], completionTokens: try row[5])
+        let expected = prices.cost(model: model, eventID: id, at: timestamp, promptTokens: try row[4], completionTokens: try row[5])
         if expected != cost, mispricedEventIDs.count < 20 { mispricedEventIDs.append(id) }
     }
 
@@ -196,50 +198,77 @@ struct Recomputation {
     }
 }
 
-/// The price table, for recomputing each consume's cost as the `event_prices` view does:
-/// the longest prefix of the lowercased model (ASCII, as SQLite's `lower`), then the latest
-/// `effective_from_us` not after the event.
+/// The price table, for recomputing each consume's cost as the `event_prices` view does: up to
+/// `legacy_pricing.last_event_id`, the old rule over the legacy rows (the longest prefix of the
+/// lowercased model, ASCII as SQLite's `lower`); after it, migration 0008's rule over the other
+/// rows (the normalised name's exact row, else the pattern with the longest literal); then the
+/// latest `effective_from_us` not after the event.
 struct PriceTable {
     private struct Price {
-        let prefix: [Unicode.Scalar]
+        let pattern: String
         let prompt: Int64
         let completion: Int64
         let from: Int64
     }
 
-    /// Longest prefix first, then latest start first: the view's ORDER BY.
+    /// The last event priced by the legacy rule.
+    private let lastLegacyEventID: Int64
+    /// Legacy rows, longest prefix first, then latest start first: the view's ORDER BY.
+    private let legacyPrices: [Price]
     private let prices: [Price]
-    /// Per model name as recorded: the prices whose prefix it starts with, in that order.
+    /// Per model name as recorded: the legacy rows whose prefix it starts with, in that order.
+    private var legacyCandidates: [String: [Price]] = [:]
+    /// Per model name as recorded: the rows that match it, most specific first, then latest start.
     private var candidates: [String: [Price]] = [:]
 
     init(on connection: Connection) throws {
-        prices = try connection.prepare(
+        lastLegacyEventID = try connection.prepare("SELECT last_event_id FROM legacy_pricing WHERE id = 1")
+            .fetchOne { try $0[0] as Int64 } ?? 0
+        let rows = try connection.prepare(
             """
-            SELECT model_prefix, prompt_nanos_per_token, completion_nanos_per_token, effective_from_us FROM model_prices
-            ORDER BY length(model_prefix) DESC, effective_from_us DESC
+            SELECT model_pattern, prompt_nanos_per_token, completion_nanos_per_token, effective_from_us, legacy_prefix
+            FROM model_prices ORDER BY length(model_pattern) DESC, effective_from_us DESC
             """
         ).fetchAll { row in
-            Price(prefix: Array((try row[0] as String).unicodeScalars), prompt: try row[1], completion: try row[2], from: try row[3])
+            (Price(pattern: try row[0], prompt: try row[1], completion: try row[2], from: try row[3]), try row[4] as Bool)
         }
+        legacyPrices = rows.filter(\.1).map(\.0)
+        prices = rows.filter { !$0.1 }.map(\.0)
     }
 
-    /// The cost at the price in force at `timestamp`; nil without one; -1 when it overflows
-    /// (SQLite's product turns to a float there, which no recorded cost equals, and no recorded
-    /// cost is negative).
-    mutating func cost(model: String?, at timestamp: Int64, promptTokens: Int64, completionTokens: Int64) -> Int64? {
+    /// The cost at the price in force for event `id` at `timestamp`; nil without one; -1 when it
+    /// overflows (SQLite's product turns to a float there, which no recorded cost equals, and no
+    /// recorded cost is negative).
+    mutating func cost(model: String?, eventID id: Int64, at timestamp: Int64, promptTokens: Int64, completionTokens: Int64)
+        -> Int64?
+    {
         guard let model else { return nil }
-        let matching: [Price]
-        if let known = candidates[model] {
-            matching = known
-        } else {
-            let lowered = Array(model.lowercasedASCII.unicodeScalars)
-            matching = prices.filter { lowered.starts(with: $0.prefix) }
-            candidates[model] = matching
-        }
+        let matching = id <= lastLegacyEventID ? legacyMatches(model) : matches(model)
         guard let price = matching.first(where: { $0.from <= timestamp }) else { return nil }
         let (prompt, promptOverflow) = promptTokens.multipliedReportingOverflow(by: price.prompt)
         let (completion, completionOverflow) = completionTokens.multipliedReportingOverflow(by: price.completion)
         let (sum, sumOverflow) = prompt.addingReportingOverflow(completion)
         return promptOverflow || completionOverflow || sumOverflow ? -1 : sum
+    }
+
+    private mutating func legacyMatches(_ model: String) -> [Price] {
+        if let known = legacyCandidates[model] { return known }
+        let lowered = Array(model.lowercasedASCII.unicodeScalars)
+        let matching = legacyPrices.filter { lowered.starts(with: $0.pattern.unicodeScalars) }
+        legacyCandidates[model] = matching
+        return matching
+    }
+
+    private mutating func matches(_ model: String) -> [Price] {
+        if let known = candidates[model] { return known }
+        let name = ModelName.normalized(model)
+        let matching = prices.compactMap { price in
+            PriceMatch.specificity(of: price.pattern, for: name).map { (specificity: $0, price: price) }
+        }.sorted { left, right in
+            if left.specificity != right.specificity { return left.specificity > right.specificity }
+            return left.price.from > right.price.from
+        }.map(\.price)
+        candidates[model] = matching
+        return matching
     }
 }

@@ -44,7 +44,7 @@ struct PricesController: APIController {
         let (prices, now) = try await ledger.run { ledger in (try ledger.prices(), ledger.configuration.clock()) }
         let rows = prices.map { price -> JSONValue in
             guard case .object(var members) = price.json else { return price.json }
-            members.append(("inForce", .bool(Self.isInForce(price, among: prices, at: now))))
+            members.append(("inForce", .bool(price.isInForce(among: prices, at: now))))
             return .object(members)
         }
         let text = JSONValue.object([("prices", .array(rows)), ("count", .integer(Int64(prices.count)))]).serialized()
@@ -59,13 +59,19 @@ struct PricesController: APIController {
         return response
     }
 
-    /// `{"model": name as asked, "price": row}`: the row the ledger would bill a consume of
-    /// `model` by now; 404 when none applies (such a consume's cost is null).
+    /// `{"model": name as asked, "normalizedModel", "match": "exact" | "pattern", "price": row}`:
+    /// the row the ledger would bill a consume of `model` by now, and why; 404 when none applies
+    /// (such a consume's cost is null).
     private func modelPrice(_ model: String) async throws -> Response {
         guard let price = try await ledger.run({ try $0.price(forModel: model) }) else {
             throw APIError(status: .notFound, error: "not found", detail: "No price for model: \(model)")
         }
-        return JSONResponse(.object([("model", .string(model)), ("price", price.json)])).response()
+        return JSONResponse(
+            .object([
+                ("model", .string(model)), ("normalizedModel", .string(ModelName.normalized(model))),
+                ("match", .string(price.match == .exact ? "exact" : "pattern")), ("price", price.json),
+            ])
+        ).response()
     }
 
     /// Adds a price for `model` from `effectiveFrom` (default now), as `price set`.
@@ -95,15 +101,6 @@ struct PricesController: APIController {
         }
         guard let text else { throw APIError.invalid(field, "is required") }
         return text
-    }
-
-    /// Whether `price` is the latest row of its prefix that has started by `now`.
-    static func isInForce(_ price: ModelPrice, among prices: [ModelPrice], at now: Int64) -> Bool {
-        guard price.effectiveFromMicroseconds <= now else { return false }
-        return !prices.contains { other in
-            other.modelPrefix == price.modelPrefix && other.effectiveFromMicroseconds <= now
-                && other.effectiveFromMicroseconds > price.effectiveFromMicroseconds
-        }
     }
 
     /// A strong entity tag of `text`: FNV-1a 64, quoted (a content hash, not a secret).

@@ -73,7 +73,7 @@ struct UsageController: APIController {
         let model = try context.pathIdentifier("model", field: "model")
         let scope = try Self.scope(request)
         let totals = try await ledger.run { try $0.usage(model: model, scope: scope) }
-        return JSONResponse(totals.json(key: ("model", .string(model)))).response()
+        return JSONResponse(totals.json(key: ("model", .string(ModelName.normalized(model))))).response()
     }
 
     /// Starts a new usage window for the overview; deletes nothing.

@@ -138,7 +138,7 @@ extension ModelPrice {
     /// `{model, promptPerMillion, completionPerMillion, effectiveFrom, source}`, prices as exact USD decimals.
     public var json: JSONValue {
         .object([
-            ("model", .string(modelPrefix)),
+            ("model", .string(modelPattern)),
             ("promptPerMillion", .decimal(Money.usdPerMillion(nanodollarsPerToken: promptNanodollarsPerToken))),
             ("completionPerMillion", .decimal(Money.usdPerMillion(nanodollarsPerToken: completionNanodollarsPerToken))),
             ("effectiveFrom", .string(Timestamps.iso8601(microseconds: effectiveFromMicroseconds))),

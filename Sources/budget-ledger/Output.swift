@@ -76,7 +76,7 @@ enum Output {
 
     /// One line of text for a price row.
     static func text(_ price: ModelPrice) -> String {
-        "\(price.modelPrefix): $\(Money.usdPerMillion(nanodollarsPerToken: price.promptNanodollarsPerToken)) prompt, "
+        "\(price.modelPattern): $\(Money.usdPerMillion(nanodollarsPerToken: price.promptNanodollarsPerToken)) prompt, "
             + "$\(Money.usdPerMillion(nanodollarsPerToken: price.completionNanodollarsPerToken)) completion per million tokens, "
             + "from \(Timestamps.iso8601(microseconds: price.effectiveFromMicroseconds))"
     }

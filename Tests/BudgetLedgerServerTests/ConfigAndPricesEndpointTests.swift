@@ -59,7 +59,7 @@ struct ConfigAndPricesEndpointTests {
             let rows = try #require(object["prices"] as? [[String: Any]])
             #expect(int64(object["count"]) == Int64(rows.count))
             let expected = try folder.withLedger { try $0.prices() }
-            #expect(rows.map { $0["model"] as? String } == expected.map(\.modelPrefix))
+            #expect(rows.map { $0["model"] as? String } == expected.map(\.modelPattern))
             let gpt4o = rows.filter { $0["model"] as? String == "gpt-4o" }
             #expect(gpt4o.map { $0["inForce"] as? Bool } == [true, false])
             #expect(gpt4o.last?["effectiveFrom"] as? String == Timestamps.iso8601(microseconds: future.effectiveFromMicroseconds))
@@ -90,11 +90,11 @@ struct ConfigAndPricesEndpointTests {
 
     @Test func aModelsPriceIsTheOneTheConsumePathBillsBy() async throws {
         // Proves: GET /prices/{model} answers the row the ledger prices a consume of that name by
-        // (longest prefix, case-insensitive today), the same cost a consume records; 404 unpriced.
+        // (and why: here the dated-variant pattern), the same cost a consume records; 404 unpriced.
         try await withServer { client, _ in
             let mini = try await client.get("/api/v1/prices/GPT-4o-mini-2024-07-18")
             #expect(mini.status == .ok)
-            #expect(mini.text.hasPrefix(#"{"model":"GPT-4o-mini-2024-07-18","price":{"model":"gpt-4o-mini","promptPerMillion":0.15,"completionPerMillion":0.6,"#))
+            #expect(mini.text.hasPrefix(#"{"model":"GPT-4o-mini-2024-07-18","normalizedModel":"gpt-4o-mini-2024-07-18","match":"pattern","price":{"model":"gpt-4o-mini-20*","promptPerMillion":0.15,"completionPerMillion":0.6,"#))
             let consume = try await client.post(
                 "/api/v1/threads/t/consume", json: #"{"promptTokens":1000,"completionTokens":500,"model":"GPT-4o-mini-2024-07-18"}"#)
             #expect(consume.text.contains(#""cost":0.00045,"#))
@@ -115,7 +115,7 @@ struct ConfigAndPricesEndpointTests {
                 json: #"{"promptPerMillion":"0.001","completionPerMillion":"2","effectiveFrom":"2030-01-01T00:00:00Z"}"#)
             #expect(set.status == .ok)
             #expect(set.text == #"{"model":"acme-2","promptPerMillion":0.001,"completionPerMillion":2,"effectiveFrom":"2030-01-01T00:00:00.000000Z","source":"budget-ledger REST API"}"#)
-            let stored = try folder.withLedger { try $0.prices().filter { $0.modelPrefix == "acme-2" } }
+            let stored = try folder.withLedger { try $0.prices().filter { $0.modelPattern == "acme-2" } }
             #expect(stored.map(\.promptNanodollarsPerToken) == [1])
             let fraction = try await client.send(
                 .put, "/api/v1/prices/acme-3", json: #"{"promptPerMillion":2.5,"completionPerMillion":"1"}"#)
@@ -130,7 +130,7 @@ struct ConfigAndPricesEndpointTests {
                 .put, "/api/v1/prices/acme-2",
                 json: #"{"promptPerMillion":"1","completionPerMillion":"2","effectiveFrom":"2030-01-01T00:00:00Z"}"#)
             #expect(again.status == .conflict)
-            #expect(try folder.withLedger { try $0.prices().filter { $0.modelPrefix.hasPrefix("acme") }.count } == 1)
+            #expect(try folder.withLedger { try $0.prices().filter { $0.modelPattern.hasPrefix("acme") }.count } == 1)
         }
     }
 }

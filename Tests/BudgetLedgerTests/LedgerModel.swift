@@ -162,7 +162,8 @@ struct LedgerModel {
     }
 
     struct Price {
-        let prefix: String
+        /// A normalised exact name, or a literal and one trailing `*`.
+        let pattern: String
         let promptNanos: Int64
         let completionNanos: Int64
         let from: Int64
@@ -186,18 +187,21 @@ struct LedgerModel {
     private(set) var usage: [UsageKey: UsageTotals] = [:]
     /// All-time sums of prompt tokens, completion tokens, cost and latency: the ledger's capacity.
     private var allTimeSums: [Int64] = [0, 0, 0, 0]
-    /// The latest consume of each model (lowercased): a price may not start at or before it.
+    /// The latest consume of each model (normalised): a price may not start at or before it.
     private var latestConsumeByModel: [String: Int64] = [:]
 
     init(nextEventID: Int64) {
         self.nextEventID = nextEventID
-        // Migration 0002's seeded prices, in force from the beginning of time.
+        // Migration 0002's seeded prices as migration 0008 restates them: each name exactly and
+        // its dated variants (NAME-20*), in force from the beginning of time.
         let seeded: [(String, Int64, Int64)] = [
             ("grok-4.1", 3000, 15000), ("grok-3", 3000, 15000), ("claude-opus-4", 15000, 75000),
             ("claude-sonnet-4", 3000, 15000), ("claude-sonnet-3-5", 3000, 15000), ("gpt-4o", 2500, 10000),
             ("gpt-4o-mini", 150, 600), ("o1", 15000, 60000), ("o3-mini", 1100, 4400),
         ]
-        prices = seeded.map { Price(prefix: $0.0, promptNanos: $0.1, completionNanos: $0.2, from: 0) }
+        prices = seeded.flatMap { name, prompt, completion in
+            [name, name + "-20*"].map { Price(pattern: $0, promptNanos: prompt, completionNanos: completion, from: 0) }
+        }
     }
 
     // MARK: - Reads
@@ -253,13 +257,30 @@ struct LedgerModel {
     /// Every hold ever made, in id order (a dictionary's order changes from run to run).
     var holdIDs: [Int64] { holds.keys.sorted() }
 
-    /// The price in force for `model` at `time`: the longest matching prefix, then the latest start.
+    /// Whether the price row `pattern` prices the normalised `name`, and how specifically: the
+    /// exact name beats every pattern, a longer literal a shorter one.
+    static func specificity(of pattern: String, for name: String) -> Int? {
+        if pattern.hasSuffix("*") {
+            let literal = Array(pattern.unicodeScalars.dropLast())
+            return Array(name.unicodeScalars).starts(with: literal) ? literal.count : nil
+        }
+        return Array(pattern.unicodeScalars) == Array(name.unicodeScalars) ? Int.max : nil
+    }
+
+    /// The price in force for `model` at `time`: the most specific row, then the latest start.
     func price(forModel model: String, at time: Int64) -> Price? {
-        let lowered = model.lowercasedASCIIForModel
-        return prices.filter { lowered.hasPrefix($0.prefix) && $0.from <= time }
-            .max { left, right in
-                left.prefix.count != right.prefix.count ? left.prefix.count < right.prefix.count : left.from < right.from
+        let name = model.normalizedForModel
+        var best: (specificity: Int, price: Price)?
+        for price in prices where price.from <= time {
+            guard let specificity = Self.specificity(of: price.pattern, for: name) else { continue }
+            if let current = best,
+                current.specificity > specificity || (current.specificity == specificity && current.price.from >= price.from)
+            {
+                continue
             }
+            best = (specificity, price)
+        }
+        return best?.price
     }
 
     // MARK: - Calls
@@ -380,7 +401,7 @@ struct LedgerModel {
         if let reservationID { holds[reservationID]?.ending = .settled }
         threads[call.threadID] = thread
         for index in allTimeSums.indices { allTimeSums[index] += added[index] }
-        if let model = call.usage.model { latestConsumeByModel[model.lowercasedASCIIForModel] = now }
+        if let model = call.usage.model { latestConsumeByModel[model.normalizedForModel] = now }
         var totals = UsageTotals()
         totals.promptTokens = call.promptTokens
         totals.completionTokens = call.completionTokens
@@ -389,7 +410,8 @@ struct LedgerModel {
         totals.unpricedRequests = cost == nil ? 1 : 0
         totals.latencyMillisecondsSum = call.usage.latencyMilliseconds ?? 0
         totals.latencyCount = call.usage.latencyMilliseconds == nil ? 0 : 1
-        usage[UsageKey(window: usageWindow, agentID: call.usage.agentID, model: call.usage.model), default: UsageTotals()]
+        let modelKey = call.usage.model.map(\.normalizedForModel).flatMap { $0.isEmpty ? nil : $0 }
+        usage[UsageKey(window: usageWindow, agentID: call.usage.agentID, model: modelKey), default: UsageTotals()]
             .add(totals)
         let event = ConsumeEvent(
             id: consumeID, timestampMicroseconds: now, threadID: call.threadID, promptTokens: call.promptTokens,
@@ -540,21 +562,26 @@ struct LedgerModel {
 
     private mutating func setPrice(_ model: String, prompt: String, completion: String, from: Int64) -> ModelOutcome {
         if let field = Self.identifierProblem(model, field: "model") { return .invalidInput(field: field) }
+        let pattern = model.normalizedForModel
+        if pattern.isEmpty || pattern == "*" || pattern.dropLast().contains("*") { return .invalidInput(field: "model") }
         guard let promptNanos = ModelPrices.nanosPerToken(prompt) else { return .invalidInput(field: "prompt price") }
         guard let completionNanos = ModelPrices.nanosPerToken(completion) else {
             return .invalidInput(field: "completion price")
         }
         guard (0...Timestamps.maxMicroseconds).contains(from) else { return .invalidInput(field: "from") }
-        let prefix = model.lowercasedASCIIForModel
+        return setPrice(pattern: pattern, promptNanos: promptNanos, completionNanos: completionNanos, from: from)
+    }
+
+    private mutating func setPrice(pattern: String, promptNanos: Int64, completionNanos: Int64, from: Int64) -> ModelOutcome {
         // A price may not start at or before a recorded consume whose model it matches.
-        if latestConsumeByModel.contains(where: { $0.key.hasPrefix(prefix) && $0.value >= from }) {
+        if latestConsumeByModel.contains(where: { Self.specificity(of: pattern, for: $0.key) != nil && $0.value >= from }) {
             return .conflict
         }
-        if prices.contains(where: { $0.prefix == prefix && $0.from == from }) { return .conflict }
-        prices.append(Price(prefix: prefix, promptNanos: promptNanos, completionNanos: completionNanos, from: from))
+        if prices.contains(where: { $0.pattern == pattern && $0.from == from }) { return .conflict }
+        prices.append(Price(pattern: pattern, promptNanos: promptNanos, completionNanos: completionNanos, from: from))
         return .priced(
             ModelPrice(
-                modelPrefix: prefix, promptNanodollarsPerToken: promptNanos, completionNanodollarsPerToken: completionNanos,
+                modelPattern: pattern, promptNanodollarsPerToken: promptNanos, completionNanodollarsPerToken: completionNanos,
                 effectiveFromMicroseconds: from, source: "budget-ledger price set"))
     }
 
@@ -670,8 +697,14 @@ extension UsageTotals {
 
 extension String {
     /// ASCII letters lowercased, as SQLite's `lower()` (the models here are ASCII).
-    var lowercasedASCIIForModel: String {
-        String(String.UnicodeScalarView(unicodeScalars.map { ("A"..."Z").contains($0) ? Unicode.Scalar($0.value + 32)! : $0 }))
+    /// The model's own statement of the naming rule (README, Money): ASCII whitespace trimmed,
+    /// ASCII letters lowercased.
+    var normalizedForModel: String {
+        let whitespace: Set<Unicode.Scalar> = [" ", "\t", "\n", "\u{0B}", "\u{0C}", "\r"]
+        var scalars = Array(unicodeScalars)
+        while let first = scalars.first, whitespace.contains(first) { scalars.removeFirst() }
+        while let last = scalars.last, whitespace.contains(last) { scalars.removeLast() }
+        return String(String.UnicodeScalarView(scalars.map { ("A"..."Z").contains($0) ? Unicode.Scalar($0.value + 32)! : $0 }))
     }
 
     /// Short enough for an operation log: long ids by their length.

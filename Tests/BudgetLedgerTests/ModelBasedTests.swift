@@ -236,8 +236,8 @@ struct ModelRun {
             }
             for name in OperationGenerator.models.compactMap({ $0 }) {
                 let totals = try ledger.usage(model: name, scope: scopeValue)
-                if totals != wanted.byModel[name] ?? UsageTotals() {
-                    return "usage(model: \(name)) (\(scope)): ledger \(totals), model \(wanted.byModel[name] ?? UsageTotals())"
+                if totals != wanted.byModel[name.normalizedForModel] ?? UsageTotals() {
+                    return "usage(model: \(name)) (\(scope)): ledger \(totals), model \(wanted.byModel[name.normalizedForModel] ?? UsageTotals())"
                 }
             }
             let agentTokens = overview.byAgent.map(\.totals.totalTokens)
@@ -247,8 +247,8 @@ struct ModelRun {
         }
         let defaultMax = try ledger.maxTokensPerThread
         if defaultMax != model.defaultMaxTokens { return "default max: ledger \(defaultMax), model \(model.defaultMaxTokens)" }
-        let prices = try ledger.prices().map { "\($0.modelPrefix)@\($0.effectiveFromMicroseconds): \($0.promptNanodollarsPerToken)/\($0.completionNanodollarsPerToken)" }
-        let wantedPrices = model.prices.map { "\($0.prefix)@\($0.from): \($0.promptNanos)/\($0.completionNanos)" }
+        let prices = try ledger.prices().map { "\($0.modelPattern)@\($0.effectiveFromMicroseconds): \($0.promptNanodollarsPerToken)/\($0.completionNanodollarsPerToken)" }
+        let wantedPrices = model.prices.map { "\($0.pattern)@\($0.from): \($0.promptNanos)/\($0.completionNanos)" }
         if prices.sorted() != wantedPrices.sorted() { return "prices: ledger \(prices.sorted()), model \(wantedPrices.sorted())" }
         return nil
     }

@@ -58,10 +58,13 @@ struct OperationGenerator {
     static let edgeIdentifiers = [String(repeating: "y", count: 256), "tëst-ü"]
     static let agents: [String?] = [nil, "planner", "coder", "critic"]
     static let models: [String?] = [
-        nil, "gpt-4o", "gpt-4o-mini", "GPT-4o-2024", "claude-opus-4-1", "m-custom-small", "M-Custom-Large-v2",
-        "o1-preview", "unpriced-model",
+        nil, "gpt-4o", " GPT-4o ", "gpt-4o-mini", "GPT-4o-2024-08-06", "claude-opus-4-1", "m-custom-small",
+        "M-Custom-Large-v2", "o1-preview", "o1-mini", "o1-2024-12-17", "unpriced-model",
     ]
-    static let priceModels = ["m-custom", "M-CUSTOM", "m-custom-large", "gpt-4o", "o1", "GPT-4O-MINI"]
+    static let priceModels = [
+        "m-custom", "M-CUSTOM", "m-custom-large", "m-custom-*", " M-CUSTOM-L* ", "gpt-4o", "o1", "o1-*", "GPT-4O-MINI",
+        "*", "a*b",
+    ]
     static let providers: [String?] = [nil, "openai", "anthropic"]
     static let latencies: [Int64?] = [nil, 0, 1, 250, LedgerLimits.latencyMillisecondsMax]
     static let tokenLimit = LedgerLimits.tokensPerCallMax

@@ -67,12 +67,12 @@ struct PriceRuleTests {
 
     @Test("a price may not start at or before a recorded consume it would price; the error names that consume")
     func priceMayNotRepriceARecordedConsume() throws {
-        // Proves the rule that keeps history's costs: a new price for a prefix may not start at or
-        // before the time of a consume whose model it matches (case-insensitively), including
+        // Proves the rule that keeps history's costs: a new price may not start at or before the
+        // time of a consume whose model it matches (by the normalised name), including
         // the same microsecond, which was let through before; after that time it may.
         let clock = ManualClock()
         let ledger = try Ledger.inMemory(configuration: Ledger.Configuration(clock: clock.read))
-        let recorded = try ledger.consume("t", promptTokens: 1_000, usage: UsageDetails(model: "GPT-4o-2026"))
+        let recorded = try ledger.consume("t", promptTokens: 1_000, usage: UsageDetails(model: " GPT-4o"))
         let at = recorded.event.timestampMicroseconds
         for from in [nil, at, at - 1] {
             let error = try #require(throws: LedgerError.self, "from \(String(describing: from))") {

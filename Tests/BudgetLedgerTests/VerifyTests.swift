@@ -13,7 +13,7 @@ struct VerifyTests {
         let path = folder.path("l.db")
         let clock = ManualClock()
         let ledger = try Ledger(path: path, configuration: Ledger.Configuration(clock: clock.read))
-        _ = try ledger.setPrice(model: "gpt-x", promptUSDPerMillion: "2.5", completionUSDPerMillion: "10")
+        _ = try ledger.setPrice(model: "gpt-x-*", promptUSDPerMillion: "2.5", completionUSDPerMillion: "10")
         for step in 0..<2_300 {
             let thread = "t\(step % 7)"
             let usage = UsageDetails(
@@ -87,8 +87,8 @@ struct VerifyTests {
              "usage_agent_model_live"),
             ("UPDATE usage_rollup SET request_count = request_count + 1 WHERE rowid IN (SELECT rowid FROM usage_rollup LIMIT 1)",
              "usage_rollup_live"),
-            ("INSERT INTO model_prices (model_prefix, prompt_nanos_per_token, completion_nanos_per_token, effective_from_us, source) "
-                + "VALUES ('gpt-x-m', 1, 1, 0, 'test')", "has a cost that differs from the price table"),
+            ("INSERT INTO model_prices (model_pattern, prompt_nanos_per_token, completion_nanos_per_token, effective_from_us, source) "
+                + "VALUES ('gpt-x-m*', 1, 1, 0, 'test')", "has a cost that differs from the price table"),
         ]
         let folder = try TemporaryFolder()
         let (ledger, path) = try busyLedger(folder)

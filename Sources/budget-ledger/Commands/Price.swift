@@ -5,8 +5,8 @@ import BudgetLedgerWire
 extension BudgetLedgerCommand {
     struct Price: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Manage model prices (USD per million tokens; matched by longest prefix, case-insensitive).",
-            subcommands: [Set.self, List.self])
+            abstract: "Manage model prices (USD per million tokens; an exact model name, or a pattern with one trailing *).",
+            subcommands: [Set.self, List.self, Show.self])
 
         struct Set: ParsableCommand {
             static let configuration = CommandConfiguration(
@@ -14,7 +14,7 @@ extension BudgetLedgerCommand {
 
             @OptionGroup var options: LedgerOptions
 
-            @Argument(help: "The model name or prefix, e.g. gpt-4o.")
+            @Argument(help: "The model name (gpt-4o) or a pattern with one trailing * (gpt-4o-20*).")
             var model: String
 
             @Option(help: "USD per million prompt tokens, e.g. 2.5 (at most 3 decimals).")
@@ -41,16 +41,62 @@ extension BudgetLedgerCommand {
         }
 
         struct List: ParsableCommand {
-            static let configuration = CommandConfiguration(abstract: "List every price row.")
+            static let configuration = CommandConfiguration(
+                abstract: "List every price row; the rows in force now are marked.")
 
             @OptionGroup var options: LedgerOptions
 
             func run() throws {
                 try options.withExistingLedger { ledger in
                     let prices = try ledger.prices()
+                    let now = ledger.configuration.clock()
+                    let rows = prices.map { price -> JSONValue in
+                        guard case .object(var members) = price.json else { return price.json }
+                        members.append(("inForce", .bool(price.isInForce(among: prices, at: now))))
+                        return .object(members)
+                    }
                     Output.emit(
-                        .object([("prices", .array(prices.map(\.json))), ("count", .integer(Int64(prices.count)))]),
-                        text: prices.map(Output.text).joined(separator: "\n"), asJSON: options.json)
+                        .object([("prices", .array(rows)), ("count", .integer(Int64(prices.count)))]),
+                        text: prices.map { price in
+                            (price.isInForce(among: prices, at: now) ? "* " : "  ") + Output.text(price)
+                        }.joined(separator: "\n"),
+                        asJSON: options.json)
+                }
+            }
+        }
+
+        struct Show: ParsableCommand {
+            static let configuration = CommandConfiguration(
+                abstract: "Say which price row a model name gets at a time (default now), and why.")
+
+            @OptionGroup var options: LedgerOptions
+
+            @Argument(help: "The model name as a consume would record it.")
+            var model: String
+
+            @Option(help: "The time to ask about: ISO 8601 UTC date or date-time (default: now).")
+            var at: String?
+
+            func validate() throws {
+                _ = try at.map { try Timestamps.parse($0, option: "--at") }
+            }
+
+            func run() throws {
+                let time = try at.map { try Timestamps.parse($0, option: "--at") }
+                try options.withExistingLedger { ledger in
+                    let price = try ledger.price(forModel: model, at: time)
+                    let normalized = ModelName.normalized(model)
+                    let why = price.map { $0.match == .exact ? "exact" : "pattern" }
+                    Output.emit(
+                        .object([
+                            ("model", .string(model)), ("normalizedModel", .string(normalized)),
+                            ("match", why.map(JSONValue.string) ?? .null), ("price", price?.json ?? .null),
+                        ]),
+                        text: price.map { price in
+                            "\(normalized): " + (price.match == .exact ? "exact price " : "pattern \(price.modelPattern): ")
+                                + Output.text(price)
+                        } ?? "\(normalized): unpriced (its consumes have no cost)",
+                        asJSON: options.json)
                 }
             }
         }

@@ -1,0 +1,58 @@
+/// The one rule by which model names are compared everywhere (rollups, views, filters, prices).
+///
+/// Written twice, here and as `lower(trim(model, char(32, 9, 10, 11, 12, 13)))` in the SQL of
+/// migration 0008; `ModelNameTests` proves the two agree. `events.model` keeps the text as
+/// recorded.
+public enum ModelName {
+    /// The SQL expression of the rule for a column or parameter.
+    static func sql(_ operand: String) -> String { "lower(trim(\(operand), char(32, 9, 10, 11, 12, 13)))" }
+
+    /// ASCII whitespace: space, tab, line feed, vertical tab, form feed, carriage return.
+    private static func isTrimmed(_ scalar: Unicode.Scalar) -> Bool {
+        scalar == " " || (0x09...0x0D).contains(scalar.value)
+    }
+
+    /// `name` with ASCII whitespace trimmed from both ends and ASCII letters lowercased (SQLite's
+    /// `lower()` folds nothing else).
+    public static func normalized(_ name: String) -> String {
+        let scalars = Array(name.unicodeScalars)
+        guard let first = scalars.firstIndex(where: { !isTrimmed($0) }),
+            let last = scalars.lastIndex(where: { !isTrimmed($0) })
+        else { return "" }
+        var result = String.UnicodeScalarView()
+        for scalar in scalars[first...last] {
+            result.append(("A"..."Z").contains(scalar) ? Unicode.Scalar(scalar.value + 32)! : scalar)
+        }
+        return String(result)
+    }
+}
+
+/// How a price row names the models it prices: one exact (normalised) name, or a pattern, a
+/// literal with one trailing `*` that prices every name starting with the literal.
+public enum PriceMatch: Sendable, Equatable {
+    case exact
+    /// The literal before the `*`.
+    case pattern(literal: String)
+
+    /// The kind of a stored pattern.
+    init(pattern: String) {
+        if pattern.unicodeScalars.last == "*" {
+            self = .pattern(literal: String(String.UnicodeScalarView(pattern.unicodeScalars.dropLast())))
+        } else {
+            self = .exact
+        }
+    }
+
+    /// How specific the row `pattern` is for the normalised `name`, nil when it does not match:
+    /// an exact name beats every pattern, a longer literal beats a shorter one. Compared by
+    /// Unicode scalar, as SQLite's `=`, `substr` and `length` do.
+    static func specificity(of pattern: String, for name: String) -> Int? {
+        switch PriceMatch(pattern: pattern) {
+        case .exact:
+            return Array(pattern.unicodeScalars) == Array(name.unicodeScalars) ? Int.max : nil
+        case .pattern(let literal):
+            let literalScalars = Array(literal.unicodeScalars)
+            return Array(name.unicodeScalars).starts(with: literalScalars) ? literalScalars.count : nil
+        }
+    }
+}
