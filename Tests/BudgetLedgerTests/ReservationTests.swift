@@ -32,7 +32,7 @@ struct ReservationTests {
         let ledger = try Ledger.inMemory()
         try ledger.setLimit("t", maxTokens: 100)
         try ledger.consume("t", promptTokens: 30)
-        try ledger.reserve("t", tokens: 50)
+        _ = try ledger.reserve("t", tokens: 50)
         let refusal = try #require(throws: BudgetExhaustedError.self) { try ledger.checkBudget("t", estimatedTokens: 21) }
         #expect(refusal == BudgetExhaustedError(threadID: "t", used: 30, maxTokens: 100, requestedTokens: 21, heldTokens: 50))
         #expect(refusal.description.contains("and 50 held"))

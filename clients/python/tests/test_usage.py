@@ -99,13 +99,17 @@ def test_estimate_cost_figures(server, model: str, prompt: int, completion: int,
 
 def test_estimate_cost_follows_a_price_another_client_sets(server, tracker: UsageTracker) -> None:
     # Proves the per-model cache is dropped when the table changes: a price set by another
-    # client is used at the next estimate, and a longer name is priced by the server's rule.
+    # client is used at the next estimate, and names are matched by the server's rule (case and
+    # surrounding spaces do not matter; a longer name is priced only by an explicit pattern).
     model = f"zeta-{uuid.uuid4().hex[:6]}"
     assert tracker.estimate_cost(model, 1000, 1000) is None
     with UsageTracker(url=server.url, token=server.token) as other:
         row = other.set_price(model, "1.5", 6)
     assert (str(row.prompt_per_million), row.model) == ("1.5", model)
     assert tracker.estimate_cost(model, 1_000_000, 1_000_000) == 7.5
+    assert tracker.estimate_cost(" " + model.upper(), 2000, 0) == 0.003
+    assert tracker.estimate_cost(model + "-preview", 2000, 0) is None
+    tracker.set_price(model + "-*", "1.5", 6)
     assert tracker.estimate_cost(model.upper() + "-preview", 2000, 0) == 0.003
     listed = [price for price in tracker.prices.table() if price.model == model]
     assert [price.in_force for price in listed] == [True]
