@@ -1,4 +1,4 @@
--- The ledger's schema after migration 8, as SQLite stores it: generated from a fresh
+-- The ledger's schema after migration 9, as SQLite stores it: generated from a fresh
 -- ledger by `make schema` (SchemaSnapshotTests fails when it is stale). Read it to see every
 -- table, index, trigger and view in one place; change the schema only by a new migration.
 CREATE TABLE events (
@@ -306,14 +306,16 @@ CREATE VIEW billing_by_agent_model AS
 SELECT nullif(agent_id, '') AS agent_id, nullif(model, '') AS model,
        sum(prompt_tokens + completion_tokens) AS total_tokens, sum(prompt_tokens) AS prompt_tokens,
        sum(completion_tokens) AS completion_tokens, sum(request_count) AS request_count,
-       sum(cost_nanos) AS cost_nanos, sum(unpriced_requests) AS unpriced_requests
+       CASE WHEN sum(unpriced_requests) < sum(request_count) THEN sum(cost_nanos) END AS cost_nanos,
+       sum(unpriced_requests) AS unpriced_requests, sum(unpriced_requests) = 0 AS cost_complete
 FROM usage_agent_model_live GROUP BY agent_id, model;
 
 CREATE VIEW billing_by_org_model_day AS
 SELECT nullif(org_id, '') AS org_id, nullif(model, '') AS model, date(day * 86400, 'unixepoch') AS day,
        sum(prompt_tokens + completion_tokens) AS total_tokens, sum(prompt_tokens) AS prompt_tokens,
        sum(completion_tokens) AS completion_tokens, sum(request_count) AS request_count,
-       sum(cost_nanos) AS cost_nanos, sum(unpriced_requests) AS unpriced_requests
+       CASE WHEN sum(unpriced_requests) < sum(request_count) THEN sum(cost_nanos) END AS cost_nanos,
+       sum(unpriced_requests) AS unpriced_requests, sum(unpriced_requests) = 0 AS cost_complete
 FROM usage_rollup_rows GROUP BY org_id, model, usage_rollup_rows.day;
 
 CREATE VIEW event_prices AS
@@ -509,28 +511,32 @@ CREATE VIEW usage_by_agent AS
 SELECT nullif(agent_id, '') AS agent_id,
        sum(prompt_tokens + completion_tokens) AS total_tokens, sum(prompt_tokens) AS prompt_tokens,
        sum(completion_tokens) AS completion_tokens, sum(request_count) AS request_count,
-       sum(cost_nanos) AS cost_nanos, sum(unpriced_requests) AS unpriced_requests
+       CASE WHEN sum(unpriced_requests) < sum(request_count) THEN sum(cost_nanos) END AS cost_nanos,
+       sum(unpriced_requests) AS unpriced_requests, sum(unpriced_requests) = 0 AS cost_complete
 FROM usage_agent_model_live GROUP BY agent_id;
 
 CREATE VIEW usage_by_day AS
 SELECT date(day * 86400, 'unixepoch') AS day,
        sum(prompt_tokens + completion_tokens) AS total_tokens, sum(prompt_tokens) AS prompt_tokens,
        sum(completion_tokens) AS completion_tokens, sum(request_count) AS request_count,
-       sum(cost_nanos) AS cost_nanos, sum(unpriced_requests) AS unpriced_requests
+       CASE WHEN sum(unpriced_requests) < sum(request_count) THEN sum(cost_nanos) END AS cost_nanos,
+       sum(unpriced_requests) AS unpriced_requests, sum(unpriced_requests) = 0 AS cost_complete
 FROM usage_rollup_rows GROUP BY usage_rollup_rows.day;
 
 CREATE VIEW usage_by_model AS
 SELECT nullif(model, '') AS model,
        sum(prompt_tokens + completion_tokens) AS total_tokens, sum(prompt_tokens) AS prompt_tokens,
        sum(completion_tokens) AS completion_tokens, sum(request_count) AS request_count,
-       sum(cost_nanos) AS cost_nanos, sum(unpriced_requests) AS unpriced_requests
+       CASE WHEN sum(unpriced_requests) < sum(request_count) THEN sum(cost_nanos) END AS cost_nanos,
+       sum(unpriced_requests) AS unpriced_requests, sum(unpriced_requests) = 0 AS cost_complete
 FROM usage_agent_model_live GROUP BY model;
 
 CREATE VIEW usage_by_org AS
 SELECT nullif(org_id, '') AS org_id,
        sum(prompt_tokens + completion_tokens) AS total_tokens, sum(prompt_tokens) AS prompt_tokens,
        sum(completion_tokens) AS completion_tokens, sum(request_count) AS request_count,
-       sum(cost_nanos) AS cost_nanos, sum(unpriced_requests) AS unpriced_requests
+       CASE WHEN sum(unpriced_requests) < sum(request_count) THEN sum(cost_nanos) END AS cost_nanos,
+       sum(unpriced_requests) AS unpriced_requests, sum(unpriced_requests) = 0 AS cost_complete
 FROM usage_rollup_rows GROUP BY org_id;
 
 CREATE VIEW usage_by_thread AS
@@ -538,14 +544,16 @@ SELECT thread_id,
        sum(min(prompt_tokens, 1000000000) + min(completion_tokens, 1000000000)) AS total_tokens,
        sum(min(prompt_tokens, 1000000000)) AS prompt_tokens,
        sum(min(completion_tokens, 1000000000)) AS completion_tokens, count(*) AS request_count,
-       coalesce(sum(min(cost_nanos, 20000000000000000)), 0) AS cost_nanos, sum(cost_nanos IS NULL) AS unpriced_requests
+       sum(min(cost_nanos, 20000000000000000)) AS cost_nanos, sum(cost_nanos IS NULL) AS unpriced_requests,
+       sum(cost_nanos IS NULL) = 0 AS cost_complete
 FROM events WHERE kind = 'consume' GROUP BY thread_id;
 
 CREATE VIEW usage_by_user AS
 SELECT nullif(user_id, '') AS user_id,
        sum(prompt_tokens + completion_tokens) AS total_tokens, sum(prompt_tokens) AS prompt_tokens,
        sum(completion_tokens) AS completion_tokens, sum(request_count) AS request_count,
-       sum(cost_nanos) AS cost_nanos, sum(unpriced_requests) AS unpriced_requests
+       CASE WHEN sum(unpriced_requests) < sum(request_count) THEN sum(cost_nanos) END AS cost_nanos,
+       sum(unpriced_requests) AS unpriced_requests, sum(unpriced_requests) = 0 AS cost_complete
 FROM usage_rollup_rows GROUP BY user_id;
 
 CREATE VIEW usage_rollup_from_events AS
@@ -601,7 +609,9 @@ SELECT
     coalesce(sum(prompt_tokens), 0) AS prompt_tokens,
     coalesce(sum(completion_tokens), 0) AS completion_tokens,
     coalesce(sum(request_count), 0) AS request_count,
-    coalesce(sum(cost_nanos), 0) AS cost_nanos,
+    CASE WHEN coalesce(sum(request_count), 0) > 0 AND sum(unpriced_requests) = sum(request_count) THEN NULL
+         ELSE coalesce(sum(cost_nanos), 0) END AS cost_nanos,
     coalesce(sum(unpriced_requests), 0) AS unpriced_requests,
+    coalesce(sum(unpriced_requests), 0) = 0 AS cost_complete,
     CASE WHEN sum(latency_count) > 0 THEN 1.0 * sum(latency_ms_sum) / sum(latency_count) END AS avg_latency_ms
 FROM usage_agent_model_live;

@@ -18,6 +18,16 @@ public struct UsageTotals: Sendable, Equatable {
     /// Prompt plus completion tokens; saturates rather than trap (the limits keep it below 8e18).
     public var totalTokens: Int64 { promptTokens.saturatingAdd(completionTokens) }
 
+    /// What the totals cost, as far as it is known: nil when there are requests and none of
+    /// them is priced (unknown, never $0); otherwise the cost of the priced ones, which is the
+    /// whole cost only when `isCostComplete`.
+    public var knownCostNanodollars: Int64? {
+        requestCount > 0 && unpricedRequests >= requestCount ? nil : costNanodollars
+    }
+
+    /// True when every request is priced, so that the cost is the whole cost.
+    public var isCostComplete: Bool { unpricedRequests == 0 }
+
     /// The mean latency of the events that carry one; nil when none does.
     public var averageLatencyMilliseconds: Double? {
         latencyCount == 0 ? nil : Double(latencyMillisecondsSum) / Double(latencyCount)

@@ -89,8 +89,11 @@ extension UsageTotals {
             ("promptTokens", .integer(promptTokens)),
             ("completionTokens", .integer(completionTokens)),
             ("requestCount", .integer(requestCount)),
-            ("totalCost", .cost(costNanodollars)),
+            // Null when no request is priced (unknown, never $0); with costComplete false, the
+            // priced requests' cost only.
+            ("totalCost", .cost(knownCostNanodollars)),
             ("unpricedRequests", .integer(unpricedRequests)),
+            ("costComplete", .bool(isCostComplete)),
         ]
         return .object(members)
     }
@@ -104,14 +107,18 @@ extension UsageTotals {
 
     /// The CSV header of a rollup grouped by `group`.
     public static func csvHeader(group: String) -> [String] {
-        [group, "prompt_tokens", "completion_tokens", "total_tokens", "request_count", "cost", "unpriced_requests", "avg_latency_ms"]
+        [
+            group, "prompt_tokens", "completion_tokens", "total_tokens", "request_count", "cost", "unpriced_requests",
+            "cost_complete", "avg_latency_ms",
+        ]
     }
 
     /// The CSV fields of one rollup row.
     public func csvFields(key: String?) -> [String] {
         [
             key ?? "", String(promptTokens), String(completionTokens), String(totalTokens), String(requestCount),
-            Money.decimalString(nanodollars: costNanodollars), String(unpricedRequests),
+            knownCostNanodollars.map { Money.decimalString(nanodollars: $0) } ?? "", String(unpricedRequests),
+            isCostComplete ? "true" : "false",
             averageLatencyMilliseconds.map { String($0.roundedToOneDecimal) } ?? "",
         ]
     }

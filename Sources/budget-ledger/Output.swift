@@ -60,8 +60,15 @@ enum Output {
     /// One line of text for usage totals.
     static func text(_ totals: UsageTotals) -> String {
         var line = "\(count(totals.totalTokens, "token")) (prompt \(totals.promptTokens), completion \(totals.completionTokens))"
-        line += " in \(count(totals.requestCount, "request")), cost $\(Money.decimalString(nanodollars: totals.costNanodollars))"
-        if totals.unpricedRequests > 0 { line += " + \(count(totals.unpricedRequests, "unpriced request"))" }
+        line += " in \(count(totals.requestCount, "request")), "
+        if let cost = totals.knownCostNanodollars {
+            line += "cost $\(Money.decimalString(nanodollars: cost))"
+            if !totals.isCostComplete {
+                line += " for the priced ones only (partial: \(count(totals.unpricedRequests, "unpriced request")))"
+            }
+        } else {
+            line += "cost unknown (\(count(totals.unpricedRequests, "unpriced request")))"
+        }
         if let latency = totals.averageLatencyMilliseconds { line += ", avg latency \(latency.roundedToOneDecimal) ms" }
         return line
     }

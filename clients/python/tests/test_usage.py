@@ -47,7 +47,7 @@ def test_totals_count_the_window_by_agent_and_model(tracker: UsageTracker, threa
     tracker.reset()
     assert tracker.get_totals() == {
         "total_tokens": 0, "prompt_tokens": 0, "completion_tokens": 0, "request_count": 0, "total_cost": 0.0,
-        "unpriced_requests": 0, "avg_latency_ms": 0}
+        "unpriced_requests": 0, "cost_complete": True, "avg_latency_ms": 0}
     agent = f"agent-{uuid.uuid4().hex[:6]}"
     tracker.record(thread_id, agent, "gpt-4o", "openai", 1_000_000, 0, 100)
     tracker.record(thread_id, agent, "claude-opus-4", "anthropic", 0, 1_000_000, 300)
@@ -55,11 +55,13 @@ def test_totals_count_the_window_by_agent_and_model(tracker: UsageTracker, threa
     totals = tracker.get_totals()
     assert totals == {
         "total_tokens": 2_000_010, "prompt_tokens": 1_000_010, "completion_tokens": 1_000_000, "request_count": 3,
-        "total_cost": 77.5, "unpriced_requests": 1, "avg_latency_ms": 200.0}
+        "total_cost": 77.5, "unpriced_requests": 1, "cost_complete": False, "avg_latency_ms": 200.0}
     assert tracker.get_agent_totals(agent) == {
         "total_tokens": 2_000_000, "prompt_tokens": 1_000_000, "completion_tokens": 1_000_000, "request_count": 2,
-        "total_cost": 77.5, "unpriced_requests": 0}
+        "total_cost": 77.5, "unpriced_requests": 0, "cost_complete": True}
     assert tracker.get_model_totals("gpt-4o")["total_cost"] == 2.5
+    # An unpriced model's cost is unknown, never 0.
+    assert tracker.get_model_totals("mystery")["total_cost"] is None
     assert tracker.get_agent_totals("nobody")["request_count"] == 0
     assert set(tracker.get_all_agent_totals()) == {agent, "other"}
     assert set(tracker.get_all_model_totals()) == {"gpt-4o", "claude-opus-4", "mystery"}

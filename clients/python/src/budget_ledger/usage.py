@@ -239,8 +239,11 @@ def _totals(row: Mapping[str, Any]) -> dict[str, Any]:
         "prompt_tokens": int(row["promptTokens"]),
         "completion_tokens": int(row["completionTokens"]),
         "request_count": int(row["requestCount"]),
-        "total_cost": float(Decimal(str(row["totalCost"]))),
+        # None when there are requests and none is priced: the cost is unknown, never 0.0;
+        # cost_complete False means total_cost covers the priced requests only.
+        "total_cost": None if row["totalCost"] is None else float(Decimal(str(row["totalCost"]))),
         "unpriced_requests": int(row["unpricedRequests"]),
+        "cost_complete": bool(row["costComplete"]),
     }
 
 
