@@ -50,7 +50,7 @@ http() {
   echo "== HTTP check-and-consume, $connections connection(s), wrk -t$threads, ${seconds}s, FULL ${serve_flags}"
   wrk -t"$threads" -c"$connections" -d"${seconds}s" --latency -s "$here/wrk-check-and-consume.lua" \
     "http://127.0.0.1:$port" > "$work/wrk.out"
-  grep -E "Requests/sec|Non-2xx|50%|99%|Socket errors" "$work/wrk.out"
+  grep -E "Requests/sec|Non-2xx|^ +(50|99)%|Socket errors" "$work/wrk.out"
   awk '/Requests\/sec/ { print $2 }' "$work/wrk.out" > "$work/http-$connections"
   kill -INT "$server"; wait "$server" || true; server=""
   sed -n 's/.*transactions=\([0-9]*\) writes=\([0-9]*\) writesPerTransaction=\([0-9.]*\).*/    server: \2 writes in \1 transactions, \3 per transaction/p' \
