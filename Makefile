@@ -137,9 +137,11 @@ bench: deps
 	$(SWIFT) build -c release --product budget-ledger-bench
 	$$($(SWIFT) build -c release --show-bin-path)/budget-ledger-bench $(BENCH_FLAGS)
 
-# check-and-consume over HTTP, measured by wrk with 1, 16 and 64 connections, beside the
-# library's 64 concurrent callers (release build; figures only). Installs Debian's wrk if missing.
+# check-and-consume over HTTP, measured by wrk with 1, 16 and 64 connections, bracketed by the
+# library's 64 concurrent callers, and each HTTP figure ÷ the library's (release build; figures
+# only). BENCH_HTTP_SERVE_FLAGS go to `serve` (e.g. --ledger-threads 2). Installs Debian's wrk if missing.
 BENCH_HTTP_SECONDS ?= 10
+BENCH_HTTP_SERVE_FLAGS ?=
 bench-http: deps
 	@if ! command -v wrk > /dev/null; then \
 		if [ "$$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
@@ -147,7 +149,7 @@ bench-http: deps
 	fi
 	$(SWIFT) build -c release --product budget-ledger
 	$(SWIFT) build -c release --product budget-ledger-bench
-	bench/http-check-and-consume.sh $$($(SWIFT) build -c release --show-bin-path) $(BENCH_HTTP_SECONDS)
+	SERVE_FLAGS="$(BENCH_HTTP_SERVE_FLAGS)" bench/http-check-and-consume.sh $$($(SWIFT) build -c release --show-bin-path) $(BENCH_HTTP_SECONDS)
 
 # The benchmark beside the raw C reference in ../shared/reference, run in the same session.
 bench-compare: deps

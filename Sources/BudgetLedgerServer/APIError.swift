@@ -46,6 +46,8 @@ struct APIError: HTTPResponseError {
             self.init(
                 status: error.status, error: error.status.reasonPhrase.lowercased(),
                 detail: error.body ?? error.status.reasonPhrase, headers: error.headers)
+        case is LedgerServiceOverloadedError:
+            self = .overloaded
         case is NIOThreadPoolError.ThreadPoolInactive, is CancellationError:
             self = .shuttingDown
         default:
@@ -83,6 +85,13 @@ struct APIError: HTTPResponseError {
     /// A 503 while another writer holds the ledger past the busy timeout: worth a retry.
     static let busy = APIError(
         status: .serviceUnavailable, error: "unavailable", detail: "the ledger is busy; retry later",
+        headers: [.retryAfter: "1"])
+
+    /// A 503 for a request that found every ledger thread busy and the queue for them full:
+    /// it never reached the ledger, so a retry is safe.
+    static let overloaded = APIError(
+        status: .serviceUnavailable, error: "unavailable",
+        detail: "the server has too many ledger calls running and waiting; nothing was recorded; retry later",
         headers: [.retryAfter: "1"])
 
     /// A 503 for a request that arrived while the server stops.

@@ -32,18 +32,21 @@ func buildApplication(
     _ configuration: ServerConfiguration, ledger: Ledger, logger: Logger? = nil,
     onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }
 ) -> some ApplicationProtocol {
-    let ledger = LedgerService(ledger: ledger, threadCount: configuration.ledgerThreadCount)
-    let router = buildRouter(ledger: ledger, metrics: ServerMetrics(), configuration: configuration)
-    let port = configuration.port
     var defaultLogger = Logger(label: "budget-ledger")
     defaultLogger.logLevel = ProcessInfo.processInfo.environment["LOG_LEVEL"].flatMap { Logger.Level(rawValue: $0) } ?? .info
+    let logger = logger ?? defaultLogger
+    let ledger = LedgerService(
+        ledger: ledger, threadCount: configuration.ledgerThreadCount,
+        waitingCallsMax: configuration.ledgerWaitingCallsMax, logger: logger)
+    let router = buildRouter(ledger: ledger, metrics: ServerMetrics(), configuration: configuration)
+    let port = configuration.port
     return Application(
         router: router,
         configuration: ApplicationConfiguration(
             address: .hostname(configuration.host, port: configuration.port), serverName: "budget-ledger"),
         services: [ledger],
         onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? port) },
-        logger: logger ?? defaultLogger)
+        logger: logger)
 }
 
 /// The routes and middleware. Order matters: middleware applies to the routes added after it.

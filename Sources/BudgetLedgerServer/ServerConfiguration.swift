@@ -11,13 +11,26 @@ public struct ServerConfiguration: Sendable {
     public var token: String?
     /// The largest request body accepted; a larger one is refused with 413.
     public var requestBodyBytesMax: Int
-    /// Threads that run the ledger's blocking SQLite calls, off the event loops.
+    /// Threads that run the ledger's blocking SQLite calls, off the event loops. A write holds
+    /// its thread until its commit is durable, and group commit batches only writes that hold
+    /// one: this is the most writes one transaction of the server's can carry.
     public var ledgerThreadCount: Int
+    /// Ledger calls that may wait for a thread when all are busy; one more is refused with 503.
+    public var ledgerWaitingCallsMax: Int
 
     /// The default port of `budget-ledger serve`.
     public static let defaultPort = 8765
     /// The default body limit: 64 KiB, four times the largest metadata the ledger accepts.
     public static let defaultRequestBodyBytesMax = 64 * 1024
+    /// The default number of threads for ledger calls: enough for 64 concurrent writes to meet
+    /// in group commit (docs/performance.md has the measurements).
+    public static let defaultLedgerThreadCount = 64
+    /// The most threads for ledger calls (more than `Ledger.groupCommitBatchMax` cannot enlarge a batch).
+    public static let ledgerThreadCountMax = 256
+    /// The default number of ledger calls that may wait for a thread.
+    public static let defaultLedgerWaitingCallsMax = 1024
+    /// The most ledger calls that may be allowed to wait for a thread.
+    public static let ledgerWaitingCallsMaxLimit = 65_536
     /// The longest token accepted, in UTF-8 bytes.
     public static let tokenBytesMax = 4096
 
@@ -27,12 +40,13 @@ public struct ServerConfiguration: Sendable {
     ///   - port: the TCP port (default 8765; 0 picks a free one).
     ///   - token: the bearer token, or nil for none.
     ///   - requestBodyBytesMax: the body limit (default 64 KiB).
-    ///   - ledgerThreadCount: threads for ledger calls (default 2: one SQLite connection serializes
-    ///     writes, and a second thread lets an export's own reader run beside them).
+    ///   - ledgerThreadCount: threads for ledger calls (default 64; 1…256).
+    ///   - ledgerWaitingCallsMax: calls that may wait for one of them (default 1024; 0…65536).
     public init(
         databasePath: String, host: String = "127.0.0.1", port: Int = ServerConfiguration.defaultPort,
         token: String? = nil, requestBodyBytesMax: Int = ServerConfiguration.defaultRequestBodyBytesMax,
-        ledgerThreadCount: Int = 2
+        ledgerThreadCount: Int = ServerConfiguration.defaultLedgerThreadCount,
+        ledgerWaitingCallsMax: Int = ServerConfiguration.defaultLedgerWaitingCallsMax
     ) {
         self.databasePath = databasePath
         self.host = host
@@ -40,6 +54,7 @@ public struct ServerConfiguration: Sendable {
         self.token = token
         self.requestBodyBytesMax = requestBodyBytesMax
         self.ledgerThreadCount = ledgerThreadCount
+        self.ledgerWaitingCallsMax = ledgerWaitingCallsMax
     }
 
     /// Whether `host` names this machine only: `localhost`, `::1` or any 127.x.x.x address.
@@ -74,8 +89,14 @@ public struct ServerConfiguration: Sendable {
             throw ServerConfigurationError(
                 field: "requestBodyBytesMax", reason: "must be 1…65536 (got \(requestBodyBytesMax))")
         }
-        guard (1...64).contains(ledgerThreadCount) else {
-            throw ServerConfigurationError(field: "ledgerThreadCount", reason: "must be 1…64 (got \(ledgerThreadCount))")
+        guard (1...Self.ledgerThreadCountMax).contains(ledgerThreadCount) else {
+            throw ServerConfigurationError(
+                field: "ledgerThreadCount", reason: "must be 1…\(Self.ledgerThreadCountMax) (got \(ledgerThreadCount))")
+        }
+        guard (0...Self.ledgerWaitingCallsMaxLimit).contains(ledgerWaitingCallsMax) else {
+            throw ServerConfigurationError(
+                field: "ledgerWaitingCallsMax",
+                reason: "must be 0…\(Self.ledgerWaitingCallsMaxLimit) (got \(ledgerWaitingCallsMax))")
         }
     }
 

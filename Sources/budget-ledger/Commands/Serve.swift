@@ -29,6 +29,12 @@ extension BudgetLedgerCommand {
         @Option(help: "The bearer token clients must send (default: $BUDGET_LEDGER_TOKEN).")
         var token: String?
 
+        @Option(help: "Threads for ledger calls, 1…256: the most writes one group commit can batch.")
+        var ledgerThreads = ServerConfiguration.defaultLedgerThreadCount
+
+        @Option(help: "Ledger calls that may wait for a thread, 0…65536; beyond that a request gets 503.")
+        var ledgerQueue = ServerConfiguration.defaultLedgerWaitingCallsMax
+
         static let tokenVariable = "BUDGET_LEDGER_TOKEN"
 
         /// Where the token came from, as the operator typed it: `--token` or the environment variable.
@@ -38,7 +44,9 @@ extension BudgetLedgerCommand {
         }
 
         var serverConfiguration: ServerConfiguration {
-            ServerConfiguration(databasePath: options.path, host: host, port: port, token: tokenSource?.value)
+            ServerConfiguration(
+                databasePath: options.path, host: host, port: port, token: tokenSource?.value,
+                ledgerThreadCount: ledgerThreads, ledgerWaitingCallsMax: ledgerQueue)
         }
 
         func validate() throws {
@@ -50,7 +58,13 @@ extension BudgetLedgerCommand {
             do {
                 try serverConfiguration.validate()
             } catch let error as ServerConfigurationError {
-                let field = error.field == "token" ? tokenSource?.name ?? error.field : error.field
+                let field =
+                    switch error.field {
+                    case "token": tokenSource?.name ?? error.field
+                    case "ledgerThreadCount": "--ledger-threads"
+                    case "ledgerWaitingCallsMax": "--ledger-queue"
+                    default: error.field
+                    }
                 throw ValidationError("invalid \(field): \(error.reason)")
             }
         }
