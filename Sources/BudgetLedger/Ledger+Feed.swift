@@ -198,6 +198,8 @@ extension Ledger {
                 try connection.transaction(.deferred) { try body(connection) }
             }
         }
+        // A closed ledger serves nothing, though this read would use a connection of its own.
+        guard connection.withLock({ $0.isOpen }) else { throw LedgerError.closed }
         do {
             let reader = try Connection(
                 path: path, options: Connection.Options(busyTimeoutMilliseconds: configuration.busyTimeoutMilliseconds))

@@ -86,3 +86,20 @@ struct DurableFeedTests {
         #expect(ledger.readerLogSyncs.load(ordering: .relaxed) == before + 3)
     }
 }
+
+@Suite("A closed ledger reads nothing")
+struct ClosedLedgerTests {
+    @Test("exports, rollups and verify of a closed file ledger throw closed, like every other call")
+    func closedLedgerServesNoExports() throws {
+        // Proves the read paths with a connection of their own check the ledger is open: they used to
+        // answer after close(), since they never touched the closed connection.
+        let folder = try TemporaryFolder()
+        let ledger = try Ledger(path: folder.path("l.db"))
+        try ledger.consume("t", promptTokens: 3)
+        ledger.close()
+        #expect(ledgerErrorCase { try ledger.forEachConsumeEvent(ExportQuery()) { _ in } } == .closed)
+        #expect(ledgerErrorCase { _ = try ledger.rollup(ExportQuery(), by: .model) } == .closed)
+        #expect(ledgerErrorCase { _ = try ledger.verify() } == .closed)
+        #expect(ledgerErrorCase { _ = try ledger.usage("t") } == .closed)
+    }
+}
