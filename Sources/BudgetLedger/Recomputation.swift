@@ -204,36 +204,27 @@ struct Recomputation {
 /// rows (the normalised name's exact row, else the pattern with the longest literal); then the
 /// latest `effective_from_us` not after the event.
 struct PriceTable {
-    private struct Price {
-        let pattern: String
-        let prompt: Int64
-        let completion: Int64
-        let from: Int64
-    }
-
     /// The last event priced by the legacy rule.
     private let lastLegacyEventID: Int64
-    /// Legacy rows, longest prefix first, then latest start first: the view's ORDER BY.
-    private let legacyPrices: [Price]
-    private let prices: [Price]
-    /// Per model name as recorded: the legacy rows whose prefix it starts with, in that order.
-    private var legacyCandidates: [String: [Price]] = [:]
-    /// Per model name as recorded: the rows that match it, most specific first, then latest start.
-    private var candidates: [String: [Price]] = [:]
+    /// Legacy rows (`legacy_prefix = 1`), longest prefix first, then latest start first: the
+    /// `event_prices` view's ORDER BY for events up to `lastLegacyEventID`.
+    private let legacyPrices: [ModelPrice]
+    /// The rows of today's rule, matched as the consume path matches them (`PriceCache`).
+    private let prices: [ModelPrice]
+    /// Per model name as recorded: the rows that match it, in the order that picks the price.
+    private var legacyCandidates: [String: [ModelPrice]] = [:]
+    private var candidates: [String: [ModelPrice]] = [:]
 
     init(on connection: Connection) throws {
         lastLegacyEventID = try connection.prepare("SELECT last_event_id FROM legacy_pricing WHERE id = 1")
             .fetchOne { try $0[0] as Int64 } ?? 0
-        let rows = try connection.prepare(
+        legacyPrices = try connection.prepare(
             """
-            SELECT model_pattern, prompt_nanos_per_token, completion_nanos_per_token, effective_from_us, legacy_prefix
-            FROM model_prices ORDER BY length(model_pattern) DESC, effective_from_us DESC
+            SELECT model_pattern, prompt_nanos_per_token, completion_nanos_per_token, effective_from_us, source
+            FROM model_prices WHERE legacy_prefix = 1 ORDER BY length(model_pattern) DESC, effective_from_us DESC
             """
-        ).fetchAll { row in
-            (Price(pattern: try row[0], prompt: try row[1], completion: try row[2], from: try row[3]), try row[4] as Bool)
-        }
-        legacyPrices = rows.filter(\.1).map(\.0)
-        prices = rows.filter { !$0.1 }.map(\.0)
+        ).fetchAll(ModelPrice.init(row:))
+        prices = try connection.prepare(LedgerSQL.selectPrices).fetchAll(ModelPrice.init(row:))
     }
 
     /// The cost at the price in force for event `id` at `timestamp`; nil without one; -1 when it
@@ -244,30 +235,21 @@ struct PriceTable {
     {
         guard let model else { return nil }
         let matching = id <= lastLegacyEventID ? legacyMatches(model) : matches(model)
-        guard let price = matching.first(where: { $0.from <= timestamp }) else { return nil }
-        let (prompt, promptOverflow) = promptTokens.multipliedReportingOverflow(by: price.prompt)
-        let (completion, completionOverflow) = completionTokens.multipliedReportingOverflow(by: price.completion)
-        let (sum, sumOverflow) = prompt.addingReportingOverflow(completion)
-        return promptOverflow || completionOverflow || sumOverflow ? -1 : sum
+        guard let price = matching.first(where: { $0.effectiveFromMicroseconds <= timestamp }) else { return nil }
+        return Money.cost(promptTokens: promptTokens, completionTokens: completionTokens, price: price) ?? -1
     }
 
-    private mutating func legacyMatches(_ model: String) -> [Price] {
+    private mutating func legacyMatches(_ model: String) -> [ModelPrice] {
         if let known = legacyCandidates[model] { return known }
         let lowered = Array(model.lowercasedASCII.unicodeScalars)
-        let matching = legacyPrices.filter { lowered.starts(with: $0.pattern.unicodeScalars) }
+        let matching = legacyPrices.filter { lowered.starts(with: $0.modelPattern.unicodeScalars) }
         legacyCandidates[model] = matching
         return matching
     }
 
-    private mutating func matches(_ model: String) -> [Price] {
+    private mutating func matches(_ model: String) -> [ModelPrice] {
         if let known = candidates[model] { return known }
-        let name = ModelName.normalized(model)
-        let matching = prices.compactMap { price in
-            PriceMatch.specificity(of: price.pattern, for: name).map { (specificity: $0, price: price) }
-        }.sorted { left, right in
-            if left.specificity != right.specificity { return left.specificity > right.specificity }
-            return left.price.from > right.price.from
-        }.map(\.price)
+        let matching = PriceCache.candidates(for: model, in: prices)
         candidates[model] = matching
         return matching
     }
