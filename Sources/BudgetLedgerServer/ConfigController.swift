@@ -37,6 +37,6 @@ struct ConfigController: APIController {
 
     /// `{"defaultMaxTokens": N}`, the key `/api/v1/usage/threads` uses for the same number.
     private static func answer(_ defaultMaxTokens: Int64) -> Response {
-        JSONResponse(.object([("defaultMaxTokens", .integer(defaultMaxTokens))])).response()
+        JSONResponse(WriteAnswer.config(defaultMaxTokens: defaultMaxTokens)).response()
     }
 }

@@ -42,12 +42,7 @@ struct PricesController: APIController {
     /// body, so the tag also changes when a price set for later starts to apply.
     private func table(_ request: Request) async throws -> Response {
         let (prices, now) = try await ledger.run { ledger in (try ledger.prices(), ledger.configuration.clock()) }
-        let rows = prices.map { price -> JSONValue in
-            guard case .object(var members) = price.json else { return price.json }
-            members.append(("inForce", .bool(price.isInForce(among: prices, at: now))))
-            return .object(members)
-        }
-        let text = JSONValue.object([("prices", .array(rows)), ("count", .integer(Int64(prices.count)))]).serialized()
+        let text = PriceTableJSON.json(prices, at: now).serialized()
         let tag = Self.entityTag(of: text)
         if let condition = request.headers[.ifNoneMatch], condition.split(separator: ",").contains(where: {
             $0.trimmingCharacters(in: .whitespaces) == tag || $0.trimmingCharacters(in: .whitespaces) == "*"
@@ -66,12 +61,7 @@ struct PricesController: APIController {
         guard let price = try await ledger.run({ try $0.price(forModel: model) }) else {
             throw APIError(status: .notFound, error: "not found", detail: "No price for model: \(model)")
         }
-        return JSONResponse(
-            .object([
-                ("model", .string(model)), ("normalizedModel", .string(ModelName.normalized(model))),
-                ("match", .string(price.match == .exact ? "exact" : "pattern")), ("price", price.json),
-            ])
-        ).response()
+        return JSONResponse(PriceTableJSON.json(model: model, price: price)).response()
     }
 
     /// Adds a price for `model` from `effectiveFrom` (default now), as `price set`.
@@ -91,7 +81,8 @@ struct PricesController: APIController {
     /// A price as the decimal text the ledger parses exactly: a JSON string (`"2.5"`) or a whole
     /// number. A JSON fraction is refused: it is a binary float, not the decimal that was meant.
     private static func decimal(_ body: BodyFields, _ field: String) throws -> String {
-        if let whole = try? body.optionalCount(field) { return String(whole) }
+        // A whole number (a negative one is refused with its own message), else a string.
+        if let whole = try body.optionalCount(ifInteger: field) { return String(whole) }
         let text: String?
         do {
             text = try body.string(field)

@@ -126,6 +126,12 @@ struct BodyFields: Sendable {
         }
     }
 
+    /// The count when the member is a JSON integer (refusing a negative one), else nil.
+    func optionalCount(ifInteger field: String) throws -> Int64? {
+        guard case .integer? = members[field] else { return nil }
+        return try optionalCount(field)
+    }
+
     /// A string, or nil when absent (null is refused: for fields whose absence means a default
     /// that null must not be taken to mean).
     func stringNotNull(_ field: String) throws -> String? {

@@ -63,7 +63,7 @@ struct ReservationsController: APIController {
         _ = try await BodyFields(request, allowed: [], limit: requestBodyBytesMax)
         let budget = try await ledger.run { try $0.release(reservationID) }
         return JSONResponse(
-            .object([("released", .bool(true)), ("reservationId", .integer(reservationID)), ("budget", budget.json)])
+            WriteAnswer.released(reservationID, budget: budget)
         ).response()
     }
 }

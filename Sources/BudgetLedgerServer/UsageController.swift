@@ -81,12 +81,7 @@ struct UsageController: APIController {
         _ = try QueryFields(request, allowed: [])
         _ = try await BodyFields(request, allowed: [], limit: requestBodyBytesMax)
         try await ledger.run { try $0.resetUsageWindow() }
-        return JSONResponse(
-            .object([
-                ("success", .bool(true)),
-                ("message", .string("Usage window reset: the overview counts from now on; no events were deleted")),
-            ])
-        ).response()
+        return JSONResponse(WriteAnswer.usageWindowReset).response()
     }
 
     /// `?allTime=true`: every event; otherwise the current usage window.

@@ -219,3 +219,45 @@ extension EventPage {
         .object([("events", .array(events.map(\.json))), ("lastId", .integer(lastID))])
     }
 }
+
+/// The price table and one model's price, as `price list`/`price show` and
+/// `GET /api/v1/prices`, `GET /api/v1/prices/{model}` print them.
+public enum PriceTableJSON {
+    /// `{"prices": [row + inForce…], "count": N}`; `inForce` for the rows that apply at `now`.
+    public static func json(_ prices: [ModelPrice], at now: Int64) -> JSONValue {
+        let rows = prices.map { price -> JSONValue in
+            guard case .object(var members) = price.json else { return price.json }
+            members.append(("inForce", .bool(price.isInForce(among: prices, at: now))))
+            return .object(members)
+        }
+        return .object([("prices", .array(rows)), ("count", .integer(Int64(prices.count)))])
+    }
+
+    /// `{"model": name as asked, "normalizedModel", "match": "exact" | "pattern" | null, "price": row | null}`.
+    public static func json(model: String, price: ModelPrice?) -> JSONValue {
+        .object([
+            ("model", .string(model)), ("normalizedModel", .string(ModelName.normalized(model))),
+            ("match", price.map { .string($0.match == .exact ? "exact" : "pattern") } ?? .null),
+            ("price", price?.json ?? .null),
+        ])
+    }
+}
+
+/// The answers of writes that return no budget of their own, the same on both surfaces.
+public enum WriteAnswer {
+    /// `POST /api/v1/usage/reset`, `usage reset --json`.
+    public static let usageWindowReset = JSONValue.object([
+        ("success", .bool(true)),
+        ("message", .string("Usage window reset: the overview counts from now on; no events were deleted")),
+    ])
+
+    /// `GET`/`PUT /api/v1/config`, `configure --json`: the key `threads` uses for the same number.
+    public static func config(defaultMaxTokens: Int64) -> JSONValue {
+        .object([("defaultMaxTokens", .integer(defaultMaxTokens))])
+    }
+
+    /// `POST /api/v1/reservations/{id}/release`, `release --json`.
+    public static func released(_ reservationID: Int64, budget: ThreadBudget) -> JSONValue {
+        .object([("released", .bool(true)), ("reservationId", .integer(reservationID)), ("budget", budget.json)])
+    }
+}

@@ -25,9 +25,7 @@ enum Output {
             case .conflict: code = 5
             case .closed, .database, .incompatible: code = 1
             }
-        case is NoLedgerError, is PortInUseError:
-            code = 1
-        default:
+        default:  // I/O, no ledger for a read, a port in use
             code = 1
         }
         if json {

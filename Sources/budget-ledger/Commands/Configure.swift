@@ -28,7 +28,7 @@ extension BudgetLedgerCommand {
 
         private func emit(defaultMax: Int64) {
             Output.emit(
-                .object([("defaultMaxTokens", .integer(defaultMax))]),
+                WriteAnswer.config(defaultMaxTokens: defaultMax),
                 text: "default max per thread: \(Output.count(defaultMax, "token"))", asJSON: options.json)
         }
     }

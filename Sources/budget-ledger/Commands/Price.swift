@@ -50,13 +50,8 @@ extension BudgetLedgerCommand {
                 try options.withExistingLedger { ledger in
                     let prices = try ledger.prices()
                     let now = ledger.configuration.clock()
-                    let rows = prices.map { price -> JSONValue in
-                        guard case .object(var members) = price.json else { return price.json }
-                        members.append(("inForce", .bool(price.isInForce(among: prices, at: now))))
-                        return .object(members)
-                    }
                     Output.emit(
-                        .object([("prices", .array(rows)), ("count", .integer(Int64(prices.count)))]),
+                        PriceTableJSON.json(prices, at: now),
                         text: prices.map { price in
                             (price.isInForce(among: prices, at: now) ? "* " : "  ") + Output.text(price)
                         }.joined(separator: "\n"),
@@ -86,12 +81,8 @@ extension BudgetLedgerCommand {
                 try options.withExistingLedger { ledger in
                     let price = try ledger.price(forModel: model, at: time)
                     let normalized = ModelName.normalized(model)
-                    let why = price.map { $0.match == .exact ? "exact" : "pattern" }
                     Output.emit(
-                        .object([
-                            ("model", .string(model)), ("normalizedModel", .string(normalized)),
-                            ("match", why.map(JSONValue.string) ?? .null), ("price", price?.json ?? .null),
-                        ]),
+                        PriceTableJSON.json(model: model, price: price),
                         text: price.map { price in
                             "\(normalized): " + (price.match == .exact ? "exact price " : "pattern \(price.modelPattern): ")
                                 + Output.text(price)

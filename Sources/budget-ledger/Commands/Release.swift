@@ -16,7 +16,7 @@ extension BudgetLedgerCommand {
             try options.withLedger { ledger in
                 let budget = try ledger.release(reservation)
                 Output.emit(
-                    .object([("released", .bool(true)), ("reservationId", .integer(reservation)), ("budget", budget.json)]),
+                    WriteAnswer.released(reservation, budget: budget),
                     text: "released reservation \(reservation): " + Output.text(budget), asJSON: options.json)
             }
         }

@@ -81,10 +81,7 @@ extension BudgetLedgerCommand.Usage {
             try options.withLedger { ledger in
                 try ledger.resetUsageWindow()
                 let message = "usage window reset: the overview counts from now on; no events were deleted"
-                // The shape of the REST API's POST /api/v1/usage/reset.
-                Output.emit(
-                    .object([("success", .bool(true)), ("message", .string(message))]), text: message,
-                    asJSON: options.json)
+                Output.emit(WriteAnswer.usageWindowReset, text: message, asJSON: options.json)
             }
         }
     }
