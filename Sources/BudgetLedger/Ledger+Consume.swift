@@ -16,10 +16,9 @@ extension Ledger {
         _ threadID: String, promptTokens: Int64, completionTokens: Int64 = 0,
         idempotencyKey: String? = nil, usage: UsageDetails = .none
     ) throws -> ConsumeResult {
-        try submit(
-            ConsumeRequest(
-                threadID: threadID, promptTokens: promptTokens, completionTokens: completionTokens,
-                idempotencyKey: idempotencyKey, usage: usage, enforce: false))
+        try consume(
+            threadID, promptTokens: promptTokens, completionTokens: completionTokens, idempotencyKey: idempotencyKey,
+            usage: usage, checked: false)
     }
 
     /// Checks the budget and records the usage in one transaction, only if it fits.
@@ -34,10 +33,9 @@ extension Ledger {
         _ threadID: String, promptTokens: Int64, completionTokens: Int64 = 0,
         idempotencyKey: String? = nil, usage: UsageDetails = .none
     ) throws -> ConsumeResult {
-        try submit(
-            ConsumeRequest(
-                threadID: threadID, promptTokens: promptTokens, completionTokens: completionTokens,
-                idempotencyKey: idempotencyKey, usage: usage, enforce: true))
+        try consume(
+            threadID, promptTokens: promptTokens, completionTokens: completionTokens, idempotencyKey: idempotencyKey,
+            usage: usage, checked: true)
     }
 
     /// `consume` or, with `checked`, `checkAndConsume`: for surfaces where the mode is a flag of
@@ -100,12 +98,11 @@ extension Ledger {
                 threadID: request.threadID, used: before.totalTokens, maxTokens: before.maxTokens,
                 requestedTokens: request.tokens, heldTokens: before.heldTokens)
         }
-        let (promptTotal, promptOverflow) = before.promptTokens.addingReportingOverflow(request.promptTokens)
-        let (completionTotal, completionOverflow) = before.completionTokens.addingReportingOverflow(request.completionTokens)
-        if promptOverflow || completionOverflow || promptTotal.addingReportingOverflow(completionTotal).overflow {
-            throw LedgerError.invalidInput(
-                field: "promptTokens", reason: "the thread's total would overflow a 64-bit count")
-        }
+        // Cannot overflow: each call is at most 1e9 and a thread's totals are part of the
+        // all-time sums the schema holds under 4e18 (LedgerLimits, migration 0006). Saturating
+        // all the same: these are stored values, and a damaged file must not crash the caller.
+        let promptTotal = before.promptTokens.saturatingAdd(request.promptTokens)
+        let completionTotal = before.completionTokens.saturatingAdd(request.completionTokens)
         let cost = try price(of: request, at: now, pricesVersion: found.pricesVersion, on: connection)
         do {
             try connection.execute(

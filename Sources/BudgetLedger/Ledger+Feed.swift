@@ -1,6 +1,4 @@
-#if canImport(Glibc)
-import Glibc
-#endif
+import Foundation
 import LedgerSQLite
 
 /// Any event of the ledger, as the feed and exports read it.
@@ -231,19 +229,21 @@ extension Ledger {
     /// the WAL. In-memory ledgers have nothing to sync.
     /// See <https://www.sqlite.org/wal.html> and <https://www.sqlite.org/pragma.html#pragma_synchronous>.
     func syncLogForReaders() throws {
-        guard path != ":memory:", !path.isEmpty else { return }
-        let walPath = path + "-wal"
-        let descriptor = open(walPath, O_RDONLY | O_CLOEXEC)
-        if descriptor < 0 {
-            if errno == ENOENT { return }
-            throw LedgerError.database(
-                path: path, SQLiteError(extendedCode: .ioErrorFsync, message: "cannot open \(walPath) to sync it (errno \(errno))"))
-        }
-        defer { Glibc.close(descriptor) }
+        guard path != ":memory:", !path.isEmpty,
+            FileManager.default.fileExists(atPath: path + "-wal")
+        else { return }
         readerLogSyncs.add(1, ordering: .relaxed)
-        if fdatasync(descriptor) != 0 {
-            throw LedgerError.database(
-                path: path, SQLiteError(extendedCode: .ioErrorFsync, message: "fdatasync of \(walPath) failed (errno \(errno))"))
+        do {
+            if let walSync {
+                // At FULL, through the writer's own WALSync: a failure here is final for writes too.
+                try walSync.syncFile()
+            } else {
+                let once = WALSync(databasePath: path)
+                defer { once.close() }
+                try once.syncFile()
+            }
+        } catch let error as SQLiteError {
+            throw LedgerError.database(path: path, error)
         }
     }
 }

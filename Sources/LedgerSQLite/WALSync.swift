@@ -110,19 +110,30 @@ public final class WALSync: Sendable {
         // One sync at a time, under the lock, so that `close()` cannot close the descriptor
         // while it is in use and waiting callers find their commit covered.
         try file.withLock { file in
-            let (target, durable) = state.withLock { ($0.written, $0.durable) }
-            if durable >= commit { return }
-            if let refused = writesRefused { throw refused }
-            do {
-                try openCurrent(&file.descriptor)
-                try fdatasync(&file)
-            } catch let error as SQLiteError {
-                syncFailed(error)
-                throw error
-            }
-            file.syncs += 1
-            state.withLock { $0.durable = max($0.durable, target) }
+            if state.withLock({ $0.durable }) >= commit { return }
+            try syncNow(&file)
         }
+    }
+
+    /// Syncs the WAL now, whoever wrote what it holds (other processes' commits too): for readers
+    /// that must not hand on a commit a power loss could take back. The same rules as
+    /// `sync(through:)`: one sync at a time, and a failure is final.
+    public func syncFile() throws {
+        try file.withLock { file in try syncNow(&file) }
+    }
+
+    private func syncNow(_ file: inout OpenFile) throws {
+        let target = state.withLock { $0.written }
+        if let refused = writesRefused { throw refused }
+        do {
+            try openCurrent(&file.descriptor)
+            try fdatasync(&file)
+        } catch let error as SQLiteError {
+            syncFailed(error)
+            throw error
+        }
+        file.syncs += 1
+        state.withLock { $0.durable = max($0.durable, target) }
     }
 
     /// Records a sync of the WAL that failed outside `sync(through:)` (SQLite's own, inside a

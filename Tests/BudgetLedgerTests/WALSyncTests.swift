@@ -5,7 +5,7 @@ import Synchronization
 import Testing
 
 /// A FULL ledger in `folder` and its WAL sync.
-private func fullLedger(in folder: TemporaryFolder) throws -> (Ledger, WALSync) {
+fileprivate func fullLedger(in folder: TemporaryFolder) throws -> (Ledger, WALSync) {
     let ledger = try Ledger(path: folder.path("l.db"), configuration: Ledger.Configuration(synchronous: .full))
     return (ledger, try #require(ledger.walSync))
 }
@@ -284,12 +284,38 @@ enum FramelessWrite: String, CaseIterable, CustomTestStringConvertible, Sendable
         case .idempotentReplay:
             #expect(try ledger.consume("t", promptTokens: 1, idempotencyKey: "k").isReplay)
         case .settleReplay:
-            let hold = try #require(try ledger.events(after: 0, limit: 100).events.compactMap(\.reservationID).first)
+            // Read on the ledger's connection, not through the feed: the feed syncs the WAL itself.
+            let hold = try #require(try ledger.withConnection { connection in
+                try connection.prepare("SELECT reservation_id FROM events WHERE reservation_id IS NOT NULL LIMIT 1")
+                    .fetchOne { try $0[0] as Int64 }
+            })
             #expect(try ledger.settle(hold, promptTokens: 3, idempotencyKey: "settle").consume.isReplay)
         case .resetOfUnknownThread:
             #expect(try ledger.resetThread("nobody") == nil)
         case .cleanupOfUnknownThread:
             #expect(try ledger.cleanupThread("nobody") == nil)
         }
+    }
+}
+
+@Suite("The feed's sync of the WAL follows the writer's rules")
+struct ReaderSyncTests {
+    @Test("a failed sync for a feed read fails the read, and at FULL refuses every later write")
+    func failedReaderSyncIsFinal() throws {
+        // Proves the feed syncs through the ledger's own WALSync: a failure there is final for
+        // writes too (fsyncgate), instead of being forgotten by a second, private sync.
+        let folder = try TemporaryFolder()
+        let path = folder.path("l.db")
+        let (ledger, walSync) = try fullLedger(in: folder)
+        defer { ledger.close() }
+        try ledger.consume("t", promptTokens: 1)
+        let failing = walSync.syncs + 1
+        walSync.injectSyncFault { attempt in attempt == failing ? EIO : nil }
+        let readFailure = try #require(thrownDatabaseError(at: path) { _ = try ledger.events(after: 0, limit: 10) })
+        #expect(readFailure.extendedCode == .ioErrorFsync)
+        let before = try eventCount(at: path)
+        let refused = try #require(thrownDatabaseError(at: path) { try ledger.consume("t", promptTokens: 1) })
+        #expect(refused.extendedCode == .ioErrorFsync)
+        #expect(try eventCount(at: path) == before)
     }
 }
