@@ -280,8 +280,8 @@ enum RecordedBudget {
         let stillCrossed = earlierCrossings.filter { crossing in
             !limits.contains { limit in
                 limit.id > crossing.id
-                    && !BudgetThreshold(percent: crossing.percent, severity: "")
-                        .isReached(used: total - limit.spentAfter, maxTokens: limit.maxTokens)
+                    && !BudgetThreshold.isReached(
+                        percent: crossing.percent, used: total - limit.spentAfter, maxTokens: limit.maxTokens)
             }
         }
         let triggered = Set(stillCrossed.map(\.percent) + crossings.map(\.thresholdPercent)).sorted()

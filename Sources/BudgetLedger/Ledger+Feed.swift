@@ -98,9 +98,6 @@ public enum ExportGrouping: String, Sendable, CaseIterable {
 }
 
 extension Ledger {
-    /// The most events one feed page may hold.
-    public static let feedPageLimitMax = LedgerLimits.feedPageLimitMax
-
     /// Events with id greater than `after`, in id order: a resumable feed. An exporter that
     /// remembers `lastID` gets every event exactly once, across its own restarts, and across a
     /// crash or power loss of the ledger's machine: a page holds only events already synced to
@@ -111,8 +108,8 @@ extension Ledger {
         if after < 0 {
             throw LedgerError.invalidInput(field: "after", reason: "must not be negative (got \(after))")
         }
-        guard (1...Self.feedPageLimitMax).contains(limit) else {
-            throw LedgerError.invalidInput(field: "limit", reason: "must be 1…\(Self.feedPageLimitMax) (got \(limit))")
+        guard (1...LedgerLimits.feedPageLimitMax).contains(limit) else {
+            throw LedgerError.invalidInput(field: "limit", reason: "must be 1…\(LedgerLimits.feedPageLimitMax) (got \(limit))")
         }
         let events = try withConnection { connection in
             try connection.cachedStatement("SELECT \(LedgerEvent.columns) FROM events WHERE id > ? ORDER BY id LIMIT ?")

@@ -3,8 +3,6 @@ import LedgerSQLite
 extension Ledger {
     /// The ttl of a hold when none is given: 5 minutes.
     public static let defaultHoldSeconds: Int64 = 300
-    /// The longest ttl a hold may ask for: 7 days.
-    public static let holdSecondsMax: Int64 = LedgerLimits.holdSecondsMax
 
     /// Holds `tokens` against the thread's budget for `ttlSeconds`, opening the thread when new.
     ///
@@ -21,9 +19,9 @@ extension Ledger {
             throw LedgerError.invalidInput(
                 field: "tokens", reason: "must be 1…\(LedgerLimits.tokensPerRequestMax) (got \(tokens))")
         }
-        guard (1...Self.holdSecondsMax).contains(ttlSeconds) else {
+        guard (1...LedgerLimits.holdSecondsMax).contains(ttlSeconds) else {
             throw LedgerError.invalidInput(
-                field: "ttlSeconds", reason: "must be 1…\(Self.holdSecondsMax) seconds (got \(ttlSeconds))")
+                field: "ttlSeconds", reason: "must be 1…\(LedgerLimits.holdSecondsMax) seconds (got \(ttlSeconds))")
         }
         return try write { [self] connection in
             let now = configuration.clock()

@@ -92,3 +92,9 @@ extension LedgerError {
         return false
     }
 }
+
+extension SQLiteError {
+    /// The refusal of `events_apply_consume` (migration 0006) when a consume would take an
+    /// all-time sum past `LedgerLimits.allTimeSumMax`.
+    var isCapacityReached: Bool { code == .constraint && message.hasPrefix("ledger capacity reached") }
+}

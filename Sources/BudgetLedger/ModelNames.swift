@@ -19,11 +19,7 @@ public enum ModelName {
         guard let first = scalars.firstIndex(where: { !isTrimmed($0) }),
             let last = scalars.lastIndex(where: { !isTrimmed($0) })
         else { return "" }
-        var result = String.UnicodeScalarView()
-        for scalar in scalars[first...last] {
-            result.append(("A"..."Z").contains(scalar) ? Unicode.Scalar(scalar.value + 32)! : scalar)
-        }
-        return String(result)
+        return String(String.UnicodeScalarView(scalars[first...last])).lowercasedASCII
     }
 }
 

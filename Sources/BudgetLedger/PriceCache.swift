@@ -34,11 +34,12 @@ struct PriceCache: Sendable {
         forModel model: String, at now: Int64, currentVersion: Int64, on connection: Connection
     ) throws -> ModelPrice? {
         if priceWritesInFlight > 0 {
-            let uncommitted = try connection.cachedStatement(LedgerSQL.selectPrices).fetchAll(ModelPrice.init(row:))
             version = -1
             prices = []
             candidatesByModel = [:]
-            return Self.candidates(for: model, in: uncommitted).first { $0.effectiveFromMicroseconds <= now }
+            // The one row, from SQL: nothing of a table that may still roll back is kept.
+            return try connection.cachedStatement(LedgerSQL.selectPriceForModel)
+                .fetchOne([ModelName.normalized(model), now], ModelPrice.init(row:))
         }
         if currentVersion != version {
             prices = try connection.cachedStatement(LedgerSQL.selectPrices).fetchAll(ModelPrice.init(row:))

@@ -191,9 +191,9 @@ struct Recomputation {
         }
         state.maxTokens = maxTokens
         threads[threadID] = state
-        let used = Int128(state.promptTokens) + Int128(state.completionTokens)
+        let used = state.promptTokens.saturatingAdd(state.completionTokens)
         thresholds[threadID] = thresholds[threadID]?.filter { percent, _ in
-            maxTokens != 0 && used * 100 >= Int128(percent) * Int128(maxTokens)
+            BudgetThreshold.isReached(percent: Int(percent), used: used, maxTokens: maxTokens)
         }
     }
 }

@@ -19,6 +19,13 @@ public struct BudgetThreshold: Sendable, Equatable, Hashable {
 
     /// Whether `used` tokens of `maxTokens` reach this threshold (never for a max of 0).
     func isReached(used: Int64, maxTokens: Int64) -> Bool {
+        Self.isReached(percent: percent, used: used, maxTokens: maxTokens)
+    }
+
+    /// Whether `used` tokens of `maxTokens` reach `percent` (never for a max of 0): the one rule
+    /// for crossings, for limits that re-arm them (0007's trigger says the same in SQL), and
+    /// for verify's recomputation.
+    static func isReached(percent: Int, used: Int64, maxTokens: Int64) -> Bool {
         guard maxTokens > 0 else { return false }
         // used * 100 >= percent * max, in 128 bits so that no count can overflow.
         let left = used.multipliedFullWidth(by: 100)

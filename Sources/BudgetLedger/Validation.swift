@@ -1,5 +1,3 @@
-import LedgerSQLite
-
 /// Limits on what callers may pass in; exceeding one is a clear error naming the field and the
 /// limit, never a clamp, and nothing is written.
 ///
@@ -100,29 +98,5 @@ enum Validate {
             }
             try identifier(threshold.severity, field: "threshold severity")
         }
-    }
-}
-
-extension SQLiteError {
-    /// The refusal of `events_apply_consume` (migration 0006) when a consume would take an
-    /// all-time sum past `LedgerLimits.allTimeSumMax`.
-    var isCapacityReached: Bool { code == .constraint && message.hasPrefix("ledger capacity reached") }
-}
-
-extension Int64 {
-    /// `self + other`, or the nearest bound when the true sum does not fit: arithmetic on values
-    /// read back from a ledger file never traps, whatever the file holds (an event recorded
-    /// before the limits existed, a row written with plain SQL).
-    @inlinable
-    public func saturatingAdd(_ other: Int64) -> Int64 {
-        let (sum, overflow) = addingReportingOverflow(other)
-        return overflow ? (other > 0 ? .max : .min) : sum
-    }
-
-    /// `self - other`, or the nearest bound when the true difference does not fit.
-    @inlinable
-    public func saturatingSubtract(_ other: Int64) -> Int64 {
-        let (difference, overflow) = subtractingReportingOverflow(other)
-        return overflow ? (other < 0 ? .max : .min) : difference
     }
 }

@@ -103,7 +103,7 @@ struct BillingController: APIController {
         let after = try query.integer("after") ?? 0
         let limit = try query.integer("limit") ?? 1_000
         guard let pageLimit = Int(exactly: limit) else {
-            throw APIError.invalid("limit", "must be 1…\(Ledger.feedPageLimitMax) (got \(limit))")
+            throw APIError.invalid("limit", "must be 1…\(LedgerLimits.feedPageLimitMax) (got \(limit))")
         }
         let page = try await ledger.run { try $0.events(after: after, limit: pageLimit) }
         return JSONResponse(page.json).response()

@@ -401,7 +401,7 @@ struct FaultTests {
         var events: [LedgerEvent] = []
         var after: Int64 = 0
         while true {
-            let page = try ledger.events(after: after, limit: Ledger.feedPageLimitMax)
+            let page = try ledger.events(after: after, limit: LedgerLimits.feedPageLimitMax)
             if page.events.isEmpty { return events }
             events += page.events
             after = page.lastID
@@ -424,7 +424,7 @@ struct LedgerState: Equatable {
         var lastID = previous?.lastEventID ?? 0
         var count = previous?.eventCount ?? 0
         while true {
-            let page = try ledger.events(after: lastID, limit: Ledger.feedPageLimitMax)
+            let page = try ledger.events(after: lastID, limit: LedgerLimits.feedPageLimitMax)
             if page.events.isEmpty { break }
             count += Int64(page.events.count)
             lastID = page.lastID

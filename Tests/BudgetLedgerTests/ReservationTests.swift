@@ -182,7 +182,7 @@ struct ReservationTests {
         let ledger = try Ledger.inMemory()
         #expect(ledgerErrorCase { _ = try ledger.reserve("t", tokens: 0) } == .invalidInput(field: "tokens"))
         #expect(ledgerErrorCase { _ = try ledger.reserve("t", tokens: 1, ttlSeconds: 0) } == .invalidInput(field: "ttlSeconds"))
-        #expect(ledgerErrorCase { _ = try ledger.reserve("t", tokens: 1, ttlSeconds: Ledger.holdSecondsMax + 1) } == .invalidInput(field: "ttlSeconds"))
+        #expect(ledgerErrorCase { _ = try ledger.reserve("t", tokens: 1, ttlSeconds: LedgerLimits.holdSecondsMax + 1) } == .invalidInput(field: "ttlSeconds"))
         #expect(try ledger.events(after: 0).events.isEmpty)
     }
 }

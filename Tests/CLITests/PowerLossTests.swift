@@ -133,7 +133,7 @@ struct PowerLossTests {
         var events: [LedgerEvent] = []
         var after: Int64 = 0
         while true {
-            let page = try ledger.events(after: after, limit: Ledger.feedPageLimitMax)
+            let page = try ledger.events(after: after, limit: LedgerLimits.feedPageLimitMax)
             if page.events.isEmpty { return events }
             events += page.events
             after = page.lastID
