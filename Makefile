@@ -5,14 +5,25 @@ PORT ?= 8765
 BENCH_FLAGS ?=
 REFERENCE ?= ../shared/reference
 
-.PHONY: deps fuzz-deps build test test-python run fuzz fuzz-short bench bench-http bench-compare bench-floor schema clean
+.PHONY: deps venv-deps fuzz-deps build test test-python run fuzz fuzz-short bench bench-http bench-compare bench-floor schema clean
+
+# Installs Debian packages, as root or through sudo: $(call apt_install,PACKAGES).
+apt_install = if [ "$$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
+	$$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(1)
 
 # Installs the system SQLite headers when they are missing (a fresh machine); does nothing otherwise.
 deps:
 	@if ! pkg-config --exists sqlite3 2>/dev/null; then \
 		echo "Installing libsqlite3-dev (SQLite headers and pkg-config file)"; \
-		if [ "$$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
-		$$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libsqlite3-dev pkg-config sqlite3; \
+		$(call apt_install,libsqlite3-dev pkg-config sqlite3); \
+	fi
+
+# Python's venv module and ensurepip, which Debian ships apart (python3-venv): for the venvs of
+# the Python client's tests and of the fuzzer.
+venv-deps:
+	@if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then \
+		echo "Installing python3-venv (the venv module and ensurepip)"; \
+		$(call apt_install,python3-venv); \
 	fi
 
 build: deps
@@ -25,24 +36,15 @@ test: deps
 	$(MAKE) --no-print-directory fuzz-short FUZZ_BUILD_FLAGS=--build-tests
 
 # The Python client's tests (clients/python) against the built server, in a venv of their own
-# (.build-python/venv; Debian's python3-venv is installed first when `python3 -m venv` fails).
-PYTHON ?= python3
+# (.build-python/venv).
 PYTHON_VENV ?= .build-python/venv
 PYTHON_TEST_SECONDS ?= 240
 # What it builds: the CLI alone, or (from `make test`) what the tests just built (a product build
 # and a test build of one checkout recompile each other's dependencies).
 PYTHON_BUILD_FLAGS ?= --product budget-ledger
-test-python: deps
+test-python: deps venv-deps
 	$(SWIFT) build $(PYTHON_BUILD_FLAGS)
-	@if [ ! -x $(PYTHON_VENV)/bin/pip ]; then \
-		rm -rf $(PYTHON_VENV); \
-		if ! $(PYTHON) -m venv $(PYTHON_VENV) > /dev/null 2>&1; then \
-			echo "Installing python3-venv (python3 -m venv needs it on Debian)"; \
-			if [ "$$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
-			$$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv; \
-			rm -rf $(PYTHON_VENV) && $(PYTHON) -m venv $(PYTHON_VENV) || exit 1; \
-		fi; \
-	fi
+	@if [ ! -x $(PYTHON_VENV)/bin/pip ]; then rm -rf $(PYTHON_VENV) && python3 -m venv $(PYTHON_VENV); fi
 	$(PYTHON_VENV)/bin/pip install -q --disable-pip-version-check ./clients/python pytest
 	BUDGET_LEDGER_BIN=$$($(SWIFT) build --show-bin-path)/budget-ledger timeout -k 10 $(PYTHON_TEST_SECONDS) \
 		$(PYTHON_VENV)/bin/python -m pytest -q -p no:cacheprovider clients/python/tests
@@ -71,16 +73,10 @@ FUZZ_DIR = .build-fuzz
 SCHEMATHESIS_VERSION = 4.32.5
 SCHEMATHESIS = $(FUZZ_DIR)/venv/bin/schemathesis
 
-# A virtual environment of its own with the pinned schemathesis; installs python3-venv with
-# apt-get when the venv module or ensurepip is missing (a fresh Debian machine).
+# A virtual environment of its own with the pinned schemathesis.
 fuzz-deps: $(FUZZ_DIR)/venv/schemathesis-$(SCHEMATHESIS_VERSION)
 
-$(FUZZ_DIR)/venv/schemathesis-$(SCHEMATHESIS_VERSION):
-	@if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then \
-		echo "Installing python3-venv (the venv module and ensurepip)"; \
-		if [ "$$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
-		$$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv; \
-	fi
+$(FUZZ_DIR)/venv/schemathesis-$(SCHEMATHESIS_VERSION): | venv-deps
 	rm -rf $(FUZZ_DIR)/venv
 	python3 -m venv $(FUZZ_DIR)/venv
 	$(FUZZ_DIR)/venv/bin/pip install --quiet "schemathesis==$(SCHEMATHESIS_VERSION)"
@@ -143,10 +139,7 @@ bench: deps
 BENCH_HTTP_SECONDS ?= 10
 BENCH_HTTP_SERVE_FLAGS ?=
 bench-http: deps
-	@if ! command -v wrk > /dev/null; then \
-		if [ "$$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
-		$$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; \
-	fi
+	@if ! command -v wrk > /dev/null; then $(call apt_install,wrk); fi
 	$(SWIFT) build -c release --product budget-ledger
 	$(SWIFT) build -c release --product budget-ledger-bench
 	SERVE_FLAGS="$(BENCH_HTTP_SERVE_FLAGS)" bench/http-check-and-consume.sh $$($(SWIFT) build -c release --show-bin-path) $(BENCH_HTTP_SECONDS)
@@ -188,4 +181,4 @@ schema: deps
 
 clean:
 	$(SWIFT) package clean
-	rm -rf .build $(FUZZ_DIR)
+	rm -rf .build $(FUZZ_DIR) .build-python

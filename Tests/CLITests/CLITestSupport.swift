@@ -1,3 +1,4 @@
+import BudgetLedger
 import Foundation
 import Synchronization
 import Testing
@@ -336,5 +337,17 @@ enum SQLiteShell {
         let result = process.wait()
         try #require(result.status == 0, "sqlite3 failed: \(result)")
         return result.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+}
+
+/// Every event of `ledger`, read page by page through the feed.
+func allEvents(of ledger: Ledger) throws -> [LedgerEvent] {
+    var events: [LedgerEvent] = []
+    var after: Int64 = 0
+    while true {
+        let page = try ledger.events(after: after, limit: LedgerLimits.feedPageLimitMax)
+        if page.events.isEmpty { return events }
+        events += page.events
+        after = page.lastID
     }
 }

@@ -216,17 +216,6 @@ struct CrashHarnessTests {
         let lines = try connection.prepare("PRAGMA integrity_check").fetchAll { try $0[0] as String }
         return lines == ["ok"] ? [] : lines.map { "PRAGMA integrity_check: \($0)" }
     }
-
-    private func allEvents(of ledger: Ledger) throws -> [LedgerEvent] {
-        var events: [LedgerEvent] = []
-        var after: Int64 = 0
-        while true {
-            let page = try ledger.events(after: after, limit: LedgerLimits.feedPageLimitMax)
-            if page.events.isEmpty { return events }
-            events += page.events
-            after = page.lastID
-        }
-    }
 }
 
 // MARK: - The plan of a round

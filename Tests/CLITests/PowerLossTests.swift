@@ -128,17 +128,6 @@ struct PowerLossTests {
         #expect(survived.count >= outcomes[0].acknowledgements.count { $0.committedEventID != nil })
         for problem in problems { Issue.record("\(problem)") }
     }
-
-    private func allEvents(of ledger: Ledger) throws -> [LedgerEvent] {
-        var events: [LedgerEvent] = []
-        var after: Int64 = 0
-        while true {
-            let page = try ledger.events(after: after, limit: LedgerLimits.feedPageLimitMax)
-            if page.events.isEmpty { return events }
-            events += page.events
-            after = page.lastID
-        }
-    }
 }
 
 extension Acknowledgement {
