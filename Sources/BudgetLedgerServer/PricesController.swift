@@ -33,7 +33,10 @@ struct PricesController: APIController {
         switch route {
         case .table: return try await table(request)
         case .modelPrice: return try await modelPrice(try context.pathIdentifier("model", field: "model"))
-        case .setPrice: return try await setPrice(try context.pathIdentifier("model", field: "model"), request)
+        case .setPrice:
+            let model = try context.pathIdentifier("model", field: "model")
+            try APIIdentifier.validatePricePattern(model, field: "model")
+            return try await setPrice(model, request)
         }
     }
 

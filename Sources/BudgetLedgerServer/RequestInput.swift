@@ -195,6 +195,23 @@ enum APIIdentifier {
     /// nor last a space (HTTP strips those), as the OpenAPI document writes it.
     static let headerPattern = #"^[!-~](?:[ -~]{0,\#(asciiCharactersMax - 2)}[!-~])?$"#
 
+    /// The rule for the model a price is set for over REST (`PUT /api/v1/prices/{model}`): a model
+    /// name or a pattern with one trailing `*`, in 1…256 printable ASCII characters, with at least
+    /// one that is neither a space nor the star (the ledger refuses other stars and blank names).
+    static let pricePattern = #"^[ -)+-~]*[!-)+-~][ -)+-~]*\*?$"#
+
+    /// - Throws: `LedgerError.invalidInput` naming `field` when `value` breaks `pricePattern`.
+    static func validatePricePattern(_ value: String, field: String) throws {
+        let bytes = Array(value.utf8)
+        guard (1...asciiCharactersMax).contains(bytes.count), bytes.allSatisfy({ (0x20...0x7E).contains($0) }) else {
+            throw APIError.invalid(field, "must be 1…\(asciiCharactersMax) printable ASCII characters")
+        }
+        let body = bytes.last == UInt8(ascii: "*") ? bytes.dropLast() : bytes[...]
+        guard !body.contains(UInt8(ascii: "*")), body.contains(where: { $0 != UInt8(ascii: " ") }) else {
+            throw APIError.invalid(field, "must be a model name or a pattern with one trailing * (e.g. gpt-4o-20*)")
+        }
+    }
+
     /// - Throws: `LedgerError.invalidInput` naming `field` when the header value `value` breaks
     ///   `headerPattern` (HTTP has already stripped surrounding spaces).
     static func validateHeader(_ value: String, field: String) throws {
