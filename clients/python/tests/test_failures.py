@@ -47,15 +47,15 @@ class FlakyProxy:
 
     def _serve(self, client: socket.socket, first: bool) -> None:
         upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+        # The request goes through whole, however many segments it comes in.
+        request_pump = threading.Thread(target=_pump, args=(client, upstream), daemon=True)
+        request_pump.start()
         if not first:
-            threading.Thread(target=_pump, args=(client, upstream), daemon=True).start()
             _pump(upstream, client)
             return
-        request = client.recv(65536)
-        upstream.sendall(request)
         self.first_answer = upstream.recv(65536)  # the server applied the request and answered
         if self.mode == "delay":
-            client.recv(1)  # returns b"" once the client has timed out and hung up
+            request_pump.join()  # ends once the client has timed out and hung up
         _close(client, upstream)
 
     def close(self) -> None:
