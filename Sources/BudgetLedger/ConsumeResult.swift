@@ -50,4 +50,17 @@ public struct ConsumeResult: Sendable, Equatable {
     /// True when an idempotency key matched an earlier consume: nothing new was recorded,
     /// and `event` and `crossedThresholds` are the original's.
     public let isReplay: Bool
+    /// The scope windows' thresholds this consume crossed (migration 0010), by scope.
+    public let crossedScopeThresholds: [ScopeThresholdCrossing]
+
+    init(
+        budget: ThreadBudget, crossedThresholds: [ThresholdCrossing], event: ConsumeEvent, isReplay: Bool,
+        crossedScopeThresholds: [ScopeThresholdCrossing] = []
+    ) {
+        self.budget = budget
+        self.crossedThresholds = crossedThresholds
+        self.event = event
+        self.isReplay = isReplay
+        self.crossedScopeThresholds = crossedScopeThresholds
+    }
 }

@@ -98,12 +98,19 @@ extension Ledger {
                 threadID: request.threadID, used: before.totalTokens, maxTokens: before.maxTokens,
                 requestedTokens: request.tokens, heldTokens: before.heldTokens)
         }
+        let cost = try price(of: request, at: now, pricesVersion: found.pricesVersion, on: connection)
+        // The scope budgets the call falls under, in this transaction: checked before the insert
+        // when enforced, and their thresholds judged after it either way.
+        let scopes = try ScopeBudgetSQL.budgets(scopes: request.scopes, at: now, on: connection)
+        if request.enforce && !scopes.isEmpty {
+            try checkScopes(
+                scopes, threadID: request.threadID, tokens: request.tokens, cost: cost, model: request.usage.model)
+        }
         // Cannot overflow: each call is at most 1e9 and a thread's totals are part of the
         // all-time sums the schema holds under 4e18 (LedgerLimits, migration 0006). Saturating
         // all the same: these are stored values, and a damaged file must not crash the caller.
         let promptTotal = before.promptTokens.saturatingAdd(request.promptTokens)
         let completionTotal = before.completionTokens.saturatingAdd(request.completionTokens)
-        let cost = try price(of: request, at: now, pricesVersion: found.pricesVersion, on: connection)
         do {
             try connection.execute(
                 LedgerSQL.insertConsume, request.consumeArguments(at: now, costNanodollars: cost, reservationID: reservationID))
@@ -115,15 +122,22 @@ extension Ledger {
             promptTokens: promptTotal, completionTokens: completionTotal, requestCount: before.requestCount + 1,
             triggeredThresholds: before.triggeredThresholds)
         let crossings = try recordCrossings(of: &budget, causedBy: eventID, at: now, on: connection)
+        let scopeCrossings =
+            scopes.isEmpty
+            ? []
+            : try recordScopeCrossings(
+                scopes, tokens: request.tokens, cost: cost, causedBy: eventID, at: now, on: connection)
         let event = ConsumeEvent(
             id: eventID, timestampMicroseconds: now, threadID: request.threadID,
             promptTokens: request.promptTokens, completionTokens: request.completionTokens,
             idempotencyKey: request.idempotencyKey, usage: request.usage, costNanodollars: cost, reservationID: reservationID)
-        return ConsumeResult(budget: budget, crossedThresholds: crossings, event: event, isReplay: false)
+        return ConsumeResult(
+            budget: budget, crossedThresholds: crossings, event: event, isReplay: false,
+            crossedScopeThresholds: scopeCrossings)
     }
 
     /// The cost of the request at the price in force at `now`; nil when it names no priced model.
-    private func price(
+    func price(
         of request: ConsumeRequest, at now: Int64, pricesVersion: Int64, on connection: Connection
     ) throws -> Int64? {
         guard let model = request.usage.model,
@@ -351,6 +365,12 @@ struct ConsumeRequest: Sendable {
         }
         guard let leftCanonical = canonical(left) else { return false }
         return leftCanonical == canonical(right)
+    }
+
+    /// The scopes the call falls under (`BudgetScope.candidates`).
+    var scopes: [String] {
+        BudgetScope.candidates(
+            agentID: usage.agentID, model: usage.model, organizationID: organizationID, userID: userID)
     }
 
     func consumeArguments(at now: Int64, costNanodollars: Int64?, reservationID: Int64?) -> [any SQLiteBindable] {

@@ -9,12 +9,20 @@ extension Ledger {
     /// The hold must fit under max − spent − other live holds. Until settled, released or
     /// expired, it counts against every budget decision: checks, checked consumes, other holds.
     ///
+    /// The hold counts against every scope budget the call falls under (`usage`'s agent, model,
+    /// and metadata `org_id` / `user_id`, and `global`); under a dollar budget it counts at most
+    /// what its tokens can cost (all at the higher of the model's two rates), so a model without
+    /// a price cannot be held there.
+    ///
     /// - Throws: `BudgetExhaustedError` when it does not fit (nothing is recorded);
-    ///   `LedgerError.invalidInput` for tokens < 1 or a ttl outside 1 s…7 days.
-    public func reserve(_ threadID: String, tokens: Int64, ttlSeconds: Int64 = Ledger.defaultHoldSeconds) throws
-        -> ReserveResult
-    {
+    ///   `LedgerError.invalidInput` for tokens < 1, a ttl outside 1 s…7 days, or bad usage fields.
+    public func reserve(
+        _ threadID: String, tokens: Int64, ttlSeconds: Int64 = Ledger.defaultHoldSeconds, usage: UsageDetails = .none
+    ) throws -> ReserveResult {
         try Validate.identifier(threadID, field: "threadId")
+        try Validate.optionalIdentifier(usage.agentID, field: "agentId")
+        try Validate.optionalIdentifier(usage.model, field: "model")
+        let (organizationID, userID) = try Validate.metadata(usage.metadataJSON)
         guard (1...LedgerLimits.tokensPerRequestMax).contains(tokens) else {
             throw LedgerError.invalidInput(
                 field: "tokens", reason: "must be 1…\(LedgerLimits.tokensPerRequestMax) (got \(tokens))")
@@ -35,8 +43,19 @@ extension Ledger {
                     threadID: threadID, used: before.totalTokens, maxTokens: before.maxTokens, requestedTokens: tokens,
                     heldTokens: before.heldTokens)
             }
+            let heldCost = try mostCost(of: tokens, model: usage.model, at: now, pricesVersion: found.pricesVersion, on: connection)
+            let scopes = try ScopeBudgetSQL.budgets(
+                scopes: BudgetScope.candidates(
+                    agentID: usage.agentID, model: usage.model, organizationID: organizationID, userID: userID),
+                at: now, on: connection)
+            try checkScopes(scopes, threadID: threadID, tokens: tokens, cost: heldCost, model: usage.model)
             let expiresAt = now + ttlSeconds * 1_000_000
-            try connection.execute(LedgerSQL.insertReserve, [now, threadID, tokens, expiresAt])
+            try connection.execute(
+                LedgerSQL.insertReserve,
+                [
+                    now, threadID, tokens, expiresAt, usage.agentID, usage.model, usage.metadataJSON, organizationID, userID,
+                    heldCost,
+                ])
             let reservation = Reservation(
                 id: connection.lastInsertRowID, threadID: threadID, tokens: tokens, expiresAtMicroseconds: expiresAt)
             let budget = ThreadBudget(
@@ -45,6 +64,28 @@ extension Ledger {
                 triggeredThresholds: before.triggeredThresholds, heldTokens: before.heldTokens.saturatingAdd(tokens))
             return ReserveResult(reservation: reservation, budget: budget)
         }
+    }
+
+    /// The most `tokens` can cost with `model` at the price in force at `now`: every token at the
+    /// higher of its two rates (at most 2e9 × 1e7 = 2e16, the per-call cost limit); nil when
+    /// the model has no price or none is named.
+    private func mostCost(
+        of tokens: Int64, model: String?, at now: Int64, pricesVersion: Int64, on connection: Connection
+    ) throws -> Int64? {
+        guard let model,
+            let price = try priceCache.withLock({ cache in
+                try cache.price(forModel: model, at: now, currentVersion: pricesVersion, on: connection)
+            })
+        else { return nil }
+        let rate = max(price.promptNanodollarsPerToken, price.completionNanodollarsPerToken)
+        let (cost, overflow) = tokens.multipliedReportingOverflow(by: rate)
+        guard !overflow, cost <= LedgerLimits.costNanodollarsPerCallMax else {
+            throw LedgerError.invalidInput(
+                field: "tokens",
+                reason: "the most this hold can cost at \(model)'s price is above the limit of "
+                    + "\(Money.decimalString(nanodollars: LedgerLimits.costNanodollarsPerCallMax)) USD per call")
+        }
+        return cost
     }
 
     /// Records the tokens a held call actually spent (above or below the hold) and ends the hold,

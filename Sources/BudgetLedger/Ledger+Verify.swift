@@ -113,9 +113,11 @@ private struct DerivedTables {
         }
         problems += compare("thread_thresholds", stored: thresholds, recomputed: recomputed.thresholds.filter { !$0.value.isEmpty }) { $0 }
         let holds = try Dictionary(uniqueKeysWithValues: connection.prepare(
-            "SELECT reservation_id, thread_id, tokens, expires_at_us FROM holds"
+            "SELECT reservation_id, thread_id, tokens, expires_at_us, agent_id, model, org_id, user_id, cost_nanos FROM holds"
         ).fetchAll { row in
-            (try row[0] as Int64, Recomputation.Hold(threadID: try row[1], tokens: try row[2], expiresAtMicroseconds: try row[3]))
+            (try row[0] as Int64, Recomputation.Hold(
+                threadID: try row[1], tokens: try row[2], expiresAtMicroseconds: try row[3], agentID: try row[4],
+                model: try row[5], organizationID: try row[6], userID: try row[7], costNanodollars: try row[8]))
         })
         problems += compare("holds", stored: holds, recomputed: recomputed.holds) { String($0) }
         let settings = try connection.prepare(
@@ -131,7 +133,28 @@ private struct DerivedTables {
         }
         problems += compare("ledger_settings", stored: [1: settings], recomputed: [1: recomputed.settings]) { String($0) }
         problems += try rollupDifferences()
+        problems += try scopeDifferences()
         return problems
+    }
+
+    private func scopeDifferences() throws -> [String] {
+        let budgets = try Dictionary(uniqueKeysWithValues: connection.prepare(
+            "SELECT \(ScopeBudgetSQL.budgetColumns) FROM scope_budgets"
+        ).fetchAll { row in
+            (try row[0] as String, Recomputation.ScopeBudgetRow(
+                period: try row[1], maxTokens: try row[2], maxNanodollars: try row[3], setEventID: try row[4],
+                windowStart: try row[5], spentTokens: try row[6], spentNanodollars: try row[7], requestCount: try row[8],
+                unpricedRequests: try row[9]))
+        })
+        let thresholds = try Dictionary(uniqueKeysWithValues: connection.prepare(
+            "SELECT scope, window_start_us, threshold_percent, event_id FROM scope_thresholds"
+        ).fetchAll { row in
+            (Recomputation.ScopeThresholdKey(scope: try row[0], windowStart: try row[1], percent: try row[2]), try row[3] as Int64)
+        })
+        return compare("scope_budgets", stored: budgets, recomputed: recomputed.scopeBudgets) { $0 }
+            + compare("scope_thresholds", stored: thresholds, recomputed: recomputed.scopeThresholds) {
+                "\($0.scope) window \($0.windowStart) \($0.percent)%"
+            }
     }
 
     private func rollupDifferences() throws -> [String] {

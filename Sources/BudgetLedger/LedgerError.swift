@@ -4,27 +4,68 @@ import LedgerSQLite
 ///
 /// Its message contains "budget exhausted", as the reference's.
 public struct BudgetExhaustedError: Error, Sendable, Equatable, CustomStringConvertible {
-    public let threadID: String
-    /// Tokens already spent in the thread's window.
-    public let used: Int64
-    public let maxTokens: Int64
-    /// The tokens that were asked for.
-    public let requestedTokens: Int64
-    /// Tokens held by live reservations, which count against the budget too.
-    public let heldTokens: Int64
+    /// The units of a refusal's figures.
+    public enum Unit: String, Sendable {
+        case tokens
+        /// Nano-dollars (10^-9 USD).
+        case nanodollars
+    }
 
-    public init(threadID: String, used: Int64, maxTokens: Int64, requestedTokens: Int64, heldTokens: Int64 = 0) {
+    public let threadID: String
+    /// Spent in the thread's (or the scope's) window, in `unit`.
+    public let used: Int64
+    /// The max, in `unit` (named for the thread's budget, whose unit is always tokens).
+    public let maxTokens: Int64
+    /// What the call asked for, in `unit`.
+    public let requestedTokens: Int64
+    /// Held by live reservations, which count against the budget too, in `unit`.
+    public let heldTokens: Int64
+    /// The scope budget that refused; nil when the thread's own budget did.
+    public let scope: BudgetScope?
+    /// The scope budget's window (nil for the thread's budget).
+    public let window: BudgetWindow?
+    public let unit: Unit
+    /// A dollar budget refused because this model has no price (the call's cost is unknown).
+    public let unpricedModel: String?
+
+    public init(
+        threadID: String, used: Int64, maxTokens: Int64, requestedTokens: Int64, heldTokens: Int64 = 0,
+        scope: BudgetScope? = nil, window: BudgetWindow? = nil, unit: Unit = .tokens, unpricedModel: String? = nil
+    ) {
         self.threadID = threadID
         self.used = used
         self.maxTokens = maxTokens
         self.requestedTokens = requestedTokens
         self.heldTokens = heldTokens
+        self.scope = scope
+        self.window = window
+        self.unit = unit
+        self.unpricedModel = unpricedModel
     }
 
     public var description: String {
-        let held = heldTokens > 0 ? " and \(heldTokens) held" : ""
-        return "budget exhausted for thread \(threadID): \(used) of \(maxTokens) tokens used\(held), "
-            + "\(requestedTokens) more requested"
+        guard let scope else {
+            let held = heldTokens > 0 ? " and \(heldTokens) held" : ""
+            return "budget exhausted for thread \(threadID): \(used) of \(maxTokens) tokens used\(held), "
+                + "\(requestedTokens) more requested"
+        }
+        let period = window.map { Self.describe($0) } ?? ""
+        if let unpricedModel {
+            return "budget exhausted for thread \(threadID): scope \(scope) has a dollar budget\(period) and model "
+                + "\(unpricedModel) has no price, so the call's cost is unknown (set a price for it)"
+        }
+        func amount(_ value: Int64) -> String {
+            unit == .tokens ? "\(value) tokens" : "\(Money.decimalString(nanodollars: value)) USD"
+        }
+        let held = heldTokens > 0 ? " and \(amount(heldTokens)) held" : ""
+        return "budget exhausted for thread \(threadID) by scope \(scope)\(period): \(amount(used)) of "
+            + "\(amount(maxTokens)) used\(held), \(amount(requestedTokens)) more requested"
+    }
+
+    private static func describe(_ window: BudgetWindow) -> String {
+        guard let end = window.endMicroseconds else { return " (all time)" }
+        return " (window \(Timestamps.iso8601(microseconds: window.startMicroseconds)) to "
+            + "\(Timestamps.iso8601(microseconds: end)))"
     }
 }
 

@@ -123,7 +123,9 @@ enum LedgerSQL {
     static let insertUsageReset = "INSERT INTO events (timestamp_us, kind) VALUES (?, 'usage_reset')"
 
     static let insertReserve = """
-        INSERT INTO events (timestamp_us, kind, thread_id, held_tokens, expires_at_us) VALUES (?, 'reserve', ?, ?, ?)
+        INSERT INTO events (timestamp_us, kind, thread_id, held_tokens, expires_at_us, agent_id, model, metadata, org_id,
+                            user_id, cost_nanos)
+        VALUES (?, 'reserve', ?, ?, ?, ?, ?, ?, ?, ?, ?)
         """
 
     static let insertRelease = "INSERT INTO events (timestamp_us, kind, thread_id, reservation_id) VALUES (?, 'release', ?, ?)"

@@ -23,6 +23,31 @@ struct Recomputation {
         var threadID: String
         var tokens: Int64
         var expiresAtMicroseconds: Int64
+        // The scopes it falls under (migration 0010), the model normalised, and its most cost.
+        var agentID: String? = nil
+        var model: String? = nil
+        var organizationID: String? = nil
+        var userID: String? = nil
+        var costNanodollars: Int64? = nil
+    }
+
+    /// A row of `scope_budgets` (migration 0010).
+    struct ScopeBudgetRow: Equatable {
+        var period: String
+        var maxTokens: Int64?
+        var maxNanodollars: Int64?
+        var setEventID: Int64
+        var windowStart: Int64
+        var spentTokens: Int64 = 0
+        var spentNanodollars: Int64 = 0
+        var requestCount: Int64 = 0
+        var unpricedRequests: Int64 = 0
+    }
+
+    struct ScopeThresholdKey: Hashable {
+        var scope: String
+        var windowStart: Int64
+        var percent: Int64
     }
 
     struct RollupKey: Hashable {
@@ -64,6 +89,9 @@ struct Recomputation {
     /// Crossed thresholds of each thread's current window: percent → the threshold event.
     private(set) var thresholds: [String: [Int64: Int64]] = [:]
     private(set) var holds: [Int64: Hold] = [:]
+    private(set) var scopeBudgets: [String: ScopeBudgetRow] = [:]
+    /// Crossed thresholds of scope windows → the scope_threshold event.
+    private(set) var scopeThresholds: [ScopeThresholdKey: Int64] = [:]
     private(set) var settings = Settings()
     private(set) var rollup: [RollupKey: Sums] = [:]
     private(set) var agentModel: [AgentModelKey: Sums] = [:]
@@ -83,7 +111,8 @@ struct Recomputation {
     /// The columns `apply(_:)` reads, in its order.
     static let columns = """
         id, timestamp_us, kind, thread_id, prompt_tokens, completion_tokens, max_tokens, threshold_percent, agent_id, \
-        model, latency_ms, org_id, user_id, cost_nanos, held_tokens, expires_at_us, reservation_id
+        model, latency_ms, org_id, user_id, cost_nanos, held_tokens, expires_at_us, reservation_id, scope, period, \
+        max_cost_nanos, window_start_us
         """
 
     /// Applies the next event (rows in id order, with `columns`).
@@ -120,8 +149,21 @@ struct Recomputation {
             settings.usageWindow += 1
         case "reserve":
             let held: Int64 = try row[14]
+            let model: String? = try row[9]
             holds[id] = Hold(
-                threadID: threadID ?? "", tokens: min(held, LedgerLimits.tokensPerRequestMax), expiresAtMicroseconds: try row[15])
+                threadID: threadID ?? "", tokens: min(held, LedgerLimits.tokensPerRequestMax), expiresAtMicroseconds: try row[15],
+                agentID: try row[8], model: model.map(ModelName.normalized), organizationID: try row[11],
+                userID: try row[12], costNanodollars: try row[13])
+        case "budget":
+            try applyBudget(row, id: id)
+        case "budget_remove":
+            let scope: String = try row[17]
+            scopeBudgets[scope] = nil
+            scopeThresholds = scopeThresholds.filter { $0.key.scope != scope }
+        case "scope_threshold":
+            scopeThresholds[ScopeThresholdKey(scope: try row[17], windowStart: try row[20], percent: try row[7])] = id
+        case "refusal", "reprice":
+            break
         default:  // release, expire
             if let reservation: Int64 = try row[16] { holds[reservation] = nil }
         }
@@ -178,8 +220,61 @@ struct Recomputation {
         add(&rollup[rollupKey, default: Sums()])
         add(&agentModel[AgentModelKey(usageWindow: settings.usageWindow, agentID: agent, model: modelKey), default: Sums()])
 
+        applyToScopes(
+            timestamp: timestamp, tokens: (try row[4] as Int64).saturatingAdd(try row[5]), cost: cost,
+            scopes: BudgetScope.candidates(agentID: try row[8], model: model, organizationID: try row[11], userID: try row[12]))
+
         let expected = prices.cost(model: model, eventID: id, at: timestamp, promptTokens: try row[4], completionTokens: try row[5])
         if expected != cost, mispricedEventIDs.count < 20 { mispricedEventIDs.append(id) }
+    }
+
+    /// A consume under the scope budgets of `scopes` (0010's consume trigger): a later window
+    /// starts at this consume; an earlier one (a clock stepped back) counts in the row's window.
+    private mutating func applyToScopes(timestamp: Int64, tokens: Int64, cost: Int64?, scopes: [String]) {
+        for scope in scopes {
+            guard var budget = scopeBudgets[scope], let period = BudgetPeriod(rawValue: budget.period) else { continue }
+            let start = period.window(containing: timestamp).startMicroseconds
+            if start > budget.windowStart {
+                budget = ScopeBudgetRow(
+                    period: budget.period, maxTokens: budget.maxTokens, maxNanodollars: budget.maxNanodollars,
+                    setEventID: budget.setEventID, windowStart: start)
+            }
+            budget.spentTokens = budget.spentTokens.saturatingAdd(tokens)
+            budget.spentNanodollars = budget.spentNanodollars.saturatingAdd(cost ?? 0)
+            budget.requestCount += 1
+            budget.unpricedRequests += cost == nil ? 1 : 0
+            scopeBudgets[scope] = budget
+        }
+    }
+
+    /// A budget event (0010's scope trigger): the window holding it, with the spend of the
+    /// window so far from the rollups (by UTC day), and the thresholds it no longer reaches re-armed.
+    private mutating func applyBudget(_ row: Row, id: Int64) throws {
+        let scope: String = try row[17]
+        let periodName: String = try row[18]
+        let period = BudgetPeriod(rawValue: periodName) ?? .none
+        let start = period.window(containing: try row[1]).startMicroseconds
+        var budget = ScopeBudgetRow(
+            period: periodName, maxTokens: try row[6], maxNanodollars: try row[19], setEventID: id, windowStart: start)
+        let firstDay = start.floorDivided(by: 86_400_000_000)
+        for (key, sums) in rollup where key.day >= firstDay {
+            let matches =
+                scope == "global" || scope == "org:" + key.organizationID || scope == "user:" + key.userID
+                || scope == "agent:" + key.agentID || scope == "model:" + key.model
+            guard matches else { continue }
+            budget.spentTokens = budget.spentTokens.saturatingAdd(sums.promptTokens.saturatingAdd(sums.completionTokens))
+            budget.spentNanodollars = budget.spentNanodollars.saturatingAdd(sums.costNanodollars)
+            budget.requestCount += sums.requestCount
+            budget.unpricedRequests += sums.unpricedRequests
+        }
+        scopeBudgets[scope] = budget
+        scopeThresholds = scopeThresholds.filter { key, _ in
+            key.scope != scope
+                || (key.windowStart == budget.windowStart
+                    && ScopeBudgetSQL.reaches(
+                        Int(key.percent), spentTokens: budget.spentTokens, maxTokens: budget.maxTokens,
+                        spentNanodollars: budget.spentNanodollars, maxNanodollars: budget.maxNanodollars))
+        }
     }
 
     /// A limit: the new max (opening the thread when it is not open), and the crossed thresholds

@@ -23,6 +23,8 @@ public enum LedgerLimits {
     public static let priceNanodollarsPerTokenMax: Int64 = 10_000_000
     /// The cost of one call: `tokensPerRequestMax` tokens at `priceNanodollarsPerTokenMax` (2e16 nano-dollars, $20M).
     public static let costNanodollarsPerCallMax: Int64 = tokensPerRequestMax * priceNanodollarsPerTokenMax
+    /// A scope budget's dollar max: $1 billion (1e18 nano-dollars), under the all-time capacity.
+    public static let budgetNanodollarsMax: Int64 = 1_000_000_000_000_000_000
     /// The ttl of a hold: 7 days.
     public static let holdSecondsMax: Int64 = 7 * 24 * 3_600
     /// Events per page of the feed (`events(after:limit:)`).

@@ -173,8 +173,20 @@ struct DurabilityTests {
         ]
         for statement in script { try raw.execute(sql: statement) }
         let dump = { (connection: Connection, table: String) throws -> [[SQLiteValue]] in
-            // 0004 adds ledger_settings.rolled_up_to: compare the columns both versions have.
-            let columns = table == "ledger_settings" ? "id, default_max_tokens, usage_window" : "*"
+            // 0004 adds ledger_settings.rolled_up_to, 0010 columns of events and holds: compare the
+            // columns both versions have.
+            let columns =
+                switch table {
+                case "ledger_settings": "id, default_max_tokens, usage_window"
+                case "holds": "reservation_id, thread_id, tokens, expires_at_us"
+                case "events":
+                    """
+                    id, timestamp_us, kind, thread_id, prompt_tokens, completion_tokens, max_tokens, threshold_percent,
+                    severity, caused_by, tokens_used, idempotency_key, agent_id, model, provider, latency_ms, metadata,
+                    org_id, user_id, cost_nanos, held_tokens, expires_at_us, reservation_id
+                    """
+                default: "*"
+                }
             let statement = try connection.prepare("SELECT \(columns) FROM \(table) ORDER BY 1, 2, 3")
             return try statement.fetchAll { row in (0..<statement.columnCount).map { row.value(at: $0) } }
         }

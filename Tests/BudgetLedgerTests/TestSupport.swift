@@ -33,6 +33,11 @@ final class ManualClock: Sendable {
     func advance(microseconds: Int64) {
         now.withLock { $0 += microseconds }
     }
+
+    /// Moves the clock to `microseconds` (UTC since 1970), forward or back.
+    func set(microseconds: Int64) {
+        now.withLock { $0 = microseconds }
+    }
 }
 
 /// Counts rows of `events` through a raw connection, bypassing the ledger.

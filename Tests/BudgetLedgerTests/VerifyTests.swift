@@ -81,7 +81,7 @@ struct VerifyTests {
         let damages: [(sql: String, expected: String)] = [
             ("UPDATE thread_state SET request_count = request_count + 1 WHERE thread_id = 't1'", "thread_state: row t1 differs"),
             ("DELETE FROM thread_thresholds WHERE rowid IN (SELECT rowid FROM thread_thresholds LIMIT 1)", "thread_thresholds"),
-            ("INSERT INTO holds VALUES (999999, 't1', 5, 1)", "holds: row 999999 differs"),
+            ("INSERT INTO holds (reservation_id, thread_id, tokens, expires_at_us) VALUES (999999, 't1', 5, 1)", "holds: row 999999 differs"),
             ("UPDATE ledger_settings SET all_time_latency_ms = all_time_latency_ms + 1", "ledger_settings: row 1 differs"),
             ("UPDATE usage_agent_model SET cost_nanos = cost_nanos + 1 WHERE rowid IN (SELECT rowid FROM usage_agent_model LIMIT 1)",
              "usage_agent_model_live"),

@@ -1,0 +1,280 @@
+import LedgerSQLite
+
+extension Ledger {
+    /// Sets (or changes) the budget of `scope`: a max in tokens, in nano-dollars, or both, per
+    /// `period` window (UTC calendar), recorded as a budget event.
+    ///
+    /// The window's spend so far counts: a monthly budget set on the 15th starts with the
+    /// month's spend under the scope. Changing the figures re-arms the thresholds the window no
+    /// longer reaches.
+    ///
+    /// - Throws: `LedgerError.invalidInput` when neither max is given or one is out of range.
+    @discardableResult
+    public func setBudget(
+        _ scope: BudgetScope, period: BudgetPeriod = .none, maxTokens: Int64? = nil, maxNanodollars: Int64? = nil
+    ) throws -> ScopeBudget {
+        guard maxTokens != nil || maxNanodollars != nil else {
+            throw LedgerError.invalidInput(field: "maxTokens", reason: "a budget needs maxTokens, maxUsd or both")
+        }
+        if let maxTokens { try Validate.maxTokens(maxTokens, field: "maxTokens") }
+        if let maxNanodollars, !(0...LedgerLimits.budgetNanodollarsMax).contains(maxNanodollars) {
+            throw LedgerError.invalidInput(
+                field: "maxUsd",
+                reason: "must be 0…\(Money.decimalString(nanodollars: LedgerLimits.budgetNanodollarsMax)) USD "
+                    + "(got \(Money.decimalString(nanodollars: maxNanodollars)))")
+        }
+        return try write { [self] connection in
+            let now = configuration.clock()
+            try connection.execute(
+                ScopeBudgetSQL.insertBudget, [now, scope.description, period.rawValue, maxTokens, maxNanodollars])
+            guard let budget = try ScopeBudgetSQL.budgets(scopes: [scope.description], at: now, on: connection).first
+            else { preconditionFailure("a budget event left scope \(scope) without a budget") }
+            return budget
+        }
+    }
+
+    /// Removes the budget of `scope` (a budget_remove event); its history stays in the events.
+    ///
+    /// - Throws: `LedgerError.conflict` when the scope has no budget (nothing is written).
+    public func removeBudget(_ scope: BudgetScope) throws {
+        try write { [self] connection in
+            let now = configuration.clock()
+            guard try ScopeBudgetSQL.budgets(scopes: [scope.description], at: now, on: connection).first != nil else {
+                throw LedgerError.conflict("scope \(scope) has no budget")
+            }
+            try connection.execute(ScopeBudgetSQL.insertRemove, [now, scope.description])
+        }
+    }
+
+    /// Every scope budget with its current window (at the ledger's clock), by scope.
+    public func budgets() throws -> [ScopeBudget] {
+        try read { [self] connection in
+            try ScopeBudgetSQL.allBudgets(at: configuration.clock(), on: connection)
+        }
+    }
+
+    /// The budget of `scope` with its current window; nil when it has none.
+    public func budget(scope: BudgetScope) throws -> ScopeBudget? {
+        try read { [self] connection in
+            try ScopeBudgetSQL.budgets(scopes: [scope.description], at: configuration.clock(), on: connection).first
+        }
+    }
+
+    /// Refuses the call when it does not fit a scope budget it falls under (`tokens` and `cost`
+    /// more, in the window holding `now`), inside the caller's write transaction.
+    ///
+    /// A dollar budget refuses a call whose cost is unknown: an unpriced model, or none named.
+    func checkScopes(
+        _ applicable: [ScopeBudget], threadID: String, tokens: Int64, cost: Int64?, model: String?
+    ) throws {
+        for budget in applicable {
+            if let maxTokens = budget.maxTokens {
+                let used = budget.spentTokens
+                if used.saturatingAdd(budget.heldTokens) >= maxTokens
+                    || used.saturatingAdd(budget.heldTokens).saturatingAdd(tokens) > maxTokens
+                {
+                    throw BudgetExhaustedError(
+                        threadID: threadID, used: used, maxTokens: maxTokens, requestedTokens: tokens,
+                        heldTokens: budget.heldTokens, scope: budget.scope, window: budget.window)
+                }
+            }
+            if let maxNanodollars = budget.maxNanodollars {
+                guard let cost else {
+                    throw BudgetExhaustedError(
+                        threadID: threadID, used: budget.spentNanodollars, maxTokens: maxNanodollars, requestedTokens: 0,
+                        heldTokens: budget.heldNanodollars, scope: budget.scope, window: budget.window,
+                        unit: .nanodollars, unpricedModel: model ?? "(none named)")
+                }
+                let used = budget.spentNanodollars
+                if used.saturatingAdd(budget.heldNanodollars) >= maxNanodollars
+                    || used.saturatingAdd(budget.heldNanodollars).saturatingAdd(cost) > maxNanodollars
+                {
+                    throw BudgetExhaustedError(
+                        threadID: threadID, used: used, maxTokens: maxNanodollars, requestedTokens: cost,
+                        heldTokens: budget.heldNanodollars, scope: budget.scope, window: budget.window,
+                        unit: .nanodollars)
+                }
+            }
+        }
+    }
+
+    /// Records a scope_threshold event for every threshold a scope window reaches after the
+    /// consume `eventID` (which spent `tokens` and `cost`) that has not fired in that window.
+    func recordScopeCrossings(
+        _ applicable: [ScopeBudget], tokens: Int64, cost: Int64?, causedBy eventID: Int64, at now: Int64,
+        on connection: Connection
+    ) throws -> [ScopeThresholdCrossing] {
+        var crossings: [ScopeThresholdCrossing] = []
+        for budget in applicable {
+            let spentTokens = budget.spentTokens.saturatingAdd(tokens)
+            let spentNanodollars = budget.spentNanodollars.saturatingAdd(cost ?? 0)
+            let reached = thresholds.filter { threshold in
+                ScopeBudgetSQL.reaches(
+                    threshold.percent, spentTokens: spentTokens, maxTokens: budget.maxTokens,
+                    spentNanodollars: spentNanodollars, maxNanodollars: budget.maxNanodollars)
+            }
+            if reached.isEmpty { continue }
+            let fired = try ScopeBudgetSQL.firedThresholds(budget.scope, window: budget.window, on: connection)
+            for threshold in reached where !fired.contains(threshold.percent) {
+                try connection.execute(
+                    ScopeBudgetSQL.insertScopeThreshold,
+                    [
+                        now, budget.scope.description, budget.window.startMicroseconds, threshold.percent,
+                        threshold.severity, eventID, spentTokens, spentNanodollars, budget.maxTokens,
+                        budget.maxNanodollars,
+                    ])
+                crossings.append(
+                    ScopeThresholdCrossing(
+                        scope: budget.scope, window: budget.window, thresholdPercent: threshold.percent,
+                        severity: threshold.severity, tokensUsed: spentTokens, nanodollarsUsed: spentNanodollars,
+                        maxTokens: budget.maxTokens, maxNanodollars: budget.maxNanodollars))
+            }
+        }
+        return crossings
+    }
+}
+
+/// The statements of scope budgets (migration 0010), and the decoding of their rows.
+enum ScopeBudgetSQL {
+    static let insertBudget = """
+        INSERT INTO events (timestamp_us, kind, scope, period, max_tokens, max_cost_nanos)
+        VALUES (?, 'budget', ?, ?, ?, ?)
+        """
+
+    static let insertRemove = "INSERT INTO events (timestamp_us, kind, scope) VALUES (?, 'budget_remove', ?)"
+
+    static let insertScopeThreshold = """
+        INSERT INTO events (timestamp_us, kind, scope, window_start_us, threshold_percent, severity, caused_by,
+                            tokens_used, cost_used_nanos, max_tokens, max_cost_nanos)
+        VALUES (?, 'scope_threshold', ?, ?, ?, ?, ?, ?, ?, ?, ?)
+        """
+
+    static let budgetColumns = """
+        scope, period, max_tokens, max_cost_nanos, set_event_id, window_start_us, spent_tokens, spent_cost_nanos,
+        request_count, unpriced_requests
+        """
+
+    /// The budgets of up to five scopes (a call's candidates), each a primary-key lookup; unused
+    /// parameters are NULL.
+    static let selectBudgets = """
+        SELECT \(budgetColumns) FROM scope_budgets WHERE scope = ?1
+        UNION ALL SELECT \(budgetColumns) FROM scope_budgets WHERE scope = ?2
+        UNION ALL SELECT \(budgetColumns) FROM scope_budgets WHERE scope = ?3
+        UNION ALL SELECT \(budgetColumns) FROM scope_budgets WHERE scope = ?4
+        UNION ALL SELECT \(budgetColumns) FROM scope_budgets WHERE scope = ?5
+        """
+
+    static let selectAllBudgets = "SELECT \(budgetColumns) FROM scope_budgets ORDER BY scope"
+
+    /// The live holds at `?1` under scope `?2`: their tokens and most cost.
+    static let selectHeld = """
+        SELECT coalesce(sum(tokens), 0), coalesce(sum(cost_nanos), 0) FROM holds
+        WHERE expires_at_us > ?1
+          AND (?2 = 'global' OR ?2 = 'org:' || org_id OR ?2 = 'user:' || user_id OR ?2 = 'agent:' || agent_id
+               OR ?2 = 'model:' || model)
+        """
+
+    /// Every live hold at `?1` with its scopes' columns (for listing many budgets at once).
+    static let selectLiveHolds = """
+        SELECT tokens, coalesce(cost_nanos, 0), org_id, user_id, agent_id, model FROM holds WHERE expires_at_us > ?1
+        """
+
+    static let selectFired = """
+        SELECT threshold_percent FROM scope_thresholds WHERE scope = ? AND window_start_us = ?
+        """
+
+    /// The budgets of `scopes` (at most five) with their windows at `now` and the live holds under them.
+    static func budgets(scopes: [String], at now: Int64, on connection: Connection) throws -> [ScopeBudget] {
+        precondition(scopes.count <= 5, "a call falls under at most five scopes")
+        let parameters: [any SQLiteBindable] = (0..<5).map { $0 < scopes.count ? scopes[$0] : String?.none }
+        let rows = try connection.cachedStatement(selectBudgets).fetchAll(parameters) {
+            try StoredBudget(row: $0)
+        }
+        return try rows.map { stored in
+            let held = try connection.cachedStatement(selectHeld).fetchOne([now, stored.scope]) {
+                (tokens: try $0[0] as Int64, cost: try $0[1] as Int64)
+            }
+            return try stored.budget(at: now, heldTokens: held?.tokens ?? 0, heldNanodollars: held?.cost ?? 0)
+        }
+    }
+
+    /// Every budget at `now`; the live holds are read once and summed per scope.
+    static func allBudgets(at now: Int64, on connection: Connection) throws -> [ScopeBudget] {
+        var held: [String: (tokens: Int64, cost: Int64)] = [:]
+        var holds = try connection.cachedStatement(selectLiveHolds).rows([now])
+        while let row = try holds.next() {
+            let tokens: Int64 = try row[0]
+            let cost: Int64 = try row[1]
+            let optional: [String?] = [try row[2], try row[3], try row[4], try row[5]]
+            let scopes = ["global"] + zip(["org:", "user:", "agent:", "model:"], optional).compactMap { prefix, id in
+                id.map { prefix + $0 }
+            }
+            for scope in scopes {
+                let sum = held[scope] ?? (0, 0)
+                held[scope] = (sum.tokens.saturatingAdd(tokens), sum.cost.saturatingAdd(cost))
+            }
+        }
+        return try connection.cachedStatement(selectAllBudgets).fetchAll([]) { try StoredBudget(row: $0) }.map {
+            try $0.budget(at: now, heldTokens: held[$0.scope]?.tokens ?? 0, heldNanodollars: held[$0.scope]?.cost ?? 0)
+        }
+    }
+
+    static func firedThresholds(_ scope: BudgetScope, window: BudgetWindow, on connection: Connection) throws -> Set<Int> {
+        Set(try connection.cachedStatement(selectFired).fetchAll([scope.description, window.startMicroseconds]) {
+            try $0[0] as Int
+        })
+    }
+
+    /// Whether a window's spend reaches `percent` in either unit (a max of 0 reaches nothing):
+    /// the rule of 0010's re-arming statement, in 128 bits.
+    static func reaches(
+        _ percent: Int, spentTokens: Int64, maxTokens: Int64?, spentNanodollars: Int64, maxNanodollars: Int64?
+    ) -> Bool {
+        (maxTokens.map { BudgetThreshold.isReached(percent: percent, used: spentTokens, maxTokens: $0) } ?? false)
+            || (maxNanodollars.map { BudgetThreshold.isReached(percent: percent, used: spentNanodollars, maxTokens: $0) }
+                ?? false)
+    }
+
+    /// A row of `scope_budgets`, before its window is judged at a time.
+    struct StoredBudget {
+        let scope: String
+        let period: String
+        let maxTokens: Int64?
+        let maxNanodollars: Int64?
+        let setEventID: Int64
+        let windowStart: Int64
+        let spentTokens: Int64
+        let spentNanodollars: Int64
+        let requestCount: Int64
+        let unpricedRequests: Int64
+
+        init(row: Row) throws {
+            scope = try row[0]
+            period = try row[1]
+            maxTokens = try row[2]
+            maxNanodollars = try row[3]
+            setEventID = try row[4]
+            windowStart = try row[5]
+            spentTokens = try row[6]
+            spentNanodollars = try row[7]
+            requestCount = try row[8]
+            unpricedRequests = try row[9]
+        }
+
+        /// The budget in the window holding `now`: a stored window that has passed spent nothing
+        /// of this one.
+        func budget(at now: Int64, heldTokens: Int64, heldNanodollars: Int64) throws -> ScopeBudget {
+            guard let period = BudgetPeriod(rawValue: period) else {
+                throw LedgerError.conflict("scope_budgets holds an unknown period \(period.debugDescription)")
+            }
+            let window = period.window(containing: now)
+            let current = windowStart >= window.startMicroseconds
+            return ScopeBudget(
+                scope: try BudgetScope(parsing: scope), period: period, maxTokens: maxTokens,
+                maxNanodollars: maxNanodollars, window: window, spentTokens: current ? spentTokens : 0,
+                spentNanodollars: current ? spentNanodollars : 0, requestCount: current ? requestCount : 0,
+                unpricedRequests: current ? unpricedRequests : 0, heldTokens: heldTokens,
+                heldNanodollars: heldNanodollars, setEventID: setEventID)
+        }
+    }
+}
