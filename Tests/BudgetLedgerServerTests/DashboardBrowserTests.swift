@@ -208,7 +208,7 @@ struct DashboardBrowserTests {
         }
         #expect(dom.threads.map(\.id) == DashboardSeed.threadOrder)
         #expect(dom.threads.map(\.level) == ["exhausted", "exhausted", "75", "ok", "ok"])
-        #expect(dom.flags == ["EXHAUSTED", "EXHAUSTED", "over 75 %", "", ""])
+        #expect(dom.flags == ["EXHAUSTED", "EXHAUSTED", "≥ 75 %", "", ""])
         #expect(dom.attributes(ofID: "day-tokens-chart")?["data-points"] == "\(DashboardSeed.dayPoints)")
         #expect(dom.html.matches(of: /<rect class="bar" data-day=/).count == DashboardSeed.dayPoints)
         #expect(dom.attributes(ofID: "day-cost-chart")?["data-points"] == "\(DashboardSeed.dayPoints)")
@@ -244,7 +244,7 @@ struct DashboardBrowserTests {
         defer { folder.remove() }
         try DashboardSeed.seed(folder.databasePath, extraThreads: 120)
         try await withServeProcess(databasePath: folder.databasePath) { base in
-            for (name, size) in [("dashboard-desktop.png", "1280,2600"), ("dashboard-phone.png", "390,5200")] {
+            for (name, size) in [("dashboard-desktop.png", "1280,2600"), ("dashboard-phone.png", "390,2400")] {
                 let path = URL(fileURLWithPath: directory).appendingPathComponent(name).path
                 try? FileManager.default.removeItem(atPath: path)
                 _ = try await Chromium.run(
