@@ -242,7 +242,9 @@ struct DashboardBrowserTests {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let folder = try ScratchFolder()
         defer { folder.remove() }
-        try DashboardSeed.seed(folder.databasePath, extraThreads: 120)
+        // BUDGET_LEDGER_SCREENSHOT_THREADS=10000 shows the page at scale.
+        let threads = ProcessInfo.processInfo.environment["BUDGET_LEDGER_SCREENSHOT_THREADS"].flatMap { Int($0) } ?? 120
+        try DashboardSeed.seed(folder.databasePath, extraThreads: min(max(threads, 0), 100_000))
         try await withServeProcess(databasePath: folder.databasePath) { base in
             for (name, size) in [("dashboard-desktop.png", "1280,2600"), ("dashboard-phone.png", "390,2400")] {
                 let path = URL(fileURLWithPath: directory).appendingPathComponent(name).path
