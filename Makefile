@@ -5,17 +5,22 @@ PORT ?= 8765
 BENCH_FLAGS ?=
 REFERENCE ?= ../shared/reference
 
-.PHONY: deps venv-deps fuzz-deps build test test-python run fuzz fuzz-short bench bench-http bench-compare bench-floor schema clean
+.PHONY: deps venv-deps fuzz-deps build test test-python run fuzz fuzz-short bench bench-http bench-compare bench-floor schema screenshot clean
 
 # Installs Debian packages, as root or through sudo: $(call apt_install,PACKAGES).
 apt_install = if [ "$$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
 	$$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(1)
 
-# Installs the system SQLite headers when they are missing (a fresh machine); does nothing otherwise.
+# Installs the system SQLite headers and Debian's chromium (the dashboard's browser tests) when
+# they are missing (a fresh machine); does nothing otherwise.
 deps:
 	@if ! pkg-config --exists sqlite3 2>/dev/null; then \
 		echo "Installing libsqlite3-dev (SQLite headers and pkg-config file)"; \
 		$(call apt_install,libsqlite3-dev pkg-config sqlite3); \
+	fi
+	@if ! command -v chromium > /dev/null 2>&1; then \
+		echo "Installing chromium (headless, for the dashboard's browser tests and screenshots)"; \
+		$(call apt_install,chromium); \
 	fi
 
 # Python's venv module and ensurepip, which Debian ships apart (python3-venv): for the venvs of
@@ -178,6 +183,15 @@ bench-floor: deps
 schema: deps
 	$(SWIFT) build --build-tests
 	BUDGET_LEDGER_UPDATE_SCHEMA=1 $(SWIFT) test --skip-build --filter SchemaSnapshotTests
+
+# PNGs of the dashboard at desktop (1280) and phone (390) width in .build/screenshots: headless
+# Chromium against `budget-ledger serve` on a seeded ledger in a temporary folder, on a free
+# loopback port; the test that takes them stops the server (DashboardBrowserTests).
+screenshot: deps
+	$(SWIFT) build --build-tests
+	BUDGET_LEDGER_SCREENSHOT_DIR="$(abspath .build/screenshots)" $(SWIFT) test --skip-build \
+		--filter DashboardBrowserTests/screenshotsOfTheSeededPage
+	@ls -l .build/screenshots/*.png
 
 clean:
 	$(SWIFT) package clean

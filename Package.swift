@@ -48,7 +48,8 @@ let package = Package(
         // values, export and feed pages. The domain returns values; this is where text is made.
         .target(name: "BudgetLedgerWire", dependencies: ["BudgetLedger"]),
         // The REST server (Hummingbird): routes, request/response types, error mapping, metrics.
-        // The OpenAPI document is compiled into the binary, never read from the checkout at run time.
+        // The OpenAPI document and the dashboard page are compiled into the binary, never read from
+        // the checkout at run time.
         .target(
             name: "BudgetLedgerServer",
             dependencies: [
@@ -62,7 +63,7 @@ let package = Package(
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
-            resources: [.embedInCode("openapi.yaml")]
+            resources: [.embedInCode("openapi.yaml"), .embedInCode("dashboard.html")]
         ),
         .executableTarget(
             name: "budget-ledger",

@@ -52,8 +52,8 @@ func buildApplication(
 /// The routes and middleware. Order matters: middleware applies to the routes added after it.
 ///
 /// The request id sits outermost so every response carries it; metrics next, so they see every
-/// final status; errors become JSON next; `/healthz` is added before the token check, everything
-/// else (the router's own 404 included) after it.
+/// final status; errors become JSON next; `/healthz` and the dashboard page are added before the
+/// token check, everything else (the router's own 404 included) after it.
 func buildRouter(
     ledger: LedgerService, metrics: ServerMetrics, configuration: ServerConfiguration
 ) -> Router<BasicRequestContext> {
@@ -62,6 +62,7 @@ func buildRouter(
     router.add(middleware: RequestMetricsMiddleware(metrics: metrics))
     router.add(middleware: APIErrorMiddleware())
     HealthController(ledger: ledger).addRoutes(to: router)
+    DashboardController().addRoutes(to: router)
     if let token = configuration.token {
         router.add(middleware: BearerTokenMiddleware(token: token))
     }

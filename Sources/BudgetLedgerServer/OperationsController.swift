@@ -44,8 +44,12 @@ struct OperationsController: APIController {
         switch route {
         case .metrics:
             let metrics = metrics
-            // Reading the file's size is a file-system call: it runs on the ledger's threads too.
-            let text = try await ledger.run { metrics.exposition(ledgerPath: $0.path) }
+            // Reading the file's size is a file-system call: it runs on the ledger's threads too,
+            // with the ledger's own figures (every process's usage, not only this server's).
+            let text = try await ledger.run { ledger in
+                let business = LedgerMetrics.exposition(overview: try ledger.usageOverview(.allTime), gauges: try ledger.gauges())
+                return metrics.exposition(ledgerPath: ledger.path) + business
+            }
             return TextResponse(text: text, contentType: "text/plain; version=0.0.4; charset=utf-8").response()
         case .openAPI:
             return TextResponse(text: OpenAPIDocument.yaml, contentType: "application/yaml").response()

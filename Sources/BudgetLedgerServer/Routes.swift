@@ -56,8 +56,9 @@ extension APIController {
 
 /// The one list of the API's endpoints, for the router and for the tests.
 enum APIRoutes {
-    /// Served without a token: a load balancer's probe must not need the secret.
-    static var open: [Endpoint] { HealthController.endpoints }
+    /// Served without a token: a load balancer's probe must not need the secret, and the
+    /// dashboard page holds no data (it asks for the token itself).
+    static var open: [Endpoint] { HealthController.endpoints + DashboardController.endpoints }
 
     /// Served only with `Authorization: Bearer TOKEN` when the server has a token.
     static var guarded: [Endpoint] {
