@@ -64,6 +64,7 @@ enum BenchmarkCommand {
             (.concurrent, context.measureConcurrentCallers),
             (.multiprocess, context.measureMultiProcess),
             (.growth, context.measureGrowth),
+            (.scopes, context.measureScopeBudgets),
         ]
         for (part, measure) in parts where context.options.runs(part) {
             do {

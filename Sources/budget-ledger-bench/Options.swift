@@ -12,6 +12,8 @@ enum BenchmarkPart: String, CaseIterable, Sendable {
     case multiprocess
     /// (5)–(7) a big ledger: consume rate, open time, memory, overview and billing times.
     case growth
+    /// (8) checkAndConsume with three scope budgets applying to each call, beside none, at FULL.
+    case scopes
 }
 
 /// What a run measures and where, from the command line.
@@ -54,7 +56,7 @@ struct BenchmarkOptions: Sendable {
           --processes LIST            process counts in (4) (default 2,4)
           --events-million LIST       ledger sizes for (5)-(7), in millions of events (default 1; e.g. 1,10)
           --skip-multiprocess         leave out (4)
-          --only LIST                 only these parts: single, plain, concurrent, multiprocess, growth
+          --only LIST                 only these parts: single, plain, concurrent, multiprocess, growth, scopes
           --tmp DIR                   where the ledger files go (default: the system temp folder); removed afterwards
           --keep-files                leave the ledger files in place
           --json                      JSON summary lines on stdout (the table goes to stderr)

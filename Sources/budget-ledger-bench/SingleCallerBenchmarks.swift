@@ -45,12 +45,47 @@ extension BenchmarkContext {
             reference: .figure("c2_full.eps"))
     }
 
-    /// One caller, one fresh ledger, `--seconds` of calls; then a verify of the file.
-    private func measureOneCaller(fileName: String, synchronous: Ledger.Durability, checked: Bool) throws -> CallerStats {
+    /// (8) checkAndConsume at FULL from one caller with three scope budgets applying to each call
+    /// (global tokens by month, its model's tokens by day, its agent's tokens by ISO week; 16 of 17
+    /// calls name an agent), beside the same workload with none, alternating twice in one run so
+    /// that the ratio compares like with like on a noisy machine.
+    func measureScopeBudgets() throws {
+        var rates: [Bool: [Double]] = [:]
+        for round in 0..<2 {
+            for withBudgets in [false, true] {
+                log("(8) checkAndConsume, 1 caller, FULL, \(withBudgets ? "3 scope budgets" : "no scope budget") (round \(round + 1))")
+                let stats = try measureOneCaller(
+                    fileName: "scopes-\(withBudgets)-\(round).db", synchronous: .full, checked: true) { ledger in
+                        guard withBudgets else { return }
+                        try ledger.setBudget(.global, period: .month, maxTokens: WorkloadNames.unlimitedTokens)
+                        for model in WorkloadNames.models {
+                            try ledger.setBudget(
+                                BudgetScope(kind: .model, id: model), period: .day, maxTokens: WorkloadNames.unlimitedTokens)
+                        }
+                        for agent in WorkloadNames.agentIDs {
+                            try ledger.setBudget(
+                                BudgetScope(kind: .agent, id: agent), period: .week, maxTokens: WorkloadNames.unlimitedTokens)
+                        }
+                    }
+                rates[withBudgets, default: []].append(Double(stats.accepted) / stats.elapsedSeconds)
+            }
+        }
+        let without = (rates[false] ?? []).reduce(0, +) / 2
+        let with = (rates[true] ?? []).reduce(0, +) / 2
+        report.add("8", "scopes.none.txn_per_s", "checkAndConsume, 1 caller, FULL, no scope budget", without, .transactionsPerSecond)
+        report.add("8", "scopes.three.txn_per_s", "checkAndConsume, 1 caller, FULL, 3 scope budgets", with, .transactionsPerSecond)
+        report.add("8", "scopes.ratio", "3 scope budgets ÷ none (goal ≥ 0.8)", with / without, .ratio)
+    }
+
+    /// One caller, one fresh ledger (prepared by `setUp`), `--seconds` of calls; then a verify of the file.
+    private func measureOneCaller(
+        fileName: String, synchronous: Ledger.Durability, checked: Bool, setUp: (Ledger) throws -> Void = { _ in }
+    ) throws -> CallerStats {
         let path = try createLedger(named: fileName)
         defer { if !options.keepFiles { removeLedgerFiles(at: path) } }
         let ledger = try Ledger(path: path, configuration: Ledger.Configuration(synchronous: synchronous))
         defer { ledger.close() }
+        try setUp(ledger)
         var workload = Workload(seed: 0x5EED_0001, idempotencyKeys: options.idempotencyKeys)
         let deadline = MonotonicClock.deadline(afterSeconds: options.secondsPerMeasurement)
         let stats = runCalls(until: deadline, workload: &workload, expectedCalls: expectedCallsPerCaller) { call in
