@@ -177,12 +177,22 @@ struct WorkerTask {
     /// Unique across every worker and every round that shares the file, since the seed is.
     private var key: String { "w\(options.worker)-s\(options.seed)-t\(task)-\(sequence)" }
 
+    /// The scopes of a call: one of two agents (the harness gives crash-agent-0 a tight token
+    /// budget), a priced model and one org (with a dollar budget by day), so that checked calls
+    /// meet scope budgets too.
+    private mutating func usage() -> UsageDetails {
+        UsageDetails(
+            agentID: "crash-agent-\(Int.random(in: 0..<2, using: &random))", model: "gpt-4o-mini",
+            metadataJSON: #"{"org_id":"crash-org"}"#)
+    }
+
     private mutating func consume(on threadID: String) {
         let prompt = Int64.random(in: 1...40, using: &random)
         let completion = Int64.random(in: 0...20, using: &random)
+        let usage = usage()
         do {
             let result = try ledger.checkAndConsume(
-                threadID, promptTokens: prompt, completionTokens: completion, idempotencyKey: key)
+                threadID, promptTokens: prompt, completionTokens: completion, idempotencyKey: key, usage: usage)
             let replay = result.isReplay ? " replay" : ""
             emit("ack consume \(key) \(threadID) \(prompt) \(completion) \(result.event.id)\(replay)")
         } catch is BudgetExhaustedError {
@@ -197,8 +207,10 @@ struct WorkerTask {
         let tokens = Int64.random(in: 1...60, using: &random)
         let reservation: Reservation
         let calledAt = Ledger.systemClockMicroseconds()
+        let usage = usage()
         do {
-            reservation = try ledger.reserve(threadID, tokens: tokens, ttlSeconds: options.holdSeconds).reservation
+            reservation = try ledger.reserve(threadID, tokens: tokens, ttlSeconds: options.holdSeconds, usage: usage)
+                .reservation
             emit("ack reserve \(reservation.id) \(threadID) \(tokens) \(reservation.expiresAtMicroseconds)")
         } catch is BudgetExhaustedError {
             emit("refused reserve \(threadID) \(tokens) \(calledAt) \(Ledger.systemClockMicroseconds())")
@@ -211,19 +223,20 @@ struct WorkerTask {
         if ending < 65 {
             let actual = Int64.random(in: 1...tokens, using: &random)
             let prompt = Int64.random(in: 1...actual, using: &random)
-            settle(reservation, promptTokens: prompt, completionTokens: actual - prompt)
+            settle(reservation, promptTokens: prompt, completionTokens: actual - prompt, usage: usage)
         } else if ending < 95 {
             release(reservation)
         }
     }
 
     /// Retries with the same idempotency key, so a retry after an ambiguous failure is a replay.
-    private func settle(_ reservation: Reservation, promptTokens: Int64, completionTokens: Int64) {
+    private func settle(_ reservation: Reservation, promptTokens: Int64, completionTokens: Int64, usage: UsageDetails) {
         let key = "\(key)-settle"
         for attempt in 1...3 {
             do {
                 let result = try ledger.settle(
-                    reservation.id, promptTokens: promptTokens, completionTokens: completionTokens, idempotencyKey: key)
+                    reservation.id, promptTokens: promptTokens, completionTokens: completionTokens, idempotencyKey: key,
+                    usage: usage)
                 emit(
                     "ack settle \(reservation.id) \(key) \(promptTokens) \(completionTokens) "
                         + "\(result.consume.event.id) \(result.holdHadExpired ? 1 : 0)")

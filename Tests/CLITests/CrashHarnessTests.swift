@@ -86,6 +86,38 @@ struct CrashHarnessTests {
         for index in 0..<Self.threadCount {
             try ledger.setLimit("crash-\(index)", maxTokens: Self.maxTokensPerThread)
         }
+        // Half the calls fall under a token budget that the first rounds exhaust; all of them
+        // under a dollar budget by day (gpt-4o-mini: at most 60 tokens × 600 nano-dollars a call).
+        try ledger.setBudget(Self.tightAgent, maxTokens: Self.tightAgentMaxTokens)
+        try ledger.setBudget(Self.organization, period: .day, maxNanodollars: 50_000_000)
+    }
+
+    static let tightAgent = try! BudgetScope(parsing: "agent:crash-agent-0")
+    static let tightAgentMaxTokens: Int64 = 3_000
+    static let organization = try! BudgetScope(parsing: "org:crash-org")
+
+    /// Checked paths never push a scope past its budget: its derived spend, and the tokens of the
+    /// events themselves, stay at or below the max (a settle never passes its hold, which was
+    /// checked); verify has compared the derived rows with the events already.
+    private func scopeProblems(_ ledger: Ledger, path: String) throws -> [String] {
+        var problems: [String] = []
+        for budget in try ledger.budgets() {
+            if let maxTokens = budget.maxTokens, budget.spentTokens > maxTokens {
+                problems.append("scope \(budget.scope) spent \(budget.spentTokens) tokens of \(maxTokens)")
+            }
+            if let maxNanodollars = budget.maxNanodollars, budget.spentNanodollars > maxNanodollars {
+                problems.append("scope \(budget.scope) spent \(budget.spentNanodollars) nano-dollars of \(maxNanodollars)")
+            }
+        }
+        let connection = try Connection(path: path)
+        defer { connection.close() }
+        let agentTokens = try connection.prepare(
+            "SELECT coalesce(sum(prompt_tokens + completion_tokens), 0) FROM events WHERE kind = 'consume' AND agent_id = ?"
+        ).fetchOne([Self.tightAgent.id]) { try $0[0] as Int64 } ?? 0
+        if agentTokens > Self.tightAgentMaxTokens {
+            problems.append("the events of \(Self.tightAgent) spend \(agentTokens) tokens of \(Self.tightAgentMaxTokens)")
+        }
+        return problems
     }
 
     /// Starts the round's workers, kills each at its planned moment after its first acknowledged
@@ -165,6 +197,7 @@ struct CrashHarnessTests {
         problems += budget.problems
         problems += index.thresholdProblems(Self.thresholdPercents)
         problems += unacknowledgedCommitProblems(index, acknowledged, outcomes)
+        problems += try scopeProblems(ledger, path: path)
         let resets = try resetExhaustedThreads(ledger)
         let printed = outcomes.flatMap(\.acknowledgements)
         let figures = RoundFigures(
