@@ -130,13 +130,15 @@ extension ThresholdCrossing {
 }
 
 extension ConsumeResult {
-    /// `{"budget": …, "crossedThresholds": […], "event": …, "replayed": Bool}`.
+    /// `{"budget": …, "crossedThresholds": […], "event": …, "replayed": Bool, "crossedScopeThresholds": […]}`
+    /// (the scope crossings last, so the thread's fields keep their order).
     public var json: JSONValue {
         .object([
             ("budget", budget.json),
             ("crossedThresholds", .array(crossedThresholds.map(\.json))),
             ("event", event.json),
             ("replayed", .bool(isReplay)),
+            ("crossedScopeThresholds", .array(crossedScopeThresholds.map(\.json))),
         ])
     }
 }
