@@ -19,6 +19,7 @@ from .errors import (
     ServerError,
 )
 from .pricing import ModelPrice, PriceBook
+from .scopes import BudgetWindow, ScopeBudget
 from .registry import (
     ThreadBudgetRegistry,
     configure_budget_registry,
@@ -40,6 +41,7 @@ __all__ = [
     "AsyncThreadBudgetRegistry",
     "AsyncUsageTracker",
     "AuthenticationError",
+    "BudgetWindow",
     "BudgetExhaustedError",
     "BudgetLedgerError",
     "ConflictError",
@@ -51,6 +53,7 @@ __all__ = [
     "NotFoundError",
     "PriceBook",
     "Reservation",
+    "ScopeBudget",
     "ServerError",
     "ThreadBudget",
     "ThreadBudgetRegistry",
