@@ -19,13 +19,13 @@ from .errors import (
     ServerError,
 )
 from .pricing import ModelPrice, PriceBook
-from .scopes import BudgetWindow, ScopeBudget
 from .registry import (
     ThreadBudgetRegistry,
     configure_budget_registry,
     get_budget_registry,
     reset_budget_registry,
 )
+from .scopes import BudgetWindow, ScopeBudget
 from .transport import Transport
 from .usage import (
     UsageCallback,

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import threading
 import uuid
-from typing import Any, Mapping
-
 from decimal import Decimal
+from typing import Any, Mapping
 
 from .budget import Reservation, ThreadBudget
 from .errors import BudgetExhaustedError, NotFoundError
