@@ -51,6 +51,33 @@ public enum Money {
         return nanos
     }
 
+    /// Parses an amount of USD (`500`, `500.00`, `0.000000001`) into nano-dollars, exactly: at
+    /// most 9 decimals (one nano-dollar), no sign, no exponent, no floating point.
+    ///
+    /// - Throws: `LedgerError.invalidInput` naming `field` for anything else, or an amount over
+    ///   `maximum` nano-dollars.
+    public static func nanodollars(fromUSD text: String, field: String, maximum: Int64 = .max) throws -> Int64 {
+        let parts = text.split(separator: ".", maxSplits: 1, omittingEmptySubsequences: false)
+        let wholePart = parts[0]
+        let fractionPart = parts.count > 1 ? parts[1] : ""
+        let isDigits = { (part: Substring) in part.allSatisfy { $0.isASCII && $0.isNumber } }
+        guard !wholePart.isEmpty, isDigits(wholePart), isDigits(fractionPart), parts.count == 1 || !fractionPart.isEmpty
+        else {
+            throw LedgerError.invalidInput(field: field, reason: "\"\(text)\" is not a plain decimal number of USD, e.g. 500 or 12.50")
+        }
+        guard fractionPart.count <= 9 else {
+            throw LedgerError.invalidInput(
+                field: field, reason: "\(text) has more than 9 decimals; amounts are kept exactly in nano-dollars (10^-9 USD)")
+        }
+        let digits = String(wholePart.drop { $0 == "0" }) + fractionPart + String(repeating: "0", count: 9 - fractionPart.count)
+        let tooLarge = LedgerError.invalidInput(
+            field: field, reason: "\(text) USD is above the limit of \(decimalString(nanodollars: maximum)) USD")
+        // 19 digits may still fit Int64; more never do.
+        guard digits.count <= 19 else { throw tooLarge }
+        guard let nanos = Int64(digits), nanos <= maximum else { throw tooLarge }
+        return nanos
+    }
+
     /// A price in nano-dollars per token as USD per million tokens: 2500 → `2.5`.
     public static func usdPerMillion(nanodollarsPerToken: Int64) -> String {
         // nano-dollars per token × 10⁶ tokens = dollars × 10⁹ / 10³.

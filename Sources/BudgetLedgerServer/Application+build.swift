@@ -74,5 +74,6 @@ func buildRouter(
     BillingController(ledger: ledger).addRoutes(to: router)
     ConfigController(ledger: ledger, requestBodyBytesMax: bodyLimit).addRoutes(to: router)
     PricesController(ledger: ledger, requestBodyBytesMax: bodyLimit).addRoutes(to: router)
+    BudgetsController(ledger: ledger, requestBodyBytesMax: bodyLimit).addRoutes(to: router)
     return router
 }

@@ -139,6 +139,12 @@ struct BodyFields: Sendable {
         return try string(field)
     }
 
+    /// - Throws: a 400 when `field` is null (for fields whose absence means something null must
+    ///   not be taken to mean).
+    func refuseNull(_ field: String) throws {
+        if case .null? = members[field] { throw APIError.invalid(field, "must not be null (leave it out instead)") }
+    }
+
     /// A string, or nil when absent or null.
     func string(_ field: String) throws -> String? {
         switch members[field] {

@@ -32,13 +32,21 @@ struct ReservationsController: APIController {
         }
     }
 
-    /// Holds `tokens` for `ttlSeconds` (default 300); 409 when the hold does not fit.
+    /// Holds `tokens` for `ttlSeconds` (default 300) under the scopes of `agentId`, `model` and
+    /// `metadata`; 409 when the hold does not fit the thread's budget or a scope's.
     private func reserve(_ threadID: String, _ request: Request) async throws -> Response {
-        let body = try await BodyFields(request, allowed: ["tokens", "ttlSeconds"], limit: requestBodyBytesMax)
+        let body = try await BodyFields(
+            request, allowed: ["tokens", "ttlSeconds", "agentId", "model", "metadata"], limit: requestBodyBytesMax)
         let tokens = try body.count("tokens")
         let ttlSeconds = try body.count("ttlSeconds", default: Ledger.defaultHoldSeconds)
+        // The fields that pick the scope budgets the hold falls under, checked as consume's.
+        let usage = UsageDetails(
+            agentID: try body.identifier("agentId"), model: try body.identifier("model"),
+            metadataJSON: try body.objectText("metadata", identifierKeys: ["org_id", "user_id"]))
         do {
-            let result = try await ledger.run { try $0.reserve(threadID, tokens: tokens, ttlSeconds: ttlSeconds) }
+            let result = try await ledger.run {
+                try $0.reserve(threadID, tokens: tokens, ttlSeconds: ttlSeconds, usage: usage)
+            }
             return JSONResponse(result.json).response()
         } catch let error as BudgetExhaustedError {
             metrics.recordExhaustedRefusal()

@@ -64,7 +64,7 @@ enum APIRoutes {
     static var guarded: [Endpoint] {
         OperationsController.endpoints + UsageController.endpoints + ThreadsController.endpoints
             + ReservationsController.endpoints + BillingController.endpoints + ConfigController.endpoints
-            + PricesController.endpoints
+            + PricesController.endpoints + BudgetsController.endpoints
     }
 
     static var all: [Endpoint] { open + guarded }

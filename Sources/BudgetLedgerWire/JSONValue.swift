@@ -130,28 +130,59 @@ extension ThresholdCrossing {
 }
 
 extension ConsumeResult {
-    /// `{"budget": …, "crossedThresholds": […], "event": …, "replayed": Bool}`.
+    /// `{"budget": …, "crossedThresholds": […], "event": …, "replayed": Bool, "crossedScopeThresholds": […]}`
+    /// (the scope crossings last, so the thread's fields keep their order).
     public var json: JSONValue {
         .object([
             ("budget", budget.json),
             ("crossedThresholds", .array(crossedThresholds.map(\.json))),
             ("event", event.json),
             ("replayed", .bool(isReplay)),
+            ("crossedScopeThresholds", .array(crossedScopeThresholds.map(\.json))),
         ])
     }
 }
 
 extension BudgetExhaustedError {
-    /// `{"error": "budget exhausted", "detail": …, threadId, used, maxTokens, heldTokens, requestedTokens}`.
+    /// A thread's refusal: `{"error": "budget exhausted", "detail": …, threadId, used, maxTokens,
+    /// heldTokens, requestedTokens}`, as before scope budgets. A scope budget's refusal adds
+    /// `scope`, `window` ({start, end}), `unit` ("tokens" or "usd"), `used`, `max`, `held`,
+    /// `requested` in that unit (USD as exact decimals) and `unpricedModel` (null unless a dollar
+    /// budget refused a model without a price); the token fields of a thread's refusal are kept
+    /// only when the unit is tokens.
     public var json: JSONValue {
-        .object([
+        var members: [(String, JSONValue)] = [
             ("error", .string("budget exhausted")),
             ("detail", .string(description)),
             ("threadId", .string(threadID)),
-            ("used", .integer(used)),
-            ("maxTokens", .integer(maxTokens)),
-            ("heldTokens", .integer(heldTokens)),
-            ("requestedTokens", .integer(requestedTokens)),
-        ])
+        ]
+        guard let scope else {
+            members += [
+                ("used", .integer(used)),
+                ("maxTokens", .integer(maxTokens)),
+                ("heldTokens", .integer(heldTokens)),
+                ("requestedTokens", .integer(requestedTokens)),
+            ]
+            return .object(members)
+        }
+        func amount(_ value: Int64) -> JSONValue { unit == .tokens ? .integer(value) : .cost(value) }
+        members += [
+            ("scope", .string(scope.description)),
+            ("window", window?.json ?? .null),
+            ("unit", .string(unit == .tokens ? "tokens" : "usd")),
+            ("used", amount(used)),
+            ("max", amount(maxTokens)),
+            ("held", amount(heldTokens)),
+            ("requested", amount(requestedTokens)),
+            ("unpricedModel", .optional(unpricedModel)),
+        ]
+        if unit == .tokens {
+            members += [
+                ("maxTokens", .integer(maxTokens)),
+                ("heldTokens", .integer(heldTokens)),
+                ("requestedTokens", .integer(requestedTokens)),
+            ]
+        }
+        return .object(members)
     }
 }

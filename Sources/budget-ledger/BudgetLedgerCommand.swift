@@ -10,7 +10,7 @@ struct BudgetLedgerCommand: ParsableCommand {
         abstract: "A durable, append-only SQLite ledger of LLM token usage with per-thread budgets.",
         discussion: """
             --db and --json may come before or after the subcommand. A read (usage, threads, check, holds,
-            price list, events, export, verify, configure without a value) needs an existing ledger;
+            price list, budget list/show, events, export, verify, configure without a value) needs an existing ledger;
             init, writes and serve create one.
             Exit codes: 0 ok; 1 failure (I/O, corrupt file, no ledger, …); 3 budget exhausted; 4 not found;
             5 conflict; 64 bad input.
@@ -19,7 +19,7 @@ struct BudgetLedgerCommand: ParsableCommand {
         subcommands: [
             Init.self, Consume.self, Check.self, Usage.self, Threads.self, Reset.self, Cleanup.self,
             SetLimit.self, Configure.self, Verify.self, Price.self, Export.self, Events.self, Reserve.self,
-            Settle.self, Release.self, Holds.self, Serve.self,
+            Settle.self, Release.self, Holds.self, Budget.self, Serve.self,
         ]
     )
 

@@ -48,6 +48,11 @@ struct UsageFlags: ParsableArguments {
     }
 
     private func mergedMetadata() throws -> String? {
+        try Self.mergedMetadata(json: metadataJSON, pairs: metadataPairs)
+    }
+
+    /// `--meta` entries (KEY=VALUE) merged over `--meta-json` (an object), as sorted JSON text.
+    static func mergedMetadata(json metadataJSON: String?, pairs metadataPairs: [String]) throws -> String? {
         guard metadataJSON != nil || !metadataPairs.isEmpty else { return nil }
         var object: [String: Any] = [:]
         if let metadataJSON {
@@ -64,6 +69,33 @@ struct UsageFlags: ParsableArguments {
         }
         let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
         return String(decoding: data, as: UTF8.self)
+    }
+}
+
+/// The scopes a hold falls under (reserve): the agent, the model and the metadata's `org_id` and
+/// `user_id`, with the same flags as consume's.
+struct HoldScopeFlags: ParsableArguments {
+    @Option(name: .customLong("agent"), help: "The agent that will make the call.")
+    var agentID: String?
+
+    @Option(help: "The model that will be called (a dollar budget holds its most cost).")
+    var model: String?
+
+    @Option(name: .customLong("meta"), help: "A metadata entry KEY=VALUE (repeatable; org_id and user_id pick scopes).")
+    var metadataPairs: [String] = []
+
+    @Option(name: .customLong("meta-json"), help: "Metadata as a JSON object; --meta entries are added to it.")
+    var metadataJSON: String?
+
+    func validate() throws {
+        _ = try UsageFlags.mergedMetadata(json: metadataJSON, pairs: metadataPairs)
+    }
+
+    /// The usage details the ledger files the hold under.
+    func details() throws -> UsageDetails {
+        UsageDetails(
+            agentID: agentID, model: model, provider: nil, latencyMilliseconds: nil,
+            metadataJSON: try UsageFlags.mergedMetadata(json: metadataJSON, pairs: metadataPairs))
     }
 }
 

@@ -25,6 +25,8 @@ enum Output {
             case .conflict: code = 5
             case .closed, .database, .incompatible: code = 1
             }
+        case is ScopeBudgetNotFoundError:
+            code = 4
         default:  // I/O, no ledger for a read, a port in use
             code = 1
         }

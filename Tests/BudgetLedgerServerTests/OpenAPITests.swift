@@ -116,7 +116,7 @@ struct OpenAPITests {
         #expect(routes.subtracting(documented.served).isEmpty, "served, not documented: \(routes.subtracting(documented.served))")
         #expect(documented.planned.isEmpty)
         #expect(Self.reservationEndpoints.isSubset(of: documented.served))
-        #expect(documented.served.count == 27)
+        #expect(documented.served.count == 31)
     }
 
     @Test func everyListedRouteIsServed() async throws {
@@ -199,6 +199,8 @@ struct OpenAPITests {
             // USD per million tokens: nano-dollars per token / 1,000.
             "promptPerMillion": Bound(minimum: 0, maximum: LedgerLimits.priceNanodollarsPerTokenMax / 1_000),
             "completionPerMillion": Bound(minimum: 0, maximum: LedgerLimits.priceNanodollarsPerTokenMax / 1_000),
+            // A scope budget's dollar max, in whole USD.
+            "maxUsd": Bound(minimum: 0, maximum: LedgerLimits.budgetNanodollarsMax / Money.nanodollarsPerDollar),
         ]
         let documented = DocumentedBounds(yaml: OpenAPIDocument.yaml).bounds
         for (owner, bound) in documented {

@@ -37,7 +37,7 @@ struct ThreadEndpointTests {
                 text.contains(
                     #""timestamp":"T","agentId":"a1","model":"m1","provider":"p1","latencyMs":20,"cost":null,"#
                         + #""metadata":{"n":1.5,"org_id":"o","user_id":"u"}"#))
-            #expect(text.hasSuffix(#"},"replayed":false}"#))
+            #expect(text.hasSuffix(#"},"replayed":false,"crossedScopeThresholds":[]}"#))
             let page = try folder.withLedger { try $0.events(after: 0) }
             let consume = try #require(page.events.last)
             #expect(consume.kind == "consume" && consume.threadID == "t1" && consume.organizationID == "o")

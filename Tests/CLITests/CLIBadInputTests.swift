@@ -54,6 +54,16 @@ struct BadInput: Sendable, CustomTestStringConvertible {
         BadInput(arguments: ["export", "--format", "csv", "--from", "yesterday"], names: "--from"),
         BadInput(arguments: ["price", "set", "m", "--prompt", "1", "--completion", "1", "--from", "soon"], names: "--from"),
         BadInput(arguments: ["consume", "t", "--prompt", "1", "--meta", "novalue"], names: "--meta"),
+        BadInput(arguments: ["budget", "set", "org:acme", "--max-usd", "1.0000000001"], names: "--max-usd"),
+        BadInput(arguments: ["budget", "set", "org:acme", "--max-usd", "5e2"], names: "--max-usd"),
+        BadInput(arguments: ["budget", "set", "org:acme", "--max-usd", "-1"], names: "--max-usd"),
+        BadInput(arguments: ["budget", "set", "org:acme", "--max-usd", "1000000000.01"], names: "--max-usd"),
+        BadInput(arguments: ["budget", "set", "org:acme", "--max-tokens", "-1"], names: "--max-tokens"),
+        BadInput(arguments: ["budget", "set", "org:acme", "--max-tokens", "1", "--period", "year"], names: "--period"),
+        BadInput(arguments: ["budget", "set", "org:acme"], names: "--max-tokens"),
+        BadInput(arguments: ["budget", "set", "team:acme", "--max-tokens", "1"], names: "SCOPE"),
+        BadInput(arguments: ["budget", "remove", "org:"], names: "SCOPE"),
+        BadInput(arguments: ["reserve", "t", "--tokens", "1", "--meta", "novalue"], names: "--meta"),
     ]
 }
 

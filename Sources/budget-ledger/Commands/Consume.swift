@@ -30,6 +30,9 @@ extension BudgetLedgerCommand {
                 for crossing in result.crossedThresholds {
                     text += "\nthreshold \(crossing.thresholdPercent)% (\(crossing.severity)) crossed"
                 }
+                for crossing in result.crossedScopeThresholds {
+                    text += "\nscope \(crossing.scope) threshold \(crossing.thresholdPercent)% (\(crossing.severity)) crossed"
+                }
                 Output.emit(result.json, text: text, asJSON: options.json)
             }
         }

@@ -18,9 +18,12 @@ extension BudgetLedgerCommand {
         @Option(parsing: .unconditional, help: "Seconds until the hold stops counting (default 300, at most 604800).")
         var ttl: Int64 = Ledger.defaultHoldSeconds
 
+        @OptionGroup var usage: HoldScopeFlags
+
         func run() throws {
+            let details = try usage.details()
             try options.withLedger { ledger in
-                let result = try ledger.reserve(thread, tokens: tokens, ttlSeconds: ttl)
+                let result = try ledger.reserve(thread, tokens: tokens, ttlSeconds: ttl, usage: details)
                 Output.emit(
                     result.json,
                     text: "reservation \(result.reservation.id): \(Output.count(tokens, "token")) held until "

@@ -25,6 +25,7 @@ from .registry import (
     get_budget_registry,
     reset_budget_registry,
 )
+from .scopes import BudgetWindow, ScopeBudget
 from .transport import Transport
 from .usage import (
     UsageCallback,
@@ -40,6 +41,7 @@ __all__ = [
     "AsyncThreadBudgetRegistry",
     "AsyncUsageTracker",
     "AuthenticationError",
+    "BudgetWindow",
     "BudgetExhaustedError",
     "BudgetLedgerError",
     "ConflictError",
@@ -51,6 +53,7 @@ __all__ = [
     "NotFoundError",
     "PriceBook",
     "Reservation",
+    "ScopeBudget",
     "ServerError",
     "ThreadBudget",
     "ThreadBudgetRegistry",

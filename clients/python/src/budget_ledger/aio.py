@@ -16,6 +16,7 @@ from typing import Any, Callable, Mapping, TypeVar
 
 from .budget import Reservation, ThreadBudget
 from .pricing import ModelPrice
+from .scopes import ScopeBudget
 from .registry import DEFAULT_HOLD_SECONDS, ThreadBudgetRegistry
 from .usage import UsageCallback, UsageEvent, UsageTracker
 
@@ -86,8 +87,11 @@ class AsyncThreadBudgetRegistry(_Offloaded):
     async def cleanup_thread(self, thread_id: str) -> ThreadBudget | None:
         return await self._run(self.sync.cleanup_thread, thread_id)
 
-    async def reserve(self, thread_id: str, tokens: int, ttl_seconds: int = DEFAULT_HOLD_SECONDS) -> Reservation:
-        return await self._run(self.sync.reserve, thread_id, tokens, ttl_seconds)
+    async def reserve(
+        self, thread_id: str, tokens: int, ttl_seconds: int = DEFAULT_HOLD_SECONDS, **scopes: Any
+    ) -> Reservation:
+        """As `ThreadBudgetRegistry.reserve` (keyword arguments: agent_id, model, metadata)."""
+        return await self._run(self.sync.reserve, thread_id, tokens, ttl_seconds, **scopes)
 
     async def settle(
         self, reservation_id: int, prompt_tokens: int = 0, completion_tokens: int = 0, **usage: Any
@@ -96,6 +100,21 @@ class AsyncThreadBudgetRegistry(_Offloaded):
 
     async def release(self, reservation_id: int) -> ThreadBudget:
         return await self._run(self.sync.release, reservation_id)
+
+    async def set_budget(
+        self, scope: str, *, period: str = "none", max_tokens: int | None = None,
+        max_usd: str | int | Decimal | None = None,
+    ) -> ScopeBudget:
+        return await self._run(self.sync.set_budget, scope, period=period, max_tokens=max_tokens, max_usd=max_usd)
+
+    async def list_budgets(self) -> list[ScopeBudget]:
+        return await self._run(self.sync.list_budgets)
+
+    async def get_budget_scope(self, scope: str) -> ScopeBudget | None:
+        return await self._run(self.sync.get_budget_scope, scope)
+
+    async def remove_budget(self, scope: str) -> None:
+        await self._run(self.sync.remove_budget, scope)
 
     async def aclose(self) -> None:
         self.sync.close()

@@ -4,8 +4,8 @@
 |------------------------------------|---------------------------|-------------------|
 | 400 bad input, 413 body too large  | InvalidRequestError       | ValueError        |
 | 401 missing or wrong token         | AuthenticationError       | PermissionError   |
-| 404 unknown thread or reservation  | NotFoundError             | KeyError          |
-| 409 with threadId/used/maxTokens   | BudgetExhaustedError      |                   |
+| 404 unknown thread, hold or budget | NotFoundError             | KeyError          |
+| 409 budget exhausted (thread/scope)| BudgetExhaustedError      |                   |
 | any other 409                      | ConflictError             |                   |
 | 503, no answer, refused, timed out | LedgerConnectionError     | ConnectionError   |
 | 5xx                                | ServerError               | RuntimeError      |
@@ -15,7 +15,10 @@ Every one is also a `BudgetLedgerError`, so `except BudgetLedgerError` catches t
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any, Mapping
+
+from .scopes import BudgetWindow
 
 
 class BudgetLedgerError(Exception):
@@ -23,21 +26,69 @@ class BudgetLedgerError(Exception):
 
 
 class BudgetExhaustedError(BudgetLedgerError):
-    """A thread's budget does not fit the request (the reference's exception, same attributes).
+    """A budget does not fit the request (the reference's exception, same attributes).
 
-    Its message contains "budget exhausted", as the reference's does.
+    Its message contains "budget exhausted", as the reference's does. When a scope budget
+    refused (not the thread's own), `scope` names it ("org:acme"), `window` is its window and
+    `unit` is "tokens" or "usd"; `used` and `max_amount` are then in that unit (USD as exact
+    `Decimal`s) and `max_tokens` is None for a dollar budget. For the thread's own refusal
+    `scope`, `window` and `unit` are None.
     """
 
-    def __init__(self, thread_id: str, used: int, max_tokens: int, detail: str | None = None) -> None:
+    def __init__(
+        self,
+        thread_id: str,
+        used: int | Decimal,
+        max_tokens: int | None,
+        detail: str | None = None,
+        *,
+        scope: str | None = None,
+        window: BudgetWindow | None = None,
+        unit: str | None = None,
+        max_amount: int | Decimal | None = None,
+    ) -> None:
         self.thread_id = thread_id
         self.used = used
         self.max_tokens = max_tokens
+        self.scope = scope
+        self.window = window
+        self.unit = unit
+        self.max_amount = max_tokens if max_amount is None else max_amount
         self.detail = detail or f"Thread {thread_id[:8]}... budget exhausted: {used}/{max_tokens} tokens used"
         super().__init__(self.detail)
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Keeps the error picklable across processes (multiprocessing re-raises it in the parent).
-        return (type(self), (self.thread_id, self.used, self.max_tokens, self.detail))
+        return (
+            _rebuild_exhausted,
+            (self.thread_id, self.used, self.max_tokens, self.detail, self.scope, self.window, self.unit,
+             self.max_amount))
+
+
+def _rebuild_exhausted(
+    thread_id: str, used: int | Decimal, max_tokens: int | None, detail: str, scope: str | None,
+    window: BudgetWindow | None, unit: str | None, max_amount: int | Decimal | None,
+) -> BudgetExhaustedError:
+    return BudgetExhaustedError(
+        thread_id, used, max_tokens, detail, scope=scope, window=window, unit=unit, max_amount=max_amount)
+
+
+def _exhausted_from_body(body: Mapping[str, Any], detail: str) -> BudgetExhaustedError:
+    """The refusal of the thread's budget, or (with `scope`) of a scope budget."""
+    scope = body.get("scope")
+    if scope is None:
+        return BudgetExhaustedError(str(body["threadId"]), int(body["used"]), int(body["maxTokens"]), detail)
+    unit = str(body.get("unit", "tokens"))
+
+    def amount(value: Any) -> int | Decimal:
+        return int(value) if unit == "tokens" else Decimal(str(value))
+
+    window = body.get("window")
+    return BudgetExhaustedError(
+        str(body["threadId"]), amount(body["used"]),
+        int(body["maxTokens"]) if body.get("maxTokens") is not None else None, detail,
+        scope=str(scope), window=BudgetWindow.from_json(window) if isinstance(window, Mapping) else None,
+        unit=unit, max_amount=amount(body["max"]))
 
 
 class HTTPStatusError(BudgetLedgerError):
@@ -106,8 +157,8 @@ def error_from_response(status: int, body: Mapping[str, Any] | None, *, method: 
     body = body or {}
     error = str(body.get("error", "") or f"HTTP {status}")
     detail = str(body.get("detail", "") or error)
-    if status == 409 and "threadId" in body and "used" in body and "maxTokens" in body:
-        return BudgetExhaustedError(str(body["threadId"]), int(body["used"]), int(body["maxTokens"]), detail)
+    if status == 409 and "threadId" in body and "used" in body and ("maxTokens" in body or "scope" in body):
+        return _exhausted_from_body(body, detail)
     kinds: dict[int, type[HTTPStatusError]] = {
         400: InvalidRequestError,
         413: InvalidRequestError,

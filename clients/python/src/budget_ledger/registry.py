@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import threading
 import uuid
+from decimal import Decimal
 from typing import Any, Mapping
 
 from .budget import Reservation, ThreadBudget
 from .errors import BudgetExhaustedError, NotFoundError
+from .scopes import ScopeBudget, budget_body
 from .transport import (
     DEFAULT_BACKOFF_SECONDS,
     DEFAULT_MAX_CONNECTIONS,
@@ -207,8 +209,20 @@ class ThreadBudgetRegistry:
 
     # MARK: holds
 
-    def reserve(self, thread_id: str, tokens: int, ttl_seconds: int = DEFAULT_HOLD_SECONDS) -> Reservation:
+    def reserve(
+        self,
+        thread_id: str,
+        tokens: int,
+        ttl_seconds: int = DEFAULT_HOLD_SECONDS,
+        *,
+        agent_id: str | None = None,
+        model: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Reservation:
         """Holds `tokens` against the thread's budget for `ttl_seconds` (then the hold lapses).
+
+        `agent_id`, `model` and `metadata` (`org_id`, `user_id`) put the hold under those scope
+        budgets too; under a dollar budget it holds the most its tokens can cost with `model`.
 
         The server takes no idempotency key for a hold, so a hold whose answer is lost is not
         sent again (it would hold twice); the error says so, and a lost hold lapses after its ttl.
@@ -216,9 +230,11 @@ class ThreadBudgetRegistry:
         Raises:
             BudgetExhaustedError: the hold does not fit.
         """
+        request: dict[str, Any] = {"tokens": tokens, "ttlSeconds": ttl_seconds}
+        optional = {"agentId": agent_id, "model": model, "metadata": None if metadata is None else dict(metadata)}
+        request.update({name: value for name, value in optional.items() if value is not None})
         body = self._transport.request(
-            "POST", f"/api/v1/threads/{quote(thread_id)}/reserve", body={"tokens": tokens, "ttlSeconds": ttl_seconds},
-            replay_safe=False).json()
+            "POST", f"/api/v1/threads/{quote(thread_id)}/reserve", body=request, replay_safe=False).json()
         budget = ThreadBudget.from_json(body["budget"])
         return Reservation(int(body["reservationId"]), thread_id, tokens, str(body["expiresAt"]), budget)
 
@@ -252,6 +268,50 @@ class ThreadBudgetRegistry:
         answer = self._transport.request(
             "POST", f"/api/v1/reservations/{int(reservation_id)}/release", replay_safe=False).json()
         return ThreadBudget.from_json(answer["budget"])
+
+    # MARK: scope budgets
+
+    def set_budget(
+        self,
+        scope: str,
+        *,
+        period: str = "none",
+        max_tokens: int | None = None,
+        max_usd: str | int | Decimal | None = None,
+    ) -> ScopeBudget:
+        """Sets (or changes) the budget of `scope` ("global", "org:acme", "user:ID", "agent:ID",
+        "model:NAME"): `max_tokens`, `max_usd` (exact: a str, int or Decimal, at most 9 decimals)
+        or both, per `period` window ("none", "day", "week", "month"; UTC calendar).
+
+        Setting the same figures again changes nothing, so a lost answer is retried.
+
+        Raises:
+            InvalidRequestError: the server refused a field (the detail names it).
+        """
+        body = budget_body(period, max_tokens, max_usd)
+        return ScopeBudget.from_json(self._transport.request(
+            "PUT", f"/api/v1/budgets/{quote(scope)}", body=body, replay_safe=True).json())
+
+    def list_budgets(self) -> list[ScopeBudget]:
+        """Every scope budget with its current window, by scope."""
+        body = self._transport.request("GET", "/api/v1/budgets", replay_safe=True).json()
+        return [ScopeBudget.from_json(budget) for budget in body["budgets"]]
+
+    def get_budget_scope(self, scope: str) -> ScopeBudget | None:
+        """The budget of `scope` with its current window; None when it has none."""
+        try:
+            body = self._transport.request("GET", f"/api/v1/budgets/{quote(scope)}", replay_safe=True).json()
+        except NotFoundError:
+            return None
+        return ScopeBudget.from_json(body)
+
+    def remove_budget(self, scope: str) -> None:
+        """Removes the budget of `scope` (its history stays in the ledger's events).
+
+        Raises:
+            ConflictError: the scope has no budget.
+        """
+        self._transport.request("DELETE", f"/api/v1/budgets/{quote(scope)}", replay_safe=False)
 
     # MARK: lifetime
 
