@@ -155,6 +155,8 @@ enum DashboardSeed {
         try ledger.consume("charlie", promptTokens: 120, usage: UsageDetails(agentID: "planner", model: "gpt-4o"))
         try ledger.consume("delta", promptTokens: 100, usage: UsageDetails(agentID: "coder", model: "gpt-4o"))
         _ = try ledger.reserve("delta", tokens: 2_000, ttlSeconds: 3_600)
+        // Set after today's calls: the day's spend so far (alpha 760 + charlie 120) counts.
+        try ledger.setBudget(BudgetScope(parsing: "agent:planner"), period: .day, maxTokens: 1_000)
     }
 }
 
@@ -181,7 +183,7 @@ struct DashboardBrowserTests {
         // Proves: in headless Chromium, once its scripts ran against the real server, the page
         // shows the seeded ledger: exact all-time and today totals (cost partly unpriced, never
         // $0), threads exhausted first and flagged in text, one chart bar per day with usage in
-        // the last 30, the held tokens, and no scope-budget section while /api/v1/budgets is 404.
+        // the last 30, the held tokens, and the scope budget with its day's spend.
         let folder = try ScratchFolder()
         defer { folder.remove() }
         try DashboardSeed.seed(folder.databasePath)
@@ -213,7 +215,9 @@ struct DashboardBrowserTests {
         #expect(dom.html.matches(of: /<rect class="bar" data-day=/).count == DashboardSeed.dayPoints)
         #expect(dom.attributes(ofID: "day-cost-chart")?["data-points"] == "\(DashboardSeed.dayPoints)")
         #expect(dom.attributes(ofID: "holds-summary")?["data-held-tokens"] == "2000")
-        #expect(dom.attributes(ofID: "scope-budgets")?["hidden"] != nil)
+        #expect(dom.attributes(ofID: "scope-budgets")?["hidden"] == nil)
+        #expect(dom.html.contains("data-key=\"agent:planner\""), "\(dom.html)")
+        #expect(dom.html.contains("880 of 1k tokens · 88 %"), "\(dom.html)")
         #expect(dom.attributes(ofID: "auth")?["hidden"] != nil)
     }
 
