@@ -214,8 +214,14 @@ enum ScopeBudgetSQL {
                 held[scope] = (sum.tokens.saturatingAdd(tokens), sum.cost.saturatingAdd(cost))
             }
         }
-        return try connection.cachedStatement(selectAllBudgets).fetchAll([]) { try StoredBudget(row: $0) }.map {
-            try $0.budget(at: now, heldTokens: held[$0.scope]?.tokens ?? 0, heldNanodollars: held[$0.scope]?.cost ?? 0)
+        // Four windows at most, computed once (a month's takes a calendar conversion).
+        var windows: [String: BudgetWindow] = [:]
+        for period in BudgetPeriod.allCases { windows[period.rawValue] = period.window(containing: now) }
+        return try connection.cachedStatement(selectAllBudgets).fetchAll([]) { row in
+            let stored = try StoredBudget(row: row)
+            let sums = held[stored.scope]
+            return try stored.budget(
+                at: now, heldTokens: sums?.tokens ?? 0, heldNanodollars: sums?.cost ?? 0, window: windows[stored.period])
         }
     }
 
@@ -263,14 +269,16 @@ enum ScopeBudgetSQL {
 
         /// The budget in the window holding `now`: a stored window that has passed spent nothing
         /// of this one.
-        func budget(at now: Int64, heldTokens: Int64, heldNanodollars: Int64) throws -> ScopeBudget {
+        func budget(
+            at now: Int64, heldTokens: Int64, heldNanodollars: Int64, window known: BudgetWindow? = nil
+        ) throws -> ScopeBudget {
             guard let period = BudgetPeriod(rawValue: period) else {
                 throw LedgerError.conflict("scope_budgets holds an unknown period \(period.debugDescription)")
             }
-            let window = period.window(containing: now)
+            let window = known ?? period.window(containing: now)
             let current = windowStart >= window.startMicroseconds
             return ScopeBudget(
-                scope: try BudgetScope(parsing: scope), period: period, maxTokens: maxTokens,
+                scope: try BudgetScope(stored: scope), period: period, maxTokens: maxTokens,
                 maxNanodollars: maxNanodollars, window: window, spentTokens: current ? spentTokens : 0,
                 spentNanodollars: current ? spentNanodollars : 0, requestCount: current ? requestCount : 0,
                 unpricedRequests: current ? unpricedRequests : 0, heldTokens: heldTokens,

@@ -75,6 +75,41 @@ extension BenchmarkContext {
         report.add("8", "scopes.none.txn_per_s", "checkAndConsume, 1 caller, FULL, no scope budget", without, .transactionsPerSecond)
         report.add("8", "scopes.three.txn_per_s", "checkAndConsume, 1 caller, FULL, 3 scope budgets", with, .transactionsPerSecond)
         report.add("8", "scopes.ratio", "3 scope budgets ÷ none (goal ≥ 0.8)", with / without, .ratio)
+        try measureManyScopeBudgets()
+    }
+
+    /// (8) Listing 100,000 scope budgets with their current windows: the library's `budgets()`
+    /// and the `budget_windows` view. Both read `scope_budgets` and the live holds only, never the
+    /// events, so the ledger's size does not enter (the budgets are inserted as events in one
+    /// transaction, through the triggers, as a writer using plain SQL would).
+    private func measureManyScopeBudgets() throws {
+        let count = 100_000
+        log("(8) listing \(count) scope budgets")
+        let path = try createLedger(named: "many-scopes.db")
+        defer { if !options.keepFiles { removeLedgerFiles(at: path) } }
+        do {
+            let connection = try Connection(path: path)
+            defer { connection.close() }
+            try connection.execute(sql: """
+                WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < \(count))
+                INSERT INTO events (timestamp_us, kind, scope, period, max_tokens, max_cost_nanos)
+                SELECT CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER), 'budget',
+                       CASE i % 4 WHEN 0 THEN 'org:o' WHEN 1 THEN 'user:u' WHEN 2 THEN 'agent:a' ELSE 'model:m' END || i,
+                       CASE i % 3 WHEN 0 THEN 'day' WHEN 1 THEN 'month' ELSE 'none' END, 1000000, 5000000
+                FROM n
+                """)
+        }
+        let ledger = try Ledger(path: path)
+        defer { ledger.close() }
+        _ = try ledger.budgets()
+        let (listed, librarySeconds) = try MonotonicClock.timed { try ledger.budgets() }
+        let connection = try Connection(path: path)
+        defer { connection.close() }
+        let (rows, viewSeconds) = try MonotonicClock.timed {
+            try connection.prepare("SELECT count(*), max(percent_used) FROM budget_windows").fetchOne { try $0[0] as Int64 }
+        }
+        report.add("8", "scopes.list_100k_ms", "budgets() with \(listed.count) scope budgets (goal ≤ 50)", librarySeconds * 1_000, .milliseconds)
+        report.add("8", "scopes.view_100k_ms", "budget_windows view, \(rows ?? 0) rows (goal ≤ 50)", viewSeconds * 1_000, .milliseconds)
     }
 
     /// One caller, one fresh ledger (prepared by `setUp`), `--seconds` of calls; then a verify of the file.
