@@ -4,6 +4,7 @@ import Foundation
 import Hummingbird
 import Logging
 import NIOCore
+import ServiceLifecycle
 
 /// Builds the REST server that `budget-ledger serve` runs (tests build the same one).
 ///
@@ -40,11 +41,17 @@ func buildApplication(
         waitingCallsMax: configuration.ledgerWaitingCallsMax, logger: logger)
     let router = buildRouter(ledger: ledger, metrics: ServerMetrics(), configuration: configuration)
     let port = configuration.port
+    var services: [any Service] = [ledger]
+    if !configuration.alertWebhookURLs.isEmpty, let secret = configuration.alertSecret {
+        // Validated by `configuration.validate()`; after the ledger's service, so it stops first.
+        let urls = configuration.alertWebhookURLs.compactMap { try? WebhookURL(parsing: $0) }
+        services.append(AlertWebhookService(ledger: ledger, urls: urls, secret: secret, logger: logger))
+    }
     return Application(
         router: router,
         configuration: ApplicationConfiguration(
             address: .hostname(configuration.host, port: configuration.port), serverName: "budget-ledger"),
-        services: [ledger],
+        services: services,
         onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? port) },
         logger: logger)
 }
