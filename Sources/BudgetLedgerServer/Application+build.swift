@@ -24,6 +24,14 @@ public func buildApplication(
 ) throws -> some ApplicationProtocol {
     try configuration.validate()
     let ledger = try Ledger(path: configuration.databasePath)
+    // A webhook's cursor exists before the server answers a call: every alert recorded from here
+    // on is delivered, even one recorded before the delivery task first runs.
+    do {
+        for url in configuration.alertWebhookURLs { _ = try ledger.alertCursor(for: url) }
+    } catch {
+        ledger.close()
+        throw error
+    }
     return buildApplication(configuration, ledger: ledger, logger: logger, onServerRunning: onServerRunning)
 }
 
