@@ -58,8 +58,13 @@ final class AlertWebhookService: Service, Sendable {
         var failures = 0
         while !Task.isCancelled {
             do {
-                let after = try await cursor ?? ledger.run { try $0.alertCursor(for: url.text) }
-                cursor = after
+                var after: Int64
+                if let cursor {
+                    after = cursor
+                } else {
+                    after = try await ledger.run { try $0.alertCursor(for: url.text) }
+                    cursor = after
+                }
                 let page = try await ledger.run { try $0.events(after: after, limit: Self.pageSize) }
                 if page.events.isEmpty {
                     try await Task.sleep(for: timing.pollInterval)
@@ -68,7 +73,7 @@ final class AlertWebhookService: Service, Sendable {
                 for event in page.events where Ledger.alertKinds.contains(event.kind) {
                     try await deliver(event, to: url)
                     try await ledger.run { try $0.advanceAlertCursor(for: url.text, to: event.id) }
-                    cursor = event.id
+                    (cursor, after) = (event.id, event.id)
                 }
                 if page.lastID > after {
                     try await ledger.run { try $0.advanceAlertCursor(for: url.text, to: page.lastID) }

@@ -117,7 +117,7 @@ public struct ServerConfiguration: Sendable {
         for url in alertWebhookURLs {
             do {
                 _ = try WebhookURL(parsing: url)
-            } catch let error as WebhookURLError {
+            } catch {
                 throw ServerConfigurationError(field: "alertWebhookURLs", reason: error.description)
             }
         }

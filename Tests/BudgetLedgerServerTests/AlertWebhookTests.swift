@@ -80,7 +80,8 @@ private final class AlertReceiver: Sendable {
                 bodyEventID: (object?["eventId"] as? NSNumber)?.int64Value, threadID: object?["threadId"] as? String,
                 signatureIsValid: signature == Self.expectedSignature(of: body, secret: self.secret), status: nil)
             let (index, status) = self.arrive(delivery)
-            let answered = if let status { status } else { await self.hold(index) }
+            var answered = status ?? 0
+            if status == nil { answered = await self.hold(index) }
             return Response(status: HTTPResponse.Status(code: answered))
         }
     }
