@@ -65,7 +65,8 @@ final class AlertWebhookService: Service, Sendable {
                     after = try await ledger.run { try $0.alertCursor(for: url.text) }
                     cursor = after
                 }
-                let page = try await ledger.run { try $0.events(after: after, limit: Self.pageSize) }
+                let pageStart = after
+                let page = try await ledger.run { try $0.events(after: pageStart, limit: Self.pageSize) }
                 if page.events.isEmpty {
                     try await Task.sleep(for: timing.pollInterval)
                     continue

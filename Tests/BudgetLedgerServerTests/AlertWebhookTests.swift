@@ -157,7 +157,7 @@ struct AlertWebhookTests {
 
             let deliveries = receiver.deliveries
             #expect(allArrived, "missing: \(Set(expected.map(\.id)).subtracting(receiver.acknowledgedIDs).sorted())")
-            #expect(deliveries.allSatisfy(\.signatureIsValid), "a delivery had a bad signature")
+            #expect(deliveries.allSatisfy { $0.signatureIsValid }, "a delivery had a bad signature")
             #expect(deliveries.allSatisfy { $0.headerEventID == $0.bodyEventID })
             // At least once, in order: the first delivery of each id comes in event-id order, so
             // in order per thread; a redelivery only repeats an id already seen.
