@@ -1,4 +1,5 @@
 import LedgerSQLite
+import Synchronization
 
 /// What a write that a budget may refuse hands back from its transaction: the refusal must
 /// commit (its refusal event), so it cannot leave the body as a thrown error, which rolls back.
@@ -15,21 +16,32 @@ extension Ledger {
     /// `body` must decide a refusal before it writes anything: the transaction commits, so any
     /// row written before the throw would be recorded with the refusal (a precondition checks it).
     ///
+    /// The refusal is the caller's answer even when its event could not be committed (the
+    /// transaction failed: a full disk, or another write of the batch ended it): the call was
+    /// refused all the same, and the window, still without a refusal, records the next one.
+    ///
     /// - Throws: the `BudgetExhaustedError` of `body`, after commit; whatever else `write` throws.
     func writeRecordingRefusal<Result: Sendable>(
         _ body: @escaping @Sendable (Connection) throws -> Result
     ) throws -> Result {
-        let outcome = try write { [self] connection -> RefusableOutcome<Result> in
-            let changesBefore = connection.totalChanges
-            do {
-                return .done(try body(connection))
-            } catch let refusal as BudgetExhaustedError {
-                precondition(
-                    connection.totalChanges == changesBefore,
-                    "a refused write wrote before it was refused: that would commit with its refusal event")
-                try recordRefusal(refusal, at: configuration.clock(), on: connection)
-                return .refused(refusal)
+        let decided = RefusalDecision()
+        let outcome: RefusableOutcome<Result>
+        do {
+            outcome = try write { [self] connection -> RefusableOutcome<Result> in
+                let changesBefore = connection.totalChanges
+                do {
+                    return .done(try body(connection))
+                } catch let refusal as BudgetExhaustedError {
+                    precondition(
+                        connection.totalChanges == changesBefore,
+                        "a refused write wrote before it was refused: that would commit with its refusal event")
+                    decided.refusal.withLock { $0 = refusal }
+                    try recordRefusal(refusal, at: configuration.clock(), on: connection)
+                    return .refused(refusal)
+                }
             }
+        } catch {
+            throw decided.refusal.withLock { $0 } ?? error
         }
         switch outcome {
         case .done(let value): return value
@@ -59,6 +71,11 @@ extension Ledger {
             ])
         return connection.changes > 0
     }
+}
+
+/// The refusal a write's body decided, kept outside the transaction that may fail to record it.
+private final class RefusalDecision: Sendable {
+    let refusal = Mutex<BudgetExhaustedError?>(nil)
 }
 
 /// The statements of refusal events and alert cursors (migration 0011).

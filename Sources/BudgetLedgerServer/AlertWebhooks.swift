@@ -81,6 +81,9 @@ final class AlertWebhookService: Service, Sendable {
                     cursor = page.lastID
                 }
                 failures = 0
+                // A short page is the end of the feed: wait, rather than write a cursor for every
+                // few events of a busy ledger.
+                if page.events.count < Self.pageSize { try await Task.sleep(for: timing.pollInterval) }
             } catch is CancellationError {
                 return
             } catch {
