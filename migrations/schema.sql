@@ -1,6 +1,12 @@
--- The ledger's schema after migration 10, as SQLite stores it: generated from a fresh
+-- The ledger's schema after migration 11, as SQLite stores it: generated from a fresh
 -- ledger by `make schema` (SchemaSnapshotTests fails when it is stale). Read it to see every
 -- table, index, trigger and view in one place; change the schema only by a new migration.
+CREATE TABLE alert_cursors (
+    url TEXT PRIMARY KEY,
+    last_event_id INTEGER NOT NULL CHECK (last_event_id >= 0),
+    updated_at_us INTEGER NOT NULL
+) STRICT;
+
 CREATE TABLE events (
     -- Rowid: strictly increasing, never reused, because rows are never deleted.
     id INTEGER PRIMARY KEY,
@@ -149,12 +155,25 @@ CREATE TABLE scope_budgets (
     unpriced_requests INTEGER NOT NULL
 ) STRICT, WITHOUT ROWID;
 
+CREATE TABLE scope_refusals (
+    scope TEXT PRIMARY KEY,
+    window_start_us INTEGER NOT NULL,
+    event_id INTEGER NOT NULL
+) STRICT, WITHOUT ROWID;
+
 CREATE TABLE scope_thresholds (
     scope TEXT NOT NULL,
     window_start_us INTEGER NOT NULL,
     threshold_percent INTEGER NOT NULL,
     event_id INTEGER NOT NULL,
     PRIMARY KEY (scope, window_start_us, threshold_percent)
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE thread_refusals (
+    thread_id TEXT PRIMARY KEY,
+    -- The window the last refusal belongs to: thread_state.window_event_id then, or 0.
+    window_event_id INTEGER NOT NULL,
+    event_id INTEGER NOT NULL
 ) STRICT, WITHOUT ROWID;
 
 CREATE TABLE thread_state (
@@ -362,6 +381,22 @@ BEGIN
     DELETE FROM holds WHERE NEW.reservation_id IS NOT NULL AND reservation_id = NEW.reservation_id;
 END;
 
+CREATE TRIGGER events_apply_refusal AFTER INSERT ON events
+WHEN NEW.kind = 'refusal' OR NEW.kind = 'cleanup' OR NEW.kind = 'budget_remove'
+BEGIN
+    INSERT INTO thread_refusals (thread_id, window_event_id, event_id)
+    SELECT NEW.thread_id,
+           coalesce((SELECT window_event_id FROM thread_state WHERE thread_id = NEW.thread_id), 0), NEW.id
+    WHERE NEW.kind = 'refusal' AND NEW.scope IS NULL
+    ON CONFLICT (thread_id) DO UPDATE SET window_event_id = excluded.window_event_id, event_id = excluded.event_id;
+    INSERT INTO scope_refusals (scope, window_start_us, event_id)
+    SELECT NEW.scope, NEW.window_start_us, NEW.id
+    WHERE NEW.kind = 'refusal' AND NEW.scope IS NOT NULL
+    ON CONFLICT (scope) DO UPDATE SET window_start_us = excluded.window_start_us, event_id = excluded.event_id;
+    DELETE FROM thread_refusals WHERE NEW.kind = 'cleanup' AND thread_id = NEW.thread_id;
+    DELETE FROM scope_refusals WHERE NEW.kind = 'budget_remove' AND scope = NEW.scope;
+END;
+
 CREATE TRIGGER events_apply_scope AFTER INSERT ON events
 WHEN NEW.kind = 'budget' OR NEW.kind = 'budget_remove' OR NEW.kind = 'scope_threshold'
 BEGIN
@@ -451,6 +486,14 @@ BEGIN
                    AND substr(NEW.scope, 7) = lower(trim(substr(NEW.scope, 7), char(32, 9, 10, 11, 12, 13)))));
     SELECT RAISE(ABORT, 'budget_remove for a scope that has no budget')
     WHERE NEW.kind = 'budget_remove' AND NOT EXISTS (SELECT 1 FROM scope_budgets WHERE scope = NEW.scope);
+END;
+
+CREATE TRIGGER events_check_refusal BEFORE INSERT ON events WHEN NEW.kind = 'refusal'
+BEGIN
+    SELECT RAISE(ABORT, 'a scope refusal needs window_start_us; a thread refusal takes no window_start_us, cost_used_nanos or max_cost_nanos')
+    WHERE (NEW.scope IS NOT NULL AND NEW.window_start_us IS NULL)
+       OR (NEW.scope IS NULL AND (NEW.window_start_us IS NOT NULL OR NEW.cost_used_nanos IS NOT NULL
+                                  OR NEW.max_cost_nanos IS NOT NULL));
 END;
 
 CREATE TRIGGER events_forbid_delete BEFORE DELETE ON events

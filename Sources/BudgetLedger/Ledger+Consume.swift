@@ -26,8 +26,9 @@ extension Ledger {
     /// Exact under contention: threads and processes sharing the ledger never push a thread's
     /// total past its max through this call.
     ///
-    /// - Throws: `BudgetExhaustedError` when the thread is exhausted or the tokens do not fit
-    ///   (nothing is recorded); the errors of `consume`.
+    /// - Throws: `BudgetExhaustedError` when the thread or a scope budget is exhausted or the
+    ///   tokens do not fit: nothing of the call is recorded, only a refusal event when it is the
+    ///   first refusal of the thread's (or the scope's) window; the errors of `consume`.
     @discardableResult
     public func checkAndConsume(
         _ threadID: String, promptTokens: Int64, completionTokens: Int64 = 0,
@@ -53,12 +54,14 @@ extension Ledger {
 
     /// Records a validated consume (group-committed) and tells subscribers once it is committed.
     private func submit(_ request: ConsumeRequest) throws -> ConsumeResult {
-        let result = try write { [self] connection in try record(request, on: connection) }
+        let result = try writeRecordingRefusal { [self] connection in try record(request, on: connection) }
         notify(result)
         return result
     }
 
     /// Checks that `estimatedTokens` more fit in the thread's budget (opening it when new).
+    ///
+    /// A read: it refuses no call, so it records no refusal event (checked consumes and holds do).
     ///
     /// - Returns: the budget, when it is not exhausted and the estimate fits.
     /// - Throws: `BudgetExhaustedError` otherwise.
@@ -88,11 +91,10 @@ extension Ledger {
         {
             return original
         }
-        if found.expiredHolds > 0 {
-            try connection.execute(LedgerSQL.insertExpiries, [now, request.threadID])
-        }
-        let before =
-            try found.budget ?? openThread(request.threadID, maxTokens: found.defaultMaxTokens, at: now, on: connection)
+        // Every check comes before the first write: a refusal commits its refusal event and
+        // nothing else (`writeRecordingRefusal`). The thread's live holds are counted at `now`
+        // whether or not the expiries are recorded yet, and a new thread opens empty.
+        let before = found.budget ?? ThreadBudget(threadID: request.threadID, maxTokens: found.defaultMaxTokens)
         if request.enforce && (before.isExhausted || !before.canConsume(request.tokens)) {
             throw BudgetExhaustedError(
                 threadID: request.threadID, used: before.totalTokens, maxTokens: before.maxTokens,
@@ -105,6 +107,12 @@ extension Ledger {
         if request.enforce && !scopes.isEmpty {
             try checkScopes(
                 scopes, threadID: request.threadID, tokens: request.tokens, cost: cost, model: request.usage.model)
+        }
+        if found.expiredHolds > 0 {
+            try connection.execute(LedgerSQL.insertExpiries, [now, request.threadID])
+        }
+        if found.budget == nil {
+            _ = try openThread(request.threadID, maxTokens: found.defaultMaxTokens, at: now, on: connection)
         }
         // Cannot overflow: each call is at most 1e9 and a thread's totals are part of the
         // all-time sums the schema holds under 4e18 (LedgerLimits, migration 0006). Saturating

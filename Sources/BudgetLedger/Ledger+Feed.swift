@@ -28,13 +28,23 @@ public struct LedgerEvent: Sendable, Equatable {
     public let expiresAtMicroseconds: Int64?
     /// release, expire, and a settling consume: the reserve event.
     public let reservationID: Int64?
-    /// threshold: the thread's total tokens when it was crossed.
+    /// threshold: the thread's total tokens when it was crossed; scope_threshold: the window's;
+    /// refusal: the total (the thread's or the scope window's) when the call was refused.
     public let tokensUsed: Int64?
+    /// scope_threshold, a scope's refusal, budget, budget_remove: the scope, as written
+    /// (`global`, `org:ID`, …); nil for a thread's events.
+    public let scope: String?
+    /// scope_threshold, a scope's refusal: the start of the scope's window (UTC microseconds).
+    public let windowStartMicroseconds: Int64?
+    /// scope_threshold, a scope's refusal: the window's spend in nano-dollars.
+    public let nanodollarsUsed: Int64?
+    /// budget, scope_threshold, a scope's refusal: the dollar max in nano-dollars, if any.
+    public let maxNanodollars: Int64?
 
     static let columns = """
         id, timestamp_us, kind, thread_id, prompt_tokens, completion_tokens, max_tokens, threshold_percent, severity,
         caused_by, idempotency_key, agent_id, model, provider, latency_ms, metadata, org_id, user_id, cost_nanos,
-        held_tokens, expires_at_us, reservation_id, tokens_used
+        held_tokens, expires_at_us, reservation_id, tokens_used, scope, window_start_us, cost_used_nanos, max_cost_nanos
         """
 
     init(row: Row) throws {
@@ -59,6 +69,10 @@ public struct LedgerEvent: Sendable, Equatable {
         expiresAtMicroseconds = try row[20]
         reservationID = try row[21]
         tokensUsed = try row[22]
+        scope = try row[23]
+        windowStartMicroseconds = try row[24]
+        nanodollarsUsed = try row[25]
+        maxNanodollars = try row[26]
     }
 }
 

@@ -14,7 +14,8 @@ extension Ledger {
     /// what its tokens can cost (all at the higher of the model's two rates), so a model without
     /// a price cannot be held there.
     ///
-    /// - Throws: `BudgetExhaustedError` when it does not fit (nothing is recorded);
+    /// - Throws: `BudgetExhaustedError` when it does not fit (nothing of the call is recorded; the
+    ///   first refusal of the thread's or the scope's window is recorded as a refusal event);
     ///   `LedgerError.invalidInput` for tokens < 1, a ttl outside 1 s…7 days, or bad usage fields.
     public func reserve(
         _ threadID: String, tokens: Int64, ttlSeconds: Int64 = Ledger.defaultHoldSeconds, usage: UsageDetails = .none
@@ -31,13 +32,11 @@ extension Ledger {
             throw LedgerError.invalidInput(
                 field: "ttlSeconds", reason: "must be 1…\(LedgerLimits.holdSecondsMax) seconds (got \(ttlSeconds))")
         }
-        return try write { [self] connection in
+        return try writeRecordingRefusal { [self] connection in
             let now = configuration.clock()
             let found = try ThreadRow.fetch(threadID, at: now, on: connection)
-            if found.expiredHolds > 0 {
-                try connection.execute(LedgerSQL.insertExpiries, [now, threadID])
-            }
-            let before = try found.budget ?? openThread(threadID, maxTokens: found.defaultMaxTokens, at: now, on: connection)
+            // Checks first, writes after: a refusal commits its refusal event and nothing else.
+            let before = found.budget ?? ThreadBudget(threadID: threadID, maxTokens: found.defaultMaxTokens)
             if before.isExhausted || !before.canConsume(tokens) {
                 throw BudgetExhaustedError(
                     threadID: threadID, used: before.totalTokens, maxTokens: before.maxTokens, requestedTokens: tokens,
@@ -49,6 +48,12 @@ extension Ledger {
                     agentID: usage.agentID, model: usage.model, organizationID: organizationID, userID: userID),
                 at: now, on: connection)
             try checkScopes(scopes, threadID: threadID, tokens: tokens, cost: heldCost, model: usage.model)
+            if found.expiredHolds > 0 {
+                try connection.execute(LedgerSQL.insertExpiries, [now, threadID])
+            }
+            if found.budget == nil {
+                _ = try openThread(threadID, maxTokens: found.defaultMaxTokens, at: now, on: connection)
+            }
             let expiresAt = now + ttlSeconds * 1_000_000
             try connection.execute(
                 LedgerSQL.insertReserve,

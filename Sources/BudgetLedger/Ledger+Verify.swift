@@ -27,8 +27,8 @@ extension Ledger {
     /// Recomputes every derived total from the raw events and runs SQLite's integrity check.
     ///
     /// One pass over `events` in id order (`Recomputation`) rebuilds thread state, thresholds,
-    /// holds, settings, both rollups and each consume's cost; then every derived table is
-    /// compared with it row by row (the rollups as readers see them: folded plus pending, the
+    /// holds, settings, both rollups, scope budgets, the windows that have a refusal and each
+    /// consume's cost; then every derived table is compared with it row by row (the rollups as readers see them: folded plus pending, the
     /// `*_live` views). Also reported: gaps in the ids (nothing is ever deleted, so a gap is
     /// tampering), a unique index on `events` that the insert guard does not cover, and a missing
     /// guard trigger. Reads one snapshot on a connection of its own (file ledgers): writers are
@@ -134,7 +134,21 @@ private struct DerivedTables {
         problems += compare("ledger_settings", stored: [1: settings], recomputed: [1: recomputed.settings]) { String($0) }
         problems += try rollupDifferences()
         problems += try scopeDifferences()
+        problems += try refusalDifferences()
         return problems
+    }
+
+    /// The windows that already have a refusal (migration 0011), per thread and per scope.
+    private func refusalDifferences() throws -> [String] {
+        let read = { (sql: String) throws -> [String: Recomputation.RefusalWindow] in
+            try Dictionary(uniqueKeysWithValues: connection.prepare(sql).fetchAll { row in
+                (try row[0] as String, Recomputation.RefusalWindow(window: try row[1], eventID: try row[2]))
+            })
+        }
+        let threads = try read("SELECT thread_id, window_event_id, event_id FROM thread_refusals")
+        let scopes = try read("SELECT scope, window_start_us, event_id FROM scope_refusals")
+        return compare("thread_refusals", stored: threads, recomputed: recomputed.threadRefusals) { $0 }
+            + compare("scope_refusals", stored: scopes, recomputed: recomputed.scopeRefusals) { $0 }
     }
 
     private func scopeDifferences() throws -> [String] {

@@ -3,7 +3,7 @@ import LedgerSQLite
 /// Every derived table recomputed from the events in one pass, in id order: what `verify`
 /// compares the tables with.
 ///
-/// It applies the rules of the triggers (migrations 0001, 0003, 0004, 0006, 0007) event by
+/// It applies the rules of the triggers (migrations 0001, 0003, 0004, 0006, 0007, 0010, 0011) event by
 /// event, so it costs one scan of `events` and memory in the size of the derived tables (a
 /// few hundred bytes per open thread, live hold and rollup row), where the `*_from_events`
 /// views, which say the same in SQL for the sqlite3 shell, sort the events several times
@@ -50,6 +50,12 @@ struct Recomputation {
         var percent: Int64
     }
 
+    /// A row of `thread_refusals` or `scope_refusals` (migration 0011).
+    struct RefusalWindow: Equatable {
+        var window: Int64
+        var eventID: Int64
+    }
+
     struct RollupKey: Hashable {
         var usageWindow: Int64
         var day: Int64
@@ -92,6 +98,10 @@ struct Recomputation {
     private(set) var scopeBudgets: [String: ScopeBudgetRow] = [:]
     /// Crossed thresholds of scope windows → the scope_threshold event.
     private(set) var scopeThresholds: [ScopeThresholdKey: Int64] = [:]
+    /// Per thread, the window of its last refusal (0: not open then) → the refusal event (0011).
+    private(set) var threadRefusals: [String: RefusalWindow] = [:]
+    /// Per scope, the window start of its last refusal → the refusal event (0011).
+    private(set) var scopeRefusals: [String: RefusalWindow] = [:]
     private(set) var settings = Settings()
     private(set) var rollup: [RollupKey: Sums] = [:]
     private(set) var agentModel: [AgentModelKey: Sums] = [:]
@@ -140,6 +150,7 @@ struct Recomputation {
             guard let thread = threadID else { break }
             threads[thread] = nil
             thresholds[thread] = nil
+            threadRefusals[thread] = nil
             holds = holds.filter { $0.value.threadID != thread }
         case "threshold":
             thresholds[threadID ?? "", default: [:]][try row[7]] = id
@@ -160,9 +171,16 @@ struct Recomputation {
             let scope: String = try row[17]
             scopeBudgets[scope] = nil
             scopeThresholds = scopeThresholds.filter { $0.key.scope != scope }
+            scopeRefusals[scope] = nil
         case "scope_threshold":
             scopeThresholds[ScopeThresholdKey(scope: try row[17], windowStart: try row[20], percent: try row[7])] = id
-        case "refusal", "reprice":
+        case "refusal":
+            if let scope: String = try row[17] {
+                scopeRefusals[scope] = RefusalWindow(window: try row[20], eventID: id)
+            } else if let thread = threadID {
+                threadRefusals[thread] = RefusalWindow(window: threads[thread]?.windowEventID ?? 0, eventID: id)
+            }
+        case "reprice":
             break
         default:  // release, expire
             if let reservation: Int64 = try row[16] { holds[reservation] = nil }

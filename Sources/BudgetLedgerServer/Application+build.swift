@@ -4,6 +4,7 @@ import Foundation
 import Hummingbird
 import Logging
 import NIOCore
+import ServiceLifecycle
 
 /// Builds the REST server that `budget-ledger serve` runs (tests build the same one).
 ///
@@ -23,6 +24,14 @@ public func buildApplication(
 ) throws -> some ApplicationProtocol {
     try configuration.validate()
     let ledger = try Ledger(path: configuration.databasePath)
+    // A webhook's cursor exists before the server answers a call: every alert recorded from here
+    // on is delivered, even one recorded before the delivery task first runs.
+    do {
+        for url in configuration.alertWebhookURLs { _ = try ledger.alertCursor(for: url) }
+    } catch {
+        ledger.close()
+        throw error
+    }
     return buildApplication(configuration, ledger: ledger, logger: logger, onServerRunning: onServerRunning)
 }
 
@@ -40,11 +49,17 @@ func buildApplication(
         waitingCallsMax: configuration.ledgerWaitingCallsMax, logger: logger)
     let router = buildRouter(ledger: ledger, metrics: ServerMetrics(), configuration: configuration)
     let port = configuration.port
+    var services: [any Service] = [ledger]
+    if !configuration.alertWebhookURLs.isEmpty, let secret = configuration.alertSecret {
+        // Validated by `configuration.validate()`; after the ledger's service, so it stops first.
+        let urls = configuration.alertWebhookURLs.compactMap { try? WebhookURL(parsing: $0) }
+        services.append(AlertWebhookService(ledger: ledger, urls: urls, secret: secret, logger: logger))
+    }
     return Application(
         router: router,
         configuration: ApplicationConfiguration(
             address: .hostname(configuration.host, port: configuration.port), serverName: "budget-ledger"),
-        services: [ledger],
+        services: services,
         onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? port) },
         logger: logger)
 }

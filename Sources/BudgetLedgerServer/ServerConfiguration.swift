@@ -17,6 +17,11 @@ public struct ServerConfiguration: Sendable {
     public var ledgerThreadCount: Int
     /// Ledger calls that may wait for a thread when all are busy; one more is refused with 503.
     public var ledgerWaitingCallsMax: Int
+    /// URLs (http:// only) that every alert (threshold, scope_threshold, refusal events) is
+    /// posted to, signed with `alertSecret` (see `AlertWebhookService`).
+    public var alertWebhookURLs: [String] = []
+    /// The shared secret of the alerts' HMAC-SHA256 signature; required with any webhook.
+    public var alertSecret: String?
 
     /// The default port of `budget-ledger serve`.
     public static let defaultPort = 8765
@@ -33,6 +38,8 @@ public struct ServerConfiguration: Sendable {
     public static let ledgerWaitingCallsMaxLimit = 65_536
     /// The longest token accepted, in UTF-8 bytes.
     public static let tokenBytesMax = 4096
+    /// The most alert webhooks one server posts to.
+    public static let alertWebhooksMax = 16
 
     /// - Parameters:
     ///   - databasePath: the ledger file.
@@ -85,6 +92,7 @@ public struct ServerConfiguration: Sendable {
                 reason: "refusing to serve \(host) without a token: anyone on the network could spend budgets; "
                     + "pass --token or set BUDGET_LEDGER_TOKEN, or bind 127.0.0.1")
         }
+        try validateAlerts()
         guard (1...65_536).contains(requestBodyBytesMax) else {
             throw ServerConfigurationError(
                 field: "requestBodyBytesMax", reason: "must be 1…65536 (got \(requestBodyBytesMax))")
@@ -97,6 +105,30 @@ public struct ServerConfiguration: Sendable {
             throw ServerConfigurationError(
                 field: "ledgerWaitingCallsMax",
                 reason: "must be 0…\(Self.ledgerWaitingCallsMaxLimit) (got \(ledgerWaitingCallsMax))")
+        }
+    }
+
+    /// Each webhook URL parses as plain http://; webhooks need a secret to sign with.
+    private func validateAlerts() throws {
+        guard alertWebhookURLs.count <= Self.alertWebhooksMax else {
+            throw ServerConfigurationError(
+                field: "alertWebhookURLs", reason: "at most \(Self.alertWebhooksMax) webhooks (got \(alertWebhookURLs.count))")
+        }
+        for url in alertWebhookURLs {
+            do {
+                _ = try WebhookURL(parsing: url)
+            } catch {
+                throw ServerConfigurationError(field: "alertWebhookURLs", reason: error.description)
+            }
+        }
+        if let alertSecret, alertSecret.isEmpty || alertSecret.utf8.count > Self.tokenBytesMax {
+            throw ServerConfigurationError(
+                field: "alertSecret", reason: "must be 1…\(Self.tokenBytesMax) bytes (got \(alertSecret.utf8.count))")
+        }
+        if !alertWebhookURLs.isEmpty && alertSecret == nil {
+            throw ServerConfigurationError(
+                field: "alertSecret",
+                reason: "alert webhooks are signed: give the shared secret receivers verify them with")
         }
     }
 

@@ -288,6 +288,10 @@ public final class Connection {
     /// Rows changed by the most recent INSERT, UPDATE or DELETE.
     public var changes: Int64 { sqlite3_changes64(liveHandle) }
 
+    /// Rows inserted, changed or deleted since the connection opened, triggers' included.
+    /// See <https://www.sqlite.org/c3ref/total_changes.html>.
+    public var totalChanges: Int64 { sqlite3_total_changes64(liveHandle) }
+
     /// False while a transaction is open. See <https://www.sqlite.org/c3ref/get_autocommit.html>.
     public var isAutocommit: Bool { sqlite3_get_autocommit(liveHandle) != 0 }
 

@@ -6,9 +6,10 @@ import Testing
 
 @Suite("Check-and-consume, idempotency, bad input")
 struct CheckAndConsumeTests {
-    @Test("checkAndConsume records only what fits, and a refusal records nothing")
+    @Test("checkAndConsume records only what fits, and a refusal records only its refusal event")
     func refusesWhatDoesNotFit() throws {
-        // Proves the check and the consume are one decision: a refused call leaves no event.
+        // Proves the check and the consume are one decision: a refused call leaves no consume,
+        // only the refusal event of its window (migration 0011; RefusalTests has the rest).
         let folder = try TemporaryFolder()
         let path = folder.path("l.db")
         let ledger = try Ledger(path: path)
@@ -20,13 +21,14 @@ struct CheckAndConsumeTests {
         }
         #expect(error.used == 100)
         #expect(error.requestedTokens == 1)
-        #expect(try eventCount(at: path) == before)
+        #expect(try eventCount(at: path) == before + 1)
+        #expect(try ledger.events(after: before, limit: 10).events.map(\.kind) == ["refusal"])
         #expect(try ledger.usage("t")?.totalTokens == 100)
     }
 
     @Test("a refused checkAndConsume on a new thread does not even open it")
     func refusalOnNewThreadLeavesNothing() throws {
-        // Proves the implicit open is rolled back with the refused consume.
+        // Proves the implicit open is not recorded with the refused consume (only its refusal is).
         let ledger = try Ledger.inMemory(maxTokensPerThread: 10)
         #expect(throws: BudgetExhaustedError.self) { try ledger.checkAndConsume("new", promptTokens: 11) }
         #expect(try !ledger.hasBudget("new"))

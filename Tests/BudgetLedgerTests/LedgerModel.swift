@@ -139,7 +139,10 @@ struct LedgerModel {
         var triggered: Set<Int> = []
         /// The event that began this life (an open, or the limit that opened the thread).
         let openedEventID: Int64
+        /// The event that began the current window: the last reset, else the opening event.
+        var resetEventID: Int64? = nil
         var totalTokens: Int64 { promptTokens + completionTokens }
+        var windowEventID: Int64 { resetEventID ?? openedEventID }
     }
 
     enum HoldEnding { case settled, released, cleanedUp }
@@ -180,6 +183,9 @@ struct LedgerModel {
     private(set) var threads: [String: Thread] = [:]
     private(set) var holds: [Int64: Hold] = [:]
     private(set) var keys: [String: KeyedConsume] = [:]
+    /// Per thread, the window (its window event, 0 while not open) whose refusal is recorded:
+    /// a refused call records one refusal event the first time in a window (migration 0011).
+    private(set) var refusedWindows: [String: Int64] = [:]
     private(set) var defaultMaxTokens: Int64 = 100_000
     private(set) var nextEventID: Int64
     private(set) var prices: [Price]
@@ -366,6 +372,7 @@ struct LedgerModel {
         let held = heldTokens(call.threadID, at: now)
         let tokens = call.promptTokens + call.completionTokens
         if call.enforce && (thread.totalTokens >= thread.maxTokens || thread.totalTokens + held + tokens > thread.maxTokens) {
+            recordRefusal(call.threadID)
             return .failure(
                 .outcome(
                     .exhausted(
@@ -451,6 +458,15 @@ struct LedgerModel {
         return .budget(budget)
     }
 
+    /// A refused call writes nothing of itself (not even the open of a new thread), only a
+    /// refusal event when its thread's window has none yet.
+    private mutating func recordRefusal(_ threadID: String) {
+        let window = threads[threadID]?.windowEventID ?? 0
+        guard refusedWindows[threadID] != window else { return }
+        refusedWindows[threadID] = window
+        nextEventID += 1
+    }
+
     private mutating func openIfNeeded(_ threadID: String) {
         guard threads[threadID] == nil else { return }
         threads[threadID] = Thread(maxTokens: defaultMaxTokens, openedEventID: nextEventID)
@@ -467,6 +483,7 @@ struct LedgerModel {
         if threads[threadID] == nil { eventID += 1 }
         let held = heldTokens(threadID, at: now)
         if thread.totalTokens >= thread.maxTokens || thread.totalTokens + held + tokens > thread.maxTokens {
+            recordRefusal(threadID)
             return .exhausted(
                 BudgetExhaustedError(
                     threadID: threadID, used: thread.totalTokens, maxTokens: thread.maxTokens, requestedTokens: tokens,
@@ -525,6 +542,7 @@ struct LedgerModel {
         thread.completionTokens = 0
         thread.requestCount = 0
         thread.triggered = []
+        thread.resetEventID = nextEventID
         threads[threadID] = thread
         nextEventID += 1
         return .optionalBudget(budget(threadID, at: now))
@@ -534,6 +552,7 @@ struct LedgerModel {
         if let field = Self.identifierProblem(threadID, field: "threadId") { return .invalidInput(field: field) }
         guard let final = budget(threadID, at: now) else { return .optionalBudget(nil) }
         threads[threadID] = nil
+        refusedWindows[threadID] = nil
         for (id, hold) in holds where hold.reservation.threadID == threadID && hold.ending == nil {
             holds[id]?.ending = .cleanedUp
         }

@@ -51,7 +51,7 @@ struct ScopeBudgetTests {
         #expect(BudgetPeriod.none.window(containing: utc(2026, 1, 1)) == BudgetWindow(startMicroseconds: 0, endMicroseconds: nil))
     }
 
-    @Test("a dollar budget refuses the call that would pass it, names the scope and window, and records nothing")
+    @Test("a dollar budget refuses the call that would pass it, names the scope and window, and records only its refusal")
     func aDollarBudgetRefusesExactly() throws {
         // gpt-4o-mini: 150 nano-dollars per prompt token. $0.001 = 1,000,000 nano-dollars.
         let clock = ManualClock()
@@ -72,7 +72,8 @@ struct ScopeBudgetTests {
                 && refusal.window == BudgetWindow(startMicroseconds: utc(2026, 12, 1), endMicroseconds: utc(2027, 1, 1))
                 && refusal.description.contains("budget exhausted") && refusal.description.contains("org:acme")
         }
-        #expect(try ledger.events(after: 0, limit: 100).events.count == eventsBefore)
+        // Nothing of the call is recorded: only the scope window's refusal event (migration 0011).
+        #expect(try ledger.events(after: 0, limit: 100).events.dropFirst(eventsBefore).map(\.kind) == ["refusal"])
         // What still fits is accepted: 666 tokens cost 99,900.
         try ledger.checkAndConsume("t2", promptTokens: 666, usage: usage)
         let budget = try #require(try ledger.budget(scope: acme))

@@ -118,9 +118,10 @@ struct CLIContractTests {
         #expect(try ledger.budget("third").percentUsed == 66.7)
     }
 
-    @Test("consume --enforce refuses what does not fit with exit 3 and records nothing; plain consume overshoots")
+    @Test("consume --enforce refuses what does not fit with exit 3 and records only its refusal; plain consume overshoots")
     func enforce() throws {
-        // Proves the refusal path changes nothing, while an unenforced consume records spent tokens.
+        // Proves the refusal path changes no budget and records one event only, the window's
+        // refusal event (migration 0011), while an unenforced consume records spent tokens.
         let ledger = try ScratchLedger()
         defer { ledger.remove() }
         try ledger.succeed("set-limit", "t", "10")
@@ -131,7 +132,11 @@ struct CLIContractTests {
         #expect(refused.status == 3, "\(refused)")
         #expect(refused.firstErrorLine.hasPrefix("Error:"))
         #expect(refused.firstErrorLine.contains("budget exhausted"), "\(refused)")
-        #expect(try ledger.snapshot() == before)
+        let after = try ledger.snapshot()
+        #expect(after.threadsJSON == before.threadsJSON)
+        #expect(after.eventCount == before.eventCount + 1, "a refusal records its refusal event and nothing else")
+        #expect(try ledger.run("consume", "t", "--prompt", "2", "--completion", "1", "--enforce").status == 3)
+        #expect(try ledger.snapshot().eventCount == after.eventCount, "a second refusal in the window records nothing")
 
         #expect(try ledger.consume("t", "--prompt", "2", "--enforce").budget.totalTokens == 10)
         let exhausted = try ledger.run("consume", "t", "--prompt", "0", "--enforce")

@@ -35,7 +35,8 @@ struct CrashHarnessTests {
         // Proves that a commit is durable once the ledger API has returned (every acked consume,
         // hold, settle and release is in the file after its process was SIGKILLed), that a killed
         // transaction leaves nothing behind (verify finds derived totals equal to the events, the
-        // integrity check is ok, refused consumes and reserves left no event, and each process has
+        // integrity check is ok, refused consumes and reserves left no event but the refusal event
+        // of their window, at most one per thread or scope window, and each process has
         // at most one unacknowledged commit per task), that checked paths never push a thread's
         // spent plus live holds past its max, that each settle's `holdHadExpired` tells what the
         // events say, that each thread's threshold crossings are exactly the ones its totals
@@ -196,6 +197,7 @@ struct CrashHarnessTests {
         let budget = index.budgetCheck()
         problems += budget.problems
         problems += index.thresholdProblems(Self.thresholdPercents)
+        problems += index.refusalProblems()
         problems += unacknowledgedCommitProblems(index, acknowledged, outcomes)
         problems += try scopeProblems(ledger, path: path)
         let resets = try resetExhaustedThreads(ledger)
@@ -664,6 +666,44 @@ struct EventIndex {
             }
         }
         return (problems, lateSettles)
+    }
+
+    /// A refused call records one thing only, the first time in its window: a refusal event
+    /// (migration 0011), which carries the thread, the figures then, and no tokens, key or hold.
+    /// Replays the windows: a thread's is its open (or opening limit) or last reset, and each
+    /// stretch between lives is a window of its own; a scope's is (scope, window start), ended for
+    /// good by a budget_remove. No window may hold two refusals.
+    func refusalProblems() -> [String] {
+        var problems: [String] = []
+        var threadWindow: [String: Int64] = [:]
+        var refusedWindows: Set<String> = []
+        for event in events {
+            guard let threadID = event.threadID else {
+                if event.kind == "budget_remove", let scope = event.scope {
+                    refusedWindows = refusedWindows.filter { !$0.hasPrefix("scope \(scope) ") }
+                }
+                continue
+            }
+            switch event.kind {
+            case "open", "reset": threadWindow[threadID] = event.id
+            case "limit" where (threadWindow[threadID] ?? 0) <= 0: threadWindow[threadID] = event.id
+            case "cleanup": threadWindow[threadID] = -event.id
+            case "refusal":
+                if event.idempotencyKey != nil || event.promptTokens != 0 || event.completionTokens != 0
+                    || event.reservationID != nil || event.heldTokens != nil || event.tokensUsed == nil
+                {
+                    problems.append("refusal event \(event.id) carries more than a refusal: \(event)")
+                }
+                let window =
+                    event.scope.map { "scope \($0) \(event.windowStartMicroseconds.map(String.init) ?? "none")" }
+                    ?? "thread \(threadID) \(threadWindow[threadID] ?? 0)"
+                if !refusedWindows.insert(window).inserted {
+                    problems.append("refusal event \(event.id) is the second refusal of window \(window)")
+                }
+            default: break
+            }
+        }
+        return problems
     }
 
     /// Replays each thread's windows against its threshold events: every consume is followed by

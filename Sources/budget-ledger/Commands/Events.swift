@@ -52,6 +52,10 @@ extension Output {
         case "cleanup": return "thread ended"
         case "usage_reset": return "usage window reset"
         case "threshold": return thresholdDescription(event)
+        case "refusal":
+            // The first refused call of the thread's (or the scope window's) window.
+            let used = event.tokensUsed.map { " at \($0)" + (event.maxTokens.map { " of \(count($0, "token"))" } ?? " tokens") }
+            return "refused" + (event.scope.map { " by \($0)" } ?? "") + (used ?? "")
         case "reserve":
             let tokens = event.heldTokens.map { count($0, "token") } ?? "tokens"
             return tokens + (event.expiresAtMicroseconds.map { " until " + Timestamps.iso8601(microseconds: $0) } ?? "")

@@ -15,6 +15,8 @@ extension BudgetLedgerCommand {
                 with --json: {"url": …}). With a token, every endpoint but /healthz requires
                 Authorization: Bearer TOKEN; a --host other than loopback requires one (exit 64 otherwise).
                 Prefer $BUDGET_LEDGER_TOKEN to --token: other users can read command lines.
+                --alert-webhook URL posts each alert, signed with --alert-secret (X-BudgetLedger-Signature:
+                sha256=HMAC-SHA256 of the body), at least once and in event-id order (README: Alerts).
                 The OpenAPI document is served at /openapi.yaml.
                 """)
 
@@ -35,7 +37,14 @@ extension BudgetLedgerCommand {
         @Option(help: "Ledger calls that may wait for a thread, 0…65536; beyond that a request gets 503.")
         var ledgerQueue = ServerConfiguration.defaultLedgerWaitingCallsMax
 
+        @Option(help: "Post every alert (threshold crossing, first refusal of a window) to this http:// URL (repeatable).")
+        var alertWebhook: [String] = []
+
+        @Option(help: "The HMAC-SHA256 key that signs alerts (default: $BUDGET_LEDGER_ALERT_SECRET).")
+        var alertSecret: String?
+
         static let tokenVariable = "BUDGET_LEDGER_TOKEN"
+        static let alertSecretVariable = "BUDGET_LEDGER_ALERT_SECRET"
 
         /// Where the token came from, as the operator typed it: `--token` or the environment variable.
         var tokenSource: (name: String, value: String)? {
@@ -44,9 +53,12 @@ extension BudgetLedgerCommand {
         }
 
         var serverConfiguration: ServerConfiguration {
-            ServerConfiguration(
+            var configuration = ServerConfiguration(
                 databasePath: options.path, host: host, port: port, token: tokenSource?.value,
                 ledgerThreadCount: ledgerThreads, ledgerWaitingCallsMax: ledgerQueue)
+            configuration.alertWebhookURLs = alertWebhook
+            configuration.alertSecret = alertSecret ?? ProcessInfo.processInfo.environment[Self.alertSecretVariable]
+            return configuration
         }
 
         func validate() throws {
@@ -63,6 +75,8 @@ extension BudgetLedgerCommand {
                     case "token": tokenSource?.name ?? error.field
                     case "ledgerThreadCount": "--ledger-threads"
                     case "ledgerWaitingCallsMax": "--ledger-queue"
+                    case "alertWebhookURLs": "--alert-webhook"
+                    case "alertSecret": alertSecret == nil ? "--alert-secret (or $\(Self.alertSecretVariable))" : "--alert-secret"
                     default: error.field
                     }
                 throw ValidationError("invalid \(field): \(error.reason)")
