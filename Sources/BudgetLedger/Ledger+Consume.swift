@@ -209,7 +209,14 @@ extension Ledger {
         on connection: Connection
     ) throws -> ConsumeResult? {
         guard let event = try connection.cachedStatement(LedgerSQL.selectConsumeByKey).fetchOne([key], ConsumeEvent.init(row:))
-        else { return nil }
+        else {
+            // The key is taken, by an event that is not a consume (a reserve).
+            if let other = try IdempotencySQL.eventUsing(key, on: connection) {
+                throw LedgerError.conflict(
+                    "idempotency key \(key) was already used by event \(other.id), a \(other.kind), not a consume")
+            }
+            return nil
+        }
         if let field = request.difference(from: event, settling: reservationID) {
             throw LedgerError.conflict(
                 "idempotency key \(key) was already used by event \(event.id) for a different consume "

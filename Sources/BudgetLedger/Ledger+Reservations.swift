@@ -16,11 +16,19 @@ extension Ledger {
     ///
     /// - Throws: `BudgetExhaustedError` when it does not fit (nothing of the call is recorded; the
     ///   first refusal of the thread's or the scope's window is recorded as a refusal event);
-    ///   `LedgerError.invalidInput` for tokens < 1, a ttl outside 1 s…7 days, or bad usage fields.
+    ///   `LedgerError.invalidInput` for tokens < 1, a ttl outside 1 s…7 days, or bad usage fields;
+    ///   `LedgerError.conflict` when `idempotencyKey` was used by another request.
+    ///
+    /// With an `idempotencyKey` already recorded by the same reserve (thread, tokens, agent, model
+    /// and metadata), records nothing and answers with the original hold (`isReplay`), whether it
+    /// is still live, settled, released or expired; the ttl is not compared (the original's
+    /// expiry stands).
     public func reserve(
-        _ threadID: String, tokens: Int64, ttlSeconds: Int64 = Ledger.defaultHoldSeconds, usage: UsageDetails = .none
+        _ threadID: String, tokens: Int64, ttlSeconds: Int64 = Ledger.defaultHoldSeconds, usage: UsageDetails = .none,
+        idempotencyKey: String? = nil
     ) throws -> ReserveResult {
         try Validate.identifier(threadID, field: "threadId")
+        try Validate.optionalIdentifier(idempotencyKey, field: "idempotencyKey")
         try Validate.optionalIdentifier(usage.agentID, field: "agentId")
         try Validate.optionalIdentifier(usage.model, field: "model")
         let (organizationID, userID) = try Validate.metadata(usage.metadataJSON)
@@ -34,7 +42,11 @@ extension Ledger {
         }
         return try writeRecordingRefusal { [self] connection in
             let now = configuration.clock()
-            let found = try ThreadRow.fetch(threadID, at: now, on: connection)
+            let found = try ThreadRow.fetch(threadID, at: now, idempotencyKey: idempotencyKey, on: connection)
+            if found.eventIDForKey != nil, let key = idempotencyKey {
+                return try replayReserve(
+                    key: key, threadID: threadID, tokens: tokens, usage: usage, budget: found.budget, on: connection)
+            }
             // Checks first, writes after: a refusal commits its refusal event and nothing else.
             let before = found.budget ?? ThreadBudget(threadID: threadID, maxTokens: found.defaultMaxTokens)
             if before.isExhausted || !before.canConsume(tokens) {
@@ -59,7 +71,7 @@ extension Ledger {
                 LedgerSQL.insertReserve,
                 [
                     now, threadID, tokens, expiresAt, usage.agentID, usage.model, usage.metadataJSON, organizationID, userID,
-                    heldCost,
+                    heldCost, idempotencyKey,
                 ])
             let reservation = Reservation(
                 id: connection.lastInsertRowID, threadID: threadID, tokens: tokens, expiresAtMicroseconds: expiresAt)
@@ -69,6 +81,38 @@ extension Ledger {
                 triggeredThresholds: before.triggeredThresholds, heldTokens: before.heldTokens.saturatingAdd(tokens))
             return ReserveResult(reservation: reservation, budget: budget)
         }
+    }
+
+    /// The original hold of a reserve retried with `key`: the same thread, tokens, agent, model
+    /// and metadata (as a JSON object), or a conflict naming the first field that differs.
+    private func replayReserve(
+        key: String, threadID: String, tokens: Int64, usage: UsageDetails, budget: ThreadBudget?, on connection: Connection
+    ) throws -> ReserveResult {
+        guard let original = try connection.cachedStatement(LedgerSQL.selectReserveByKey).fetchOne([key], { row in
+            (id: try row[0] as Int64, threadID: try row[1] as String, tokens: try row[2] as Int64,
+             expiresAt: try row[3] as Int64, agentID: try row[4] as String?, model: try row[5] as String?,
+             metadata: try row[6] as String?)
+        }) else {
+            let other = try IdempotencySQL.eventUsing(key, on: connection)
+            throw LedgerError.conflict(
+                "idempotency key \(key) was already used by event \(other?.id ?? 0), a \(other?.kind ?? "write"), not a reserve")
+        }
+        let differs: String? =
+            if original.threadID != threadID { "thread" }
+            else if original.tokens != tokens { "tokens" }
+            else if original.agentID != usage.agentID { "agent" }
+            else if original.model != usage.model { "model" }
+            else if !ConsumeRequest.sameJSONObject(original.metadata, usage.metadataJSON) { "metadata" }
+            else { nil }
+        if let differs {
+            throw LedgerError.conflict(
+                "idempotency key \(key) was already used by reserve event \(original.id) for a different hold (its "
+                    + "\(differs) differs; recorded: thread \(original.threadID), \(original.tokens) tokens)")
+        }
+        let reservation = Reservation(
+            id: original.id, threadID: threadID, tokens: tokens, expiresAtMicroseconds: original.expiresAt)
+        return ReserveResult(
+            reservation: reservation, budget: budget ?? ThreadBudget(threadID: threadID, maxTokens: 0), isReplay: true)
     }
 
     /// The most `tokens` can cost with `model` at the price in force at `now`: every token at the

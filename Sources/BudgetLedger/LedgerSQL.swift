@@ -1,3 +1,5 @@
+import LedgerSQLite
+
 /// The statements of the write path and of the common reads (thread state, holds, prices,
 /// threshold and consume events), in one place. Reads that serve one feature keep their SQL
 /// beside it: the feed and exports (`Ledger+Feed`), the usage overview (`Ledger+Usage`),
@@ -65,7 +67,8 @@ enum LedgerSQL {
         agent_id, model, provider, latency_ms, metadata, cost_nanos, reservation_id
         """
 
-    static let selectConsumeByKey = "SELECT \(consumeEventColumns) FROM events WHERE idempotency_key = ?"
+    static let selectConsumeByKey =
+        "SELECT \(consumeEventColumns) FROM events WHERE idempotency_key = ? AND kind = 'consume'"
 
     /// The event that began the thread's current life (nil when it is not open).
     static let selectOpenedEventID = "SELECT opened_event_id FROM thread_state WHERE thread_id = ?"
@@ -124,8 +127,13 @@ enum LedgerSQL {
 
     static let insertReserve = """
         INSERT INTO events (timestamp_us, kind, thread_id, held_tokens, expires_at_us, agent_id, model, metadata, org_id,
-                            user_id, cost_nanos)
-        VALUES (?, 'reserve', ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                            user_id, cost_nanos, idempotency_key)
+        VALUES (?, 'reserve', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+        """
+
+    static let selectReserveByKey = """
+        SELECT id, thread_id, held_tokens, expires_at_us, agent_id, model, metadata
+        FROM events WHERE idempotency_key = ? AND kind = 'reserve'
         """
 
     static let insertRelease = "INSERT INTO events (timestamp_us, kind, thread_id, reservation_id) VALUES (?, 'release', ?, ?)"
@@ -154,4 +162,13 @@ enum LedgerSQL {
         WHERE expires_at_us > ?1 AND (?2 IS NULL OR thread_id = ?2)
         ORDER BY reservation_id
         """
+}
+
+/// Which event holds an idempotency key, whatever its kind (consumes and reserves take keys).
+enum IdempotencySQL {
+    static let selectEventByKey = "SELECT id, kind FROM events WHERE idempotency_key = ?"
+
+    static func eventUsing(_ key: String, on connection: Connection) throws -> (id: Int64, kind: String)? {
+        try connection.cachedStatement(selectEventByKey).fetchOne([key]) { (try $0[0] as Int64, try $0[1] as String) }
+    }
 }

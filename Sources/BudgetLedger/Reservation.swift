@@ -11,8 +11,17 @@ public struct Reservation: Sendable, Equatable {
 /// What `reserve` did.
 public struct ReserveResult: Sendable, Equatable {
     public let reservation: Reservation
-    /// The thread's budget with the new hold counted.
+    /// The thread's budget with the new hold counted (for a replay: as it stands now).
     public let budget: ThreadBudget
+    /// True when an idempotency key matched an earlier reserve: nothing new was recorded, and
+    /// `reservation` is the original's.
+    public let isReplay: Bool
+
+    init(reservation: Reservation, budget: ThreadBudget, isReplay: Bool = false) {
+        self.reservation = reservation
+        self.budget = budget
+        self.isReplay = isReplay
+    }
 }
 
 /// What `settle` did.

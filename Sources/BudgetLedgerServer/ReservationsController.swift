@@ -36,16 +36,18 @@ struct ReservationsController: APIController {
     /// `metadata`; 409 when the hold does not fit the thread's budget or a scope's.
     private func reserve(_ threadID: String, _ request: Request) async throws -> Response {
         let body = try await BodyFields(
-            request, allowed: ["tokens", "ttlSeconds", "agentId", "model", "metadata"], limit: requestBodyBytesMax)
+            request, allowed: ["tokens", "ttlSeconds", "agentId", "model", "metadata", "idempotencyKey"],
+            limit: requestBodyBytesMax)
         let tokens = try body.count("tokens")
         let ttlSeconds = try body.count("ttlSeconds", default: Ledger.defaultHoldSeconds)
         // The fields that pick the scope budgets the hold falls under, checked as consume's.
         let usage = UsageDetails(
             agentID: try body.identifier("agentId"), model: try body.identifier("model"),
             metadataJSON: try body.objectText("metadata", identifierKeys: ["org_id", "user_id"]))
+        let idempotencyKey = try ConsumeInput.idempotencyKey(body, request)
         do {
             let result = try await ledger.run {
-                try $0.reserve(threadID, tokens: tokens, ttlSeconds: ttlSeconds, usage: usage)
+                try $0.reserve(threadID, tokens: tokens, ttlSeconds: ttlSeconds, usage: usage, idempotencyKey: idempotencyKey)
             }
             return JSONResponse(result.json).response()
         } catch let error as BudgetExhaustedError {

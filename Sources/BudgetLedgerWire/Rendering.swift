@@ -181,12 +181,13 @@ extension Reservation {
 }
 
 extension ReserveResult {
-    /// `{"reservationId": …, "expiresAt": …, "budget": …}`.
+    /// `{"reservationId": …, "expiresAt": …, "budget": …, "replayed": …}`.
     public var json: JSONValue {
         .object([
             ("reservationId", .integer(reservation.id)),
             ("expiresAt", .string(Timestamps.iso8601(microseconds: reservation.expiresAtMicroseconds))),
             ("budget", budget.json),
+            ("replayed", .bool(isReplay)),
         ])
     }
 }

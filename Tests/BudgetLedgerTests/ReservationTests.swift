@@ -209,4 +209,36 @@ struct SettleClockTests {
         #expect(expires.isEmpty, "an expire event was written for the hold being settled")
         #expect(try ledger.verify().problems == [])
     }
+
+    @Test("a reserve retried with its idempotency key holds once, and a key reused differently is a conflict")
+    func reserveIsIdempotentByKey() throws {
+        // Proves: the retry records nothing and answers with the original hold (even after it was
+        // settled); another thread, size or model under the key, or a consume's key, is a 409-kind
+        // conflict that writes nothing; a consume cannot take a reserve's key either.
+        let ledger = try Ledger.inMemory()
+        defer { ledger.close() }
+        let usage = UsageDetails(agentID: "a", model: "gpt-4o", metadataJSON: #"{"org_id":"o"}"#)
+        let first = try ledger.reserve("t", tokens: 40, usage: usage, idempotencyKey: "hold-1")
+        #expect(!first.isReplay)
+        let events = try ledger.events(after: 0, limit: 100).events.count
+        let again = try ledger.reserve("t", tokens: 40, ttlSeconds: 60, usage: UsageDetails(
+            agentID: "a", model: "gpt-4o", metadataJSON: #"{ "org_id" : "o" }"#), idempotencyKey: "hold-1")
+        #expect(again.isReplay)
+        #expect(again.reservation == first.reservation)
+        #expect(again.budget.heldTokens == 40, "held once")
+        #expect(try ledger.events(after: 0, limit: 100).events.count == events)
+        for (thread, tokens, model) in [("u", 40, "gpt-4o"), ("t", 41, "gpt-4o"), ("t", 40, "o1")] as [(String, Int64, String)] {
+            #expect(throws: LedgerError.self) {
+                try ledger.reserve(thread, tokens: tokens, usage: UsageDetails(agentID: "a", model: model,
+                    metadataJSON: #"{"org_id":"o"}"#), idempotencyKey: "hold-1")
+            }
+        }
+        #expect(throws: LedgerError.self) { try ledger.consume("t", promptTokens: 1, idempotencyKey: "hold-1") }
+        try ledger.consume("t", promptTokens: 1, idempotencyKey: "call-1")
+        #expect(throws: LedgerError.self) { try ledger.reserve("t", tokens: 1, idempotencyKey: "call-1") }
+        #expect(try ledger.events(after: 0, limit: 100).events.count == events + 1)
+        try ledger.settle(first.reservation.id, promptTokens: 10, usage: usage)
+        #expect(try ledger.reserve("t", tokens: 40, usage: usage, idempotencyKey: "hold-1").reservation == first.reservation)
+        #expect(try ledger.verify().problems == [])
+    }
 }

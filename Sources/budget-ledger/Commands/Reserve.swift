@@ -20,13 +20,20 @@ extension BudgetLedgerCommand {
 
         @OptionGroup var usage: HoldScopeFlags
 
+        @Option(
+            name: .customLong("idempotency-key"),
+            help: "A retried reserve with the same key (and thread, tokens, agent, model, metadata) records nothing new.")
+        var idempotencyKey: String?
+
         func run() throws {
             let details = try usage.details()
             try options.withLedger { ledger in
-                let result = try ledger.reserve(thread, tokens: tokens, ttlSeconds: ttl, usage: details)
+                let result = try ledger.reserve(
+                    thread, tokens: tokens, ttlSeconds: ttl, usage: details, idempotencyKey: idempotencyKey)
+                let replayed = result.isReplay ? " (replayed: recorded earlier under this key)" : ""
                 Output.emit(
                     result.json,
-                    text: "reservation \(result.reservation.id): \(Output.count(tokens, "token")) held until "
+                    text: "reservation \(result.reservation.id)\(replayed): \(Output.count(tokens, "token")) held until "
                         + Timestamps.iso8601(microseconds: result.reservation.expiresAtMicroseconds) + "\n"
                         + Output.text(result.budget),
                     asJSON: options.json)

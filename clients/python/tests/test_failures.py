@@ -99,19 +99,23 @@ def test_a_lost_answer_is_retried_and_counted_once(server, thread_id: str, mode:
         assert direct.get_usage(thread_id)["request_count"] == 1
 
 
-def test_a_hold_whose_answer_is_lost_is_not_sent_twice(server, thread_id: str) -> None:
-    # Proves a request without an idempotency key (reserve) is not retried after it may have
-    # been applied: the error says so and the ledger holds it once.
-    proxy = FlakyProxy(server.port, "drop")
+@pytest.mark.parametrize("mode", ["drop", "delay"])
+def test_a_hold_whose_answer_is_lost_is_retried_and_held_once(server, thread_id: str, mode: str) -> None:
+    # Proves exactly-once for holds: the first reserve reaches the server but its answer is lost;
+    # the client retries with the same idempotency key, the server answers with the original
+    # hold (the same reservation id), and the ledger holds the tokens once.
+    proxy = FlakyProxy(server.port, mode)
     try:
-        with ThreadBudgetRegistry(url=proxy.url, token=server.token, timeout=0.5, backoff_seconds=0.01) as flaky:
-            with pytest.raises(LedgerConnectionError) as lost:
-                flaky.reserve(thread_id, 40)
-        assert "may or may not have been applied" in str(lost.value)
+        with ThreadBudgetRegistry(url=proxy.url, token=server.token, timeout=2.0, backoff_seconds=0.01) as flaky:
+            hold = flaky.reserve(thread_id, 40)
+        assert proxy.first_answer.startswith(b"HTTP/1.1 200"), proxy.first_answer[:80]
+        assert proxy.connections >= 2
     finally:
         proxy.close()
     with ThreadBudgetRegistry(url=server.url, token=server.token) as direct:
         assert direct.get_budget(thread_id).held_tokens == 40
+        direct.settle(hold.reservation_id, 30)
+        assert direct.get_budget(thread_id).total_tokens == 30
 
 
 def test_a_dead_server_is_a_connection_error_naming_the_url(thread_id: str) -> None:

@@ -90,7 +90,7 @@ class AsyncThreadBudgetRegistry(_Offloaded):
     async def reserve(
         self, thread_id: str, tokens: int, ttl_seconds: int = DEFAULT_HOLD_SECONDS, **scopes: Any
     ) -> Reservation:
-        """As `ThreadBudgetRegistry.reserve` (keyword arguments: agent_id, model, metadata)."""
+        """As `ThreadBudgetRegistry.reserve` (keyword arguments: agent_id, model, metadata, idempotency_key)."""
         return await self._run(self.sync.reserve, thread_id, tokens, ttl_seconds, **scopes)
 
     async def settle(

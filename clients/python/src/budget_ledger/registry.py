@@ -218,23 +218,25 @@ class ThreadBudgetRegistry:
         agent_id: str | None = None,
         model: str | None = None,
         metadata: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
     ) -> Reservation:
         """Holds `tokens` against the thread's budget for `ttl_seconds` (then the hold lapses).
 
         `agent_id`, `model` and `metadata` (`org_id`, `user_id`) put the hold under those scope
         budgets too; under a dollar budget it holds the most its tokens can cost with `model`.
 
-        The server takes no idempotency key for a hold, so a hold whose answer is lost is not
-        sent again (it would hold twice); the error says so, and a lost hold lapses after its ttl.
+        Exactly once: the request carries `idempotency_key` (a new uuid4 when None), so a hold
+        whose answer was lost is retried and the server answers with the original hold.
 
         Raises:
             BudgetExhaustedError: the hold does not fit.
         """
-        request: dict[str, Any] = {"tokens": tokens, "ttlSeconds": ttl_seconds}
+        request: dict[str, Any] = {
+            "tokens": tokens, "ttlSeconds": ttl_seconds, "idempotencyKey": idempotency_key or uuid.uuid4().hex}
         optional = {"agentId": agent_id, "model": model, "metadata": None if metadata is None else dict(metadata)}
         request.update({name: value for name, value in optional.items() if value is not None})
         body = self._transport.request(
-            "POST", f"/api/v1/threads/{quote(thread_id)}/reserve", body=request, replay_safe=False).json()
+            "POST", f"/api/v1/threads/{quote(thread_id)}/reserve", body=request, replay_safe=True).json()
         budget = ThreadBudget.from_json(body["budget"])
         return Reservation(int(body["reservationId"]), thread_id, tokens, str(body["expiresAt"]), budget)
 
