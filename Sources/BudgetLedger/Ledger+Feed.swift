@@ -37,6 +37,9 @@ public struct LedgerEvent: Sendable, Equatable {
         held_tokens, expires_at_us, reservation_id, tokens_used
         """
 
+    /// `columns` with a consume's corrected cost (its reprice's, migration 0012) for the exports.
+    static let billedColumns = columns.replacingOccurrences(of: "user_id, cost_nanos,", with: "user_id, \(LedgerSQL.billedCost),")
+
     init(row: Row) throws {
         id = try row[0]
         timestampMicroseconds = try row[1]
@@ -123,13 +126,15 @@ extension Ledger {
 
     /// Calls `body` with every consume event in the range, in id order, streaming from one snapshot.
     ///
+    /// An export is a billing view: a consume recorded unpriced and repriced since (migration
+    /// 0012) carries its corrected cost (the feed, `events(after:)`, shows both events as recorded).
     /// A file ledger reads on a connection of its own, so a long export does not hold up writers.
     public func forEachConsumeEvent(_ query: ExportQuery, _ body: (LedgerEvent) throws -> Void) throws {
         try validate(query)
         try withReadSnapshot { connection in
             var cursor = try connection.prepare(
                 """
-                SELECT \(LedgerEvent.columns) FROM events
+                SELECT \(LedgerEvent.billedColumns) FROM events
                 WHERE kind = 'consume' AND timestamp_us >= ?1 AND timestamp_us < ?2 AND (?3 IS NULL OR org_id = ?3)
                 ORDER BY id
                 """
@@ -140,7 +145,8 @@ extension Ledger {
         }
     }
 
-    /// Consume totals in the range, grouped (nil key: events without that field), by key.
+    /// Consume totals in the range, grouped (nil key: events without that field), by key, at the
+    /// corrected cost of repriced consumes (migration 0012).
     ///
     /// Like every derived total, an event recorded before the limits existed counts each value
     /// at most at its limit (see `migrations/0006_bounded_sums.sql`), so no sum can overflow.
@@ -151,7 +157,8 @@ extension Ledger {
                 """
                 SELECT \(grouping.expression), sum(min(prompt_tokens, \(LedgerLimits.tokensPerCallMax))),
                        sum(min(completion_tokens, \(LedgerLimits.tokensPerCallMax))), count(*),
-                       coalesce(sum(min(cost_nanos, \(LedgerLimits.costNanodollarsPerCallMax))), 0), sum(cost_nanos IS NULL),
+                       coalesce(sum(min(\(LedgerSQL.billedCost), \(LedgerLimits.costNanodollarsPerCallMax))), 0),
+                       sum(\(LedgerSQL.billedCost) IS NULL),
                        coalesce(sum(min(latency_ms, \(LedgerLimits.latencyMillisecondsMax))), 0), count(latency_ms)
                 FROM events
                 WHERE kind = 'consume' AND timestamp_us >= ?1 AND timestamp_us < ?2 AND (?3 IS NULL OR org_id = ?3)

@@ -154,6 +154,21 @@ extension ModelPrice {
     }
 }
 
+extension RepriceResult {
+    /// `{repriced, cost, costNanos, unpriced, complete}`: the reprice events appended, their total
+    /// cost as an exact USD decimal and in nano-dollars, the consumes of the range still unpriced,
+    /// and false when the call stopped at its limit (call it again).
+    public var json: JSONValue {
+        .object([
+            ("repriced", .integer(repricedCount)),
+            ("cost", .decimal(Money.decimalString(nanodollars: costNanodollars))),
+            ("costNanos", .integer(costNanodollars)),
+            ("unpriced", .integer(unpricedCount)),
+            ("complete", .bool(isComplete)),
+        ])
+    }
+}
+
 /// RFC 4180 CSV.
 public enum CSV {
     /// One record: fields quoted when they hold a comma, quote, CR or LF; ends with CRLF.
