@@ -135,8 +135,10 @@ extension BudgetLedgerCommand {
                     let result = try ledger.reprice(model: model, from: start, to: end)
                     Output.emit(
                         result.json,
-                        text: "repriced \(result.repricedCount) consumes: $\(Money.decimalString(nanodollars: result.costNanodollars)); "
-                            + "\(result.unpricedCount) still unpriced" + (result.isComplete ? "" : " (limit reached: run it again)"),
+                        text: "repriced \(Output.count(result.repricedCount, "consume")): "
+                            + "$\(Money.decimalString(nanodollars: result.costNanodollars)); "
+                            + "\(Output.count(result.unpricedCount, "consume")) still unpriced"
+                            + (result.isComplete ? "" : " (limit reached: run it again)"),
                         asJSON: options.json)
                 }
             }
