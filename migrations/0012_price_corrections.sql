@@ -80,8 +80,12 @@ CREATE TABLE price_withdrawals (
     source TEXT NOT NULL
 ) STRICT;
 
+-- INSERT OR REPLACE deletes the rows it conflicts with without firing delete triggers
+-- (https://www.sqlite.org/lang_conflict.html), so an insert may not conflict with any row.
 CREATE TRIGGER model_prices_check_insert BEFORE INSERT ON model_prices
 BEGIN
+    SELECT RAISE(ABORT, 'model_prices is append-only: an insert may not replace an existing row')
+    WHERE NEW.id IS NOT NULL AND EXISTS (SELECT 1 FROM model_prices WHERE id = NEW.id);
     SELECT RAISE(ABORT, 'model_prices: the pattern already has a price from that time (withdraw it first)')
     WHERE EXISTS (SELECT 1 FROM model_prices AS p
                   WHERE p.model_pattern = NEW.model_pattern AND p.effective_from_us = NEW.effective_from_us
@@ -91,6 +95,8 @@ END;
 
 CREATE TRIGGER price_withdrawals_check_insert BEFORE INSERT ON price_withdrawals
 BEGIN
+    SELECT RAISE(ABORT, 'price_withdrawals is append-only: the price is already withdrawn, or the id is taken')
+    WHERE EXISTS (SELECT 1 FROM price_withdrawals WHERE price_id = NEW.price_id OR id = NEW.id);
     SELECT RAISE(ABORT, 'price_withdrawals: price_id must name a price of the current rule (not a legacy prefix row)')
     WHERE NOT EXISTS (SELECT 1 FROM model_prices WHERE id = NEW.price_id AND legacy_prefix = 0);
     SELECT RAISE(ABORT, 'price_withdrawals: the price is already in effect; supersede it with a later start instead')
