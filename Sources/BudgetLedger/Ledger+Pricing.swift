@@ -116,6 +116,7 @@ extension Ledger {
     }
 
     /// The withdrawal of the live row of `pattern` from `from` (see `withdrawPrice`).
+    @discardableResult
     private func withdraw(pattern: String, from: Int64, source: String, on connection: Connection) throws -> ModelPrice {
         guard let (id, price) = try livePrice(pattern: pattern, from: from, on: connection) else {
             throw LedgerError.invalidInput(

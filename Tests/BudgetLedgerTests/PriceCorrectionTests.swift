@@ -54,7 +54,8 @@ struct PriceCorrectionTests {
         // The consume path (the cache) bills the earlier price two days on.
         clock.advance(microseconds: 2 * Self.day)
         let consumed = try ledger.consume("t", promptTokens: 1_000, completionTokens: 100, usage: UsageDetails(model: "acme-1"))
-        #expect(consumed.event.costNanodollars == 1_000 * 1_000 + 100 * 2_000)
+        let expectedCost: Int64 = 1_000 * 1_000 + 100 * 2_000
+        #expect(consumed.event.costNanodollars == expectedCost)
         // The price in force can only be superseded from now on.
         clock.advance(microseconds: 1)
         try ledger.setPrice(model: "acme-1", promptUSDPerMillion: "3", completionUSDPerMillion: "3")
@@ -159,7 +160,7 @@ struct PriceCorrectionTests {
         }
         let rolledUpTo = try count(ledger, "SELECT rolled_up_to FROM ledger_settings")
         let lastID = try count(ledger, "SELECT max(id) FROM events")
-        #expect(rolledUpTo > 1_024 && rolledUpTo < lastID, "some consumes folded, some pending")
+        #expect(rolledUpTo >= 1_024 && rolledUpTo < lastID, "some consumes folded, some pending")
 
         #expect(try byModel(ledger, "acme-3") == (nil, 1_500, 0))
         #expect(try totals(ledger) == (pricedCost, 1_500, pricedCost))
