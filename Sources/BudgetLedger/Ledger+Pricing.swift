@@ -89,7 +89,7 @@ extension Ledger {
         let completion = try Money.nanodollarsPerToken(fromUSDPerMillion: completionUSDPerMillion, field: "completion price")
         return try writePrices { [self] connection in
             let from = try Self.checkedStart(effectiveFrom)
-            let newFrom = try Self.checkedStart(newEffectiveFrom ?? from)
+            let newFrom = try Self.checkedStart(newEffectiveFrom ?? from, field: "newFrom")
             try withdraw(pattern: pattern, from: from, source: source, on: connection)
             if try livePrice(pattern: pattern, from: newFrom, on: connection) != nil {
                 throw LedgerError.conflict("\(pattern) already has a price from \(Timestamps.iso8601(microseconds: newFrom))")
@@ -142,15 +142,15 @@ extension Ledger {
         }
     }
 
-    /// `from` when it is a start a price can have, else `invalidInput`.
-    static func checkedStart(_ from: Int64) throws -> Int64 {
-        guard (0...Timestamps.maxMicroseconds).contains(from) else {
+    /// `time` when it is a start a price can have (1970…9999), else `invalidInput` naming `field`.
+    static func checkedStart(_ time: Int64, field: String = "from") throws -> Int64 {
+        guard (0...Timestamps.maxMicroseconds).contains(time) else {
             throw LedgerError.invalidInput(
-                field: "from",
+                field: field,
                 reason: "must be 1970-01-01T00:00:00Z…\(Timestamps.iso8601(microseconds: Timestamps.maxMicroseconds)) "
-                    + "(got \(from) microseconds)")
+                    + "(got \(time) microseconds)")
         }
-        return from
+        return time
     }
 
     /// The normalised pattern of a price for `model`, or `invalidInput` when it is not an exact

@@ -75,7 +75,7 @@ extension Ledger {
         try Validate.identifier(model, field: "model")
         let pattern = try Self.pricePattern(model)
         let start = try Self.checkedStart(from)
-        let end = try Self.checkedStart(to)
+        let end = try Self.checkedStart(to, field: "to")
         guard start < end else {
             throw LedgerError.invalidInput(field: "to", reason: "must be after from (got \(from) … \(to) microseconds)")
         }

@@ -50,6 +50,9 @@ struct ConfigAndPricesEndpointTests {
             #expect(again.text == #"{"repriced":0,"cost":0,"costNanos":0,"unpriced":0,"complete":true}"#)
             #expect(try await client.get("/api/v1/usage").text.contains(#""totalCost":0.0048,"unpricedRequests":0"#))
             #expect(try folder.withLedger { try $0.verify().problems } == [])
+            // The literal path is POST's alone (the router does not fall back to {model}).
+            let wrong = try await client.get("/api/v1/prices/reprice")
+            #expect(wrong.status == .methodNotAllowed && wrong.headers[.allow] == "POST")
         }
     }
 
