@@ -15,13 +15,14 @@ public struct LedgerEvent: Sendable, Equatable {
     public let maxTokens: Int64?
     public let thresholdPercent: Int?
     public let severity: String?
-    /// threshold: the consume that crossed it.
+    /// threshold: the consume that crossed it; reprice: the consume it bills.
     public let causedBy: Int64?
     public let idempotencyKey: String?
     public let usage: UsageDetails
     public let organizationID: String?
     public let userID: String?
-    /// Nano-dollars; nil for an unpriced consume (and for other kinds).
+    /// Nano-dollars; nil for an unpriced consume (and for other kinds); reprice: the corrected
+    /// cost of the consume named by `causedBy`.
     public let costNanodollars: Int64?
     /// reserve: the tokens held and when the hold expires (UTC microseconds).
     public let heldTokens: Int64?

@@ -47,7 +47,8 @@ extension LedgerEvent {
             ("model", .optional(usage.model)),
             ("provider", .optional(usage.provider)),
             ("latencyMs", .optional(usage.latencyMilliseconds)),
-            ("cost", kind == "consume" ? .cost(costNanodollars) : .null),
+            // reprice (migration 0012): the corrected cost of the consume named by causedBy.
+            ("cost", kind == "consume" || kind == "reprice" ? .cost(costNanodollars) : .null),
             ("orgId", .optional(organizationID)),
             ("userId", .optional(userID)),
             ("metadata", .metadata(usage.metadataJSON)),

@@ -59,6 +59,8 @@ struct PriceCorrectionTests {
         // The price in force can only be superseded from now on.
         clock.advance(microseconds: 1)
         try ledger.setPrice(model: "acme-1", promptUSDPerMillion: "3", completionUSDPerMillion: "3")
+        // The event_prices view (SQL) and verify's PriceTable (Swift) skip the withdrawn row alike.
+        #expect(try count(ledger, "SELECT count(*) FROM events JOIN event_prices ON event_id = id WHERE events.cost_nanos IS NOT event_prices.cost_nanos") == 0)
         #expect(try ledger.verify().problems == [])
     }
 
@@ -181,6 +183,9 @@ struct PriceCorrectionTests {
         try ledger.forEachConsumeEvent(ExportQuery()) { event in exportedCost += event.costNanodollars ?? 0 }
         #expect(exportedCost == pricedCost + expected)
         #expect(try count(ledger, "SELECT cost_nanos FROM usage_by_thread WHERE thread_id = 't'") == pricedCost + expected)
+        // The feed shows both events as recorded: the consume unpriced, the reprice with its cost.
+        let feed = try ledger.events(after: lastID, limit: 10).events
+        #expect(feed.first?.kind == "reprice" && feed.first?.causedBy != nil && feed.first?.costNanodollars != nil)
         #expect(try fromEventsDifferences(ledger) == 0)
         #expect(try ledger.verify().problems == [])
 
