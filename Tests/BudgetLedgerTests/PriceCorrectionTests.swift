@@ -172,6 +172,8 @@ struct PriceCorrectionTests {
             model: "acme-3", promptUSDPerMillion: "2.25", completionUSDPerMillion: "4.125", effectiveFrom: start + 750 * second)
         #expect(try ledger.verify().problems == [], "unpriced consumes a later price covers are not mispriced")
 
+        let modelScope = try BudgetScope(kind: .model, id: "acme-3")
+        try ledger.setBudget(modelScope, maxNanodollars: 1_000_000_000_000)
         clock.advance(microseconds: Self.day)
         let result = try ledger.reprice(model: "ACME-3", from: start - Self.day, to: start + Self.day)
         #expect(result == RepriceResult(repricedCount: 1_500, costNanodollars: expected, unpricedCount: 0, isComplete: true))
@@ -185,8 +187,19 @@ struct PriceCorrectionTests {
         #expect(try count(ledger, "SELECT cost_nanos FROM usage_by_thread WHERE thread_id = 't'") == pricedCost + expected)
         // The feed shows both events as recorded: the consume unpriced, the reprice with its cost.
         let feed = try ledger.events(after: lastID, limit: 10).events
-        #expect(feed.first?.kind == "reprice" && feed.first?.causedBy != nil && feed.first?.costNanodollars != nil)
+        let firstReprice = feed.first { $0.kind == "reprice" }
+        #expect(firstReprice?.causedBy != nil && firstReprice?.costNanodollars != nil)
+        let consumeID = try #require(firstReprice?.causedBy)
+        let consume = try ledger.events(after: consumeID - 1, limit: 1).events.first
+        #expect(consume?.kind == "consume" && consume?.costNanodollars == nil, "the consume as recorded")
         #expect(try fromEventsDifferences(ledger) == 0)
+        #expect(try ledger.verify().problems == [])
+
+        // Scope budgets keep the spend their calls were gated on; one set after the reprice reads
+        // its window from the corrected rollups (verify recomputes both alike).
+        #expect(try ledger.budget(scope: modelScope).map { ($0.spentNanodollars, $0.unpricedRequests) } ?? (-1, -1) == (0, 1_500))
+        let global = try ledger.setBudget(.global, maxNanodollars: 1_000_000_000_000)
+        #expect(global.spentNanodollars == pricedCost + expected && global.unpricedRequests == 0)
         #expect(try ledger.verify().problems == [])
 
         // Twice is a no-op, and the schema refuses a second reprice written in plain SQL.
