@@ -40,10 +40,10 @@ enum RepriceSQL {
         """
 
     /// The count of such consumes not repriced yet (the price table does not price them, or the
-    /// call stopped at its limit); `?1` is unused, and bound (to now) like `insertReprices`'s.
+    /// call stopped at its limit). It takes `insertReprices`'s first five arguments; `?1` is unused.
     static let countUnrepriced = """
         SELECT count(*) FROM events AS c
-        WHERE ?1 IS NOT NULL AND c.kind = 'consume' AND c.timestamp_us >= ?2 AND c.timestamp_us < ?3 AND c.cost_nanos IS NULL
+        WHERE c.kind = 'consume' AND c.timestamp_us >= ?2 AND c.timestamp_us < ?3 AND c.cost_nanos IS NULL
           AND (\(ModelName.sql("c.model")) = ?4
                OR (?5 IS NOT NULL AND substr(\(ModelName.sql("c.model")), 1, length(?5)) = ?5))
           AND NOT EXISTS (SELECT 1 FROM events AS r WHERE r.caused_by = c.id AND r.kind = 'reprice')

@@ -226,6 +226,30 @@ struct PriceCorrectionTests {
         #expect(try ledger.verify().problems == [])
     }
 
+    @Test("a reprice by pattern bills what the table prices and counts what stays unpriced; an empty range is refused")
+    func repriceByPattern() throws {
+        // Proves `model` may be a pattern (every normalised name starting with its literal), that
+        // only the consumes the table prices are billed, that the rest are reported, and that a
+        // range whose end is not after its start is bad input naming `to`.
+        let clock = ManualClock()
+        let ledger = try Ledger.inMemory(configuration: Ledger.Configuration(clock: clock.read))
+        let start = clock.read()
+        for model in ["Zeta-1", "zeta-2 ", "zeta-3", "other"] {
+            try ledger.consume("t", promptTokens: 1_000, completionTokens: 1, usage: UsageDetails(model: model))
+        }
+        try ledger.setPrice(model: "zeta-1", promptUSDPerMillion: "1", completionUSDPerMillion: "1", effectiveFrom: start)
+        try ledger.setPrice(model: "zeta-2", promptUSDPerMillion: "2", completionUSDPerMillion: "2", effectiveFrom: start)
+        try ledger.setPrice(model: "other", promptUSDPerMillion: "2", completionUSDPerMillion: "2", effectiveFrom: start)
+        clock.advance(microseconds: 1)
+        let result = try ledger.reprice(model: "zeta-*", from: start, to: start + 1)
+        #expect(result == RepriceResult(repricedCount: 2, costNanodollars: 1_001_000 + 2_002_000, unpricedCount: 1, isComplete: true))
+        #expect(try ledger.reprice(model: "zeta-3", from: start, to: start + 1)
+            == RepriceResult(repricedCount: 0, costNanodollars: 0, unpricedCount: 1, isComplete: true))
+        #expect(try byModel(ledger, "other") == (nil, 1, 0), "a model the pattern does not match stays unpriced")
+        #expect(ledgerErrorCase { try ledger.reprice(model: "zeta-3", from: start, to: start) } == .invalidInput(field: "to"))
+        #expect(try ledger.verify().problems == [])
+    }
+
     @Test("verify catches a reprice whose cost differs from the price table, and one that names a billed consume")
     func verifyCatchesDamagedReprice() throws {
         // Proves verify checks each reprice against the price table at the consume's timestamp:
