@@ -1,4 +1,4 @@
--- The ledger's schema after migration 11, as SQLite stores it: generated from a fresh
+-- The ledger's schema after migration 12, as SQLite stores it: generated from a fresh
 -- ledger by `make schema` (SchemaSnapshotTests fails when it is stale). Read it to see every
 -- table, index, trigger and view in one place; change the schema only by a new migration.
 CREATE TABLE alert_cursors (
@@ -130,8 +130,17 @@ CREATE TABLE "model_prices" (
     source TEXT NOT NULL,
     -- 1: a row of the old longest-prefix rule, which prices only the events up to
     -- legacy_pricing.last_event_id; 0: an exact name or a pattern, for every later event.
-    legacy_prefix INTEGER NOT NULL DEFAULT 0 CHECK (legacy_prefix IN (0, 1)),
-    UNIQUE (model_pattern, effective_from_us, legacy_prefix)
+    legacy_prefix INTEGER NOT NULL DEFAULT 0 CHECK (legacy_prefix IN (0, 1))
+) STRICT;
+
+CREATE TABLE price_withdrawals (
+    -- Only grows (rows are never deleted): part of PriceCache's version.
+    id INTEGER PRIMARY KEY,
+    -- The withdrawn row of model_prices; a row is withdrawn once.
+    price_id INTEGER NOT NULL UNIQUE REFERENCES model_prices (id),
+    -- UTC microseconds: when it was withdrawn (before the price's start).
+    withdrawn_at_us INTEGER NOT NULL CHECK (withdrawn_at_us >= 0),
+    source TEXT NOT NULL
 ) STRICT;
 
 CREATE TABLE schema_migrations (
@@ -235,7 +244,11 @@ CREATE UNIQUE INDEX events_reservation_end ON events (reservation_id, kind = 'co
 
 CREATE INDEX events_timestamp ON events (timestamp_us);
 
+CREATE INDEX events_usage_resets ON events (id) WHERE kind = 'usage_reset';
+
 CREATE INDEX holds_thread ON holds (thread_id, expires_at_us);
+
+CREATE INDEX model_prices_pattern_start ON model_prices (model_pattern, effective_from_us);
 
 CREATE TRIGGER events_apply_consume AFTER INSERT ON events WHEN NEW.kind = 'consume'
 BEGIN
@@ -496,6 +509,40 @@ BEGIN
                                   OR NEW.max_cost_nanos IS NOT NULL));
 END;
 
+CREATE TRIGGER events_check_reprice BEFORE INSERT ON events WHEN NEW.kind = 'reprice'
+BEGIN
+    SELECT RAISE(ABORT, 'reprice: cost_nanos is required, and caused_by must name a consume recorded unpriced (cost_nanos NULL)')
+    WHERE NEW.cost_nanos IS NULL
+       OR NOT EXISTS (SELECT 1 FROM events WHERE id = NEW.caused_by AND kind = 'consume' AND cost_nanos IS NULL);
+    SELECT RAISE(ABORT, 'reprice: the consume is already repriced (each consume is repriced at most once)')
+    WHERE EXISTS (SELECT 1 FROM events WHERE caused_by = NEW.caused_by AND kind = 'reprice');
+    SELECT RAISE(ABORT, 'reprice: carries only thread_id, caused_by and cost_nanos (no tokens, latency or usage fields)')
+    WHERE NEW.prompt_tokens <> 0 OR NEW.completion_tokens <> 0 OR NEW.latency_ms IS NOT NULL;
+    UPDATE ledger_settings
+    SET all_time_cost_nanos =
+            CASE WHEN all_time_cost_nanos <= 4000000000000000000 - NEW.cost_nanos
+                 THEN all_time_cost_nanos + NEW.cost_nanos
+                 ELSE RAISE(ABORT, 'ledger capacity reached: the all-time cost_nanos would pass 4000000000000000000') END
+    WHERE id = 1;
+    -- The consume's folded rows, when the fold has passed it (before this event is inserted, so
+    -- a fold that this event starts reads it through the pending views instead).
+    UPDATE usage_rollup
+    SET cost_nanos = cost_nanos + NEW.cost_nanos, unpriced_requests = unpriced_requests - 1
+    WHERE (usage_window, day, org_id, user_id, agent_id, model) = (
+        SELECT (SELECT count(*) FROM events AS r WHERE r.kind = 'usage_reset' AND r.id < c.id),
+               c.timestamp_us / 86400000000, coalesce(c.org_id, ''), coalesce(c.user_id, ''), coalesce(c.agent_id, ''),
+               coalesce(lower(trim(c.model, char(32, 9, 10, 11, 12, 13))), '')
+        FROM events AS c
+        WHERE c.id = NEW.caused_by AND c.id <= (SELECT rolled_up_to FROM ledger_settings WHERE id = 1));
+    UPDATE usage_agent_model
+    SET cost_nanos = cost_nanos + NEW.cost_nanos, unpriced_requests = unpriced_requests - 1
+    WHERE (usage_window, agent_id, model) = (
+        SELECT (SELECT count(*) FROM events AS r WHERE r.kind = 'usage_reset' AND r.id < c.id),
+               coalesce(c.agent_id, ''), coalesce(lower(trim(c.model, char(32, 9, 10, 11, 12, 13))), '')
+        FROM events AS c
+        WHERE c.id = NEW.caused_by AND c.id <= (SELECT rolled_up_to FROM ledger_settings WHERE id = 1));
+END;
+
 CREATE TRIGGER events_forbid_delete BEFORE DELETE ON events
 BEGIN
     SELECT RAISE(ABORT, 'events is append-only: DELETE is not allowed');
@@ -542,6 +589,17 @@ BEGIN
     SELECT RAISE(ABORT, 'legacy_pricing is fixed by migration 0008');
 END;
 
+CREATE TRIGGER model_prices_check_insert BEFORE INSERT ON model_prices
+BEGIN
+    SELECT RAISE(ABORT, 'model_prices is append-only: an insert may not replace an existing row')
+    WHERE NEW.id IS NOT NULL AND EXISTS (SELECT 1 FROM model_prices WHERE id = NEW.id);
+    SELECT RAISE(ABORT, 'model_prices: the pattern already has a price from that time (withdraw it first)')
+    WHERE EXISTS (SELECT 1 FROM model_prices AS p
+                  WHERE p.model_pattern = NEW.model_pattern AND p.effective_from_us = NEW.effective_from_us
+                    AND p.legacy_prefix = NEW.legacy_prefix
+                    AND NOT EXISTS (SELECT 1 FROM price_withdrawals AS w WHERE w.price_id = p.id));
+END;
+
 CREATE TRIGGER model_prices_forbid_delete BEFORE DELETE ON model_prices
 BEGIN
     SELECT RAISE(ABORT, 'model_prices is append-only: add a row with a later effective_from_us');
@@ -550,6 +608,36 @@ END;
 CREATE TRIGGER model_prices_forbid_update BEFORE UPDATE ON model_prices
 BEGIN
     SELECT RAISE(ABORT, 'model_prices is append-only: add a row with a later effective_from_us');
+END;
+
+CREATE TRIGGER price_withdrawals_check_insert BEFORE INSERT ON price_withdrawals
+BEGIN
+    SELECT RAISE(ABORT, 'price_withdrawals is append-only: the price is already withdrawn, or the id is taken')
+    WHERE EXISTS (SELECT 1 FROM price_withdrawals WHERE price_id = NEW.price_id OR id = NEW.id);
+    SELECT RAISE(ABORT, 'price_withdrawals: price_id must name a price of the current rule (not a legacy prefix row)')
+    WHERE NOT EXISTS (SELECT 1 FROM model_prices WHERE id = NEW.price_id AND legacy_prefix = 0);
+    SELECT RAISE(ABORT, 'price_withdrawals: the price is already in effect; supersede it with a later start instead')
+    WHERE (SELECT effective_from_us FROM model_prices WHERE id = NEW.price_id) <= NEW.withdrawn_at_us;
+    SELECT RAISE(ABORT, 'price_withdrawals: a recorded consume has reached the price''s start; supersede it instead')
+    WHERE EXISTS (
+        SELECT 1 FROM model_prices AS p, events AS e
+        WHERE p.id = NEW.price_id AND e.timestamp_us >= p.effective_from_us AND e.kind = 'consume'
+          AND (e.cost_nanos IS NOT NULL
+               OR EXISTS (SELECT 1 FROM events AS r WHERE r.caused_by = e.id AND r.kind = 'reprice'))
+          AND (lower(trim(e.model, char(32, 9, 10, 11, 12, 13))) = p.model_pattern
+               OR (substr(p.model_pattern, -1) = '*'
+                   AND substr(lower(trim(e.model, char(32, 9, 10, 11, 12, 13))), 1, length(p.model_pattern) - 1)
+                       = substr(p.model_pattern, 1, length(p.model_pattern) - 1))));
+END;
+
+CREATE TRIGGER price_withdrawals_forbid_delete BEFORE DELETE ON price_withdrawals
+BEGIN
+    SELECT RAISE(ABORT, 'price_withdrawals is append-only');
+END;
+
+CREATE TRIGGER price_withdrawals_forbid_update BEFORE UPDATE ON price_withdrawals
+BEGIN
+    SELECT RAISE(ABORT, 'price_withdrawals is append-only');
 END;
 
 CREATE VIEW billing_by_agent_model AS
@@ -637,6 +725,7 @@ SELECT
                 OR (substr(p.model_pattern, -1) = '*'
                     AND substr(lower(trim(events.model, char(32, 9, 10, 11, 12, 13))), 1, length(p.model_pattern) - 1)
                         = substr(p.model_pattern, 1, length(p.model_pattern) - 1)))
+           AND p.id NOT IN (SELECT price_id FROM price_withdrawals)
          ORDER BY substr(p.model_pattern, -1) = '*', length(p.model_pattern) DESC, p.effective_from_us DESC
          LIMIT 1)
     END AS cost_nanos
@@ -654,7 +743,8 @@ CREATE VIEW ledger_settings_from_events AS
 WITH all_time AS (
     SELECT coalesce(sum(min(prompt_tokens, 1000000000)), 0) AS prompt_tokens,
            coalesce(sum(min(completion_tokens, 1000000000)), 0) AS completion_tokens,
-           coalesce(sum(min(cost_nanos, 20000000000000000)), 0) AS cost_nanos,
+           coalesce(sum(min(cost_nanos, 20000000000000000)), 0)
+               + (SELECT coalesce(sum(cost_nanos), 0) FROM events WHERE kind = 'reprice') AS cost_nanos,
            coalesce(sum(min(latency_ms, 604800000)), 0) AS latency_ms
     FROM events WHERE kind = 'consume'
 )
@@ -800,7 +890,10 @@ CREATE VIEW usage_agent_model_pending AS
 SELECT (SELECT usage_window FROM ledger_settings WHERE id = 1) AS usage_window,
        coalesce(agent_id, '') AS agent_id, coalesce(lower(trim(model, char(32, 9, 10, 11, 12, 13))), '') AS model,
        sum(prompt_tokens) AS prompt_tokens, sum(completion_tokens) AS completion_tokens, count(*) AS request_count,
-       coalesce(sum(cost_nanos), 0) AS cost_nanos, sum(cost_nanos IS NULL) AS unpriced_requests,
+       coalesce(sum(coalesce(cost_nanos, (SELECT r.cost_nanos FROM events AS r
+                                          WHERE r.caused_by = events.id AND r.kind = 'reprice'))), 0) AS cost_nanos,
+       sum(coalesce(cost_nanos, (SELECT r.cost_nanos FROM events AS r
+                                 WHERE r.caused_by = events.id AND r.kind = 'reprice')) IS NULL) AS unpriced_requests,
        coalesce(sum(latency_ms), 0) AS latency_ms_sum, count(latency_ms) AS latency_count
 FROM events
 WHERE id > (SELECT rolled_up_to FROM ledger_settings WHERE id = 1) AND kind = 'consume'
@@ -839,13 +932,19 @@ SELECT nullif(org_id, '') AS org_id,
 FROM usage_rollup_rows GROUP BY org_id;
 
 CREATE VIEW usage_by_thread AS
+WITH corrected AS (
+    SELECT thread_id, prompt_tokens, completion_tokens,
+           coalesce(cost_nanos, (SELECT r.cost_nanos FROM events AS r WHERE r.caused_by = events.id AND r.kind = 'reprice'))
+               AS cost_nanos
+    FROM events WHERE kind = 'consume'
+)
 SELECT thread_id,
        sum(min(prompt_tokens, 1000000000) + min(completion_tokens, 1000000000)) AS total_tokens,
        sum(min(prompt_tokens, 1000000000)) AS prompt_tokens,
        sum(min(completion_tokens, 1000000000)) AS completion_tokens, count(*) AS request_count,
        sum(min(cost_nanos, 20000000000000000)) AS cost_nanos, sum(cost_nanos IS NULL) AS unpriced_requests,
        sum(cost_nanos IS NULL) = 0 AS cost_complete
-FROM events WHERE kind = 'consume' GROUP BY thread_id;
+FROM corrected GROUP BY thread_id;
 
 CREATE VIEW usage_by_user AS
 SELECT nullif(user_id, '') AS user_id,
@@ -857,7 +956,9 @@ FROM usage_rollup_rows GROUP BY user_id;
 
 CREATE VIEW usage_rollup_from_events AS
 WITH numbered AS (
-    SELECT events.*, sum(kind = 'usage_reset') OVER (ORDER BY id) AS usage_window
+    SELECT events.*, sum(kind = 'usage_reset') OVER (ORDER BY id) AS usage_window,
+           coalesce(cost_nanos, (SELECT r.cost_nanos FROM events AS r WHERE r.caused_by = events.id AND r.kind = 'reprice'))
+               AS corrected_cost_nanos
     FROM events
 )
 SELECT
@@ -870,8 +971,8 @@ SELECT
     sum(min(prompt_tokens, 1000000000)) AS prompt_tokens,
     sum(min(completion_tokens, 1000000000)) AS completion_tokens,
     count(*) AS request_count,
-    coalesce(sum(min(cost_nanos, 20000000000000000)), 0) AS cost_nanos,
-    sum(cost_nanos IS NULL) AS unpriced_requests,
+    coalesce(sum(min(corrected_cost_nanos, 20000000000000000)), 0) AS cost_nanos,
+    sum(corrected_cost_nanos IS NULL) AS unpriced_requests,
     coalesce(sum(min(latency_ms, 604800000)), 0) AS latency_ms_sum,
     count(latency_ms) AS latency_count
 FROM numbered
@@ -893,7 +994,10 @@ SELECT (SELECT usage_window FROM ledger_settings WHERE id = 1) AS usage_window,
        coalesce(org_id, '') AS org_id, coalesce(user_id, '') AS user_id,
        coalesce(agent_id, '') AS agent_id, coalesce(lower(trim(model, char(32, 9, 10, 11, 12, 13))), '') AS model,
        sum(prompt_tokens) AS prompt_tokens, sum(completion_tokens) AS completion_tokens, count(*) AS request_count,
-       coalesce(sum(cost_nanos), 0) AS cost_nanos, sum(cost_nanos IS NULL) AS unpriced_requests,
+       coalesce(sum(coalesce(cost_nanos, (SELECT r.cost_nanos FROM events AS r
+                                          WHERE r.caused_by = events.id AND r.kind = 'reprice'))), 0) AS cost_nanos,
+       sum(coalesce(cost_nanos, (SELECT r.cost_nanos FROM events AS r
+                                 WHERE r.caused_by = events.id AND r.kind = 'reprice')) IS NULL) AS unpriced_requests,
        coalesce(sum(latency_ms), 0) AS latency_ms_sum, count(latency_ms) AS latency_count
 FROM events
 WHERE id > (SELECT rolled_up_to FROM ledger_settings WHERE id = 1) AND kind = 'consume'

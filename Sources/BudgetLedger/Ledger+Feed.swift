@@ -15,13 +15,14 @@ public struct LedgerEvent: Sendable, Equatable {
     public let maxTokens: Int64?
     public let thresholdPercent: Int?
     public let severity: String?
-    /// threshold: the consume that crossed it.
+    /// threshold: the consume that crossed it; reprice: the consume it bills.
     public let causedBy: Int64?
     public let idempotencyKey: String?
     public let usage: UsageDetails
     public let organizationID: String?
     public let userID: String?
-    /// Nano-dollars; nil for an unpriced consume (and for other kinds).
+    /// Nano-dollars; nil for an unpriced consume (and for other kinds); reprice: the corrected
+    /// cost of the consume named by `causedBy`.
     public let costNanodollars: Int64?
     /// reserve: the tokens held and when the hold expires (UTC microseconds).
     public let heldTokens: Int64?
@@ -46,6 +47,9 @@ public struct LedgerEvent: Sendable, Equatable {
         caused_by, idempotency_key, agent_id, model, provider, latency_ms, metadata, org_id, user_id, cost_nanos,
         held_tokens, expires_at_us, reservation_id, tokens_used, scope, window_start_us, cost_used_nanos, max_cost_nanos
         """
+
+    /// `columns` with a consume's corrected cost (its reprice's, migration 0012) for the exports.
+    static let billedColumns = columns.replacingOccurrences(of: "user_id, cost_nanos,", with: "user_id, \(LedgerSQL.billedCost),")
 
     init(row: Row) throws {
         id = try row[0]
@@ -137,13 +141,15 @@ extension Ledger {
 
     /// Calls `body` with every consume event in the range, in id order, streaming from one snapshot.
     ///
+    /// An export is a billing view: a consume recorded unpriced and repriced since (migration
+    /// 0012) carries its corrected cost (the feed, `events(after:)`, shows both events as recorded).
     /// A file ledger reads on a connection of its own, so a long export does not hold up writers.
     public func forEachConsumeEvent(_ query: ExportQuery, _ body: (LedgerEvent) throws -> Void) throws {
         try validate(query)
         try withReadSnapshot { connection in
             var cursor = try connection.prepare(
                 """
-                SELECT \(LedgerEvent.columns) FROM events
+                SELECT \(LedgerEvent.billedColumns) FROM events
                 WHERE kind = 'consume' AND timestamp_us >= ?1 AND timestamp_us < ?2 AND (?3 IS NULL OR org_id = ?3)
                 ORDER BY id
                 """
@@ -154,7 +160,8 @@ extension Ledger {
         }
     }
 
-    /// Consume totals in the range, grouped (nil key: events without that field), by key.
+    /// Consume totals in the range, grouped (nil key: events without that field), by key, at the
+    /// corrected cost of repriced consumes (migration 0012).
     ///
     /// Like every derived total, an event recorded before the limits existed counts each value
     /// at most at its limit (see `migrations/0006_bounded_sums.sql`), so no sum can overflow.
@@ -165,7 +172,8 @@ extension Ledger {
                 """
                 SELECT \(grouping.expression), sum(min(prompt_tokens, \(LedgerLimits.tokensPerCallMax))),
                        sum(min(completion_tokens, \(LedgerLimits.tokensPerCallMax))), count(*),
-                       coalesce(sum(min(cost_nanos, \(LedgerLimits.costNanodollarsPerCallMax))), 0), sum(cost_nanos IS NULL),
+                       coalesce(sum(min(\(LedgerSQL.billedCost), \(LedgerLimits.costNanodollarsPerCallMax))), 0),
+                       sum(\(LedgerSQL.billedCost) IS NULL),
                        coalesce(sum(min(latency_ms, \(LedgerLimits.latencyMillisecondsMax))), 0), count(latency_ms)
                 FROM events
                 WHERE kind = 'consume' AND timestamp_us >= ?1 AND timestamp_us < ?2 AND (?3 IS NULL OR org_id = ?3)

@@ -18,9 +18,10 @@ extension Ledger {
     /// (`gpt-4o-20*`); it is stored normalised (`ModelName.normalized`). A consume is billed by
     /// the exact name's row when there is one, else by the pattern with the longest literal.
     ///
-    /// A price never applies to events already recorded: they keep the cost they were billed at.
-    /// So it may not start at or before a recorded consume whose model it matches; other events
-    /// (of other models, or a clock that ran ahead) do not stand in its way.
+    /// A price never applies to events already billed: they keep the cost they were billed at.
+    /// So it may not start at or before a billed consume (priced when recorded, or repriced)
+    /// whose model it matches; other events (of other models, unpriced consumes, or a clock that
+    /// ran ahead) do not stand in its way. An unpriced consume it covers is billed by `reprice`.
     ///
     /// - Parameters:
     ///   - promptUSDPerMillion: USD per million prompt tokens, a plain decimal with at most 3 decimals.
@@ -28,7 +29,7 @@ extension Ledger {
     /// - Throws: `LedgerError.invalidInput` for a bad price or a start outside 1970…9999
     ///   (`Timestamps.maxMicroseconds`), a `*` that is not the last character, or a pattern
     ///   without a literal; `LedgerError.conflict` for a start that would re-price a
-    ///   recorded consume, or when the model already has a price starting at that exact time.
+    ///   billed consume, or when the model already has a price starting at that exact time.
     @discardableResult
     public func setPrice(
         model: String, promptUSDPerMillion: String, completionUSDPerMillion: String, effectiveFrom: Int64? = nil,
@@ -38,28 +39,118 @@ extension Ledger {
         let pattern = try Self.pricePattern(model)
         let prompt = try Money.nanodollarsPerToken(fromUSDPerMillion: promptUSDPerMillion, field: "prompt price")
         let completion = try Money.nanodollarsPerToken(fromUSDPerMillion: completionUSDPerMillion, field: "completion price")
-        // Until this write has committed or rolled back, the consume path must not cache the
-        // price table (see `PriceCache`).
-        priceCache.withLock { $0.priceWritesInFlight += 1 }
-        defer { priceCache.withLock { $0.priceWritesInFlight -= 1 } }
-        return try write { [self] connection in
-            let from = effectiveFrom ?? configuration.clock()
-            guard (0...Timestamps.maxMicroseconds).contains(from) else {
-                throw LedgerError.invalidInput(
-                    field: "from",
-                    reason: "must be 1970-01-01T00:00:00Z…\(Timestamps.iso8601(microseconds: Timestamps.maxMicroseconds)) "
-                        + "(got \(from) microseconds)")
-            }
-            try checkNothingRepriced(from: from, pattern: pattern, on: connection)
-            do {
-                try connection.execute(LedgerSQL.insertPrice, [pattern, prompt, completion, from, source])
-            } catch let error as SQLiteError where error.extendedCode == .constraintUnique {
+        return try writePrices { [self] connection in
+            let from = try Self.checkedStart(effectiveFrom ?? configuration.clock())
+            if try livePrice(pattern: pattern, from: from, on: connection) != nil {
                 throw LedgerError.conflict("\(pattern) already has a price from \(Timestamps.iso8601(microseconds: from))")
             }
+            try checkNothingRepriced(from: from, pattern: pattern, on: connection)
+            try connection.execute(LedgerSQL.insertPrice, [pattern, prompt, completion, from, source])
             return ModelPrice(
                 modelPattern: pattern, promptNanodollarsPerToken: prompt, completionNanodollarsPerToken: completion,
                 effectiveFromMicroseconds: from, source: source)
         }
+    }
+
+    /// Withdraws the price of `model` (an exact name or pattern, as `setPrice` takes it) that
+    /// starts at `effectiveFrom`, before it takes effect: a row of `price_withdrawals` (migration
+    /// 0012; `model_prices` stays as it was). Lookups then fall back to the price that held before.
+    ///
+    /// - Returns: the withdrawn price.
+    /// - Throws: `LedgerError.invalidInput` when the model has no price starting then (or it was
+    ///   withdrawn already); `LedgerError.conflict` naming its start when it is already in effect
+    ///   (it can only be superseded from a later start, with `setPrice`), or when a billed consume
+    ///   it matches is recorded at or after its start (a clock that ran ahead).
+    @discardableResult
+    public func withdrawPrice(model: String, effectiveFrom: Int64, source: String = "budget-ledger price withdraw")
+        throws -> ModelPrice
+    {
+        try Validate.identifier(model, field: "model")
+        let pattern = try Self.pricePattern(model)
+        return try writePrices { [self] connection in
+            try withdraw(pattern: pattern, from: try Self.checkedStart(effectiveFrom), source: source, on: connection)
+        }
+    }
+
+    /// Replaces the price of `model` that starts at `effectiveFrom`, before it takes effect: the
+    /// row is withdrawn (as `withdrawPrice`) and the new rates are added from `newEffectiveFrom`
+    /// (default: the same start), in one transaction.
+    ///
+    /// - Returns: the new price.
+    /// - Throws: what `withdrawPrice` and `setPrice` throw; on any error nothing is written.
+    @discardableResult
+    public func replacePrice(
+        model: String, effectiveFrom: Int64, promptUSDPerMillion: String, completionUSDPerMillion: String,
+        newEffectiveFrom: Int64? = nil, source: String = "budget-ledger price replace"
+    ) throws -> ModelPrice {
+        try Validate.identifier(model, field: "model")
+        let pattern = try Self.pricePattern(model)
+        let prompt = try Money.nanodollarsPerToken(fromUSDPerMillion: promptUSDPerMillion, field: "prompt price")
+        let completion = try Money.nanodollarsPerToken(fromUSDPerMillion: completionUSDPerMillion, field: "completion price")
+        return try writePrices { [self] connection in
+            let from = try Self.checkedStart(effectiveFrom)
+            let newFrom = try Self.checkedStart(newEffectiveFrom ?? from, field: "newFrom")
+            try withdraw(pattern: pattern, from: from, source: source, on: connection)
+            if try livePrice(pattern: pattern, from: newFrom, on: connection) != nil {
+                throw LedgerError.conflict("\(pattern) already has a price from \(Timestamps.iso8601(microseconds: newFrom))")
+            }
+            guard newFrom > configuration.clock() else {
+                throw LedgerError.conflict(
+                    "a replacement must start in the future (got \(Timestamps.iso8601(microseconds: newFrom))); "
+                        + "a price from now on is set with setPrice")
+            }
+            try checkNothingRepriced(from: newFrom, pattern: pattern, on: connection)
+            try connection.execute(LedgerSQL.insertPrice, [pattern, prompt, completion, newFrom, source])
+            return ModelPrice(
+                modelPattern: pattern, promptNanodollarsPerToken: prompt, completionNanodollarsPerToken: completion,
+                effectiveFromMicroseconds: newFrom, source: source)
+        }
+    }
+
+    /// Runs a write of the price table; until it has committed or rolled back, the consume path
+    /// must not cache the price table (see `PriceCache`).
+    private func writePrices<Result: Sendable>(_ body: @escaping @Sendable (Connection) throws -> Result) throws -> Result {
+        priceCache.withLock { $0.priceWritesInFlight += 1 }
+        defer { priceCache.withLock { $0.priceWritesInFlight -= 1 } }
+        return try write(body)
+    }
+
+    /// The withdrawal of the live row of `pattern` from `from` (see `withdrawPrice`).
+    @discardableResult
+    private func withdraw(pattern: String, from: Int64, source: String, on connection: Connection) throws -> ModelPrice {
+        guard let (id, price) = try livePrice(pattern: pattern, from: from, on: connection) else {
+            throw LedgerError.invalidInput(
+                field: "from", reason: "\(pattern) has no price from \(Timestamps.iso8601(microseconds: from)) to withdraw")
+        }
+        let now = configuration.clock()
+        guard from > now else {
+            throw LedgerError.conflict(
+                "the price of \(pattern) from \(Timestamps.iso8601(microseconds: from)) is already in effect; it can only "
+                    + "be superseded from now on (set a price with a later start)")
+        }
+        try checkNothingRepriced(from: from, pattern: pattern, on: connection)
+        try connection.execute(LedgerSQL.insertWithdrawal, [id, now, source])
+        return price
+    }
+
+    /// The live (not withdrawn) row of `pattern` starting at `from`, with its id.
+    private func livePrice(pattern: String, from: Int64, on connection: Connection) throws -> (Int64, ModelPrice)? {
+        try connection.cachedStatement(LedgerSQL.selectLivePrice).fetchOne([pattern, from]) { row in
+            (try row[0] as Int64, ModelPrice(
+                modelPattern: try row[1], promptNanodollarsPerToken: try row[2], completionNanodollarsPerToken: try row[3],
+                effectiveFromMicroseconds: try row[4], source: try row[5]))
+        }
+    }
+
+    /// `time` when it is a start a price can have (1970…9999), else `invalidInput` naming `field`.
+    static func checkedStart(_ time: Int64, field: String = "from") throws -> Int64 {
+        guard (0...Timestamps.maxMicroseconds).contains(time) else {
+            throw LedgerError.invalidInput(
+                field: field,
+                reason: "must be 1970-01-01T00:00:00Z…\(Timestamps.iso8601(microseconds: Timestamps.maxMicroseconds)) "
+                    + "(got \(time) microseconds)")
+        }
+        return time
     }
 
     /// The normalised pattern of a price for `model`, or `invalidInput` when it is not an exact
@@ -77,8 +168,9 @@ extension Ledger {
         return pattern
     }
 
-    /// Refuses a price for `pattern` from `from` when a consume it matches is recorded at or
-    /// after `from` (its cost would no longer match the price table: see `verify`).
+    /// Refuses a price for `pattern` from `from` (or its withdrawal) when a billed consume it
+    /// matches is recorded at or after `from` (its cost would no longer match the price table:
+    /// see `verify`).
     private func checkNothingRepriced(from: Int64, pattern: String, on connection: Connection) throws {
         let literal: String?
         if case .pattern(let text) = PriceMatch(pattern: pattern) { literal = text } else { literal = nil }
@@ -88,7 +180,7 @@ extension Ledger {
         // A well-formed start that the recorded history refuses: a conflict with the ledger's
         // state (exit 5 / HTTP 409), not bad input.
         throw LedgerError.conflict(
-            "a price for \(pattern) from \(Timestamps.iso8601(microseconds: from)) would re-price consume event \(latest.id) "
+            "a price for \(pattern) from \(Timestamps.iso8601(microseconds: from)) would re-price billed consume event \(latest.id) "
                 + "(\(Timestamps.iso8601(microseconds: latest.timestamp))); recorded events keep the price they were "
                 + "billed at, so start it after that event")
     }

@@ -8,7 +8,7 @@ struct ThreadRow {
     let defaultMaxTokens: Int64
     /// Holds of the thread whose time has passed but whose expiry is not yet recorded.
     let expiredHolds: Int64
-    /// `max(id)` of `model_prices`: the version `PriceCache` checks.
+    /// `max(id)` of `model_prices` plus `max(id)` of `price_withdrawals`: the version `PriceCache` checks.
     let pricesVersion: Int64
     /// The consume already recorded under the idempotency key asked about, if any.
     let eventIDForKey: Int64?

@@ -18,7 +18,8 @@ extension Ledger {
     private static let guardTriggers = [
         "events_forbid_update", "events_forbid_delete", "events_check_insert",
         "model_prices_forbid_update", "model_prices_forbid_delete", "legacy_pricing_forbid_update",
-        "legacy_pricing_forbid_delete",
+        "legacy_pricing_forbid_delete", "price_withdrawals_forbid_update", "price_withdrawals_forbid_delete",
+        "events_check_reprice",
     ]
 
     /// The unique indexes on `events` that `events_check_insert` guards against INSERT OR REPLACE.
@@ -27,8 +28,10 @@ extension Ledger {
     /// Recomputes every derived total from the raw events and runs SQLite's integrity check.
     ///
     /// One pass over `events` in id order (`Recomputation`) rebuilds thread state, thresholds,
-    /// holds, settings, both rollups, scope budgets, the windows that have a refusal and each
-    /// consume's cost; then every derived table is compared with it row by row (the rollups as readers see them: folded plus pending, the
+    /// holds, settings, both rollups (with reprices applied), scope budgets, the windows that
+    /// have a refusal, and each billed consume's and reprice's cost (a consume recorded unpriced
+    /// may be priced later; migration 0012); then every derived table is compared with it row by
+    /// row (the rollups as readers see them: folded plus pending, the
     /// `*_live` views). Also reported: gaps in the ids (nothing is ever deleted, so a gap is
     /// tampering), a unique index on `events` that the insert guard does not cover, and a missing
     /// guard trigger. Reads one snapshot on a connection of its own (file ledgers): writers are
@@ -49,6 +52,9 @@ extension Ledger {
             progress?(recomputed.eventCount, total)
             problems += try DerivedTables(recomputed, on: connection).differences()
             problems += recomputed.mispricedEventIDs.map { "events: event \($0) has a cost that differs from the price table" }
+            problems += recomputed.strayRepriceEventIDs.map {
+                "events: reprice event \($0) names no consume recorded unpriced, or one already repriced"
+            }
             problems += try appendOnlyProblems(recomputed, on: connection)
             let threads = try connection.prepare("SELECT count(*) FROM thread_state").fetchOne { try $0[0] as Int64 } ?? 0
             return VerifyReport(eventCount: recomputed.eventCount, threadCount: threads, problems: problems)

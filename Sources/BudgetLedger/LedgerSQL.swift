@@ -17,7 +17,7 @@ enum LedgerSQL {
                g.default_max_tokens,
                (SELECT coalesce(sum(h.tokens), 0) FROM holds AS h WHERE h.thread_id = ?1 AND h.expires_at_us > ?2),
                (SELECT count(*) FROM holds AS h WHERE h.thread_id = ?1 AND h.expires_at_us <= ?2),
-               (SELECT coalesce(max(id), 0) FROM model_prices),
+               (SELECT coalesce(max(id), 0) FROM model_prices) + (SELECT coalesce(max(id), 0) FROM price_withdrawals),
                (SELECT e.id FROM events AS e WHERE e.idempotency_key = ?3)
         FROM ledger_settings AS g LEFT JOIN thread_state AS s ON s.thread_id = ?1
         WHERE g.id = 1
@@ -87,7 +87,8 @@ enum LedgerSQL {
 
     /// The price in force for the normalised model name `?1` at `?2` (migration 0008's rule, as
     /// the `event_prices` view applies it after `legacy_pricing.last_event_id`): the exact name
-    /// first, then the pattern with the longest literal; among those, the latest start.
+    /// first, then the pattern with the longest literal; among those, the latest start. Withdrawn
+    /// rows (`price_withdrawals`, migration 0012) are skipped.
     static let selectPriceForModel = """
         SELECT model_pattern, prompt_nanos_per_token, completion_nanos_per_token, effective_from_us, source
         FROM model_prices
@@ -95,15 +96,31 @@ enum LedgerSQL {
           AND (model_pattern = ?1
                OR (substr(model_pattern, -1) = '*'
                    AND substr(?1, 1, length(model_pattern) - 1) = substr(model_pattern, 1, length(model_pattern) - 1)))
+          AND id NOT IN (SELECT price_id FROM price_withdrawals)
         ORDER BY substr(model_pattern, -1) = '*', length(model_pattern) DESC, effective_from_us DESC
         LIMIT 1
         """
 
-    /// The rows of the current rule (the legacy prefix rows before 0008 price only old events).
+    /// The rows of the current rule (the legacy prefix rows before 0008 price only old events),
+    /// without the withdrawn ones (migration 0012).
     static let selectPrices = """
         SELECT model_pattern, prompt_nanos_per_token, completion_nanos_per_token, effective_from_us, source
-        FROM model_prices WHERE legacy_prefix = 0 ORDER BY model_pattern, effective_from_us
+        FROM model_prices
+        WHERE legacy_prefix = 0 AND id NOT IN (SELECT price_id FROM price_withdrawals)
+        ORDER BY model_pattern, effective_from_us
         """
+
+    /// The id and columns of the live (not withdrawn) row of pattern `?1` starting at `?2`.
+    static let selectLivePrice = """
+        SELECT id, model_pattern, prompt_nanos_per_token, completion_nanos_per_token, effective_from_us, source
+        FROM model_prices
+        WHERE model_pattern = ?1 AND effective_from_us = ?2 AND legacy_prefix = 0
+          AND id NOT IN (SELECT price_id FROM price_withdrawals)
+        """
+
+    /// Withdraws the price row `?1` at `?2` (UTC microseconds) for reason `?3` (migration 0012).
+    static let insertWithdrawal = "INSERT INTO price_withdrawals (price_id, withdrawn_at_us, source) VALUES (?, ?, ?)"
+
 
     /// Binds the normalised pattern (`ModelName.normalized`, checked by `setPrice`).
     static let insertPrice = """
@@ -111,16 +128,25 @@ enum LedgerSQL {
         VALUES (?, ?, ?, ?, ?)
         """
 
-    /// The latest consume at or after `?1` whose normalised model the price row `?2` matches: the
-    /// exact name `?2`, or, when `?3` is the literal of a pattern, every name starting with it.
-    /// One a price for `?2` from `?1` could re-price. The range is read through
+    /// The latest billed consume (priced when recorded, or repriced) at or after `?1` whose
+    /// normalised model the price row `?2` matches: the exact name `?2`, or, when `?3` is the
+    /// literal of a pattern, every name starting with it. One a price for `?2` from `?1` could
+    /// re-price (an unpriced consume it would price is billed later by a reprice, migration 0012). The range is read through
     /// `events_timestamp`, so a start after every event reads nothing.
     static let selectLatestConsumeMatching = """
         SELECT id, timestamp_us FROM events
         WHERE timestamp_us >= ?1 AND kind = 'consume'
+          AND (cost_nanos IS NOT NULL
+               OR EXISTS (SELECT 1 FROM events AS r WHERE r.caused_by = events.id AND r.kind = 'reprice'))
           AND (\(ModelName.sql("model")) = ?2
                OR (?3 IS NOT NULL AND substr(\(ModelName.sql("model")), 1, length(?3)) = ?3))
         ORDER BY timestamp_us DESC LIMIT 1
+        """
+
+    /// A consume's billed cost, for a query over `events` unaliased: as recorded, or, when it was
+    /// recorded unpriced, its reprice's (migration 0012; NULL while it has none).
+    static let billedCost = """
+        coalesce(cost_nanos, (SELECT r.cost_nanos FROM events AS r WHERE r.caused_by = events.id AND r.kind = 'reprice'))
         """
 
     static let insertUsageReset = "INSERT INTO events (timestamp_us, kind) VALUES (?, 'usage_reset')"

@@ -4,14 +4,15 @@ import LedgerSQLite
 ///
 /// Looking a price up in SQL scanned `model_prices` with `substr(lower(…))` and sorted the
 /// matches on every consume: a quarter of the instructions of a check-and-consume (callgrind).
-/// `model_prices` is append-only (its triggers refuse UPDATE and DELETE) and its rowids only
-/// grow, so `max(id)` names its content exactly; the consume path reads that number in the
+/// `model_prices` and `price_withdrawals` are append-only (their triggers refuse UPDATE and
+/// DELETE) and their rowids only grow, so the sum of their `max(id)` grows with every change and
+/// names the table's content exactly (the version); the consume path reads that number in the
 /// statement that reads the thread (no extra round-trip) and reloads the table only when it
 /// moved, which is also how a price set by another process is seen.
 ///
 /// A price this ledger inserts is visible to the consume path before it commits, and its
 /// transaction may still roll back (a group-commit batch fails as a whole); the next price then
-/// gets the same id, so `max(id)` would name two different tables. So while a `setPrice` of this
+/// gets the same id, so the version would name two different tables. So while a price write of this
 /// ledger is running (`priceWritesInFlight`), the consume path reads the table and keeps
 /// nothing: whatever the cache holds was read while no uncommitted price could be seen.
 /// (Another process's uncommitted price is never visible here.)
@@ -19,9 +20,9 @@ struct PriceCache: Sendable {
     /// Memoized candidates for at most this many distinct model names; then the memo starts over.
     static let modelsMax = 4_096
 
-    /// `setPrice` calls of this ledger that have not yet returned.
+    /// Price writes (`setPrice`, `withdrawPrice`, `replacePrice`) of this ledger that have not yet returned.
     var priceWritesInFlight = 0
-    /// `max(id)` of the table the cache holds; -1: nothing loaded yet.
+    /// The version of the table the cache holds; -1: nothing loaded yet.
     private var version: Int64 = -1
     private var prices: [ModelPrice] = []
     /// Per model name as given: the prices that match it, most specific first, then the latest

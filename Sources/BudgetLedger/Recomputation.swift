@@ -109,8 +109,22 @@ struct Recomputation {
     private(set) var eventCount: Int64 = 0
     private(set) var lastID: Int64 = 0
     private(set) var firstMissingIDs: [Int64] = []
-    /// Consume events whose cost differs from the price table's (the first 20).
+    /// Consume events billed at a cost that differs from the price table's, and reprice events
+    /// whose corrected cost differs from it (the first 20).
     private(set) var mispricedEventIDs: [Int64] = []
+    /// Reprice events that name no consume recorded unpriced, or one already repriced (the first 20).
+    private(set) var strayRepriceEventIDs: [Int64] = []
+
+    /// A consume recorded unpriced and not yet repriced: what a reprice of it corrects.
+    private struct UnpricedConsume {
+        var rollupKey: RollupKey
+        var agentModelKey: AgentModelKey
+        var model: String?
+        var timestamp: Int64
+        var promptTokens: Int64
+        var completionTokens: Int64
+    }
+    private var unpricedConsumes: [Int64: UnpricedConsume] = [:]
 
     private var prices: PriceTable
 
@@ -122,7 +136,7 @@ struct Recomputation {
     static let columns = """
         id, timestamp_us, kind, thread_id, prompt_tokens, completion_tokens, max_tokens, threshold_percent, agent_id, \
         model, latency_ms, org_id, user_id, cost_nanos, held_tokens, expires_at_us, reservation_id, scope, period, \
-        max_cost_nanos, window_start_us
+        max_cost_nanos, window_start_us, caused_by
         """
 
     /// Applies the next event (rows in id order, with `columns`).
@@ -181,7 +195,7 @@ struct Recomputation {
                 threadRefusals[thread] = RefusalWindow(window: threads[thread]?.windowEventID ?? 0, eventID: id)
             }
         case "reprice":
-            break
+            try applyReprice(row, id: id)
         default:  // release, expire
             if let reservation: Int64 = try row[16] { holds[reservation] = nil }
         }
@@ -235,14 +249,46 @@ struct Recomputation {
         let rollupKey = RollupKey(
             usageWindow: settings.usageWindow, day: timestamp / 86_400_000_000, organizationID: try row[11] ?? "",
             userID: try row[12] ?? "", agentID: agent, model: modelKey)
+        let agentModelKey = AgentModelKey(usageWindow: settings.usageWindow, agentID: agent, model: modelKey)
         add(&rollup[rollupKey, default: Sums()])
-        add(&agentModel[AgentModelKey(usageWindow: settings.usageWindow, agentID: agent, model: modelKey), default: Sums()])
+        add(&agentModel[agentModelKey, default: Sums()])
+        if cost == nil {
+            unpricedConsumes[id] = UnpricedConsume(
+                rollupKey: rollupKey, agentModelKey: agentModelKey, model: model, timestamp: timestamp,
+                promptTokens: try row[4], completionTokens: try row[5])
+        }
 
         applyToScopes(
             timestamp: timestamp, tokens: (try row[4] as Int64).saturatingAdd(try row[5]), cost: cost,
             scopes: BudgetScope.candidates(agentID: try row[8], model: model, organizationID: try row[11], userID: try row[12]))
 
+        // A consume recorded unpriced may be priced by a price set later (migration 0012): its
+        // reprice, if any, is checked instead.
         let expected = prices.cost(model: model, eventID: id, at: timestamp, promptTokens: try row[4], completionTokens: try row[5])
+        if let cost, expected != cost, mispricedEventIDs.count < 20 { mispricedEventIDs.append(id) }
+    }
+
+    /// A reprice (migration 0012's events_check_reprice): the consume it names, recorded
+    /// unpriced, now costs the reprice's cost in its rollup rows and the all-time sum; the cost
+    /// must be the price table's at the consume's own timestamp.
+    private mutating func applyReprice(_ row: Row, id: Int64) throws {
+        let causedBy: Int64? = try row[21]
+        let cost: Int64? = try row[13]
+        guard let causedBy, let cost, let consume = unpricedConsumes.removeValue(forKey: causedBy) else {
+            if strayRepriceEventIDs.count < 20 { strayRepriceEventIDs.append(id) }
+            return
+        }
+        let counted = min(cost, LedgerLimits.costNanodollarsPerCallMax)
+        settings.allTimeCostNanodollars = settings.allTimeCostNanodollars.saturatingAdd(cost)
+        let correct = { (sums: inout Sums) in
+            sums.costNanodollars = sums.costNanodollars.saturatingAdd(counted)
+            sums.unpricedRequests -= 1
+        }
+        correct(&rollup[consume.rollupKey, default: Sums()])
+        correct(&agentModel[consume.agentModelKey, default: Sums()])
+        let expected = prices.cost(
+            model: consume.model, eventID: causedBy, at: consume.timestamp, promptTokens: consume.promptTokens,
+            completionTokens: consume.completionTokens)
         if expected != cost, mispricedEventIDs.count < 20 { mispricedEventIDs.append(id) }
     }
 

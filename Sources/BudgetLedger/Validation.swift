@@ -29,6 +29,8 @@ public enum LedgerLimits {
     public static let holdSecondsMax: Int64 = 7 * 24 * 3_600
     /// Events per page of the feed (`events(after:limit:)`).
     public static let feedPageLimitMax = 10_000
+    /// Reprice events one `reprice` call appends (one transaction); the rest wait for the next call.
+    public static let repricesPerCallMax: Int64 = 100_000
     /// The ledger's capacity: the all-time sum of each of prompt tokens, completion tokens, cost
     /// (nano-dollars) and latency (ms) over every consume. 4e18 tokens last 126,000 years at a
     /// million tokens a second; 4e18 nano-dollars is $4 billion. A consume past it is refused.

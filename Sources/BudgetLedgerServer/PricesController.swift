@@ -11,7 +11,7 @@ import Hummingbird
 /// of the rule changes no client.
 struct PricesController: APIController {
     enum Route: CaseIterable, Sendable {
-        case table, modelPrice, setPrice
+        case table, modelPrice, setPrice, reprice
     }
 
     static func endpoint(of route: Route) -> Endpoint {
@@ -19,10 +19,12 @@ struct PricesController: APIController {
         case .table: return .get("/api/v1/prices")
         case .modelPrice: return .get("/api/v1/prices/{model}")
         case .setPrice: return .put("/api/v1/prices/{model}")
+        case .reprice: return .post("/api/v1/prices/reprice")
         }
     }
 
     static let bodyFields: Set<String> = ["promptPerMillion", "completionPerMillion", "effectiveFrom"]
+    static let repriceFields: Set<String> = ["model", "from", "to"]
     static let source = "budget-ledger REST API"
 
     let ledger: LedgerService
@@ -37,6 +39,7 @@ struct PricesController: APIController {
             let model = try context.pathIdentifier("model", field: "model")
             try APIIdentifier.validatePricePattern(model, field: "model")
             return try await setPrice(model, request)
+        case .reprice: return try await reprice(request)
         }
     }
 
@@ -79,6 +82,20 @@ struct PricesController: APIController {
                 source: Self.source)
         }
         return JSONResponse(price.json).response()
+    }
+
+    /// Bills the consumes of `model` recorded unpriced in [`from`, `to`) at the prices now in
+    /// the table, as `price reprice` (`Ledger.reprice(model:from:to:)`).
+    private func reprice(_ request: Request) async throws -> Response {
+        let body = try await BodyFields(request, allowed: Self.repriceFields, limit: requestBodyBytesMax)
+        guard let model = try body.stringNotNull("model") else { throw APIError.invalid("model", "is required") }
+        try APIIdentifier.validatePricePattern(model, field: "model")
+        guard let fromText = try body.stringNotNull("from") else { throw APIError.invalid("from", "is required") }
+        guard let toText = try body.stringNotNull("to") else { throw APIError.invalid("to", "is required") }
+        let from = try Timestamps.parse(fromText, field: "from")
+        let to = try Timestamps.parse(toText, field: "to")
+        let result = try await ledger.run { ledger in try ledger.reprice(model: model, from: from, to: to) }
+        return JSONResponse(result.json).response()
     }
 
     /// A price as the decimal text the ledger parses exactly: a JSON string (`"2.5"`) or a whole

@@ -71,8 +71,13 @@ enum APIRoutes {
 
     /// The methods served on the path of `requestPath`, in a fixed order; empty when no route has
     /// that path. A request whose path is known but whose method is not gets 405 with these in `Allow`.
+    /// As in the router's trie, a literal segment beats a parameter: `/api/v1/prices/reprice`
+    /// is POST's path alone, not also `/api/v1/prices/{model}`'s (the router never falls back).
     static func methods(servedAt requestPath: String) -> [HTTPRequest.Method] {
-        let methods = Set(all.filter { $0.matches(path: requestPath) }.map(\.method.rawValue))
+        let matching = all.filter { $0.matches(path: requestPath) }
+        let literals = { (endpoint: Endpoint) in endpoint.path.split(separator: "/").filter { !$0.hasPrefix("{") }.count }
+        let mostLiteral = matching.map(literals).max()
+        let methods = Set(matching.filter { literals($0) == mostLiteral }.map(\.method.rawValue))
         return methods.sorted().compactMap(HTTPRequest.Method.init(rawValue:))
     }
 

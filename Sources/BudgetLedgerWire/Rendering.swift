@@ -47,7 +47,8 @@ extension LedgerEvent {
             ("model", .optional(usage.model)),
             ("provider", .optional(usage.provider)),
             ("latencyMs", .optional(usage.latencyMilliseconds)),
-            ("cost", kind == "consume" ? .cost(costNanodollars) : .null),
+            // reprice (migration 0012): the corrected cost of the consume named by causedBy.
+            ("cost", kind == "consume" || kind == "reprice" ? .cost(costNanodollars) : .null),
             ("orgId", .optional(organizationID)),
             ("userId", .optional(userID)),
             ("metadata", .metadata(usage.metadataJSON)),
@@ -150,6 +151,21 @@ extension ModelPrice {
             ("completionPerMillion", .decimal(Money.usdPerMillion(nanodollarsPerToken: completionNanodollarsPerToken))),
             ("effectiveFrom", .string(Timestamps.iso8601(microseconds: effectiveFromMicroseconds))),
             ("source", .string(source)),
+        ])
+    }
+}
+
+extension RepriceResult {
+    /// `{repriced, cost, costNanos, unpriced, complete}`: the reprice events appended, their total
+    /// cost as an exact USD decimal and in nano-dollars, the consumes of the range still unpriced,
+    /// and false when the call stopped at its limit (call it again).
+    public var json: JSONValue {
+        .object([
+            ("repriced", .integer(repricedCount)),
+            ("cost", .decimal(Money.decimalString(nanodollars: costNanodollars))),
+            ("costNanos", .integer(costNanodollars)),
+            ("unpriced", .integer(unpricedCount)),
+            ("complete", .bool(isComplete)),
         ])
     }
 }

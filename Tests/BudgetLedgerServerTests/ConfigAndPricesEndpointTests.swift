@@ -29,6 +29,33 @@ struct ConfigAndPricesEndpointTests {
         }
     }
 
+    @Test func repriceBillsUnpricedUsageOnceAndRefusesABadBody() async throws {
+        // Proves: POST /prices/reprice appends one reprice per consume recorded unpriced that a
+        // price set since (starting before them) covers, answers the figures exactly, shows the
+        // corrected cost in the usage overview, and is a no-op the second time; a body without
+        // `to` is a 400 that writes nothing.
+        try await withServer { client, folder in
+            let consume = #"{"promptTokens":1000,"completionTokens":100,"model":"acme-rest"}"#
+            for _ in 0..<2 { #expect(try await client.post("/api/v1/threads/r/consume", json: consume).status == .ok) }
+            let price = #"{"promptPerMillion":"2","completionPerMillion":"4","effectiveFrom":"2020-01-01"}"#
+            #expect(try await client.send(.put, "/api/v1/prices/acme-rest", json: price).status == .ok)
+            let bad = try await client.post("/api/v1/prices/reprice", json: #"{"model":"acme-rest","from":"2020-01-01"}"#)
+            #expect(bad.status == .badRequest)
+            let body = #"{"model":"acme-rest","from":"2020-01-01","to":"2100-01-01"}"#
+            let first = try await client.post("/api/v1/prices/reprice", json: body)
+            #expect(first.status == .ok)
+            // 2 × (1,000 × 2,000 + 100 × 4,000) nano-dollars.
+            #expect(first.text == #"{"repriced":2,"cost":0.0048,"costNanos":4800000,"unpriced":0,"complete":true}"#)
+            let again = try await client.post("/api/v1/prices/reprice", json: body)
+            #expect(again.text == #"{"repriced":0,"cost":0,"costNanos":0,"unpriced":0,"complete":true}"#)
+            #expect(try await client.get("/api/v1/usage").text.contains(#""totalCost":0.0048,"unpricedRequests":0"#))
+            #expect(try folder.withLedger { try $0.verify().problems } == [])
+            // The literal path is POST's alone (the router does not fall back to {model}).
+            let wrong = try await client.get("/api/v1/prices/reprice")
+            #expect(wrong.status == .methodNotAllowed && wrong.headers[.allow] == "POST")
+        }
+    }
+
     @Test func aBadDefaultMaxIsA400AndChangesNothing() async throws {
         // Proves: a negative, missing or over-the-limit default is refused naming the field,
         // and the stored default stays.

@@ -113,11 +113,13 @@ struct BillingTests {
         #expect(try ledger.verify().problems == [])
     }
 
-    @Test("a price may not start before a recorded consume of its model, nor carry more than 3 decimals")
+    @Test("a price may not start before a billed consume of its model, nor carry more than 3 decimals")
     func priceValidation() throws {
-        // Proves history is never re-priced and prices are exact.
+        // Proves billed history is never re-priced and prices are exact. (A consume recorded
+        // unpriced does not block a price: `reprice` bills it, see PriceCorrectionTests.)
         let clock = ManualClock()
         let ledger = try Ledger.inMemory(configuration: Ledger.Configuration(clock: clock.read))
+        try ledger.setPrice(model: "m-1", promptUSDPerMillion: "1", completionUSDPerMillion: "1", effectiveFrom: 0)
         try ledger.consume("t", promptTokens: 1, usage: UsageDetails(model: "m-1"))
         clock.advance(microseconds: 1)
         #expect(ledgerErrorCase {

@@ -183,7 +183,8 @@ struct ModelNameTests {
     @Test("a price names a model or a pattern with one trailing *, nothing else")
     func patternsAreExplicit() throws {
         // Proves the refusals (a * inside, a bare *, only spaces) and that a price may not start
-        // before a consume its pattern matches, while one it does not match is no obstacle.
+        // before a billed consume its pattern matches, while one it does not match is no obstacle
+        // (an unpriced consume is no obstacle either: `reprice` bills it, see PriceCorrectionTests).
         let clock = ManualClock()
         let ledger = try Ledger.inMemory(configuration: Ledger.Configuration(clock: clock.read))
         for model in ["a*b", "*", " * ", "   ", "a**"] {
@@ -195,6 +196,7 @@ struct ModelNameTests {
             }
         }
         let start = clock.read()
+        try ledger.setPrice(model: "foo-1", promptUSDPerMillion: "1", completionUSDPerMillion: "1", effectiveFrom: start - 1)
         try ledger.setLimit("t", maxTokens: 1_000)
         try ledger.consume("t", promptTokens: 1, usage: UsageDetails(model: "Foo-1"))
         clock.advance(microseconds: 10)

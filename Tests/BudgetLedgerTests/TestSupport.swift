@@ -80,7 +80,13 @@ enum LedgerErrorCase: Equatable, CustomStringConvertible {
         switch self {
         case .invalidInput(let field): return "invalidInput(\(field))"
         case .other(let text): return text
-        default: return "\(self)"
+        // Not "\(self)": that calls this property again, without end (a crash on a failed expectation).
+        case .threadNotFound: return "threadNotFound"
+        case .reservationNotFound: return "reservationNotFound"
+        case .conflict: return "conflict"
+        case .closed: return "closed"
+        case .database: return "database"
+        case .incompatible: return "incompatible"
         }
     }
 }

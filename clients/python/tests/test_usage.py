@@ -119,6 +119,21 @@ def test_estimate_cost_follows_a_price_another_client_sets(server, tracker: Usag
         tracker.set_price(model, 1.5, 6)  # type: ignore[arg-type]
 
 
+def test_reprice_bills_unpriced_usage_once(tracker: UsageTracker) -> None:
+    # Proves reprice bills calls recorded while their model had no price, at a price set since
+    # that starts before them, exactly, and that a second call bills nothing more.
+    model = f"eta-{uuid.uuid4().hex[:6]}"
+    thread = f"reprice-{uuid.uuid4().hex[:6]}"
+    for _ in range(3):
+        assert tracker.record(thread, None, model, "test", 1000, 100, 5.0).estimated_cost is None
+    tracker.set_price(model, "2", "4", effective_from="2020-01-01")
+    # 3 x (1,000 x 2,000 + 100 x 4,000) nano-dollars.
+    first = tracker.reprice(model, "2020-01-01", "2100-01-01")
+    assert (first["repriced"], first["costNanos"], first["unpriced"], first["complete"]) == (3, 7_200_000, 0, True)
+    again = tracker.reprice(model, "2020-01-01", "2100-01-01")
+    assert (again["repriced"], again["costNanos"]) == (0, 0)
+
+
 def test_the_process_wide_tracker(server, monkeypatch: pytest.MonkeyPatch) -> None:
     # Proves get_usage_tracker is one object per process, configured from the environment.
     monkeypatch.setenv("BUDGET_LEDGER_URL", server.url)

@@ -115,6 +115,19 @@ class PriceBook:
         self.invalidate()
         return ModelPrice.from_json(response.json())
 
+    def reprice(self, model: str, start: str, end: str) -> dict[str, Any]:
+        """Bills `model`'s consumes recorded unpriced in [start, end) (ISO 8601 UTC) at the prices now in the table.
+
+        One reprice event per such consume the table prices, at the price in force at its own
+        time; `model` may be a pattern with one trailing `*`. Answers {"repriced", "cost",
+        "costNanos", "unpriced", "complete"} (`complete` is False when the server stopped at its
+        per-call limit: call again). Safe to retry: a consume is repriced at most once.
+        """
+        body = {"model": model, "from": start, "to": end}
+        answer: dict[str, Any] = self._transport.request(
+            "POST", "/api/v1/prices/reprice", body=body, replay_safe=True).json()
+        return answer
+
     def invalidate(self) -> None:
         """Forgets every cached price; the next lookup asks the server."""
         with self._lock:

@@ -218,6 +218,10 @@ class UsageTracker:
         """Adds a price (USD per million tokens) for model names the ledger matches to `model`."""
         return self.prices.set_price(model, prompt_per_million, completion_per_million, effective_from=effective_from)
 
+    def reprice(self, model: str, start: str, end: str) -> dict[str, Any]:
+        """Bills the consumes of `model` recorded while it was unpriced, in [start, end) (see `PriceBook.reprice`)."""
+        return self.prices.reprice(model, start, end)
+
     def close(self) -> None:
         """Closes the connections."""
         self._transport.close()
