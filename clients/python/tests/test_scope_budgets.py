@@ -174,3 +174,62 @@ def test_a_dollar_budget_is_exact_across_processes_and_threads(server, registry:
         assert sum(registry.get_budget(thread_id).request_count for thread_id in thread_ids) == fits
     finally:
         registry.remove_budget(f"org:{org_id}")
+
+
+HOLD_TOKENS = 1_000
+
+
+def _global_race(url: str, token: str, thread_ids: list[str]) -> int:
+    """Runs one Python thread per thread id, each holding HOLD_TOKENS and settling them in full,
+    ATTEMPTS_PER_THREAD times; returns how many holds were granted."""
+    granted = [0]
+    lock = threading.Lock()
+    with ThreadBudgetRegistry(url=url, token=token, max_connections=len(thread_ids)) as registry:
+        barrier = threading.Barrier(len(thread_ids))
+
+        def worker(thread_id: str) -> None:
+            barrier.wait()
+            count = 0
+            for _ in range(ATTEMPTS_PER_THREAD):
+                try:
+                    hold = registry.reserve(thread_id, HOLD_TOKENS)
+                except BudgetExhaustedError as error:
+                    assert error.scope == "global" and error.unit == "tokens"
+                    continue
+                registry.settle(hold.reservation_id, HOLD_TOKENS)
+                count += 1
+            with lock:
+                granted[0] += count
+
+        threads = [threading.Thread(target=worker, args=(thread_id,)) for thread_id in thread_ids]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    return granted[0]
+
+
+def test_a_global_token_budget_is_exact_for_holds_across_processes(server, registry: ThreadBudgetRegistry) -> None:
+    # Proves: 4 processes x 8 threads reserving 1,000 tokens and settling them in full, under a
+    # global token budget with room for exactly 37 more holds: holds count against the scope
+    # while live, so exactly 37 are granted, whatever the interleaving, and the fleet's spend
+    # ends at most at the max (the session's earlier spend is read first and counted).
+    thread_ids = [f"fleet-{uuid.uuid4().hex[:8]}-{index}" for index in range(PROCESSES * THREADS_PER_PROCESS)]
+    for thread_id in thread_ids:
+        registry.set_limit(thread_id, 10**9)
+    probe = registry.set_budget("global", max_tokens=10**15)
+    fits = 37
+    maximum = probe.spent_tokens + fits * HOLD_TOKENS + HOLD_TOKENS // 2
+    try:
+        registry.set_budget("global", max_tokens=maximum)
+        context = multiprocessing.get_context("spawn")
+        with context.Pool(PROCESSES) as pool:
+            granted = pool.starmap(
+                _global_race, [(server.url, server.token, thread_ids[index::PROCESSES]) for index in range(PROCESSES)])
+        assert sum(granted) == fits
+        after = registry.get_budget_scope("global")
+        assert after is not None
+        assert after.spent_tokens == probe.spent_tokens + fits * HOLD_TOKENS <= maximum
+        assert after.held_tokens == 0
+    finally:
+        registry.remove_budget("global")
