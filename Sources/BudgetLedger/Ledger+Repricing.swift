@@ -68,17 +68,19 @@ extension Ledger {
     ///   - model: an exact model name, or a pattern with one trailing `*` (every model starting
     ///     with its literal), normalised as everywhere (`ModelName.normalized`).
     /// - Returns: what was appended, and how many unpriced consumes of the range remain.
-    /// - Throws: `LedgerError.invalidInput` for a bad model, or a range that is empty or outside
-    ///   1970…9999; `LedgerError.conflict` when the all-time cost would pass its capacity.
+    /// - Throws: `LedgerError.invalidInput` for a bad model, or a range that ends before it starts
+    ///   or lies outside 1970…9999 (an empty range, `from == to`, reprices nothing);
+    ///   `LedgerError.conflict` when the all-time cost would pass its capacity.
     @discardableResult
     public func reprice(model: String, from: Int64, to: Int64) throws -> RepriceResult {
         try Validate.identifier(model, field: "model")
         let pattern = try Self.pricePattern(model)
         let start = try Self.checkedStart(from)
         let end = try Self.checkedStart(to, field: "to")
-        guard start < end else {
-            throw LedgerError.invalidInput(field: "to", reason: "must be after from (got \(from) … \(to) microseconds)")
+        guard start <= end else {
+            throw LedgerError.invalidInput(field: "to", reason: "must not be before from (got \(from) … \(to) microseconds)")
         }
+        if start == end { return RepriceResult(repricedCount: 0, costNanodollars: 0, unpricedCount: 0, isComplete: true) }
         let literal: String?
         if case .pattern(let text) = PriceMatch(pattern: pattern) { literal = text } else { literal = nil }
         return try write { [self] connection in

@@ -93,7 +93,8 @@ struct PricesController: APIController {
         guard let fromText = try body.stringNotNull("from") else { throw APIError.invalid("from", "is required") }
         guard let toText = try body.stringNotNull("to") else { throw APIError.invalid("to", "is required") }
         let from = try Timestamps.parse(fromText, field: "from")
-        let to = try Timestamps.parse(toText, field: "to")
+        // As the export's: a range that ends before it starts is the empty range [from, from).
+        let to = max(try Timestamps.parse(toText, field: "to"), from)
         let result = try await ledger.run { ledger in try ledger.reprice(model: model, from: from, to: to) }
         return JSONResponse(result.json).response()
     }

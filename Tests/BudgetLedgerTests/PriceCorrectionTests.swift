@@ -226,7 +226,7 @@ struct PriceCorrectionTests {
         #expect(try ledger.verify().problems == [])
     }
 
-    @Test("a reprice by pattern bills what the table prices and counts what stays unpriced; an empty range is refused")
+    @Test("a reprice by pattern bills what the table prices and counts what stays unpriced; an empty range reprices nothing, a reversed one is refused")
     func repriceByPattern() throws {
         // Proves `model` may be a pattern (every normalised name starting with its literal), that
         // only the consumes the table prices are billed, that the rest are reported, and that a
@@ -246,7 +246,8 @@ struct PriceCorrectionTests {
         #expect(try ledger.reprice(model: "zeta-3", from: start, to: start + 1)
             == RepriceResult(repricedCount: 0, costNanodollars: 0, unpricedCount: 1, isComplete: true))
         #expect(try byModel(ledger, "other") == (nil, 1, 0), "a model the pattern does not match stays unpriced")
-        #expect(ledgerErrorCase { try ledger.reprice(model: "zeta-3", from: start, to: start) } == .invalidInput(field: "to"))
+        #expect(try ledger.reprice(model: "zeta-3", from: start, to: start).repricedCount == 0)
+        #expect(ledgerErrorCase { try ledger.reprice(model: "zeta-3", from: start, to: start - 1) } == .invalidInput(field: "to"))
         #expect(try ledger.verify().problems == [])
     }
 
