@@ -84,6 +84,12 @@ enum APIRoutes {
     /// Whether `requestPath` is the path of an endpoint served without a token, whatever the
     /// method: a wrong method on `/healthz` gets its 405 without a token.
     static func isOpen(path requestPath: String) -> Bool {
-        open.contains { $0.matches(path: requestPath) }
+        // Asked on every request: while no open endpoint lies under /api/, an API request is
+        // answered by one prefix test, without splitting its path against each open endpoint.
+        if !openUnderAPI && requestPath.utf8.starts(with: "/api/".utf8) { return false }
+        return openEndpoints.contains { $0.matches(path: requestPath) }
     }
+
+    private static let openEndpoints = open
+    private static let openUnderAPI = open.contains { $0.path.hasPrefix("/api/") }
 }

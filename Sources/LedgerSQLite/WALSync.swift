@@ -28,7 +28,8 @@ import Synchronization
 public final class WALSync: Sendable {
     /// The `-wal` file beside the database.
     public let walPath: String
-    private let file = Mutex(OpenFile())
+    /// Held while the disk syncs: its waiters sleep rather than spin (`SleepingLock`).
+    private let file = SleepingLock(OpenFile())
     private let state = Mutex(Progress())
 
     private struct OpenFile {
