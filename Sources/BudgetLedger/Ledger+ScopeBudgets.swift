@@ -219,7 +219,7 @@ enum ScopeBudgetSQL {
         for period in BudgetPeriod.allCases { windows[period.rawValue] = period.window(containing: now) }
         return try connection.cachedStatement(selectAllBudgets).fetchAll([]) { row in
             let stored = try StoredBudget(row: row)
-            let sums = held[stored.scope]
+            let sums = held.isEmpty ? nil : held[stored.scope]
             return try stored.budget(
                 at: now, heldTokens: sums?.tokens ?? 0, heldNanodollars: sums?.cost ?? 0, window: windows[stored.period])
         }

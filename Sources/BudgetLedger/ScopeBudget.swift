@@ -9,8 +9,11 @@ public struct BudgetScope: Sendable, Hashable, Comparable, CustomStringConvertib
     }
 
     public let kind: Kind
+    /// `global`, or the kind and the id: how the scope is written and stored.
+    public let description: String
+
     /// The org, user, agent or (normalised) model; empty for `global`.
-    public let id: String
+    public var id: String { kind == .global ? "" : String(description.dropFirst(kind.rawValue.count + 1)) }
 
     public static let global = BudgetScope(kind: .global, id: "")
 
@@ -61,22 +64,28 @@ public struct BudgetScope: Sendable, Hashable, Comparable, CustomStringConvertib
     /// A scope as `scope_budgets` stores it, whose form the schema's insert check has enforced:
     /// split at the first colon, without validating the id again (listing 100,000 budgets).
     init(stored text: String) throws {
-        if text == "global" {
-            self = .global
-            return
-        }
-        guard let colon = text.firstIndex(of: ":"), let kind = Kind(rawValue: String(text[..<colon])) else {
+        // 100,000 of these per listing: the kind is read from the first byte, and the text is
+        // kept as it is, with no id string split off (`id` is computed when asked for).
+        let kind: Kind? =
+            switch text.utf8.first {
+            case UInt8(ascii: "g"): text == "global" ? .global : nil
+            case UInt8(ascii: "o"): text.utf8.starts(with: "org:".utf8) ? .org : nil
+            case UInt8(ascii: "u"): text.utf8.starts(with: "user:".utf8) ? .user : nil
+            case UInt8(ascii: "a"): text.utf8.starts(with: "agent:".utf8) ? .agent : nil
+            case UInt8(ascii: "m"): text.utf8.starts(with: "model:".utf8) ? .model : nil
+            default: nil
+            }
+        guard let kind else {
             throw LedgerError.conflict("scope_budgets holds a malformed scope \(text.debugDescription)")
         }
-        self.init(kind: kind, id: String(text[text.index(after: colon)...]))
+        self.kind = kind
+        description = text
     }
 
     private init(kind: Kind, id: String) {
         self.kind = kind
-        self.id = id
+        description = kind == .global ? "global" : "\(kind.rawValue):\(id)"
     }
-
-    public var description: String { kind == .global ? "global" : "\(kind.rawValue):\(id)" }
 
     public static func < (left: BudgetScope, right: BudgetScope) -> Bool { left.description < right.description }
 
