@@ -6,11 +6,14 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import pickle
+import secrets
 import threading
 import uuid
 from decimal import Decimal
 
 import pytest
+
+from .conftest import _binary, start_server, stop_server
 
 from budget_ledger import (
     AsyncThreadBudgetRegistry,
@@ -209,27 +212,31 @@ def _global_race(url: str, token: str, thread_ids: list[str]) -> int:
     return granted[0]
 
 
-def test_a_global_token_budget_is_exact_for_holds_across_processes(server, registry: ThreadBudgetRegistry) -> None:
+def test_a_global_token_budget_is_exact_for_holds_across_processes(tmp_path) -> None:
     # Proves: 4 processes x 8 threads reserving 1,000 tokens and settling them in full, under a
-    # global token budget with room for exactly 37 more holds: holds count against the scope
-    # while live, so exactly 37 are granted, whatever the interleaving, and the fleet's spend
-    # ends at most at the max (the session's earlier spend is read first and counted).
-    thread_ids = [f"fleet-{uuid.uuid4().hex[:8]}-{index}" for index in range(PROCESSES * THREADS_PER_PROCESS)]
-    for thread_id in thread_ids:
-        registry.set_limit(thread_id, 10**9)
-    probe = registry.set_budget("global", max_tokens=10**15)
-    fits = 37
-    maximum = probe.spent_tokens + fits * HOLD_TOKENS + HOLD_TOKENS // 2
+    # global token budget with room for exactly 37 holds: holds count against the scope while
+    # live, so exactly 37 are granted, whatever the interleaving, and the fleet's spend ends at
+    # most at the max. A server of its own: the session's server holds other tests' live holds,
+    # which fall under global too and could lapse mid-test.
+    token = secrets.token_hex(16)
+    process, port = start_server(_binary(), tmp_path, token)
+    url = f"http://127.0.0.1:{port}"
     try:
-        registry.set_budget("global", max_tokens=maximum)
-        context = multiprocessing.get_context("spawn")
-        with context.Pool(PROCESSES) as pool:
-            granted = pool.starmap(
-                _global_race, [(server.url, server.token, thread_ids[index::PROCESSES]) for index in range(PROCESSES)])
-        assert sum(granted) == fits
-        after = registry.get_budget_scope("global")
-        assert after is not None
-        assert after.spent_tokens == probe.spent_tokens + fits * HOLD_TOKENS <= maximum
-        assert after.held_tokens == 0
+        with ThreadBudgetRegistry(url=url, token=token) as registry:
+            thread_ids = [f"fleet-{index}" for index in range(PROCESSES * THREADS_PER_PROCESS)]
+            for thread_id in thread_ids:
+                registry.set_limit(thread_id, 10**9)
+            fits = 37
+            maximum = fits * HOLD_TOKENS + HOLD_TOKENS // 2
+            registry.set_budget("global", max_tokens=maximum)
+            context = multiprocessing.get_context("spawn")
+            with context.Pool(PROCESSES) as pool:
+                granted = pool.starmap(
+                    _global_race, [(url, token, thread_ids[index::PROCESSES]) for index in range(PROCESSES)])
+            assert sum(granted) == fits
+            after = registry.get_budget_scope("global")
+            assert after is not None
+            assert after.spent_tokens == fits * HOLD_TOKENS <= maximum
+            assert after.held_tokens == 0
     finally:
-        registry.remove_budget("global")
+        stop_server(process)
