@@ -113,9 +113,12 @@ extension PostgresLedger {
         if found.expiredHolds > 0 {
             try await connection.execute(.sql(PostgresSQL.insertExpiries) { $0.append(now); $0.append(request.threadID) }, logger: logger)
         }
-        let before =
-            try await found.budget
-            ?? openThread(request.threadID, maxTokens: found.defaultMaxTokens, at: now, on: connection)
+        let before: ThreadBudget
+        if let budget = found.budget {
+            before = budget
+        } else {
+            before = try await openThread(request.threadID, maxTokens: found.defaultMaxTokens, at: now, on: connection)
+        }
         if request.enforce && (before.isExhausted || !before.canConsume(request.tokens)) {
             throw BudgetExhaustedError(
                 threadID: request.threadID, used: before.totalTokens, maxTokens: before.maxTokens,
@@ -272,14 +275,15 @@ extension PostgresLedger {
         var events: [RecordedBudget.LifeEvent] = []
         let rows = try await connection.query(query, logger: logger)
         let columns = (Int64, String, Int64, Int64, Int64?, Int32?, Int64?, Int64?, Int64?).self
-        for try await row in rows.decode(columns) {
+        var reachedLifeStart = false
+        for try await row in rows.decode(columns) where !reachedLifeStart {
             events.append(
                 RecordedBudget.LifeEvent(
                     id: row.0, kind: row.1, promptTokens: row.2, completionTokens: row.3, maxTokens: row.4,
                     thresholdPercent: row.5.map(Int.init), heldTokens: row.6, expiresAtMicroseconds: row.7,
                     reservationID: row.8))
-            // The walk stops at the life's start; so can the read.
-            if row.1 == "open" || row.1 == "cleanup" { break }
+            // The walk stops at the life's start (the rest of the rows are read and dropped).
+            reachedLifeStart = row.1 == "open" || row.1 == "cleanup"
         }
         var remaining = events[...]
         return try RecordedBudget.rebuild(after: event, crossings: crossings) { remaining.popFirst() }

@@ -105,13 +105,13 @@ public final class PostgresLedger: Sendable {
         while true {
             do {
                 return try await client.withConnection { connection in
-                    try await connection.query("BEGIN", logger: logger)
+                    try await connection.execute("BEGIN", logger: logger)
                     do {
                         let result = try await body(connection)
-                        try await connection.query("COMMIT", logger: logger)
+                        try await connection.execute("COMMIT", logger: logger)
                         return result
                     } catch {
-                        _ = try? await connection.query("ROLLBACK", logger: logger)
+                        try? await connection.execute("ROLLBACK", logger: logger)
                         throw error
                     }
                 }
@@ -138,19 +138,25 @@ public final class PostgresLedger: Sendable {
 }
 
 extension PostgresConnection {
-    /// The first row of `query` decoded as `type`, or nil when there is none.
-    func fetchOne<each Column: PostgresDecodable>(
+    /// The first row of `query` decoded as `type`, or nil when there is none. Reads to the end,
+    /// so that an error after the first row is thrown (see `execute`).
+    func fetchOne<each Column: PostgresDecodable & Sendable>(
         _ query: PostgresQuery, as type: (repeat each Column).Type, logger: Logger
     ) async throws -> (repeat each Column)? {
         let rows = try await self.query(query, logger: logger)
-        for try await row in rows.decode(type) {
-            return row
+        var first: (repeat each Column)?
+        var found = false
+        for try await row in rows.decode(type) where !found {
+            first = row
+            found = true
         }
-        return nil
+        return first
     }
 
-    /// Runs a statement for its effect.
+    /// Runs a statement for its effect, to its end: an error that comes after the first rows
+    /// (a lock wait that ends in a deadlock, a trigger) is thrown here, never dropped with them.
     func execute(_ query: PostgresQuery, logger: Logger) async throws {
-        try await self.query(query, logger: logger)
+        let rows = try await self.query(query, logger: logger)
+        for try await _ in rows {}
     }
 }

@@ -13,15 +13,19 @@ struct PostgresMigrator {
     /// `pg_advisory_xact_lock`'s key: 'BDLG', the SQLite ledger's application id.
     static let lockKey: Int64 = 0x4244_4C47
 
-    /// Brings the database up to the last migration.
+    /// Brings the database up to the last migration. A database already there is only read
+    /// (the server's role needs no CREATE on the schema).
     ///
     /// - Throws: `PostgresLedgerError.incompatible` for a newer or foreign schema.
     func migrate(_ connection: PostgresConnection, logger: Logger) async throws {
-        for migration in migrations.sorted(by: { $0.version < $1.version }) {
-            try await connection.query("BEGIN", logger: logger)
+        let applied = try await appliedVersions(connection, logger: logger)
+        try checkCompatible(applied)
+        let pending = migrations.filter { applied[$0.version] == nil }.sorted { $0.version < $1.version }
+        for migration in pending {
+            try await connection.execute("BEGIN", logger: logger)
             do {
-                try await connection.query("SELECT pg_advisory_xact_lock(\(Self.lockKey))", logger: logger)
-                try await connection.query(
+                try await connection.execute("SELECT pg_advisory_xact_lock(\(Self.lockKey))", logger: logger)
+                try await connection.execute(
                     """
                     CREATE TABLE IF NOT EXISTS schema_migrations (
                         version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())
@@ -29,22 +33,38 @@ struct PostgresMigrator {
                 let applied = try await appliedVersions(connection, logger: logger)
                 try checkCompatible(applied)
                 if applied[migration.version] == nil {
-                    // The simple query protocol: a migration is many statements.
-                    _ = try await connection.simpleQuery(migration.sql).get()
-                    try await connection.query(
+                    try await connection.execute(Self.statement(running: migration), logger: logger)
+                    try await connection.execute(
                         "INSERT INTO schema_migrations (version, name) VALUES (\(migration.version), \(migration.name))",
                         logger: logger)
                 }
-                try await connection.query("COMMIT", logger: logger)
+                try await connection.execute("COMMIT", logger: logger)
             } catch {
-                _ = try? await connection.query("ROLLBACK", logger: logger)
+                try? await connection.execute("ROLLBACK", logger: logger)
                 throw error
             }
         }
     }
 
+    /// The dollar-quote tags that wrap a migration's text and the block around it; no migration may contain them.
+    static let quoteTag = "$budget_ledger_migration$"
+    static let blockTag = "$budget_ledger_block$"
+
+    /// One statement that runs the many of `migration`: postgres-nio speaks only the extended
+    /// protocol (one statement per query), while PL/pgSQL's EXECUTE runs a string of many.
+    static func statement(running migration: PostgresMigration) -> PostgresQuery {
+        guard !migration.sql.contains(quoteTag), !migration.sql.contains(blockTag) else {
+            preconditionFailure("\(migration.name) contains \(quoteTag) or \(blockTag), which wrap migrations")
+        }
+        return PostgresQuery(unsafeSQL: "DO \(blockTag) BEGIN EXECUTE \(quoteTag)\(migration.sql)\(quoteTag); END \(blockTag)")
+    }
+
+    /// The versions recorded in `schema_migrations` (none when it does not exist yet).
     private func appliedVersions(_ connection: PostgresConnection, logger: Logger) async throws -> [Int: String] {
         var applied: [Int: String] = [:]
+        let exists = try await connection.fetchOne(
+            "SELECT to_regclass('schema_migrations') IS NOT NULL", as: Bool.self, logger: logger)
+        guard exists == true else { return applied }
         let rows = try await connection.query("SELECT version, name FROM schema_migrations", logger: logger)
         for try await (version, name) in rows.decode((Int32, String).self) {
             applied[Int(version)] = name

@@ -6,6 +6,7 @@ import Testing
 
 @Suite("The PostgreSQL schema keeps the ledger's rules")
 struct PostgresSchemaTests {
+    @discardableResult
     private func withDatabase<Result: Sendable>(
         _ url: String, _ body: (PostgresClient) async throws -> Result
     ) async throws -> Result {

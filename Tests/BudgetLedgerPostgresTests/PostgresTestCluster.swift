@@ -47,6 +47,7 @@ actor PostgresTestCluster {
     }
 
     /// Runs `body` with a client connected to the cluster's `postgres` database.
+    @discardableResult
     static func withAdminClient<Result: Sendable>(
         _ server: Server, database: String = "postgres", _ body: (PostgresClient) async throws -> Result
     ) async throws -> Result {
@@ -85,6 +86,8 @@ actor PostgresTestCluster {
         if asRoot { try ensureUnprivilegedUser() }
         let folder = try makeFolder(ownedByUnprivilegedUser: asRoot)
         let data = folder + "/data"
+        // First, so that nothing below can leave a server or a folder behind.
+        try startWatchdog(binaries: binaries, folder: folder, asRoot: asRoot)
         try run(binaries + "/initdb", ["-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"],
                 asRoot: asRoot, log: folder + "/initdb.log")
         var lastFailure: (any Error)?
@@ -99,7 +102,6 @@ actor PostgresTestCluster {
                 runningFolder = folder
                 runningBinaries = binaries
                 atexit { PostgresTestCluster.stopAtExit() }
-                try startWatchdog(binaries: binaries, folder: folder, asRoot: asRoot)
                 return Server(port: port, folder: folder)
             } catch {
                 // Another process took the port between our probe and the postmaster's bind.
@@ -193,30 +195,29 @@ actor PostgresTestCluster {
     }
 
     /// Runs a command to its end (as `budgetledger` when `asRoot`), its output to `log`.
+    ///
+    /// posix_spawn and waitpid, not Foundation's `Process`: `pg_ctl start` leaves the postmaster
+    /// running with the descriptors it inherited, and `Process.waitUntilExit` waits for those
+    /// to close, i.e. for the server to stop.
     private static func run(_ executable: String, _ arguments: [String], asRoot: Bool, log: String?) throws {
-        let process = Process()
-        if asRoot {
-            process.executableURL = URL(fileURLWithPath: "/usr/sbin/runuser")
-            process.arguments = ["-u", unprivilegedUser, "--", executable] + arguments
-        } else {
-            process.executableURL = URL(fileURLWithPath: executable)
-            process.arguments = arguments
-        }
-        process.standardInput = FileHandle.nullDevice
-        if let log {
-            FileManager.default.createFile(atPath: log, contents: nil)
-            let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
-            process.standardOutput = handle
-            process.standardError = handle
-        } else {
-            process.standardOutput = FileHandle.nullDevice
-            process.standardError = FileHandle.nullDevice
-        }
-        try process.run()
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else {
+        let command = asRoot ? ["/usr/sbin/runuser", "-u", unprivilegedUser, "--", executable] + arguments : [executable] + arguments
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, log ?? "/dev/null", O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        var argv: [UnsafeMutablePointer<CChar>?] = command.map { strdup($0) } + [nil]
+        defer { argv.forEach { free($0) } }
+        var pid: pid_t = 0
+        let spawned = posix_spawn(&pid, command[0], &actions, nil, &argv, environ)
+        guard spawned == 0 else { throw ClusterError("cannot run \(command[0]): errno \(spawned)") }
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        // WIFEXITED and WEXITSTATUS, which Swift does not import.
+        guard status & 0x7F == 0, (status >> 8) & 0xFF == 0 else {
             let output = log.flatMap { try? String(contentsOfFile: $0, encoding: .utf8) } ?? ""
-            throw ClusterError("\(executable) \(arguments.joined(separator: " ")) exited \(process.terminationStatus): \(output)")
+            throw ClusterError("\(executable) \(arguments.joined(separator: " ")) failed (wait status \(status)): \(output)")
         }
     }
 }

@@ -153,6 +153,28 @@ CREATE TABLE model_prices (
     legacy_prefix integer NOT NULL DEFAULT 0 CHECK (legacy_prefix = 0),
     UNIQUE (model_pattern, effective_from_us, legacy_prefix)
 );
+-- The reference price table a fresh SQLite ledger starts with (its 0002, as 0008 rewrote it:
+-- each name exactly and its dated variants), in the same order.
+INSERT INTO model_prices (model_pattern, prompt_nanos_per_token, completion_nanos_per_token, effective_from_us, source)
+VALUES
+    ('grok-4.1', 3000, 15000, 0, 'reference price table, 2026-11-29'),
+    ('grok-4.1-20*', 3000, 15000, 0, 'reference price table, 2026-11-29'),
+    ('grok-3', 3000, 15000, 0, 'reference price table, 2026-11-29'),
+    ('grok-3-20*', 3000, 15000, 0, 'reference price table, 2026-11-29'),
+    ('claude-opus-4', 15000, 75000, 0, 'reference price table, 2026-11-29'),
+    ('claude-opus-4-20*', 15000, 75000, 0, 'reference price table, 2026-11-29'),
+    ('claude-sonnet-4', 3000, 15000, 0, 'reference price table, 2026-11-29'),
+    ('claude-sonnet-4-20*', 3000, 15000, 0, 'reference price table, 2026-11-29'),
+    ('claude-sonnet-3-5', 3000, 15000, 0, 'reference price table, 2026-11-29'),
+    ('claude-sonnet-3-5-20*', 3000, 15000, 0, 'reference price table, 2026-11-29'),
+    ('gpt-4o', 2500, 10000, 0, 'reference price table, 2026-11-29'),
+    ('gpt-4o-20*', 2500, 10000, 0, 'reference price table, 2026-11-29'),
+    ('gpt-4o-mini', 150, 600, 0, 'reference price table, 2026-11-29'),
+    ('gpt-4o-mini-20*', 150, 600, 0, 'reference price table, 2026-11-29'),
+    ('o1', 15000, 60000, 0, 'reference price table, 2026-11-29'),
+    ('o1-20*', 15000, 60000, 0, 'reference price table, 2026-11-29'),
+    ('o3-mini', 1100, 4400, 0, 'reference price table, 2026-11-29'),
+    ('o3-mini-20*', 1100, 4400, 0, 'reference price table, 2026-11-29');
 
 -- Usage rolled up per consume, in the consume's transaction (SQLite folds every 1,024 events;
 -- here there is no pending part, so the *_live views read these tables alone).
