@@ -81,6 +81,7 @@ let package = Package(
             name: "budget-ledger",
             dependencies: [
                 "BudgetLedger",
+                "BudgetLedgerPostgres",
                 "BudgetLedgerWire",
                 "BudgetLedgerServer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -104,6 +105,8 @@ let package = Package(
             name: "BudgetLedgerPostgresTests",
             dependencies: [
                 "BudgetLedgerPostgres", "BudgetLedger", "LedgerSQLite",
+                // The CLI tests on PostgreSQL spawn the built binary.
+                "budget-ledger",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
             ]),
         // Depends on the executable so that `swift build --build-tests` builds the binary the tests spawn.
