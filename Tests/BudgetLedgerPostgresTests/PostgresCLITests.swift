@@ -1,18 +1,23 @@
 import Foundation
 import Testing
 
-/// Runs the built `budget-ledger` (beside the test executable, as CLITests finds it) and waits.
-private func runCLI(_ arguments: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
+/// The built `budget-ledger`, beside the test executable (as CLITests finds it).
+private func binaryPath() throws -> String {
     let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
     var directory = URL(fileURLWithPath: executable).resolvingSymlinksInPath().deletingLastPathComponent()
-    var binary: String?
-    for _ in 0..<4 where binary == nil {
+    for _ in 0..<4 {
         let candidate = directory.appendingPathComponent("budget-ledger").path
-        if FileManager.default.isExecutableFile(atPath: candidate) { binary = candidate }
+        if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
         directory.deleteLastPathComponent()
     }
+    return try #require(nil as String?, "build the CLI with swift build --build-tests")
+}
+
+/// Runs `budget-ledger arguments…` in an empty folder and waits for it.
+private func runCLI(_ arguments: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
+    let binary = try binaryPath()
     let process = Process()
-    process.executableURL = URL(fileURLWithPath: try #require(binary, "build the CLI with swift build --build-tests"))
+    process.executableURL = URL(fileURLWithPath: binary)
     process.arguments = arguments
     var environment = ProcessInfo.processInfo.environment
     environment["BUDGET_LEDGER_DB"] = nil
@@ -65,6 +70,44 @@ struct PostgresCLITests {
         #expect(try runCLI(["cleanup", "t1", "--db", url]).status == 4)
         #expect(try runCLI(["configure", "--default-max", "500", "--db", url]).status == 0)
         #expect(try runCLI(["configure", "--db", url]).stdout.contains("500 tokens"))
+    }
+
+    @Test("processes racing with consume --enforce never push a thread past its max")
+    func processesAreExact() async throws {
+        // Proves exactness across processes, not only across one process's connections: 6
+        // budget-ledger processes at a time, 90 in all, each a checked consume of 10 tokens
+        // against a max of 500, succeed exactly 50 times (exit 0) and are refused 40 (exit 3).
+        let url = try await PostgresTestCluster.freshDatabase()
+        #expect(try runCLI(["set-limit", "shared", "500", "--db", url]).status == 0)
+        // Six shells started at once, each running its 15 calls one after another and printing
+        // each exit status: six processes in flight at any moment.
+        let binary = try binaryPath()
+        let workers = try (0..<6).map { _ in
+            let worker = Process()
+            worker.executableURL = URL(fileURLWithPath: "/bin/sh")
+            worker.arguments = [
+                "-c",
+                "for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15; do \"$0\" consume shared --prompt 6 --completion 4 "
+                    + "--enforce --db \"$1\" > /dev/null 2>&1; echo $?; done",
+                binary, url,
+            ]
+            let output = Pipe()
+            worker.standardOutput = output
+            worker.standardInput = FileHandle.nullDevice
+            try worker.run()
+            return (worker, output)
+        }
+        var statuses: [Int32] = []
+        for (worker, output) in workers {
+            let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            worker.waitUntilExit()
+            statuses += text.split(separator: "\n").compactMap { Int32($0) }
+        }
+        #expect(statuses.count == 90)
+        #expect(statuses.filter { $0 == 0 }.count == 50)
+        #expect(statuses.filter { $0 == 3 }.count == 40)
+        let usage = try runCLI(["usage", "shared", "--db", url])
+        #expect(usage.stdout.contains("shared: 500 of 500 tokens used"))
     }
 
     @Test("a command that does not run on PostgreSQL yet says so and creates no file")
