@@ -6,6 +6,13 @@ public struct Reservation: Sendable, Equatable {
     public let tokens: Int64
     /// UTC microseconds after which the hold stops counting.
     public let expiresAtMicroseconds: Int64
+
+    package init(id: Int64, threadID: String, tokens: Int64, expiresAtMicroseconds: Int64) {
+        self.id = id
+        self.threadID = threadID
+        self.tokens = tokens
+        self.expiresAtMicroseconds = expiresAtMicroseconds
+    }
 }
 
 /// What `reserve` did.
@@ -13,6 +20,11 @@ public struct ReserveResult: Sendable, Equatable {
     public let reservation: Reservation
     /// The thread's budget with the new hold counted.
     public let budget: ThreadBudget
+
+    package init(reservation: Reservation, budget: ThreadBudget) {
+        self.reservation = reservation
+        self.budget = budget
+    }
 }
 
 /// What `settle` did.
@@ -23,4 +35,10 @@ public struct SettleResult: Sendable, Equatable {
     public let reservation: Reservation
     /// True when the hold had already expired: the actual spend is still recorded.
     public let holdHadExpired: Bool
+
+    package init(consume: ConsumeResult, reservation: Reservation, holdHadExpired: Bool) {
+        self.consume = consume
+        self.reservation = reservation
+        self.holdHadExpired = holdHadExpired
+    }
 }

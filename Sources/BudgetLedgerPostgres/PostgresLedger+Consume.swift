@@ -100,13 +100,18 @@ extension PostgresLedger {
             budget: budget, defaultMaxTokens: row.5, expiredHolds: row.7, eventIDForKey: row.8, openedEventID: row.9)
     }
 
-    /// The one consume path, inside a write transaction (`Ledger.record`).
-    func record(_ request: ConsumeRequest, on connection: PostgresConnection) async throws -> ConsumeResult {
-        let now = configuration.clock()
+    /// The one consume path, inside a write transaction (`Ledger.record`). `reservationID` names
+    /// the hold a settle ends (checked by the caller, under the thread's lock); `time` is the
+    /// settle's own reading of the clock.
+    func record(
+        _ request: ConsumeRequest, settling reservationID: Int64? = nil, at time: Int64? = nil,
+        on connection: PostgresConnection
+    ) async throws -> ConsumeResult {
+        let now = time ?? configuration.clock()
         try await lockThread(request.threadID, on: connection)
         let found = try await fetchThread(request.threadID, at: now, idempotencyKey: request.idempotencyKey, on: connection)
         if found.eventIDForKey != nil, let key = request.idempotencyKey,
-            let original = try await replay(key: key, of: request, found: found, on: connection)
+            let original = try await replay(key: key, of: request, settling: reservationID, found: found, on: connection)
         {
             return original
         }
@@ -129,11 +134,12 @@ extension PostgresLedger {
         let inserted = try await connection.fetchOne(
             """
             INSERT INTO events (timestamp_us, kind, thread_id, prompt_tokens, completion_tokens, idempotency_key,
-                                agent_id, model, provider, latency_ms, metadata, org_id, user_id, cost_nanos)
+                                agent_id, model, provider, latency_ms, metadata, org_id, user_id, cost_nanos,
+                                reservation_id)
             VALUES (\(now), 'consume', \(request.threadID), \(request.promptTokens), \(request.completionTokens),
                     \(request.idempotencyKey), \(usage.agentID), \(usage.model), \(usage.provider),
                     \(usage.latencyMilliseconds), \(usage.metadataJSON), \(request.organizationID), \(request.userID),
-                    \(cost))
+                    \(cost), \(reservationID))
             RETURNING id
             """, as: Int64.self, logger: logger)
         guard let eventID = inserted else { preconditionFailure("INSERT … RETURNING gave no row") }
@@ -147,7 +153,7 @@ extension PostgresLedger {
         let event = ConsumeEvent(
             id: eventID, timestampMicroseconds: now, threadID: request.threadID, promptTokens: request.promptTokens,
             completionTokens: request.completionTokens, idempotencyKey: request.idempotencyKey, usage: usage,
-            costNanodollars: cost, reservationID: nil)
+            costNanodollars: cost, reservationID: reservationID)
         return ConsumeResult(budget: budget, crossedThresholds: crossings, event: event, isReplay: false)
     }
 
@@ -163,7 +169,22 @@ extension PostgresLedger {
 
     /// The cost of the request at the price in force at `now`; nil when it names no priced model.
     func price(of request: ConsumeRequest, at now: Int64, on connection: PostgresConnection) async throws -> Int64? {
-        guard let model = request.usage.model else { return nil }
+        guard let model = request.usage.model, let price = try await modelPrice(model, at: now, on: connection) else {
+            return nil
+        }
+        guard let cost = Money.cost(promptTokens: request.promptTokens, completionTokens: request.completionTokens, price: price),
+            cost <= LedgerLimits.costNanodollarsPerCallMax
+        else {
+            throw LedgerError.invalidInput(
+                field: "promptTokens",
+                reason: "the cost of this call at \(model)'s price is above the limit of "
+                    + "\(Money.decimalString(nanodollars: LedgerLimits.costNanodollarsPerCallMax)) USD per call")
+        }
+        return cost
+    }
+
+    /// The price in force for `model` (normalised) at `now`, or nil; waits for a `setPrice` in flight.
+    func modelPrice(_ model: String, at now: Int64, on connection: PostgresConnection) async throws -> ModelPrice? {
         // Shared with other consumes, exclusive with `setPrice`; taken before the price is read,
         // so that the read's snapshot sees a price committed while it waited.
         try await connection.execute("SELECT pg_advisory_xact_lock_shared(\(PostgresSQL.pricesLockKey))", logger: logger)
@@ -174,18 +195,9 @@ extension PostgresLedger {
         guard
             let row = try await connection.fetchOne(query, as: (String, Int64, Int64, Int64, String).self, logger: logger)
         else { return nil }
-        let price = ModelPrice(
+        return ModelPrice(
             modelPattern: row.0, promptNanodollarsPerToken: row.1, completionNanodollarsPerToken: row.2,
             effectiveFromMicroseconds: row.3, source: row.4)
-        guard let cost = Money.cost(promptTokens: request.promptTokens, completionTokens: request.completionTokens, price: price),
-            cost <= LedgerLimits.costNanodollarsPerCallMax
-        else {
-            throw LedgerError.invalidInput(
-                field: "promptTokens",
-                reason: "the cost of this call at \(model)'s price is above the limit of "
-                    + "\(Money.decimalString(nanodollars: LedgerLimits.costNanodollarsPerCallMax)) USD per call")
-        }
-        return cost
     }
 
     /// Records a threshold event for every threshold `budget` reaches that has not fired in this window.
@@ -220,10 +232,11 @@ extension PostgresLedger {
     /// The original result of an earlier consume with `key` (`Ledger.replay`): the same
     /// comparison, the same conflict, the same budget (now, or rebuilt once its life has ended).
     private func replay(
-        key: String, of request: ConsumeRequest, found: PostgresThreadRow, on connection: PostgresConnection
+        key: String, of request: ConsumeRequest, settling reservationID: Int64?, found: PostgresThreadRow,
+        on connection: PostgresConnection
     ) async throws -> ConsumeResult? {
         guard let event = try await consumeEvent(key: key, on: connection) else { return nil }
-        if let field = request.difference(from: event, settling: nil) {
+        if let field = request.difference(from: event, settling: reservationID) {
             throw LedgerError.conflict(
                 "idempotency key \(key) was already used by event \(event.id) for a different consume "
                     + "(its \(field) differs; recorded: thread \(event.threadID), "
@@ -248,7 +261,7 @@ extension PostgresLedger {
         return ConsumeResult(budget: budget, crossedThresholds: crossings, event: event, isReplay: true)
     }
 
-    private func consumeEvent(key: String, on connection: PostgresConnection) async throws -> ConsumeEvent? {
+    func consumeEvent(key: String, on connection: PostgresConnection) async throws -> ConsumeEvent? {
         let query = PostgresQuery.sql("SELECT \(PostgresSQL.consumeEventColumns) FROM events WHERE idempotency_key = $1") {
             $0.append(key)
         }
