@@ -88,7 +88,7 @@ actor PostgresTestCluster {
         let data = folder + "/data"
         // First, so that nothing below can leave a server or a folder behind.
         try startWatchdog(binaries: binaries, folder: folder, asRoot: asRoot)
-        try run(binaries + "/initdb", ["-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"],
+        try run(binaries + "/initdb", ["-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-locale", "--no-sync"],
                 asRoot: asRoot, log: folder + "/initdb.log")
         var lastFailure: (any Error)?
         for _ in 0..<5 {
