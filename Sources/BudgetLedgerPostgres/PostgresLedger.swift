@@ -2,6 +2,7 @@ import BudgetLedger
 import Foundation
 import Logging
 import PostgresNIO
+import Synchronization
 
 /// The ledger on PostgreSQL: the same domain rules and errors as the SQLite `Ledger`, its
 /// storage in a PostgreSQL database that many servers may share.
@@ -49,6 +50,8 @@ public final class PostgresLedger: Sendable {
     let client: PostgresClient
     let runner: Task<Void, Never>
     let logger: Logger
+    /// Set by `close()`: later calls throw `PostgresLedgerError.closed` before touching the pool.
+    let isClosed = Atomic<Bool>(false)
 
     /// Connects to `url`, applies pending migrations, and records `maxTokensPerThread` as the
     /// default when it is given and differs from the stored one.
@@ -89,6 +92,7 @@ public final class PostgresLedger: Sendable {
 
     /// Closes the pool's connections. Later calls fail. Idempotent.
     public func close() async {
+        isClosed.store(true, ordering: .sequentiallyConsistent)
         runner.cancel()
         await runner.value
     }
@@ -103,6 +107,7 @@ public final class PostgresLedger: Sendable {
     func write<Result: Sendable>(_ body: @Sendable (PostgresConnection) async throws -> Result) async throws -> Result {
         var attempt = 0
         while true {
+            guard !isClosed.load(ordering: .sequentiallyConsistent) else { throw PostgresLedgerError.closed }
             do {
                 return try await client.withConnection { connection in
                     try await connection.execute("BEGIN", logger: logger)
@@ -129,6 +134,7 @@ public final class PostgresLedger: Sendable {
 
     /// Runs `body` on a pooled connection outside any explicit transaction (one statement reads one snapshot).
     func read<Result: Sendable>(_ body: @Sendable (PostgresConnection) async throws -> Result) async throws -> Result {
+        guard !isClosed.load(ordering: .sequentiallyConsistent) else { throw PostgresLedgerError.closed }
         do {
             return try await client.withConnection { connection in try await body(connection) }
         } catch {

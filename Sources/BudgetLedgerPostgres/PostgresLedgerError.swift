@@ -43,6 +43,7 @@ public enum PostgresLedgerError: Error, Sendable, CustomStringConvertible {
     /// Maps a PostgresNIO error to this type (other errors are returned unchanged).
     static func wrapping(_ error: any Error, url: String) -> any Error {
         guard let error = error as? PSQLError else { return error }
+        if error.code == .poolClosed { return PostgresLedgerError.closed }
         if let state = error.serverInfo?[.sqlState] {
             return PostgresLedgerError.server(url: url, sqlState: state, message: error.serverInfo?[.message] ?? "")
         }

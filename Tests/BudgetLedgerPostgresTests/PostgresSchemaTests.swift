@@ -91,6 +91,19 @@ struct PostgresSchemaTests {
         #expect(versions == Int64(PostgresLedger.migrations.count) + 1)
     }
 
+    @Test("a closed ledger says so")
+    func closedLedgerSaysSo() async throws {
+        // Proves a call after close is `PostgresLedgerError.closed`, not a hang or a connection error.
+        let ledger = try await PostgresLedger(url: try await PostgresTestCluster.freshDatabase())
+        await ledger.close()
+        await #expect {
+            try await ledger.usage("t")
+        } throws: { error in
+            if case .closed = error as? PostgresLedgerError { return true }
+            return false
+        }
+    }
+
     @Test("the embedded migrations are migrations/postgres/*.sql, numbered from 1")
     func migrationsAreEmbedded() {
         // Proves the build-time embedding picked up the PostgreSQL folder, not SQLite's.
