@@ -81,34 +81,70 @@ actor PostgresTestCluster {
     nonisolated(unsafe) private static var runningBinaries: String?
 
     private static func start() throws -> Server {
-        let binaries = try binaryFolder()
-        let asRoot = getuid() == 0
-        if asRoot { try ensureUnprivilegedUser() }
-        let folder = try makeFolder(ownedByUnprivilegedUser: asRoot)
-        let data = folder + "/data"
-        // First, so that nothing below can leave a server or a folder behind.
-        try startWatchdog(binaries: binaries, folder: folder, asRoot: asRoot)
-        try run(binaries + "/initdb", ["-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-locale", "--no-sync"],
+        let cluster = try PrivateCluster.create()
+        runningFolder = cluster.folder
+        runningBinaries = cluster.binaries
+        atexit { PostgresTestCluster.stopAtExit() }
+        return cluster.server
+    }
+
+    /// A cluster of one test's own, which the test may crash and restart (the shared one serves
+    /// every other test meanwhile). Its watchdog removes it if the test process dies; `remove()`
+    /// otherwise.
+    struct PrivateCluster: Sendable {
+        let binaries: String
+        let folder: String
+        let asRoot: Bool
+        let server: Server
+
+        /// initdb, then the postmaster on a free loopback port.
+        static func create() throws -> PrivateCluster {
+            let binaries = try binaryFolder()
+            let asRoot = getuid() == 0
+            if asRoot { try ensureUnprivilegedUser() }
+            let folder = try makeFolder(ownedByUnprivilegedUser: asRoot)
+            // First, so that nothing below can leave a server or a folder behind.
+            try startWatchdog(binaries: binaries, folder: folder, asRoot: asRoot)
+            try run(
+                binaries + "/initdb",
+                ["-D", folder + "/data", "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-locale", "--no-sync"],
                 asRoot: asRoot, log: folder + "/initdb.log")
-        var lastFailure: (any Error)?
-        for _ in 0..<5 {
-            let port = try freeLoopbackPort()
-            do {
-                try run(
-                    binaries + "/pg_ctl",
-                    ["start", "-w", "-t", "60", "-D", data, "-l", folder + "/postgres.log", "-o",
-                     "-p \(port) -k \(folder) -c listen_addresses=127.0.0.1 -c max_connections=200 -c synchronous_commit=on"],
-                    asRoot: asRoot, log: folder + "/pg_ctl.log")
-                runningFolder = folder
-                runningBinaries = binaries
-                atexit { PostgresTestCluster.stopAtExit() }
-                return Server(port: port, folder: folder)
-            } catch {
-                // Another process took the port between our probe and the postmaster's bind.
-                lastFailure = error
+            var lastFailure: (any Error)?
+            for _ in 0..<5 {
+                let cluster = PrivateCluster(
+                    binaries: binaries, folder: folder, asRoot: asRoot,
+                    server: Server(port: try freeLoopbackPort(), folder: folder))
+                do {
+                    try cluster.startServer()
+                    return cluster
+                } catch {
+                    // Another process took the port between our probe and the postmaster's bind.
+                    lastFailure = error
+                }
             }
+            throw lastFailure ?? ClusterError("the cluster did not start")
         }
-        throw lastFailure ?? ClusterError("the cluster did not start")
+
+        /// Starts the postmaster (again) on the cluster's port and waits until it accepts connections.
+        func startServer() throws {
+            try run(
+                binaries + "/pg_ctl",
+                ["start", "-w", "-t", "60", "-D", folder + "/data", "-l", folder + "/postgres.log", "-o",
+                 "-p \(server.port) -k \(folder) -c listen_addresses=127.0.0.1 -c max_connections=200 -c synchronous_commit=on"],
+                asRoot: asRoot, log: folder + "/pg_ctl.log")
+        }
+
+        /// A crash of the server: every process stops at once, without a checkpoint; the next
+        /// start recovers from the WAL.
+        func stopImmediately() throws {
+            try run(binaries + "/pg_ctl", ["stop", "-m", "immediate", "-D", folder + "/data"], asRoot: asRoot, log: nil)
+        }
+
+        /// Stops the server if it runs and removes the folder.
+        func remove() {
+            try? stopImmediately()
+            try? FileManager.default.removeItem(atPath: folder)
+        }
     }
 
     /// Stops the cluster at once and removes its folder (the test process is exiting).
