@@ -47,7 +47,11 @@ struct PostgresCrashTests {
                 }
             }
         }
-        try await Task.sleep(for: .milliseconds(400))
+        // The crash comes once traffic is under way (by count, not by time: the machine may be busy).
+        let deadline = ContinuousClock.now + .seconds(120)
+        while traffic.acknowledged.withLock({ $0.count }) < 20 && ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(10))
+        }
         try cluster.stopImmediately()
         // Every call answered before the crash has been counted once the calls in flight have
         // failed. Workers still waiting on the old pool are cancelled and left: postgres-nio
