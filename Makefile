@@ -11,8 +11,8 @@ REFERENCE ?= ../shared/reference
 apt_install = if [ "$$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
 	$$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(1)
 
-# Installs the system SQLite headers and Debian's chromium (the dashboard's browser tests) when
-# they are missing (a fresh machine); does nothing otherwise.
+# Installs the system SQLite headers, Debian's chromium (the dashboard's browser tests) and
+# PostgreSQL (the PostgreSQL store's tests) when they are missing (a fresh machine); does nothing otherwise.
 deps:
 	@if ! pkg-config --exists sqlite3 2>/dev/null; then \
 		echo "Installing libsqlite3-dev (SQLite headers and pkg-config file)"; \
@@ -21,6 +21,17 @@ deps:
 	@if ! command -v chromium > /dev/null 2>&1; then \
 		echo "Installing chromium (headless, for the dashboard's browser tests and screenshots)"; \
 		$(call apt_install,chromium); \
+	fi
+	@# The PostgreSQL store's tests start a server of their own (PostgresTestCluster): Debian's
+	@# postgresql puts initdb and pg_ctl in /usr/lib/postgresql/N/bin; PostgreSQL refuses to run as
+	@# root, so as root the tests run it as the unprivileged user budgetledger.
+	@if ! command -v initdb > /dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb > /dev/null 2>&1; then \
+		echo "Installing postgresql (the server the PostgreSQL store's tests start)"; \
+		$(call apt_install,postgresql); \
+	fi
+	@if [ "$$(id -u)" -eq 0 ] && ! id budgetledger > /dev/null 2>&1; then \
+		echo "Creating the unprivileged user budgetledger (PostgreSQL's tests run the server as it)"; \
+		useradd --system --no-create-home --shell /usr/sbin/nologin budgetledger; \
 	fi
 
 # Python's venv module and ensurepip, which Debian ships apart (python3-venv): for the venvs of

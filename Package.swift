@@ -21,6 +21,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
     ],
     targets: [
         // The system libsqlite3 (libsqlite3-dev), nothing else.
@@ -44,6 +45,17 @@ let package = Package(
         .target(
             name: "BudgetLedger",
             dependencies: ["LedgerSQLite"],
+            plugins: ["EmbedMigrations"]
+        ),
+        // The same ledger on PostgreSQL (docs/postgres.md): the domain's rules, PostgreSQL's storage.
+        // Its schema is `migrations/postgres/*.sql`, embedded by the same plugin.
+        .target(
+            name: "BudgetLedgerPostgres",
+            dependencies: [
+                "BudgetLedger",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
             plugins: ["EmbedMigrations"]
         ),
         // The wire formats both surfaces share: JSON, CSV and NDJSON shapes of the domain's
@@ -73,6 +85,7 @@ let package = Package(
             name: "budget-ledger",
             dependencies: [
                 "BudgetLedger",
+                "BudgetLedgerPostgres",
                 "BudgetLedgerWire",
                 "BudgetLedgerServer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -91,6 +104,15 @@ let package = Package(
         .target(name: "PowerLossShim", linkerSettings: [.linkedLibrary("dl")]),
         .testTarget(name: "LedgerSQLiteTests", dependencies: ["LedgerSQLite"]),
         .testTarget(name: "BudgetLedgerTests", dependencies: ["BudgetLedger", "BudgetLedgerWire", "LedgerSQLite"]),
+        // Against a real PostgreSQL cluster that the tests start themselves (PostgresTestCluster).
+        .testTarget(
+            name: "BudgetLedgerPostgresTests",
+            dependencies: [
+                "BudgetLedgerPostgres", "BudgetLedger", "LedgerSQLite",
+                // The CLI tests on PostgreSQL spawn the built binary.
+                "budget-ledger",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+            ]),
         // Depends on the executable so that `swift build --build-tests` builds the binary the tests spawn.
         .testTarget(
             name: "CLITests",

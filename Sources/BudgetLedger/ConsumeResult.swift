@@ -36,6 +36,21 @@ public struct ConsumeEvent: Sendable, Equatable {
     public let costNanodollars: Int64?
     /// The reservation this consume settled, if any.
     public let reservationID: Int64?
+
+    package init(
+        id: Int64, timestampMicroseconds: Int64, threadID: String, promptTokens: Int64, completionTokens: Int64,
+        idempotencyKey: String?, usage: UsageDetails, costNanodollars: Int64?, reservationID: Int64?
+    ) {
+        self.id = id
+        self.timestampMicroseconds = timestampMicroseconds
+        self.threadID = threadID
+        self.promptTokens = promptTokens
+        self.completionTokens = completionTokens
+        self.idempotencyKey = idempotencyKey
+        self.usage = usage
+        self.costNanodollars = costNanodollars
+        self.reservationID = reservationID
+    }
 }
 
 /// What a consume did.
@@ -53,7 +68,7 @@ public struct ConsumeResult: Sendable, Equatable {
     /// The scope windows' thresholds this consume crossed (migration 0010), by scope.
     public let crossedScopeThresholds: [ScopeThresholdCrossing]
 
-    init(
+    package init(
         budget: ThreadBudget, crossedThresholds: [ThresholdCrossing], event: ConsumeEvent, isReplay: Bool,
         crossedScopeThresholds: [ScopeThresholdCrossing] = []
     ) {

@@ -254,10 +254,53 @@ extension Ledger {
 /// consume back to the start of the life, once: the window's consumes and crossings (a crossing
 /// counts unless a later limit of the window re-armed it, as in migration 0007), the max then,
 /// and the holds live at the consume's time.
-enum RecordedBudget {
+package enum RecordedBudget {
     static func rebuild(after event: ConsumeEvent, crossings: [ThresholdCrossing], on connection: Connection) throws
         -> ThreadBudget
     {
+        var rows = try connection.prepare(LedgerSQL.selectThreadEventsBackFrom).rows([event.id, event.threadID])
+        return try rebuild(after: event, crossings: crossings) {
+            guard let row = try rows.next() else { return nil }
+            return LifeEvent(
+                id: try row[0], kind: try row[1], promptTokens: try row[2], completionTokens: try row[3],
+                maxTokens: try row[4], thresholdPercent: try row[5], heldTokens: try row[6], expiresAtMicroseconds: try row[7],
+                reservationID: try row[8])
+        }
+    }
+
+    /// The columns of `LedgerSQL.selectThreadEventsBackFrom` that the walk reads.
+    package struct LifeEvent {
+        let id: Int64
+        let kind: String
+        let promptTokens: Int64
+        let completionTokens: Int64
+        let maxTokens: Int64?
+        let thresholdPercent: Int?
+        let heldTokens: Int64?
+        let expiresAtMicroseconds: Int64?
+        let reservationID: Int64?
+
+        package init(
+            id: Int64, kind: String, promptTokens: Int64, completionTokens: Int64, maxTokens: Int64?,
+            thresholdPercent: Int?, heldTokens: Int64?, expiresAtMicroseconds: Int64?, reservationID: Int64?
+        ) {
+            self.id = id
+            self.kind = kind
+            self.promptTokens = promptTokens
+            self.completionTokens = completionTokens
+            self.maxTokens = maxTokens
+            self.thresholdPercent = thresholdPercent
+            self.heldTokens = heldTokens
+            self.expiresAtMicroseconds = expiresAtMicroseconds
+            self.reservationID = reservationID
+        }
+    }
+
+    /// The walk, over the thread's events from the consume back (`next` gives them newest first,
+    /// nil at the end), whatever store they come from.
+    package static func rebuild(
+        after event: ConsumeEvent, crossings: [ThresholdCrossing], next: () throws -> LifeEvent?
+    ) throws -> ThreadBudget {
         var promptTokens: Int64 = 0
         var completionTokens: Int64 = 0
         var requestCount: Int64 = 0
@@ -268,35 +311,34 @@ enum RecordedBudget {
         var limits: [(id: Int64, maxTokens: Int64, spentAfter: Int64)] = []
         var endedHolds: Set<Int64> = []
         var heldTokens: Int64 = 0
-        var rows = try connection.prepare(LedgerSQL.selectThreadEventsBackFrom).rows([event.id, event.threadID])
-        walk: while let row = try rows.next() {
-            let id: Int64 = try row[0]
-            switch try row[1] as String {
+        walk: while let row = try next() {
+            let id = row.id
+            switch row.kind {
             case "cleanup":
                 break walk
             case "consume":
                 if inWindow {
-                    promptTokens += try row[2] as Int64
-                    completionTokens += try row[3] as Int64
+                    promptTokens += row.promptTokens
+                    completionTokens += row.completionTokens
                     requestCount += 1
                 }
-                if let settled: Int64 = try row[8] { endedHolds.insert(settled) }
+                if let settled = row.reservationID { endedHolds.insert(settled) }
             case "open":
-                maxTokens = try maxTokens ?? row[4]
+                maxTokens = maxTokens ?? row.maxTokens
                 break walk
             case "limit":
-                let limit: Int64 = try row[4]
+                guard let limit = row.maxTokens else { break }
                 maxTokens = maxTokens ?? limit
                 if inWindow { limits.append((id, limit, promptTokens + completionTokens)) }
             case "reset":
                 inWindow = false
             case "threshold":
-                if inWindow { earlierCrossings.append((id, try row[5])) }
+                if inWindow, let percent = row.thresholdPercent { earlierCrossings.append((id, percent)) }
             case "release", "expire":
-                endedHolds.insert(try row[8])
+                if let ended = row.reservationID { endedHolds.insert(ended) }
             case "reserve":
-                if !endedHolds.contains(id), try row[7] as Int64 > event.timestampMicroseconds {
-                    heldTokens += try row[6] as Int64
+                if !endedHolds.contains(id), let expiry = row.expiresAtMicroseconds, expiry > event.timestampMicroseconds {
+                    heldTokens += row.heldTokens ?? 0
                 }
             default:
                 break
@@ -321,19 +363,19 @@ enum RecordedBudget {
     }
 }
 
-/// A validated consume call.
-struct ConsumeRequest: Sendable {
-    let threadID: String
-    let promptTokens: Int64
-    let completionTokens: Int64
-    let tokens: Int64
-    let idempotencyKey: String?
-    let usage: UsageDetails
-    let enforce: Bool
-    let organizationID: String?
-    let userID: String?
+/// A validated consume call (`package`: every store validates and compares requests by it).
+package struct ConsumeRequest: Sendable {
+    package let threadID: String
+    package let promptTokens: Int64
+    package let completionTokens: Int64
+    package let tokens: Int64
+    package let idempotencyKey: String?
+    package let usage: UsageDetails
+    package let enforce: Bool
+    package let organizationID: String?
+    package let userID: String?
 
-    init(
+    package init(
         threadID: String, promptTokens: Int64, completionTokens: Int64, idempotencyKey: String?,
         usage: UsageDetails, enforce: Bool
     ) throws {
@@ -356,7 +398,7 @@ struct ConsumeRequest: Sendable {
     /// The first field in which this request differs from `event`, recorded under the same
     /// idempotency key; nil when it is the same request. Metadata compares as JSON objects, so a
     /// client may write its keys in another order.
-    func difference(from event: ConsumeEvent, settling reservationID: Int64?) -> String? {
+    package func difference(from event: ConsumeEvent, settling reservationID: Int64?) -> String? {
         let recorded = event.usage
         if threadID != event.threadID { return "thread" }
         if promptTokens != event.promptTokens { return "prompt tokens" }
@@ -416,7 +458,7 @@ extension ConsumeEvent {
 
 extension Validate {
     /// Metadata must be a JSON object of bounded size; returns its `org_id` and `user_id` strings.
-    static func metadata(_ json: String?) throws -> (organizationID: String?, userID: String?) {
+    package static func metadata(_ json: String?) throws -> (organizationID: String?, userID: String?) {
         guard let json else { return (nil, nil) }
         let bytes = json.utf8.count
         if bytes > LedgerLimits.metadataBytesMax {

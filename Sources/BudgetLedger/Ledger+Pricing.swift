@@ -155,7 +155,7 @@ extension Ledger {
 
     /// The normalised pattern of a price for `model`, or `invalidInput` when it is not an exact
     /// name or a literal with one trailing `*`.
-    static func pricePattern(_ model: String) throws -> String {
+    package static func pricePattern(_ model: String) throws -> String {
         let pattern = ModelName.normalized(model)
         let body = pattern.unicodeScalars.dropLast()
         guard !pattern.isEmpty, !body.contains("*") else {

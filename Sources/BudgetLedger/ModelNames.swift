@@ -31,7 +31,7 @@ public enum PriceMatch: Sendable, Equatable {
     case pattern(literal: String)
 
     /// The kind of a stored pattern.
-    init(pattern: String) {
+    package init(pattern: String) {
         if pattern.unicodeScalars.last == "*" {
             self = .pattern(literal: String(String.UnicodeScalarView(pattern.unicodeScalars.dropLast())))
         } else {

@@ -85,7 +85,7 @@ public enum Money {
     }
 
     /// The cost of a call, or nil when it overflows 64 bits (over $9.2 billion).
-    static func cost(promptTokens: Int64, completionTokens: Int64, price: ModelPrice) -> Int64? {
+    package static func cost(promptTokens: Int64, completionTokens: Int64, price: ModelPrice) -> Int64? {
         let (prompt, promptOverflow) = promptTokens.multipliedReportingOverflow(by: price.promptNanodollarsPerToken)
         let (completion, completionOverflow) = completionTokens.multipliedReportingOverflow(by: price.completionNanodollarsPerToken)
         let (sum, sumOverflow) = prompt.addingReportingOverflow(completion)
@@ -104,6 +104,17 @@ public struct ModelPrice: Sendable, Equatable {
     public let effectiveFromMicroseconds: Int64
     /// Where the price came from.
     public let source: String
+
+    package init(
+        modelPattern: String, promptNanodollarsPerToken: Int64, completionNanodollarsPerToken: Int64,
+        effectiveFromMicroseconds: Int64, source: String
+    ) {
+        self.modelPattern = modelPattern
+        self.promptNanodollarsPerToken = promptNanodollarsPerToken
+        self.completionNanodollarsPerToken = completionNanodollarsPerToken
+        self.effectiveFromMicroseconds = effectiveFromMicroseconds
+        self.source = source
+    }
 }
 
 extension ModelPrice {

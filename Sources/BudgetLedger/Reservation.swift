@@ -6,6 +6,13 @@ public struct Reservation: Sendable, Equatable {
     public let tokens: Int64
     /// UTC microseconds after which the hold stops counting.
     public let expiresAtMicroseconds: Int64
+
+    package init(id: Int64, threadID: String, tokens: Int64, expiresAtMicroseconds: Int64) {
+        self.id = id
+        self.threadID = threadID
+        self.tokens = tokens
+        self.expiresAtMicroseconds = expiresAtMicroseconds
+    }
 }
 
 /// What `reserve` did.
@@ -17,7 +24,7 @@ public struct ReserveResult: Sendable, Equatable {
     /// `reservation` is the original's.
     public let isReplay: Bool
 
-    init(reservation: Reservation, budget: ThreadBudget, isReplay: Bool = false) {
+    package init(reservation: Reservation, budget: ThreadBudget, isReplay: Bool = false) {
         self.reservation = reservation
         self.budget = budget
         self.isReplay = isReplay
@@ -32,4 +39,10 @@ public struct SettleResult: Sendable, Equatable {
     public let reservation: Reservation
     /// True when the hold had already expired: the actual spend is still recorded.
     public let holdHadExpired: Bool
+
+    package init(consume: ConsumeResult, reservation: Reservation, holdHadExpired: Bool) {
+        self.consume = consume
+        self.reservation = reservation
+        self.holdHadExpired = holdHadExpired
+    }
 }

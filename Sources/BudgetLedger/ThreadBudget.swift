@@ -58,7 +58,7 @@ public struct ThreadBudget: Sendable, Equatable {
     }
 
     /// The same budget with other counts (for the consume path, which knows the new totals).
-    func with(promptTokens: Int64, completionTokens: Int64, requestCount: Int64, triggeredThresholds: [Int]) -> ThreadBudget {
+    package func with(promptTokens: Int64, completionTokens: Int64, requestCount: Int64, triggeredThresholds: [Int]) -> ThreadBudget {
         ThreadBudget(
             threadID: threadID, maxTokens: maxTokens, promptTokens: promptTokens, completionTokens: completionTokens,
             requestCount: requestCount, triggeredThresholds: triggeredThresholds, heldTokens: heldTokens)

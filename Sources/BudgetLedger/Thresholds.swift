@@ -18,7 +18,7 @@ public struct BudgetThreshold: Sendable, Equatable, Hashable {
     ]
 
     /// Whether `used` tokens of `maxTokens` reach this threshold (never for a max of 0).
-    func isReached(used: Int64, maxTokens: Int64) -> Bool {
+    package func isReached(used: Int64, maxTokens: Int64) -> Bool {
         Self.isReached(percent: percent, used: used, maxTokens: maxTokens)
     }
 

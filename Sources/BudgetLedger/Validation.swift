@@ -37,9 +37,10 @@ public enum LedgerLimits {
     public static let allTimeSumMax: Int64 = 4_000_000_000_000_000_000
 }
 
-enum Validate {
+/// The input rules every store applies before it writes (`package`: the PostgreSQL store uses them too).
+package enum Validate {
     /// A non-empty identifier of at most 256 UTF-8 bytes with no control characters.
-    static func identifier(_ value: String, field: String) throws {
+    package static func identifier(_ value: String, field: String) throws {
         if value.isEmpty {
             throw LedgerError.invalidInput(field: field, reason: "must not be empty")
         }
@@ -59,12 +60,12 @@ enum Validate {
         }
     }
 
-    static func optionalIdentifier(_ value: String?, field: String) throws {
+    package static func optionalIdentifier(_ value: String?, field: String) throws {
         if let value { try identifier(value, field: field) }
     }
 
     /// A count in `0...max`: the message names the field and the rule.
-    static func count(_ value: Int64, field: String, max: Int64) throws {
+    package static func count(_ value: Int64, field: String, max: Int64) throws {
         if value < 0 {
             throw LedgerError.invalidInput(field: field, reason: "must not be negative (got \(value))")
         }
@@ -74,23 +75,23 @@ enum Validate {
     }
 
     /// prompt + completion of one call, each in `0...tokensPerCallMax`.
-    static func tokenSum(prompt: Int64, completion: Int64) throws -> Int64 {
+    package static func tokenSum(prompt: Int64, completion: Int64) throws -> Int64 {
         try count(prompt, field: "promptTokens", max: LedgerLimits.tokensPerCallMax)
         try count(completion, field: "completionTokens", max: LedgerLimits.tokensPerCallMax)
         return prompt + completion
     }
 
     /// A latency in `0...latencyMillisecondsMax`, when given.
-    static func latency(_ value: Int64?) throws {
+    package static func latency(_ value: Int64?) throws {
         if let value { try count(value, field: "latencyMs", max: LedgerLimits.latencyMillisecondsMax) }
     }
 
     /// A thread's max or the default max, in `0...maxTokensMax`.
-    static func maxTokens(_ value: Int64, field: String) throws {
+    package static func maxTokens(_ value: Int64, field: String) throws {
         try count(value, field: field, max: LedgerLimits.maxTokensMax)
     }
 
-    static func thresholds(_ thresholds: [BudgetThreshold]) throws {
+    package static func thresholds(_ thresholds: [BudgetThreshold]) throws {
         var seen: Set<Int> = []
         for threshold in thresholds {
             guard (1...1000).contains(threshold.percent) else {

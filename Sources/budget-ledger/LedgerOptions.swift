@@ -1,12 +1,15 @@
 import ArgumentParser
 import BudgetLedger
+import BudgetLedgerPostgres
 import BudgetLedgerWire
 import Foundation
 
 /// The options every subcommand takes. They may also be typed before the subcommand
 /// (`budget-ledger --db x threads`): see `CommandLineRewrite`.
 struct LedgerOptions: ParsableArguments {
-    @Option(name: .long, help: "The ledger file (default: $BUDGET_LEDGER_DB, else ./budget-ledger.db).")
+    @Option(
+        name: .long,
+        help: "The ledger file, or a postgres:// URL (default: $BUDGET_LEDGER_DB, else ./budget-ledger.db).")
     var db: String?
 
     @Flag(name: .long, help: "Print JSON instead of text.")
@@ -18,6 +21,7 @@ struct LedgerOptions: ParsableArguments {
     /// every ledger error into its message and exit code.
     func withLedger(_ body: (Ledger) throws -> Void) throws {
         do {
+            if PostgresLedger.isPostgresURL(path) { throw NotOnPostgresError() }
             let ledger = try Ledger(path: path)
             defer { ledger.close() }
             try body(ledger)
@@ -34,10 +38,40 @@ struct LedgerOptions: ParsableArguments {
     ///
     /// The check runs before the open; a file removed in between is created empty, as before.
     func withExistingLedger(_ body: (Ledger) throws -> Void) throws {
-        guard FileManager.default.fileExists(atPath: path) else {
+        guard FileManager.default.fileExists(atPath: path) || PostgresLedger.isPostgresURL(path) else {
             throw Output.fail(NoLedgerError(path: path), json: json)
         }
         try withLedger(body)
+    }
+}
+
+extension LedgerOptions {
+    /// `withLedger` for the commands that run on both stores: a `postgres://` URL opens (and
+    /// migrates) the PostgreSQL ledger, anything else the SQLite file.
+    func withAnyLedger(_ body: (any CommandLedger) throws -> Void) throws {
+        guard PostgresLedger.isPostgresURL(path) else {
+            try withLedger { ledger in try body(ledger) }
+            return
+        }
+        do {
+            let url = path
+            let ledger = try BlockingPostgresLedger.wait { try await PostgresLedger(url: url) }
+            defer { _ = try? BlockingPostgresLedger.wait { await ledger.close() } }
+            try body(BlockingPostgresLedger(ledger: ledger))
+        } catch let exit as ExitCode {
+            throw exit
+        } catch {
+            throw Output.fail(error, json: json)
+        }
+    }
+
+    /// `withExistingLedger` for the commands that run on both stores (a database is opened as by a write).
+    func withExistingAnyLedger(_ body: (any CommandLedger) throws -> Void) throws {
+        guard PostgresLedger.isPostgresURL(path) else {
+            try withExistingLedger { ledger in try body(ledger) }
+            return
+        }
+        try withAnyLedger(body)
     }
 }
 

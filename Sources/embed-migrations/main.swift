@@ -1,13 +1,17 @@
 // Build-time tool: writes a Swift file that carries every `NNNN_name.sql` of a folder,
 // byte for byte, so the built library never reads the checkout at run time.
-// Usage: embed-migrations MIGRATIONS_FOLDER OUTPUT_SWIFT_FILE
+// Usage: embed-migrations MIGRATIONS_FOLDER OUTPUT_SWIFT_FILE [--type TYPE]
+// Without --type the entries are LedgerSQLite's `Migration`s; with it, the target's own TYPE
+// (the PostgreSQL store's `PostgresMigration`), and nothing is imported.
 import Foundation
 
 let arguments = CommandLine.arguments
-guard arguments.count == 3 else {
-    FileHandle.standardError.write(Data("usage: embed-migrations MIGRATIONS_FOLDER OUTPUT_SWIFT_FILE\n".utf8))
+guard arguments.count == 3 || (arguments.count == 5 && arguments[3] == "--type") else {
+    FileHandle.standardError.write(Data("usage: embed-migrations MIGRATIONS_FOLDER OUTPUT_SWIFT_FILE [--type TYPE]\n".utf8))
     exit(64)
 }
+let typeName = arguments.count == 5 ? arguments[4] : "Migration"
+let importLine = arguments.count == 5 ? "" : "import LedgerSQLite\n"
 let folder = URL(fileURLWithPath: arguments[1])
 let output = URL(fileURLWithPath: arguments[2])
 
@@ -57,15 +61,14 @@ for name in names where name != "schema.sql" {
     else {
         fail("\(name): not readable as UTF-8")
     }
-    entries.append("        Migration(version: \(version), name: \(literal(name)), sql: \(literal(text))),")
+    entries.append("        \(typeName)(version: \(version), name: \(literal(name)), sql: \(literal(text))),")
 }
 
 let source = """
     // Generated at build time by embed-migrations from migrations/*.sql. Do not edit.
-    import LedgerSQLite
-
+    \(importLine)
     enum EmbeddedMigrations {
-        static let all: [Migration] = [
+        static let all: [\(typeName)] = [
     \(entries.joined(separator: "\n"))
         ]
     }

@@ -16,7 +16,7 @@ extension BudgetLedgerCommand {
         var estimate: Int64 = 0
 
         func run() throws {
-            try options.withExistingLedger { ledger in
+            try options.withExistingAnyLedger { ledger in
                 let budget = try ledger.checkBudget(thread, estimatedTokens: estimate)
                 Output.emit(budget.json, text: "ok: " + Output.text(budget), asJSON: options.json)
             }

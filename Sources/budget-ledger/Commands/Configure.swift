@@ -14,13 +14,13 @@ extension BudgetLedgerCommand {
 
         func run() throws {
             if let defaultMax {
-                try options.withLedger { ledger in
+                try options.withAnyLedger { ledger in
                     try ledger.configure(maxTokensPerThread: defaultMax)
                     emit(defaultMax: defaultMax)
                 }
             } else {
                 // Reading the settings is a read: it needs an existing ledger and creates none.
-                try options.withExistingLedger { ledger in
+                try options.withExistingAnyLedger { ledger in
                     emit(defaultMax: try ledger.maxTokensPerThread)
                 }
             }

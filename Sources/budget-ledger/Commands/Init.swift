@@ -9,11 +9,11 @@ extension BudgetLedgerCommand {
         @OptionGroup var options: LedgerOptions
 
         func run() throws {
-            try options.withLedger { ledger in
+            try options.withAnyLedger { ledger in
                 let defaultMax = try ledger.maxTokensPerThread
                 Output.emit(
-                    .object([("path", .string(ledger.path)), ("defaultMaxTokens", .integer(defaultMax))]),
-                    text: "ledger ready at \(ledger.path) (default max per thread: \(Output.count(defaultMax, "token")))",
+                    .object([("path", .string(ledger.location)), ("defaultMaxTokens", .integer(defaultMax))]),
+                    text: "ledger ready at \(ledger.location) (default max per thread: \(Output.count(defaultMax, "token")))",
                     asJSON: options.json)
             }
         }

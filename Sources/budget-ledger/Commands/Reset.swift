@@ -13,7 +13,7 @@ extension BudgetLedgerCommand {
         var thread: String
 
         func run() throws {
-            try options.withLedger { ledger in
+            try options.withAnyLedger { ledger in
                 guard let budget = try ledger.resetThread(thread) else {
                     throw Output.notFound(thread, json: options.json)
                 }

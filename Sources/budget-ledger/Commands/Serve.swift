@@ -1,5 +1,6 @@
 import ArgumentParser
 import BudgetLedger
+import BudgetLedgerPostgres
 import BudgetLedgerWire
 import BudgetLedgerServer
 import Foundation
@@ -84,6 +85,9 @@ extension BudgetLedgerCommand {
         }
 
         func run() throws {
+            if PostgresLedger.isPostgresURL(options.path) {
+                throw Output.fail(NotOnPostgresError(), json: options.json)
+            }
             // The root command is synchronous: serve on the concurrency pool and wait here.
             let (configuration, json) = (serverConfiguration, options.json)
             let outcome = ServeOutcome()

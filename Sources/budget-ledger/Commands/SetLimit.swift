@@ -16,7 +16,7 @@ extension BudgetLedgerCommand {
         var maxTokens: Int64
 
         func run() throws {
-            try options.withLedger { ledger in
+            try options.withAnyLedger { ledger in
                 let budget = try ledger.setLimit(thread, maxTokens: maxTokens)
                 Output.emit(budget.json, text: "limit set: " + Output.text(budget), asJSON: options.json)
             }

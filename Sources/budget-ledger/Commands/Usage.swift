@@ -1,5 +1,6 @@
 import ArgumentParser
 import BudgetLedger
+import BudgetLedgerPostgres
 import BudgetLedgerWire
 
 extension BudgetLedgerCommand {
@@ -46,6 +47,15 @@ extension BudgetLedgerCommand.Usage {
 
         func run() throws {
             let scope: UsageScope = allTime ? .allTime : .currentWindow
+            if let thread, PostgresLedger.isPostgresURL(options.path) {
+                try options.withExistingAnyLedger { ledger in
+                    guard let budget = try ledger.usage(thread) else {
+                        throw Output.notFound(thread, json: options.json)
+                    }
+                    Output.emit(budget.json, text: Output.text(budget), asJSON: options.json)
+                }
+                return
+            }
             try options.withExistingLedger { ledger in
                 if let thread {
                     guard let budget = try ledger.usage(thread) else {

@@ -1,0 +1,168 @@
+import BudgetLedger
+import Foundation
+import Logging
+import PostgresNIO
+import Synchronization
+
+/// The ledger on PostgreSQL: the same domain rules and errors as the SQLite `Ledger`, its
+/// storage in a PostgreSQL database that many servers may share.
+///
+/// Every write is one transaction on a pooled connection. Writes to a thread first lock the
+/// thread's row in `thread_locks` (`SELECT … FOR UPDATE`, created with `INSERT … ON CONFLICT DO
+/// NOTHING`), so check-and-consume is exact across connections and processes; a transaction
+/// the server rolls back as a serialization failure or a deadlock (40001, 40P01) is run again,
+/// invisibly, up to `Configuration.retriesMax` times. Nothing returns before COMMIT has
+/// returned, with `synchronous_commit` on for the store's sessions. See docs/postgres.md.
+public final class PostgresLedger: Sendable {
+    /// How a PostgreSQL ledger is opened.
+    public struct Configuration: Sendable {
+        /// The warning levels, as `Ledger.Configuration.thresholds`.
+        public var thresholds: [BudgetThreshold]
+        /// The clock: UTC microseconds since 1970. Tests may inject one.
+        public var clock: @Sendable () -> Int64
+        /// Connections in the pool (each a server process): at most this many writes at once.
+        public var connectionsMax: Int
+        /// Runs of one write after the first when the server rolls it back as transient.
+        public var retriesMax: Int
+
+        public init(
+            thresholds: [BudgetThreshold] = BudgetThreshold.defaults,
+            clock: @escaping @Sendable () -> Int64 = Ledger.systemClockMicroseconds,
+            connectionsMax: Int = 16, retriesMax: Int = 16
+        ) {
+            self.thresholds = thresholds
+            self.clock = clock
+            self.connectionsMax = connectionsMax
+            self.retriesMax = retriesMax
+        }
+    }
+
+    /// The migrations carried inside this binary (`migrations/postgres/`), in order.
+    public static var migrations: [PostgresMigration] { EmbeddedMigrations.all.sorted { $0.version < $1.version } }
+
+    /// Whether `location` names a PostgreSQL database (`postgres://` or `postgresql://`) rather than a file.
+    public static func isPostgresURL(_ location: String) -> Bool { PostgresURL.isPostgres(location) }
+
+    /// The URL, without its password.
+    public let url: String
+    public let configuration: Configuration
+    let thresholds: [BudgetThreshold]
+    let client: PostgresClient
+    let runner: Task<Void, Never>
+    let logger: Logger
+    /// Set by `close()`: later calls throw `PostgresLedgerError.closed` before touching the pool.
+    let isClosed = Atomic<Bool>(false)
+
+    /// Connects to `url`, applies pending migrations, and records `maxTokensPerThread` as the
+    /// default when it is given and differs from the stored one.
+    ///
+    /// - Throws: `PostgresLedgerError.invalidURL`, `.connection` when the server cannot be
+    ///   reached, `.incompatible` for a newer or foreign schema; `LedgerError.invalidInput` for
+    ///   bad thresholds or max.
+    public init(url: String, maxTokensPerThread: Int64? = nil, configuration: Configuration = Configuration()) async throws {
+        try Validate.thresholds(configuration.thresholds)
+        let parsed = try PostgresURL(url)
+        var clientConfiguration = parsed.configuration
+        clientConfiguration.options.maximumConnections = max(1, configuration.connectionsMax)
+        // Durability does not depend on the server's default: nothing is acknowledged before
+        // its commit record is flushed.
+        clientConfiguration.options.additionalStartupParameters = [("synchronous_commit", "on")]
+        self.url = parsed.redacted
+        self.configuration = configuration
+        self.thresholds = configuration.thresholds.sorted { $0.percent < $1.percent }
+        var logger = Logger(label: "budget-ledger.postgres")
+        logger.logLevel = .critical
+        self.logger = logger
+        let client = PostgresClient(configuration: clientConfiguration, backgroundLogger: logger)
+        self.client = client
+        runner = Task { await client.run() }
+        do {
+            let migrator = PostgresMigrator(migrations: Self.migrations, url: parsed.redacted)
+            try await client.withConnection { connection in
+                try await migrator.migrate(connection, logger: logger)
+            }
+            if let maxTokensPerThread, try await self.maxTokensPerThread != maxTokensPerThread {
+                try await configure(maxTokensPerThread: maxTokensPerThread)
+            }
+        } catch {
+            runner.cancel()
+            throw PostgresLedgerError.wrapping(error, url: parsed.redacted)
+        }
+    }
+
+    /// Closes the pool's connections. Later calls fail. Idempotent.
+    public func close() async {
+        isClosed.store(true, ordering: .sequentiallyConsistent)
+        runner.cancel()
+        await runner.value
+    }
+
+    deinit {
+        runner.cancel()
+    }
+
+    /// Runs `body` in one transaction, again from the start when the server rolls it back as a
+    /// serialization failure or deadlock, or when another transaction committed the same
+    /// idempotency key first (the run again then replays it). Maps PostgreSQL's errors.
+    func write<Result: Sendable>(_ body: @Sendable (PostgresConnection) async throws -> Result) async throws -> Result {
+        var attempt = 0
+        while true {
+            guard !isClosed.load(ordering: .sequentiallyConsistent) else { throw PostgresLedgerError.closed }
+            do {
+                return try await client.withConnection { connection in
+                    try await connection.execute("BEGIN", logger: logger)
+                    do {
+                        let result = try await body(connection)
+                        try await connection.execute("COMMIT", logger: logger)
+                        return result
+                    } catch {
+                        try? await connection.execute("ROLLBACK", logger: logger)
+                        throw error
+                    }
+                }
+            } catch let error as PSQLError
+                where attempt < configuration.retriesMax
+                && (error.isTransient || error.isUniqueViolation(on: "events_idempotency_key"))
+            {
+                attempt += 1
+                continue
+            } catch {
+                throw PostgresLedgerError.wrapping(error, url: url)
+            }
+        }
+    }
+
+    /// Runs `body` on a pooled connection outside any explicit transaction (one statement reads one snapshot).
+    func read<Result: Sendable>(_ body: @Sendable (PostgresConnection) async throws -> Result) async throws -> Result {
+        guard !isClosed.load(ordering: .sequentiallyConsistent) else { throw PostgresLedgerError.closed }
+        do {
+            return try await client.withConnection { connection in try await body(connection) }
+        } catch {
+            throw PostgresLedgerError.wrapping(error, url: url)
+        }
+    }
+}
+
+extension PostgresConnection {
+    /// The first row of `query` decoded as `type`, or nil when there is none. Reads to the end,
+    /// so that an error after the first row is thrown (see `execute`).
+    func fetchOne<each Column: PostgresDecodable & Sendable>(
+        _ query: PostgresQuery, as type: (repeat each Column).Type, logger: Logger
+    ) async throws -> (repeat each Column)? {
+        let rows = try await self.query(query, logger: logger)
+        var first: (repeat each Column)?
+        var found = false
+        for try await row in rows.decode(type) where !found {
+            first = row
+            found = true
+        }
+        return first
+    }
+
+    /// Runs a statement for its effect, to its end: an error that comes after the first rows
+    /// (a lock wait that ends in a deadlock, a trigger) is thrown here, never dropped with them.
+    func execute(_ query: PostgresQuery, logger: Logger) async throws {
+        let rows = try await self.query(query, logger: logger)
+        for try await _ in rows {}
+    }
+}

@@ -1,0 +1,69 @@
+/// The PostgreSQL store's statements that are more than a line, in one place (the schema is in
+/// `migrations/postgres/`). They mirror `LedgerSQL`'s for SQLite.
+enum PostgresSQL {
+    /// The advisory lock between priced consumes (shared) and `setPrice` (exclusive).
+    static let pricesLockKey: Int64 = 0x4244_4C47_0001
+    /// A thread's cached state, the default max, its live held tokens, its expired holds and
+    /// the consume recorded under idempotency key `$3`; `$1` the thread, `$2` now. The thread
+    /// columns are NULL for a thread that is not open.
+    static let selectThreadAndDefault = """
+        SELECT s.max_tokens, s.prompt_tokens, s.completion_tokens, s.request_count,
+               (SELECT string_agg(t.threshold_percent::text, ',') FROM thread_thresholds AS t WHERE t.thread_id = $1),
+               g.default_max_tokens,
+               (SELECT coalesce(sum(h.tokens), 0)::bigint FROM holds AS h WHERE h.thread_id = $1 AND h.expires_at_us > $2),
+               (SELECT count(*) FROM holds AS h WHERE h.thread_id = $1 AND h.expires_at_us <= $2),
+               (SELECT e.id FROM events AS e WHERE e.idempotency_key = $3),
+               s.opened_event_id
+        FROM ledger_settings AS g LEFT JOIN thread_state AS s ON s.thread_id = $1
+        WHERE g.id = 1
+        """
+
+    /// `$1` the thread, `$2` now.
+    static let selectThread = """
+        SELECT s.max_tokens, s.prompt_tokens, s.completion_tokens, s.request_count,
+               (SELECT string_agg(t.threshold_percent::text, ',') FROM thread_thresholds AS t WHERE t.thread_id = s.thread_id),
+               (SELECT coalesce(sum(h.tokens), 0)::bigint FROM holds AS h
+                WHERE h.thread_id = s.thread_id AND h.expires_at_us > $2)
+        FROM thread_state AS s WHERE s.thread_id = $1
+        """
+
+    static let consumeEventColumns = """
+        id, timestamp_us, thread_id, prompt_tokens, completion_tokens, idempotency_key,
+        agent_id, model, provider, latency_ms, metadata, cost_nanos, reservation_id
+        """
+
+    /// The price in force for the normalised model name `$1` at `$2`: the exact name first, then
+    /// the pattern with the longest literal; among those, the latest start (SQLite's
+    /// `LedgerSQL.selectPriceForModel`).
+    static let selectPriceForModel = """
+        SELECT model_pattern, prompt_nanos_per_token, completion_nanos_per_token, effective_from_us, source
+        FROM model_prices
+        WHERE legacy_prefix = 0 AND effective_from_us <= $2
+          AND (model_pattern = $1
+               OR (right(model_pattern, 1) = '*' AND left($1, length(model_pattern) - 1) = left(model_pattern, -1)))
+        ORDER BY right(model_pattern, 1) = '*', length(model_pattern) DESC, effective_from_us DESC
+        LIMIT 1
+        """
+
+    static let insertExpiries = """
+        INSERT INTO events (timestamp_us, kind, thread_id, reservation_id)
+        SELECT $1, 'expire', thread_id, reservation_id FROM holds
+        WHERE thread_id = $2 AND expires_at_us <= $1 ORDER BY reservation_id
+        """
+
+    static let selectThreadEventsBackFrom = """
+        SELECT id, kind, prompt_tokens, completion_tokens, max_tokens, threshold_percent, held_tokens, expires_at_us,
+               reservation_id
+        FROM events WHERE id <= $1 AND thread_id = $2 ORDER BY id DESC
+        """
+
+    /// The latest consume at or after `$1` whose normalised model the price row `$2` (a name, or
+    /// with `$3` the literal of a pattern) matches: one a price from `$1` would re-price.
+    static let selectLatestConsumeMatching = """
+        SELECT id, timestamp_us FROM events
+        WHERE timestamp_us >= $1 AND kind = 'consume'
+          AND (ledger_model_name(model) = $2
+               OR ($3::text IS NOT NULL AND left(ledger_model_name(model), length($3::text)) = $3::text))
+        ORDER BY timestamp_us DESC LIMIT 1
+        """
+}

@@ -1,0 +1,95 @@
+import BudgetLedger
+import BudgetLedgerPostgres
+import Dispatch
+import Synchronization
+
+/// What the commands that run on both stores call: SQLite's `Ledger`, or PostgreSQL's
+/// `PostgresLedger` behind `BlockingPostgresLedger`. The same results and errors either way.
+protocol CommandLedger {
+    /// The file's path, or the database's URL without its password.
+    var location: String { get }
+    var maxTokensPerThread: Int64 { get throws }
+    func configure(maxTokensPerThread: Int64) throws
+    func usage(_ threadID: String) throws -> ThreadBudget?
+    func checkBudget(_ threadID: String, estimatedTokens: Int64) throws -> ThreadBudget
+    func consume(
+        _ threadID: String, promptTokens: Int64, completionTokens: Int64, idempotencyKey: String?, usage: UsageDetails,
+        checked: Bool
+    ) throws -> ConsumeResult
+    func setLimit(_ threadID: String, maxTokens: Int64) throws -> ThreadBudget
+    func resetThread(_ threadID: String) throws -> ThreadBudget?
+    func cleanupThread(_ threadID: String) throws -> ThreadBudget?
+}
+
+extension Ledger: CommandLedger {
+    var location: String { path }
+}
+
+/// `PostgresLedger`'s async calls, waited for: the CLI runs one call and exits, on its main
+/// thread, outside any task, so blocking it costs nothing.
+struct BlockingPostgresLedger: CommandLedger {
+    let ledger: PostgresLedger
+
+    var location: String { ledger.url }
+
+    /// Runs `body` to its end on the concurrency pool and returns or throws what it did.
+    static func wait<Value: Sendable>(_ body: @escaping @Sendable () async throws -> Value) throws -> Value {
+        let outcome = Mutex<Result<Value, any Error>?>(nil)
+        let finished = DispatchSemaphore(value: 0)
+        Task {
+            let result: Result<Value, any Error>
+            do { result = .success(try await body()) } catch { result = .failure(error) }
+            outcome.withLock { $0 = result }
+            finished.signal()
+        }
+        finished.wait()
+        return try outcome.withLock { $0! }.get()
+    }
+
+    var maxTokensPerThread: Int64 {
+        get throws { try Self.wait { [ledger] in try await ledger.maxTokensPerThread } }
+    }
+
+    func configure(maxTokensPerThread: Int64) throws {
+        try Self.wait { [ledger] in try await ledger.configure(maxTokensPerThread: maxTokensPerThread) }
+    }
+
+    func usage(_ threadID: String) throws -> ThreadBudget? {
+        try Self.wait { [ledger] in try await ledger.usage(threadID) }
+    }
+
+    func checkBudget(_ threadID: String, estimatedTokens: Int64) throws -> ThreadBudget {
+        try Self.wait { [ledger] in try await ledger.checkBudget(threadID, estimatedTokens: estimatedTokens) }
+    }
+
+    func consume(
+        _ threadID: String, promptTokens: Int64, completionTokens: Int64, idempotencyKey: String?, usage: UsageDetails,
+        checked: Bool
+    ) throws -> ConsumeResult {
+        try Self.wait { [ledger] in
+            try await ledger.consume(
+                threadID, promptTokens: promptTokens, completionTokens: completionTokens, idempotencyKey: idempotencyKey,
+                usage: usage, checked: checked)
+        }
+    }
+
+    func setLimit(_ threadID: String, maxTokens: Int64) throws -> ThreadBudget {
+        try Self.wait { [ledger] in try await ledger.setLimit(threadID, maxTokens: maxTokens) }
+    }
+
+    func resetThread(_ threadID: String) throws -> ThreadBudget? {
+        try Self.wait { [ledger] in try await ledger.resetThread(threadID) }
+    }
+
+    func cleanupThread(_ threadID: String) throws -> ThreadBudget? {
+        try Self.wait { [ledger] in try await ledger.cleanupThread(threadID) }
+    }
+}
+
+/// A command that does not run on PostgreSQL yet was given a `postgres://` URL.
+struct NotOnPostgresError: Error, CustomStringConvertible {
+    var description: String {
+        "this command does not run on PostgreSQL yet (init, consume, check, set-limit, reset, cleanup, configure "
+            + "and usage THREAD do; see docs/postgres.md)"
+    }
+}

@@ -1,0 +1,120 @@
+import Foundation
+import Testing
+
+/// The built `budget-ledger`, beside the test executable (as CLITests finds it).
+private func binaryPath() throws -> String {
+    let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+    var directory = URL(fileURLWithPath: executable).resolvingSymlinksInPath().deletingLastPathComponent()
+    for _ in 0..<4 {
+        let candidate = directory.appendingPathComponent("budget-ledger").path
+        if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+        directory.deleteLastPathComponent()
+    }
+    return try #require(nil as String?, "build the CLI with swift build --build-tests")
+}
+
+/// Runs `budget-ledger arguments…` in an empty folder and waits for it.
+private func runCLI(_ arguments: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
+    let binary = try binaryPath()
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: binary)
+    process.arguments = arguments
+    var environment = ProcessInfo.processInfo.environment
+    environment["BUDGET_LEDGER_DB"] = nil
+    process.environment = environment
+    let folder = FileManager.default.temporaryDirectory.appendingPathComponent("pg-cli-\(UUID().uuidString)")
+    try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(at: folder) }
+    process.currentDirectoryURL = folder
+    let stdout = folder.appendingPathComponent("stdout")
+    let stderr = folder.appendingPathComponent("stderr")
+    _ = FileManager.default.createFile(atPath: stdout.path, contents: nil)
+    _ = FileManager.default.createFile(atPath: stderr.path, contents: nil)
+    process.standardOutput = try FileHandle(forWritingTo: stdout)
+    process.standardError = try FileHandle(forWritingTo: stderr)
+    process.standardInput = FileHandle.nullDevice
+    try process.run()
+    process.waitUntilExit()
+    // Nothing may be left in the working folder: a postgres:// URL is never taken for a file name.
+    #expect(try FileManager.default.contentsOfDirectory(atPath: folder.path).sorted() == ["stderr", "stdout"])
+    return (
+        process.terminationStatus, try String(contentsOf: stdout, encoding: .utf8), try String(contentsOf: stderr, encoding: .utf8)
+    )
+}
+
+@Suite("budget-ledger --db postgres://…")
+struct PostgresCLITests {
+    @Test("init, set-limit, consume --enforce, check, usage, reset, cleanup and configure run on PostgreSQL with the exit codes of SQLite")
+    func commandsRunOnPostgres() async throws {
+        // Proves the CLI's store-independent commands reach the PostgreSQL ledger and keep the
+        // documented exit codes (3 exhausted, 4 not found, 5 conflict, 64 bad input).
+        let url = try await PostgresTestCluster.freshDatabase()
+        let initialized = try runCLI(["init", "--db", url])
+        #expect(initialized.status == 0)
+        #expect(initialized.stdout.contains("ledger ready at \(url)"))
+        #expect(try runCLI(["set-limit", "t1", "100", "--db", url]).status == 0)
+        let consumed = try runCLI(["consume", "t1", "--prompt", "80", "--enforce", "--idempotency-key", "k", "--db", url, "--json"])
+        #expect(consumed.status == 0, "\(consumed.stderr)")
+        #expect(consumed.stdout.contains(#""totalTokens":80"#))
+        #expect(try runCLI(["consume", "t1", "--prompt", "30", "--enforce", "--db", url]).status == 3)
+        #expect(try runCLI(["consume", "t1", "--prompt", "81", "--idempotency-key", "k", "--db", url]).status == 5)
+        #expect(try runCLI(["consume", "", "--prompt", "1", "--db", url]).status == 64)
+        #expect(try runCLI(["check", "t1", "--estimate", "20", "--db", url]).status == 0)
+        #expect(try runCLI(["check", "t1", "--estimate", "21", "--db", url]).status == 3)
+        let usage = try runCLI(["usage", "t1", "--db", url])
+        #expect(usage.status == 0)
+        #expect(usage.stdout.contains("t1: 80 of 100 tokens used"))
+        #expect(try runCLI(["usage", "nobody", "--db", url]).status == 4)
+        #expect(try runCLI(["reset", "t1", "--db", url]).status == 0)
+        #expect(try runCLI(["cleanup", "t1", "--db", url]).status == 0)
+        #expect(try runCLI(["cleanup", "t1", "--db", url]).status == 4)
+        #expect(try runCLI(["configure", "--default-max", "500", "--db", url]).status == 0)
+        #expect(try runCLI(["configure", "--db", url]).stdout.contains("500 tokens"))
+    }
+
+    @Test("processes racing with consume --enforce never push a thread past its max")
+    func processesAreExact() async throws {
+        // Proves exactness across processes, not only across one process's connections: 6
+        // budget-ledger processes at a time, 90 in all, each a checked consume of 10 tokens
+        // against a max of 500, succeed exactly 50 times (exit 0) and are refused 40 (exit 3).
+        let url = try await PostgresTestCluster.freshDatabase()
+        #expect(try runCLI(["set-limit", "shared", "500", "--db", url]).status == 0)
+        // Six shells started at once, each running its 15 calls one after another and printing
+        // each exit status: six processes in flight at any moment.
+        let binary = try binaryPath()
+        let workers = try (0..<6).map { _ in
+            let worker = Process()
+            worker.executableURL = URL(fileURLWithPath: "/bin/sh")
+            worker.arguments = [
+                "-c",
+                "for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15; do \"$0\" consume shared --prompt 6 --completion 4 "
+                    + "--enforce --db \"$1\" > /dev/null 2>&1; echo $?; done",
+                binary, url,
+            ]
+            let output = Pipe()
+            worker.standardOutput = output
+            worker.standardInput = FileHandle.nullDevice
+            try worker.run()
+            return (worker, output)
+        }
+        var statuses: [Int32] = []
+        for (worker, output) in workers {
+            let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            worker.waitUntilExit()
+            statuses += text.split(separator: "\n").compactMap { Int32($0) }
+        }
+        #expect(statuses.count == 90)
+        #expect(statuses.filter { $0 == 0 }.count == 50)
+        #expect(statuses.filter { $0 == 3 }.count == 40)
+        let usage = try runCLI(["usage", "shared", "--db", url])
+        #expect(usage.stdout.contains("shared: 500 of 500 tokens used"))
+    }
+
+    @Test("a command that does not run on PostgreSQL yet says so and creates no file")
+    func otherCommandsRefuse() throws {
+        // Proves a postgres:// URL is never opened as a SQLite file name by the commands not ported yet.
+        let result = try runCLI(["threads", "--db", "postgres://nobody@127.0.0.1:1/none"])
+        #expect(result.status == 1)
+        #expect(result.stderr.contains("does not run on PostgreSQL yet"))
+    }
+}

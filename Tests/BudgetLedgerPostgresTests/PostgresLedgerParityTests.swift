@@ -1,0 +1,171 @@
+import BudgetLedger
+import BudgetLedgerPostgres
+import Foundation
+import LedgerSQLite
+import PostgresNIO
+import Testing
+
+/// The same calls on the SQLite `Ledger` and on `PostgresLedger`, at the same clock readings.
+@Suite("PostgresLedger answers as the SQLite Ledger does")
+struct PostgresLedgerParityTests {
+    @Test("the same sequence of calls gives the same budgets, crossings, usage and errors")
+    func sameAnswers() async throws {
+        // Proves the domain's rules run unchanged over PostgreSQL: every answer, value or error,
+        // is compared as text (events ids aside, which each store numbers itself).
+        let clock = TestClock()
+        let sqlite = try Ledger.inMemory(configuration: Ledger.Configuration(clock: clock.read))
+        defer { sqlite.close() }
+        try await withPostgresLedger(configuration: .init(clock: clock.read)) { postgres, _ in
+            var steps: [(String, String, String)] = []
+            func step<A, B>(_ name: String, _ left: () throws -> A, _ right: () async throws -> B) async {
+                let sqliteAnswer = await outcome { try left() }
+                let postgresAnswer = await outcome { try await right() }
+                steps.append((name, sqliteAnswer, postgresAnswer))
+                clock.advance(microseconds: 1_000)
+            }
+            await step("configure", { try sqlite.configure(maxTokensPerThread: 1_000) }, { try await postgres.configure(maxTokensPerThread: 1_000) })
+            await step("default", { try sqlite.maxTokensPerThread }, { try await postgres.maxTokensPerThread })
+            await step("usage of a new thread", { try sqlite.usage("a") }, { try await postgres.usage("a") })
+            await step("budget opens", { try sqlite.budget(for: "a") }, { try await postgres.budget(for: "a") })
+            for index in 0..<6 {
+                await step(
+                    "checked consume \(index)",
+                    { try sqlite.checkAndConsume("a", promptTokens: 150, completionTokens: 30).budget },
+                    { try await postgres.checkAndConsume("a", promptTokens: 150, completionTokens: 30).budget })
+                await step(
+                    "crossings \(index)", { try sqlite.usage("a")?.triggeredThresholds },
+                    { try await postgres.usage("a")?.triggeredThresholds })
+            }
+            await step("over-consume", { try sqlite.consume("a", promptTokens: 500).budget }, { try await postgres.consume("a", promptTokens: 500).budget })
+            await step("exhausted", { try sqlite.checkAndConsume("a", promptTokens: 1) }, { try await postgres.checkAndConsume("a", promptTokens: 1) })
+            await step("check budget", { try sqlite.checkBudget("a", estimatedTokens: 5) }, { try await postgres.checkBudget("a", estimatedTokens: 5) })
+            await step("raise limit re-arms", { try sqlite.setLimit("a", maxTokens: 5_000) }, { try await postgres.setLimit("a", maxTokens: 5_000) })
+            await step("limit of a new thread", { try sqlite.setLimit("b", maxTokens: 10) }, { try await postgres.setLimit("b", maxTokens: 10) })
+            await step(
+                "does not fit", { try sqlite.checkAndConsume("b", promptTokens: 11) }, { try await postgres.checkAndConsume("b", promptTokens: 11) })
+            await step(
+                "refused on a new thread leaves it closed",
+                { try sqlite.checkAndConsume("c", promptTokens: 2_000) }, { try await postgres.checkAndConsume("c", promptTokens: 2_000) })
+            await step("c after the refusal", { try sqlite.usage("c") }, { try await postgres.usage("c") })
+            await step("reset", { try sqlite.resetThread("a") }, { try await postgres.resetThread("a") })
+            await step("reset of no thread", { try sqlite.resetThread("nope") }, { try await postgres.resetThread("nope") })
+            await step("cleanup", { try sqlite.cleanupThread("b") }, { try await postgres.cleanupThread("b") })
+            await step("after cleanup", { try sqlite.usage("b") }, { try await postgres.usage("b") })
+            await step("bad thread id", { try sqlite.consume("", promptTokens: 1) }, { try await postgres.consume("", promptTokens: 1) })
+            await step(
+                "negative tokens", { try sqlite.consume("a", promptTokens: -1) }, { try await postgres.consume("a", promptTokens: -1) })
+            await step(
+                "bad metadata",
+                { try sqlite.consume("a", promptTokens: 1, usage: UsageDetails(metadataJSON: "[1]")) },
+                { try await postgres.consume("a", promptTokens: 1, usage: UsageDetails(metadataJSON: "[1]")) })
+            await step(
+                "a price", { try sqlite.setPrice(model: "GPT-4o*", promptUSDPerMillion: "2.5", completionUSDPerMillion: "10") },
+                { try await postgres.setPrice(model: "GPT-4o*", promptUSDPerMillion: "2.5", completionUSDPerMillion: "10") })
+            let details = UsageDetails(
+                agentID: "agent-1", model: " GPT-4o-mini ", provider: "openai", latencyMilliseconds: 120,
+                metadataJSON: #"{"org_id":"acme","user_id":"ann"}"#)
+            await step(
+                "priced consume", { try sqlite.consume("a", promptTokens: 1_000, completionTokens: 200, usage: details).event.costNanodollars },
+                { try await postgres.consume("a", promptTokens: 1_000, completionTokens: 200, usage: details).event.costNanodollars })
+            await step(
+                "re-pricing refused", { try sqlite.setPrice(model: "gpt-4o-mini", promptUSDPerMillion: "1", completionUSDPerMillion: "1", effectiveFrom: 0) },
+                { try await postgres.setPrice(model: "gpt-4o-mini", promptUSDPerMillion: "1", completionUSDPerMillion: "1", effectiveFrom: 0) })
+            await step(
+                "unpriced consume", { try sqlite.consume("a", promptTokens: 10, usage: UsageDetails(agentID: "agent-2", model: "other")).event.costNanodollars },
+                { try await postgres.consume("a", promptTokens: 10, usage: UsageDetails(agentID: "agent-2", model: "other")).event.costNanodollars })
+            await step("totals", { try sqlite.usageOverview().totals }, { try await postgres.usageTotals() })
+            await step("usage reset", { try sqlite.resetUsageWindow() }, { try await postgres.resetUsageWindow() })
+            await step("totals after", { try sqlite.usageOverview().totals }, { try await postgres.usageTotals() })
+            await step("all time", { try sqlite.usageOverview(.allTime).totals }, { try await postgres.usageTotals(.allTime) })
+            // Each store numbers its events itself (PostgreSQL's identity skips the ids of
+            // rolled-back inserts), so event ids in messages are not compared.
+            func withoutEventIDs(_ text: String) -> String {
+                text.replacingOccurrences(of: #"event \d+"#, with: "event N", options: .regularExpression)
+            }
+            for (name, sqliteAnswer, postgresAnswer) in steps {
+                #expect(withoutEventIDs(sqliteAnswer) == withoutEventIDs(postgresAnswer), "\(name)")
+            }
+            #expect(steps.contains { $0.1.hasPrefix("error BudgetExhaustedError") })
+            #expect(steps.contains { $0.1.hasPrefix("error LedgerError") })
+        }
+    }
+
+    @Test("billing SQL runs unchanged on both stores and reads the same rows")
+    func billingViewsAgree() async throws {
+        // Proves the views are not only named alike: the same query text, over the same calls,
+        // returns the same rows from SQLite and from PostgreSQL.
+        let clock = TestClock()
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("pg-billing-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let path = folder.appendingPathComponent("ledger.db").path
+        let sqlite = try Ledger(path: path, configuration: Ledger.Configuration(clock: clock.read))
+        try await withPostgresLedger(configuration: .init(clock: clock.read)) { postgres, url in
+            try sqlite.setPrice(model: "m1", promptUSDPerMillion: "1", completionUSDPerMillion: "2", effectiveFrom: 0)
+            try await postgres.setPrice(model: "m1", promptUSDPerMillion: "1", completionUSDPerMillion: "2", effectiveFrom: 0)
+            let calls: [(String, Int64, Int64, UsageDetails)] = [
+                ("t1", 100, 10, UsageDetails(agentID: "a", model: "M1", metadataJSON: #"{"org_id":"o1","user_id":"u1"}"#)),
+                ("t1", 50, 5, UsageDetails(agentID: "a", model: "m2", latencyMilliseconds: 40)),
+                ("t2", 7, 0, UsageDetails()),
+                ("t3", 20, 20, UsageDetails(agentID: "b", model: "m1", metadataJSON: #"{"org_id":"o2"}"#)),
+            ]
+            for (index, call) in calls.enumerated() {
+                if index == 2 { clock.advance(microseconds: 86_400_000_000) }
+                try sqlite.consume(call.0, promptTokens: call.1, completionTokens: call.2, usage: call.3)
+                try await postgres.consume(call.0, promptTokens: call.1, completionTokens: call.2, usage: call.3)
+            }
+            sqlite.close()
+            let queries = [
+                "SELECT agent_id, model, total_tokens, prompt_tokens, completion_tokens, request_count, cost_nanos, unpriced_requests, cost_complete FROM billing_by_agent_model ORDER BY agent_id NULLS FIRST, model NULLS FIRST",
+                "SELECT org_id, model, day, total_tokens, cost_nanos, cost_complete FROM billing_by_org_model_day ORDER BY org_id NULLS FIRST, model NULLS FIRST, day",
+                "SELECT day, total_tokens, request_count, cost_nanos FROM usage_by_day ORDER BY day",
+                "SELECT user_id, total_tokens, cost_nanos, unpriced_requests FROM usage_by_user ORDER BY user_id NULLS FIRST",
+                "SELECT thread_id, total_tokens, cost_nanos, cost_complete FROM usage_by_thread ORDER BY thread_id",
+                "SELECT thread_id, max_tokens, total_tokens, remaining, is_exhausted FROM thread_budgets ORDER BY thread_id",
+                "SELECT total_tokens, request_count, cost_nanos, unpriced_requests, cost_complete FROM usage_totals",
+                "SELECT model_pattern, prompt_nanos_per_token, completion_nanos_per_token, effective_from_us, source FROM model_prices WHERE legacy_prefix = 0 ORDER BY id",
+            ]
+            let connection = try Connection(path: path)
+            defer { connection.close() }
+            let server = try await PostgresTestCluster.shared()
+            let database = String(url.split(separator: "/").last!)
+            try await PostgresTestCluster.withAdminClient(server, database: database) { client in
+                for query in queries {
+                    let statement = try connection.prepare(query)
+                    let columns = statement.columnCount
+                    let fromSQLite = try statement.fetchAll { row in
+                        (0..<columns).map { index in Self.text(row.value(at: index)) }.joined(separator: "|")
+                    }
+                    var fromPostgres: [String] = []
+                    let rows = try await client.query(PostgresQuery(unsafeSQL: query))
+                    for try await row in rows {
+                        fromPostgres.append(try row.map(Self.text(_:)).joined(separator: "|"))
+                    }
+                    #expect(fromSQLite == fromPostgres, "\(query)")
+                    #expect(!fromSQLite.isEmpty, "\(query)")
+                }
+            }
+        }
+    }
+
+    /// A PostgreSQL value as `text(_: SQLiteValue)` writes the same value.
+    private static func text(_ cell: PostgresCell) throws -> String {
+        guard cell.bytes != nil else { return "NULL" }
+        switch cell.dataType {
+        case .int8: return String(try cell.decode(Int64.self))
+        case .int4: return String(try cell.decode(Int32.self))
+        case .float8: return String(try cell.decode(Double.self))
+        default: return try cell.decode(String.self)
+        }
+    }
+
+    private static func text(_ value: SQLiteValue) -> String {
+        switch value {
+        case .null: return "NULL"
+        case .integer(let number): return String(number)
+        case .real(let number): return String(number)
+        case .text(let text): return text
+        case .blob(let bytes): return "\(bytes)"
+        }
+    }
+}

@@ -1,0 +1,115 @@
+import BudgetLedger
+import BudgetLedgerPostgres
+import Foundation
+import PostgresNIO
+import Testing
+
+@Suite("The PostgreSQL schema keeps the ledger's rules")
+struct PostgresSchemaTests {
+    @discardableResult
+    private func withDatabase<Result: Sendable>(
+        _ url: String, _ body: (PostgresClient) async throws -> Result
+    ) async throws -> Result {
+        let server = try await PostgresTestCluster.shared()
+        return try await PostgresTestCluster.withAdminClient(server, database: String(url.split(separator: "/").last!), body)
+    }
+
+    private func sqlState(_ body: () async throws -> Void) async -> String? {
+        do {
+            try await body()
+            return nil
+        } catch let error as PSQLError {
+            return error.serverInfo?[.sqlState] ?? "no state"
+        } catch {
+            return "\(error)"
+        }
+    }
+
+    @Test("events (and model_prices) refuse UPDATE, DELETE and TRUNCATE, even from a superuser")
+    func eventsIsAppendOnly() async throws {
+        // Proves the append-only rule is the database's, not the store's: a superuser's plain SQL is refused.
+        try await withPostgresLedger { ledger, url in
+            try await ledger.consume("t", promptTokens: 5)
+            try await ledger.setPrice(model: "m", promptUSDPerMillion: "1", completionUSDPerMillion: "1")
+            try await withDatabase(url) { client in
+                #expect(await sqlState { try await client.query("UPDATE events SET prompt_tokens = 0") } == "23001")
+                #expect(await sqlState { try await client.query("DELETE FROM events") } == "23001")
+                #expect(await sqlState { try await client.query("TRUNCATE events CASCADE") } == "23001")
+                #expect(await sqlState { try await client.query("UPDATE model_prices SET source = 'x'") } == "23001")
+            }
+            #expect(try await ledger.usage("t")?.totalTokens == 5)
+        }
+    }
+
+    @Test("a role with only INSERT and SELECT on events can run the ledger")
+    func narrowRoleSuffices() async throws {
+        // Proves the server's role needs no UPDATE or DELETE on events: the derived tables are
+        // kept by SECURITY DEFINER triggers, and the role's own UPDATE is refused by privilege.
+        try await withPostgresLedger { _, url in
+            let role = "ledger_writer_\(UInt32.random(in: 0...UInt32.max))"
+            try await withDatabase(url) { client in
+                try await client.query(PostgresQuery(unsafeSQL: "CREATE ROLE \(role) LOGIN"))
+                try await client.query(PostgresQuery(unsafeSQL: "GRANT SELECT, INSERT ON events TO \(role)"))
+                try await client.query(PostgresQuery(unsafeSQL: "GRANT SELECT, INSERT, UPDATE ON thread_locks TO \(role)"))
+                try await client.query(
+                    PostgresQuery(
+                        unsafeSQL: """
+                            GRANT SELECT ON thread_state, thread_thresholds, holds, ledger_settings, model_prices,
+                                usage_rollup, usage_agent_model, schema_migrations, usage_agent_model_live TO \(role)
+                            """))
+            }
+            let narrowURL = url.replacingOccurrences(of: "postgres://postgres@", with: "postgres://\(role)@")
+            let ledger = try await PostgresLedger(url: narrowURL)
+            try await ledger.setLimit("t", maxTokens: 100)
+            let result = try await ledger.checkAndConsume("t", promptTokens: 80)
+            #expect(result.crossedThresholds.map(\.thresholdPercent) == [75])
+            #expect(try await ledger.usageTotals().totalTokens == 80)
+            await ledger.close()
+        }
+    }
+
+    @Test("a database whose schema is newer is refused and left as it was")
+    func newerSchemaIsRefused() async throws {
+        // Proves the migrator refuses what it does not know instead of writing over it.
+        let url = try await PostgresTestCluster.freshDatabase()
+        try await PostgresLedger(url: url).close()
+        try await withDatabase(url) { client in
+            try await client.query("INSERT INTO schema_migrations (version, name) VALUES (999, '0999_future.sql')")
+        }
+        await #expect(throws: PostgresLedgerError.self) { try await PostgresLedger(url: url) }
+        do {
+            _ = try await PostgresLedger(url: url)
+        } catch {
+            #expect("\(error)".contains("newer than this binary's"))
+        }
+        let versions = try await withDatabase(url) { client in
+            let rows = try await client.query("SELECT count(*) FROM schema_migrations")
+            var count: Int64 = 0
+            for try await value in rows.decode(Int64.self) { count = value }
+            return count
+        }
+        #expect(versions == Int64(PostgresLedger.migrations.count) + 1)
+    }
+
+    @Test("a closed ledger says so")
+    func closedLedgerSaysSo() async throws {
+        // Proves a call after close is `PostgresLedgerError.closed`, not a hang or a connection error.
+        let ledger = try await PostgresLedger(url: try await PostgresTestCluster.freshDatabase())
+        await ledger.close()
+        await #expect {
+            try await ledger.usage("t")
+        } throws: { error in
+            if case .closed = error as? PostgresLedgerError { return true }
+            return false
+        }
+    }
+
+    @Test("the embedded migrations are migrations/postgres/*.sql, numbered from 1")
+    func migrationsAreEmbedded() {
+        // Proves the build-time embedding picked up the PostgreSQL folder, not SQLite's.
+        let migrations = PostgresLedger.migrations
+        #expect(migrations.map(\.version) == Array(1...migrations.count))
+        #expect(migrations.first?.name == "0001_ledger.sql")
+        #expect(migrations.first?.sql.contains("GENERATED ALWAYS AS IDENTITY") == true)
+    }
+}

@@ -1,0 +1,43 @@
+import BudgetLedger
+import BudgetLedgerPostgres
+import Foundation
+import Synchronization
+
+/// A clock the test moves by hand, in microseconds (shared by the two stores of a parity test).
+final class TestClock: Sendable {
+    private let now = Mutex<Int64>(1_764_400_000_000_000)
+
+    var read: @Sendable () -> Int64 {
+        { [self] in now.withLock { $0 } }
+    }
+
+    func advance(microseconds: Int64) {
+        now.withLock { $0 += microseconds }
+    }
+}
+
+/// A PostgresLedger on a fresh database of the shared test cluster, closed after `body`.
+func withPostgresLedger<Result>(
+    maxTokensPerThread: Int64? = nil, configuration: PostgresLedger.Configuration = .init(),
+    _ body: (PostgresLedger, String) async throws -> Result
+) async throws -> Result {
+    let url = try await PostgresTestCluster.freshDatabase()
+    let ledger = try await PostgresLedger(url: url, maxTokensPerThread: maxTokensPerThread, configuration: configuration)
+    do {
+        let result = try await body(ledger, url)
+        await ledger.close()
+        return result
+    } catch {
+        await ledger.close()
+        throw error
+    }
+}
+
+/// What a call did, in a form two stores' answers can be compared by: the value, or the error's text.
+func outcome<Value>(_ body: () async throws -> Value) async -> String {
+    do {
+        return "ok \(try await body())"
+    } catch {
+        return "error \(String(describing: type(of: error))): \(error)"
+    }
+}
