@@ -27,13 +27,14 @@ extension PostgresLedger {
             // Waits for every priced consume in flight and holds off new ones until this commits,
             // so that no consume is recorded at or after `from` at the old price unseen by the check.
             try await connection.execute("SELECT pg_advisory_xact_lock(\(PostgresSQL.pricesLockKey))", logger: logger)
-            try await checkNothingRepriced(from: from, pattern: pattern, on: connection)
+            // The same order of checks as the SQLite store's, so that both name the same conflict.
             let exists = try await connection.fetchOne(
                 "SELECT 1::bigint FROM model_prices WHERE model_pattern = \(pattern) AND effective_from_us = \(from)",
                 as: Int64.self, logger: logger)
             if exists != nil {
                 throw LedgerError.conflict("\(pattern) already has a price from \(Timestamps.iso8601(microseconds: from))")
             }
+            try await checkNothingRepriced(from: from, pattern: pattern, on: connection)
             try await connection.execute(
                 """
                 INSERT INTO model_prices (model_pattern, prompt_nanos_per_token, completion_nanos_per_token,
@@ -56,7 +57,7 @@ extension PostgresLedger {
         }
         guard let latest = try await connection.fetchOne(query, as: (Int64, Int64).self, logger: logger) else { return }
         throw LedgerError.conflict(
-            "a price for \(pattern) from \(Timestamps.iso8601(microseconds: from)) would re-price consume event \(latest.0) "
+            "a price for \(pattern) from \(Timestamps.iso8601(microseconds: from)) would re-price billed consume event \(latest.0) "
                 + "(\(Timestamps.iso8601(microseconds: latest.1))); recorded events keep the price they were "
                 + "billed at, so start it after that event")
     }
