@@ -119,8 +119,7 @@ extension Ledger {
     @discardableResult
     private func withdraw(pattern: String, from: Int64, source: String, on connection: Connection) throws -> ModelPrice {
         guard let (id, price) = try livePrice(pattern: pattern, from: from, on: connection) else {
-            throw LedgerError.invalidInput(
-                field: "from", reason: "\(pattern) has no price from \(Timestamps.iso8601(microseconds: from)) to withdraw")
+            throw LedgerError.priceNotFound(model: pattern, from: from)
         }
         let now = configuration.clock()
         guard from > now else {

@@ -77,6 +77,9 @@ public enum LedgerError: Error, Sendable, CustomStringConvertible {
     case threadNotFound(String)
     /// No reservation has this id.
     case reservationNotFound(Int64)
+    /// The model (a normalised name or pattern) has no price starting at this time (UTC
+    /// microseconds) to withdraw or replace.
+    case priceNotFound(model: String, from: Int64)
     /// The change is no longer possible, e.g. an idempotency key reused for a different consume.
     case conflict(String)
     /// The ledger was closed.
@@ -94,6 +97,8 @@ public enum LedgerError: Error, Sendable, CustomStringConvertible {
             return "No budget found for thread: \(threadID)"
         case .reservationNotFound(let id):
             return "No reservation found with id: \(id)"
+        case .priceNotFound(let model, let from):
+            return "No price for \(model) from \(Timestamps.iso8601(microseconds: from)) (nothing to withdraw or replace)"
         case .conflict(let reason):
             return "conflict: \(reason)"
         case .closed:

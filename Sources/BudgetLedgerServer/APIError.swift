@@ -59,7 +59,7 @@ struct APIError: HTTPResponseError {
         switch error {
         case .invalidInput:
             self.init(status: .badRequest, error: "invalid input", detail: error.description)
-        case .threadNotFound, .reservationNotFound:
+        case .threadNotFound, .reservationNotFound, .priceNotFound:
             // The detail is "No budget found for thread: {id}", as the reference's.
             self.init(status: .notFound, error: "not found", detail: error.description)
         case .conflict:

@@ -11,7 +11,7 @@ import Hummingbird
 /// of the rule changes no client.
 struct PricesController: APIController {
     enum Route: CaseIterable, Sendable {
-        case table, modelPrice, setPrice, reprice
+        case table, modelPrice, setPrice, withdrawPrice, reprice
     }
 
     static func endpoint(of route: Route) -> Endpoint {
@@ -19,11 +19,12 @@ struct PricesController: APIController {
         case .table: return .get("/api/v1/prices")
         case .modelPrice: return .get("/api/v1/prices/{model}")
         case .setPrice: return .put("/api/v1/prices/{model}")
+        case .withdrawPrice: return .delete("/api/v1/prices/{model}")
         case .reprice: return .post("/api/v1/prices/reprice")
         }
     }
 
-    static let bodyFields: Set<String> = ["promptPerMillion", "completionPerMillion", "effectiveFrom"]
+    static let bodyFields: Set<String> = ["promptPerMillion", "completionPerMillion", "effectiveFrom", "replaces"]
     static let repriceFields: Set<String> = ["model", "from", "to"]
     static let source = "budget-ledger REST API"
 
@@ -31,7 +32,7 @@ struct PricesController: APIController {
     let requestBodyBytesMax: Int
 
     func respond(to route: Route, request: Request, context: BasicRequestContext) async throws -> Response {
-        _ = try QueryFields(request, allowed: [])
+        let query = try QueryFields(request, allowed: route == .withdrawPrice ? ["from"] : [])
         switch route {
         case .table: return try await table(request)
         case .modelPrice: return try await modelPrice(try context.pathIdentifier("model", field: "model"))
@@ -39,6 +40,16 @@ struct PricesController: APIController {
             let model = try context.pathIdentifier("model", field: "model")
             try APIIdentifier.validatePricePattern(model, field: "model")
             return try await setPrice(model, request)
+        case .withdrawPrice:
+            let model = try context.pathIdentifier("model", field: "model")
+            try APIIdentifier.validatePricePattern(model, field: "model")
+            guard let fromText = query.string("from") else { throw APIError.invalid("from", "is required") }
+            let from = try Timestamps.parse(fromText, field: "from")
+            _ = try await BodyFields(request, allowed: [], limit: requestBodyBytesMax)
+            let price = try await ledger.run { ledger in
+                try ledger.withdrawPrice(model: model, effectiveFrom: from, source: Self.source)
+            }
+            return JSONResponse(.object([("withdrawn", price.json)])).response()
         case .reprice: return try await reprice(request)
         }
     }
@@ -70,14 +81,22 @@ struct PricesController: APIController {
         return JSONResponse(PriceTableJSON.json(model: model, price: price)).response()
     }
 
-    /// Adds a price for `model` from `effectiveFrom` (default now), as `price set`.
+    /// Adds a price for `model` from `effectiveFrom` (default now), as `price set`; with
+    /// `replaces`, withdraws the price that was to start then in the same transaction, as
+    /// `price replace`.
     private func setPrice(_ model: String, _ request: Request) async throws -> Response {
         let body = try await BodyFields(request, allowed: Self.bodyFields, limit: requestBodyBytesMax)
         let prompt = try Self.decimal(body, "promptPerMillion")
         let completion = try Self.decimal(body, "completionPerMillion")
         let start = try body.stringNotNull("effectiveFrom").map { try Timestamps.parse($0, field: "effectiveFrom") }
+        let replaced = try body.stringNotNull("replaces").map { try Timestamps.parse($0, field: "replaces") }
         let price = try await ledger.run { ledger in
-            try ledger.setPrice(
+            if let replaced {
+                return try ledger.replacePrice(
+                    model: model, effectiveFrom: replaced, promptUSDPerMillion: prompt,
+                    completionUSDPerMillion: completion, newEffectiveFrom: start, source: Self.source)
+            }
+            return try ledger.setPrice(
                 model: model, promptUSDPerMillion: prompt, completionUSDPerMillion: completion, effectiveFrom: start,
                 source: Self.source)
         }

@@ -21,7 +21,7 @@ enum Output {
         case let ledgerError as LedgerError:
             switch ledgerError {
             case .invalidInput: code = 64
-            case .threadNotFound, .reservationNotFound: code = 4
+            case .threadNotFound, .reservationNotFound, .priceNotFound: code = 4
             case .conflict: code = 5
             case .closed, .database, .incompatible: code = 1
             }

@@ -56,6 +56,40 @@ struct ConfigAndPricesEndpointTests {
         }
     }
 
+    @Test func aFuturePriceIsWithdrawnOrReplacedAndAnInForceOneIsAConflict() async throws {
+        // Proves: DELETE /prices/{model}?from= withdraws a price that has not started (the
+        // lookup then finds none), a second withdrawal or an unknown start is a 404, a price in
+        // force is a 409 naming its start, and PUT with `replaces` swaps a future price for
+        // another in one call; nothing is written by a refused call.
+        try await withServer { client, folder in
+            let future = #"{"promptPerMillion":"2","completionPerMillion":"4","effectiveFrom":"2100-01-01"}"#
+            #expect(try await client.send(.put, "/api/v1/prices/zeta-rest", json: future).status == .ok)
+            let withdrawn = try await client.send(.delete, "/api/v1/prices/zeta-rest?from=2100-01-01")
+            #expect(withdrawn.status == .ok, "\(withdrawn.text)")
+            #expect(withdrawn.text.hasPrefix(#"{"withdrawn":{"model":"zeta-rest""#), "\(withdrawn.text)")
+            #expect(try folder.withLedger { try $0.prices().contains { $0.modelPattern == "zeta-rest" } } == false)
+            let again = try await client.send(.delete, "/api/v1/prices/zeta-rest?from=2100-01-01")
+            #expect(again.status == .notFound, "\(again.text)")
+            #expect(try await client.send(.delete, "/api/v1/prices/zeta-rest").status == .badRequest)
+            let now = #"{"promptPerMillion":"1","completionPerMillion":"1","effectiveFrom":"2020-01-01"}"#
+            #expect(try await client.send(.put, "/api/v1/prices/zeta-rest", json: now).status == .ok)
+            let inForce = try await client.send(.delete, "/api/v1/prices/zeta-rest?from=2020-01-01")
+            #expect(inForce.status == .conflict)
+            #expect(try inForce.detail().contains("2020-01-01"))
+            #expect(try await client.send(.put, "/api/v1/prices/zeta-rest", json: future).status == .ok)
+            let replacement = #"{"promptPerMillion":"3","completionPerMillion":"5","effectiveFrom":"2100-02-01","replaces":"2100-01-01"}"#
+            let replaced = try await client.send(.put, "/api/v1/prices/zeta-rest", json: replacement)
+            #expect(replaced.status == .ok, "\(replaced.text)")
+            let starts = try folder.withLedger { ledger in
+                try ledger.prices().filter { $0.modelPattern == "zeta-rest" }.map(\.promptNanodollarsPerToken)
+            }
+            #expect(starts == [1_000, 3_000])
+            let unknown = #"{"promptPerMillion":"3","completionPerMillion":"5","replaces":"2100-03-01"}"#
+            #expect(try await client.send(.put, "/api/v1/prices/zeta-rest", json: unknown).status == .notFound)
+            #expect(try folder.withLedger { try $0.verify().problems } == [])
+        }
+    }
+
     @Test func aBadDefaultMaxIsA400AndChangesNothing() async throws {
         // Proves: a negative, missing or over-the-limit default is refused naming the field,
         // and the stored default stays.

@@ -40,7 +40,7 @@ struct PriceCorrectionTests {
         #expect(try ledger.prices().filter { $0.modelPattern == "acme-1" }.count == 1, "the withdrawn row is not listed")
 
         // Withdrawn already: nothing to withdraw. In force: a conflict naming its start.
-        #expect(ledgerErrorCase { try ledger.withdrawPrice(model: "acme-1", effectiveFrom: now + Self.day) } == .invalidInput(field: "from"))
+        #expect(ledgerErrorCase { try ledger.withdrawPrice(model: "acme-1", effectiveFrom: now + Self.day) } == .priceNotFound)
         do {
             try ledger.withdrawPrice(model: "acme-1", effectiveFrom: now)
             Issue.record("an in-force price was withdrawn")

@@ -69,6 +69,7 @@ enum LedgerErrorCase: Equatable, CustomStringConvertible {
     case invalidInput(field: String)
     case threadNotFound
     case reservationNotFound
+    case priceNotFound
     case conflict
     case closed
     case database
@@ -83,6 +84,7 @@ enum LedgerErrorCase: Equatable, CustomStringConvertible {
         // Not "\(self)": that calls this property again, without end (a crash on a failed expectation).
         case .threadNotFound: return "threadNotFound"
         case .reservationNotFound: return "reservationNotFound"
+        case .priceNotFound: return "priceNotFound"
         case .conflict: return "conflict"
         case .closed: return "closed"
         case .database: return "database"
@@ -101,6 +103,7 @@ func ledgerErrorCase(_ body: () throws -> Void) -> LedgerErrorCase {
         case .invalidInput(let field, _): return .invalidInput(field: field)
         case .threadNotFound: return .threadNotFound
         case .reservationNotFound: return .reservationNotFound
+        case .priceNotFound: return .priceNotFound
         case .conflict: return .conflict
         case .closed: return .closed
         case .database: return .database

@@ -6,7 +6,9 @@ import uuid
 
 import pytest
 
-from budget_ledger import UsageEvent, UsageTracker, configure_usage_tracker, estimate_cost, get_usage_tracker
+from budget_ledger import (
+    ConflictError, UsageEvent, UsageTracker, configure_usage_tracker, estimate_cost, get_usage_tracker,
+)
 
 
 def test_record_returns_the_event_with_the_ledgers_cost(tracker: UsageTracker, thread_id: str) -> None:
@@ -132,6 +134,25 @@ def test_reprice_bills_unpriced_usage_once(tracker: UsageTracker) -> None:
     assert (first["repriced"], first["costNanos"], first["unpriced"], first["complete"]) == (3, 7_200_000, 0, True)
     again = tracker.reprice(model, "2020-01-01", "2100-01-01")
     assert (again["repriced"], again["costNanos"]) == (0, 0)
+
+
+def test_a_future_price_is_withdrawn_or_replaced(tracker: UsageTracker) -> None:
+    # Proves withdraw_price removes a price that has not started (a second withdrawal is a
+    # KeyError-derived error), replaces= swaps a future price for another, and a price already in
+    # force cannot be withdrawn (a conflict).
+    model = f"theta-{uuid.uuid4().hex[:6]}"
+    tracker.set_price(model, "2", "4", effective_from="2100-01-01")
+    withdrawn = tracker.withdraw_price(model, "2100-01-01")
+    assert withdrawn.model == model
+    with pytest.raises(KeyError):
+        tracker.withdraw_price(model, "2100-01-01")
+    tracker.set_price(model, "1", "1", effective_from="2020-01-01")
+    with pytest.raises(ConflictError):
+        tracker.withdraw_price(model, "2020-01-01")
+    tracker.set_price(model, "2", "4", effective_from="2100-01-01")
+    replaced = tracker.set_price(model, "3", "5", effective_from="2100-02-01", replaces="2100-01-01")
+    assert replaced.effective_from.startswith("2100-02-01")
+    assert tracker.estimate_cost(model, 1_000_000, 0) == 1.0
 
 
 def test_the_process_wide_tracker(server, monkeypatch: pytest.MonkeyPatch) -> None:

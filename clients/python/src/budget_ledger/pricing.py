@@ -98,10 +98,13 @@ class PriceBook:
 
     def set_price(
         self, model: str, prompt_per_million: str | int | Decimal, completion_per_million: str | int | Decimal,
-        *, effective_from: str | None = None,
+        *, effective_from: str | None = None, replaces: str | None = None,
     ) -> ModelPrice:
         """Adds a price row (USD per million tokens, at most 3 decimals) from `effective_from` (default now).
 
+        With `replaces` (the start of a price of `model` that has not taken effect yet), that
+        price is withdrawn and this one added in one transaction (`KeyError`-derived
+        `NotFoundError` when no price starts then, a conflict when it is already in effect).
         Not retried after a lost answer: without `effective_from` a second attempt would add a
         second row. Pass a float and it is refused: give the decimal as a string ("2.5").
         """
@@ -111,9 +114,23 @@ class PriceBook:
         }
         if effective_from is not None:
             body["effectiveFrom"] = effective_from
+        if replaces is not None:
+            body["replaces"] = replaces
         response = self._transport.request("PUT", f"/api/v1/prices/{quote(model)}", body=body, replay_safe=False)
         self.invalidate()
         return ModelPrice.from_json(response.json())
+
+    def withdraw_price(self, model: str, effective_from: str) -> ModelPrice:
+        """Withdraws the price of `model` that starts at `effective_from` (ISO 8601 UTC), before it
+        takes effect; lookups then fall back to the price that held before.
+
+        Raises a `KeyError`-derived error when no such price starts then, and a conflict when it
+        is already in effect (it can only be superseded from now on, with `set_price`).
+        """
+        response = self._transport.request(
+            "DELETE", f"/api/v1/prices/{quote(model)}?from={quote(effective_from)}", replay_safe=False)
+        self.invalidate()
+        return ModelPrice.from_json(response.json()["withdrawn"])
 
     def reprice(self, model: str, start: str, end: str) -> dict[str, Any]:
         """Bills `model`'s consumes recorded unpriced in [start, end) (ISO 8601 UTC) at the prices now in the table.

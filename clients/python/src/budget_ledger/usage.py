@@ -213,10 +213,16 @@ class UsageTracker:
 
     def set_price(
         self, model: str, prompt_per_million: str | int | Decimal, completion_per_million: str | int | Decimal,
-        *, effective_from: str | None = None,
+        *, effective_from: str | None = None, replaces: str | None = None,
     ) -> ModelPrice:
-        """Adds a price (USD per million tokens) for model names the ledger matches to `model`."""
-        return self.prices.set_price(model, prompt_per_million, completion_per_million, effective_from=effective_from)
+        """Adds a price (USD per million tokens) for model names the ledger matches to `model`
+        (with `replaces`, in place of a future price: see `PriceBook.set_price`)."""
+        return self.prices.set_price(
+            model, prompt_per_million, completion_per_million, effective_from=effective_from, replaces=replaces)
+
+    def withdraw_price(self, model: str, effective_from: str) -> ModelPrice:
+        """Withdraws a price of `model` that has not taken effect yet (see `PriceBook.withdraw_price`)."""
+        return self.prices.withdraw_price(model, effective_from)
 
     def reprice(self, model: str, start: str, end: str) -> dict[str, Any]:
         """Bills the consumes of `model` recorded while it was unpriced, in [start, end) (see `PriceBook.reprice`)."""
