@@ -151,6 +151,13 @@ struct AlertWebhookTests {
             defer { if second.isRunning { second.signal(SIGKILL) } }
             _ = await blocking { second.firstStdoutLine() }
             let allArrived = await eventually(seconds: 60) { Set(receiver.acknowledgedIDs).isSuperset(of: expected.map(\.id)) }
+            // The cursor moves just after each 2xx; a stop between the two would only mean the
+            // last alert is posted again after the next start (at least once), so wait for it.
+            let lastID = expected.last?.id ?? 0
+            let cursorCaughtUp = await eventually(seconds: 30) {
+                ((try? folder.withLedger { try $0.alertCursor(for: hook) }) ?? 0) >= lastID
+            }
+            #expect(cursorCaughtUp, "the stored cursor never reached event \(lastID)")
             second.signal(SIGTERM)
             let exit = await blocking { second.wait() }
             #expect(exit.status == 0, "\(exit)")
