@@ -103,7 +103,8 @@ extension Ledger {
         let cost = try price(of: request, at: now, pricesVersion: found.pricesVersion, on: connection)
         // The scope budgets the call falls under, in this transaction: checked before the insert
         // when enforced, and their thresholds judged after it either way.
-        let scopes = try ScopeBudgetSQL.budgets(scopes: request.scopes, at: now, on: connection)
+        let scopes = try ScopeBudgetSQL.budgets(
+            scopes: request.scopes, at: now, countingHolds: request.enforce, on: connection)
         if request.enforce && !scopes.isEmpty {
             try checkScopes(
                 scopes, threadID: request.threadID, tokens: request.tokens, cost: cost, model: request.usage.model)

@@ -73,6 +73,11 @@ extension Ledger {
     ///   `LedgerError.conflict` when the all-time cost would pass its capacity.
     @discardableResult
     public func reprice(model: String, from: Int64, to: Int64) throws -> RepriceResult {
+        try reprice(model: model, from: from, to: to, limit: LedgerLimits.repricesPerCallMax)
+    }
+
+    /// `reprice(model:from:to:)` appending at most `limit` events (tests reach the limit with a few).
+    func reprice(model: String, from: Int64, to: Int64, limit: Int64) throws -> RepriceResult {
         try Validate.identifier(model, field: "model")
         let pattern = try Self.pricePattern(model)
         let start = try Self.checkedStart(from)
@@ -85,7 +90,7 @@ extension Ledger {
         if case .pattern(let text) = PriceMatch(pattern: pattern) { literal = text } else { literal = nil }
         return try write { [self] connection in
             let now = configuration.clock()
-            let arguments: [any SQLiteBindable] = [now, start, end, pattern, literal, LedgerLimits.repricesPerCallMax]
+            let arguments: [any SQLiteBindable] = [now, start, end, pattern, literal, limit]
             let lastID = try connection.cachedStatement("SELECT coalesce(max(id), 0) FROM events").fetchOne { try $0[0] as Int64 } ?? 0
             do {
                 try connection.execute(RepriceSQL.insertReprices, arguments)
@@ -97,10 +102,9 @@ extension Ledger {
             let unpriced = try connection.cachedStatement(RepriceSQL.countUnrepriced)
                 .fetchOne(Array(arguments.prefix(5))) { try $0[0] as Int64 } ?? 0
             // A cost is never negative, and each reprice adds one: the pair read back agrees.
-            assert(cost >= 0 && count <= LedgerLimits.repricesPerCallMax)
+            assert(cost >= 0 && count <= limit)
             return RepriceResult(
-                repricedCount: count, costNanodollars: cost, unpricedCount: unpriced,
-                isComplete: count < LedgerLimits.repricesPerCallMax)
+                repricedCount: count, costNanodollars: cost, unpricedCount: unpriced, isComplete: count < limit)
         }
     }
 }

@@ -39,7 +39,9 @@ extension Ledger {
     public func removeBudget(_ scope: BudgetScope) throws {
         try write { [self] connection in
             let now = configuration.clock()
-            guard try ScopeBudgetSQL.budgets(scopes: [scope.description], at: now, on: connection).first != nil else {
+            guard try ScopeBudgetSQL.budgets(scopes: [scope.description], at: now, countingHolds: false, on: connection)
+                .first != nil
+            else {
                 throw LedgerError.conflict("scope \(scope) has no budget")
             }
             try connection.execute(ScopeBudgetSQL.insertRemove, [now, scope.description])
@@ -67,33 +69,26 @@ extension Ledger {
     func checkScopes(
         _ applicable: [ScopeBudget], threadID: String, tokens: Int64, cost: Int64?, model: String?
     ) throws {
+        // As a thread's: refused when spent + held already reaches the max, or the call would pass it.
+        func refuses(used: Int64, held: Int64, requested: Int64, max: Int64) -> Bool {
+            used.saturatingAdd(held) >= max || used.saturatingAdd(held).saturatingAdd(requested) > max
+        }
         for budget in applicable {
-            if let maxTokens = budget.maxTokens {
-                let used = budget.spentTokens
-                if used.saturatingAdd(budget.heldTokens) >= maxTokens
-                    || used.saturatingAdd(budget.heldTokens).saturatingAdd(tokens) > maxTokens
-                {
-                    throw BudgetExhaustedError(
-                        threadID: threadID, used: used, maxTokens: maxTokens, requestedTokens: tokens,
-                        heldTokens: budget.heldTokens, scope: budget.scope, window: budget.window)
-                }
+            if let maxTokens = budget.maxTokens,
+                refuses(used: budget.spentTokens, held: budget.heldTokens, requested: tokens, max: maxTokens)
+            {
+                throw BudgetExhaustedError(
+                    threadID: threadID, used: budget.spentTokens, maxTokens: maxTokens, requestedTokens: tokens,
+                    heldTokens: budget.heldTokens, scope: budget.scope, window: budget.window)
             }
-            if let maxNanodollars = budget.maxNanodollars {
-                guard let cost else {
-                    throw BudgetExhaustedError(
-                        threadID: threadID, used: budget.spentNanodollars, maxTokens: maxNanodollars, requestedTokens: 0,
-                        heldTokens: budget.heldNanodollars, scope: budget.scope, window: budget.window,
-                        unit: .nanodollars, unpricedModel: model ?? "(none named)")
-                }
-                let used = budget.spentNanodollars
-                if used.saturatingAdd(budget.heldNanodollars) >= maxNanodollars
-                    || used.saturatingAdd(budget.heldNanodollars).saturatingAdd(cost) > maxNanodollars
-                {
-                    throw BudgetExhaustedError(
-                        threadID: threadID, used: used, maxTokens: maxNanodollars, requestedTokens: cost,
-                        heldTokens: budget.heldNanodollars, scope: budget.scope, window: budget.window,
-                        unit: .nanodollars)
-                }
+            guard let maxNanodollars = budget.maxNanodollars else { continue }
+            if cost == nil
+                || refuses(used: budget.spentNanodollars, held: budget.heldNanodollars, requested: cost ?? 0, max: maxNanodollars)
+            {
+                throw BudgetExhaustedError(
+                    threadID: threadID, used: budget.spentNanodollars, maxTokens: maxNanodollars, requestedTokens: cost ?? 0,
+                    heldTokens: budget.heldNanodollars, scope: budget.scope, window: budget.window, unit: .nanodollars,
+                    unpricedModel: cost == nil ? (model ?? "(none named)") : nil)
             }
         }
     }
@@ -183,17 +178,23 @@ enum ScopeBudgetSQL {
         SELECT threshold_percent FROM scope_thresholds WHERE scope = ? AND window_start_us = ?
         """
 
-    /// The budgets of `scopes` (at most five) with their windows at `now` and the live holds under them.
-    static func budgets(scopes: [String], at now: Int64, on connection: Connection) throws -> [ScopeBudget] {
+    /// The budgets of `scopes` (at most five) with their windows at `now` and, when
+    /// `countingHolds`, the live holds under them (one more query per budget; a plain consume,
+    /// which only judges thresholds, and an existence check leave them at 0).
+    static func budgets(
+        scopes: [String], at now: Int64, countingHolds: Bool = true, on connection: Connection
+    ) throws -> [ScopeBudget] {
         precondition(scopes.count <= 5, "a call falls under at most five scopes")
         let parameters: [any SQLiteBindable] = (0..<5).map { $0 < scopes.count ? scopes[$0] : String?.none }
         let rows = try connection.cachedStatement(selectBudgets).fetchAll(parameters) {
             try StoredBudget(row: $0)
         }
         return try rows.map { stored in
-            let held = try connection.cachedStatement(selectHeld).fetchOne([now, stored.scope]) {
-                (tokens: try $0[0] as Int64, cost: try $0[1] as Int64)
-            }
+            let held = countingHolds
+                ? try connection.cachedStatement(selectHeld).fetchOne([now, stored.scope]) {
+                    (tokens: try $0[0] as Int64, cost: try $0[1] as Int64)
+                }
+                : nil
             return try stored.budget(at: now, heldTokens: held?.tokens ?? 0, heldNanodollars: held?.cost ?? 0)
         }
     }

@@ -1,6 +1,7 @@
 import BudgetLedger
 import BudgetLedgerWire
 import Foundation
+import HTTPTypes
 import Hummingbird
 import NIOCore
 
@@ -176,6 +177,28 @@ struct BodyFields: Sendable {
         case let other?:
             throw APIError.invalid(field, "must be a JSON object, not \(other.typeName)")
         }
+    }
+}
+
+extension BodyFields {
+    /// The header a retrying client may send instead of the body's `idempotencyKey`.
+    static let idempotencyHeader = HTTPField.Name("Idempotency-Key")!
+
+    /// The body's `idempotencyKey` or the `Idempotency-Key` header of `request` (consume,
+    /// settle, reserve); nil when neither is given.
+    ///
+    /// - Throws: 400 for a malformed key; a 409 conflict when both are given and differ.
+    func idempotencyKey(_ request: Request) throws -> String? {
+        let fromBody = try identifier("idempotencyKey")
+        let fromHeader = request.headers[Self.idempotencyHeader]
+        if let fromHeader { try APIIdentifier.validateHeader(fromHeader, field: "Idempotency-Key") }
+        // Two keys for one request conflict as a key reused for another request does (409): each
+        // is valid alone, and the OpenAPI document cannot say that they must agree.
+        if let fromBody, let fromHeader, fromBody != fromHeader {
+            throw LedgerError.conflict(
+                "the body's idempotencyKey \"\(fromBody)\" differs from the Idempotency-Key header's \"\(fromHeader)\"")
+        }
+        return fromBody ?? fromHeader
     }
 }
 

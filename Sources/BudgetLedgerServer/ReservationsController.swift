@@ -44,7 +44,7 @@ struct ReservationsController: APIController {
         let usage = UsageDetails(
             agentID: try body.identifier("agentId"), model: try body.identifier("model"),
             metadataJSON: try body.objectText("metadata", identifierKeys: ["org_id", "user_id"]))
-        let idempotencyKey = try ConsumeInput.idempotencyKey(body, request)
+        let idempotencyKey = try body.idempotencyKey(request)
         do {
             let result = try await ledger.run {
                 try $0.reserve(threadID, tokens: tokens, ttlSeconds: ttlSeconds, usage: usage, idempotencyKey: idempotencyKey)

@@ -17,8 +17,12 @@ struct Endpoint: Hashable, Sendable, CustomStringConvertible {
     /// template, as the router matches it: empty segments are skipped, literal segments compare
     /// exactly, and a `{name}` segment takes any one segment.
     func matches(path requestPath: String) -> Bool {
+        matches(segments: requestPath.split(separator: "/"))
+    }
+
+    /// `matches(path:)` for a request path already split at its slashes.
+    func matches(segments: [Substring]) -> Bool {
         let template = path.split(separator: "/")
-        let segments = requestPath.split(separator: "/")
         guard template.count == segments.count else { return false }
         return zip(template, segments).allSatisfy { pattern, segment in
             (pattern.hasPrefix("{") && pattern.hasSuffix("}")) || pattern == segment
@@ -84,12 +88,10 @@ enum APIRoutes {
     /// Whether `requestPath` is the path of an endpoint served without a token, whatever the
     /// method: a wrong method on `/healthz` gets its 405 without a token.
     static func isOpen(path requestPath: String) -> Bool {
-        // Asked on every request: while no open endpoint lies under /api/, an API request is
-        // answered by one prefix test, without splitting its path against each open endpoint.
-        if !openUnderAPI && requestPath.utf8.starts(with: "/api/".utf8) { return false }
-        return openEndpoints.contains { $0.matches(path: requestPath) }
+        let segments = requestPath.split(separator: "/")
+        return openEndpoints.contains { $0.matches(segments: segments) }
     }
 
+    /// `open`, built once: asked on every request, it must not build the list each time.
     private static let openEndpoints = open
-    private static let openUnderAPI = open.contains { $0.path.hasPrefix("/api/") }
 }

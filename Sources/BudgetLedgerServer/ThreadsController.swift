@@ -104,9 +104,6 @@ struct ConsumeInput: Sendable {
     static let fields: Set<String> = [
         "promptTokens", "completionTokens", "agentId", "model", "provider", "latencyMs", "metadata", "idempotencyKey",
     ]
-    /// The header a retrying client may send instead of the body field.
-    static let idempotencyHeader = HTTPField.Name("Idempotency-Key")!
-
     let promptTokens: Int64
     let completionTokens: Int64
     let idempotencyKey: String?
@@ -120,20 +117,6 @@ struct ConsumeInput: Sendable {
             agentID: try body.identifier("agentId"), model: try body.identifier("model"),
             provider: try body.identifier("provider"), latencyMilliseconds: try body.optionalCount("latencyMs"),
             metadataJSON: try body.objectText("metadata", identifierKeys: ["org_id", "user_id"]))
-        idempotencyKey = try Self.idempotencyKey(body, request)
-    }
-
-    /// The body's `idempotencyKey` or the `Idempotency-Key` header (consume, settle, reserve).
-    static func idempotencyKey(_ body: BodyFields, _ request: Request) throws -> String? {
-        let fromBody = try body.identifier("idempotencyKey")
-        let fromHeader = request.headers[Self.idempotencyHeader]
-        if let fromHeader { try APIIdentifier.validateHeader(fromHeader, field: "Idempotency-Key") }
-        // Two keys for one request conflict as a key reused for another request does (409): each
-        // is valid alone, and the OpenAPI document cannot say that they must agree.
-        if let fromBody, let fromHeader, fromBody != fromHeader {
-            throw LedgerError.conflict(
-                "the body's idempotencyKey \"\(fromBody)\" differs from the Idempotency-Key header's \"\(fromHeader)\"")
-        }
-        return fromBody ?? fromHeader
+        idempotencyKey = try body.idempotencyKey(request)
     }
 }

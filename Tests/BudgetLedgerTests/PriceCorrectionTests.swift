@@ -251,6 +251,27 @@ struct PriceCorrectionTests {
         #expect(try ledger.verify().problems == [])
     }
 
+    @Test("a reprice stops at its per-call limit, says it is not complete, and the next call finishes the range")
+    func repriceStopsAtItsLimit() throws {
+        // Proves the limit on reprice events per call (`LedgerLimits.repricesPerCallMax`, here 2):
+        // a range holding one more than the limit reprices exactly the limit with
+        // `isComplete: false`, the next call bills the rest, and nothing is repriced twice.
+        let clock = ManualClock()
+        let ledger = try Ledger.inMemory(configuration: Ledger.Configuration(clock: clock.read))
+        let start = clock.read()
+        for _ in 0..<3 {
+            try ledger.consume("t", promptTokens: 1_000, usage: UsageDetails(model: "kappa-1"))
+        }
+        try ledger.setPrice(model: "kappa-1", promptUSDPerMillion: "1", completionUSDPerMillion: "1", effectiveFrom: start)
+        clock.advance(microseconds: 1)
+        let first = try ledger.reprice(model: "kappa-1", from: start, to: start + 1, limit: 2)
+        #expect(first == RepriceResult(repricedCount: 2, costNanodollars: 2_000_000, unpricedCount: 1, isComplete: false))
+        let second = try ledger.reprice(model: "kappa-1", from: start, to: start + 1, limit: 2)
+        #expect(second == RepriceResult(repricedCount: 1, costNanodollars: 1_000_000, unpricedCount: 0, isComplete: true))
+        #expect(try byModel(ledger, "kappa-1") == (3_000_000, 0, 1))
+        #expect(try ledger.verify().problems == [])
+    }
+
     @Test("verify catches a reprice whose cost differs from the price table, and one that names a billed consume")
     func verifyCatchesDamagedReprice() throws {
         // Proves verify checks each reprice against the price table at the consume's timestamp:

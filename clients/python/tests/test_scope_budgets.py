@@ -4,6 +4,7 @@ exactness of a dollar budget under processes and threads."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import multiprocessing
 import pickle
 import secrets
@@ -119,33 +120,40 @@ def test_the_async_registry(server) -> None:
     assert budget.period == "week" and read == budget and gone is None
 
 
-def _org_race(url: str, token: str, thread_ids: list[str], org_id: str) -> int:
-    """Runs one Python thread per thread id, each calling check_and_consume ATTEMPTS_PER_THREAD
-    times under `org_id`; returns how many calls were accepted."""
-    accepted = [0]
+def _race(url: str, token: str, thread_ids: list[str], attempt) -> int:
+    """Runs one Python thread per thread id, all released at once, each calling
+    `attempt(registry, thread_id)` ATTEMPTS_PER_THREAD times; returns how many returned True."""
+    succeeded = [0]
     lock = threading.Lock()
     with ThreadBudgetRegistry(url=url, token=token, max_connections=len(thread_ids)) as registry:
         barrier = threading.Barrier(len(thread_ids))
 
         def worker(thread_id: str) -> None:
             barrier.wait()
-            count = 0
-            for _ in range(ATTEMPTS_PER_THREAD):
-                try:
-                    registry.check_and_consume(
-                        thread_id, PROMPT_TOKENS, model="gpt-4o-mini", metadata={"org_id": org_id})
-                    count += 1
-                except BudgetExhaustedError as error:
-                    assert error.scope == f"org:{org_id}" and error.unit == "usd"
+            count = sum(1 for _ in range(ATTEMPTS_PER_THREAD) if attempt(registry, thread_id))
             with lock:
-                accepted[0] += count
+                succeeded[0] += count
 
         threads = [threading.Thread(target=worker, args=(thread_id,)) for thread_id in thread_ids]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
-    return accepted[0]
+    return succeeded[0]
+
+
+def _org_call(org_id: str, registry: ThreadBudgetRegistry, thread_id: str) -> bool:
+    """One check_and_consume under `org_id`: True when accepted; a refusal must name the org's budget."""
+    try:
+        registry.check_and_consume(thread_id, PROMPT_TOKENS, model="gpt-4o-mini", metadata={"org_id": org_id})
+        return True
+    except BudgetExhaustedError as error:
+        assert error.scope == f"org:{org_id}" and error.unit == "usd"
+        return False
+
+
+def _org_race(url: str, token: str, thread_ids: list[str], org_id: str) -> int:
+    return _race(url, token, thread_ids, functools.partial(_org_call, org_id))
 
 
 def test_a_dollar_budget_is_exact_across_processes_and_threads(server, registry: ThreadBudgetRegistry) -> None:
@@ -182,34 +190,19 @@ def test_a_dollar_budget_is_exact_across_processes_and_threads(server, registry:
 HOLD_TOKENS = 1_000
 
 
+def _hold_call(registry: ThreadBudgetRegistry, thread_id: str) -> bool:
+    """One hold of HOLD_TOKENS settled in full: True when granted; a refusal must name global."""
+    try:
+        hold = registry.reserve(thread_id, HOLD_TOKENS)
+    except BudgetExhaustedError as error:
+        assert error.scope == "global" and error.unit == "tokens"
+        return False
+    registry.settle(hold.reservation_id, HOLD_TOKENS)
+    return True
+
+
 def _global_race(url: str, token: str, thread_ids: list[str]) -> int:
-    """Runs one Python thread per thread id, each holding HOLD_TOKENS and settling them in full,
-    ATTEMPTS_PER_THREAD times; returns how many holds were granted."""
-    granted = [0]
-    lock = threading.Lock()
-    with ThreadBudgetRegistry(url=url, token=token, max_connections=len(thread_ids)) as registry:
-        barrier = threading.Barrier(len(thread_ids))
-
-        def worker(thread_id: str) -> None:
-            barrier.wait()
-            count = 0
-            for _ in range(ATTEMPTS_PER_THREAD):
-                try:
-                    hold = registry.reserve(thread_id, HOLD_TOKENS)
-                except BudgetExhaustedError as error:
-                    assert error.scope == "global" and error.unit == "tokens"
-                    continue
-                registry.settle(hold.reservation_id, HOLD_TOKENS)
-                count += 1
-            with lock:
-                granted[0] += count
-
-        threads = [threading.Thread(target=worker, args=(thread_id,)) for thread_id in thread_ids]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-    return granted[0]
+    return _race(url, token, thread_ids, _hold_call)
 
 
 def test_a_global_token_budget_is_exact_for_holds_across_processes(tmp_path) -> None:
