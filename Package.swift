@@ -68,6 +68,8 @@ let package = Package(
             name: "BudgetLedgerServer",
             dependencies: [
                 "BudgetLedger",
+                // `serve --db postgres://…`: the second store behind the server's `LedgerStore` seam.
+                "BudgetLedgerPostgres",
                 "BudgetLedgerWire",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
@@ -109,9 +111,13 @@ let package = Package(
             name: "BudgetLedgerPostgresTests",
             dependencies: [
                 "BudgetLedgerPostgres", "BudgetLedger", "LedgerSQLite",
-                // The CLI tests on PostgreSQL spawn the built binary.
+                // The CLI tests on PostgreSQL spawn the built binary (`serve` included).
                 "budget-ledger",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
+                // The serve tests call the spawned servers over real HTTP.
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
             ]),
         // Depends on the executable so that `swift build --build-tests` builds the binary the tests spawn.
         .testTarget(

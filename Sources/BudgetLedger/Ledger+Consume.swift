@@ -414,7 +414,7 @@ package struct ConsumeRequest: Sendable {
     }
 
     /// Whether two metadata texts hold the same JSON object (both absent counts as the same).
-    static func sameJSONObject(_ left: String?, _ right: String?) -> Bool {
+    package static func sameJSONObject(_ left: String?, _ right: String?) -> Bool {
         guard let left, let right else { return left == nil && right == nil }
         if left == right { return true }
         func canonical(_ text: String) -> Data? {

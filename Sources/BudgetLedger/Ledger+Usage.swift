@@ -44,6 +44,16 @@ public struct UsageOverview: Sendable, Equatable {
     /// Threads that are open now.
     public let activeThreads: Int64
 
+    package init(
+        totals: UsageTotals, byAgent: [(agentID: String?, totals: UsageTotals)],
+        byModel: [(model: String?, totals: UsageTotals)], activeThreads: Int64
+    ) {
+        self.totals = totals
+        self.byAgent = byAgent
+        self.byModel = byModel
+        self.activeThreads = activeThreads
+    }
+
     public static func == (left: UsageOverview, right: UsageOverview) -> Bool {
         left.totals == right.totals && left.activeThreads == right.activeThreads
             && left.byAgent.map(\.agentID) == right.byAgent.map(\.agentID)

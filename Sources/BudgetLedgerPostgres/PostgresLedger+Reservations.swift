@@ -7,11 +7,17 @@ extension PostgresLedger {
     /// PostgreSQL yet, so only the thread's budget is checked).
     ///
     /// - Throws: `BudgetExhaustedError` when it does not fit (nothing is recorded);
-    ///   `LedgerError.invalidInput` for tokens < 1, a ttl outside 1 s…7 days, or bad usage fields.
+    ///   `LedgerError.invalidInput` for tokens < 1, a ttl outside 1 s…7 days, or bad usage fields;
+    ///   `LedgerError.conflict` when `idempotencyKey` was used by another request.
+    ///
+    /// With an `idempotencyKey` already recorded by the same reserve (thread, tokens, agent, model
+    /// and metadata), records nothing and answers with the original hold (`isReplay`), as SQLite's.
     public func reserve(
-        _ threadID: String, tokens: Int64, ttlSeconds: Int64 = Ledger.defaultHoldSeconds, usage: UsageDetails = .none
+        _ threadID: String, tokens: Int64, ttlSeconds: Int64 = Ledger.defaultHoldSeconds, usage: UsageDetails = .none,
+        idempotencyKey: String? = nil
     ) async throws -> ReserveResult {
         try Validate.identifier(threadID, field: "threadId")
+        try Validate.optionalIdentifier(idempotencyKey, field: "idempotencyKey")
         try Validate.optionalIdentifier(usage.agentID, field: "agentId")
         try Validate.optionalIdentifier(usage.model, field: "model")
         let (organizationID, userID) = try Validate.metadata(usage.metadataJSON)
@@ -26,7 +32,11 @@ extension PostgresLedger {
         return try await write { [self] connection in
             let now = configuration.clock()
             try await lockThread(threadID, on: connection)
-            let found = try await fetchThread(threadID, at: now, on: connection)
+            let found = try await fetchThread(threadID, at: now, idempotencyKey: idempotencyKey, on: connection)
+            if found.eventIDForKey != nil, let key = idempotencyKey {
+                return try await replayReserve(
+                    key: key, threadID: threadID, tokens: tokens, usage: usage, budget: found.budget, on: connection)
+            }
             if found.expiredHolds > 0 {
                 try await connection.execute(.sql(PostgresSQL.insertExpiries) { $0.append(now); $0.append(threadID) }, logger: logger)
             }
@@ -46,9 +56,9 @@ extension PostgresLedger {
             let inserted = try await connection.fetchOne(
                 """
                 INSERT INTO events (timestamp_us, kind, thread_id, held_tokens, expires_at_us, agent_id, model, metadata,
-                                    org_id, user_id, cost_nanos)
+                                    org_id, user_id, cost_nanos, idempotency_key)
                 VALUES (\(now), 'reserve', \(threadID), \(tokens), \(expiresAt), \(usage.agentID), \(usage.model),
-                        \(usage.metadataJSON), \(organizationID), \(userID), \(heldCost))
+                        \(usage.metadataJSON), \(organizationID), \(userID), \(heldCost), \(idempotencyKey))
                 RETURNING id
                 """, as: Int64.self, logger: logger)
             guard let reservationID = inserted else { preconditionFailure("INSERT … RETURNING gave no row") }
@@ -60,6 +70,41 @@ extension PostgresLedger {
                 reservation: Reservation(id: reservationID, threadID: threadID, tokens: tokens, expiresAtMicroseconds: expiresAt),
                 budget: budget)
         }
+    }
+
+    /// The original hold of a reserve retried with `key` (`Ledger.replayReserve`): the same
+    /// thread, tokens, agent, model and metadata, or a conflict naming the first field that differs.
+    private func replayReserve(
+        key: String, threadID: String, tokens: Int64, usage: UsageDetails, budget: ThreadBudget?,
+        on connection: PostgresConnection
+    ) async throws -> ReserveResult {
+        guard
+            let original = try await connection.fetchOne(
+                """
+                SELECT id, thread_id, held_tokens, expires_at_us, agent_id, model, metadata
+                FROM events WHERE idempotency_key = \(key) AND kind = 'reserve'
+                """, as: (Int64, String, Int64, Int64, String?, String?, String?).self, logger: logger)
+        else {
+            let other = try await connection.fetchOne(
+                "SELECT id, kind FROM events WHERE idempotency_key = \(key)", as: (Int64, String).self, logger: logger)
+            throw LedgerError.conflict(
+                "idempotency key \(key) was already used by event \(other?.0 ?? 0), a \(other?.1 ?? "write"), not a reserve")
+        }
+        let differs: String? =
+            if original.1 != threadID { "thread" }
+            else if original.2 != tokens { "tokens" }
+            else if original.4 != usage.agentID { "agent" }
+            else if original.5 != usage.model { "model" }
+            else if !ConsumeRequest.sameJSONObject(original.6, usage.metadataJSON) { "metadata" }
+            else { nil }
+        if let differs {
+            throw LedgerError.conflict(
+                "idempotency key \(key) was already used by reserve event \(original.0) for a different hold (its "
+                    + "\(differs) differs; recorded: thread \(original.1), \(original.2) tokens)")
+        }
+        let reservation = Reservation(id: original.0, threadID: threadID, tokens: tokens, expiresAtMicroseconds: original.3)
+        return ReserveResult(
+            reservation: reservation, budget: budget ?? ThreadBudget(threadID: threadID, maxTokens: 0), isReplay: true)
     }
 
     /// The most `tokens` can cost with `model` at `now`: every token at the higher of its two rates.

@@ -24,16 +24,25 @@ public final class PostgresLedger: Sendable {
         public var connectionsMax: Int
         /// Runs of one write after the first when the server rolls it back as transient.
         public var retriesMax: Int
+        /// The longest a new connection may take to open (TCP or unix socket, before the startup).
+        public var connectTimeout: Duration
+        /// The longest a call waits for a pooled connection before failing with
+        /// `PostgresLedgerError.connection` (nothing written): while the database is down or
+        /// every connection is busy for that long. A statement, once running, is not timed.
+        public var leaseTimeout: Duration
 
         public init(
             thresholds: [BudgetThreshold] = BudgetThreshold.defaults,
             clock: @escaping @Sendable () -> Int64 = Ledger.systemClockMicroseconds,
-            connectionsMax: Int = 16, retriesMax: Int = 16
+            connectionsMax: Int = 16, retriesMax: Int = 16, connectTimeout: Duration = .seconds(3),
+            leaseTimeout: Duration = .seconds(5)
         ) {
             self.thresholds = thresholds
             self.clock = clock
             self.connectionsMax = connectionsMax
             self.retriesMax = retriesMax
+            self.connectTimeout = connectTimeout
+            self.leaseTimeout = leaseTimeout
         }
     }
 
@@ -47,8 +56,7 @@ public final class PostgresLedger: Sendable {
     public let url: String
     public let configuration: Configuration
     let thresholds: [BudgetThreshold]
-    let client: PostgresClient
-    let runner: Task<Void, Never>
+    let pool: PostgresPool
     let logger: Logger
     /// Set by `close()`: later calls throw `PostgresLedgerError.closed` before touching the pool.
     let isClosed = Atomic<Bool>(false)
@@ -67,25 +75,25 @@ public final class PostgresLedger: Sendable {
         // Durability does not depend on the server's default: nothing is acknowledged before
         // its commit record is flushed.
         clientConfiguration.options.additionalStartupParameters = [("synchronous_commit", "on")]
+        clientConfiguration.options.connectTimeout = configuration.connectTimeout
         self.url = parsed.redacted
         self.configuration = configuration
         self.thresholds = configuration.thresholds.sorted { $0.percent < $1.percent }
         var logger = Logger(label: "budget-ledger.postgres")
         logger.logLevel = .critical
         self.logger = logger
-        let client = PostgresClient(configuration: clientConfiguration, backgroundLogger: logger)
-        self.client = client
-        runner = Task { await client.run() }
+        let pool = PostgresPool(configuration: clientConfiguration, leaseTimeout: configuration.leaseTimeout, logger: logger)
+        self.pool = pool
         do {
             let migrator = PostgresMigrator(migrations: Self.migrations, url: parsed.redacted)
-            try await client.withConnection { connection in
+            try await pool.withConnection { [logger] connection in
                 try await migrator.migrate(connection, logger: logger)
             }
             if let maxTokensPerThread, try await self.maxTokensPerThread != maxTokensPerThread {
                 try await configure(maxTokensPerThread: maxTokensPerThread)
             }
         } catch {
-            runner.cancel()
+            await pool.close()
             throw PostgresLedgerError.wrapping(error, url: parsed.redacted)
         }
     }
@@ -93,23 +101,22 @@ public final class PostgresLedger: Sendable {
     /// Closes the pool's connections. Later calls fail. Idempotent.
     public func close() async {
         isClosed.store(true, ordering: .sequentiallyConsistent)
-        runner.cancel()
-        await runner.value
+        await pool.close()
     }
 
-    deinit {
-        runner.cancel()
-    }
+    /// How many times the store replaced its connection pool after a lost connection or a
+    /// connection that could not be made (see `PostgresPool`).
+    public var poolReplacements: Int { pool.replacements }
 
     /// Runs `body` in one transaction, again from the start when the server rolls it back as a
     /// serialization failure or deadlock, or when another transaction committed the same
     /// idempotency key first (the run again then replays it). Maps PostgreSQL's errors.
-    func write<Result: Sendable>(_ body: @Sendable (PostgresConnection) async throws -> Result) async throws -> Result {
+    func write<Result: Sendable>(_ body: @escaping @Sendable (PostgresConnection) async throws -> Result) async throws -> Result {
         var attempt = 0
         while true {
             guard !isClosed.load(ordering: .sequentiallyConsistent) else { throw PostgresLedgerError.closed }
             do {
-                return try await client.withConnection { connection in
+                return try await pool.withConnection { [logger] connection in
                     try await connection.execute("BEGIN", logger: logger)
                     do {
                         let result = try await body(connection)
@@ -133,10 +140,10 @@ public final class PostgresLedger: Sendable {
     }
 
     /// Runs `body` on a pooled connection outside any explicit transaction (one statement reads one snapshot).
-    func read<Result: Sendable>(_ body: @Sendable (PostgresConnection) async throws -> Result) async throws -> Result {
+    func read<Result: Sendable>(_ body: @escaping @Sendable (PostgresConnection) async throws -> Result) async throws -> Result {
         guard !isClosed.load(ordering: .sequentiallyConsistent) else { throw PostgresLedgerError.closed }
         do {
-            return try await client.withConnection { connection in try await body(connection) }
+            return try await pool.withConnection { connection in try await body(connection) }
         } catch {
             throw PostgresLedgerError.wrapping(error, url: url)
         }

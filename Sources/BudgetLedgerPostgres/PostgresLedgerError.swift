@@ -40,8 +40,34 @@ public enum PostgresLedgerError: Error, Sendable, CustomStringConvertible {
         return nil
     }
 
+    /// Whether the database could not be reached or went away: a lost or refused connection, or
+    /// a server that is shutting down, starting up or in recovery (SQLSTATE classes 08 and 57P).
+    /// Such a call wrote nothing, unless the connection was lost during its COMMIT; a retry
+    /// later may succeed (the REST server answers 503).
+    public var isUnavailable: Bool {
+        switch self {
+        case .connection: return true
+        case .server(_, let sqlState, _): return Self.isUnavailable(sqlState: sqlState)
+        case .incompatible, .invalidURL, .closed: return false
+        }
+    }
+
+    /// A serialization failure or deadlock still failing after the store's retries, or a server
+    /// out of connection slots (40001, 40P01, 53300): busy rather than down; retry later.
+    public var isTransient: Bool {
+        guard let sqlState else { return false }
+        return sqlState == "40001" || sqlState == "40P01" || sqlState == "53300"
+    }
+
+    /// SQLSTATE class 08 (connection exception) or 57P01–57P05 (admin shutdown, crash shutdown,
+    /// cannot connect now, database dropped, idle session timeout).
+    static func isUnavailable(sqlState: String) -> Bool {
+        sqlState.hasPrefix("08") || sqlState.hasPrefix("57P")
+    }
+
     /// Maps a PostgresNIO error to this type (other errors are returned unchanged).
     static func wrapping(_ error: any Error, url: String) -> any Error {
+        if let error = error as? PostgresPoolError { return PostgresLedgerError.connection(url: url, error.reason) }
         guard let error = error as? PSQLError else { return error }
         if error.code == .poolClosed { return PostgresLedgerError.closed }
         if let state = error.serverInfo?[.sqlState] {

@@ -27,6 +27,19 @@ enum PostgresSQL {
         FROM thread_state AS s WHERE s.thread_id = $1
         """
 
+    /// Every open thread, hottest (highest percent used) first, then by id in byte order, as
+    /// SQLite's `LedgerSQL.selectAllThreads`; `$1` now.
+    static let selectAllThreads = """
+        SELECT s.thread_id, s.max_tokens, s.prompt_tokens, s.completion_tokens, s.request_count,
+               (SELECT string_agg(t.threshold_percent::text, ',') FROM thread_thresholds AS t WHERE t.thread_id = s.thread_id),
+               (SELECT coalesce(sum(h.tokens), 0)::bigint FROM holds AS h
+                WHERE h.thread_id = s.thread_id AND h.expires_at_us > $1)
+        FROM thread_state AS s
+        ORDER BY CASE WHEN s.max_tokens = 0 THEN 0.0::float8
+                      ELSE (s.prompt_tokens + s.completion_tokens)::float8 / s.max_tokens END DESC,
+                 s.thread_id COLLATE "C"
+        """
+
     static let consumeEventColumns = """
         id, timestamp_us, thread_id, prompt_tokens, completion_tokens, idempotency_key,
         agent_id, model, provider, latency_ms, metadata, cost_nanos, reservation_id

@@ -1,4 +1,5 @@
 import BudgetLedger
+import BudgetLedgerPostgres
 import BudgetLedgerWire
 import Hummingbird
 import NIOCore
@@ -48,6 +49,10 @@ struct APIError: HTTPResponseError {
                 detail: error.body ?? error.status.reasonPhrase, headers: error.headers)
         case is LedgerServiceOverloadedError:
             self = .overloaded
+        case let error as StoreOperationUnavailableError:
+            self.init(status: .notImplemented, error: "not implemented", detail: error.description)
+        case let error as PostgresLedgerError:
+            self.init(error, requestID: requestID)
         case is NIOThreadPoolError.ThreadPoolInactive, is CancellationError:
             self = .shuttingDown
         default:
@@ -70,6 +75,28 @@ struct APIError: HTTPResponseError {
             self = .internalError(requestID: requestID)
         }
     }
+
+    /// The PostgreSQL store's own failures: a database that cannot be reached, is restarting or
+    /// lost the connection is a 503 worth retrying; the rest a 500 (logged whole, never shown:
+    /// the messages may hold SQL and the URL).
+    private init(_ error: PostgresLedgerError, requestID: String) {
+        if error.isUnavailable {
+            self = .databaseUnavailable
+        } else if error.isTransient {
+            self = .busy
+        } else if case .closed = error {
+            self = .shuttingDown
+        } else {
+            self = .internalError(requestID: requestID)
+        }
+    }
+
+    /// A 503 while the PostgreSQL database cannot be reached. A call whose connection was lost
+    /// during its commit may have been recorded, so a retry should carry the same idempotency key.
+    static let databaseUnavailable = APIError(
+        status: .serviceUnavailable, error: "unavailable",
+        detail: "the ledger's database cannot be reached; retry later (with the same idempotency key, a retry records at most once)",
+        headers: [.retryAfter: "1"])
 
     /// A 500 that names only the request id: the log has the rest.
     static func internalError(requestID: String) -> APIError {

@@ -1,4 +1,5 @@
 import BudgetLedger
+import BudgetLedgerPostgres
 import BudgetLedgerWire
 import Foundation
 import Hummingbird
@@ -6,10 +7,12 @@ import Logging
 import NIOCore
 import ServiceLifecycle
 
-/// Builds the REST server that `budget-ledger serve` runs (tests build the same one).
+/// Builds the REST server that `budget-ledger serve` runs on a SQLite ledger (tests build the same one).
 ///
 /// Opens the ledger at `configuration.databasePath`; the application owns it and closes it on
-/// graceful shutdown, after the requests in flight have finished.
+/// graceful shutdown, after the requests in flight have finished. A `postgres://` URL is
+/// refused here: open it with `PostgresLedger(url:)` (it is asynchronous) and pass it to
+/// `buildApplication(_:postgres:logger:onServerRunning:)`.
 ///
 /// - Parameters:
 ///   - configuration: where the ledger is, where to listen, the token.
@@ -23,6 +26,10 @@ public func buildApplication(
     onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }
 ) throws -> some ApplicationProtocol {
     try configuration.validate()
+    guard !PostgresLedger.isPostgresURL(configuration.databasePath) else {
+        throw ServerConfigurationError(
+            field: "databasePath", reason: "a postgres:// URL is served by buildApplication(_:postgres:), not opened as a file")
+    }
     let ledger = try Ledger(path: configuration.databasePath)
     // A webhook's cursor exists before the server answers a call: every alert recorded from here
     // on is delivered, even one recorded before the delivery task first runs.
@@ -41,20 +48,56 @@ func buildApplication(
     _ configuration: ServerConfiguration, ledger: Ledger, logger: Logger? = nil,
     onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }
 ) -> some ApplicationProtocol {
-    var defaultLogger = Logger(label: "budget-ledger")
-    defaultLogger.logLevel = ProcessInfo.processInfo.environment["LOG_LEVEL"].flatMap { Logger.Level(rawValue: $0) } ?? .info
-    let logger = logger ?? defaultLogger
+    let logger = logger ?? defaultLogger()
     let ledger = LedgerService(
         ledger: ledger, threadCount: configuration.ledgerThreadCount,
         waitingCallsMax: configuration.ledgerWaitingCallsMax, logger: logger)
     let router = buildRouter(ledger: ledger, metrics: ServerMetrics(), configuration: configuration)
-    let port = configuration.port
     var services: [any Service] = [ledger]
     if !configuration.alertWebhookURLs.isEmpty, let secret = configuration.alertSecret {
         // Validated by `configuration.validate()`; after the ledger's service, so it stops first.
         let urls = configuration.alertWebhookURLs.compactMap { try? WebhookURL(parsing: $0) }
         services.append(AlertWebhookService(ledger: ledger, urls: urls, secret: secret, logger: logger))
     }
+    return application(configuration, router: router, services: services, logger: logger, onServerRunning: onServerRunning)
+}
+
+/// Builds the REST server on an open PostgreSQL ledger, which it then owns (it is closed on
+/// graceful shutdown, after the requests in flight). Stateless: any number of these may serve
+/// one database (docs/postgres.md). Routes whose operation the PostgreSQL store does not have
+/// yet answer 501.
+///
+/// - Throws: `ServerConfigurationError` for an unusable configuration, and for alert webhooks
+///   (they read the event feed, which is not on PostgreSQL yet).
+public func buildApplication(
+    _ configuration: ServerConfiguration, postgres ledger: PostgresLedger, logger: Logger? = nil,
+    onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }
+) throws -> some ApplicationProtocol {
+    try configuration.validate()
+    guard configuration.alertWebhookURLs.isEmpty else {
+        throw ServerConfigurationError(
+            field: "alertWebhookURLs", reason: "alert webhooks are not available on the PostgreSQL store yet")
+    }
+    let logger = logger ?? defaultLogger()
+    let router = buildRouter(ledger: ledger, metrics: ServerMetrics(ledgerFile: false), configuration: configuration)
+    return application(
+        configuration, router: router, services: [PostgresStoreService(ledger: ledger, logger: logger)], logger: logger,
+        onServerRunning: onServerRunning)
+}
+
+/// "budget-ledger" at info level, or `$LOG_LEVEL`.
+private func defaultLogger() -> Logger {
+    var logger = Logger(label: "budget-ledger")
+    logger.logLevel = ProcessInfo.processInfo.environment["LOG_LEVEL"].flatMap { Logger.Level(rawValue: $0) } ?? .info
+    return logger
+}
+
+/// The application around `router`: the address, the services (stopped in reverse order, after the HTTP server).
+private func application(
+    _ configuration: ServerConfiguration, router: Router<BasicRequestContext>, services: [any Service], logger: Logger,
+    onServerRunning: @escaping @Sendable (Int) async -> Void
+) -> Application<RouterResponder<BasicRequestContext>> {
+    let port = configuration.port
     return Application(
         router: router,
         configuration: ApplicationConfiguration(
@@ -70,7 +113,7 @@ func buildApplication(
 /// final status; errors become JSON next; `/healthz` and the dashboard page are added before the
 /// token check, everything else (the router's own 404 included) after it.
 func buildRouter(
-    ledger: LedgerService, metrics: ServerMetrics, configuration: ServerConfiguration
+    ledger: any LedgerStore, metrics: ServerMetrics, configuration: ServerConfiguration
 ) -> Router<BasicRequestContext> {
     let router = Router(context: BasicRequestContext.self)
     router.add(middleware: RequestIDMiddleware())

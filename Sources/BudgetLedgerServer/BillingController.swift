@@ -17,7 +17,7 @@ struct BillingController: APIController {
         }
     }
 
-    let ledger: LedgerService
+    let ledger: any LedgerStore
 
     func respond(to route: Route, request: Request, context: BasicRequestContext) async throws -> Response {
         switch route {
@@ -31,6 +31,7 @@ struct BillingController: APIController {
     /// before `from` is an empty range, as `to` equal to `from` is (each parameter is valid alone,
     /// and the OpenAPI document can only describe them alone).
     private func export(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        let ledger = try ledger.sqliteOnly("exporting usage")
         let query = try QueryFields(request, allowed: ["from", "to", "org", "groupBy", "format"])
         let format = try query.choice("format", ExportFormat.self) ?? .json
         let grouping = try query.choice("groupBy", ExportGrouping.self)
@@ -44,7 +45,7 @@ struct BillingController: APIController {
             let text = format.render(rows, grouping: grouping)
             return TextResponse(text: text, contentType: format.contentType).response()
         }
-        return try await streamEvents(range, format: format, headers: headers, context: context)
+        return try await streamEvents(range, from: ledger, format: format, headers: headers, context: context)
     }
 
     /// Streams the events from a ledger thread through a bounded pipe. The first chunk is awaited
@@ -52,10 +53,10 @@ struct BillingController: APIController {
     /// a failure after that cuts the response short (the client sees an incomplete body, never
     /// the error's text) and is logged under the request id.
     private func streamEvents(
-        _ range: ExportQuery, format: ExportFormat, headers: HTTPFields, context: BasicRequestContext
+        _ range: ExportQuery, from ledger: LedgerService, format: ExportFormat, headers: HTTPFields,
+        context: BasicRequestContext
     ) async throws -> Response {
         let pipe = ChunkPipe()
-        let ledger = ledger
         Task {
             do {
                 try await ledger.run { ledger in
@@ -99,6 +100,7 @@ struct BillingController: APIController {
 
     /// `?after=&limit=`: `{"events": [event…], "lastId": N}`; pass `lastId` as `after` for the next page.
     private func events(_ request: Request) async throws -> Response {
+        let ledger = try ledger.sqliteOnly("the event feed")
         let query = try QueryFields(request, allowed: ["after", "limit"])
         let after = try query.integer("after") ?? 0
         let limit = try query.integer("limit") ?? 1_000

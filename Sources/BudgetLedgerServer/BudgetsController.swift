@@ -19,10 +19,11 @@ struct BudgetsController: APIController {
 
     static let bodyFields: Set<String> = ["period", "maxTokens", "maxUsd"]
 
-    let ledger: LedgerService
+    let ledger: any LedgerStore
     let requestBodyBytesMax: Int
 
     func respond(to route: Route, request: Request, context: BasicRequestContext) async throws -> Response {
+        let ledger = try ledger.sqliteOnly("scope budgets")
         _ = try QueryFields(request, allowed: [])
         switch route {
         case .list:
@@ -35,7 +36,7 @@ struct BudgetsController: APIController {
             return JSONResponse(budget.json).response()
         case .set:
             let scope = try context.pathScope()
-            return try await set(scope, request)
+            return try await set(scope, request, on: ledger)
         case .remove:
             let scope = try context.pathScope()
             _ = try await BodyFields(request, allowed: [], limit: requestBodyBytesMax)
@@ -45,7 +46,7 @@ struct BudgetsController: APIController {
     }
 
     /// Sets the budget of `scope` from `{"period", "maxTokens", "maxUsd"}`, as `budget set`.
-    private func set(_ scope: BudgetScope, _ request: Request) async throws -> Response {
+    private func set(_ scope: BudgetScope, _ request: Request, on ledger: LedgerService) async throws -> Response {
         let body = try await BodyFields(request, allowed: Self.bodyFields, limit: requestBodyBytesMax)
         let period = try body.stringNotNull("period").map { text in
             guard let period = BudgetPeriod(rawValue: text) else {

@@ -15,22 +15,19 @@ struct ConfigController: APIController {
         }
     }
 
-    let ledger: LedgerService
+    let ledger: any LedgerStore
     let requestBodyBytesMax: Int
 
     func respond(to route: Route, request: Request, context: BasicRequestContext) async throws -> Response {
         _ = try QueryFields(request, allowed: [])
         switch route {
         case .read:
-            return Self.answer(try await ledger.run { try $0.maxTokensPerThread })
+            return Self.answer(try await ledger.maxTokensPerThread)
         case .update:
             let body = try await BodyFields(request, allowed: ["defaultMaxTokens"], limit: requestBodyBytesMax)
             let defaultMaxTokens = try body.count("defaultMaxTokens")
             // Open threads keep their max, as `configure --default-max` (an event, shared by every process).
-            let stored = try await ledger.run { ledger in
-                try ledger.configure(maxTokensPerThread: defaultMaxTokens)
-                return try ledger.maxTokensPerThread
-            }
+            let stored = try await ledger.setDefaultMaxTokens(defaultMaxTokens)
             return Self.answer(stored)
         }
     }

@@ -34,7 +34,8 @@ struct APIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
             return try await next(request, context)
         } catch {
             let apiError = APIError(error, request: request, requestID: context.id)
-            if apiError.status.kind == .serverError {
+            // A 501 is a documented answer (an operation this store does not have yet), not a failure.
+            if apiError.status.kind == .serverError && apiError.status != .notImplemented {
                 let level: Logger.Level = apiError.status == .internalServerError ? .error : .warning
                 context.logger.log(
                     level: level, "request failed",

@@ -14,11 +14,11 @@ struct HealthController: APIController {
         }
     }
 
-    let ledger: LedgerService
+    let ledger: any LedgerStore
 
     /// `{"status": "ok", "version": …}` once the ledger answers a query; the ledger's error otherwise.
     func respond(to route: Route, request: Request, context: BasicRequestContext) async throws -> Response {
-        _ = try await ledger.run { try $0.maxTokensPerThread }
+        _ = try await ledger.maxTokensPerThread
         return JSONResponse(.object([("status", .string("ok")), ("version", .string(Ledger.version))])).response()
     }
 }
@@ -36,20 +36,14 @@ struct OperationsController: APIController {
         }
     }
 
-    let ledger: LedgerService
+    let ledger: any LedgerStore
     let metrics: ServerMetrics
 
     func respond(to route: Route, request: Request, context: BasicRequestContext) async throws -> Response {
         _ = try QueryFields(request, allowed: [])
         switch route {
         case .metrics:
-            let metrics = metrics
-            // Reading the file's size is a file-system call: it runs on the ledger's threads too,
-            // with the ledger's own figures (every process's usage, not only this server's).
-            let text = try await ledger.run { ledger in
-                let business = LedgerMetrics.exposition(overview: try ledger.usageOverview(.allTime), gauges: try ledger.gauges())
-                return metrics.exposition(ledgerPath: ledger.path) + business
-            }
+            let text = try await ledger.metricsExposition(metrics)
             return TextResponse(text: text, contentType: "text/plain; version=0.0.4; charset=utf-8").response()
         case .openAPI:
             return TextResponse(text: OpenAPIDocument.yaml, contentType: "application/yaml").response()

@@ -28,7 +28,7 @@ struct PricesController: APIController {
     static let repriceFields: Set<String> = ["model", "from", "to"]
     static let source = "budget-ledger REST API"
 
-    let ledger: LedgerService
+    let ledger: any LedgerStore
     let requestBodyBytesMax: Int
 
     func respond(to route: Route, request: Request, context: BasicRequestContext) async throws -> Response {
@@ -46,7 +46,7 @@ struct PricesController: APIController {
             guard let fromText = query.string("from") else { throw APIError.invalid("from", "is required") }
             let from = try Timestamps.parse(fromText, field: "from")
             _ = try await BodyFields(request, allowed: [], limit: requestBodyBytesMax)
-            let price = try await ledger.run { ledger in
+            let price = try await ledger.sqliteOnly("withdrawing a price").run { ledger in
                 try ledger.withdrawPrice(model: model, effectiveFrom: from, source: Self.source)
             }
             return JSONResponse(.object([("withdrawn", price.json)])).response()
@@ -58,7 +58,7 @@ struct PricesController: APIController {
     /// "has anything changed?" with `If-None-Match` and get a 304. `inForce` is part of the
     /// body, so the tag also changes when a price set for later starts to apply.
     private func table(_ request: Request) async throws -> Response {
-        let (prices, now) = try await ledger.run { ledger in (try ledger.prices(), ledger.configuration.clock()) }
+        let (prices, now) = try await ledger.priceTable()
         let text = PriceTableJSON.json(prices, at: now).serialized()
         let tag = Self.entityTag(of: text)
         if let condition = request.headers[.ifNoneMatch], condition.split(separator: ",").contains(where: {
@@ -75,7 +75,7 @@ struct PricesController: APIController {
     /// the row the ledger would bill a consume of `model` by now, and why; 404 when none applies
     /// (such a consume's cost is null).
     private func modelPrice(_ model: String) async throws -> Response {
-        guard let price = try await ledger.run({ try $0.price(forModel: model) }) else {
+        guard let price = try await ledger.price(forModel: model) else {
             throw APIError(status: .notFound, error: "not found", detail: "No price for model: \(model)")
         }
         return JSONResponse(PriceTableJSON.json(model: model, price: price)).response()
@@ -90,13 +90,15 @@ struct PricesController: APIController {
         let completion = try Self.decimal(body, "completionPerMillion")
         let start = try body.stringNotNull("effectiveFrom").map { try Timestamps.parse($0, field: "effectiveFrom") }
         let replaced = try body.stringNotNull("replaces").map { try Timestamps.parse($0, field: "replaces") }
-        let price = try await ledger.run { ledger in
-            if let replaced {
-                return try ledger.replacePrice(
+        let price: ModelPrice
+        if let replaced {
+            price = try await ledger.sqliteOnly("replacing a price").run { ledger in
+                try ledger.replacePrice(
                     model: model, effectiveFrom: replaced, promptUSDPerMillion: prompt,
                     completionUSDPerMillion: completion, newEffectiveFrom: start, source: Self.source)
             }
-            return try ledger.setPrice(
+        } else {
+            price = try await ledger.setPrice(
                 model: model, promptUSDPerMillion: prompt, completionUSDPerMillion: completion, effectiveFrom: start,
                 source: Self.source)
         }
@@ -114,7 +116,7 @@ struct PricesController: APIController {
         let from = try Timestamps.parse(fromText, field: "from")
         // As the export's: a range that ends before it starts is the empty range [from, from).
         let to = max(try Timestamps.parse(toText, field: "to"), from)
-        let result = try await ledger.run { ledger in try ledger.reprice(model: model, from: from, to: to) }
+        let result = try await ledger.sqliteOnly("re-pricing").run { ledger in try ledger.reprice(model: model, from: from, to: to) }
         return JSONResponse(result.json).response()
     }
 

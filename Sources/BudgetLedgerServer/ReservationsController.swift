@@ -16,7 +16,7 @@ struct ReservationsController: APIController {
         }
     }
 
-    let ledger: LedgerService
+    let ledger: any LedgerStore
     let metrics: ServerMetrics
     let requestBodyBytesMax: Int
 
@@ -46,9 +46,8 @@ struct ReservationsController: APIController {
             metadataJSON: try body.objectText("metadata", identifierKeys: ["org_id", "user_id"]))
         let idempotencyKey = try body.idempotencyKey(request)
         do {
-            let result = try await ledger.run {
-                try $0.reserve(threadID, tokens: tokens, ttlSeconds: ttlSeconds, usage: usage, idempotencyKey: idempotencyKey)
-            }
+            let result = try await ledger.reserve(
+                threadID, tokens: tokens, ttlSeconds: ttlSeconds, usage: usage, idempotencyKey: idempotencyKey)
             return JSONResponse(result.json).response()
         } catch let error as BudgetExhaustedError {
             metrics.recordExhaustedRefusal()
@@ -59,11 +58,9 @@ struct ReservationsController: APIController {
     /// Records the actual usage and ends the hold; 404 unknown, 409 no longer live.
     private func settle(_ reservationID: Int64, _ request: Request) async throws -> Response {
         let input = try await ConsumeInput(request, limit: requestBodyBytesMax)
-        let result = try await ledger.run { ledger in
-            try ledger.settle(
-                reservationID, promptTokens: input.promptTokens, completionTokens: input.completionTokens,
-                idempotencyKey: input.idempotencyKey, usage: input.usage)
-        }
+        let result = try await ledger.settle(
+            reservationID, promptTokens: input.promptTokens, completionTokens: input.completionTokens,
+            idempotencyKey: input.idempotencyKey, usage: input.usage)
         metrics.recordConsume(replayed: result.consume.isReplay)
         return JSONResponse(result.json).response()
     }
@@ -71,7 +68,7 @@ struct ReservationsController: APIController {
     /// Ends the hold with nothing spent; 404 unknown, 409 no longer live.
     private func release(_ reservationID: Int64, _ request: Request) async throws -> Response {
         _ = try await BodyFields(request, allowed: [], limit: requestBodyBytesMax)
-        let budget = try await ledger.run { try $0.release(reservationID) }
+        let budget = try await ledger.release(reservationID)
         return JSONResponse(
             WriteAnswer.released(reservationID, budget: budget)
         ).response()

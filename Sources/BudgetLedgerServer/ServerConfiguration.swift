@@ -1,6 +1,7 @@
 /// How the REST server is run: where the ledger lives, where to listen, who may call.
 public struct ServerConfiguration: Sendable {
-    /// The ledger file the server opens (and closes when it shuts down).
+    /// The ledger file the server opens (and closes when it shuts down), or a `postgres://` URL,
+    /// which `buildApplication(_:postgres:)` serves once the caller has opened it.
     public var databasePath: String
     /// The address to bind: a loopback address unless a token is set.
     public var host: String

@@ -8,7 +8,8 @@ final class ServerMetrics: Sendable {
     private let consumes: Counter
     private let replays: Counter
     private let exhaustedRefusals: Counter
-    private let ledgerFileBytes: Gauge
+    /// Nil for a store that is not a file (PostgreSQL): no gauge rather than a 0 that reads as a size.
+    private let ledgerFileBytes: Gauge?
 
     /// Latency buckets from 1 ms to 10 s.
     static let latencyBuckets: [Duration] = [
@@ -17,7 +18,8 @@ final class ServerMetrics: Sendable {
         .seconds(2.5), .seconds(10),
     ]
 
-    init() {
+    /// - Parameter ledgerFile: whether the ledger is a file whose size `/metrics` reports.
+    init(ledgerFile: Bool = true) {
         consumes = registry.makeCounter(
             descriptor: .init(
                 namespace: "budget_ledger", metricName: "consumes", unitName: "total",
@@ -30,10 +32,12 @@ final class ServerMetrics: Sendable {
             descriptor: .init(
                 namespace: "budget_ledger", metricName: "exhausted_refusals", unitName: "total",
                 helpText: "Checks and checked consumes refused because the budget was exhausted."))
-        ledgerFileBytes = registry.makeGauge(
-            descriptor: .init(
-                namespace: "budget_ledger", metricName: "ledger_file", unitName: "bytes",
-                helpText: "Size of the ledger file and its write-ahead log, read at scrape time."))
+        ledgerFileBytes = ledgerFile
+            ? registry.makeGauge(
+                descriptor: .init(
+                    namespace: "budget_ledger", metricName: "ledger_file", unitName: "bytes",
+                    helpText: "Size of the ledger file and its write-ahead log, read at scrape time."))
+            : nil
     }
 
     /// Counts and times one request.
@@ -62,8 +66,10 @@ final class ServerMetrics: Sendable {
         exhaustedRefusals.increment()
     }
 
-    /// The Prometheus text exposition, after reading the ledger's size on disk at `path`.
-    func exposition(ledgerPath: String) -> String {
+    /// The Prometheus text exposition, after reading the ledger's size on disk at `ledgerPath`
+    /// (nil: the ledger is not a file).
+    func exposition(ledgerPath: String?) -> String {
+        guard let ledgerPath, let ledgerFileBytes else { return registry.emitToString() }
         let sizes = [ledgerPath, ledgerPath + "-wal"].map { path -> Int64 in
             var status = stat()
             return stat(path, &status) == 0 ? Int64(status.st_size) : 0

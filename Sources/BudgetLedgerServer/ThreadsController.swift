@@ -20,7 +20,7 @@ struct ThreadsController: APIController {
         }
     }
 
-    let ledger: LedgerService
+    let ledger: any LedgerStore
     let metrics: ServerMetrics
     let requestBodyBytesMax: Int
 
@@ -42,11 +42,9 @@ struct ThreadsController: APIController {
     private func consume(_ threadID: String, _ request: Request, enforce: Bool) async throws -> Response {
         let input = try await ConsumeInput(request, limit: requestBodyBytesMax)
         let result = try await countingRefusals {
-            try await ledger.run { ledger in
-                try ledger.consume(
-                    threadID, promptTokens: input.promptTokens, completionTokens: input.completionTokens,
-                    idempotencyKey: input.idempotencyKey, usage: input.usage, checked: enforce)
-            }
+            try await ledger.consume(
+                threadID, promptTokens: input.promptTokens, completionTokens: input.completionTokens,
+                idempotencyKey: input.idempotencyKey, usage: input.usage, checked: enforce)
         }
         metrics.recordConsume(replayed: result.isReplay)
         return JSONResponse(result.json).response()
@@ -57,7 +55,7 @@ struct ThreadsController: APIController {
         let body = try await BodyFields(request, allowed: ["estimatedTokens"], limit: requestBodyBytesMax)
         let estimatedTokens = try body.count("estimatedTokens", default: 0)
         let budget = try await countingRefusals {
-            try await ledger.run { try $0.checkBudget(threadID, estimatedTokens: estimatedTokens) }
+            try await ledger.checkBudget(threadID, estimatedTokens: estimatedTokens)
         }
         return JSONResponse(budget.json).response()
     }
@@ -66,14 +64,14 @@ struct ThreadsController: APIController {
     private func setLimit(_ threadID: String, _ request: Request) async throws -> Response {
         let body = try await BodyFields(request, allowed: ["maxTokens"], limit: requestBodyBytesMax)
         let maxTokens = try body.count("maxTokens")
-        let budget = try await ledger.run { try $0.setLimit(threadID, maxTokens: maxTokens) }
+        let budget = try await ledger.setLimit(threadID, maxTokens: maxTokens)
         return JSONResponse(budget.json).response()
     }
 
     /// Starts a new window for the thread; 404 when it is not open.
     private func reset(_ threadID: String, _ request: Request) async throws -> Response {
         _ = try await BodyFields(request, allowed: [], limit: requestBodyBytesMax)
-        guard let budget = try await ledger.run({ try $0.resetThread(threadID) }) else {
+        guard let budget = try await ledger.resetThread(threadID) else {
             throw LedgerError.threadNotFound(threadID)
         }
         return JSONResponse(budget.json).response()
@@ -82,7 +80,7 @@ struct ThreadsController: APIController {
     /// Ends the thread and answers its final budget; 404 when it is not open.
     private func cleanup(_ threadID: String, _ request: Request) async throws -> Response {
         _ = try await BodyFields(request, allowed: [], limit: requestBodyBytesMax)
-        guard let budget = try await ledger.run({ try $0.cleanupThread(threadID) }) else {
+        guard let budget = try await ledger.cleanupThread(threadID) else {
             throw LedgerError.threadNotFound(threadID)
         }
         return JSONResponse(budget.json).response()

@@ -20,7 +20,7 @@ struct UsageController: APIController {
         }
     }
 
-    let ledger: LedgerService
+    let ledger: any LedgerStore
     let requestBodyBytesMax: Int
 
     func respond(to route: Route, request: Request, context: BasicRequestContext) async throws -> Response {
@@ -37,16 +37,14 @@ struct UsageController: APIController {
     /// `{"usage": {"totals", "byAgent", "byModel", "activeThreads"}}`; `?allTime=true` ignores the window.
     private func overview(_ request: Request) async throws -> Response {
         let scope = try Self.scope(request)
-        let overview = try await ledger.run { try $0.usageOverview(scope) }
+        let overview = try await ledger.usageOverview(scope)
         return JSONResponse(overview.json).response()
     }
 
     /// `{"threads": [budget…], "count", "defaultMaxTokens"}`, hottest first.
     private func threads(_ request: Request) async throws -> Response {
         _ = try QueryFields(request, allowed: [])
-        let (budgets, defaultMaxTokens) = try await ledger.run { ledger in
-            (try ledger.allUsage(), try ledger.maxTokensPerThread)
-        }
+        let (budgets, defaultMaxTokens) = try await ledger.threadList()
         return JSONResponse(ThreadList.json(budgets, defaultMaxTokens: defaultMaxTokens)).response()
     }
 
@@ -54,7 +52,7 @@ struct UsageController: APIController {
     private func thread(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
         let threadID = try context.pathIdentifier("id", field: "threadId")
         _ = try QueryFields(request, allowed: [])
-        guard let budget = try await ledger.run({ try $0.usage(threadID) }) else {
+        guard let budget = try await ledger.usage(threadID) else {
             throw LedgerError.threadNotFound(threadID)
         }
         return JSONResponse(budget.json).response()
@@ -64,7 +62,7 @@ struct UsageController: APIController {
     private func agent(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
         let agentID = try context.pathIdentifier("id", field: "agentId")
         let scope = try Self.scope(request)
-        let totals = try await ledger.run { try $0.usage(agent: agentID, scope: scope) }
+        let totals = try await ledger.usage(agent: agentID, scope: scope)
         return JSONResponse(totals.json(key: ("agentId", .string(agentID)))).response()
     }
 
@@ -72,7 +70,7 @@ struct UsageController: APIController {
     private func model(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
         let model = try context.pathIdentifier("model", field: "model")
         let scope = try Self.scope(request)
-        let totals = try await ledger.run { try $0.usage(model: model, scope: scope) }
+        let totals = try await ledger.usage(model: model, scope: scope)
         return JSONResponse(totals.json(key: ("model", .string(ModelName.normalized(model))))).response()
     }
 
@@ -80,7 +78,7 @@ struct UsageController: APIController {
     private func resetWindow(_ request: Request) async throws -> Response {
         _ = try QueryFields(request, allowed: [])
         _ = try await BodyFields(request, allowed: [], limit: requestBodyBytesMax)
-        try await ledger.run { try $0.resetUsageWindow() }
+        try await ledger.resetUsageWindow()
         return JSONResponse(WriteAnswer.usageWindowReset).response()
     }
 

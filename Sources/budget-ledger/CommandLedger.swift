@@ -89,7 +89,7 @@ struct BlockingPostgresLedger: CommandLedger {
 /// A command that does not run on PostgreSQL yet was given a `postgres://` URL.
 struct NotOnPostgresError: Error, CustomStringConvertible {
     var description: String {
-        "this command does not run on PostgreSQL yet (init, consume, check, set-limit, reset, cleanup, configure "
-            + "and usage THREAD do; see docs/postgres.md)"
+        "this command does not run on PostgreSQL yet (init, consume, check, set-limit, reset, cleanup, configure, "
+            + "usage THREAD and serve do; see docs/postgres.md)"
     }
 }

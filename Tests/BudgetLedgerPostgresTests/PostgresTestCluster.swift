@@ -140,6 +140,12 @@ actor PostgresTestCluster {
             try run(binaries + "/pg_ctl", ["stop", "-m", "immediate", "-D", folder + "/data"], asRoot: asRoot, log: nil)
         }
 
+        /// A clean stop: PostgreSQL ends every session (clients see 57P01 or a closed
+        /// connection), checkpoints and exits; `startServer()` brings it back on the same port.
+        func stopFast() throws {
+            try run(binaries + "/pg_ctl", ["stop", "-m", "fast", "-w", "-D", folder + "/data"], asRoot: asRoot, log: nil)
+        }
+
         /// Stops the server if it runs and removes the folder.
         func remove() {
             try? stopImmediately()

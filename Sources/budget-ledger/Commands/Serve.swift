@@ -19,6 +19,8 @@ extension BudgetLedgerCommand {
                 --alert-webhook URL posts each alert, signed with --alert-secret (X-BudgetLedger-Signature:
                 sha256=HMAC-SHA256 of the body), at least once and in event-id order (README: Alerts).
                 The OpenAPI document is served at /openapi.yaml.
+                With --db postgres://…, the server is stateless: run any number on one PostgreSQL database;
+                routes the PostgreSQL store does not have yet answer 501 (docs/postgres.md).
                 """)
 
         @OptionGroup var options: LedgerOptions
@@ -68,6 +70,9 @@ extension BudgetLedgerCommand {
                 throw ValidationError(
                     "\(source.name) is empty: give the token clients must send, or leave \(source.name) out to serve without one")
             }
+            if PostgresLedger.isPostgresURL(options.path) && !alertWebhook.isEmpty {
+                throw ValidationError("--alert-webhook is not available with a postgres:// ledger yet (see docs/postgres.md)")
+            }
             do {
                 try serverConfiguration.validate()
             } catch let error as ServerConfigurationError {
@@ -85,9 +90,6 @@ extension BudgetLedgerCommand {
         }
 
         func run() throws {
-            if PostgresLedger.isPostgresURL(options.path) {
-                throw Output.fail(NotOnPostgresError(), json: options.json)
-            }
             // The root command is synchronous: serve on the concurrency pool and wait here.
             let (configuration, json) = (serverConfiguration, options.json)
             let outcome = ServeOutcome()
@@ -107,12 +109,25 @@ extension BudgetLedgerCommand {
         private static func serve(_ configuration: ServerConfiguration, json: Bool) async throws {
             let host = configuration.host.contains(":") && !configuration.host.hasPrefix("[")
                 ? "[\(configuration.host)]" : configuration.host
-            let app = try buildApplication(configuration) { port in
+            let announce: @Sendable (Int) async -> Void = { port in
                 let url = "http://\(host):\(port)"
                 let line = json ? JSONValue.object([("url", .string(url))]).serialized() : "listening on \(url)"
                 FileHandle.standardOutput.write(Data((line + "\n").utf8))
             }
-            try await app.runService()
+            guard PostgresLedger.isPostgresURL(configuration.databasePath) else {
+                try await buildApplication(configuration, onServerRunning: announce).runService()
+                return
+            }
+            // Connects and migrates before listening: a server that cannot reach its database
+            // says so and exits 1 rather than answer 503 to every call.
+            let ledger = try await PostgresLedger(url: configuration.databasePath)
+            do {
+                try await buildApplication(configuration, postgres: ledger, onServerRunning: announce).runService()
+            } catch {
+                // Idempotent: the application closes the ledger itself when it ran.
+                await ledger.close()
+                throw error
+            }
         }
     }
 }

@@ -1,0 +1,210 @@
+import BudgetLedger
+import Logging
+import PostgresNIO
+import Synchronization
+
+/// The store's connections: a postgres-nio `PostgresClient` that is replaced when it fails, and a
+/// bound on how long a call waits for one of its connections.
+///
+/// Why not the client alone: while the server is down, postgres-nio 1.33.2's pool queues a lease
+/// until a connection can be made (or, after 60 s of failures, its circuit breaker fails it),
+/// and it retries connecting with a backoff that grows to a minute, so a server could wait a
+/// minute or more to notice PostgreSQL is back, and callers wait that long for an answer. Here a
+/// call that gets no connection within `leaseTimeout` fails at once with
+/// `PostgresLedgerError.connection` (a 503 for the REST server; nothing was written: the
+/// transaction never began; a connection that comes later is handed back unused). That failure,
+/// when none of the client's connections is in use (a pool that is merely busy is kept), or any
+/// failure of a connection itself, retires the client: the next call runs on a fresh one, which
+/// connects at once. Calls already running on the retired client finish or fail on it; it is
+/// closed when the last of them ends.
+final class PostgresPool: Sendable {
+    /// One client and the calls running on it.
+    final class Generation: Sendable {
+        let client: PostgresClient
+        let runner: Task<Void, Never>
+        /// Calls that hold one of its connections now.
+        private let active = Atomic<Int>(0)
+        private let retired = Atomic<Bool>(false)
+
+        init(configuration: PostgresClient.Configuration, logger: Logger) {
+            let client = PostgresClient(configuration: configuration, backgroundLogger: logger)
+            self.client = client
+            runner = Task { await client.run() }
+        }
+
+        var activeCalls: Int { active.load(ordering: .sequentiallyConsistent) }
+
+        func enter() { active.add(1, ordering: .sequentiallyConsistent) }
+
+        /// The last call out of a retired client closes it.
+        func leave() {
+            if active.subtract(1, ordering: .sequentiallyConsistent).newValue == 0 && retired.load(ordering: .sequentiallyConsistent) {
+                runner.cancel()
+            }
+        }
+
+        /// No new calls; closed now if none is running, else when the last one leaves (closing
+        /// the client at once would cut their transactions).
+        func retire() {
+            retired.store(true, ordering: .sequentiallyConsistent)
+            if active.load(ordering: .sequentiallyConsistent) == 0 { runner.cancel() }
+        }
+    }
+
+    private let configuration: PostgresClient.Configuration
+    private let leaseTimeout: Duration
+    private let logger: Logger
+    private let current: Mutex<Generation?>
+    /// Clients retired after a failure, since the pool opened (for tests and logs).
+    private let retiredClients = Atomic<Int>(0)
+
+    init(configuration: PostgresClient.Configuration, leaseTimeout: Duration, logger: Logger) {
+        self.configuration = configuration
+        self.leaseTimeout = leaseTimeout
+        self.logger = logger
+        current = Mutex(Generation(configuration: configuration, logger: logger))
+    }
+
+    /// How many times a client was replaced after a failure.
+    var replacements: Int { retiredClients.load(ordering: .relaxed) }
+
+    /// Runs `body` on a connection of the current client. Waits at most `leaseTimeout` for the
+    /// connection; `body` itself is not timed (it may wait for a thread's row lock).
+    ///
+    /// - Throws: what `body` throws (PostgreSQL's errors as `PSQLError`); `PostgresPoolError`
+    ///   when no connection came in time (`body` did not run and never will);
+    ///   `PostgresLedgerError.closed` after `close()`.
+    func withConnection<Result: Sendable>(
+        _ body: @escaping @Sendable (PostgresConnection) async throws -> Result
+    ) async throws -> Result {
+        guard let generation = current.withLock({ $0 }) else { throw PostgresLedgerError.closed }
+        let lease = LeaseState()
+        do {
+            return try await Self.race(leaseTimeout: leaseTimeout, lease: lease) {
+                try await generation.client.withConnection { connection in
+                    // A connection that comes after the caller was told "no connection" is
+                    // handed back unused: that caller's call must not run.
+                    guard lease.start() else { throw PostgresPoolError(reason: "the connection came too late") }
+                    generation.enter()
+                    defer { generation.leave() }
+                    return try await body(connection)
+                }
+            }
+        } catch {
+            let leased = lease.hasStarted
+            // No connection while none is in use: the client cannot connect (a busy pool, whose
+            // connections are all in use, is kept). A lost connection: the others are suspect.
+            if (!leased && generation.activeCalls == 0) || Self.isConnectionFailure(error) {
+                retire(generation)
+            }
+            if !leased, !(error is PSQLError), !(error is PostgresLedgerError), !(error is PostgresPoolError),
+                !(error is CancellationError)
+            {
+                // The pool's own refusal (its circuit breaker): no connection, nothing written.
+                throw PostgresPoolError(reason: "no connection could be made (\(type(of: error)))")
+            }
+            throw error
+        }
+    }
+
+    /// `work`'s result, unless `lease` has not started within `leaseTimeout`: then
+    /// `PostgresPoolError`, and `work` is cancelled and left behind. Not a task group: a group
+    /// would wait for `work` to end, and a lease that ignores its cancellation would hold the
+    /// caller with it.
+    private static func race<Result: Sendable>(
+        leaseTimeout: Duration, lease: LeaseState, _ work: @escaping @Sendable () async throws -> Result
+    ) async throws -> Result {
+        let outcome = OnceContinuation<Result>()
+        return try await withCheckedThrowingContinuation { continuation in
+            outcome.set(continuation)
+            let timer = TimerSlot()
+            let worker = Task {
+                let result: Swift.Result<Result, any Error>
+                do { result = .success(try await work()) } catch { result = .failure(error) }
+                outcome.take()?.resume(with: result)
+                timer.cancel()
+            }
+            let sleeper = Task {
+                try? await Task.sleep(for: leaseTimeout)
+                guard !Task.isCancelled, lease.timeOut(), let waiting = outcome.take() else { return }
+                worker.cancel()
+                waiting.resume(throwing: PostgresPoolError(reason: "no connection to the database within \(leaseTimeout)"))
+            }
+            timer.set(sleeper)
+        }
+    }
+
+    /// A failure of the connection or the server's availability rather than of a statement:
+    /// the client's connections are suspect.
+    static func isConnectionFailure(_ error: any Error) -> Bool {
+        guard let error = error as? PSQLError else { return false }
+        if let state = error.serverInfo?[.sqlState] { return PostgresLedgerError.isUnavailable(sqlState: state) }
+        return error.code != .queryCancelled && error.code != .poolClosed
+    }
+
+    /// Replaces `generation` if it is still the current client (once, however many calls saw it
+    /// fail), and retires it.
+    private func retire(_ generation: Generation) {
+        let replaced = current.withLock { current in
+            guard let now = current, now === generation else { return false }
+            current = Generation(configuration: configuration, logger: logger)
+            return true
+        }
+        guard replaced else { return }
+        retiredClients.add(1, ordering: .relaxed)
+        generation.retire()
+    }
+
+    /// Closes the current client and waits for it; later calls throw `PostgresLedgerError.closed`.
+    func close() async {
+        let last = current.withLock { current in
+            defer { current = nil }
+            return current
+        }
+        guard let last else { return }
+        last.runner.cancel()
+        await last.runner.value
+    }
+
+    deinit {
+        current.withLock { $0?.runner.cancel() }
+    }
+}
+
+/// Whether a call got its connection in time: decided once, by the call or by its timer.
+final class LeaseState: Sendable {
+    private static let pending = 0, started = 1, timedOut = 2
+    private let state = Atomic<Int>(LeaseState.pending)
+
+    /// The call got its connection first: it runs. False when the timer won.
+    func start() -> Bool {
+        state.compareExchange(expected: Self.pending, desired: Self.started, ordering: .sequentiallyConsistent).exchanged
+    }
+
+    /// The timer fired first: the call will not run. False when the call had started.
+    func timeOut() -> Bool {
+        state.compareExchange(expected: Self.pending, desired: Self.timedOut, ordering: .sequentiallyConsistent).exchanged
+    }
+
+    var hasStarted: Bool { state.load(ordering: .sequentiallyConsistent) == Self.started }
+}
+
+/// A continuation resumed by whichever of two tasks takes it first.
+private final class OnceContinuation<Value: Sendable>: Sendable {
+    private let continuation = Mutex<CheckedContinuation<Value, any Error>?>(nil)
+    func set(_ value: CheckedContinuation<Value, any Error>) { continuation.withLock { $0 = value } }
+    func take() -> CheckedContinuation<Value, any Error>? { continuation.withLock { $0.take() } }
+}
+
+/// The timer of one call, cancelled when the call ends first.
+private final class TimerSlot: Sendable {
+    private let task = Mutex<Task<Void, Never>?>(nil)
+    func set(_ value: Task<Void, Never>) { task.withLock { $0 = value } }
+    func cancel() { task.withLock { $0?.cancel() } }
+}
+
+/// No connection to the database could be had in time; nothing was sent.
+struct PostgresPoolError: Error, CustomStringConvertible {
+    let reason: String
+    var description: String { reason }
+}

@@ -1,0 +1,193 @@
+import BudgetLedger
+import BudgetLedgerWire
+
+/// The storage seam of the REST server: the ledger operations its routes call, asynchronous,
+/// with the domain's results and errors (docs/design.md, "The storage seam").
+///
+/// Two stores conform:
+/// - `LedgerService`, the SQLite `Ledger` behind the server's thread pool: each requirement is
+///   one hop to the pool, exactly the call the route made before the seam, so group commit, the
+///   writer lock, checkpoints and the WAL's syncs stay where they were: inside the SQLite store.
+/// - `PostgresLedger`, called directly (postgres-nio is asynchronous); its own pool bounds
+///   the connections.
+///
+/// The domain's rules (validation, pricing, thresholds, holds, idempotency) are written once, in
+/// `BudgetLedger`, and both stores apply them; what differs is storage. Operations only the
+/// SQLite store has so far (the feed, exports, scope budgets, withdrawing, replacing and
+/// re-pricing prices) are reached through `sqliteOnly(_:)`, which on another store throws
+/// `StoreOperationUnavailableError` (a 501, never a 500).
+protocol LedgerStore: Sendable {
+    /// The store's name in messages: "SQLite" or "PostgreSQL".
+    var storeName: String { get }
+
+    /// The default max of threads opened from now on.
+    var maxTokensPerThread: Int64 { get async throws }
+    /// Records a new default max (open threads keep theirs) and returns the stored one.
+    func setDefaultMaxTokens(_ maxTokensPerThread: Int64) async throws -> Int64
+
+    func usage(_ threadID: String) async throws -> ThreadBudget?
+    /// Every open thread, hottest first, and the default max, read together.
+    func threadList() async throws -> (budgets: [ThreadBudget], defaultMaxTokens: Int64)
+    func usageOverview(_ scope: UsageScope) async throws -> UsageOverview
+    func usage(agent agentID: String, scope: UsageScope) async throws -> UsageTotals
+    func usage(model: String, scope: UsageScope) async throws -> UsageTotals
+    func resetUsageWindow() async throws
+
+    func checkBudget(_ threadID: String, estimatedTokens: Int64) async throws -> ThreadBudget
+    func consume(
+        _ threadID: String, promptTokens: Int64, completionTokens: Int64, idempotencyKey: String?, usage: UsageDetails,
+        checked: Bool
+    ) async throws -> ConsumeResult
+    func setLimit(_ threadID: String, maxTokens: Int64) async throws -> ThreadBudget
+    func resetThread(_ threadID: String) async throws -> ThreadBudget?
+    func cleanupThread(_ threadID: String) async throws -> ThreadBudget?
+
+    func reserve(
+        _ threadID: String, tokens: Int64, ttlSeconds: Int64, usage: UsageDetails, idempotencyKey: String?
+    ) async throws -> ReserveResult
+    func settle(
+        _ reservationID: Int64, promptTokens: Int64, completionTokens: Int64, idempotencyKey: String?, usage: UsageDetails
+    ) async throws -> SettleResult
+    func release(_ reservationID: Int64) async throws -> ThreadBudget
+
+    /// The price table and the store's clock reading (which rows are in force is decided at it).
+    func priceTable() async throws -> (prices: [ModelPrice], now: Int64)
+    func price(forModel model: String) async throws -> ModelPrice?
+    func setPrice(
+        model: String, promptUSDPerMillion: String, completionUSDPerMillion: String, effectiveFrom: Int64?, source: String
+    ) async throws -> ModelPrice
+
+    /// The `/metrics` exposition: the server's own `metrics` and the ledger's business figures.
+    func metricsExposition(_ metrics: ServerMetrics) async throws -> String
+
+    /// The SQLite ledger and its thread pool, for an operation only the SQLite store has.
+    ///
+    /// - Parameter operation: what the caller wanted, for the error ("the event feed").
+    /// - Throws: `StoreOperationUnavailableError` on any other store.
+    func sqliteOnly(_ operation: String) throws -> LedgerService
+}
+
+/// An operation the server's store does not have yet: a 501 naming the operation and the store.
+struct StoreOperationUnavailableError: Error, Sendable, CustomStringConvertible {
+    let operation: String
+    let storeName: String
+
+    var description: String { "\(operation) is not available on the \(storeName) store yet (see docs/postgres.md)" }
+}
+
+extension LedgerService: LedgerStore {
+    var storeName: String { "SQLite" }
+
+    var maxTokensPerThread: Int64 {
+        get async throws { try await run { try $0.maxTokensPerThread } }
+    }
+
+    func setDefaultMaxTokens(_ maxTokensPerThread: Int64) async throws -> Int64 {
+        try await run { ledger in
+            try ledger.configure(maxTokensPerThread: maxTokensPerThread)
+            return try ledger.maxTokensPerThread
+        }
+    }
+
+    func usage(_ threadID: String) async throws -> ThreadBudget? {
+        try await run { try $0.usage(threadID) }
+    }
+
+    func threadList() async throws -> (budgets: [ThreadBudget], defaultMaxTokens: Int64) {
+        try await run { ledger in (budgets: try ledger.allUsage(), defaultMaxTokens: try ledger.maxTokensPerThread) }
+    }
+
+    func usageOverview(_ scope: UsageScope) async throws -> UsageOverview {
+        try await run { try $0.usageOverview(scope) }
+    }
+
+    func usage(agent agentID: String, scope: UsageScope) async throws -> UsageTotals {
+        try await run { try $0.usage(agent: agentID, scope: scope) }
+    }
+
+    func usage(model: String, scope: UsageScope) async throws -> UsageTotals {
+        try await run { try $0.usage(model: model, scope: scope) }
+    }
+
+    func resetUsageWindow() async throws {
+        try await run { try $0.resetUsageWindow() }
+    }
+
+    func checkBudget(_ threadID: String, estimatedTokens: Int64) async throws -> ThreadBudget {
+        try await run { try $0.checkBudget(threadID, estimatedTokens: estimatedTokens) }
+    }
+
+    func consume(
+        _ threadID: String, promptTokens: Int64, completionTokens: Int64, idempotencyKey: String?, usage: UsageDetails,
+        checked: Bool
+    ) async throws -> ConsumeResult {
+        try await run { ledger in
+            try ledger.consume(
+                threadID, promptTokens: promptTokens, completionTokens: completionTokens, idempotencyKey: idempotencyKey,
+                usage: usage, checked: checked)
+        }
+    }
+
+    func setLimit(_ threadID: String, maxTokens: Int64) async throws -> ThreadBudget {
+        try await run { try $0.setLimit(threadID, maxTokens: maxTokens) }
+    }
+
+    func resetThread(_ threadID: String) async throws -> ThreadBudget? {
+        try await run { try $0.resetThread(threadID) }
+    }
+
+    func cleanupThread(_ threadID: String) async throws -> ThreadBudget? {
+        try await run { try $0.cleanupThread(threadID) }
+    }
+
+    func reserve(
+        _ threadID: String, tokens: Int64, ttlSeconds: Int64, usage: UsageDetails, idempotencyKey: String?
+    ) async throws -> ReserveResult {
+        try await run {
+            try $0.reserve(threadID, tokens: tokens, ttlSeconds: ttlSeconds, usage: usage, idempotencyKey: idempotencyKey)
+        }
+    }
+
+    func settle(
+        _ reservationID: Int64, promptTokens: Int64, completionTokens: Int64, idempotencyKey: String?, usage: UsageDetails
+    ) async throws -> SettleResult {
+        try await run { ledger in
+            try ledger.settle(
+                reservationID, promptTokens: promptTokens, completionTokens: completionTokens,
+                idempotencyKey: idempotencyKey, usage: usage)
+        }
+    }
+
+    func release(_ reservationID: Int64) async throws -> ThreadBudget {
+        try await run { try $0.release(reservationID) }
+    }
+
+    func priceTable() async throws -> (prices: [ModelPrice], now: Int64) {
+        try await run { ledger in (prices: try ledger.prices(), now: ledger.configuration.clock()) }
+    }
+
+    func price(forModel model: String) async throws -> ModelPrice? {
+        try await run { try $0.price(forModel: model) }
+    }
+
+    func setPrice(
+        model: String, promptUSDPerMillion: String, completionUSDPerMillion: String, effectiveFrom: Int64?, source: String
+    ) async throws -> ModelPrice {
+        try await run { ledger in
+            try ledger.setPrice(
+                model: model, promptUSDPerMillion: promptUSDPerMillion, completionUSDPerMillion: completionUSDPerMillion,
+                effectiveFrom: effectiveFrom, source: source)
+        }
+    }
+
+    func metricsExposition(_ metrics: ServerMetrics) async throws -> String {
+        // Reading the file's size is a file-system call: it runs on the ledger's threads too,
+        // with the ledger's own figures (every process's usage, not only this server's).
+        try await run { ledger in
+            let business = LedgerMetrics.exposition(overview: try ledger.usageOverview(.allTime), gauges: try ledger.gauges())
+            return metrics.exposition(ledgerPath: ledger.path) + business
+        }
+    }
+
+    func sqliteOnly(_ operation: String) throws -> LedgerService { self }
+}

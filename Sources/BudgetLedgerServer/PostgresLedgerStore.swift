@@ -1,0 +1,49 @@
+import BudgetLedger
+import BudgetLedgerPostgres
+import Logging
+import ServiceLifecycle
+
+/// The PostgreSQL store behind the server's routes: `PostgresLedger`'s calls, made directly.
+extension PostgresLedger: LedgerStore {
+    var storeName: String { "PostgreSQL" }
+
+    func setDefaultMaxTokens(_ maxTokensPerThread: Int64) async throws -> Int64 {
+        try await configure(maxTokensPerThread: maxTokensPerThread)
+        return try await self.maxTokensPerThread
+    }
+
+    func threadList() async throws -> (budgets: [ThreadBudget], defaultMaxTokens: Int64) {
+        // Two reads, not one snapshot: a thread opened between them is listed under the old default.
+        (budgets: try await allUsage(), defaultMaxTokens: try await maxTokensPerThread)
+    }
+
+    func priceTable() async throws -> (prices: [ModelPrice], now: Int64) {
+        (prices: try await prices(), now: configuration.clock())
+    }
+
+    func price(forModel model: String) async throws -> ModelPrice? {
+        try await price(forModel: model, at: nil)
+    }
+
+    func metricsExposition(_ metrics: ServerMetrics) async throws -> String {
+        let business = LedgerMetrics.exposition(overview: try await usageOverview(.allTime), gauges: try await gauges())
+        return metrics.exposition(ledgerPath: nil) + business
+    }
+
+    func sqliteOnly(_ operation: String) throws -> LedgerService {
+        throw StoreOperationUnavailableError(operation: operation, storeName: storeName)
+    }
+}
+
+/// Closes the PostgreSQL store on graceful shutdown, after the HTTP server has finished the
+/// requests in flight (a `ServiceGroup` stops services in reverse order).
+struct PostgresStoreService: Service {
+    let ledger: PostgresLedger
+    let logger: Logger
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        await ledger.close()
+        logger.info("ledger closed", metadata: ["poolReplacements": "\(ledger.poolReplacements)"])
+    }
+}
