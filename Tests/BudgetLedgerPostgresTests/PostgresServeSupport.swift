@@ -121,10 +121,11 @@ private final class OutputCollector: Sendable {
     func stderrText() -> String { stderr.withLock { String(decoding: $0, as: UTF8.self) } }
 }
 
-/// One HTTP answer: its status, its headers' Retry-After, and its body parsed as JSON (when it is).
+/// One HTTP answer: its status, its Retry-After and ETag headers, and its body parsed as JSON (when it is).
 struct HTTPAnswer: Sendable, CustomStringConvertible {
     let status: Int
     let retryAfter: String?
+    let eTag: String?
     let body: String
 
     /// The body as a JSON object, or an empty one.
@@ -151,7 +152,7 @@ func call(_ method: HTTPMethod, _ baseURL: String, _ path: String, json: String?
     let body = try await response.body.collect(upTo: 4 * 1024 * 1024)
     return HTTPAnswer(
         status: Int(response.status.code), retryAfter: response.headers.first(name: "Retry-After"),
-        body: String(buffer: body))
+        eTag: response.headers.first(name: "ETag"), body: String(buffer: body))
 }
 
 /// JSON numbers are `NSNumber`s; reads one as Int64.

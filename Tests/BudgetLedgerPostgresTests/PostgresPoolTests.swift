@@ -1,0 +1,84 @@
+import BudgetLedger
+import BudgetLedgerPostgres
+import Foundation
+import Logging
+import PostgresNIO
+import Testing
+
+@Suite("PostgresLedger's connection pool")
+struct PostgresPoolTests {
+    @Test("with the database down, calls fail as unavailable, the client is replaced, and calls succeed after the restart")
+    func failedClientIsReplaced() async throws {
+        // Proves the library half of the recovery: a call made while PostgreSQL is stopped gets
+        // `PostgresLedgerError.connection` (isUnavailable) instead of waiting in the pool, the
+        // failed client is retired, and after `pg_ctl start` the same ledger serves again within
+        // a bounded number of retries.
+        let cluster = try PostgresTestCluster.PrivateCluster.create()
+        defer { cluster.remove() }
+        let ledger = try await PostgresLedger(
+            url: cluster.server.url(database: "postgres"), configuration: .init(leaseTimeout: .seconds(1)))
+        try await ledger.setLimit("p", maxTokens: 100)
+        #expect(ledger.poolReplacements == 0)
+        try cluster.stopFast()
+        for _ in 0..<2 {
+            do {
+                _ = try await ledger.usage("p")
+                Issue.record("a read succeeded with the database stopped")
+            } catch let error as PostgresLedgerError {
+                #expect(error.isUnavailable, "\(error)")
+                #expect(!error.description.contains("SELECT"))
+            }
+        }
+        #expect(ledger.poolReplacements >= 1)
+        try cluster.startServer()
+        var result: ConsumeResult?
+        for _ in 0..<120 {
+            if let consumed = try? await ledger.checkAndConsume("p", promptTokens: 10) {
+                result = consumed
+                break
+            }
+            try await Task.sleep(for: .milliseconds(250))
+        }
+        #expect(result?.budget.totalTokens == 10)
+        await ledger.close()
+    }
+
+    @Test("a pool that is only busy answers unavailable to the caller that waited too long, and cuts no call in flight")
+    func busyPoolIsKept() async throws {
+        // Proves the lease deadline tells "busy" from "down": with one connection, held by a
+        // consume that waits for a row lock another session holds, a second call gets no
+        // connection in time and fails as unavailable, the client is not replaced (that would
+        // cut the consume), and once the lock is released the consume commits.
+        let url = try await PostgresTestCluster.freshDatabase()
+        let ledger = try await PostgresLedger(url: url, configuration: .init(connectionsMax: 1, leaseTimeout: .seconds(1)))
+        try await ledger.setLimit("held", maxTokens: 100)
+        let server = try await PostgresTestCluster.shared()
+        let database = String(url.split(separator: "/").last!)
+        try await PostgresTestCluster.withAdminClient(server, database: database) { client in
+            try await client.withConnection { connection in
+                try await connection.query("BEGIN", logger: Logger(label: "test"))
+                try await connection.query(
+                    "SELECT thread_id FROM thread_locks WHERE thread_id = 'held' FOR UPDATE", logger: Logger(label: "test"))
+                let blocked = Task { try await ledger.consume("held", promptTokens: 7) }
+                // The consume holds the pool's one connection (waiting on the lock) once a second
+                // call cannot get one; bounded by count, not time.
+                var refused = false
+                for _ in 0..<60 where !refused {
+                    do {
+                        _ = try await ledger.usage("other")
+                        try await Task.sleep(for: .milliseconds(100))
+                    } catch let error as PostgresLedgerError {
+                        #expect(error.isUnavailable)
+                        refused = true
+                    }
+                }
+                #expect(refused, "the second call always found a connection")
+                #expect(ledger.poolReplacements == 0)
+                try await connection.query("COMMIT", logger: Logger(label: "test"))
+                #expect(try await blocked.value.budget.totalTokens == 7)
+            }
+        }
+        #expect(try await ledger.usage("held")?.totalTokens == 7)
+        await ledger.close()
+    }
+}
