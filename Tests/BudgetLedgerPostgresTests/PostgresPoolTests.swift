@@ -15,19 +15,18 @@ struct PostgresPoolTests {
         // a bounded number of retries.
         let cluster = try PostgresTestCluster.PrivateCluster.create()
         defer { cluster.remove() }
+        // The deadline leaves room for a slow connect on a busy machine; no assertion is on time.
         let ledger = try await PostgresLedger(
-            url: cluster.server.url(database: "postgres"), configuration: .init(leaseTimeout: .seconds(1)))
+            url: cluster.server.url(database: "postgres"), configuration: .init(leaseTimeout: .seconds(10)))
         try await ledger.setLimit("p", maxTokens: 100)
         #expect(ledger.poolReplacements == 0)
         try cluster.stopFast()
-        for _ in 0..<2 {
-            do {
-                _ = try await ledger.usage("p")
-                Issue.record("a read succeeded with the database stopped")
-            } catch let error as PostgresLedgerError {
-                #expect(error.isUnavailable, "\(error)")
-                #expect(!error.description.contains("SELECT"))
-            }
+        do {
+            _ = try await ledger.usage("p")
+            Issue.record("a read succeeded with the database stopped")
+        } catch let error as PostgresLedgerError {
+            #expect(error.isUnavailable, "\(error)")
+            #expect(!error.description.contains("SELECT"))
         }
         #expect(ledger.poolReplacements >= 1)
         try cluster.startServer()
@@ -50,7 +49,7 @@ struct PostgresPoolTests {
         // connection in time and fails as unavailable, the client is not replaced (that would
         // cut the consume), and once the lock is released the consume commits.
         let url = try await PostgresTestCluster.freshDatabase()
-        let ledger = try await PostgresLedger(url: url, configuration: .init(connectionsMax: 1, leaseTimeout: .seconds(1)))
+        let ledger = try await PostgresLedger(url: url, configuration: .init(connectionsMax: 1, leaseTimeout: .seconds(10)))
         try await ledger.setLimit("held", maxTokens: 100)
         let server = try await PostgresTestCluster.shared()
         let database = String(url.split(separator: "/").last!)
