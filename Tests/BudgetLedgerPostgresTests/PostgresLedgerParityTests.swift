@@ -90,6 +90,81 @@ struct PostgresLedgerParityTests {
         }
     }
 
+    @Test("the reads behind the server's routes, and reserve's idempotency keys, answer as on SQLite")
+    func serverReadsAgree() async throws {
+        // Proves the reads `serve` needs on PostgreSQL (thread list, overview, agent and model
+        // totals, the price table, one model's price, the gauges) and reserve's replay and
+        // conflicts give SQLite's answers over the same calls, orders and ties included.
+        let clock = TestClock()
+        let sqlite = try Ledger.inMemory(configuration: Ledger.Configuration(clock: clock.read))
+        defer { sqlite.close() }
+        try await withPostgresLedger(configuration: .init(clock: clock.read)) { postgres, _ in
+            var steps: [(String, String, String)] = []
+            func step<A, B>(_ name: String, _ left: () throws -> A, _ right: () async throws -> B) async {
+                steps.append((name, await outcome { try left() }, await outcome { try await right() }))
+                clock.advance(microseconds: 1_000)
+            }
+            await step("price", { try sqlite.setPrice(model: "m-*", promptUSDPerMillion: "1", completionUSDPerMillion: "3") },
+                       { try await postgres.setPrice(model: "m-*", promptUSDPerMillion: "1", completionUSDPerMillion: "3") })
+            let calls: [(String, Int64, Int64, Int64, UsageDetails)] = [
+                ("t-b", 100, 50, 10, UsageDetails(agentID: "planner", model: "M-1")),
+                ("t-a", 100, 50, 10, UsageDetails(agentID: "coder", model: "m-2", latencyMilliseconds: 30)),
+                ("t-c", 1_000, 900, 0, UsageDetails(model: "unpriced")),
+                ("t-z", 0, 3, 0, UsageDetails(agentID: "planner")),
+                ("T-a", 500, 200, 100, UsageDetails(agentID: "coder", model: " M-1 ")),
+            ]
+            for (thread, max, prompt, completion, usage) in calls {
+                await step("limit \(thread)", { try sqlite.setLimit(thread, maxTokens: max) }, { try await postgres.setLimit(thread, maxTokens: max) })
+                await step(
+                    "consume \(thread)", { try sqlite.consume(thread, promptTokens: prompt, completionTokens: completion, usage: usage).budget },
+                    { try await postgres.consume(thread, promptTokens: prompt, completionTokens: completion, usage: usage).budget })
+            }
+            await step("hold", { try sqlite.reserve("t-c", tokens: 50, idempotencyKey: "r1").budget },
+                       { try await postgres.reserve("t-c", tokens: 50, idempotencyKey: "r1").budget })
+            await step("hold replayed", { try sqlite.reserve("t-c", tokens: 50, idempotencyKey: "r1").isReplay },
+                       { try await postgres.reserve("t-c", tokens: 50, idempotencyKey: "r1").isReplay })
+            await step("hold key, other tokens", { try sqlite.reserve("t-c", tokens: 51, idempotencyKey: "r1") },
+                       { try await postgres.reserve("t-c", tokens: 51, idempotencyKey: "r1") })
+            await step("consume key", { try sqlite.consume("t-a", promptTokens: 1, idempotencyKey: "k1").budget },
+                       { try await postgres.consume("t-a", promptTokens: 1, idempotencyKey: "k1").budget })
+            await step("hold with a consume's key", { try sqlite.reserve("t-a", tokens: 1, idempotencyKey: "k1") },
+                       { try await postgres.reserve("t-a", tokens: 1, idempotencyKey: "k1") })
+            await step("hold too big", { try sqlite.reserve("t-b", tokens: 41) }, { try await postgres.reserve("t-b", tokens: 41) })
+            await step("all threads", { try sqlite.allUsage() }, { try await postgres.allUsage() })
+            await step("overview", { try sqlite.usageOverview() }, { try await postgres.usageOverview() })
+            await step("agent", { try sqlite.usage(agent: "coder") }, { try await postgres.usage(agent: "coder") })
+            await step("unknown agent", { try sqlite.usage(agent: "nobody") }, { try await postgres.usage(agent: "nobody") })
+            await step("model", { try sqlite.usage(model: "M-1") }, { try await postgres.usage(model: "M-1") })
+            await step("bad agent", { try sqlite.usage(agent: "") }, { try await postgres.usage(agent: "") })
+            await step("prices", { try sqlite.prices() }, { try await postgres.prices() })
+            await step("model price", { try sqlite.price(forModel: " M-7 ") }, { try await postgres.price(forModel: " M-7 ") })
+            await step("no price", { try sqlite.price(forModel: "zzz") }, { try await postgres.price(forModel: "zzz") })
+            await step("gauges", { try sqlite.gauges().openThreads }, { try await postgres.gauges().openThreads })
+            await step("gauges near", { try sqlite.gauges().threadsNearMax }, { try await postgres.gauges().threadsNearMax })
+            await step("gauges over", { try sqlite.gauges().threadsAtOrOverMax }, { try await postgres.gauges().threadsAtOrOverMax })
+            await step("gauges holds", { try sqlite.gauges().heldTokens }, { try await postgres.gauges().heldTokens })
+            await step(
+                "gauges thresholds", { try sqlite.gauges().threadsPastThreshold.map { "\($0.percent):\($0.threads)" } },
+                { try await postgres.gauges().threadsPastThreshold.map { "\($0.percent):\($0.threads)" } })
+            await step("usage reset", { try sqlite.resetUsageWindow() }, { try await postgres.resetUsageWindow() })
+            await step("overview after reset", { try sqlite.usageOverview() }, { try await postgres.usageOverview() })
+            await step("all time", { try sqlite.usageOverview(.allTime) }, { try await postgres.usageOverview(.allTime) })
+            func withoutIDs(_ text: String) -> String {
+                text.replacingOccurrences(of: #"event \d+"#, with: "event N", options: .regularExpression)
+                    .replacingOccurrences(of: #"id: \d+"#, with: "id: N", options: .regularExpression)
+            }
+            for (name, sqliteAnswer, postgresAnswer) in steps {
+                #expect(withoutIDs(sqliteAnswer) == withoutIDs(postgresAnswer), "\(name)")
+            }
+            #expect(steps.contains { $0.1.hasPrefix("error LedgerError") })
+            // The lists compared are lists, not two equal errors.
+            for name in ["all threads", "overview", "prices", "model price", "hold replayed"] {
+                #expect(steps.first { $0.0 == name }?.1.hasPrefix("ok ") == true, "\(name)")
+            }
+            #expect(steps.first { $0.0 == "hold replayed" }?.1 == "ok true")
+        }
+    }
+
     @Test("billing SQL runs unchanged on both stores and reads the same rows")
     func billingViewsAgree() async throws {
         // Proves the views are not only named alike: the same query text, over the same calls,
