@@ -1,5 +1,5 @@
 import Foundation
-import LedgerSQLite
+internal import LedgerSQLite
 
 extension Ledger {
     /// Records usage on `threadID`, opening the thread at the default max when it is new.

@@ -1,4 +1,4 @@
-import LedgerSQLite
+internal import LedgerSQLite
 
 extension Ledger {
     /// The ttl of a hold when none is given: 5 minutes.
