@@ -126,15 +126,7 @@ extension Ledger {
                 try cache.price(forModel: model, at: now, currentVersion: pricesVersion, on: connection)
             })
         else { return nil }
-        let rate = max(price.promptNanodollarsPerToken, price.completionNanodollarsPerToken)
-        let (cost, overflow) = tokens.multipliedReportingOverflow(by: rate)
-        guard !overflow, cost <= LedgerLimits.costNanodollarsPerCallMax else {
-            throw LedgerError.invalidInput(
-                field: "tokens",
-                reason: "the most this hold can cost at \(model)'s price is above the limit of "
-                    + "\(Money.decimalString(nanodollars: LedgerLimits.costNanodollarsPerCallMax)) USD per call")
-        }
-        return cost
+        return try price.mostCost(ofHeldTokens: tokens, model: model)
     }
 
     /// Records the tokens a held call actually spent (above or below the hold) and ends the hold,

@@ -67,15 +67,7 @@ extension PostgresLedger {
         -> Int64?
     {
         guard let model, let price = try await modelPrice(model, at: now, on: connection) else { return nil }
-        let rate = max(price.promptNanodollarsPerToken, price.completionNanodollarsPerToken)
-        let (cost, overflow) = tokens.multipliedReportingOverflow(by: rate)
-        guard !overflow, cost <= LedgerLimits.costNanodollarsPerCallMax else {
-            throw LedgerError.invalidInput(
-                field: "tokens",
-                reason: "the most this hold can cost at \(model)'s price is above the limit of "
-                    + "\(Money.decimalString(nanodollars: LedgerLimits.costNanodollarsPerCallMax)) USD per call")
-        }
-        return cost
+        return try price.mostCost(ofHeldTokens: tokens, model: model)
     }
 
     /// Records what a held call spent and ends the hold, in one transaction (`Ledger.settle`).
