@@ -1,4 +1,4 @@
-import LedgerSQLite
+internal import LedgerSQLite
 
 extension Ledger {
     /// The longest alert webhook URL stored, in UTF-8 bytes.

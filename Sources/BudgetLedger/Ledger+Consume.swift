@@ -1,5 +1,5 @@
 import Foundation
-import LedgerSQLite
+internal import LedgerSQLite
 
 extension Ledger {
     /// Records usage on `threadID`, opening the thread at the default max when it is new.
@@ -176,24 +176,14 @@ extension Ledger {
     private func recordCrossings(
         of budget: inout ThreadBudget, causedBy eventID: Int64, at now: Int64, on connection: Connection
     ) throws -> [ThresholdCrossing] {
-        let fired = Set(budget.triggeredThresholds)
-        var crossings: [ThresholdCrossing] = []
-        for threshold in thresholds where !fired.contains(threshold.percent) {
-            guard threshold.isReached(used: budget.totalTokens, maxTokens: budget.maxTokens) else { break }
+        let crossings = thresholds.crossings(by: budget)
+        for crossing in crossings {
             try connection.execute(
                 LedgerSQL.insertThreshold,
-                [now, budget.threadID, threshold.percent, threshold.severity, eventID, budget.totalTokens, budget.maxTokens])
-            crossings.append(
-                ThresholdCrossing(
-                    thresholdPercent: threshold.percent, severity: threshold.severity,
-                    tokensUsed: budget.totalTokens, maxTokens: budget.maxTokens))
+                [now, budget.threadID, crossing.thresholdPercent, crossing.severity, eventID, crossing.tokensUsed,
+                 crossing.maxTokens])
         }
-        if !crossings.isEmpty {
-            budget = budget.with(
-                promptTokens: budget.promptTokens, completionTokens: budget.completionTokens,
-                requestCount: budget.requestCount,
-                triggeredThresholds: (budget.triggeredThresholds + crossings.map(\.thresholdPercent)).sorted())
-        }
+        budget = budget.firing(crossings)
         return crossings
     }
 

@@ -1,5 +1,5 @@
 import Foundation
-import LedgerSQLite
+internal import LedgerSQLite
 
 /// Any event of the ledger, as the feed and exports read it.
 public struct LedgerEvent: Sendable, Equatable {
@@ -229,7 +229,7 @@ extension Ledger {
                 return try body(reader)
             }
         } catch let error as SQLiteError {
-            throw LedgerError.database(path: path, error)
+            throw LedgerError.database(path: path, StorageFailure(error))
         }
     }
 }
@@ -262,7 +262,7 @@ extension Ledger {
                 try once.syncFile()
             }
         } catch let error as SQLiteError {
-            throw LedgerError.database(path: path, error)
+            throw LedgerError.database(path: path, StorageFailure(error))
         }
     }
 }

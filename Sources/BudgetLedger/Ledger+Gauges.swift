@@ -1,4 +1,4 @@
-import LedgerSQLite
+internal import LedgerSQLite
 
 /// How the ledger stands now, for a monitoring scrape: threads near and over their max, live
 /// holds, thresholds standing, and how far the usage fold lags behind the events.

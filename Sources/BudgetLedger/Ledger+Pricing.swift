@@ -1,4 +1,4 @@
-import LedgerSQLite
+internal import LedgerSQLite
 
 extension ModelPrice {
     /// Decodes the columns of `LedgerSQL.selectPrices`.

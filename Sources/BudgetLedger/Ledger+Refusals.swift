@@ -1,4 +1,4 @@
-import LedgerSQLite
+internal import LedgerSQLite
 import Synchronization
 
 /// What a write that a budget may refuse hands back from its transaction: the refusal must

@@ -1,4 +1,4 @@
-import LedgerSQLite
+internal import LedgerSQLite
 
 /// What one `reprice` call did.
 public struct RepriceResult: Sendable, Equatable {

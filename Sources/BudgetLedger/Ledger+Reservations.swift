@@ -1,4 +1,4 @@
-import LedgerSQLite
+internal import LedgerSQLite
 
 extension Ledger {
     /// The ttl of a hold when none is given: 5 minutes.
@@ -126,15 +126,7 @@ extension Ledger {
                 try cache.price(forModel: model, at: now, currentVersion: pricesVersion, on: connection)
             })
         else { return nil }
-        let rate = max(price.promptNanodollarsPerToken, price.completionNanodollarsPerToken)
-        let (cost, overflow) = tokens.multipliedReportingOverflow(by: rate)
-        guard !overflow, cost <= LedgerLimits.costNanodollarsPerCallMax else {
-            throw LedgerError.invalidInput(
-                field: "tokens",
-                reason: "the most this hold can cost at \(model)'s price is above the limit of "
-                    + "\(Money.decimalString(nanodollars: LedgerLimits.costNanodollarsPerCallMax)) USD per call")
-        }
-        return cost
+        return try price.mostCost(ofHeldTokens: tokens, model: model)
     }
 
     /// Records the tokens a held call actually spent (above or below the hold) and ends the hold,
@@ -162,14 +154,7 @@ extension Ledger {
                 let expired = state.reservation.expiresAtMicroseconds <= replayed.event.timestampMicroseconds
                 return SettleResult(consume: replayed, reservation: state.reservation, holdHadExpired: expired)
             }
-            switch state.ending {
-            case .settled: throw LedgerError.conflict("reservation \(reservationID) was already settled")
-            case .released: throw LedgerError.conflict("reservation \(reservationID) was already released")
-            case .cleanedUp:
-                throw LedgerError.conflict(
-                    "reservation \(reservationID) ended when thread \(state.reservation.threadID) was cleaned up")
-            case .live, .expired: break
-            }
+            try state.ending.checkSettleable(reservationID, threadID: state.reservation.threadID)
             let now = configuration.clock()
             let expired = state.ending == .expired || state.reservation.expiresAtMicroseconds <= now
             let consume = try record(request, settling: reservationID, at: now, on: connection)
@@ -193,16 +178,8 @@ extension Ledger {
             let state = try reservationState(reservationID, on: connection)
             let now = configuration.clock()
             let threadID = state.reservation.threadID
-            switch state.ending {
-            case .live where state.reservation.expiresAtMicroseconds > now:
-                try connection.execute(LedgerSQL.insertRelease, [now, threadID, reservationID])
-            case .live, .expired:
-                throw LedgerError.conflict("reservation \(reservationID) expired; there is nothing to release")
-            case .settled: throw LedgerError.conflict("reservation \(reservationID) was already settled")
-            case .released: throw LedgerError.conflict("reservation \(reservationID) was already released")
-            case .cleanedUp:
-                throw LedgerError.conflict("reservation \(reservationID) ended when thread \(threadID) was cleaned up")
-            }
+            try state.ending.checkReleasable(state.reservation, at: now)
+            try connection.execute(LedgerSQL.insertRelease, [now, threadID, reservationID])
             guard let budget = try ThreadRow.fetch(threadID, at: now, on: connection).budget else {
                 preconditionFailure("thread \(threadID) of a live hold is not open")
             }
@@ -218,11 +195,6 @@ extension Ledger {
                 Reservation(id: try row[0], threadID: try row[1], tokens: try row[2], expiresAtMicroseconds: try row[3])
             }
         }
-    }
-
-    /// How a reservation stands.
-    private enum HoldEnding: Equatable {
-        case live, settled, released, expired, cleanedUp
     }
 
     private func reservationState(_ reservationID: Int64, on connection: Connection) throws

@@ -1,4 +1,4 @@
-import LedgerSQLite
+internal import LedgerSQLite
 
 extension Ledger {
     /// Sets (or changes) the budget of `scope`: a max in tokens, in nano-dollars, or both, per

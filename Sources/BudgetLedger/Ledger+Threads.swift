@@ -1,4 +1,4 @@
-import LedgerSQLite
+internal import LedgerSQLite
 
 /// A thread's row as the ledger reads it.
 struct ThreadRow {

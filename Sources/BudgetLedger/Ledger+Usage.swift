@@ -1,4 +1,4 @@
-import LedgerSQLite
+internal import LedgerSQLite
 
 /// Usage totals over some set of consume events.
 public struct UsageTotals: Sendable, Equatable {

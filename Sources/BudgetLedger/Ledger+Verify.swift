@@ -1,4 +1,4 @@
-import LedgerSQLite
+internal import LedgerSQLite
 
 /// What `Ledger.verify()` found.
 public struct VerifyReport: Sendable, Equatable {

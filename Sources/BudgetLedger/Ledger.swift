@@ -1,5 +1,5 @@
 import Foundation
-import LedgerSQLite
+internal import LedgerSQLite
 import Synchronization
 
 /// A durable token-budget ledger on one SQLite file.
@@ -86,7 +86,7 @@ public final class Ledger: Sendable {
     public static let applicationID: Int32 = 0x4244_4C47
 
     /// The migrations carried inside this binary, in order.
-    public static var migrations: [Migration] { EmbeddedMigrations.all }
+    static var migrations: [Migration] { EmbeddedMigrations.all }
 
     /// Opens (creating and migrating when needed) the ledger at `path`.
     ///
@@ -106,10 +106,11 @@ public final class Ledger: Sendable {
         if isFile, let fileSystem = NetworkFileSystem.type(holding: path) {
             throw LedgerError.database(
                 path: path,
-                SQLiteError(
-                    extendedCode: .cannotOpen,
-                    message: "its folder is on a network file system (\(fileSystem)), where SQLite's WAL "
-                        + "corrupts databases; keep the ledger on a local disk"))
+                StorageFailure(
+                    SQLiteError(
+                        extendedCode: .cannotOpen,
+                        message: "its folder is on a network file system (\(fileSystem)), where SQLite's WAL "
+                            + "corrupts databases; keep the ledger on a local disk")))
         }
         // At FULL the connection opens at NORMAL: with other writers about, durability comes
         // from `walSync`, outside the write lock; a lone writer switches SQLite to FULL for its
@@ -139,9 +140,9 @@ public final class Ledger: Sendable {
             // The migrations committed at NORMAL.
             try walSync?.syncAll()
         } catch let error as SQLiteError {
-            throw LedgerError.database(path: path, error)
+            throw LedgerError.database(path: path, StorageFailure(error))
         } catch let error as MigrationError {
-            throw LedgerError.incompatible(path: path, error)
+            throw LedgerError.incompatible(path: path, Incompatibility(error))
         }
         // Under FULL every commit already waits for a sync of the WAL, and a checkpoint's syncs
         // of both files running beside it made commits slower (2.45k -> 1.6-2.1k txn/s in the
@@ -214,7 +215,7 @@ public final class Ledger: Sendable {
             do {
                 return try body(connection)
             } catch let error as SQLiteError {
-                throw LedgerError.database(path: path, error)
+                throw LedgerError.database(path: path, StorageFailure(error))
             }
         }
     }

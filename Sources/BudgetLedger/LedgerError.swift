@@ -1,4 +1,4 @@
-import LedgerSQLite
+internal import LedgerSQLite
 
 /// A budget refused a check, a checked consume, or a hold.
 ///
@@ -84,10 +84,10 @@ public enum LedgerError: Error, Sendable, CustomStringConvertible {
     case conflict(String)
     /// The ledger was closed.
     case closed
-    /// SQLite failed on the ledger file: I/O, disk full, corrupt, read-only, busy.
-    case database(path: String, SQLiteError)
+    /// The ledger's file failed: I/O, disk full, corrupt, read-only, busy.
+    case database(path: String, StorageFailure)
     /// The file cannot be used as a ledger: newer schema, another application's database.
-    case incompatible(path: String, MigrationError)
+    case incompatible(path: String, Incompatibility)
 
     public var description: String {
         switch self {
@@ -103,30 +103,11 @@ public enum LedgerError: Error, Sendable, CustomStringConvertible {
             return "conflict: \(reason)"
         case .closed:
             return "the ledger is closed"
-        case .database(let path, let error):
-            return "ledger \(path): \(Self.summary(of: error))"
+        case .database(let path, let failure):
+            return "ledger \(path): \(failure)"
         case .incompatible(let path, let error):
             return "ledger \(path): \(error)"
         }
-    }
-
-    private static func summary(of error: SQLiteError) -> String {
-        if error.code == .notADatabase {
-            return "file is not a SQLite database (\(error)); the file was left untouched"
-        }
-        if error.isCorrupt {
-            return "database file is corrupt (\(error))"
-        }
-        if error.isFull {
-            return "disk full, nothing was recorded (\(error))"
-        }
-        if error.isReadOnly || error.code == .cannotOpen {
-            return "cannot open for writing (\(error))"
-        }
-        if error.isBusy {
-            return "another process held the ledger lock past the busy timeout (\(error))"
-        }
-        return "\(error)"
     }
 }
 
@@ -134,7 +115,7 @@ extension LedgerError {
     /// True when another process held the ledger's lock past the busy timeout: the call wrote
     /// nothing and may be retried. The REST server answers 503 for it, not 500.
     public var isBusy: Bool {
-        if case .database(_, let error) = self { return error.isBusy }
+        if case .database(_, let failure) = self { return failure.kind == .busy }
         return false
     }
 }

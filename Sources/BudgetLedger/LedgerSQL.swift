@@ -1,4 +1,4 @@
-import LedgerSQLite
+internal import LedgerSQLite
 
 /// The statements of the write path and of the common reads (thread state, holds, prices,
 /// threshold and consume events), in one place. Reads that serve one feature keep their SQL

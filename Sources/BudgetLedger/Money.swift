@@ -121,6 +121,23 @@ extension ModelPrice {
     /// Whether the row names one model exactly or is a pattern.
     public var match: PriceMatch { PriceMatch(pattern: modelPattern) }
 
+    /// The most a hold of `tokens` can cost for `model` at this price: every token at the higher
+    /// of the two rates, so that the hold covers the call however it splits.
+    ///
+    /// - Throws: `LedgerError.invalidInput` (field `tokens`) when that is above
+    ///   `LedgerLimits.costNanodollarsPerCallMax` (or 64 bits).
+    package func mostCost(ofHeldTokens tokens: Int64, model: String) throws -> Int64 {
+        let rate = max(promptNanodollarsPerToken, completionNanodollarsPerToken)
+        let (cost, overflow) = tokens.multipliedReportingOverflow(by: rate)
+        guard !overflow, cost <= LedgerLimits.costNanodollarsPerCallMax else {
+            throw LedgerError.invalidInput(
+                field: "tokens",
+                reason: "the most this hold can cost at \(model)'s price is above the limit of "
+                    + "\(Money.decimalString(nanodollars: LedgerLimits.costNanodollarsPerCallMax)) USD per call")
+        }
+        return cost
+    }
+
     /// Whether this row is the latest of its name or pattern that has started by `now`.
     public func isInForce(among prices: [ModelPrice], at now: Int64) -> Bool {
         guard effectiveFromMicroseconds <= now else { return false }

@@ -1,4 +1,4 @@
-import LedgerSQLite
+internal import LedgerSQLite
 
 /// The price table in memory, for the consume path.
 ///

@@ -1,4 +1,4 @@
-import LedgerSQLite
+internal import LedgerSQLite
 
 /// Every derived table recomputed from the events in one pass, in id order: what `verify`
 /// compares the tables with.

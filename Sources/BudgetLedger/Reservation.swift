@@ -46,3 +46,34 @@ public struct SettleResult: Sendable, Equatable {
         self.holdHadExpired = holdHadExpired
     }
 }
+
+/// How a reservation stands, and the one rule for what may still be done with it (both stores).
+package enum HoldEnding: Equatable, Sendable {
+    case live, settled, released, expired, cleanedUp
+
+    /// Refuses a settle of a hold that already ended by a settle, a release or its thread's
+    /// cleanup; an expired hold may still be settled (its tokens were spent).
+    ///
+    /// - Throws: `LedgerError.conflict` naming why.
+    package func checkSettleable(_ reservationID: Int64, threadID: String) throws {
+        switch self {
+        case .settled: throw LedgerError.conflict("reservation \(reservationID) was already settled")
+        case .released: throw LedgerError.conflict("reservation \(reservationID) was already released")
+        case .cleanedUp:
+            throw LedgerError.conflict("reservation \(reservationID) ended when thread \(threadID) was cleaned up")
+        case .live, .expired: break
+        }
+    }
+
+    /// Refuses a release of a hold that is not live at `now`.
+    ///
+    /// - Throws: `LedgerError.conflict` naming why.
+    package func checkReleasable(_ reservation: Reservation, at now: Int64) throws {
+        switch self {
+        case .live where reservation.expiresAtMicroseconds > now: return
+        case .live, .expired:
+            throw LedgerError.conflict("reservation \(reservation.id) expired; there is nothing to release")
+        default: try checkSettleable(reservation.id, threadID: reservation.threadID)
+        }
+    }
+}

@@ -34,6 +34,33 @@ public struct BudgetThreshold: Sendable, Equatable, Hashable {
     }
 }
 
+extension [BudgetThreshold] {
+    /// The thresholds of this list (sorted by percent) that `budget` reaches and that have not
+    /// fired in its window yet: the one rule both stores record threshold events by.
+    package func crossings(by budget: ThreadBudget) -> [ThresholdCrossing] {
+        let fired = Set(budget.triggeredThresholds)
+        var crossings: [ThresholdCrossing] = []
+        for threshold in self where !fired.contains(threshold.percent) {
+            guard threshold.isReached(used: budget.totalTokens, maxTokens: budget.maxTokens) else { break }
+            crossings.append(
+                ThresholdCrossing(
+                    thresholdPercent: threshold.percent, severity: threshold.severity,
+                    tokensUsed: budget.totalTokens, maxTokens: budget.maxTokens))
+        }
+        return crossings
+    }
+}
+
+extension ThreadBudget {
+    /// This budget with `crossings` marked as fired.
+    package func firing(_ crossings: [ThresholdCrossing]) -> ThreadBudget {
+        guard !crossings.isEmpty else { return self }
+        return with(
+            promptTokens: promptTokens, completionTokens: completionTokens, requestCount: requestCount,
+            triggeredThresholds: (triggeredThresholds + crossings.map(\.thresholdPercent)).sorted())
+    }
+}
+
 /// A threshold that a consume crossed.
 public struct ThresholdCrossing: Sendable, Equatable {
     public let thresholdPercent: Int

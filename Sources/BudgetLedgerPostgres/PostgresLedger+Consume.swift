@@ -204,28 +204,17 @@ extension PostgresLedger {
     private func recordCrossings(
         of budget: inout ThreadBudget, causedBy eventID: Int64, at now: Int64, on connection: PostgresConnection
     ) async throws -> [ThresholdCrossing] {
-        let fired = Set(budget.triggeredThresholds)
-        var crossings: [ThresholdCrossing] = []
-        for threshold in thresholds where !fired.contains(threshold.percent) {
-            guard threshold.isReached(used: budget.totalTokens, maxTokens: budget.maxTokens) else { break }
+        let crossings = thresholds.crossings(by: budget)
+        for crossing in crossings {
             try await connection.execute(
                 """
                 INSERT INTO events (timestamp_us, kind, thread_id, threshold_percent, severity, caused_by, tokens_used,
                                     max_tokens)
-                VALUES (\(now), 'threshold', \(budget.threadID), \(threshold.percent), \(threshold.severity), \(eventID),
-                        \(budget.totalTokens), \(budget.maxTokens))
+                VALUES (\(now), 'threshold', \(budget.threadID), \(crossing.thresholdPercent), \(crossing.severity),
+                        \(eventID), \(crossing.tokensUsed), \(crossing.maxTokens))
                 """, logger: logger)
-            crossings.append(
-                ThresholdCrossing(
-                    thresholdPercent: threshold.percent, severity: threshold.severity,
-                    tokensUsed: budget.totalTokens, maxTokens: budget.maxTokens))
         }
-        if !crossings.isEmpty {
-            budget = budget.with(
-                promptTokens: budget.promptTokens, completionTokens: budget.completionTokens,
-                requestCount: budget.requestCount,
-                triggeredThresholds: (budget.triggeredThresholds + crossings.map(\.thresholdPercent)).sorted())
-        }
+        budget = budget.firing(crossings)
         return crossings
     }
 

@@ -112,15 +112,7 @@ extension PostgresLedger {
         -> Int64?
     {
         guard let model, let price = try await modelPrice(model, at: now, on: connection) else { return nil }
-        let rate = max(price.promptNanodollarsPerToken, price.completionNanodollarsPerToken)
-        let (cost, overflow) = tokens.multipliedReportingOverflow(by: rate)
-        guard !overflow, cost <= LedgerLimits.costNanodollarsPerCallMax else {
-            throw LedgerError.invalidInput(
-                field: "tokens",
-                reason: "the most this hold can cost at \(model)'s price is above the limit of "
-                    + "\(Money.decimalString(nanodollars: LedgerLimits.costNanodollarsPerCallMax)) USD per call")
-        }
-        return cost
+        return try price.mostCost(ofHeldTokens: tokens, model: model)
     }
 
     /// Records what a held call spent and ends the hold, in one transaction (`Ledger.settle`).
@@ -143,14 +135,7 @@ extension PostgresLedger {
                 let expired = state.reservation.expiresAtMicroseconds <= replayed.event.timestampMicroseconds
                 return SettleResult(consume: replayed, reservation: state.reservation, holdHadExpired: expired)
             }
-            switch state.ending {
-            case .settled: throw LedgerError.conflict("reservation \(reservationID) was already settled")
-            case .released: throw LedgerError.conflict("reservation \(reservationID) was already released")
-            case .cleanedUp:
-                throw LedgerError.conflict(
-                    "reservation \(reservationID) ended when thread \(state.reservation.threadID) was cleaned up")
-            case .live, .expired: break
-            }
+            try state.ending.checkSettleable(reservationID, threadID: state.reservation.threadID)
             let now = configuration.clock()
             let expired = state.ending == .expired || state.reservation.expiresAtMicroseconds <= now
             let consume = try await record(request, settling: reservationID, at: now, on: connection)
@@ -172,20 +157,12 @@ extension PostgresLedger {
             let state = try await lockedReservation(reservationID, on: connection)
             let now = configuration.clock()
             let threadID = state.reservation.threadID
-            switch state.ending {
-            case .live where state.reservation.expiresAtMicroseconds > now:
-                try await connection.execute(
-                    """
-                    INSERT INTO events (timestamp_us, kind, thread_id, reservation_id)
-                    VALUES (\(now), 'release', \(threadID), \(reservationID))
-                    """, logger: logger)
-            case .live, .expired:
-                throw LedgerError.conflict("reservation \(reservationID) expired; there is nothing to release")
-            case .settled: throw LedgerError.conflict("reservation \(reservationID) was already settled")
-            case .released: throw LedgerError.conflict("reservation \(reservationID) was already released")
-            case .cleanedUp:
-                throw LedgerError.conflict("reservation \(reservationID) ended when thread \(threadID) was cleaned up")
-            }
+            try state.ending.checkReleasable(state.reservation, at: now)
+            try await connection.execute(
+                """
+                INSERT INTO events (timestamp_us, kind, thread_id, reservation_id)
+                VALUES (\(now), 'release', \(threadID), \(reservationID))
+                """, logger: logger)
             guard let budget = try await fetchThread(threadID, at: now, on: connection).budget else {
                 preconditionFailure("thread \(threadID) of a live hold is not open")
             }
@@ -210,11 +187,6 @@ extension PostgresLedger {
             }
             return holds
         }
-    }
-
-    /// How a reservation stands.
-    enum HoldEnding: Equatable {
-        case live, settled, released, expired, cleanedUp
     }
 
     /// The reservation and how it stands, read under its thread's lock (taken here: the thread

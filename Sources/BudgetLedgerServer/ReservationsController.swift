@@ -2,10 +2,10 @@ import BudgetLedger
 import BudgetLedgerWire
 import Hummingbird
 
-/// Two-phase holds: reserve on a thread, then settle or release the reservation.
+/// Two-phase holds: reserve on a thread, then settle or release the reservation; list live holds.
 struct ReservationsController: APIController {
     enum Route: CaseIterable, Sendable {
-        case reserve, settle, release
+        case reserve, settle, release, list
     }
 
     static func endpoint(of route: Route) -> Endpoint {
@@ -13,6 +13,7 @@ struct ReservationsController: APIController {
         case .reserve: return .post("/api/v1/threads/{id}/reserve")
         case .settle: return .post("/api/v1/reservations/{id}/settle")
         case .release: return .post("/api/v1/reservations/{id}/release")
+        case .list: return .get("/api/v1/reservations")
         }
     }
 
@@ -21,8 +22,10 @@ struct ReservationsController: APIController {
     let requestBodyBytesMax: Int
 
     func respond(to route: Route, request: Request, context: BasicRequestContext) async throws -> Response {
-        _ = try QueryFields(request, allowed: [])
+        let query = try QueryFields(request, allowed: route == .list ? ["threadId"] : [])
         switch route {
+        case .list:
+            return try await list(threadID: try query.identifier("threadId"))
         case .reserve:
             return try await reserve(try context.pathIdentifier("id", field: "threadId"), request)
         case .settle:
@@ -63,6 +66,13 @@ struct ReservationsController: APIController {
             idempotencyKey: input.idempotencyKey, usage: input.usage)
         metrics.recordConsume(replayed: result.consume.isReplay)
         return JSONResponse(result.json).response()
+    }
+
+    /// `{"holds": [reservation…], "count", "heldTokens"}`: the live holds (not settled, released
+    /// or expired), of one thread or of all, oldest first. An unknown thread has none.
+    private func list(threadID: String?) async throws -> Response {
+        let holds = try await ledger.run { try $0.holds(threadID) }
+        return JSONResponse(HoldList.json(holds)).response()
     }
 
     /// Ends the hold with nothing spent; 404 unknown, 409 no longer live.

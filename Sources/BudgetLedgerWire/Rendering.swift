@@ -196,6 +196,23 @@ extension Reservation {
     }
 }
 
+/// Live holds as `holds --json` and `GET /api/v1/reservations` answer them.
+public enum HoldList {
+    /// `{"holds": [reservation…], "count", "heldTokens"}`.
+    public static func json(_ holds: [Reservation]) -> JSONValue {
+        .object([
+            ("holds", .array(holds.map(\.json))),
+            ("count", .integer(Int64(holds.count))),
+            ("heldTokens", .integer(heldTokens(holds))),
+        ])
+    }
+
+    /// The tokens `holds` keep, saturating (each hold is at most `LedgerLimits.heldTokensMax`).
+    public static func heldTokens(_ holds: [Reservation]) -> Int64 {
+        holds.reduce(Int64(0)) { $0.saturatingAdd($1.tokens) }
+    }
+}
+
 extension ReserveResult {
     /// `{"reservationId": …, "expiresAt": …, "budget": …, "replayed": …}`.
     public var json: JSONValue {

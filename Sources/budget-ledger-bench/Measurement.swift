@@ -114,7 +114,7 @@ func runCalls(
             if call.isTight { stats.tightRefused += 1 }
         } catch {
             stats.failed += 1
-            if case LedgerError.database(_, let sqliteError) = error, sqliteError.isBusy {
+            if (error as? LedgerError)?.isBusy == true {
                 stats.busyTimeouts += 1
             }
             if stats.firstFailure == nil { stats.firstFailure = "\(error)" }

@@ -20,7 +20,7 @@ struct UsageFlags: ParsableArguments {
     @Option(name: .customLong("agent"), help: "The agent that made the call.")
     var agentID: String?
 
-    @Option(help: "The model called (priced by longest prefix).")
+    @Option(help: "The model called (priced by its exact name, else the most specific pattern: see price show).")
     var model: String?
 
     @Option(help: "The provider of the model.")

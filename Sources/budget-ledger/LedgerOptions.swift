@@ -18,8 +18,8 @@ struct LedgerOptions: ParsableArguments {
     var path: String { db ?? Ledger.defaultPath }
 
     /// Opens the ledger, creating it when missing (init and the writes), runs `body`, and turns
-    /// every ledger error into its message and exit code.
-    func withLedger(_ body: (Ledger) throws -> Void) throws {
+    /// every ledger error into its message and exit code (`fieldNames`: see `Output.fail`).
+    func withLedger(fieldNames: [String: String] = [:], _ body: (Ledger) throws -> Void) throws {
         do {
             if PostgresLedger.isPostgresURL(path) { throw NotOnPostgresError() }
             let ledger = try Ledger(path: path)
@@ -28,7 +28,7 @@ struct LedgerOptions: ParsableArguments {
         } catch let exit as ExitCode {
             throw exit
         } catch {
-            throw Output.fail(error, json: json)
+            throw Output.fail(error, json: json, fieldNames: fieldNames)
         }
     }
 
@@ -37,11 +37,11 @@ struct LedgerOptions: ParsableArguments {
     /// ledger and leaving its files behind.
     ///
     /// The check runs before the open; a file removed in between is created empty, as before.
-    func withExistingLedger(_ body: (Ledger) throws -> Void) throws {
+    func withExistingLedger(fieldNames: [String: String] = [:], _ body: (Ledger) throws -> Void) throws {
         guard FileManager.default.fileExists(atPath: path) || PostgresLedger.isPostgresURL(path) else {
             throw Output.fail(NoLedgerError(path: path), json: json)
         }
-        try withLedger(body)
+        try withLedger(fieldNames: fieldNames, body)
     }
 }
 

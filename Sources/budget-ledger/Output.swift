@@ -11,7 +11,10 @@ enum Output {
     }
 
     /// Prints `Error: …` (and, with `--json`, the error as JSON on stdout) and returns the exit code.
-    static func fail(_ error: Error, json: Bool) -> ExitCode {
+    ///
+    /// A bad field is named as the user typed it (`CommandLineNames`); `fieldNames` overrides
+    /// the usual names for a command whose arguments differ.
+    static func fail(_ error: Error, json: Bool, fieldNames: [String: String] = [:]) -> ExitCode {
         let code: Int32
         var body: JSONValue?
         switch error {
@@ -30,10 +33,11 @@ enum Output {
         default:  // I/O, no ledger for a read, a port in use
             code = 1
         }
+        let message = CommandLineNames.describe(error, overrides: fieldNames)
         if json {
-            print((body ?? .object([("error", .string("\(error)"))])).serialized())
+            print((body ?? .object([("error", .string(message))])).serialized())
         }
-        FileHandle.standardError.write(Data("Error: \(error)\n".utf8))
+        FileHandle.standardError.write(Data("Error: \(message)\n".utf8))
         return ExitCode(code)
     }
 

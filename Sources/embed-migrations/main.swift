@@ -11,7 +11,7 @@ guard arguments.count == 3 || (arguments.count == 5 && arguments[3] == "--type")
     exit(64)
 }
 let typeName = arguments.count == 5 ? arguments[4] : "Migration"
-let importLine = arguments.count == 5 ? "" : "import LedgerSQLite\n"
+let importLine = arguments.count == 5 ? "" : "internal import LedgerSQLite\n"
 let folder = URL(fileURLWithPath: arguments[1])
 let output = URL(fileURLWithPath: arguments[2])
 

@@ -268,7 +268,7 @@ struct WorkerTask {
     /// `busy` for the bounded wait for the writer lock, which may run out on a loaded machine;
     /// `unexpected` for everything else.
     private func kind(of error: any Error) -> String {
-        if case .database(_, let sqliteError) = error as? LedgerError, sqliteError.isBusy { return "busy" }
+        if (error as? LedgerError)?.isBusy == true { return "busy" }
         return "unexpected"
     }
 }
@@ -285,7 +285,7 @@ func openLedger(_ options: WorkerOptions) -> Ledger {
                 path: options.databasePath, configuration: Ledger.Configuration(synchronous: normal ? .normal : .full))
         } catch let error as LedgerError {
             lastError = error
-            guard case .database(_, let sqliteError) = error, sqliteError.isBusy else { break }
+            guard error.isBusy else { break }
         } catch {
             lastError = error
             break

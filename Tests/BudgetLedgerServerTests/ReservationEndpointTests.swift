@@ -72,4 +72,47 @@ struct ReservationEndpointTests {
             #expect(try longTTL.detail().contains("ttlSeconds"))
         }
     }
+
+    @Test func listingLiveHolds() async throws {
+        // Proves: GET /api/v1/reservations lists exactly the live holds, oldest first, with their
+        // sum; ?threadId= narrows to one thread (none for an unknown one); a settled or released
+        // hold leaves the list; a bad threadId or an unknown query field is a 400 naming it.
+        try await withServer { client, _ in
+            var ids: [Int] = []
+            for (thread, tokens) in [("h1", 10), ("h2", 20), ("h1", 30)] {
+                let reserved = try await client.send(.post, "/api/v1/threads/\(thread)/reserve", json: #"{"tokens":\#(tokens)}"#)
+                ids.append(try #require(try reserved.object()["reservationId"] as? Int))
+            }
+            let all = try await client.send(.get, "/api/v1/reservations")
+            #expect(all.status == .ok)
+            let allObject = try all.object()
+            let holds = try #require(allObject["holds"] as? [[String: Any]])
+            #expect(holds.compactMap { $0["reservationId"] as? Int } == ids)
+            #expect(holds.compactMap { $0["threadId"] as? String } == ["h1", "h2", "h1"])
+            #expect(holds.allSatisfy { $0["expiresAt"] is String })
+            #expect(allObject["count"] as? Int == 3)
+            #expect(allObject["heldTokens"] as? Int == 60)
+
+            let one = try await client.send(.get, "/api/v1/reservations?threadId=h1")
+            #expect(try one.object()["heldTokens"] as? Int == 40)
+            #expect(try one.object()["count"] as? Int == 2)
+            let unknown = try await client.send(.get, "/api/v1/reservations?threadId=nobody")
+            #expect(unknown.status == .ok)
+            #expect(try unknown.object()["count"] as? Int == 0)
+
+            _ = try await client.send(.post, "/api/v1/reservations/\(ids[0])/settle", json: #"{"promptTokens":5}"#)
+            _ = try await client.send(.post, "/api/v1/reservations/\(ids[1])/release")
+            let left = try await client.send(.get, "/api/v1/reservations")
+            let leftHolds = try #require(try left.object()["holds"] as? [[String: Any]])
+            #expect(leftHolds.compactMap { $0["reservationId"] as? Int } == [ids[2]])
+            #expect(try left.object()["heldTokens"] as? Int == 30)
+
+            let badThread = try await client.send(.get, "/api/v1/reservations?threadId=\(String(repeating: "x", count: 300))")
+            #expect(badThread.status == .badRequest)
+            #expect(try badThread.detail().contains("threadId"))
+            let unknownField = try await client.send(.get, "/api/v1/reservations?thread=h1")
+            #expect(unknownField.status == .badRequest)
+            #expect(try unknownField.detail().contains("thread"))
+        }
+    }
 }

@@ -1,4 +1,4 @@
-import BudgetLedger
+@testable import BudgetLedger
 import Foundation
 import LedgerSQLite
 import Testing
@@ -121,7 +121,7 @@ struct DurabilityTests {
         try bytes.write(to: URL(fileURLWithPath: path))
         let sqliteError = try #require(thrownDatabaseError(at: path) { _ = try Ledger(path: path) })
         #expect(sqliteError.code == .notADatabase, "\(sqliteError)")
-        #expect("\(LedgerError.database(path: path, sqliteError))".contains("not a SQLite database"))
+        #expect("\(LedgerError.database(path: path, StorageFailure(sqliteError)))".contains("not a SQLite database"))
         #expect(try Data(contentsOf: URL(fileURLWithPath: path)) == bytes)
     }
 

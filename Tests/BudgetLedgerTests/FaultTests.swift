@@ -1,4 +1,4 @@
-import BudgetLedger
+@testable import BudgetLedger
 import Foundation
 import LedgerSQLite
 import Synchronization
@@ -34,8 +34,8 @@ struct FaultTests {
             }
         }
         let (failedKey, error) = try #require(failure, "the capped ledger never filled up")
-        let sqliteError = try #require(Self.databaseError(error, path: path), "not a database error: \(error)")
-        #expect(sqliteError.isFull, "\(sqliteError)")
+        let storageFailure = try #require(Self.databaseError(error, path: path), "not a database error: \(error)")
+        #expect(storageFailure.kind == .full, "\(storageFailure)")
         #expect("\(error)".contains("disk full"), "\(error)")
         #expect("\(error)".contains(path), "\(error)")
         #expect(try LedgerState(ledger, after: before) == before, "the failed consume left something behind")
@@ -82,7 +82,7 @@ struct FaultTests {
                 } catch let error as LedgerError {
                     failures += 1
                     outcomes.withLock { $0.failed.append(key) }
-                    if Self.databaseError(error, path: path)?.isFull != true {
+                    if Self.databaseError(error, path: path)?.kind != .full {
                         outcomes.withLock { $0.unexpected.append("\(key): \(error)") }
                     }
                 } catch {
@@ -125,8 +125,8 @@ struct FaultTests {
         try ReadOnlyFiles.protect(path)
         defer { ReadOnlyFiles.unprotect(path) }
         let error = try Self.firstWriteError(path)
-        let sqliteError = try #require(Self.databaseError(error, path: path), "not a database error: \(error)")
-        #expect(sqliteError.isReadOnly || sqliteError.code == .cannotOpen, "\(sqliteError)")
+        let failure = try #require(Self.databaseError(error, path: path), "not a database error: \(error)")
+        #expect(failure.kind == .readOnly, "\(failure)")
         #expect("\(error)".contains("cannot open for writing"), "\(error)")
         #expect(try Data(contentsOf: URL(fileURLWithPath: path)) == bytes)
     }
@@ -146,8 +146,8 @@ struct FaultTests {
         defer { ReadOnlyFiles.unprotect(folder.url.path) }
         for path in [folder.path("new.db"), existing] {
             let error = try #require(throws: LedgerError.self) { try Ledger(path: path) }
-            let sqliteError = try #require(Self.databaseError(error, path: path), "not a database error: \(error)")
-            #expect(sqliteError.isReadOnly || sqliteError.code == .cannotOpen, "\(path): \(sqliteError)")
+            let failure = try #require(Self.databaseError(error, path: path), "not a database error: \(error)")
+            #expect(failure.kind == .readOnly, "\(path): \(failure)")
             #expect("\(error)".contains("cannot open for writing"), "\(error)")
         }
         #expect(!FileManager.default.fileExists(atPath: folder.path("new.db")))
@@ -165,8 +165,8 @@ struct FaultTests {
         let text = Data(String(repeating: "these are my notes, not a ledger\n", count: 300).utf8)
         try text.write(to: URL(fileURLWithPath: path))
         let error = try #require(throws: LedgerError.self) { try Ledger(path: path) }
-        let sqliteError = try #require(Self.databaseError(error, path: path), "not a database error: \(error)")
-        #expect(sqliteError.isCorrupt, "\(sqliteError)")
+        let failure = try #require(Self.databaseError(error, path: path), "not a database error: \(error)")
+        #expect(failure.kind == .notADatabase, "\(failure)")
         #expect("\(error)".contains("not a SQLite database"), "\(error)")
         #expect(try Data(contentsOf: URL(fileURLWithPath: path)) == text)
     }
@@ -198,8 +198,8 @@ struct FaultTests {
             let outcome = Self.openAndVerify(path)
             switch outcome {
             case .failed(let error):
-                let sqliteError = Self.databaseError(error, path: path)
-                #expect(sqliteError?.isCorrupt == true, "\(name): \(error)")
+                let kind = Self.databaseError(error, path: path)?.kind
+                #expect(kind == .corrupt || kind == .notADatabase, "\(name): \(error)")
                 #expect("\(error)".contains(path), "\(name): \(error)")
             case .inconsistent(let problems):
                 #expect(problems.contains { $0.hasPrefix("integrity:") }, "\(name): \(problems)")
@@ -345,12 +345,12 @@ struct FaultTests {
         return error
     }
 
-    /// The SQLite error inside `LedgerError.database` for `path`, or nil for any other error.
-    static func databaseError(_ error: any Error, path: String) -> SQLiteError? {
-        guard case .database(let errorPath, let sqliteError)? = error as? LedgerError, errorPath == path else {
+    /// The storage failure inside `LedgerError.database` for `path`, or nil for any other error.
+    static func databaseError(_ error: any Error, path: String) -> StorageFailure? {
+        guard case .database(let errorPath, let failure)? = error as? LedgerError, errorPath == path else {
             return nil
         }
-        return sqliteError
+        return failure
     }
 
     enum OpenOutcome: CustomStringConvertible {

@@ -1,4 +1,4 @@
-import BudgetLedger
+@testable import BudgetLedger
 import Foundation
 import LedgerSQLite
 import Testing
@@ -15,7 +15,7 @@ func thrownDatabaseError(
         try body()
         Issue.record("expected LedgerError.database(\(path), …), but the call returned", sourceLocation: sourceLocation)
     } catch LedgerError.database(let errorPath, let sqliteError) where errorPath == path {
-        return sqliteError
+        return sqliteError.sqliteError
     } catch {
         Issue.record("expected LedgerError.database(\(path), …), got \(error)", sourceLocation: sourceLocation)
     }

@@ -64,7 +64,7 @@ struct WriterLockTests {
         })
         #expect(busy.code == .busy, "\(busy)")
         #expect(busy.message.contains("\(path).lock"), "\(busy)")
-        #expect(LedgerError.database(path: path, busy).isBusy, "the CLI maps it to exit 1, the server to 503")
+        #expect(LedgerError.database(path: path, StorageFailure(busy)).isBusy, "the CLI maps it to exit 1, the server to 503")
         holder.release()
         #expect(try !ledger.consume("t", promptTokens: 1, idempotencyKey: "k").isReplay)
         #expect(try ledger.usage("t")?.requestCount == 2)

@@ -15,39 +15,39 @@ struct BadInput: Sendable, CustomTestStringConvertible {
     }
 
     static let all: [BadInput] = [
-        BadInput(arguments: ["consume", "t", "--prompt", "-5"], names: "promptTokens"),
-        BadInput(arguments: ["consume", "t", "--prompt=-5"], names: "promptTokens"),
-        BadInput(arguments: ["consume", "t", "--prompt", "1", "--completion", "-1"], names: "completionTokens"),
-        BadInput(arguments: ["consume", "t", "--prompt", "-5", "--enforce"], names: "promptTokens"),
-        BadInput(arguments: ["consume", "t", "--prompt", "9000000000000000000"], names: "promptTokens: must be at most 1000000000"),
-        BadInput(arguments: ["consume", "t", "--prompt", "1", "--completion", "1000000001"], names: "completionTokens"),
-        BadInput(arguments: ["consume", "t", "--prompt", "1", "--latency-ms", "9000000000000000000"], names: "latencyMs"),
-        BadInput(arguments: ["set-limit", "t", "1000000000000001"], names: "maxTokens: must be at most 1000000000000000"),
-        BadInput(arguments: ["reserve", "t", "--tokens", "2000000001"], names: "tokens"),
+        BadInput(arguments: ["consume", "t", "--prompt", "-5"], names: "--prompt"),
+        BadInput(arguments: ["consume", "t", "--prompt=-5"], names: "--prompt"),
+        BadInput(arguments: ["consume", "t", "--prompt", "1", "--completion", "-1"], names: "--completion"),
+        BadInput(arguments: ["consume", "t", "--prompt", "-5", "--enforce"], names: "--prompt"),
+        BadInput(arguments: ["consume", "t", "--prompt", "9000000000000000000"], names: "invalid --prompt: must be at most 1000000000"),
+        BadInput(arguments: ["consume", "t", "--prompt", "1", "--completion", "1000000001"], names: "--completion"),
+        BadInput(arguments: ["consume", "t", "--prompt", "1", "--latency-ms", "9000000000000000000"], names: "invalid --latency-ms"),
+        BadInput(arguments: ["set-limit", "t", "1000000000000001"], names: "invalid N: must be at most 1000000000000000"),
+        BadInput(arguments: ["reserve", "t", "--tokens", "2000000001"], names: "invalid --tokens"),
         BadInput(arguments: ["consume", "t", "--prompt", "9223372036854775808"], names: "--prompt"),
-        BadInput(arguments: ["consume", "", "--prompt", "1"], names: "threadId"),
-        BadInput(arguments: ["consume", String(repeating: "x", count: 257), "--prompt", "1"], names: "threadId"),
+        BadInput(arguments: ["consume", "", "--prompt", "1"], names: "invalid THREAD"),
+        BadInput(arguments: ["consume", String(repeating: "x", count: 257), "--prompt", "1"], names: "invalid THREAD"),
         // 129 two-byte characters: 258 bytes, though only 129 characters.
-        BadInput(arguments: ["consume", String(repeating: "é", count: 129), "--prompt", "1"], names: "threadId"),
-        BadInput(arguments: ["consume", "a\u{1}b", "--prompt", "1"], names: "threadId"),
-        BadInput(arguments: ["consume", "line\nbreak", "--prompt", "1"], names: "threadId"),
+        BadInput(arguments: ["consume", String(repeating: "é", count: 129), "--prompt", "1"], names: "invalid THREAD"),
+        BadInput(arguments: ["consume", "a\u{1}b", "--prompt", "1"], names: "invalid THREAD"),
+        BadInput(arguments: ["consume", "line\nbreak", "--prompt", "1"], names: "invalid THREAD"),
         BadInput(arguments: ["consume", "t", "--prompt", "abc"], names: "--prompt"),
         BadInput(arguments: ["consume", "t"], names: "--prompt"),
-        BadInput(arguments: ["consume", "t", "--prompt", "1", "--idempotency-key", ""], names: "idempotencyKey"),
+        BadInput(arguments: ["consume", "t", "--prompt", "1", "--idempotency-key", ""], names: "invalid --idempotency-key"),
         BadInput(
             arguments: ["consume", "t", "--prompt", "1", "--idempotency-key", String(repeating: "k", count: 257)],
-            names: "idempotencyKey"),
-        BadInput(arguments: ["check", "t", "--estimate", "-1"], names: "estimatedTokens"),
-        BadInput(arguments: ["check", ""], names: "threadId"),
-        BadInput(arguments: ["usage", "a\u{7}b"], names: "threadId"),
-        BadInput(arguments: ["reset", ""], names: "threadId"),
-        BadInput(arguments: ["cleanup", String(repeating: "x", count: 257)], names: "threadId"),
-        BadInput(arguments: ["set-limit", "t", "-1"], names: "maxTokens: must not be negative (got -1)"),
-        BadInput(arguments: ["set-limit", "t", "-1", "--json"], names: "maxTokens: must not be negative (got -1)"),
-        BadInput(arguments: ["set-limit", "t", "--", "-1"], names: "maxTokens"),
+            names: "invalid --idempotency-key"),
+        BadInput(arguments: ["check", "t", "--estimate", "-1"], names: "invalid --estimate"),
+        BadInput(arguments: ["check", ""], names: "invalid THREAD"),
+        BadInput(arguments: ["usage", "a\u{7}b"], names: "invalid THREAD"),
+        BadInput(arguments: ["reset", ""], names: "invalid THREAD"),
+        BadInput(arguments: ["cleanup", String(repeating: "x", count: 257)], names: "invalid THREAD"),
+        BadInput(arguments: ["set-limit", "t", "-1"], names: "invalid N: must not be negative (got -1)"),
+        BadInput(arguments: ["set-limit", "t", "-1", "--json"], names: "invalid N: must not be negative (got -1)"),
+        BadInput(arguments: ["set-limit", "t", "--", "-1"], names: "invalid N"),
         BadInput(arguments: ["set-limit", "t", "abc"], names: "max-tokens"),
-        BadInput(arguments: ["set-limit", "", "10"], names: "threadId"),
-        BadInput(arguments: ["configure", "--default-max", "-1"], names: "maxTokensPerThread"),
+        BadInput(arguments: ["set-limit", "", "10"], names: "invalid THREAD"),
+        BadInput(arguments: ["configure", "--default-max", "-1"], names: "invalid --default-max"),
         BadInput(arguments: ["configure", "--default-max", "lots"], names: "--default-max"),
         BadInput(arguments: ["no-such-command"], names: "no-such-command", insertsDatabase: false),
         BadInput(arguments: ["consum", "t", "--prompt", "1"], names: "did you mean 'consume'", insertsDatabase: false),
@@ -64,6 +64,9 @@ struct BadInput: Sendable, CustomTestStringConvertible {
         BadInput(arguments: ["budget", "set", "team:acme", "--max-tokens", "1"], names: "SCOPE"),
         BadInput(arguments: ["budget", "remove", "org:"], names: "SCOPE"),
         BadInput(arguments: ["reserve", "t", "--tokens", "1", "--meta", "novalue"], names: "--meta"),
+        BadInput(arguments: ["consume", "t", "--prompt", "1", "--model", ""], names: "invalid --model"),
+        BadInput(arguments: ["consume", "t", "--prompt", "1", "--meta", "org_id="], names: "invalid --meta org_id"),
+        BadInput(arguments: ["price", "set", "", "--prompt", "1", "--completion", "1"], names: "invalid MODEL"),
     ]
 }
 
@@ -100,7 +103,7 @@ struct CLIBadInputTests {
         for thread in ["a", "b"] {
             let oversized = try ledger.run("consume", thread, "--prompt", "9000000000000000000")
             #expect(oversized.status == 64, "\(oversized)")
-            #expect(oversized.firstErrorLine == "Error: invalid promptTokens: must be at most 1000000000 (got 9000000000000000000)")
+            #expect(oversized.firstErrorLine == "Error: invalid --prompt: must be at most 1000000000 (got 9000000000000000000)")
         }
         _ = try ledger.consume("c", "--prompt", "1000000000", "--completion", "1000000000")
         _ = try ledger.succeed("usage")

@@ -117,7 +117,7 @@ struct CLIOperatorTests {
         for arguments in [["set-limit", "t", "-1"], ["set-limit", "t", "-1", "--json"], ["set-limit", "--json", "t", "-1"]] {
             let result = try ledger.run(arguments)
             #expect(result.status == 64, "\(result)")
-            #expect(result.firstErrorLine == "Error: invalid maxTokens: must not be negative (got -1)", "\(result)")
+            #expect(result.firstErrorLine == "Error: invalid N: must not be negative (got -1)", "\(result)")
         }
         #expect(try ledger.budget("t").maxTokens == 10)
     }

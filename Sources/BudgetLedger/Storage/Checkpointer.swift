@@ -1,5 +1,5 @@
 import Dispatch
-import LedgerSQLite
+internal import LedgerSQLite
 import Synchronization
 
 /// Copies the WAL back into the database file on a background queue, so that commits do not

@@ -1,5 +1,5 @@
 import Foundation
-import LedgerSQLite
+internal import LedgerSQLite
 import Synchronization
 
 extension Ledger {
@@ -118,7 +118,7 @@ extension Ledger {
                 extendedCode: .busy,
                 message: "\(writerLock.path) was held by another writer for longer than the busy timeout "
                     + "(\(configuration.busyTimeoutMilliseconds) ms); nothing was recorded")
-            for ticket in batch { ticket.outcome = .failure(LedgerError.database(path: path, busy)) }
+            for ticket in batch { ticket.outcome = .failure(LedgerError.database(path: path, StorageFailure(busy))) }
             return
         }
         defer { writerLock.unlock() }
@@ -127,7 +127,7 @@ extension Ledger {
 
     /// Why the ledger takes no write now, or nil when it takes them.
     private func writesRefused() -> (any Error)? {
-        if let refused = walSync?.writesRefused { return LedgerError.database(path: path, refused) }
+        if let refused = walSync?.writesRefused { return LedgerError.database(path: path, StorageFailure(refused)) }
         if !connection.withLock({ $0.isOpen }) { return LedgerError.closed }
         return nil
     }
@@ -257,13 +257,14 @@ extension Ledger {
         let reason = cause.map { "\($0)" } ?? "no write of the batch said why"
         return LedgerError.database(
             path: path,
-            SQLiteError(
-                extendedCode: .abortRollback,
-                message: "the transaction was rolled back before this write committed (\(reason)); nothing of it was recorded"))
+            StorageFailure(
+                SQLiteError(
+                    extendedCode: .abortRollback,
+                    message: "the transaction was rolled back before this write committed (\(reason)); nothing of it was recorded")))
     }
 
     private func mapped(_ error: any Error) -> any Error {
-        if let error = error as? SQLiteError { return LedgerError.database(path: path, error) }
+        if let error = error as? SQLiteError { return LedgerError.database(path: path, StorageFailure(error)) }
         return error
     }
 }

@@ -1,5 +1,5 @@
 import Foundation
-import LedgerSQLite
+internal import LedgerSQLite
 import Synchronization
 
 /// One write waiting for a transaction: its body, and, once the batch that ran it has

@@ -1,5 +1,5 @@
 import Foundation
-import LedgerSQLite
+internal import LedgerSQLite
 import Synchronization
 
 /// An exclusive lock on a file beside the ledger (`<ledger>.lock`), taken around every write

@@ -14,16 +14,11 @@ extension BudgetLedgerCommand {
         func run() throws {
             try options.withExistingLedger { ledger in
                 let holds = try ledger.holds(thread)
-                let held = holds.reduce(Int64(0)) { $0 + $1.tokens }
-                let json = JSONValue.object([
-                    ("holds", .array(holds.map(\.json))),
-                    ("count", .integer(Int64(holds.count))),
-                    ("heldTokens", .integer(held)),
-                ])
+                let held = HoldList.heldTokens(holds)
                 let lines = holds.map {
                     "\($0.id) \($0.threadID) \(Output.count($0.tokens, "token")) until \(Timestamps.iso8601(microseconds: $0.expiresAtMicroseconds))"
                 } + ["\(Output.count(holds.count, "hold")), \(Output.count(held, "token")) held"]
-                Output.emit(json, text: lines.joined(separator: "\n"), asJSON: options.json)
+                Output.emit(HoldList.json(holds), text: lines.joined(separator: "\n"), asJSON: options.json)
             }
         }
     }

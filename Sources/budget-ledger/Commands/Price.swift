@@ -8,6 +8,9 @@ extension BudgetLedgerCommand {
             abstract: "Manage model prices (USD per million tokens; an exact model name, or a pattern with one trailing *).",
             subcommands: [Set.self, List.self, Show.self, Withdraw.self, Replace.self, Reprice.self])
 
+        /// The model is an argument (`MODEL`) here, not `--model` as elsewhere.
+        static let fieldNames = ["model": "MODEL", "prompt price": "--prompt", "completion price": "--completion"]
+
         struct Set: ParsableCommand {
             static let configuration = CommandConfiguration(
                 abstract: "Add a price for a model, from a time on (default now; recorded events keep their price).")
@@ -32,7 +35,7 @@ extension BudgetLedgerCommand {
 
             func run() throws {
                 let start = try from.map { try Timestamps.parse($0, option: "--from") }
-                try options.withLedger { ledger in
+                try options.withLedger(fieldNames: Price.fieldNames) { ledger in
                     let price = try ledger.setPrice(
                         model: model, promptUSDPerMillion: prompt, completionUSDPerMillion: completion, effectiveFrom: start)
                     Output.emit(price.json, text: "price set: " + Output.text(price), asJSON: options.json)
@@ -58,7 +61,7 @@ extension BudgetLedgerCommand {
 
             func run() throws {
                 let start = try Timestamps.parse(from, option: "--from")
-                try options.withExistingLedger { ledger in
+                try options.withExistingLedger(fieldNames: Price.fieldNames) { ledger in
                     let price = try ledger.withdrawPrice(model: model, effectiveFrom: start)
                     Output.emit(price.json, text: "price withdrawn: " + Output.text(price), asJSON: options.json)
                 }
@@ -94,7 +97,7 @@ extension BudgetLedgerCommand {
             func run() throws {
                 let start = try Timestamps.parse(from, option: "--from")
                 let newStart = try newFrom.map { try Timestamps.parse($0, option: "--new-from") }
-                try options.withExistingLedger { ledger in
+                try options.withExistingLedger(fieldNames: Price.fieldNames) { ledger in
                     let price = try ledger.replacePrice(
                         model: model, effectiveFrom: start, promptUSDPerMillion: prompt, completionUSDPerMillion: completion,
                         newEffectiveFrom: newStart)
@@ -182,7 +185,7 @@ extension BudgetLedgerCommand {
 
             func run() throws {
                 let time = try at.map { try Timestamps.parse($0, option: "--at") }
-                try options.withExistingLedger { ledger in
+                try options.withExistingLedger(fieldNames: Price.fieldNames) { ledger in
                     let price = try ledger.price(forModel: model, at: time)
                     let normalized = ModelName.normalized(model)
                     Output.emit(

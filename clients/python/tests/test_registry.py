@@ -158,6 +158,20 @@ def test_holds_count_against_the_budget_until_settled_or_released(registry: Thre
     assert isinstance(unknown.value, KeyError)
 
 
+def test_holds_lists_the_live_holds_of_a_thread(registry: ThreadBudgetRegistry, thread_id: str) -> None:
+    # Proves holds() lists exactly the live holds, oldest first, narrowed to one thread, and
+    # that a released hold leaves the list.
+    first = registry.reserve(thread_id, 10)
+    second = registry.reserve(thread_id, 20)
+    listed = registry.holds(thread_id)
+    assert [(hold.reservation_id, hold.tokens) for hold in listed] == [(first.reservation_id, 10), (second.reservation_id, 20)]
+    assert all(hold.thread_id == thread_id and hold.expires_at for hold in listed)
+    assert {hold.reservation_id for hold in registry.holds()} >= {first.reservation_id, second.reservation_id}
+    registry.release(first.reservation_id)
+    assert [hold.reservation_id for hold in registry.holds(thread_id)] == [second.reservation_id]
+    assert registry.holds(thread_id + "-nobody") == []
+
+
 def test_a_callers_idempotency_key_counts_once_and_guards_its_request(registry: ThreadBudgetRegistry, thread_id: str) -> None:
     # Proves a repeated key replays (counted once) and the same key with other tokens is a conflict.
     registry.consume(thread_id, 10, idempotency_key=f"{thread_id}-k1")

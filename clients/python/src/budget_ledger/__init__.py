@@ -5,7 +5,7 @@ tracker as a drop-in, durable and exact across threads, processes and retries.
 """
 
 from .aio import AsyncThreadBudgetRegistry, AsyncUsageTracker
-from .budget import Reservation, ThreadBudget
+from .budget import Hold, Reservation, ThreadBudget
 from .errors import (
     AuthenticationError,
     BudgetExhaustedError,
@@ -46,6 +46,7 @@ __all__ = [
     "BudgetLedgerError",
     "ConflictError",
     "HTTPStatusError",
+    "Hold",
     "InvalidRequestError",
     "LedgerConnectionError",
     "LedgerTimeoutError",

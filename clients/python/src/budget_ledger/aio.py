@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from typing import Any, Callable, Mapping, TypeVar
 
-from .budget import Reservation, ThreadBudget
+from .budget import Hold, Reservation, ThreadBudget
 from .pricing import ModelPrice
 from .scopes import ScopeBudget
 from .registry import DEFAULT_HOLD_SECONDS, ThreadBudgetRegistry
@@ -100,6 +100,9 @@ class AsyncThreadBudgetRegistry(_Offloaded):
 
     async def release(self, reservation_id: int) -> ThreadBudget:
         return await self._run(self.sync.release, reservation_id)
+
+    async def holds(self, thread_id: str | None = None) -> list[Hold]:
+        return await self._run(self.sync.holds, thread_id)
 
     async def set_budget(
         self, scope: str, *, period: str = "none", max_tokens: int | None = None,

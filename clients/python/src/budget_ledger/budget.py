@@ -94,6 +94,20 @@ class Reservation:
     budget: ThreadBudget
 
 
+@dataclass(frozen=True)
+class Hold:
+    """A live hold as the ledger lists it (`holds()`): no budget, since it is one of many."""
+
+    reservation_id: int
+    thread_id: str
+    tokens: int
+    expires_at: str
+
+    @classmethod
+    def from_json(cls, body: Mapping[str, Any]) -> Hold:
+        return cls(int(body["reservationId"]), str(body["threadId"]), int(body["tokens"]), str(body["expiresAt"]))
+
+
 def _round_half_away(value: float) -> float:
     # Swift's rounded() rounds half away from zero; Python's round() rounds half to even.
     scaled = value * 10

@@ -12,7 +12,7 @@ import uuid
 from decimal import Decimal
 from typing import Any, Mapping
 
-from .budget import Reservation, ThreadBudget
+from .budget import Hold, Reservation, ThreadBudget
 from .errors import BudgetExhaustedError, NotFoundError
 from .scopes import ScopeBudget, budget_body
 from .transport import (
@@ -270,6 +270,12 @@ class ThreadBudgetRegistry:
         answer = self._transport.request(
             "POST", f"/api/v1/reservations/{int(reservation_id)}/release", replay_safe=False).json()
         return ThreadBudget.from_json(answer["budget"])
+
+    def holds(self, thread_id: str | None = None) -> list[Hold]:
+        """The live holds (not settled, released or expired), of one thread or of all, oldest first."""
+        path = "/api/v1/reservations" + ("" if thread_id is None else f"?threadId={quote(thread_id)}")
+        body = self._transport.request("GET", path, replay_safe=True).json()
+        return [Hold.from_json(row) for row in body["holds"]]
 
     # MARK: scope budgets
 
