@@ -49,6 +49,8 @@ protocol LedgerStore: Sendable {
         _ reservationID: Int64, promptTokens: Int64, completionTokens: Int64, idempotencyKey: String?, usage: UsageDetails
     ) async throws -> SettleResult
     func release(_ reservationID: Int64) async throws -> ThreadBudget
+    /// Live holds, of one thread or of all, oldest first.
+    func holds(_ threadID: String?) async throws -> [Reservation]
 
     /// The price table and the store's clock reading (which rows are in force is decided at it).
     func priceTable() async throws -> (prices: [ModelPrice], now: Int64)
@@ -160,6 +162,10 @@ extension LedgerService: LedgerStore {
 
     func release(_ reservationID: Int64) async throws -> ThreadBudget {
         try await run { try $0.release(reservationID) }
+    }
+
+    func holds(_ threadID: String?) async throws -> [Reservation] {
+        try await run { try $0.holds(threadID) }
     }
 
     func priceTable() async throws -> (prices: [ModelPrice], now: Int64) {

@@ -71,7 +71,7 @@ struct ReservationsController: APIController {
     /// `{"holds": [reservation…], "count", "heldTokens"}`: the live holds (not settled, released
     /// or expired), of one thread or of all, oldest first. An unknown thread has none.
     private func list(threadID: String?) async throws -> Response {
-        let holds = try await ledger.run { try $0.holds(threadID) }
+        let holds = try await ledger.holds(threadID)
         return JSONResponse(HoldList.json(holds)).response()
     }
 
