@@ -26,16 +26,19 @@ public final class PostgresLedger: Sendable {
         public var retriesMax: Int
         /// The longest a new connection may take to open (TCP or unix socket, before the startup).
         public var connectTimeout: Duration
-        /// The longest a call waits for a pooled connection before failing with
-        /// `PostgresLedgerError.connection` (nothing written): while the database is down or
-        /// every connection is busy for that long. A statement, once running, is not timed.
+        /// The longest a call waits for a pooled connection while the store's attempts to
+        /// connect fail (the database is down or refuses it), before failing with
+        /// `PostgresLedgerError.connection` (nothing written). A statement, once running, is not timed.
         public var leaseTimeout: Duration
+        /// The longest a call waits for a pooled connection in any case: while the database
+        /// answers but every connection stays busy, or connecting is slow.
+        public var busyLeaseTimeout: Duration
 
         public init(
             thresholds: [BudgetThreshold] = BudgetThreshold.defaults,
             clock: @escaping @Sendable () -> Int64 = Ledger.systemClockMicroseconds,
             connectionsMax: Int = 16, retriesMax: Int = 16, connectTimeout: Duration = .seconds(3),
-            leaseTimeout: Duration = .seconds(5)
+            leaseTimeout: Duration = .seconds(5), busyLeaseTimeout: Duration = .seconds(30)
         ) {
             self.thresholds = thresholds
             self.clock = clock
@@ -43,6 +46,7 @@ public final class PostgresLedger: Sendable {
             self.retriesMax = retriesMax
             self.connectTimeout = connectTimeout
             self.leaseTimeout = leaseTimeout
+            self.busyLeaseTimeout = busyLeaseTimeout
         }
     }
 
@@ -82,7 +86,9 @@ public final class PostgresLedger: Sendable {
         var logger = Logger(label: "budget-ledger.postgres")
         logger.logLevel = .critical
         self.logger = logger
-        let pool = PostgresPool(configuration: clientConfiguration, leaseTimeout: configuration.leaseTimeout, logger: logger)
+        let pool = PostgresPool(
+            configuration: clientConfiguration, leaseTimeout: configuration.leaseTimeout,
+            busyLeaseTimeout: configuration.busyLeaseTimeout, logger: logger)
         self.pool = pool
         do {
             let migrator = PostgresMigrator(migrations: Self.migrations, url: parsed.redacted)
@@ -107,6 +113,9 @@ public final class PostgresLedger: Sendable {
     /// How many times the store replaced its connection pool after a lost connection or a
     /// connection that could not be made (see `PostgresPool`).
     public var poolReplacements: Int { pool.replacements }
+
+    /// Failed attempts to open a connection since the ledger opened (every client of its pool).
+    public var connectionFailures: Int { pool.connectionFailures }
 
     /// Runs `body` in one transaction, again from the start when the server rolls it back as a
     /// serialization failure or deadlock, or when another transaction committed the same

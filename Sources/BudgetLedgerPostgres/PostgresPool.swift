@@ -10,9 +10,11 @@ import Synchronization
 /// until a connection can be made (or, after 60 s of failures, its circuit breaker fails it),
 /// and it retries connecting with a backoff that grows to a minute, so a server could wait a
 /// minute or more to notice PostgreSQL is back, and callers wait that long for an answer. Here a
-/// call that gets no connection within `leaseTimeout` fails at once with
-/// `PostgresLedgerError.connection` (a 503 for the REST server; nothing was written: the
-/// transaction never began; a connection that comes later is handed back unused). That failure,
+/// call that has waited `leaseTimeout` for a connection while the client's last attempt to
+/// connect failed (the database is down or refuses us), or `busyLeaseTimeout` in any case (the
+/// database answers but every connection stays busy, or connecting is slow on a loaded machine),
+/// fails with `PostgresLedgerError.connection` (a 503 for the REST server; nothing was written:
+/// the transaction never began; a connection that comes later is handed back unused). That failure,
 /// when none of the client's connections is in use (a pool that is merely busy is kept), or any
 /// failure of a connection itself, retires the client: the next call runs on a fresh one, which
 /// connects at once. Calls already running on the retired client finish or fail on it; it is
@@ -22,12 +24,18 @@ final class PostgresPool: Sendable {
     final class Generation: Sendable {
         let client: PostgresClient
         let runner: Task<Void, Never>
+        /// Whether its last attempt to open a connection failed.
+        let health: ConnectionHealth
         /// Calls that hold one of its connections now.
         private let active = Atomic<Int>(0)
         private let retired = Atomic<Bool>(false)
 
-        init(configuration: PostgresClient.Configuration, logger: Logger) {
-            let client = PostgresClient(configuration: configuration, backgroundLogger: logger)
+        init(configuration: PostgresClient.Configuration, logger: Logger, failures: FailureTally) {
+            let health = ConnectionHealth(tally: failures)
+            self.health = health
+            var observer = Logger(label: logger.label) { _ in ConnectionHealth.Observer(health: health) }
+            observer.logLevel = .debug
+            let client = PostgresClient(configuration: configuration, backgroundLogger: observer)
             self.client = client
             runner = Task { await client.run() }
         }
@@ -53,23 +61,30 @@ final class PostgresPool: Sendable {
 
     private let configuration: PostgresClient.Configuration
     private let leaseTimeout: Duration
+    private let busyLeaseTimeout: Duration
     private let logger: Logger
     private let current: Mutex<Generation?>
+    private let failures = FailureTally()
     /// Clients retired after a failure, since the pool opened (for tests and logs).
     private let retiredClients = Atomic<Int>(0)
 
-    init(configuration: PostgresClient.Configuration, leaseTimeout: Duration, logger: Logger) {
+    init(configuration: PostgresClient.Configuration, leaseTimeout: Duration, busyLeaseTimeout: Duration, logger: Logger) {
         self.configuration = configuration
         self.leaseTimeout = leaseTimeout
+        self.busyLeaseTimeout = max(busyLeaseTimeout, leaseTimeout)
         self.logger = logger
-        current = Mutex(Generation(configuration: configuration, logger: logger))
+        current = Mutex(Generation(configuration: configuration, logger: logger, failures: failures))
     }
 
     /// How many times a client was replaced after a failure.
     var replacements: Int { retiredClients.load(ordering: .relaxed) }
 
-    /// Runs `body` on a connection of the current client. Waits at most `leaseTimeout` for the
-    /// connection; `body` itself is not timed (it may wait for a thread's row lock).
+    /// Failed attempts to open a connection, on every client since the pool opened.
+    var connectionFailures: Int { failures.count }
+
+    /// Runs `body` on a connection of the current client. Waits for the connection at most
+    /// `leaseTimeout` while connecting fails, else at most `busyLeaseTimeout`; `body` itself is
+    /// not timed (it may wait for a thread's row lock).
     ///
     /// - Throws: what `body` throws (PostgreSQL's errors as `PSQLError`); `PostgresPoolError`
     ///   when no connection came in time (`body` did not run and never will);
@@ -80,7 +95,9 @@ final class PostgresPool: Sendable {
         guard let generation = current.withLock({ $0 }) else { throw PostgresLedgerError.closed }
         let lease = LeaseState()
         do {
-            return try await Self.race(leaseTimeout: leaseTimeout, lease: lease) {
+            return try await Self.race(
+                leaseTimeout: leaseTimeout, busyLeaseTimeout: busyLeaseTimeout, health: generation.health, lease: lease
+            ) {
                 try await generation.client.withConnection { connection in
                     // A connection that comes after the caller was told "no connection" is
                     // handed back unused: that caller's call must not run.
@@ -107,12 +124,13 @@ final class PostgresPool: Sendable {
         }
     }
 
-    /// `work`'s result, unless `lease` has not started within `leaseTimeout`: then
-    /// `PostgresPoolError`, and `work` is cancelled and left behind. Not a task group: a group
-    /// would wait for `work` to end, and a lease that ignores its cancellation would hold the
-    /// caller with it.
+    /// `work`'s result, unless `lease` has not started after `leaseTimeout` while `health` says
+    /// connecting fails, or after `busyLeaseTimeout`: then `PostgresPoolError`, and `work` is
+    /// cancelled and left behind. Not a task group: a group would wait for `work` to end, and a
+    /// lease that ignores its cancellation would hold the caller with it.
     private static func race<Result: Sendable>(
-        leaseTimeout: Duration, lease: LeaseState, _ work: @escaping @Sendable () async throws -> Result
+        leaseTimeout: Duration, busyLeaseTimeout: Duration, health: ConnectionHealth, lease: LeaseState,
+        _ work: @escaping @Sendable () async throws -> Result
     ) async throws -> Result {
         let outcome = OnceContinuation<Result>()
         return try await withCheckedThrowingContinuation { continuation in
@@ -125,10 +143,21 @@ final class PostgresPool: Sendable {
                 timer.cancel()
             }
             let sleeper = Task {
-                try? await Task.sleep(for: leaseTimeout)
-                guard !Task.isCancelled, lease.timeOut(), let waiting = outcome.take() else { return }
+                // Checked every `leaseTimeout`: a call that started while connecting worked
+                // fails within two of them once it stops working.
+                var waited = Duration.zero
+                while true {
+                    try? await Task.sleep(for: leaseTimeout)
+                    guard !Task.isCancelled else { return }
+                    waited += leaseTimeout
+                    if health.isFailing || waited >= busyLeaseTimeout { break }
+                }
+                guard lease.timeOut(), let waiting = outcome.take() else { return }
                 worker.cancel()
-                waiting.resume(throwing: PostgresPoolError(reason: "no connection to the database within \(leaseTimeout)"))
+                let reason = health.isFailing
+                    ? "the database cannot be reached (no connection for \(waited))"
+                    : "no connection to the database became free within \(waited)"
+                waiting.resume(throwing: PostgresPoolError(reason: reason))
             }
             timer.set(sleeper)
         }
@@ -147,7 +176,7 @@ final class PostgresPool: Sendable {
     private func retire(_ generation: Generation) {
         let replaced = current.withLock { current in
             guard let now = current, now === generation else { return false }
-            current = Generation(configuration: configuration, logger: logger)
+            current = Generation(configuration: configuration, logger: logger, failures: failures)
             return true
         }
         guard replaced else { return }
@@ -169,6 +198,56 @@ final class PostgresPool: Sendable {
     deinit {
         current.withLock { $0?.runner.cancel() }
     }
+}
+
+/// Whether a client's last attempt to open a connection failed, read from what postgres-nio
+/// 1.33.2's pool reports to its background logger ("Connection creation failed" and
+/// "Connection established"; `PostgresClientMetrics`), which is the only place it tells.
+/// Should those messages change, `isFailing` stays false and calls wait `busyLeaseTimeout`;
+/// `PostgresPoolTests` check that failures are seen.
+final class ConnectionHealth: Sendable {
+    private let failing = Atomic<Bool>(false)
+    private let tally: FailureTally
+
+    init(tally: FailureTally) {
+        self.tally = tally
+    }
+
+    var isFailing: Bool { failing.load(ordering: .sequentiallyConsistent) }
+
+    func connectFailed() {
+        tally.add()
+        failing.store(true, ordering: .sequentiallyConsistent)
+    }
+
+    func connected() { failing.store(false, ordering: .sequentiallyConsistent) }
+
+    /// A log handler that records the pool's connection attempts and prints nothing.
+    struct Observer: LogHandler {
+        let health: ConnectionHealth
+        var metadata: Logger.Metadata = [:]
+        var logLevel: Logger.Level = .debug
+
+        subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+            get { metadata[key] }
+            set { metadata[key] = newValue }
+        }
+
+        func log(event: LogEvent) {
+            switch event.message.description {
+            case "Connection creation failed": health.connectFailed()
+            case "Connection established": health.connected()
+            default: break
+            }
+        }
+    }
+}
+
+/// Failed connection attempts of all of a pool's clients.
+final class FailureTally: Sendable {
+    private let value = Atomic<Int>(0)
+    func add() { value.add(1, ordering: .relaxed) }
+    var count: Int { value.load(ordering: .relaxed) }
 }
 
 /// Whether a call got its connection in time: decided once, by the call or by its timer.
