@@ -94,6 +94,8 @@ extension UsageTotals {
             // priced requests' cost only.
             ("totalCost", .cost(knownCostNanodollars)),
             ("unpricedRequests", .integer(unpricedRequests)),
+            // The prompt plus completion tokens of those requests: the usage totalCost leaves out.
+            ("unpricedTokens", .integer(unpricedTokens)),
             ("costComplete", .bool(isCostComplete)),
         ]
         return .object(members)
@@ -110,7 +112,7 @@ extension UsageTotals {
     public static func csvHeader(group: String) -> [String] {
         [
             group, "prompt_tokens", "completion_tokens", "total_tokens", "request_count", "cost", "unpriced_requests",
-            "cost_complete", "avg_latency_ms",
+            "unpriced_tokens", "cost_complete", "avg_latency_ms",
         ]
     }
 
@@ -119,7 +121,7 @@ extension UsageTotals {
         [
             key ?? "", String(promptTokens), String(completionTokens), String(totalTokens), String(requestCount),
             knownCostNanodollars.map { Money.decimalString(nanodollars: $0) } ?? "", String(unpricedRequests),
-            isCostComplete ? "true" : "false",
+            String(unpricedTokens), isCostComplete ? "true" : "false",
             averageLatencyMilliseconds.map { String($0.roundedToOneDecimal) } ?? "",
         ]
     }
