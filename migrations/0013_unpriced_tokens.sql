@@ -4,21 +4,24 @@
 -- usage those requests were: 2 unpriced requests may be 20 tokens or 2 billion. Each rollup row
 -- and each summary view now carries unpriced_tokens: the prompt plus completion tokens of the
 -- consumes whose cost is unknown (recorded with cost_nanos NULL and not repriced since), each
--- value counted at most at its limit as everywhere derived (0006), right after unpriced_requests.
---   - usage_rollup and usage_agent_model gain the column (added last: a rebuild would have to
---     drop and recreate every trigger that names them). Their folded rows are brought under it
+-- value counted at most at its limit as everywhere derived (0006). It is the last column of
+-- every table and view that has it: the tables gain it by ADD COLUMN (a rebuild would have to
+-- drop and recreate every trigger that names them), and PostgreSQL's views, which must keep
+-- these views' columns (its 0002), can then append it with CREATE OR REPLACE VIEW, which keeps
+-- the privileges granted on them.
+--   - usage_rollup and usage_agent_model gain the column. Their folded rows are brought under it
 --     here from the events they hold (id <= rolled_up_to; events are not rewritten); pending
 --     consumes are read by the *_pending views, and the next fold adds them.
 --   - the fold (ledger_settings_fold_usage) adds it; a reprice of a folded consume
 --     (events_check_reprice) takes the consume's tokens off as it takes off its request.
---   - every view that shows unpriced_requests shows unpriced_tokens after it, with explicit
---     column lists where 0002/0004 used `SELECT *` (the tables' new column is last).
+--   - every view that shows unpriced_requests shows unpriced_tokens last, with explicit column
+--     lists where 0002/0004 used `SELECT *`.
 --   - scope_budgets and budget_windows are left as they are: a budget gates calls as they were
 --     made (0012), and its unpriced_requests is a gate's figure, not a billing summary.
 -- verify (Recomputation) recomputes the column from the events and compares it with the rollups.
 
 -- The views that read the rollups go first (SQLite checks views when a table is altered), and
--- every view that shows unpriced_requests, to be created again with unpriced_tokens beside it.
+-- every view that shows unpriced_requests, to be created again with unpriced_tokens last.
 DROP VIEW usage_totals;
 DROP VIEW usage_by_agent;
 DROP VIEW usage_by_model;
@@ -78,10 +81,10 @@ SELECT (SELECT usage_window FROM ledger_settings WHERE id = 1) AS usage_window,
                                           WHERE r.caused_by = events.id AND r.kind = 'reprice'))), 0) AS cost_nanos,
        sum(coalesce(cost_nanos, (SELECT r.cost_nanos FROM events AS r
                                  WHERE r.caused_by = events.id AND r.kind = 'reprice')) IS NULL) AS unpriced_requests,
+       coalesce(sum(latency_ms), 0) AS latency_ms_sum, count(latency_ms) AS latency_count,
        coalesce(sum(CASE WHEN coalesce(cost_nanos, (SELECT r.cost_nanos FROM events AS r
                                                     WHERE r.caused_by = events.id AND r.kind = 'reprice')) IS NULL
-                         THEN prompt_tokens + completion_tokens ELSE 0 END), 0) AS unpriced_tokens,
-       coalesce(sum(latency_ms), 0) AS latency_ms_sum, count(latency_ms) AS latency_count
+                         THEN prompt_tokens + completion_tokens ELSE 0 END), 0) AS unpriced_tokens
 FROM events
 WHERE id > (SELECT rolled_up_to FROM ledger_settings WHERE id = 1) AND kind = 'consume'
 GROUP BY 5, 6, 2, 3, 4;
@@ -94,30 +97,30 @@ SELECT (SELECT usage_window FROM ledger_settings WHERE id = 1) AS usage_window,
                                           WHERE r.caused_by = events.id AND r.kind = 'reprice'))), 0) AS cost_nanos,
        sum(coalesce(cost_nanos, (SELECT r.cost_nanos FROM events AS r
                                  WHERE r.caused_by = events.id AND r.kind = 'reprice')) IS NULL) AS unpriced_requests,
+       coalesce(sum(latency_ms), 0) AS latency_ms_sum, count(latency_ms) AS latency_count,
        coalesce(sum(CASE WHEN coalesce(cost_nanos, (SELECT r.cost_nanos FROM events AS r
                                                     WHERE r.caused_by = events.id AND r.kind = 'reprice')) IS NULL
-                         THEN prompt_tokens + completion_tokens ELSE 0 END), 0) AS unpriced_tokens,
-       coalesce(sum(latency_ms), 0) AS latency_ms_sum, count(latency_ms) AS latency_count
+                         THEN prompt_tokens + completion_tokens ELSE 0 END), 0) AS unpriced_tokens
 FROM events
 WHERE id > (SELECT rolled_up_to FROM ledger_settings WHERE id = 1) AND kind = 'consume'
 GROUP BY 2, 3;
 
--- Folded plus pending, in the views' column order (unpriced_tokens after unpriced_requests).
+-- Folded plus pending.
 CREATE VIEW usage_rollup_rows AS
 SELECT usage_window, day, org_id, user_id, agent_id, model, prompt_tokens, completion_tokens, request_count,
-       cost_nanos, unpriced_requests, unpriced_tokens, latency_ms_sum, latency_count
+       cost_nanos, unpriced_requests, latency_ms_sum, latency_count, unpriced_tokens
 FROM usage_rollup
 UNION ALL
 SELECT usage_window, day, org_id, user_id, agent_id, model, prompt_tokens, completion_tokens, request_count,
-       cost_nanos, unpriced_requests, unpriced_tokens, latency_ms_sum, latency_count
+       cost_nanos, unpriced_requests, latency_ms_sum, latency_count, unpriced_tokens
 FROM usage_rollup_pending;
 
 CREATE VIEW usage_rollup_live AS
 SELECT usage_window, day, org_id, user_id, agent_id, model,
        sum(prompt_tokens) AS prompt_tokens, sum(completion_tokens) AS completion_tokens,
        sum(request_count) AS request_count, sum(cost_nanos) AS cost_nanos,
-       sum(unpriced_requests) AS unpriced_requests, sum(unpriced_tokens) AS unpriced_tokens,
-       sum(latency_ms_sum) AS latency_ms_sum, sum(latency_count) AS latency_count
+       sum(unpriced_requests) AS unpriced_requests, sum(latency_ms_sum) AS latency_ms_sum,
+       sum(latency_count) AS latency_count, sum(unpriced_tokens) AS unpriced_tokens
 FROM usage_rollup_rows
 GROUP BY usage_window, day, org_id, user_id, agent_id, model;
 
@@ -125,14 +128,14 @@ CREATE VIEW usage_agent_model_live AS
 SELECT usage_window, agent_id, model,
        sum(prompt_tokens) AS prompt_tokens, sum(completion_tokens) AS completion_tokens,
        sum(request_count) AS request_count, sum(cost_nanos) AS cost_nanos,
-       sum(unpriced_requests) AS unpriced_requests, sum(unpriced_tokens) AS unpriced_tokens,
-       sum(latency_ms_sum) AS latency_ms_sum, sum(latency_count) AS latency_count
+       sum(unpriced_requests) AS unpriced_requests, sum(latency_ms_sum) AS latency_ms_sum,
+       sum(latency_count) AS latency_count, sum(unpriced_tokens) AS unpriced_tokens
 FROM (SELECT usage_window, agent_id, model, prompt_tokens, completion_tokens, request_count, cost_nanos,
-             unpriced_requests, unpriced_tokens, latency_ms_sum, latency_count
+             unpriced_requests, latency_ms_sum, latency_count, unpriced_tokens
       FROM usage_agent_model
       UNION ALL
       SELECT usage_window, agent_id, model, prompt_tokens, completion_tokens, request_count, cost_nanos,
-             unpriced_requests, unpriced_tokens, latency_ms_sum, latency_count
+             unpriced_requests, latency_ms_sum, latency_count, unpriced_tokens
       FROM usage_agent_model_pending)
 GROUP BY usage_window, agent_id, model;
 
@@ -146,9 +149,9 @@ SELECT
     CASE WHEN coalesce(sum(request_count), 0) > 0 AND sum(unpriced_requests) = sum(request_count) THEN NULL
          ELSE coalesce(sum(cost_nanos), 0) END AS cost_nanos,
     coalesce(sum(unpriced_requests), 0) AS unpriced_requests,
-    coalesce(sum(unpriced_tokens), 0) AS unpriced_tokens,
     coalesce(sum(unpriced_requests), 0) = 0 AS cost_complete,
-    CASE WHEN sum(latency_count) > 0 THEN 1.0 * sum(latency_ms_sum) / sum(latency_count) END AS avg_latency_ms
+    CASE WHEN sum(latency_count) > 0 THEN 1.0 * sum(latency_ms_sum) / sum(latency_count) END AS avg_latency_ms,
+    coalesce(sum(unpriced_tokens), 0) AS unpriced_tokens
 FROM usage_agent_model_live;
 
 CREATE VIEW usage_by_agent AS
@@ -156,8 +159,8 @@ SELECT nullif(agent_id, '') AS agent_id,
        sum(prompt_tokens + completion_tokens) AS total_tokens, sum(prompt_tokens) AS prompt_tokens,
        sum(completion_tokens) AS completion_tokens, sum(request_count) AS request_count,
        CASE WHEN sum(unpriced_requests) < sum(request_count) THEN sum(cost_nanos) END AS cost_nanos,
-       sum(unpriced_requests) AS unpriced_requests, sum(unpriced_tokens) AS unpriced_tokens,
-       sum(unpriced_requests) = 0 AS cost_complete
+       sum(unpriced_requests) AS unpriced_requests, sum(unpriced_requests) = 0 AS cost_complete,
+       sum(unpriced_tokens) AS unpriced_tokens
 FROM usage_agent_model_live GROUP BY agent_id;
 
 CREATE VIEW usage_by_model AS
@@ -165,8 +168,8 @@ SELECT nullif(model, '') AS model,
        sum(prompt_tokens + completion_tokens) AS total_tokens, sum(prompt_tokens) AS prompt_tokens,
        sum(completion_tokens) AS completion_tokens, sum(request_count) AS request_count,
        CASE WHEN sum(unpriced_requests) < sum(request_count) THEN sum(cost_nanos) END AS cost_nanos,
-       sum(unpriced_requests) AS unpriced_requests, sum(unpriced_tokens) AS unpriced_tokens,
-       sum(unpriced_requests) = 0 AS cost_complete
+       sum(unpriced_requests) AS unpriced_requests, sum(unpriced_requests) = 0 AS cost_complete,
+       sum(unpriced_tokens) AS unpriced_tokens
 FROM usage_agent_model_live GROUP BY model;
 
 CREATE VIEW billing_by_agent_model AS
@@ -174,8 +177,8 @@ SELECT nullif(agent_id, '') AS agent_id, nullif(model, '') AS model,
        sum(prompt_tokens + completion_tokens) AS total_tokens, sum(prompt_tokens) AS prompt_tokens,
        sum(completion_tokens) AS completion_tokens, sum(request_count) AS request_count,
        CASE WHEN sum(unpriced_requests) < sum(request_count) THEN sum(cost_nanos) END AS cost_nanos,
-       sum(unpriced_requests) AS unpriced_requests, sum(unpriced_tokens) AS unpriced_tokens,
-       sum(unpriced_requests) = 0 AS cost_complete
+       sum(unpriced_requests) AS unpriced_requests, sum(unpriced_requests) = 0 AS cost_complete,
+       sum(unpriced_tokens) AS unpriced_tokens
 FROM usage_agent_model_live GROUP BY agent_id, model;
 
 CREATE VIEW usage_by_org AS
@@ -183,8 +186,8 @@ SELECT nullif(org_id, '') AS org_id,
        sum(prompt_tokens + completion_tokens) AS total_tokens, sum(prompt_tokens) AS prompt_tokens,
        sum(completion_tokens) AS completion_tokens, sum(request_count) AS request_count,
        CASE WHEN sum(unpriced_requests) < sum(request_count) THEN sum(cost_nanos) END AS cost_nanos,
-       sum(unpriced_requests) AS unpriced_requests, sum(unpriced_tokens) AS unpriced_tokens,
-       sum(unpriced_requests) = 0 AS cost_complete
+       sum(unpriced_requests) AS unpriced_requests, sum(unpriced_requests) = 0 AS cost_complete,
+       sum(unpriced_tokens) AS unpriced_tokens
 FROM usage_rollup_rows GROUP BY org_id;
 
 CREATE VIEW usage_by_user AS
@@ -192,8 +195,8 @@ SELECT nullif(user_id, '') AS user_id,
        sum(prompt_tokens + completion_tokens) AS total_tokens, sum(prompt_tokens) AS prompt_tokens,
        sum(completion_tokens) AS completion_tokens, sum(request_count) AS request_count,
        CASE WHEN sum(unpriced_requests) < sum(request_count) THEN sum(cost_nanos) END AS cost_nanos,
-       sum(unpriced_requests) AS unpriced_requests, sum(unpriced_tokens) AS unpriced_tokens,
-       sum(unpriced_requests) = 0 AS cost_complete
+       sum(unpriced_requests) AS unpriced_requests, sum(unpriced_requests) = 0 AS cost_complete,
+       sum(unpriced_tokens) AS unpriced_tokens
 FROM usage_rollup_rows GROUP BY user_id;
 
 CREATE VIEW usage_by_day AS
@@ -201,8 +204,8 @@ SELECT date(day * 86400, 'unixepoch') AS day,
        sum(prompt_tokens + completion_tokens) AS total_tokens, sum(prompt_tokens) AS prompt_tokens,
        sum(completion_tokens) AS completion_tokens, sum(request_count) AS request_count,
        CASE WHEN sum(unpriced_requests) < sum(request_count) THEN sum(cost_nanos) END AS cost_nanos,
-       sum(unpriced_requests) AS unpriced_requests, sum(unpriced_tokens) AS unpriced_tokens,
-       sum(unpriced_requests) = 0 AS cost_complete
+       sum(unpriced_requests) AS unpriced_requests, sum(unpriced_requests) = 0 AS cost_complete,
+       sum(unpriced_tokens) AS unpriced_tokens
 FROM usage_rollup_rows GROUP BY usage_rollup_rows.day;
 
 CREATE VIEW billing_by_org_model_day AS
@@ -210,8 +213,8 @@ SELECT nullif(org_id, '') AS org_id, nullif(model, '') AS model, date(day * 8640
        sum(prompt_tokens + completion_tokens) AS total_tokens, sum(prompt_tokens) AS prompt_tokens,
        sum(completion_tokens) AS completion_tokens, sum(request_count) AS request_count,
        CASE WHEN sum(unpriced_requests) < sum(request_count) THEN sum(cost_nanos) END AS cost_nanos,
-       sum(unpriced_requests) AS unpriced_requests, sum(unpriced_tokens) AS unpriced_tokens,
-       sum(unpriced_requests) = 0 AS cost_complete
+       sum(unpriced_requests) AS unpriced_requests, sum(unpriced_requests) = 0 AS cost_complete,
+       sum(unpriced_tokens) AS unpriced_tokens
 FROM usage_rollup_rows GROUP BY org_id, model, usage_rollup_rows.day;
 
 -- 0012's per-thread view, with the unpriced tokens.
@@ -227,8 +230,8 @@ SELECT thread_id,
        sum(prompt_tokens + completion_tokens) AS total_tokens, sum(prompt_tokens) AS prompt_tokens,
        sum(completion_tokens) AS completion_tokens, count(*) AS request_count,
        sum(min(cost_nanos, 20000000000000000)) AS cost_nanos, sum(cost_nanos IS NULL) AS unpriced_requests,
-       sum(CASE WHEN cost_nanos IS NULL THEN prompt_tokens + completion_tokens ELSE 0 END) AS unpriced_tokens,
-       sum(cost_nanos IS NULL) = 0 AS cost_complete
+       sum(cost_nanos IS NULL) = 0 AS cost_complete,
+       sum(CASE WHEN cost_nanos IS NULL THEN prompt_tokens + completion_tokens ELSE 0 END) AS unpriced_tokens
 FROM corrected GROUP BY thread_id;
 
 -- The recomputations for the sqlite3 shell (0012's), with the unpriced tokens.
@@ -251,10 +254,10 @@ SELECT
     count(*) AS request_count,
     coalesce(sum(min(corrected_cost_nanos, 20000000000000000)), 0) AS cost_nanos,
     sum(corrected_cost_nanos IS NULL) AS unpriced_requests,
-    sum(CASE WHEN corrected_cost_nanos IS NULL
-             THEN min(prompt_tokens, 1000000000) + min(completion_tokens, 1000000000) ELSE 0 END) AS unpriced_tokens,
     coalesce(sum(min(latency_ms, 604800000)), 0) AS latency_ms_sum,
-    count(latency_ms) AS latency_count
+    count(latency_ms) AS latency_count,
+    sum(CASE WHEN corrected_cost_nanos IS NULL
+             THEN min(prompt_tokens, 1000000000) + min(completion_tokens, 1000000000) ELSE 0 END) AS unpriced_tokens
 FROM numbered
 WHERE kind = 'consume'
 GROUP BY 1, 2, 3, 4, 5, 6;
@@ -263,19 +266,19 @@ CREATE VIEW usage_agent_model_from_events AS
 SELECT usage_window, agent_id, model,
        sum(prompt_tokens) AS prompt_tokens, sum(completion_tokens) AS completion_tokens,
        sum(request_count) AS request_count, sum(cost_nanos) AS cost_nanos,
-       sum(unpriced_requests) AS unpriced_requests, sum(unpriced_tokens) AS unpriced_tokens,
-       sum(latency_ms_sum) AS latency_ms_sum, sum(latency_count) AS latency_count
+       sum(unpriced_requests) AS unpriced_requests, sum(latency_ms_sum) AS latency_ms_sum,
+       sum(latency_count) AS latency_count, sum(unpriced_tokens) AS unpriced_tokens
 FROM usage_rollup_from_events
 GROUP BY usage_window, agent_id, model;
 
--- The fold (0004's), naming its columns: the tables' unpriced_tokens is last, the views' is not.
+-- The fold (0004's), naming its columns.
 DROP TRIGGER ledger_settings_fold_usage;
 CREATE TRIGGER ledger_settings_fold_usage BEFORE UPDATE OF rolled_up_to ON ledger_settings
 BEGIN
     INSERT INTO usage_rollup (usage_window, day, org_id, user_id, agent_id, model, prompt_tokens, completion_tokens,
-                              request_count, cost_nanos, unpriced_requests, unpriced_tokens, latency_ms_sum, latency_count)
+                              request_count, cost_nanos, unpriced_requests, latency_ms_sum, latency_count, unpriced_tokens)
     SELECT usage_window, day, org_id, user_id, agent_id, model, prompt_tokens, completion_tokens, request_count,
-           cost_nanos, unpriced_requests, unpriced_tokens, latency_ms_sum, latency_count
+           cost_nanos, unpriced_requests, latency_ms_sum, latency_count, unpriced_tokens
     FROM usage_rollup_pending WHERE true
     ON CONFLICT (usage_window, day, org_id, user_id, agent_id, model) DO UPDATE SET
         prompt_tokens = prompt_tokens + excluded.prompt_tokens,
@@ -287,9 +290,9 @@ BEGIN
         latency_ms_sum = latency_ms_sum + excluded.latency_ms_sum,
         latency_count = latency_count + excluded.latency_count;
     INSERT INTO usage_agent_model (usage_window, agent_id, model, prompt_tokens, completion_tokens, request_count,
-                                   cost_nanos, unpriced_requests, unpriced_tokens, latency_ms_sum, latency_count)
+                                   cost_nanos, unpriced_requests, latency_ms_sum, latency_count, unpriced_tokens)
     SELECT usage_window, agent_id, model, prompt_tokens, completion_tokens, request_count, cost_nanos,
-           unpriced_requests, unpriced_tokens, latency_ms_sum, latency_count
+           unpriced_requests, latency_ms_sum, latency_count, unpriced_tokens
     FROM usage_agent_model_pending WHERE true
     ON CONFLICT (usage_window, agent_id, model) DO UPDATE SET
         prompt_tokens = prompt_tokens + excluded.prompt_tokens,

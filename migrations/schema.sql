@@ -562,9 +562,9 @@ END;
 CREATE TRIGGER ledger_settings_fold_usage BEFORE UPDATE OF rolled_up_to ON ledger_settings
 BEGIN
     INSERT INTO usage_rollup (usage_window, day, org_id, user_id, agent_id, model, prompt_tokens, completion_tokens,
-                              request_count, cost_nanos, unpriced_requests, unpriced_tokens, latency_ms_sum, latency_count)
+                              request_count, cost_nanos, unpriced_requests, latency_ms_sum, latency_count, unpriced_tokens)
     SELECT usage_window, day, org_id, user_id, agent_id, model, prompt_tokens, completion_tokens, request_count,
-           cost_nanos, unpriced_requests, unpriced_tokens, latency_ms_sum, latency_count
+           cost_nanos, unpriced_requests, latency_ms_sum, latency_count, unpriced_tokens
     FROM usage_rollup_pending WHERE true
     ON CONFLICT (usage_window, day, org_id, user_id, agent_id, model) DO UPDATE SET
         prompt_tokens = prompt_tokens + excluded.prompt_tokens,
@@ -576,9 +576,9 @@ BEGIN
         latency_ms_sum = latency_ms_sum + excluded.latency_ms_sum,
         latency_count = latency_count + excluded.latency_count;
     INSERT INTO usage_agent_model (usage_window, agent_id, model, prompt_tokens, completion_tokens, request_count,
-                                   cost_nanos, unpriced_requests, unpriced_tokens, latency_ms_sum, latency_count)
+                                   cost_nanos, unpriced_requests, latency_ms_sum, latency_count, unpriced_tokens)
     SELECT usage_window, agent_id, model, prompt_tokens, completion_tokens, request_count, cost_nanos,
-           unpriced_requests, unpriced_tokens, latency_ms_sum, latency_count
+           unpriced_requests, latency_ms_sum, latency_count, unpriced_tokens
     FROM usage_agent_model_pending WHERE true
     ON CONFLICT (usage_window, agent_id, model) DO UPDATE SET
         prompt_tokens = prompt_tokens + excluded.prompt_tokens,
@@ -657,8 +657,8 @@ SELECT nullif(agent_id, '') AS agent_id, nullif(model, '') AS model,
        sum(prompt_tokens + completion_tokens) AS total_tokens, sum(prompt_tokens) AS prompt_tokens,
        sum(completion_tokens) AS completion_tokens, sum(request_count) AS request_count,
        CASE WHEN sum(unpriced_requests) < sum(request_count) THEN sum(cost_nanos) END AS cost_nanos,
-       sum(unpriced_requests) AS unpriced_requests, sum(unpriced_tokens) AS unpriced_tokens,
-       sum(unpriced_requests) = 0 AS cost_complete
+       sum(unpriced_requests) AS unpriced_requests, sum(unpriced_requests) = 0 AS cost_complete,
+       sum(unpriced_tokens) AS unpriced_tokens
 FROM usage_agent_model_live GROUP BY agent_id, model;
 
 CREATE VIEW billing_by_org_model_day AS
@@ -666,8 +666,8 @@ SELECT nullif(org_id, '') AS org_id, nullif(model, '') AS model, date(day * 8640
        sum(prompt_tokens + completion_tokens) AS total_tokens, sum(prompt_tokens) AS prompt_tokens,
        sum(completion_tokens) AS completion_tokens, sum(request_count) AS request_count,
        CASE WHEN sum(unpriced_requests) < sum(request_count) THEN sum(cost_nanos) END AS cost_nanos,
-       sum(unpriced_requests) AS unpriced_requests, sum(unpriced_tokens) AS unpriced_tokens,
-       sum(unpriced_requests) = 0 AS cost_complete
+       sum(unpriced_requests) AS unpriced_requests, sum(unpriced_requests) = 0 AS cost_complete,
+       sum(unpriced_tokens) AS unpriced_tokens
 FROM usage_rollup_rows GROUP BY org_id, model, usage_rollup_rows.day;
 
 CREATE VIEW budget_windows AS
@@ -886,8 +886,8 @@ CREATE VIEW usage_agent_model_from_events AS
 SELECT usage_window, agent_id, model,
        sum(prompt_tokens) AS prompt_tokens, sum(completion_tokens) AS completion_tokens,
        sum(request_count) AS request_count, sum(cost_nanos) AS cost_nanos,
-       sum(unpriced_requests) AS unpriced_requests, sum(unpriced_tokens) AS unpriced_tokens,
-       sum(latency_ms_sum) AS latency_ms_sum, sum(latency_count) AS latency_count
+       sum(unpriced_requests) AS unpriced_requests, sum(latency_ms_sum) AS latency_ms_sum,
+       sum(latency_count) AS latency_count, sum(unpriced_tokens) AS unpriced_tokens
 FROM usage_rollup_from_events
 GROUP BY usage_window, agent_id, model;
 
@@ -895,14 +895,14 @@ CREATE VIEW usage_agent_model_live AS
 SELECT usage_window, agent_id, model,
        sum(prompt_tokens) AS prompt_tokens, sum(completion_tokens) AS completion_tokens,
        sum(request_count) AS request_count, sum(cost_nanos) AS cost_nanos,
-       sum(unpriced_requests) AS unpriced_requests, sum(unpriced_tokens) AS unpriced_tokens,
-       sum(latency_ms_sum) AS latency_ms_sum, sum(latency_count) AS latency_count
+       sum(unpriced_requests) AS unpriced_requests, sum(latency_ms_sum) AS latency_ms_sum,
+       sum(latency_count) AS latency_count, sum(unpriced_tokens) AS unpriced_tokens
 FROM (SELECT usage_window, agent_id, model, prompt_tokens, completion_tokens, request_count, cost_nanos,
-             unpriced_requests, unpriced_tokens, latency_ms_sum, latency_count
+             unpriced_requests, latency_ms_sum, latency_count, unpriced_tokens
       FROM usage_agent_model
       UNION ALL
       SELECT usage_window, agent_id, model, prompt_tokens, completion_tokens, request_count, cost_nanos,
-             unpriced_requests, unpriced_tokens, latency_ms_sum, latency_count
+             unpriced_requests, latency_ms_sum, latency_count, unpriced_tokens
       FROM usage_agent_model_pending)
 GROUP BY usage_window, agent_id, model;
 
@@ -914,10 +914,10 @@ SELECT (SELECT usage_window FROM ledger_settings WHERE id = 1) AS usage_window,
                                           WHERE r.caused_by = events.id AND r.kind = 'reprice'))), 0) AS cost_nanos,
        sum(coalesce(cost_nanos, (SELECT r.cost_nanos FROM events AS r
                                  WHERE r.caused_by = events.id AND r.kind = 'reprice')) IS NULL) AS unpriced_requests,
+       coalesce(sum(latency_ms), 0) AS latency_ms_sum, count(latency_ms) AS latency_count,
        coalesce(sum(CASE WHEN coalesce(cost_nanos, (SELECT r.cost_nanos FROM events AS r
                                                     WHERE r.caused_by = events.id AND r.kind = 'reprice')) IS NULL
-                         THEN prompt_tokens + completion_tokens ELSE 0 END), 0) AS unpriced_tokens,
-       coalesce(sum(latency_ms), 0) AS latency_ms_sum, count(latency_ms) AS latency_count
+                         THEN prompt_tokens + completion_tokens ELSE 0 END), 0) AS unpriced_tokens
 FROM events
 WHERE id > (SELECT rolled_up_to FROM ledger_settings WHERE id = 1) AND kind = 'consume'
 GROUP BY 2, 3;
@@ -927,8 +927,8 @@ SELECT nullif(agent_id, '') AS agent_id,
        sum(prompt_tokens + completion_tokens) AS total_tokens, sum(prompt_tokens) AS prompt_tokens,
        sum(completion_tokens) AS completion_tokens, sum(request_count) AS request_count,
        CASE WHEN sum(unpriced_requests) < sum(request_count) THEN sum(cost_nanos) END AS cost_nanos,
-       sum(unpriced_requests) AS unpriced_requests, sum(unpriced_tokens) AS unpriced_tokens,
-       sum(unpriced_requests) = 0 AS cost_complete
+       sum(unpriced_requests) AS unpriced_requests, sum(unpriced_requests) = 0 AS cost_complete,
+       sum(unpriced_tokens) AS unpriced_tokens
 FROM usage_agent_model_live GROUP BY agent_id;
 
 CREATE VIEW usage_by_day AS
@@ -936,8 +936,8 @@ SELECT date(day * 86400, 'unixepoch') AS day,
        sum(prompt_tokens + completion_tokens) AS total_tokens, sum(prompt_tokens) AS prompt_tokens,
        sum(completion_tokens) AS completion_tokens, sum(request_count) AS request_count,
        CASE WHEN sum(unpriced_requests) < sum(request_count) THEN sum(cost_nanos) END AS cost_nanos,
-       sum(unpriced_requests) AS unpriced_requests, sum(unpriced_tokens) AS unpriced_tokens,
-       sum(unpriced_requests) = 0 AS cost_complete
+       sum(unpriced_requests) AS unpriced_requests, sum(unpriced_requests) = 0 AS cost_complete,
+       sum(unpriced_tokens) AS unpriced_tokens
 FROM usage_rollup_rows GROUP BY usage_rollup_rows.day;
 
 CREATE VIEW usage_by_model AS
@@ -945,8 +945,8 @@ SELECT nullif(model, '') AS model,
        sum(prompt_tokens + completion_tokens) AS total_tokens, sum(prompt_tokens) AS prompt_tokens,
        sum(completion_tokens) AS completion_tokens, sum(request_count) AS request_count,
        CASE WHEN sum(unpriced_requests) < sum(request_count) THEN sum(cost_nanos) END AS cost_nanos,
-       sum(unpriced_requests) AS unpriced_requests, sum(unpriced_tokens) AS unpriced_tokens,
-       sum(unpriced_requests) = 0 AS cost_complete
+       sum(unpriced_requests) AS unpriced_requests, sum(unpriced_requests) = 0 AS cost_complete,
+       sum(unpriced_tokens) AS unpriced_tokens
 FROM usage_agent_model_live GROUP BY model;
 
 CREATE VIEW usage_by_org AS
@@ -954,8 +954,8 @@ SELECT nullif(org_id, '') AS org_id,
        sum(prompt_tokens + completion_tokens) AS total_tokens, sum(prompt_tokens) AS prompt_tokens,
        sum(completion_tokens) AS completion_tokens, sum(request_count) AS request_count,
        CASE WHEN sum(unpriced_requests) < sum(request_count) THEN sum(cost_nanos) END AS cost_nanos,
-       sum(unpriced_requests) AS unpriced_requests, sum(unpriced_tokens) AS unpriced_tokens,
-       sum(unpriced_requests) = 0 AS cost_complete
+       sum(unpriced_requests) AS unpriced_requests, sum(unpriced_requests) = 0 AS cost_complete,
+       sum(unpriced_tokens) AS unpriced_tokens
 FROM usage_rollup_rows GROUP BY org_id;
 
 CREATE VIEW usage_by_thread AS
@@ -970,8 +970,8 @@ SELECT thread_id,
        sum(prompt_tokens + completion_tokens) AS total_tokens, sum(prompt_tokens) AS prompt_tokens,
        sum(completion_tokens) AS completion_tokens, count(*) AS request_count,
        sum(min(cost_nanos, 20000000000000000)) AS cost_nanos, sum(cost_nanos IS NULL) AS unpriced_requests,
-       sum(CASE WHEN cost_nanos IS NULL THEN prompt_tokens + completion_tokens ELSE 0 END) AS unpriced_tokens,
-       sum(cost_nanos IS NULL) = 0 AS cost_complete
+       sum(cost_nanos IS NULL) = 0 AS cost_complete,
+       sum(CASE WHEN cost_nanos IS NULL THEN prompt_tokens + completion_tokens ELSE 0 END) AS unpriced_tokens
 FROM corrected GROUP BY thread_id;
 
 CREATE VIEW usage_by_user AS
@@ -979,8 +979,8 @@ SELECT nullif(user_id, '') AS user_id,
        sum(prompt_tokens + completion_tokens) AS total_tokens, sum(prompt_tokens) AS prompt_tokens,
        sum(completion_tokens) AS completion_tokens, sum(request_count) AS request_count,
        CASE WHEN sum(unpriced_requests) < sum(request_count) THEN sum(cost_nanos) END AS cost_nanos,
-       sum(unpriced_requests) AS unpriced_requests, sum(unpriced_tokens) AS unpriced_tokens,
-       sum(unpriced_requests) = 0 AS cost_complete
+       sum(unpriced_requests) AS unpriced_requests, sum(unpriced_requests) = 0 AS cost_complete,
+       sum(unpriced_tokens) AS unpriced_tokens
 FROM usage_rollup_rows GROUP BY user_id;
 
 CREATE VIEW usage_rollup_from_events AS
@@ -1002,10 +1002,10 @@ SELECT
     count(*) AS request_count,
     coalesce(sum(min(corrected_cost_nanos, 20000000000000000)), 0) AS cost_nanos,
     sum(corrected_cost_nanos IS NULL) AS unpriced_requests,
-    sum(CASE WHEN corrected_cost_nanos IS NULL
-             THEN min(prompt_tokens, 1000000000) + min(completion_tokens, 1000000000) ELSE 0 END) AS unpriced_tokens,
     coalesce(sum(min(latency_ms, 604800000)), 0) AS latency_ms_sum,
-    count(latency_ms) AS latency_count
+    count(latency_ms) AS latency_count,
+    sum(CASE WHEN corrected_cost_nanos IS NULL
+             THEN min(prompt_tokens, 1000000000) + min(completion_tokens, 1000000000) ELSE 0 END) AS unpriced_tokens
 FROM numbered
 WHERE kind = 'consume'
 GROUP BY 1, 2, 3, 4, 5, 6;
@@ -1014,8 +1014,8 @@ CREATE VIEW usage_rollup_live AS
 SELECT usage_window, day, org_id, user_id, agent_id, model,
        sum(prompt_tokens) AS prompt_tokens, sum(completion_tokens) AS completion_tokens,
        sum(request_count) AS request_count, sum(cost_nanos) AS cost_nanos,
-       sum(unpriced_requests) AS unpriced_requests, sum(unpriced_tokens) AS unpriced_tokens,
-       sum(latency_ms_sum) AS latency_ms_sum, sum(latency_count) AS latency_count
+       sum(unpriced_requests) AS unpriced_requests, sum(latency_ms_sum) AS latency_ms_sum,
+       sum(latency_count) AS latency_count, sum(unpriced_tokens) AS unpriced_tokens
 FROM usage_rollup_rows
 GROUP BY usage_window, day, org_id, user_id, agent_id, model;
 
@@ -1029,21 +1029,21 @@ SELECT (SELECT usage_window FROM ledger_settings WHERE id = 1) AS usage_window,
                                           WHERE r.caused_by = events.id AND r.kind = 'reprice'))), 0) AS cost_nanos,
        sum(coalesce(cost_nanos, (SELECT r.cost_nanos FROM events AS r
                                  WHERE r.caused_by = events.id AND r.kind = 'reprice')) IS NULL) AS unpriced_requests,
+       coalesce(sum(latency_ms), 0) AS latency_ms_sum, count(latency_ms) AS latency_count,
        coalesce(sum(CASE WHEN coalesce(cost_nanos, (SELECT r.cost_nanos FROM events AS r
                                                     WHERE r.caused_by = events.id AND r.kind = 'reprice')) IS NULL
-                         THEN prompt_tokens + completion_tokens ELSE 0 END), 0) AS unpriced_tokens,
-       coalesce(sum(latency_ms), 0) AS latency_ms_sum, count(latency_ms) AS latency_count
+                         THEN prompt_tokens + completion_tokens ELSE 0 END), 0) AS unpriced_tokens
 FROM events
 WHERE id > (SELECT rolled_up_to FROM ledger_settings WHERE id = 1) AND kind = 'consume'
 GROUP BY 5, 6, 2, 3, 4;
 
 CREATE VIEW usage_rollup_rows AS
 SELECT usage_window, day, org_id, user_id, agent_id, model, prompt_tokens, completion_tokens, request_count,
-       cost_nanos, unpriced_requests, unpriced_tokens, latency_ms_sum, latency_count
+       cost_nanos, unpriced_requests, latency_ms_sum, latency_count, unpriced_tokens
 FROM usage_rollup
 UNION ALL
 SELECT usage_window, day, org_id, user_id, agent_id, model, prompt_tokens, completion_tokens, request_count,
-       cost_nanos, unpriced_requests, unpriced_tokens, latency_ms_sum, latency_count
+       cost_nanos, unpriced_requests, latency_ms_sum, latency_count, unpriced_tokens
 FROM usage_rollup_pending;
 
 CREATE VIEW usage_totals AS
@@ -1055,7 +1055,7 @@ SELECT
     CASE WHEN coalesce(sum(request_count), 0) > 0 AND sum(unpriced_requests) = sum(request_count) THEN NULL
          ELSE coalesce(sum(cost_nanos), 0) END AS cost_nanos,
     coalesce(sum(unpriced_requests), 0) AS unpriced_requests,
-    coalesce(sum(unpriced_tokens), 0) AS unpriced_tokens,
     coalesce(sum(unpriced_requests), 0) = 0 AS cost_complete,
-    CASE WHEN sum(latency_count) > 0 THEN 1.0 * sum(latency_ms_sum) / sum(latency_count) END AS avg_latency_ms
+    CASE WHEN sum(latency_count) > 0 THEN 1.0 * sum(latency_ms_sum) / sum(latency_count) END AS avg_latency_ms,
+    coalesce(sum(unpriced_tokens), 0) AS unpriced_tokens
 FROM usage_agent_model_live;

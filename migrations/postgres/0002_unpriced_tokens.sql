@@ -1,19 +1,18 @@
 -- 0002 (PostgreSQL): unpriced tokens beside unpriced requests (SQLite's 0013_unpriced_tokens.sql).
 --
 -- Each rollup row and each summary view carries unpriced_tokens, the prompt plus completion
--- tokens of the consumes recorded with no price, right after unpriced_requests, so the views
+-- tokens of the consumes recorded with no price, as its last column, as on SQLite, so the views
 -- keep SQLite's names and columns (PostgresSchemaParityTests). Reprices are not on PostgreSQL
 -- yet (0001 refuses them), so a consume recorded unpriced stays unpriced here.
---   - usage_rollup and usage_agent_model gain the column (last, as on SQLite); the rows already
---     there are brought under it from the events (events are not rewritten). A consume's usage
---     window is taken as the number of usage_reset events with a smaller id: what the trigger
---     read unless the consume's transaction raced a usage reset's.
+--   - usage_rollup and usage_agent_model gain the column; the rows already there are brought
+--     under it from the events (events are not rewritten). A consume's usage window is taken as
+--     the number of usage_reset events with a smaller id: what the trigger read, unless the
+--     consume's transaction raced a usage reset's.
 --   - events_apply adds it for every consume, in the consume's transaction.
---   - the views that show unpriced_requests are dropped and created again with unpriced_tokens
---     after it (PostgreSQL's CREATE OR REPLACE VIEW can only append columns).
+--   - the views that show unpriced_requests are replaced with the column appended (CREATE OR
+--     REPLACE VIEW keeps their owner and the privileges granted on them, such as a server
+--     role's SELECT on usage_agent_model_live; dropping them would not).
 -- The migrator runs this in one transaction.
-
-DROP VIEW usage_totals, usage_by_thread, usage_by_day, usage_by_user, usage_by_org, usage_by_model, usage_by_agent, billing_by_org_model_day, billing_by_agent_model, usage_agent_model_live, usage_rollup_live, usage_rollup_rows;
 
 ALTER TABLE usage_rollup ADD COLUMN unpriced_tokens bigint NOT NULL DEFAULT 0;
 ALTER TABLE usage_agent_model ADD COLUMN unpriced_tokens bigint NOT NULL DEFAULT 0;
@@ -133,107 +132,105 @@ BEGIN
     RETURN NULL;
 END
 $$;
--- 0001's views, with unpriced_tokens after unpriced_requests.
+-- 0001's views, with unpriced_tokens appended.
 
-CREATE VIEW usage_rollup_rows AS
+CREATE OR REPLACE VIEW usage_rollup_rows AS
 SELECT usage_window, day, org_id, user_id, agent_id, model, prompt_tokens, completion_tokens, request_count,
-       cost_nanos, unpriced_requests, unpriced_tokens, latency_ms_sum, latency_count
+       cost_nanos, unpriced_requests, latency_ms_sum, latency_count, unpriced_tokens
 FROM usage_rollup;
 
-CREATE VIEW usage_rollup_live AS
+CREATE OR REPLACE VIEW usage_rollup_live AS
 SELECT usage_window, day, org_id, user_id, agent_id, model,
        sum(prompt_tokens)::bigint AS prompt_tokens, sum(completion_tokens)::bigint AS completion_tokens,
        sum(request_count)::bigint AS request_count, sum(cost_nanos)::bigint AS cost_nanos,
-       sum(unpriced_requests)::bigint AS unpriced_requests, sum(unpriced_tokens)::bigint AS unpriced_tokens,
-       sum(latency_ms_sum)::bigint AS latency_ms_sum,
-       sum(latency_count)::bigint AS latency_count
+       sum(unpriced_requests)::bigint AS unpriced_requests, sum(latency_ms_sum)::bigint AS latency_ms_sum,
+       sum(latency_count)::bigint AS latency_count, sum(unpriced_tokens)::bigint AS unpriced_tokens
 FROM usage_rollup_rows
 GROUP BY usage_window, day, org_id, user_id, agent_id, model;
 
-CREATE VIEW usage_agent_model_live AS
+CREATE OR REPLACE VIEW usage_agent_model_live AS
 SELECT usage_window, agent_id, model,
        sum(prompt_tokens)::bigint AS prompt_tokens, sum(completion_tokens)::bigint AS completion_tokens,
        sum(request_count)::bigint AS request_count, sum(cost_nanos)::bigint AS cost_nanos,
-       sum(unpriced_requests)::bigint AS unpriced_requests, sum(unpriced_tokens)::bigint AS unpriced_tokens,
-       sum(latency_ms_sum)::bigint AS latency_ms_sum,
-       sum(latency_count)::bigint AS latency_count
+       sum(unpriced_requests)::bigint AS unpriced_requests, sum(latency_ms_sum)::bigint AS latency_ms_sum,
+       sum(latency_count)::bigint AS latency_count, sum(unpriced_tokens)::bigint AS unpriced_tokens
 FROM usage_agent_model
 GROUP BY usage_window, agent_id, model;
 
-CREATE VIEW billing_by_agent_model AS
+CREATE OR REPLACE VIEW billing_by_agent_model AS
 SELECT nullif(agent_id, '') AS agent_id, nullif(model, '') AS model,
        sum(prompt_tokens + completion_tokens)::bigint AS total_tokens, sum(prompt_tokens)::bigint AS prompt_tokens,
        sum(completion_tokens)::bigint AS completion_tokens, sum(request_count)::bigint AS request_count,
        CASE WHEN sum(unpriced_requests) < sum(request_count) THEN sum(cost_nanos)::bigint END AS cost_nanos,
-       sum(unpriced_requests)::bigint AS unpriced_requests, sum(unpriced_tokens)::bigint AS unpriced_tokens,
-       (sum(unpriced_requests) = 0)::integer AS cost_complete
+       sum(unpriced_requests)::bigint AS unpriced_requests, (sum(unpriced_requests) = 0)::integer AS cost_complete,
+       sum(unpriced_tokens)::bigint AS unpriced_tokens
 FROM usage_agent_model_live GROUP BY agent_id, model;
 
-CREATE VIEW billing_by_org_model_day AS
+CREATE OR REPLACE VIEW billing_by_org_model_day AS
 SELECT nullif(org_id, '') AS org_id, nullif(model, '') AS model,
        to_char(date '1970-01-01' + day::integer, 'YYYY-MM-DD') AS day,
        sum(prompt_tokens + completion_tokens)::bigint AS total_tokens, sum(prompt_tokens)::bigint AS prompt_tokens,
        sum(completion_tokens)::bigint AS completion_tokens, sum(request_count)::bigint AS request_count,
        CASE WHEN sum(unpriced_requests) < sum(request_count) THEN sum(cost_nanos)::bigint END AS cost_nanos,
-       sum(unpriced_requests)::bigint AS unpriced_requests, sum(unpriced_tokens)::bigint AS unpriced_tokens,
-       (sum(unpriced_requests) = 0)::integer AS cost_complete
+       sum(unpriced_requests)::bigint AS unpriced_requests, (sum(unpriced_requests) = 0)::integer AS cost_complete,
+       sum(unpriced_tokens)::bigint AS unpriced_tokens
 FROM usage_rollup_rows AS r GROUP BY r.org_id, r.model, r.day;
 
-CREATE VIEW usage_by_agent AS
+CREATE OR REPLACE VIEW usage_by_agent AS
 SELECT nullif(agent_id, '') AS agent_id,
        sum(prompt_tokens + completion_tokens)::bigint AS total_tokens, sum(prompt_tokens)::bigint AS prompt_tokens,
        sum(completion_tokens)::bigint AS completion_tokens, sum(request_count)::bigint AS request_count,
        CASE WHEN sum(unpriced_requests) < sum(request_count) THEN sum(cost_nanos)::bigint END AS cost_nanos,
-       sum(unpriced_requests)::bigint AS unpriced_requests, sum(unpriced_tokens)::bigint AS unpriced_tokens,
-       (sum(unpriced_requests) = 0)::integer AS cost_complete
+       sum(unpriced_requests)::bigint AS unpriced_requests, (sum(unpriced_requests) = 0)::integer AS cost_complete,
+       sum(unpriced_tokens)::bigint AS unpriced_tokens
 FROM usage_agent_model_live GROUP BY agent_id;
 
-CREATE VIEW usage_by_model AS
+CREATE OR REPLACE VIEW usage_by_model AS
 SELECT nullif(model, '') AS model,
        sum(prompt_tokens + completion_tokens)::bigint AS total_tokens, sum(prompt_tokens)::bigint AS prompt_tokens,
        sum(completion_tokens)::bigint AS completion_tokens, sum(request_count)::bigint AS request_count,
        CASE WHEN sum(unpriced_requests) < sum(request_count) THEN sum(cost_nanos)::bigint END AS cost_nanos,
-       sum(unpriced_requests)::bigint AS unpriced_requests, sum(unpriced_tokens)::bigint AS unpriced_tokens,
-       (sum(unpriced_requests) = 0)::integer AS cost_complete
+       sum(unpriced_requests)::bigint AS unpriced_requests, (sum(unpriced_requests) = 0)::integer AS cost_complete,
+       sum(unpriced_tokens)::bigint AS unpriced_tokens
 FROM usage_agent_model_live GROUP BY model;
 
-CREATE VIEW usage_by_org AS
+CREATE OR REPLACE VIEW usage_by_org AS
 SELECT nullif(org_id, '') AS org_id,
        sum(prompt_tokens + completion_tokens)::bigint AS total_tokens, sum(prompt_tokens)::bigint AS prompt_tokens,
        sum(completion_tokens)::bigint AS completion_tokens, sum(request_count)::bigint AS request_count,
        CASE WHEN sum(unpriced_requests) < sum(request_count) THEN sum(cost_nanos)::bigint END AS cost_nanos,
-       sum(unpriced_requests)::bigint AS unpriced_requests, sum(unpriced_tokens)::bigint AS unpriced_tokens,
-       (sum(unpriced_requests) = 0)::integer AS cost_complete
+       sum(unpriced_requests)::bigint AS unpriced_requests, (sum(unpriced_requests) = 0)::integer AS cost_complete,
+       sum(unpriced_tokens)::bigint AS unpriced_tokens
 FROM usage_rollup_rows GROUP BY org_id;
 
-CREATE VIEW usage_by_user AS
+CREATE OR REPLACE VIEW usage_by_user AS
 SELECT nullif(user_id, '') AS user_id,
        sum(prompt_tokens + completion_tokens)::bigint AS total_tokens, sum(prompt_tokens)::bigint AS prompt_tokens,
        sum(completion_tokens)::bigint AS completion_tokens, sum(request_count)::bigint AS request_count,
        CASE WHEN sum(unpriced_requests) < sum(request_count) THEN sum(cost_nanos)::bigint END AS cost_nanos,
-       sum(unpriced_requests)::bigint AS unpriced_requests, sum(unpriced_tokens)::bigint AS unpriced_tokens,
-       (sum(unpriced_requests) = 0)::integer AS cost_complete
+       sum(unpriced_requests)::bigint AS unpriced_requests, (sum(unpriced_requests) = 0)::integer AS cost_complete,
+       sum(unpriced_tokens)::bigint AS unpriced_tokens
 FROM usage_rollup_rows GROUP BY user_id;
 
-CREATE VIEW usage_by_day AS
+CREATE OR REPLACE VIEW usage_by_day AS
 SELECT to_char(date '1970-01-01' + r.day::integer, 'YYYY-MM-DD') AS day,
        sum(prompt_tokens + completion_tokens)::bigint AS total_tokens, sum(prompt_tokens)::bigint AS prompt_tokens,
        sum(completion_tokens)::bigint AS completion_tokens, sum(request_count)::bigint AS request_count,
        CASE WHEN sum(unpriced_requests) < sum(request_count) THEN sum(cost_nanos)::bigint END AS cost_nanos,
-       sum(unpriced_requests)::bigint AS unpriced_requests, sum(unpriced_tokens)::bigint AS unpriced_tokens,
-       (sum(unpriced_requests) = 0)::integer AS cost_complete
+       sum(unpriced_requests)::bigint AS unpriced_requests, (sum(unpriced_requests) = 0)::integer AS cost_complete,
+       sum(unpriced_tokens)::bigint AS unpriced_tokens
 FROM usage_rollup_rows AS r GROUP BY r.day;
 
-CREATE VIEW usage_by_thread AS
+CREATE OR REPLACE VIEW usage_by_thread AS
 SELECT thread_id,
        sum(prompt_tokens + completion_tokens)::bigint AS total_tokens, sum(prompt_tokens)::bigint AS prompt_tokens,
        sum(completion_tokens)::bigint AS completion_tokens, count(*) AS request_count,
        sum(cost_nanos)::bigint AS cost_nanos, count(*) FILTER (WHERE cost_nanos IS NULL) AS unpriced_requests,
-       coalesce(sum(prompt_tokens + completion_tokens) FILTER (WHERE cost_nanos IS NULL), 0)::bigint AS unpriced_tokens,
-       (count(*) FILTER (WHERE cost_nanos IS NULL) = 0)::integer AS cost_complete
+       (count(*) FILTER (WHERE cost_nanos IS NULL) = 0)::integer AS cost_complete,
+       coalesce(sum(prompt_tokens + completion_tokens) FILTER (WHERE cost_nanos IS NULL), 0)::bigint AS unpriced_tokens
 FROM events WHERE kind = 'consume' GROUP BY thread_id;
 
-CREATE VIEW usage_totals AS
+CREATE OR REPLACE VIEW usage_totals AS
 SELECT
     coalesce(sum(prompt_tokens + completion_tokens), 0)::bigint AS total_tokens,
     coalesce(sum(prompt_tokens), 0)::bigint AS prompt_tokens,
@@ -242,8 +239,8 @@ SELECT
     CASE WHEN coalesce(sum(request_count), 0) > 0 AND sum(unpriced_requests) = sum(request_count) THEN NULL
          ELSE coalesce(sum(cost_nanos), 0)::bigint END AS cost_nanos,
     coalesce(sum(unpriced_requests), 0)::bigint AS unpriced_requests,
-    coalesce(sum(unpriced_tokens), 0)::bigint AS unpriced_tokens,
     (coalesce(sum(unpriced_requests), 0) = 0)::integer AS cost_complete,
     CASE WHEN sum(latency_count) > 0 THEN (1.0 * sum(latency_ms_sum) / sum(latency_count))::double precision
-    END AS avg_latency_ms
+    END AS avg_latency_ms,
+    coalesce(sum(unpriced_tokens), 0)::bigint AS unpriced_tokens
 FROM usage_agent_model_live;
