@@ -173,4 +173,44 @@ struct PostgresSchemaTests {
         #expect(migrations.first?.name == "0001_ledger.sql")
         #expect(migrations.first?.sql.contains("GENERATED ALWAYS AS IDENTITY") == true)
     }
+
+    @Test("one agent's calls on many threads add to sharded rollup rows, which the views sum exactly")
+    func rollupRowsAreShardedByThread() async throws {
+        // Proves migration 0003's shards: consumes of 200 threads under one agent and model land
+        // in several usage_rollup and usage_agent_model rows (so that concurrent servers do not
+        // queue on one row lock), and the views still show one row per key with the exact sums.
+        try await withPostgresLedger { ledger, url in
+            for thread in 0..<200 {
+                try await ledger.consume(
+                    "thread-\(thread)", promptTokens: 3, completionTokens: Int64(thread),
+                    usage: UsageDetails(agentID: "agent", model: "GPT-4o"))
+            }
+            try await withDatabase(url) { client in
+                let shards = try await client.query(
+                    "SELECT count(*), count(DISTINCT shard) FROM usage_rollup WHERE agent_id = 'agent' AND model = 'gpt-4o'")
+                for try await (rows, distinctShards) in shards.decode((Int64, Int64).self) {
+                    #expect(rows > 1 && rows == distinctShards, "one row per shard, and more than one shard")
+                }
+                let agentShards = try await client.query("SELECT count(*) FROM usage_agent_model WHERE agent_id = 'agent'")
+                for try await rows in agentShards.decode(Int64.self) { #expect(rows > 1) }
+                let live = try await client.query(
+                    """
+                    SELECT count(*), sum(prompt_tokens)::bigint, sum(completion_tokens)::bigint, sum(request_count)::bigint
+                    FROM usage_rollup_live WHERE agent_id = 'agent'
+                    """)
+                for try await (keys, prompt, completion, requests) in live.decode((Int64, Int64, Int64, Int64).self) {
+                    #expect(keys == 1)
+                    #expect(prompt == 600 && completion == 19_900 && requests == 200)
+                }
+                let byAgent = try await client.query(
+                    "SELECT count(*), sum(total_tokens)::bigint FROM billing_by_agent_model WHERE agent_id = 'agent'")
+                for try await (keys, total) in byAgent.decode((Int64, Int64).self) {
+                    #expect(keys == 1 && total == 20_500)
+                }
+            }
+            let totals = try await ledger.usageTotals(.allTime)
+            #expect(totals.totalTokens == 20_500 && totals.requestCount == 200)
+        }
+    }
 }
+
