@@ -4,7 +4,6 @@ import Foundation
 import Hummingbird
 import Logging
 import NIOCore
-import NIOPosix
 import ServiceLifecycle
 
 /// Builds the REST server that `budget-ledger serve` runs (tests build the same one).
@@ -34,22 +33,6 @@ public func buildApplication(
         throw error
     }
     return buildApplication(configuration, ledger: ledger, logger: logger, onServerRunning: onServerRunning)
-}
-
-/// Makes NIO's event loops Swift concurrency's global executor for the rest of the process, so
-/// that a request's handler runs on its connection's event loop instead of hopping to the
-/// cooperative pool and back, and a ledger call's answer returns to that loop
-/// (`LedgerService.run`): two thread switches per request instead of four (docs/performance.md).
-///
-/// Safe for this server because nothing it runs as a task blocks: ledger calls run on the
-/// ledger's own threads. Call it once, from the main thread, before any task has started
-/// (`budget-ledger serve` does); tests build the application without it.
-///
-/// - Returns: false when the Swift runtime did not let NIO take over (the server still works,
-///   with the hops).
-@discardableResult
-public func runConcurrencyOnEventLoops() -> Bool {
-    NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor()
 }
 
 /// Builds the server around `ledger`, which it then owns: what `buildApplication(_:logger:onServerRunning:)`

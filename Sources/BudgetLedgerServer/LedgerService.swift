@@ -57,12 +57,6 @@ final class LedgerService: Service, Sendable {
         }
         defer { admittedCalls.subtract(1, ordering: .relaxed) }
         let ledger = ledger
-        // On an event loop (as every handler is when `serve` has made NIO's loops Swift
-        // concurrency's executor), the answer comes back to that same loop: the task resumes
-        // where its connection lives, with no hop through another thread on the way.
-        if let eventLoop = MultiThreadedEventLoopGroup.currentEventLoop {
-            return try await threadPool.runIfActive(eventLoop: eventLoop) { try body(ledger) }.get()
-        }
         return try await threadPool.runIfActive { try body(ledger) }
     }
 

@@ -88,8 +88,6 @@ extension BudgetLedgerCommand {
             if PostgresLedger.isPostgresURL(options.path) {
                 throw Output.fail(NotOnPostgresError(), json: options.json)
             }
-            // Before any task starts, as NIO requires: the server's tasks then run on its event loops.
-            runConcurrencyOnEventLoops()
             // The root command is synchronous: serve on the concurrency pool and wait here.
             let (configuration, json) = (serverConfiguration, options.json)
             let outcome = ServeOutcome()
