@@ -41,15 +41,18 @@ struct ThreadsController: APIController {
     /// also for a replayed idempotency key.
     private func consume(_ threadID: String, _ request: Request, enforce: Bool) async throws -> Response {
         let input = try await ConsumeInput(request, limit: requestBodyBytesMax)
-        let result = try await countingRefusals {
+        // The answer is written on the ledger thread, straight into bytes (`JSONWriter`): the
+        // result never crosses back to be encoded, and no `JSONValue` tree is built.
+        let (isReplay, answer) = try await countingRefusals {
             try await ledger.run { ledger in
-                try ledger.consume(
+                let result = try ledger.consume(
                     threadID, promptTokens: input.promptTokens, completionTokens: input.completionTokens,
                     idempotencyKey: input.idempotencyKey, usage: input.usage, checked: enforce)
+                return (result.isReplay, result.jsonBytes)
             }
         }
-        metrics.recordConsume(replayed: result.isReplay)
-        return JSONResponse(result.json).response()
+        metrics.recordConsume(replayed: isReplay)
+        return JSONResponse.response(bytes: answer)
     }
 
     /// The budget when `estimatedTokens` (default 0) more fit, else 409. Opens a new thread, as the CLI's `check`.

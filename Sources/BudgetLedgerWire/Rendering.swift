@@ -30,6 +30,30 @@ extension ConsumeEvent {
             ("reservationId", .optional(reservationID)),
         ])
     }
+
+    /// `json`, written straight into `writer` (the same members in the same order).
+    public func write(to writer: inout JSONWriter) {
+        writer.beginObject()
+        writer.name("id")
+        writer.integer(id)
+        writer.name("timestamp")
+        writer.timestamp(microseconds: timestampMicroseconds)
+        writer.name("agentId")
+        writer.string(usage.agentID)
+        writer.name("model")
+        writer.string(usage.model)
+        writer.name("provider")
+        writer.string(usage.provider)
+        writer.name("latencyMs")
+        writer.integer(usage.latencyMilliseconds)
+        writer.name("cost")
+        writer.cost(costNanodollars)
+        writer.name("metadata")
+        if let metadata = usage.metadataJSON { writer.raw(metadata) } else { writer.null() }
+        writer.name("reservationId")
+        writer.integer(reservationID)
+        writer.endObject()
+    }
 }
 
 extension LedgerEvent {
