@@ -1,4 +1,4 @@
--- The ledger's schema after migration 12, as SQLite stores it: generated from a fresh
+-- The ledger's schema after migration 13, as SQLite stores it: generated from a fresh
 -- ledger by `make schema` (SchemaSnapshotTests fails when it is stale). Read it to see every
 -- table, index, trigger and view in one place; change the schema only by a new migration.
 CREATE TABLE alert_cursors (
@@ -214,7 +214,7 @@ CREATE TABLE usage_agent_model (
     cost_nanos INTEGER NOT NULL,
     unpriced_requests INTEGER NOT NULL,
     latency_ms_sum INTEGER NOT NULL,
-    latency_count INTEGER NOT NULL,
+    latency_count INTEGER NOT NULL, unpriced_tokens INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (usage_window, agent_id, model)
 ) STRICT, WITHOUT ROWID;
 
@@ -232,7 +232,7 @@ CREATE TABLE usage_rollup (
     cost_nanos INTEGER NOT NULL,
     unpriced_requests INTEGER NOT NULL,
     latency_ms_sum INTEGER NOT NULL,
-    latency_count INTEGER NOT NULL,
+    latency_count INTEGER NOT NULL, unpriced_tokens INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (usage_window, day, org_id, user_id, agent_id, model)
 ) STRICT, WITHOUT ROWID;
 
@@ -527,7 +527,10 @@ BEGIN
     -- The consume's folded rows, when the fold has passed it (before this event is inserted, so
     -- a fold that this event starts reads it through the pending views instead).
     UPDATE usage_rollup
-    SET cost_nanos = cost_nanos + NEW.cost_nanos, unpriced_requests = unpriced_requests - 1
+    SET cost_nanos = cost_nanos + NEW.cost_nanos, unpriced_requests = unpriced_requests - 1,
+        unpriced_tokens = unpriced_tokens
+            - (SELECT min(c.prompt_tokens, 1000000000) + min(c.completion_tokens, 1000000000)
+               FROM events AS c WHERE c.id = NEW.caused_by)
     WHERE (usage_window, day, org_id, user_id, agent_id, model) = (
         SELECT (SELECT count(*) FROM events AS r WHERE r.kind = 'usage_reset' AND r.id < c.id),
                c.timestamp_us / 86400000000, coalesce(c.org_id, ''), coalesce(c.user_id, ''), coalesce(c.agent_id, ''),
@@ -535,7 +538,10 @@ BEGIN
         FROM events AS c
         WHERE c.id = NEW.caused_by AND c.id <= (SELECT rolled_up_to FROM ledger_settings WHERE id = 1));
     UPDATE usage_agent_model
-    SET cost_nanos = cost_nanos + NEW.cost_nanos, unpriced_requests = unpriced_requests - 1
+    SET cost_nanos = cost_nanos + NEW.cost_nanos, unpriced_requests = unpriced_requests - 1,
+        unpriced_tokens = unpriced_tokens
+            - (SELECT min(c.prompt_tokens, 1000000000) + min(c.completion_tokens, 1000000000)
+               FROM events AS c WHERE c.id = NEW.caused_by)
     WHERE (usage_window, agent_id, model) = (
         SELECT (SELECT count(*) FROM events AS r WHERE r.kind = 'usage_reset' AND r.id < c.id),
                coalesce(c.agent_id, ''), coalesce(lower(trim(c.model, char(32, 9, 10, 11, 12, 13))), '')
@@ -556,25 +562,31 @@ END;
 CREATE TRIGGER ledger_settings_fold_usage BEFORE UPDATE OF rolled_up_to ON ledger_settings
 BEGIN
     INSERT INTO usage_rollup (usage_window, day, org_id, user_id, agent_id, model, prompt_tokens, completion_tokens,
-                              request_count, cost_nanos, unpriced_requests, latency_ms_sum, latency_count)
-    SELECT * FROM usage_rollup_pending WHERE true
+                              request_count, cost_nanos, unpriced_requests, latency_ms_sum, latency_count, unpriced_tokens)
+    SELECT usage_window, day, org_id, user_id, agent_id, model, prompt_tokens, completion_tokens, request_count,
+           cost_nanos, unpriced_requests, latency_ms_sum, latency_count, unpriced_tokens
+    FROM usage_rollup_pending WHERE true
     ON CONFLICT (usage_window, day, org_id, user_id, agent_id, model) DO UPDATE SET
         prompt_tokens = prompt_tokens + excluded.prompt_tokens,
         completion_tokens = completion_tokens + excluded.completion_tokens,
         request_count = request_count + excluded.request_count,
         cost_nanos = cost_nanos + excluded.cost_nanos,
         unpriced_requests = unpriced_requests + excluded.unpriced_requests,
+        unpriced_tokens = unpriced_tokens + excluded.unpriced_tokens,
         latency_ms_sum = latency_ms_sum + excluded.latency_ms_sum,
         latency_count = latency_count + excluded.latency_count;
     INSERT INTO usage_agent_model (usage_window, agent_id, model, prompt_tokens, completion_tokens, request_count,
-                                   cost_nanos, unpriced_requests, latency_ms_sum, latency_count)
-    SELECT * FROM usage_agent_model_pending WHERE true
+                                   cost_nanos, unpriced_requests, latency_ms_sum, latency_count, unpriced_tokens)
+    SELECT usage_window, agent_id, model, prompt_tokens, completion_tokens, request_count, cost_nanos,
+           unpriced_requests, latency_ms_sum, latency_count, unpriced_tokens
+    FROM usage_agent_model_pending WHERE true
     ON CONFLICT (usage_window, agent_id, model) DO UPDATE SET
         prompt_tokens = prompt_tokens + excluded.prompt_tokens,
         completion_tokens = completion_tokens + excluded.completion_tokens,
         request_count = request_count + excluded.request_count,
         cost_nanos = cost_nanos + excluded.cost_nanos,
         unpriced_requests = unpriced_requests + excluded.unpriced_requests,
+        unpriced_tokens = unpriced_tokens + excluded.unpriced_tokens,
         latency_ms_sum = latency_ms_sum + excluded.latency_ms_sum,
         latency_count = latency_count + excluded.latency_count;
 END;
@@ -645,7 +657,8 @@ SELECT nullif(agent_id, '') AS agent_id, nullif(model, '') AS model,
        sum(prompt_tokens + completion_tokens) AS total_tokens, sum(prompt_tokens) AS prompt_tokens,
        sum(completion_tokens) AS completion_tokens, sum(request_count) AS request_count,
        CASE WHEN sum(unpriced_requests) < sum(request_count) THEN sum(cost_nanos) END AS cost_nanos,
-       sum(unpriced_requests) AS unpriced_requests, sum(unpriced_requests) = 0 AS cost_complete
+       sum(unpriced_requests) AS unpriced_requests, sum(unpriced_requests) = 0 AS cost_complete,
+       sum(unpriced_tokens) AS unpriced_tokens
 FROM usage_agent_model_live GROUP BY agent_id, model;
 
 CREATE VIEW billing_by_org_model_day AS
@@ -653,7 +666,8 @@ SELECT nullif(org_id, '') AS org_id, nullif(model, '') AS model, date(day * 8640
        sum(prompt_tokens + completion_tokens) AS total_tokens, sum(prompt_tokens) AS prompt_tokens,
        sum(completion_tokens) AS completion_tokens, sum(request_count) AS request_count,
        CASE WHEN sum(unpriced_requests) < sum(request_count) THEN sum(cost_nanos) END AS cost_nanos,
-       sum(unpriced_requests) AS unpriced_requests, sum(unpriced_requests) = 0 AS cost_complete
+       sum(unpriced_requests) AS unpriced_requests, sum(unpriced_requests) = 0 AS cost_complete,
+       sum(unpriced_tokens) AS unpriced_tokens
 FROM usage_rollup_rows GROUP BY org_id, model, usage_rollup_rows.day;
 
 CREATE VIEW budget_windows AS
@@ -873,7 +887,7 @@ SELECT usage_window, agent_id, model,
        sum(prompt_tokens) AS prompt_tokens, sum(completion_tokens) AS completion_tokens,
        sum(request_count) AS request_count, sum(cost_nanos) AS cost_nanos,
        sum(unpriced_requests) AS unpriced_requests, sum(latency_ms_sum) AS latency_ms_sum,
-       sum(latency_count) AS latency_count
+       sum(latency_count) AS latency_count, sum(unpriced_tokens) AS unpriced_tokens
 FROM usage_rollup_from_events
 GROUP BY usage_window, agent_id, model;
 
@@ -882,8 +896,14 @@ SELECT usage_window, agent_id, model,
        sum(prompt_tokens) AS prompt_tokens, sum(completion_tokens) AS completion_tokens,
        sum(request_count) AS request_count, sum(cost_nanos) AS cost_nanos,
        sum(unpriced_requests) AS unpriced_requests, sum(latency_ms_sum) AS latency_ms_sum,
-       sum(latency_count) AS latency_count
-FROM (SELECT * FROM usage_agent_model UNION ALL SELECT * FROM usage_agent_model_pending)
+       sum(latency_count) AS latency_count, sum(unpriced_tokens) AS unpriced_tokens
+FROM (SELECT usage_window, agent_id, model, prompt_tokens, completion_tokens, request_count, cost_nanos,
+             unpriced_requests, latency_ms_sum, latency_count, unpriced_tokens
+      FROM usage_agent_model
+      UNION ALL
+      SELECT usage_window, agent_id, model, prompt_tokens, completion_tokens, request_count, cost_nanos,
+             unpriced_requests, latency_ms_sum, latency_count, unpriced_tokens
+      FROM usage_agent_model_pending)
 GROUP BY usage_window, agent_id, model;
 
 CREATE VIEW usage_agent_model_pending AS
@@ -894,7 +914,10 @@ SELECT (SELECT usage_window FROM ledger_settings WHERE id = 1) AS usage_window,
                                           WHERE r.caused_by = events.id AND r.kind = 'reprice'))), 0) AS cost_nanos,
        sum(coalesce(cost_nanos, (SELECT r.cost_nanos FROM events AS r
                                  WHERE r.caused_by = events.id AND r.kind = 'reprice')) IS NULL) AS unpriced_requests,
-       coalesce(sum(latency_ms), 0) AS latency_ms_sum, count(latency_ms) AS latency_count
+       coalesce(sum(latency_ms), 0) AS latency_ms_sum, count(latency_ms) AS latency_count,
+       coalesce(sum(CASE WHEN coalesce(cost_nanos, (SELECT r.cost_nanos FROM events AS r
+                                                    WHERE r.caused_by = events.id AND r.kind = 'reprice')) IS NULL
+                         THEN prompt_tokens + completion_tokens ELSE 0 END), 0) AS unpriced_tokens
 FROM events
 WHERE id > (SELECT rolled_up_to FROM ledger_settings WHERE id = 1) AND kind = 'consume'
 GROUP BY 2, 3;
@@ -904,7 +927,8 @@ SELECT nullif(agent_id, '') AS agent_id,
        sum(prompt_tokens + completion_tokens) AS total_tokens, sum(prompt_tokens) AS prompt_tokens,
        sum(completion_tokens) AS completion_tokens, sum(request_count) AS request_count,
        CASE WHEN sum(unpriced_requests) < sum(request_count) THEN sum(cost_nanos) END AS cost_nanos,
-       sum(unpriced_requests) AS unpriced_requests, sum(unpriced_requests) = 0 AS cost_complete
+       sum(unpriced_requests) AS unpriced_requests, sum(unpriced_requests) = 0 AS cost_complete,
+       sum(unpriced_tokens) AS unpriced_tokens
 FROM usage_agent_model_live GROUP BY agent_id;
 
 CREATE VIEW usage_by_day AS
@@ -912,7 +936,8 @@ SELECT date(day * 86400, 'unixepoch') AS day,
        sum(prompt_tokens + completion_tokens) AS total_tokens, sum(prompt_tokens) AS prompt_tokens,
        sum(completion_tokens) AS completion_tokens, sum(request_count) AS request_count,
        CASE WHEN sum(unpriced_requests) < sum(request_count) THEN sum(cost_nanos) END AS cost_nanos,
-       sum(unpriced_requests) AS unpriced_requests, sum(unpriced_requests) = 0 AS cost_complete
+       sum(unpriced_requests) AS unpriced_requests, sum(unpriced_requests) = 0 AS cost_complete,
+       sum(unpriced_tokens) AS unpriced_tokens
 FROM usage_rollup_rows GROUP BY usage_rollup_rows.day;
 
 CREATE VIEW usage_by_model AS
@@ -920,7 +945,8 @@ SELECT nullif(model, '') AS model,
        sum(prompt_tokens + completion_tokens) AS total_tokens, sum(prompt_tokens) AS prompt_tokens,
        sum(completion_tokens) AS completion_tokens, sum(request_count) AS request_count,
        CASE WHEN sum(unpriced_requests) < sum(request_count) THEN sum(cost_nanos) END AS cost_nanos,
-       sum(unpriced_requests) AS unpriced_requests, sum(unpriced_requests) = 0 AS cost_complete
+       sum(unpriced_requests) AS unpriced_requests, sum(unpriced_requests) = 0 AS cost_complete,
+       sum(unpriced_tokens) AS unpriced_tokens
 FROM usage_agent_model_live GROUP BY model;
 
 CREATE VIEW usage_by_org AS
@@ -928,22 +954,24 @@ SELECT nullif(org_id, '') AS org_id,
        sum(prompt_tokens + completion_tokens) AS total_tokens, sum(prompt_tokens) AS prompt_tokens,
        sum(completion_tokens) AS completion_tokens, sum(request_count) AS request_count,
        CASE WHEN sum(unpriced_requests) < sum(request_count) THEN sum(cost_nanos) END AS cost_nanos,
-       sum(unpriced_requests) AS unpriced_requests, sum(unpriced_requests) = 0 AS cost_complete
+       sum(unpriced_requests) AS unpriced_requests, sum(unpriced_requests) = 0 AS cost_complete,
+       sum(unpriced_tokens) AS unpriced_tokens
 FROM usage_rollup_rows GROUP BY org_id;
 
 CREATE VIEW usage_by_thread AS
 WITH corrected AS (
-    SELECT thread_id, prompt_tokens, completion_tokens,
+    SELECT thread_id, min(prompt_tokens, 1000000000) AS prompt_tokens,
+           min(completion_tokens, 1000000000) AS completion_tokens,
            coalesce(cost_nanos, (SELECT r.cost_nanos FROM events AS r WHERE r.caused_by = events.id AND r.kind = 'reprice'))
                AS cost_nanos
     FROM events WHERE kind = 'consume'
 )
 SELECT thread_id,
-       sum(min(prompt_tokens, 1000000000) + min(completion_tokens, 1000000000)) AS total_tokens,
-       sum(min(prompt_tokens, 1000000000)) AS prompt_tokens,
-       sum(min(completion_tokens, 1000000000)) AS completion_tokens, count(*) AS request_count,
+       sum(prompt_tokens + completion_tokens) AS total_tokens, sum(prompt_tokens) AS prompt_tokens,
+       sum(completion_tokens) AS completion_tokens, count(*) AS request_count,
        sum(min(cost_nanos, 20000000000000000)) AS cost_nanos, sum(cost_nanos IS NULL) AS unpriced_requests,
-       sum(cost_nanos IS NULL) = 0 AS cost_complete
+       sum(cost_nanos IS NULL) = 0 AS cost_complete,
+       sum(CASE WHEN cost_nanos IS NULL THEN prompt_tokens + completion_tokens ELSE 0 END) AS unpriced_tokens
 FROM corrected GROUP BY thread_id;
 
 CREATE VIEW usage_by_user AS
@@ -951,7 +979,8 @@ SELECT nullif(user_id, '') AS user_id,
        sum(prompt_tokens + completion_tokens) AS total_tokens, sum(prompt_tokens) AS prompt_tokens,
        sum(completion_tokens) AS completion_tokens, sum(request_count) AS request_count,
        CASE WHEN sum(unpriced_requests) < sum(request_count) THEN sum(cost_nanos) END AS cost_nanos,
-       sum(unpriced_requests) AS unpriced_requests, sum(unpriced_requests) = 0 AS cost_complete
+       sum(unpriced_requests) AS unpriced_requests, sum(unpriced_requests) = 0 AS cost_complete,
+       sum(unpriced_tokens) AS unpriced_tokens
 FROM usage_rollup_rows GROUP BY user_id;
 
 CREATE VIEW usage_rollup_from_events AS
@@ -974,7 +1003,9 @@ SELECT
     coalesce(sum(min(corrected_cost_nanos, 20000000000000000)), 0) AS cost_nanos,
     sum(corrected_cost_nanos IS NULL) AS unpriced_requests,
     coalesce(sum(min(latency_ms, 604800000)), 0) AS latency_ms_sum,
-    count(latency_ms) AS latency_count
+    count(latency_ms) AS latency_count,
+    sum(CASE WHEN corrected_cost_nanos IS NULL
+             THEN min(prompt_tokens, 1000000000) + min(completion_tokens, 1000000000) ELSE 0 END) AS unpriced_tokens
 FROM numbered
 WHERE kind = 'consume'
 GROUP BY 1, 2, 3, 4, 5, 6;
@@ -984,7 +1015,7 @@ SELECT usage_window, day, org_id, user_id, agent_id, model,
        sum(prompt_tokens) AS prompt_tokens, sum(completion_tokens) AS completion_tokens,
        sum(request_count) AS request_count, sum(cost_nanos) AS cost_nanos,
        sum(unpriced_requests) AS unpriced_requests, sum(latency_ms_sum) AS latency_ms_sum,
-       sum(latency_count) AS latency_count
+       sum(latency_count) AS latency_count, sum(unpriced_tokens) AS unpriced_tokens
 FROM usage_rollup_rows
 GROUP BY usage_window, day, org_id, user_id, agent_id, model;
 
@@ -998,13 +1029,22 @@ SELECT (SELECT usage_window FROM ledger_settings WHERE id = 1) AS usage_window,
                                           WHERE r.caused_by = events.id AND r.kind = 'reprice'))), 0) AS cost_nanos,
        sum(coalesce(cost_nanos, (SELECT r.cost_nanos FROM events AS r
                                  WHERE r.caused_by = events.id AND r.kind = 'reprice')) IS NULL) AS unpriced_requests,
-       coalesce(sum(latency_ms), 0) AS latency_ms_sum, count(latency_ms) AS latency_count
+       coalesce(sum(latency_ms), 0) AS latency_ms_sum, count(latency_ms) AS latency_count,
+       coalesce(sum(CASE WHEN coalesce(cost_nanos, (SELECT r.cost_nanos FROM events AS r
+                                                    WHERE r.caused_by = events.id AND r.kind = 'reprice')) IS NULL
+                         THEN prompt_tokens + completion_tokens ELSE 0 END), 0) AS unpriced_tokens
 FROM events
 WHERE id > (SELECT rolled_up_to FROM ledger_settings WHERE id = 1) AND kind = 'consume'
 GROUP BY 5, 6, 2, 3, 4;
 
 CREATE VIEW usage_rollup_rows AS
-SELECT * FROM usage_rollup UNION ALL SELECT * FROM usage_rollup_pending;
+SELECT usage_window, day, org_id, user_id, agent_id, model, prompt_tokens, completion_tokens, request_count,
+       cost_nanos, unpriced_requests, latency_ms_sum, latency_count, unpriced_tokens
+FROM usage_rollup
+UNION ALL
+SELECT usage_window, day, org_id, user_id, agent_id, model, prompt_tokens, completion_tokens, request_count,
+       cost_nanos, unpriced_requests, latency_ms_sum, latency_count, unpriced_tokens
+FROM usage_rollup_pending;
 
 CREATE VIEW usage_totals AS
 SELECT
@@ -1016,5 +1056,6 @@ SELECT
          ELSE coalesce(sum(cost_nanos), 0) END AS cost_nanos,
     coalesce(sum(unpriced_requests), 0) AS unpriced_requests,
     coalesce(sum(unpriced_requests), 0) = 0 AS cost_complete,
-    CASE WHEN sum(latency_count) > 0 THEN 1.0 * sum(latency_ms_sum) / sum(latency_count) END AS avg_latency_ms
+    CASE WHEN sum(latency_count) > 0 THEN 1.0 * sum(latency_ms_sum) / sum(latency_count) END AS avg_latency_ms,
+    coalesce(sum(unpriced_tokens), 0) AS unpriced_tokens
 FROM usage_agent_model_live;

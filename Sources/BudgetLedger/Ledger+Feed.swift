@@ -174,6 +174,10 @@ extension Ledger {
                        sum(min(completion_tokens, \(LedgerLimits.tokensPerCallMax))), count(*),
                        coalesce(sum(min(\(LedgerSQL.billedCost), \(LedgerLimits.costNanodollarsPerCallMax))), 0),
                        sum(\(LedgerSQL.billedCost) IS NULL),
+                       coalesce(sum(CASE WHEN \(LedgerSQL.billedCost) IS NULL
+                                         THEN min(prompt_tokens, \(LedgerLimits.tokensPerCallMax))
+                                              + min(completion_tokens, \(LedgerLimits.tokensPerCallMax))
+                                         ELSE 0 END), 0),
                        coalesce(sum(min(latency_ms, \(LedgerLimits.latencyMillisecondsMax))), 0), count(latency_ms)
                 FROM events
                 WHERE kind = 'consume' AND timestamp_us >= ?1 AND timestamp_us < ?2 AND (?3 IS NULL OR org_id = ?3)
@@ -192,8 +196,9 @@ extension Ledger {
                 totals.requestCount = try row[3]
                 totals.costNanodollars = try row[4]
                 totals.unpricedRequests = try row[5]
-                totals.latencyMillisecondsSum = try row[6]
-                totals.latencyCount = try row[7]
+                totals.unpricedTokens = try row[6]
+                totals.latencyMillisecondsSum = try row[7]
+                totals.latencyCount = try row[8]
                 return (key: key, totals: totals)
             }
         }

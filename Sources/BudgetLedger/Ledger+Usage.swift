@@ -9,6 +9,8 @@ public struct UsageTotals: Sendable, Equatable {
     public var costNanodollars: Int64 = 0
     /// Events whose model had no price (their cost is unknown, not zero).
     public var unpricedRequests: Int64 = 0
+    /// The prompt plus completion tokens of those events: the usage `costNanodollars` leaves out.
+    public var unpricedTokens: Int64 = 0
     /// Sum and count of the latencies of the events that carry one.
     public var latencyMillisecondsSum: Int64 = 0
     public var latencyCount: Int64 = 0
@@ -74,7 +76,7 @@ public enum UsageScope: Sendable {
 extension Ledger {
     private static let totalsColumns = """
         coalesce(sum(prompt_tokens), 0), coalesce(sum(completion_tokens), 0), coalesce(sum(request_count), 0),
-        coalesce(sum(cost_nanos), 0), coalesce(sum(unpriced_requests), 0),
+        coalesce(sum(cost_nanos), 0), coalesce(sum(unpriced_requests), 0), coalesce(sum(unpriced_tokens), 0),
         coalesce(sum(latency_ms_sum), 0), coalesce(sum(latency_count), 0)
         """
 
@@ -88,8 +90,9 @@ extension Ledger {
         totals.requestCount = try row[offset + 2]
         totals.costNanodollars = try row[offset + 3]
         totals.unpricedRequests = try row[offset + 4]
-        totals.latencyMillisecondsSum = try row[offset + 5]
-        totals.latencyCount = try row[offset + 6]
+        totals.unpricedTokens = try row[offset + 5]
+        totals.latencyMillisecondsSum = try row[offset + 6]
+        totals.latencyCount = try row[offset + 7]
         return totals
     }
 

@@ -182,9 +182,13 @@ private struct DerivedTables {
             Recomputation.Sums(
                 promptTokens: try row[offset], completionTokens: try row[offset + 1], requestCount: try row[offset + 2],
                 costNanodollars: try row[offset + 3], unpricedRequests: try row[offset + 4],
-                latencyMillisecondsSum: try row[offset + 5], latencyCount: try row[offset + 6])
+                unpricedTokens: try row[offset + 5], latencyMillisecondsSum: try row[offset + 6],
+                latencyCount: try row[offset + 7])
         }
-        let columns = "prompt_tokens, completion_tokens, request_count, cost_nanos, unpriced_requests, latency_ms_sum, latency_count"
+        let columns = """
+            prompt_tokens, completion_tokens, request_count, cost_nanos, unpriced_requests, unpriced_tokens, latency_ms_sum, \
+            latency_count
+            """
         let rollup = try Dictionary(uniqueKeysWithValues: connection.prepare(
             "SELECT usage_window, day, org_id, user_id, agent_id, model, \(columns) FROM usage_rollup_live"
         ).fetchAll { row in

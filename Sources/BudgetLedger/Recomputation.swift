@@ -3,7 +3,7 @@ internal import LedgerSQLite
 /// Every derived table recomputed from the events in one pass, in id order: what `verify`
 /// compares the tables with.
 ///
-/// It applies the rules of the triggers (migrations 0001, 0003, 0004, 0006, 0007, 0010, 0011) event by
+/// It applies the rules of the triggers (migrations 0001, 0003, 0004, 0006, 0007, 0010–0013) event by
 /// event, so it costs one scan of `events` and memory in the size of the derived tables (a
 /// few hundred bytes per open thread, live hold and rollup row), where the `*_from_events`
 /// views, which say the same in SQL for the sqlite3 shell, sort the events several times
@@ -77,6 +77,8 @@ struct Recomputation {
         var requestCount: Int64 = 0
         var costNanodollars: Int64 = 0
         var unpricedRequests: Int64 = 0
+        /// The prompt plus completion tokens of the unpriced requests (migration 0013).
+        var unpricedTokens: Int64 = 0
         var latencyMillisecondsSum: Int64 = 0
         var latencyCount: Int64 = 0
     }
@@ -123,6 +125,8 @@ struct Recomputation {
         var timestamp: Int64
         var promptTokens: Int64
         var completionTokens: Int64
+        /// What its rollup rows count in unpriced_tokens: both values at their limits.
+        var countedTokens: Int64
     }
     private var unpricedConsumes: [Int64: UnpricedConsume] = [:]
 
@@ -243,6 +247,7 @@ struct Recomputation {
             sums.requestCount += 1
             sums.costNanodollars = sums.costNanodollars.saturatingAdd(countedCost ?? 0)
             sums.unpricedRequests += cost == nil ? 1 : 0
+            if cost == nil { sums.unpricedTokens = sums.unpricedTokens.saturatingAdd(prompt.saturatingAdd(completion)) }
             sums.latencyMillisecondsSum = sums.latencyMillisecondsSum.saturatingAdd(countedLatency ?? 0)
             sums.latencyCount += latency == nil ? 0 : 1
         }
@@ -255,7 +260,7 @@ struct Recomputation {
         if cost == nil {
             unpricedConsumes[id] = UnpricedConsume(
                 rollupKey: rollupKey, agentModelKey: agentModelKey, model: model, timestamp: timestamp,
-                promptTokens: try row[4], completionTokens: try row[5])
+                promptTokens: try row[4], completionTokens: try row[5], countedTokens: prompt.saturatingAdd(completion))
         }
 
         applyToScopes(
@@ -283,6 +288,7 @@ struct Recomputation {
         let correct = { (sums: inout Sums) in
             sums.costNanodollars = sums.costNanodollars.saturatingAdd(counted)
             sums.unpricedRequests -= 1
+            sums.unpricedTokens -= consume.countedTokens
         }
         correct(&rollup[consume.rollupKey, default: Sums()])
         correct(&agentModel[consume.agentModelKey, default: Sums()])

@@ -10,14 +10,14 @@ extension PostgresLedger {
     static let totalsColumns = """
         coalesce(sum(prompt_tokens), 0)::bigint, coalesce(sum(completion_tokens), 0)::bigint,
         coalesce(sum(request_count), 0)::bigint, coalesce(sum(cost_nanos), 0)::bigint,
-        coalesce(sum(unpriced_requests), 0)::bigint, coalesce(sum(latency_ms_sum), 0)::bigint,
-        coalesce(sum(latency_count), 0)::bigint
+        coalesce(sum(unpriced_requests), 0)::bigint, coalesce(sum(unpriced_tokens), 0)::bigint,
+        coalesce(sum(latency_ms_sum), 0)::bigint, coalesce(sum(latency_count), 0)::bigint
         """
 
     /// Rollup rows in scope: `$1` true for all time, false for the current window.
     static let scopeFilter = "($1 OR usage_window = (SELECT usage_window FROM ledger_settings WHERE id = 1))"
 
-    typealias TotalsRow = (Int64, Int64, Int64, Int64, Int64, Int64, Int64)
+    typealias TotalsRow = (Int64, Int64, Int64, Int64, Int64, Int64, Int64, Int64)
 
     static func totals(_ row: TotalsRow) -> UsageTotals {
         var totals = UsageTotals()
@@ -26,8 +26,9 @@ extension PostgresLedger {
         totals.requestCount = row.2
         totals.costNanodollars = row.3
         totals.unpricedRequests = row.4
-        totals.latencyMillisecondsSum = row.5
-        totals.latencyCount = row.6
+        totals.unpricedTokens = row.5
+        totals.latencyMillisecondsSum = row.6
+        totals.latencyCount = row.7
         return totals
     }
 
@@ -77,8 +78,8 @@ extension PostgresLedger {
         ) { $0.append(allTime) }
         var groups: [(key: String?, totals: UsageTotals)] = []
         let rows = try await connection.query(query, logger: logger)
-        for try await row in rows.decode((String?, Int64, Int64, Int64, Int64, Int64, Int64, Int64).self) {
-            groups.append((key: row.0, totals: totals((row.1, row.2, row.3, row.4, row.5, row.6, row.7))))
+        for try await row in rows.decode((String?, Int64, Int64, Int64, Int64, Int64, Int64, Int64, Int64).self) {
+            groups.append((key: row.0, totals: totals((row.1, row.2, row.3, row.4, row.5, row.6, row.7, row.8))))
         }
         return groups
     }

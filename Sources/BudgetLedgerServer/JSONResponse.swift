@@ -14,7 +14,12 @@ struct JSONResponse: ResponseGenerator {
     }
 
     func response() -> Response {
-        let buffer = ByteBuffer(string: value.serialized())
+        Self.response(bytes: value.serializedBytes(), status: status)
+    }
+
+    /// A response whose JSON body is already written (by `JSONWriter`).
+    static func response(bytes: [UInt8], status: HTTPResponse.Status = .ok) -> Response {
+        let buffer = ByteBuffer(bytes: bytes)
         return Response(
             status: status,
             headers: [.contentType: "application/json", .contentLength: String(buffer.readableBytes)],

@@ -32,6 +32,10 @@ enum LedgerMetrics {
             text += family(
                 "budget_ledger_\(dimension)_unpriced_requests", "Consumes whose model had no price (all time) by \(dimension).",
                 rows.map { ([(dimension, $0.label)], String($0.totals.unpricedRequests)) })
+            text += family(
+                "budget_ledger_\(dimension)_unpriced_tokens",
+                "Tokens of the consumes whose model had no price (all time) by \(dimension): the usage cost_usd leaves out.",
+                rows.map { ([(dimension, $0.label)], String($0.totals.unpricedTokens)) })
         }
         let single: [(String, String, Int64)] = [
             ("budget_ledger_threads_open", "Threads open now.", gauges.openThreads),
@@ -72,6 +76,7 @@ enum LedgerMetrics {
             other.requestCount = other.requestCount.saturatingAdd(row.totals.requestCount)
             other.costNanodollars = other.costNanodollars.saturatingAdd(row.totals.costNanodollars)
             other.unpricedRequests = other.unpricedRequests.saturatingAdd(row.totals.unpricedRequests)
+            other.unpricedTokens = other.unpricedTokens.saturatingAdd(row.totals.unpricedTokens)
         }
         kept.append((label: otherLabel, totals: other))
         return kept

@@ -34,10 +34,12 @@ protocol LedgerStore: Sendable {
     func resetUsageWindow() async throws
 
     func checkBudget(_ threadID: String, estimatedTokens: Int64) async throws -> ThreadBudget
-    func consume(
+    /// A consume (with `checked`, a check-and-consume): its REST body as bytes (`ConsumeResult.jsonBytes`)
+    /// and whether it was a replay: the hot path, encoded by the store (SQLite's on its ledger thread).
+    func consumeAnswer(
         _ threadID: String, promptTokens: Int64, completionTokens: Int64, idempotencyKey: String?, usage: UsageDetails,
         checked: Bool
-    ) async throws -> ConsumeResult
+    ) async throws -> (isReplay: Bool, json: [UInt8])
     func setLimit(_ threadID: String, maxTokens: Int64) async throws -> ThreadBudget
     func resetThread(_ threadID: String) async throws -> ThreadBudget?
     func cleanupThread(_ threadID: String) async throws -> ThreadBudget?
@@ -119,14 +121,15 @@ extension LedgerService: LedgerStore {
         try await run { try $0.checkBudget(threadID, estimatedTokens: estimatedTokens) }
     }
 
-    func consume(
+    func consumeAnswer(
         _ threadID: String, promptTokens: Int64, completionTokens: Int64, idempotencyKey: String?, usage: UsageDetails,
         checked: Bool
-    ) async throws -> ConsumeResult {
+    ) async throws -> (isReplay: Bool, json: [UInt8]) {
         try await run { ledger in
-            try ledger.consume(
+            let result = try ledger.consume(
                 threadID, promptTokens: promptTokens, completionTokens: completionTokens, idempotencyKey: idempotencyKey,
                 usage: usage, checked: checked)
+            return (isReplay: result.isReplay, json: result.jsonBytes)
         }
     }
 

@@ -1,5 +1,6 @@
 import BudgetLedger
 import BudgetLedgerPostgres
+import BudgetLedgerWire
 import Logging
 import ServiceLifecycle
 
@@ -15,6 +16,16 @@ extension PostgresLedger: LedgerStore {
     func threadList() async throws -> (budgets: [ThreadBudget], defaultMaxTokens: Int64) {
         // Two reads, not one snapshot: a thread opened between them is listed under the old default.
         (budgets: try await allUsage(), defaultMaxTokens: try await maxTokensPerThread)
+    }
+
+    func consumeAnswer(
+        _ threadID: String, promptTokens: Int64, completionTokens: Int64, idempotencyKey: String?, usage: UsageDetails,
+        checked: Bool
+    ) async throws -> (isReplay: Bool, json: [UInt8]) {
+        let result = try await consume(
+            threadID, promptTokens: promptTokens, completionTokens: completionTokens, idempotencyKey: idempotencyKey,
+            usage: usage, checked: checked)
+        return (isReplay: result.isReplay, json: result.jsonBytes)
     }
 
     func priceTable() async throws -> (prices: [ModelPrice], now: Int64) {

@@ -6,13 +6,22 @@ import Hummingbird
 /// The price table: every row (and which are in force), the price that applies to one model
 /// name now, and setting a price.
 ///
+/// The model named `reprice` has its GET, PUT and DELETE on the literal path of POST's reprice:
+/// the router matches a literal segment before a parameter and never falls back, so without
+/// them `/api/v1/prices/reprice` would answer 405 to the model's price operations.
+///
 /// The matching rule stays in the ledger (`Ledger.price(forModel:)`, the rule the consume path
 /// bills by): clients ask for a model's price rather than match names themselves, so a change
 /// of the rule changes no client.
 struct PricesController: APIController {
     enum Route: CaseIterable, Sendable {
         case table, modelPrice, setPrice, withdrawPrice, reprice
+        /// modelPrice, setPrice and withdrawPrice for the model named `reprice`.
+        case repriceModelPrice, setRepriceModelPrice, withdrawRepriceModelPrice
     }
+
+    /// The model whose name is the reprice operation's path segment.
+    static let literalModel = "reprice"
 
     static func endpoint(of route: Route) -> Endpoint {
         switch route {
@@ -21,6 +30,9 @@ struct PricesController: APIController {
         case .setPrice: return .put("/api/v1/prices/{model}")
         case .withdrawPrice: return .delete("/api/v1/prices/{model}")
         case .reprice: return .post("/api/v1/prices/reprice")
+        case .repriceModelPrice: return .get("/api/v1/prices/\(literalModel)")
+        case .setRepriceModelPrice: return .put("/api/v1/prices/\(literalModel)")
+        case .withdrawRepriceModelPrice: return .delete("/api/v1/prices/\(literalModel)")
         }
     }
 
@@ -32,26 +44,36 @@ struct PricesController: APIController {
     let requestBodyBytesMax: Int
 
     func respond(to route: Route, request: Request, context: BasicRequestContext) async throws -> Response {
-        let query = try QueryFields(request, allowed: route == .withdrawPrice ? ["from"] : [])
+        let isWithdrawal = route == .withdrawPrice || route == .withdrawRepriceModelPrice
+        let query = try QueryFields(request, allowed: isWithdrawal ? ["from"] : [])
         switch route {
         case .table: return try await table(request)
         case .modelPrice: return try await modelPrice(try context.pathIdentifier("model", field: "model"))
-        case .setPrice:
-            let model = try context.pathIdentifier("model", field: "model")
-            try APIIdentifier.validatePricePattern(model, field: "model")
-            return try await setPrice(model, request)
-        case .withdrawPrice:
-            let model = try context.pathIdentifier("model", field: "model")
-            try APIIdentifier.validatePricePattern(model, field: "model")
-            guard let fromText = query.string("from") else { throw APIError.invalid("from", "is required") }
-            let from = try Timestamps.parse(fromText, field: "from")
-            _ = try await BodyFields(request, allowed: [], limit: requestBodyBytesMax)
-            let price = try await ledger.sqliteOnly("withdrawing a price").run { ledger in
-                try ledger.withdrawPrice(model: model, effectiveFrom: from, source: Self.source)
-            }
-            return JSONResponse(.object([("withdrawn", price.json)])).response()
+        case .repriceModelPrice: return try await modelPrice(Self.literalModel)
+        case .setPrice: return try await setPrice(try Self.pricePattern(context), request)
+        case .setRepriceModelPrice: return try await setPrice(Self.literalModel, request)
+        case .withdrawPrice: return try await withdrawPrice(try Self.pricePattern(context), query, request)
+        case .withdrawRepriceModelPrice: return try await withdrawPrice(Self.literalModel, query, request)
         case .reprice: return try await reprice(request)
         }
+    }
+
+    /// The path's model, checked as a price's name or pattern.
+    private static func pricePattern(_ context: BasicRequestContext) throws -> String {
+        let model = try context.pathIdentifier("model", field: "model")
+        try APIIdentifier.validatePricePattern(model, field: "model")
+        return model
+    }
+
+    /// Withdraws the price of `model` that starts at the query's `from`, as `price withdraw`.
+    private func withdrawPrice(_ model: String, _ query: QueryFields, _ request: Request) async throws -> Response {
+        guard let fromText = query.string("from") else { throw APIError.invalid("from", "is required") }
+        let from = try Timestamps.parse(fromText, field: "from")
+        _ = try await BodyFields(request, allowed: [], limit: requestBodyBytesMax)
+        let price = try await ledger.sqliteOnly("withdrawing a price").run { ledger in
+            try ledger.withdrawPrice(model: model, effectiveFrom: from, source: Self.source)
+        }
+        return JSONResponse(.object([("withdrawn", price.json)])).response()
     }
 
     /// `{"prices": [row + inForce…], "count": N}` with an ETag of the body, so a client can ask

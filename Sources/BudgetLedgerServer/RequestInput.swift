@@ -5,36 +5,18 @@ import HTTPTypes
 import Hummingbird
 import NIOCore
 
-/// A JSON value as the client sent it, decoded strictly: a number is never read as a Bool, a
-/// string never as a number.
-enum JSONInput: Decodable, Sendable {
+/// A JSON value as the client sent it, parsed strictly by `JSONBodyParser`: a number is never
+/// read as a Bool, a string never as a number.
+enum JSONInput: Sendable, Equatable {
     case null
     case bool(Bool)
+    /// A number whose value is a whole number inside Int64 (`7`, `7.0`, `7e0`).
     case integer(Int64)
-    /// A fraction, or an integer outside Int64.
+    /// Any other number: a fraction, or a whole number outside Int64.
     case number(Double)
     case string(String)
     case array([JSONInput])
     case object([String: JSONInput])
-
-    init(from decoder: any Decoder) throws {
-        let container = try decoder.singleValueContainer()
-        if container.decodeNil() {
-            self = .null
-        } else if let value = try? container.decode(Bool.self) {
-            self = .bool(value)
-        } else if let value = try? container.decode(Int64.self) {
-            self = .integer(value)
-        } else if let value = try? container.decode(Double.self) {
-            self = .number(value)
-        } else if let value = try? container.decode(String.self) {
-            self = .string(value)
-        } else if let value = try? container.decode([JSONInput].self) {
-            self = .array(value)
-        } else {
-            self = .object(try container.decode([String: JSONInput].self))
-        }
-    }
 
     /// As the library's JSONValue, object keys sorted (as the CLI writes `--meta`).
     var jsonValue: JSONValue {
@@ -84,18 +66,24 @@ struct BodyFields: Sendable {
         } catch is NIOTooManyBytesError {
             throw APIError.bodyTooLarge(limit: limit)
         }
-        let data = Data(buffer.readableBytesView)
-        guard !data.allSatisfy({ $0 == 0x20 || $0 == 0x0A || $0 == 0x0D || $0 == 0x09 }) else {
+        let bytes = buffer.readableBytesView
+        guard !bytes.allSatisfy({ $0 == 0x20 || $0 == 0x0A || $0 == 0x0D || $0 == 0x09 }) else {
             members = [:]
             return
         }
-        guard let parsed = try? JSONDecoder().decode(JSONInput.self, from: data) else {
-            throw APIError.invalid("body", "is not valid JSON")
+        let parsed: JSONInput
+        do {
+            parsed = try JSONBodyParser.parse(bytes)
+        } catch {
+            throw error.apiError
         }
         guard case .object(let object) = parsed else {
             throw APIError.invalid("body", "must be a JSON object, not \(parsed.typeName)")
         }
-        if let unknown = object.keys.sorted().first(where: { !allowed.contains($0) }) {
+        // Sorted only when one is unknown, so that the first named is the same every time.
+        if object.keys.contains(where: { !allowed.contains($0) }),
+            let unknown = object.keys.sorted().first(where: { !allowed.contains($0) })
+        {
             let names = allowed.sorted().joined(separator: ", ")
             throw APIError.invalid(
                 unknown, "is not a field of this request (" + (names.isEmpty ? "it takes no body" : "allowed: \(names)") + ")")

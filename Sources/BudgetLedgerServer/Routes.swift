@@ -76,7 +76,8 @@ enum APIRoutes {
     /// The methods served on the path of `requestPath`, in a fixed order; empty when no route has
     /// that path. A request whose path is known but whose method is not gets 405 with these in `Allow`.
     /// As in the router's trie, a literal segment beats a parameter: `/api/v1/prices/reprice`
-    /// is POST's path alone, not also `/api/v1/prices/{model}`'s (the router never falls back).
+    /// has its own routes alone, never `/api/v1/prices/{model}`'s (the router never falls back),
+    /// which is why `PricesController` serves the model named `reprice` there too.
     static func methods(servedAt requestPath: String) -> [HTTPRequest.Method] {
         let matching = all.filter { $0.matches(path: requestPath) }
         let literals = { (endpoint: Endpoint) in endpoint.path.split(separator: "/").filter { !$0.hasPrefix("{") }.count }

@@ -41,13 +41,16 @@ struct ThreadsController: APIController {
     /// also for a replayed idempotency key.
     private func consume(_ threadID: String, _ request: Request, enforce: Bool) async throws -> Response {
         let input = try await ConsumeInput(request, limit: requestBodyBytesMax)
-        let result = try await countingRefusals {
-            try await ledger.consume(
+        // The answer is written by the store, straight into bytes (`JSONWriter`): on SQLite on
+        // the ledger thread, so the result never crosses back to be encoded, and no `JSONValue`
+        // tree is built.
+        let (isReplay, answer) = try await countingRefusals {
+            try await ledger.consumeAnswer(
                 threadID, promptTokens: input.promptTokens, completionTokens: input.completionTokens,
                 idempotencyKey: input.idempotencyKey, usage: input.usage, checked: enforce)
         }
-        metrics.recordConsume(replayed: result.isReplay)
-        return JSONResponse(result.json).response()
+        metrics.recordConsume(replayed: isReplay)
+        return JSONResponse.response(bytes: answer)
     }
 
     /// The budget when `estimatedTokens` (default 0) more fit, else 409. Opens a new thread, as the CLI's `check`.

@@ -16,76 +16,60 @@ public indirect enum JSONValue: Sendable {
 
     /// The compact (or indented) JSON text.
     public func serialized(pretty: Bool = false) -> String {
-        var output = ""
+        String(decoding: serializedBytes(pretty: pretty), as: UTF8.self)
+    }
+
+    /// The compact (or indented) JSON text as UTF-8 bytes.
+    public func serializedBytes(pretty: Bool = false) -> [UInt8] {
+        var output: [UInt8] = []
+        output.reserveCapacity(256)
         write(to: &output, pretty: pretty, indent: 0)
         return output
     }
 
-    private func write(to output: inout String, pretty: Bool, indent: Int) {
+    func write(to output: inout [UInt8], pretty: Bool, indent: Int) {
         switch self {
-        case .null: output += "null"
-        case .bool(let value): output += value ? "true" : "false"
-        case .integer(let value): output += String(value)
-        case .double(let value): output += value.isFinite ? "\(value)" : "null"
-        case .decimal(let text): output += text
-        case .string(let text): Self.writeString(text, to: &output)
+        case .null: output.append(contentsOf: [0x6E, 0x75, 0x6C, 0x6C])  // null
+        case .bool(let value): JSONWriter.append(value, to: &output)
+        case .integer(let value): JSONWriter.append(value, to: &output)
+        case .double(let value): JSONWriter.append(value, to: &output)
+        case .decimal(let text): output.append(contentsOf: text.utf8)
+        case .string(let text): JSONWriter.append(text, to: &output)
         case .array(let items):
-            writeContainer(
-                items.map { item in { (output: inout String, indent: Int) in item.write(to: &output, pretty: pretty, indent: indent) } },
-                open: "[", close: "]", pretty: pretty, indent: indent, to: &output)
-        case .object(let members):
-            writeContainer(
-                members.map { key, value in
-                    { (output: inout String, indent: Int) in
-                        Self.writeString(key, to: &output)
-                        output += pretty ? ": " : ":"
-                        value.write(to: &output, pretty: pretty, indent: indent)
-                    }
-                },
-                open: "{", close: "}", pretty: pretty, indent: indent, to: &output)
-        }
-    }
-
-    private func writeContainer(
-        _ parts: [(inout String, Int) -> Void], open: String, close: String, pretty: Bool, indent: Int,
-        to output: inout String
-    ) {
-        output += open
-        guard !parts.isEmpty else {
-            output += close
-            return
-        }
-        for (index, part) in parts.enumerated() {
-            if index > 0 { output += "," }
-            if pretty { output += "\n" + String(repeating: "  ", count: indent + 1) }
-            part(&output, indent + 1)
-        }
-        if pretty { output += "\n" + String(repeating: "  ", count: indent) }
-        output += close
-    }
-
-    private static func writeString(_ text: String, to output: inout String) {
-        output += "\""
-        // Most strings (ids, models, timestamps) need no escape: appended whole.
-        if !text.utf8.contains(where: { $0 < 0x20 || $0 == 0x22 || $0 == 0x5C || $0 == 0x7F }) {
-            output += text
-            output += "\""
-            return
-        }
-        for scalar in text.unicodeScalars {
-            switch scalar {
-            case "\"": output += "\\\""
-            case "\\": output += "\\\\"
-            case "\n": output += "\\n"
-            case "\r": output += "\\r"
-            case "\t": output += "\\t"
-            case _ where scalar.value < 0x20 || scalar.value == 0x7F:
-                let hex = String(scalar.value, radix: 16)
-                output += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-            default: output.unicodeScalars.append(scalar)
+            output.append(UInt8(ascii: "["))
+            for (index, item) in items.enumerated() {
+                Self.separate(index, pretty: pretty, indent: indent + 1, in: &output)
+                item.write(to: &output, pretty: pretty, indent: indent + 1)
             }
+            Self.close(UInt8(ascii: "]"), isEmpty: items.isEmpty, pretty: pretty, indent: indent, in: &output)
+        case .object(let members):
+            output.append(UInt8(ascii: "{"))
+            for (index, (key, value)) in members.enumerated() {
+                Self.separate(index, pretty: pretty, indent: indent + 1, in: &output)
+                JSONWriter.append(key, to: &output)
+                output.append(UInt8(ascii: ":"))
+                if pretty { output.append(UInt8(ascii: " ")) }
+                value.write(to: &output, pretty: pretty, indent: indent + 1)
+            }
+            Self.close(UInt8(ascii: "}"), isEmpty: members.isEmpty, pretty: pretty, indent: indent, in: &output)
         }
-        output += "\""
+    }
+
+    /// Before a container's item: a comma after the first, and with `pretty` a new line indented to `indent`.
+    private static func separate(_ index: Int, pretty: Bool, indent: Int, in output: inout [UInt8]) {
+        if index > 0 { output.append(UInt8(ascii: ",")) }
+        if pretty { newLine(indent: indent, in: &output) }
+    }
+
+    /// A container's end: with `pretty`, a non-empty one closes on a line of its own.
+    private static func close(_ bracket: UInt8, isEmpty: Bool, pretty: Bool, indent: Int, in output: inout [UInt8]) {
+        if pretty && !isEmpty { newLine(indent: indent, in: &output) }
+        output.append(bracket)
+    }
+
+    private static func newLine(indent: Int, in output: inout [UInt8]) {
+        output.append(0x0A)
+        output.append(contentsOf: repeatElement(UInt8(ascii: " "), count: 2 * indent))
     }
 }
 
@@ -119,6 +103,34 @@ extension ThreadBudget {
             ("remainingAfterHolds", .integer(remainingAfterHolds)),
         ])
     }
+
+    /// `json`, written straight into `writer` (the same members in the same order).
+    public func write(to writer: inout JSONWriter) {
+        writer.beginObject()
+        writer.name("threadId")
+        writer.string(threadID)
+        writer.name("maxTokens")
+        writer.integer(maxTokens)
+        writer.name("promptTokens")
+        writer.integer(promptTokens)
+        writer.name("completionTokens")
+        writer.integer(completionTokens)
+        writer.name("totalTokens")
+        writer.integer(totalTokens)
+        writer.name("remaining")
+        writer.integer(remaining)
+        writer.name("requestCount")
+        writer.integer(requestCount)
+        writer.name("percentUsed")
+        writer.double(percentUsed.roundedToOneDecimal)
+        writer.name("isExhausted")
+        writer.bool(isExhausted)
+        writer.name("heldTokens")
+        writer.integer(heldTokens)
+        writer.name("remainingAfterHolds")
+        writer.integer(remainingAfterHolds)
+        writer.endObject()
+    }
 }
 
 extension ThresholdCrossing {
@@ -133,6 +145,24 @@ extension ThresholdCrossing {
             ("maxTokens", .integer(maxTokens)),
         ])
     }
+
+    /// `json`, written straight into `writer` (the same members in the same order).
+    public func write(to writer: inout JSONWriter) {
+        writer.beginObject()
+        writer.name("thresholdPercent")
+        writer.integer(Int64(thresholdPercent))
+        writer.name("severity")
+        writer.string(severity)
+        writer.name("percentUsed")
+        writer.double(percentUsed.roundedToOneDecimal)
+        writer.name("tokensUsed")
+        writer.integer(tokensUsed)
+        writer.name("tokensRemaining")
+        writer.integer(tokensRemaining)
+        writer.name("maxTokens")
+        writer.integer(maxTokens)
+        writer.endObject()
+    }
 }
 
 extension ConsumeResult {
@@ -146,6 +176,34 @@ extension ConsumeResult {
             ("replayed", .bool(isReplay)),
             ("crossedScopeThresholds", .array(crossedScopeThresholds.map(\.json))),
         ])
+    }
+
+    /// `json`, written straight into `writer` (the same members in the same order): the
+    /// server's answer to a consume, without building the tree.
+    public func write(to writer: inout JSONWriter) {
+        writer.beginObject()
+        writer.name("budget")
+        budget.write(to: &writer)
+        writer.name("crossedThresholds")
+        writer.beginArray()
+        for crossing in crossedThresholds { crossing.write(to: &writer) }
+        writer.endArray()
+        writer.name("event")
+        event.write(to: &writer)
+        writer.name("replayed")
+        writer.bool(isReplay)
+        writer.name("crossedScopeThresholds")
+        writer.beginArray()
+        for crossing in crossedScopeThresholds { crossing.write(to: &writer) }
+        writer.endArray()
+        writer.endObject()
+    }
+
+    /// The compact JSON text of `json`, as UTF-8, written without the tree.
+    public var jsonBytes: [UInt8] {
+        var writer = JSONWriter()
+        write(to: &writer)
+        return writer.bytes
     }
 }
 

@@ -30,6 +30,30 @@ extension ConsumeEvent {
             ("reservationId", .optional(reservationID)),
         ])
     }
+
+    /// `json`, written straight into `writer` (the same members in the same order).
+    public func write(to writer: inout JSONWriter) {
+        writer.beginObject()
+        writer.name("id")
+        writer.integer(id)
+        writer.name("timestamp")
+        writer.timestamp(microseconds: timestampMicroseconds)
+        writer.name("agentId")
+        writer.string(usage.agentID)
+        writer.name("model")
+        writer.string(usage.model)
+        writer.name("provider")
+        writer.string(usage.provider)
+        writer.name("latencyMs")
+        writer.integer(usage.latencyMilliseconds)
+        writer.name("cost")
+        writer.cost(costNanodollars)
+        writer.name("metadata")
+        if let metadata = usage.metadataJSON { writer.raw(metadata) } else { writer.null() }
+        writer.name("reservationId")
+        writer.integer(reservationID)
+        writer.endObject()
+    }
 }
 
 extension LedgerEvent {
@@ -94,6 +118,8 @@ extension UsageTotals {
             // priced requests' cost only.
             ("totalCost", .cost(knownCostNanodollars)),
             ("unpricedRequests", .integer(unpricedRequests)),
+            // The prompt plus completion tokens of those requests: the usage totalCost leaves out.
+            ("unpricedTokens", .integer(unpricedTokens)),
             ("costComplete", .bool(isCostComplete)),
         ]
         return .object(members)
@@ -110,7 +136,7 @@ extension UsageTotals {
     public static func csvHeader(group: String) -> [String] {
         [
             group, "prompt_tokens", "completion_tokens", "total_tokens", "request_count", "cost", "unpriced_requests",
-            "cost_complete", "avg_latency_ms",
+            "unpriced_tokens", "cost_complete", "avg_latency_ms",
         ]
     }
 
@@ -119,7 +145,7 @@ extension UsageTotals {
         [
             key ?? "", String(promptTokens), String(completionTokens), String(totalTokens), String(requestCount),
             knownCostNanodollars.map { Money.decimalString(nanodollars: $0) } ?? "", String(unpricedRequests),
-            isCostComplete ? "true" : "false",
+            String(unpricedTokens), isCostComplete ? "true" : "false",
             averageLatencyMilliseconds.map { String($0.roundedToOneDecimal) } ?? "",
         ]
     }

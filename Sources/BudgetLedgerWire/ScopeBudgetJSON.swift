@@ -11,6 +11,16 @@ extension BudgetWindow {
             ("end", endMicroseconds.map { .string(Timestamps.iso8601(microseconds: $0)) } ?? .null),
         ])
     }
+
+    /// `json`, written straight into `writer` (the same members in the same order).
+    public func write(to writer: inout JSONWriter) {
+        writer.beginObject()
+        writer.name("start")
+        writer.timestamp(microseconds: startMicroseconds)
+        writer.name("end")
+        if let endMicroseconds { writer.timestamp(microseconds: endMicroseconds) } else { writer.null() }
+        writer.endObject()
+    }
 }
 
 extension ScopeBudget {
@@ -68,5 +78,27 @@ extension ScopeThresholdCrossing {
             ("maxTokens", .optional(maxTokens)),
             ("maxUsd", .cost(maxNanodollars)),
         ])
+    }
+
+    /// `json`, written straight into `writer` (the same members in the same order).
+    public func write(to writer: inout JSONWriter) {
+        writer.beginObject()
+        writer.name("scope")
+        writer.string(scope.description)
+        writer.name("window")
+        window.write(to: &writer)
+        writer.name("thresholdPercent")
+        writer.integer(Int64(thresholdPercent))
+        writer.name("severity")
+        writer.string(severity)
+        writer.name("tokensUsed")
+        writer.integer(tokensUsed)
+        writer.name("usdUsed")
+        writer.cost(nanodollarsUsed)
+        writer.name("maxTokens")
+        writer.integer(maxTokens)
+        writer.name("maxUsd")
+        writer.cost(maxNanodollars)
+        writer.endObject()
     }
 }

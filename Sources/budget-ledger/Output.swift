@@ -65,13 +65,14 @@ enum Output {
     static func text(_ totals: UsageTotals) -> String {
         var line = "\(count(totals.totalTokens, "token")) (prompt \(totals.promptTokens), completion \(totals.completionTokens))"
         line += " in \(count(totals.requestCount, "request")), "
+        // Unpriced usage is never folded into a figure that reads as complete: the priced cost
+        // is marked partial, and the usage it leaves out is named in requests and tokens.
+        let unpriced = "\(count(totals.unpricedRequests, "unpriced request")), \(count(totals.unpricedTokens, "token"))"
         if let cost = totals.knownCostNanodollars {
             line += "cost $\(Money.decimalString(nanodollars: cost))"
-            if !totals.isCostComplete {
-                line += " for the priced ones only (partial: \(count(totals.unpricedRequests, "unpriced request")))"
-            }
+            if !totals.isCostComplete { line += " for the priced ones only (partial: \(unpriced))" }
         } else {
-            line += "cost unknown (\(count(totals.unpricedRequests, "unpriced request")))"
+            line += "cost unknown (\(unpriced))"
         }
         if let latency = totals.averageLatencyMilliseconds { line += ", avg latency \(latency.roundedToOneDecimal) ms" }
         return line

@@ -191,13 +191,13 @@ struct PostgresLedgerParityTests {
             }
             sqlite.close()
             let queries = [
-                "SELECT agent_id, model, total_tokens, prompt_tokens, completion_tokens, request_count, cost_nanos, unpriced_requests, cost_complete FROM billing_by_agent_model ORDER BY agent_id NULLS FIRST, model NULLS FIRST",
+                "SELECT agent_id, model, total_tokens, prompt_tokens, completion_tokens, request_count, cost_nanos, unpriced_requests, unpriced_tokens, cost_complete FROM billing_by_agent_model ORDER BY agent_id NULLS FIRST, model NULLS FIRST",
                 "SELECT org_id, model, day, total_tokens, cost_nanos, cost_complete FROM billing_by_org_model_day ORDER BY org_id NULLS FIRST, model NULLS FIRST, day",
                 "SELECT day, total_tokens, request_count, cost_nanos FROM usage_by_day ORDER BY day",
-                "SELECT user_id, total_tokens, cost_nanos, unpriced_requests FROM usage_by_user ORDER BY user_id NULLS FIRST",
-                "SELECT thread_id, total_tokens, cost_nanos, cost_complete FROM usage_by_thread ORDER BY thread_id",
+                "SELECT user_id, total_tokens, cost_nanos, unpriced_requests, unpriced_tokens FROM usage_by_user ORDER BY user_id NULLS FIRST",
+                "SELECT thread_id, total_tokens, cost_nanos, unpriced_requests, unpriced_tokens, cost_complete FROM usage_by_thread ORDER BY thread_id",
                 "SELECT thread_id, max_tokens, total_tokens, remaining, is_exhausted FROM thread_budgets ORDER BY thread_id",
-                "SELECT total_tokens, request_count, cost_nanos, unpriced_requests, cost_complete FROM usage_totals",
+                "SELECT total_tokens, request_count, cost_nanos, unpriced_requests, unpriced_tokens, cost_complete FROM usage_totals",
                 "SELECT model_pattern, prompt_nanos_per_token, completion_nanos_per_token, effective_from_us, source FROM model_prices WHERE legacy_prefix = 0 ORDER BY id",
             ]
             let connection = try Connection(path: path)

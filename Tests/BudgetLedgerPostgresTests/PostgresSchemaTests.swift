@@ -91,6 +91,67 @@ struct PostgresSchemaTests {
         #expect(versions == Int64(PostgresLedger.migrations.count) + 1)
     }
 
+    @Test("a database at 0001 with unpriced usage gets its unpriced tokens from 0002, and a server role keeps its grants")
+    func unpricedTokensMigration() async throws {
+        // Proves 0002 fills the rollup rows already there from the events (two usage windows; a
+        // priced consume left out), the views show the figures, events are untouched, and the
+        // views are replaced, not dropped: a role granted SELECT on usage_agent_model_live before
+        // the migration still reads the usage totals after it.
+        let url = try await PostgresTestCluster.freshDatabase()
+        let role = "ledger_reader_\(UInt32.random(in: 0...UInt32.max))"
+        let first = try #require(PostgresLedger.migrations.first { $0.version == 1 })
+        try await withDatabase(url) { client in
+            // As PostgresMigrator runs a migration: one DO block around the file's text.
+            try await client.query(PostgresQuery(
+                unsafeSQL: "DO $test_block$ BEGIN EXECUTE $test_sql$\(first.sql)$test_sql$; END $test_block$"))
+            for statement in [
+                """
+                CREATE TABLE schema_migrations (
+                    version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())
+                """,
+                "INSERT INTO schema_migrations (version, name) VALUES (1, '0001_ledger.sql')",
+                "INSERT INTO events (timestamp_us, kind, thread_id, max_tokens) VALUES (1, 'limit', 't', 1000000)",
+                """
+                INSERT INTO events (timestamp_us, kind, thread_id, prompt_tokens, completion_tokens, agent_id, model, cost_nanos)
+                VALUES (2, 'consume', 't', 1000, 500, 'a', 'Acme-9', NULL), (3, 'consume', 't', 10, 10, 'a', 'gpt-4o', 125000)
+                """,
+                "INSERT INTO events (timestamp_us, kind) VALUES (4, 'usage_reset')",
+                """
+                INSERT INTO events (timestamp_us, kind, thread_id, prompt_tokens, completion_tokens, agent_id, model, cost_nanos)
+                VALUES (5, 'consume', 't', 7, 0, 'a', 'acme-9', NULL), (6, 'consume', 't', 300, 0, 'b', 'zeta-5', NULL)
+                """,
+                "CREATE ROLE \(role) LOGIN",
+                "GRANT SELECT ON ledger_settings, model_prices, schema_migrations, usage_agent_model_live TO \(role)",
+            ] {
+                try await client.query(PostgresQuery(unsafeSQL: statement))
+            }
+        }
+
+        let ledger = try await PostgresLedger(url: url)
+        let totals = try await ledger.usageTotals(.allTime)
+        #expect([totals.unpricedRequests, totals.unpricedTokens] == [3, 1_807])
+        let window = try await ledger.usageTotals()
+        #expect([window.unpricedRequests, window.unpricedTokens] == [2, 307])
+        await ledger.close()
+        let rows = try await withDatabase(url) { client in
+            let rows = try await client.query(
+                """
+                SELECT usage_window || ' ' || agent_id || ' ' || model || ': ' || unpriced_requests || ', ' || unpriced_tokens
+                FROM usage_agent_model ORDER BY usage_window, agent_id, model
+                """)
+            var result: [String] = []
+            for try await text in rows.decode(String.self) { result.append(text) }
+            let summary = try await client.query("SELECT count(*)::text || ' events' FROM events")
+            for try await text in summary.decode(String.self) { result.append(text) }
+            return result
+        }
+        #expect(rows == ["0 a acme-9: 1, 1500", "0 a gpt-4o: 0, 0", "1 a acme-9: 1, 7", "1 b zeta-5: 1, 300", "6 events"])
+
+        let reader = try await PostgresLedger(url: url.replacingOccurrences(of: "postgres://postgres@", with: "postgres://\(role)@"))
+        #expect(try await reader.usageTotals(.allTime).unpricedTokens == 1_807)
+        await reader.close()
+    }
+
     @Test("a closed ledger says so")
     func closedLedgerSaysSo() async throws {
         // Proves a call after close is `PostgresLedgerError.closed`, not a hang or a connection error.
@@ -112,4 +173,44 @@ struct PostgresSchemaTests {
         #expect(migrations.first?.name == "0001_ledger.sql")
         #expect(migrations.first?.sql.contains("GENERATED ALWAYS AS IDENTITY") == true)
     }
+
+    @Test("one agent's calls on many threads add to sharded rollup rows, which the views sum exactly")
+    func rollupRowsAreShardedByThread() async throws {
+        // Proves migration 0003's shards: consumes of 200 threads under one agent and model land
+        // in several usage_rollup and usage_agent_model rows (so that concurrent servers do not
+        // queue on one row lock), and the views still show one row per key with the exact sums.
+        try await withPostgresLedger { ledger, url in
+            for thread in 0..<200 {
+                try await ledger.consume(
+                    "thread-\(thread)", promptTokens: 3, completionTokens: Int64(thread),
+                    usage: UsageDetails(agentID: "agent", model: "GPT-4o"))
+            }
+            try await withDatabase(url) { client in
+                let shards = try await client.query(
+                    "SELECT count(*), count(DISTINCT shard) FROM usage_rollup WHERE agent_id = 'agent' AND model = 'gpt-4o'")
+                for try await (rows, distinctShards) in shards.decode((Int64, Int64).self) {
+                    #expect(rows > 1 && rows == distinctShards, "one row per shard, and more than one shard")
+                }
+                let agentShards = try await client.query("SELECT count(*) FROM usage_agent_model WHERE agent_id = 'agent'")
+                for try await rows in agentShards.decode(Int64.self) { #expect(rows > 1) }
+                let live = try await client.query(
+                    """
+                    SELECT count(*), sum(prompt_tokens)::bigint, sum(completion_tokens)::bigint, sum(request_count)::bigint
+                    FROM usage_rollup_live WHERE agent_id = 'agent'
+                    """)
+                for try await (keys, prompt, completion, requests) in live.decode((Int64, Int64, Int64, Int64).self) {
+                    #expect(keys == 1)
+                    #expect(prompt == 600 && completion == 19_900 && requests == 200)
+                }
+                let byAgent = try await client.query(
+                    "SELECT count(*), sum(total_tokens)::bigint FROM billing_by_agent_model WHERE agent_id = 'agent'")
+                for try await (keys, total) in byAgent.decode((Int64, Int64).self) {
+                    #expect(keys == 1 && total == 20_500)
+                }
+            }
+            let totals = try await ledger.usageTotals(.allTime)
+            #expect(totals.totalTokens == 20_500 && totals.requestCount == 200)
+        }
+    }
 }
+

@@ -51,6 +51,35 @@ struct BillingEndpointTests {
         }
     }
 
+    @Test func groupedExportsCountUnpricedRequestsAndTokensBeforeAndAfterAReprice() async throws {
+        // Proves: a rollup export (CSV and JSON, by model) gives each row's priced cost beside its
+        // unpriced requests and tokens (an all-unpriced row's cost is empty / null, never 0), and
+        // after a reprice the same row is priced with both figures at 0.
+        try await withServer { client, _ in
+            for body in [
+                #"{"promptTokens":1000,"completionTokens":200,"model":"acme-x"}"#,
+                #"{"promptTokens":300,"model":"Acme-X"}"#,
+                #"{"promptTokens":1000,"model":"gpt-4o"}"#,
+            ] {
+                #expect(try await client.post("/api/v1/threads/e/consume", json: body).status == .ok)
+            }
+            let csv = try await client.get("/api/v1/usage/export?format=csv&groupBy=model").text
+            #expect(csv == "model,prompt_tokens,completion_tokens,total_tokens,request_count,cost,unpriced_requests,"
+                + "unpriced_tokens,cost_complete,avg_latency_ms\r\n"
+                + "acme-x,1300,200,1500,2,,2,1500,false,\r\ngpt-4o,1000,0,1000,1,0.0025,0,0,true,\r\n")
+            let json = try await client.get("/api/v1/usage/export?format=json&groupBy=model").text
+            #expect(json.contains(#"{"model":"acme-x","totalTokens":1500,"promptTokens":1300,"completionTokens":200,"#
+                + #""requestCount":2,"totalCost":null,"unpricedRequests":2,"unpricedTokens":1500,"costComplete":false}"#), "\(json)")
+
+            let price = #"{"promptPerMillion":"1","completionPerMillion":"1","effectiveFrom":"2020-01-01"}"#
+            #expect(try await client.send(.put, "/api/v1/prices/acme-x", json: price).status == .ok)
+            let reprice = #"{"model":"acme-x","from":"2020-01-01","to":"2100-01-01"}"#
+            #expect(try await client.post("/api/v1/prices/reprice", json: reprice).status == .ok)
+            let after = try await client.get("/api/v1/usage/export?format=csv&groupBy=model").text
+            #expect(after.contains("\r\nacme-x,1300,200,1500,2,0.0015,0,0,true,\r\n"), "\(after)")
+        }
+    }
+
     @Test func aLargeExportStreamsEveryEventInOrder() async throws {
         // Proves: an export larger than one 64 KiB chunk arrives whole: the header, then every
         // consume event once, in id order.

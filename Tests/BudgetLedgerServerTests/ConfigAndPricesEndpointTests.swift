@@ -48,11 +48,51 @@ struct ConfigAndPricesEndpointTests {
             #expect(first.text == #"{"repriced":2,"cost":0.0048,"costNanos":4800000,"unpriced":0,"complete":true}"#)
             let again = try await client.post("/api/v1/prices/reprice", json: body)
             #expect(again.text == #"{"repriced":0,"cost":0,"costNanos":0,"unpriced":0,"complete":true}"#)
-            #expect(try await client.get("/api/v1/usage").text.contains(#""totalCost":0.0048,"unpricedRequests":0"#))
+            #expect(try await client.get("/api/v1/usage").text.contains(#""totalCost":0.0048,"unpricedRequests":0,"unpricedTokens":0"#))
             #expect(try folder.withLedger { try $0.verify().problems } == [])
-            // The literal path is POST's alone (the router does not fall back to {model}).
-            let wrong = try await client.get("/api/v1/prices/reprice")
-            #expect(wrong.status == .methodNotAllowed && wrong.headers[.allow] == "POST")
+        }
+    }
+
+    @Test func aModelNamedRepriceIsPricedReadAndWithdrawnWhileRepriceStillWorks() async throws {
+        // Proves: the model named `reprice`, whose name is the reprice operation's path segment,
+        // gets its price set (PUT), read (GET) and a future one withdrawn (DELETE) on
+        // /api/v1/prices/reprice exactly as any model on /api/v1/prices/{model}; POST on that
+        // path still reprices (here its own unpriced consume); any other method is a 405 naming all four.
+        try await withServer { client, folder in
+            let unknown = try await client.get("/api/v1/prices/reprice")
+            #expect(unknown.status == .notFound, "\(unknown.text)")
+            #expect(try unknown.detail() == "No price for model: reprice")
+            let consume = #"{"promptTokens":1000,"completionTokens":100,"model":"Reprice"}"#
+            let consumed = try await client.post("/api/v1/threads/r/consume", json: consume)
+            #expect(consumed.text.contains(#""cost":null"#), "\(consumed.text)")
+
+            let price = #"{"promptPerMillion":"2","completionPerMillion":"4","effectiveFrom":"2020-01-01"}"#
+            let set = try await client.send(.put, "/api/v1/prices/reprice", json: price)
+            #expect(set.status == .ok, "\(set.text)")
+            #expect(set.text.hasPrefix(#"{"model":"reprice","promptPerMillion":2,"completionPerMillion":4,"#), "\(set.text)")
+            let read = try await client.get("/api/v1/prices/reprice")
+            #expect(read.status == .ok, "\(read.text)")
+            #expect(read.text.hasPrefix(#"{"model":"reprice","normalizedModel":"reprice","match":"exact","#), "\(read.text)")
+
+            let future = #"{"promptPerMillion":"9","completionPerMillion":"9","effectiveFrom":"2100-01-01"}"#
+            #expect(try await client.send(.put, "/api/v1/prices/reprice", json: future).status == .ok)
+            let withdrawn = try await client.send(.delete, "/api/v1/prices/reprice?from=2100-01-01")
+            #expect(withdrawn.status == .ok, "\(withdrawn.text)")
+            #expect(withdrawn.text.hasPrefix(#"{"withdrawn":{"model":"reprice","promptPerMillion":9,"#), "\(withdrawn.text)")
+            #expect(try await client.send(.delete, "/api/v1/prices/reprice?from=2100-01-01").status == .notFound)
+            #expect(try await client.send(.delete, "/api/v1/prices/reprice").status == .badRequest)
+
+            let body = #"{"model":"reprice","from":"2020-01-01","to":"2100-01-01"}"#
+            let repriced = try await client.post("/api/v1/prices/reprice", json: body)
+            // 1,000 × 2,000 + 100 × 4,000 nano-dollars.
+            #expect(repriced.text == #"{"repriced":1,"cost":0.0024,"costNanos":2400000,"unpriced":0,"complete":true}"#)
+            let prices = try folder.withLedger { ledger in
+                try ledger.prices().filter { $0.modelPattern == "reprice" }.map(\.promptNanodollarsPerToken)
+            }
+            #expect(prices == [2_000], "the withdrawn future row is not listed")
+            let other = try await client.send(.patch, "/api/v1/prices/reprice")
+            #expect(other.status == .methodNotAllowed && other.headers[.allow] == "DELETE, GET, POST, PUT")
+            #expect(try folder.withLedger { try $0.verify().problems } == [])
         }
     }
 

@@ -197,12 +197,15 @@ struct DashboardBrowserTests {
             ("total-requests", "\(DashboardSeed.allTimeRequests)", "7"),
             ("total-cost", "0.0229", "$0.0229 + unpriced"),
             ("total-unpriced", "1", "1"),
+            // bravo's 500 prompt tokens of "mystery", the one model without a price.
+            ("total-unpriced-tokens", "500", "500"),
             ("total-latency", "200", "200 ms"),
             ("total-threads", "5", "5"),
             ("today-tokens", "\(DashboardSeed.todayTokens)", "1.5k"),
             ("today-requests", "4", "4"),
             ("today-cost", "0.0029", "$0.0029 + unpriced"),
             ("today-unpriced", "1", "1"),
+            ("today-unpriced-tokens", "500", "500"),
         ]
         for (id, value, text) in expected {
             #expect(dom.attributes(ofID: id)?["data-value"] == value, "\(id)")

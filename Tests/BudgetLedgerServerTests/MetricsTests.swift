@@ -58,7 +58,7 @@ struct LedgerMetricsTests {
     @Test func metricsReportTheLedgersUsageThreadsHoldsAndThresholds() async throws {
         // Proves: /metrics reports what the ledger holds, written by another process before the
         // server started (not only this server's requests): tokens, requests, priced cost and
-        // unpriced requests by model and agent; threads open, near (90 % and over) and at their
+        // unpriced requests and tokens by model and agent; threads open, near (90 % and over) and at their
         // max; live holds and their tokens; threads past each threshold; the fold's lag.
         let seed: (ScratchFolder) throws -> Void = { folder in
             try folder.withLedger { ledger in
@@ -81,6 +81,9 @@ struct LedgerMetricsTests {
             #expect(sample(#"budget_ledger_model_cost_usd{model="gpt-4o"}"#, in: text) == 0.0003525)
             #expect(sample(#"budget_ledger_model_cost_usd{model="mystery"}"#, in: text) == 0)
             #expect(sample(#"budget_ledger_model_unpriced_requests{model="mystery"}"#, in: text) == 1)
+            #expect(sample(#"budget_ledger_model_unpriced_tokens{model="mystery"}"#, in: text) == 130)
+            #expect(sample(#"budget_ledger_model_unpriced_tokens{model="gpt-4o"}"#, in: text) == 0)
+            #expect(sample(#"budget_ledger_agent_unpriced_tokens{agent="coder"}"#, in: text) == 130)
             #expect(sample(#"budget_ledger_agent_tokens{agent="coder"}"#, in: text) == 130)
             #expect(sample(#"budget_ledger_agent_tokens{agent="planner"}"#, in: text) == 91)
             #expect(sample(#"budget_ledger_agent_tokens{agent="(none)"}"#, in: text) == 20)
@@ -105,6 +108,7 @@ struct LedgerMetricsTests {
             totals.requestCount = 1
             totals.costNanodollars = 5
             totals.unpricedRequests = index % 2 == 0 ? 1 : 0
+            totals.unpricedTokens = index % 2 == 0 ? totals.promptTokens : 0
             return (label: index == 0 ? nil : "model-\(index)", totals: totals)
         }
         let capped = LedgerMetrics.capped(rows)
@@ -115,6 +119,7 @@ struct LedgerMetricsTests {
         #expect(capped.last?.totals.requestCount == 50)
         #expect(capped.last?.totals.costNanodollars == 250)
         #expect(capped.last?.totals.unpricedRequests == 25)
+        #expect(capped.map(\.totals.unpricedTokens).reduce(0, +) == rows.map(\.totals.unpricedTokens).reduce(0, +))
         #expect(LedgerMetrics.capped(Array(rows.prefix(3))).count == 3)
     }
 

@@ -27,18 +27,19 @@ struct UsageEndpointTests {
             let response = try await client.get("/api/v1/usage")
             #expect(response.status == .ok)
             // Costs: 1000 × $2/M + 500 × $10/M = $0.007; 10 × $2/M + 5 × $10/M = $0.00007. The unpriced
-            // model's cost is null (unknown, never $0), and a total with an unpriced request is partial.
+            // model's cost is null (unknown, never $0), and a total with an unpriced request is partial,
+            // naming the usage it leaves out (7 unpriced tokens).
             // Mean latency: (100 + 200 + 401) / 3 = 233.666… → 233.7.
             #expect(
                 response.text
                     == #"{"usage":{"totals":{"totalTokens":1522,"promptTokens":1017,"completionTokens":505,"#
-                    + #""requestCount":3,"totalCost":0.00707,"unpricedRequests":1,"costComplete":false,"avgLatencyMs":233.7},"#
+                    + #""requestCount":3,"totalCost":0.00707,"unpricedRequests":1,"unpricedTokens":7,"costComplete":false,"avgLatencyMs":233.7},"#
                     + #""byAgent":[{"agentId":"a1","totalTokens":1500,"promptTokens":1000,"completionTokens":500,"#
-                    + #""requestCount":1,"totalCost":0.007,"unpricedRequests":0,"costComplete":true},{"agentId":"a2","totalTokens":22,"#
-                    + #""promptTokens":17,"completionTokens":5,"requestCount":2,"totalCost":0.00007,"unpricedRequests":1,"costComplete":false}],"#
+                    + #""requestCount":1,"totalCost":0.007,"unpricedRequests":0,"unpricedTokens":0,"costComplete":true},{"agentId":"a2","totalTokens":22,"#
+                    + #""promptTokens":17,"completionTokens":5,"requestCount":2,"totalCost":0.00007,"unpricedRequests":1,"unpricedTokens":7,"costComplete":false}],"#
                     + #""byModel":[{"model":"m1","totalTokens":1515,"promptTokens":1010,"completionTokens":505,"#
-                    + #""requestCount":2,"totalCost":0.00707,"unpricedRequests":0,"costComplete":true},{"model":"unpriced","totalTokens":7,"#
-                    + #""promptTokens":7,"completionTokens":0,"requestCount":1,"totalCost":null,"unpricedRequests":1,"costComplete":false}],"#
+                    + #""requestCount":2,"totalCost":0.00707,"unpricedRequests":0,"unpricedTokens":0,"costComplete":true},{"model":"unpriced","totalTokens":7,"#
+                    + #""promptTokens":7,"completionTokens":0,"requestCount":1,"totalCost":null,"unpricedRequests":1,"unpricedTokens":7,"costComplete":false}],"#
                     + #""activeThreads":2}}"#)
         }
     }
@@ -86,12 +87,12 @@ struct UsageEndpointTests {
             #expect(
                 agent.text
                     == #"{"agentId":"bot","totalTokens":6,"promptTokens":4,"completionTokens":2,"requestCount":1,"#
-                    + #""totalCost":null,"unpricedRequests":1,"costComplete":false}"#)
+                    + #""totalCost":null,"unpricedRequests":1,"unpricedTokens":6,"costComplete":false}"#)
             let ghost = try await client.get("/api/v1/usage/agents/ghost")
             #expect(
                 ghost.text
                     == #"{"agentId":"ghost","totalTokens":0,"promptTokens":0,"completionTokens":0,"requestCount":0,"#
-                    + #""totalCost":0,"unpricedRequests":0,"costComplete":true}"#)
+                    + #""totalCost":0,"unpricedRequests":0,"unpricedTokens":0,"costComplete":true}"#)
             let model = try await client.get("/api/v1/usage/models/openai%2Fgpt-4o")
             #expect(model.text.hasPrefix(#"{"model":"openai/gpt-4o","totalTokens":6,"#))
         }

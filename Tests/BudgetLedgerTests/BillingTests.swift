@@ -150,8 +150,9 @@ struct BillingTests {
 
     @Test("every usage view equals a Swift-side recomputation over generated events")
     func viewsMatchRecomputation() throws {
-        // Proves the SQL views (folded rollups plus pending consumes) agree with the raw events;
-        // 1,300 consumes cross the fold at event 1,024, so both halves are exercised.
+        // Proves the SQL views (folded rollups plus pending consumes) agree with the raw events,
+        // unpriced requests and their tokens included; 1,300 consumes cross the fold at event
+        // 1,024, so both halves are exercised.
         let clock = ManualClock()
         let folder = try TemporaryFolder()
         let path = folder.path("l.db")
@@ -182,25 +183,26 @@ struct BillingTests {
             var sums: [String: [Int64]] = [:]
             for result in recorded {
                 let name = key(result) ?? "NULL"
-                var row = sums[name] ?? [0, 0, 0, 0, 0]
+                var row = sums[name] ?? [0, 0, 0, 0, 0, 0]
                 row[0] += result.event.promptTokens
                 row[1] += result.event.completionTokens
                 row[2] += 1
                 row[3] += result.event.costNanodollars ?? 0
                 row[4] += result.event.costNanodollars == nil ? 1 : 0
+                row[5] += result.event.costNanodollars == nil ? result.event.promptTokens + result.event.completionTokens : 0
                 sums[name] = row
             }
             // A row whose requests are all unpriced has an unknown cost: NULL, read as -1 below.
-            return sums.mapValues { row in row[2] > 0 && row[4] == row[2] ? [row[0], row[1], row[2], -1, row[4]] : row }
+            return sums.mapValues { row in row[2] > 0 && row[4] == row[2] ? [row[0], row[1], row[2], -1, row[4], row[5]] : row }
         }
         func actual(_ sql: String) throws -> [String: [Int64]] {
             let rows = try raw.prepare(sql).fetchAll { row -> (String, [Int64]) in
                 let key: String? = try row[0]
-                return (key ?? "NULL", [try row[1], try row[2], try row[3], (try row[4] as Int64?) ?? -1, try row[5]])
+                return (key ?? "NULL", [try row[1], try row[2], try row[3], (try row[4] as Int64?) ?? -1, try row[5], try row[6]])
             }
             return Dictionary(uniqueKeysWithValues: rows)
         }
-        let columns = "prompt_tokens, completion_tokens, request_count, cost_nanos, unpriced_requests"
+        let columns = "prompt_tokens, completion_tokens, request_count, cost_nanos, unpriced_requests, unpriced_tokens"
         #expect(try actual("SELECT agent_id, \(columns) FROM usage_by_agent") == expected { $0.event.usage.agentID })
         #expect(try actual("SELECT model, \(columns) FROM usage_by_model") == expected { $0.event.usage.model })
         #expect(try actual("SELECT org_id, \(columns) FROM usage_by_org") == expected { orgOf[$0.event.id]! })

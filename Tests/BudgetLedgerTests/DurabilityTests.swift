@@ -173,12 +173,17 @@ struct DurabilityTests {
         ]
         for statement in script { try raw.execute(sql: statement) }
         let dump = { (connection: Connection, table: String) throws -> [[SQLiteValue]] in
-            // 0004 adds ledger_settings.rolled_up_to, 0010 columns of events and holds: compare the
-            // columns both versions have.
+            // 0004 adds ledger_settings.rolled_up_to, 0010 columns of events and holds, 0013
+            // usage_rollup.unpriced_tokens: compare the columns both versions have.
             let columns =
                 switch table {
                 case "ledger_settings": "id, default_max_tokens, usage_window"
                 case "holds": "reservation_id, thread_id, tokens, expires_at_us"
+                case "usage_rollup":
+                    """
+                    usage_window, day, org_id, user_id, agent_id, model, prompt_tokens, completion_tokens, request_count,
+                    cost_nanos, unpriced_requests, latency_ms_sum, latency_count
+                    """
                 case "events":
                     """
                     id, timestamp_us, kind, thread_id, prompt_tokens, completion_tokens, max_tokens, threshold_percent,

@@ -415,6 +415,7 @@ struct LedgerModel {
         totals.requestCount = 1
         totals.costNanodollars = cost ?? 0
         totals.unpricedRequests = cost == nil ? 1 : 0
+        totals.unpricedTokens = cost == nil ? call.promptTokens + call.completionTokens : 0
         totals.latencyMillisecondsSum = call.usage.latencyMilliseconds ?? 0
         totals.latencyCount = call.usage.latencyMilliseconds == nil ? 0 : 1
         let modelKey = call.usage.model.map(\.normalizedForModel).flatMap { $0.isEmpty ? nil : $0 }
@@ -709,6 +710,7 @@ extension UsageTotals {
         requestCount += other.requestCount
         costNanodollars += other.costNanodollars
         unpricedRequests += other.unpricedRequests
+        unpricedTokens += other.unpricedTokens
         latencyMillisecondsSum += other.latencyMillisecondsSum
         latencyCount += other.latencyCount
     }

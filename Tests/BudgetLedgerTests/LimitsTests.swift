@@ -134,10 +134,10 @@ struct LimitsTests {
             let values: [any SQLiteBindable] = [Int64(day), agent, half, costHalf, latencyHalf]
             try raw.execute(
                 """
-                INSERT INTO usage_rollup VALUES (0, ?1, 'o' || ?1, 'u', ?2, 'm', ?3, ?3, 2, ?4, 0, ?5, 2)
+                INSERT INTO usage_rollup VALUES (0, ?1, 'o' || ?1, 'u', ?2, 'm', ?3, ?3, 2, ?4, 0, ?5, 2, 0)
                 """, values)
             try raw.execute(
-                "INSERT INTO usage_agent_model VALUES (0, ?2, 'm', ?3, ?3, 2, ?4, 0, ?5, 2)", values)
+                "INSERT INTO usage_agent_model VALUES (0, ?2, 'm', ?3, ?3, 2, ?4, 0, ?5, 2, 0)", values)
         }
         raw.close()
 

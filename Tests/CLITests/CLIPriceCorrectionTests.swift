@@ -30,4 +30,36 @@ struct CLIPriceCorrectionTests {
         #expect(again.stdout == #"{"repriced":0,"cost":0,"costNanos":0,"unpriced":0,"complete":true}"# + "\n", "\(again)")
         #expect(try ledger.succeed("verify").status == 0)
     }
+
+    @Test("usage text names the unpriced requests and their tokens, never a cost that reads complete; a reprice clears both")
+    func usageTextCountsUnpricedTokens() throws {
+        // Proves the operator's text: a model with no price reads "cost unknown" with its
+        // unpriced requests and tokens; a total mixing priced and unpriced usage gives the priced
+        // cost marked partial, naming what it leaves out; the JSON carries unpricedTokens; after a
+        // reprice the cost is whole and neither figure is printed.
+        let ledger = try ScratchLedger()
+        defer { ledger.remove() }
+        try ledger.consume("t", "--prompt", "1000", "--completion", "400", "--model", "acme-text")
+        try ledger.consume("t", "--prompt", "90", "--completion", "10", "--model", "ACME-text ")
+        // gpt-4o: 1,000 × $2.5/M = $0.0025.
+        try ledger.consume("t", "--prompt", "1000", "--model", "gpt-4o")
+        let model = try ledger.succeed("usage", "--model", "acme-text")
+        #expect(model.stdout == "model acme-text: 1500 tokens (prompt 1090, completion 410) in 2 requests, "
+            + "cost unknown (2 unpriced requests, 1500 tokens)\n", "\(model)")
+        let overview = try ledger.succeed("usage")
+        #expect(overview.stdout.hasPrefix("total: 2500 tokens (prompt 2090, completion 410) in 3 requests, "
+            + "cost $0.0025 for the priced ones only (partial: 2 unpriced requests, 1500 tokens)\n"), "\(overview)")
+        let json = try ledger.succeed("usage", "--model", "acme-text", "--json")
+        #expect(json.stdout.contains(#""totalCost":null,"unpricedRequests":2,"unpricedTokens":1500,"costComplete":false"#), "\(json)")
+
+        try ledger.succeed("price", "set", "acme-text", "--prompt", "2", "--completion", "4", "--from", "2020-01-01")
+        try ledger.succeed("price", "reprice", "--model", "acme-text", "--from", "2020-01-01", "--to", "2100-01-01")
+        // 1,090 × 2,000 + 410 × 4,000 nano-dollars = $0.00382.
+        let repriced = try ledger.succeed("usage", "--model", "acme-text")
+        #expect(repriced.stdout == "model acme-text: 1500 tokens (prompt 1090, completion 410) in 2 requests, cost $0.00382\n",
+                "\(repriced)")
+        #expect(try ledger.succeed("usage").stdout.hasPrefix(
+            "total: 2500 tokens (prompt 2090, completion 410) in 3 requests, cost $0.00632\n"))
+        #expect(try ledger.succeed("verify").status == 0)
+    }
 }

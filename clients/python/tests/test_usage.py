@@ -49,7 +49,7 @@ def test_totals_count_the_window_by_agent_and_model(tracker: UsageTracker, threa
     tracker.reset()
     assert tracker.get_totals() == {
         "total_tokens": 0, "prompt_tokens": 0, "completion_tokens": 0, "request_count": 0, "total_cost": 0.0,
-        "unpriced_requests": 0, "cost_complete": True, "avg_latency_ms": 0}
+        "unpriced_requests": 0, "unpriced_tokens": 0, "cost_complete": True, "avg_latency_ms": 0}
     agent = f"agent-{uuid.uuid4().hex[:6]}"
     tracker.record(thread_id, agent, "gpt-4o", "openai", 1_000_000, 0, 100)
     tracker.record(thread_id, agent, "claude-opus-4", "anthropic", 0, 1_000_000, 300)
@@ -57,13 +57,15 @@ def test_totals_count_the_window_by_agent_and_model(tracker: UsageTracker, threa
     totals = tracker.get_totals()
     assert totals == {
         "total_tokens": 2_000_010, "prompt_tokens": 1_000_010, "completion_tokens": 1_000_000, "request_count": 3,
-        "total_cost": 77.5, "unpriced_requests": 1, "cost_complete": False, "avg_latency_ms": 200.0}
+        "total_cost": 77.5, "unpriced_requests": 1, "unpriced_tokens": 10, "cost_complete": False,
+        "avg_latency_ms": 200.0}
     assert tracker.get_agent_totals(agent) == {
         "total_tokens": 2_000_000, "prompt_tokens": 1_000_000, "completion_tokens": 1_000_000, "request_count": 2,
-        "total_cost": 77.5, "unpriced_requests": 0, "cost_complete": True}
+        "total_cost": 77.5, "unpriced_requests": 0, "unpriced_tokens": 0, "cost_complete": True}
     assert tracker.get_model_totals("gpt-4o")["total_cost"] == 2.5
-    # An unpriced model's cost is unknown, never 0.
+    # An unpriced model's cost is unknown, never 0, and its usage is counted apart in tokens.
     assert tracker.get_model_totals("mystery")["total_cost"] is None
+    assert tracker.get_model_totals("mystery")["unpriced_tokens"] == 10
     assert tracker.get_agent_totals("nobody")["request_count"] == 0
     assert set(tracker.get_all_agent_totals()) == {agent, "other"}
     assert set(tracker.get_all_model_totals()) == {"gpt-4o", "claude-opus-4", "mystery"}
@@ -128,12 +130,27 @@ def test_reprice_bills_unpriced_usage_once(tracker: UsageTracker) -> None:
     thread = f"reprice-{uuid.uuid4().hex[:6]}"
     for _ in range(3):
         assert tracker.record(thread, None, model, "test", 1000, 100, 5.0).estimated_cost is None
+    before = tracker.get_model_totals(model)
+    assert (before["total_cost"], before["unpriced_requests"], before["unpriced_tokens"]) == (None, 3, 3_300)
     tracker.set_price(model, "2", "4", effective_from="2020-01-01")
     # 3 x (1,000 x 2,000 + 100 x 4,000) nano-dollars.
     first = tracker.reprice(model, "2020-01-01", "2100-01-01")
     assert (first["repriced"], first["costNanos"], first["unpriced"], first["complete"]) == (3, 7_200_000, 0, True)
+    after = tracker.get_model_totals(model)
+    assert (after["total_cost"], after["unpriced_requests"], after["unpriced_tokens"]) == (0.0072, 0, 0)
     again = tracker.reprice(model, "2020-01-01", "2100-01-01")
     assert (again["repriced"], again["costNanos"]) == (0, 0)
+
+
+def test_a_model_named_reprice_is_priced_like_any_other(tracker: UsageTracker) -> None:
+    # Proves the model name "reprice" reaches the price endpoints (GET, PUT and DELETE
+    # /api/v1/prices/reprice) rather than the reprice operation, which still answers POST.
+    tracker.set_price("reprice", "1", "2", effective_from="2020-01-01")
+    assert tracker.prices.price("reprice") is not None
+    assert tracker.estimate_cost("reprice", 1_000_000, 1_000_000) == 3.0
+    tracker.set_price("reprice", "5", "5", effective_from="2100-01-01")
+    assert tracker.withdraw_price("reprice", "2100-01-01").model == "reprice"
+    assert tracker.reprice("reprice", "2020-01-01", "2100-01-01")["repriced"] == 0
 
 
 def test_a_future_price_is_withdrawn_or_replaced(tracker: UsageTracker) -> None:

@@ -173,7 +173,7 @@ class UsageTracker:
     # MARK: totals
 
     def get_totals(self) -> dict[str, Any]:
-        """Totals of the current usage window: the reference's keys plus `unpriced_requests`."""
+        """Totals of the current usage window: the reference's keys plus `unpriced_requests` and `unpriced_tokens`."""
         totals = self._overview()["totals"]
         result = _totals(totals)
         latency = totals.get("avgLatencyMs")
@@ -253,6 +253,8 @@ def _totals(row: Mapping[str, Any]) -> dict[str, Any]:
         # cost_complete False means total_cost covers the priced requests only.
         "total_cost": None if row["totalCost"] is None else float(Decimal(str(row["totalCost"]))),
         "unpriced_requests": int(row["unpricedRequests"]),
+        # The prompt plus completion tokens of those requests: the usage total_cost leaves out.
+        "unpriced_tokens": int(row["unpricedTokens"]),
         "cost_complete": bool(row["costComplete"]),
     }
 
