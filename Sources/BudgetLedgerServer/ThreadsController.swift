@@ -41,18 +41,17 @@ struct ThreadsController: APIController {
     /// also for a replayed idempotency key.
     private func consume(_ threadID: String, _ request: Request, enforce: Bool) async throws -> Response {
         let input = try await ConsumeInput(request, limit: requestBodyBytesMax)
-        // The answer is written on the ledger thread, straight into bytes (`JSONWriter`): the
-        // result never crosses back to be encoded, and no `JSONValue` tree is built.
-        let (isReplay, answer) = try await countingRefusals {
-            try await ledger.run { ledger in
-                let result = try ledger.consume(
-                    threadID, promptTokens: input.promptTokens, completionTokens: input.completionTokens,
+        // The write suspends while it waits for its group commit: no thread is held for it.
+        // The answer is written straight into bytes (`JSONWriter`), no `JSONValue` tree.
+        let result = try await countingRefusals {
+            try await ledger.suspending { ledger in
+                try await ledger.consume(
+                    suspending: threadID, promptTokens: input.promptTokens, completionTokens: input.completionTokens,
                     idempotencyKey: input.idempotencyKey, usage: input.usage, checked: enforce)
-                return (result.isReplay, result.jsonBytes)
             }
         }
-        metrics.recordConsume(replayed: isReplay)
-        return JSONResponse.response(bytes: answer)
+        metrics.recordConsume(replayed: result.isReplay)
+        return JSONResponse.response(bytes: result.jsonBytes)
     }
 
     /// The budget when `estimatedTokens` (default 0) more fit, else 409. Opens a new thread, as the CLI's `check`.
