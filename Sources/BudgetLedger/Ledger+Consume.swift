@@ -52,6 +52,23 @@ extension Ledger {
                 idempotencyKey: idempotencyKey, usage: usage, enforce: checked))
     }
 
+    /// `consume(_:promptTokens:completionTokens:idempotencyKey:usage:checked:)` for a caller that
+    /// must not block its thread (the REST server): it suspends while its write waits for the
+    /// group commit, instead of holding a thread (`write(suspending:)`). Same rules, same answer.
+    package func consume(
+        suspending threadID: String, promptTokens: Int64, completionTokens: Int64, idempotencyKey: String?,
+        usage: UsageDetails, checked: Bool
+    ) async throws -> ConsumeResult {
+        let request = try ConsumeRequest(
+            threadID: threadID, promptTokens: promptTokens, completionTokens: completionTokens,
+            idempotencyKey: idempotencyKey, usage: usage, enforce: checked)
+        let result = try await writeRecordingRefusal(suspending: { [self] connection in
+            try record(request, on: connection)
+        })
+        notify(result)
+        return result
+    }
+
     /// Records a validated consume (group-committed) and tells subscribers once it is committed.
     private func submit(_ request: ConsumeRequest) throws -> ConsumeResult {
         let result = try writeRecordingRefusal { [self] connection in try record(request, on: connection) }

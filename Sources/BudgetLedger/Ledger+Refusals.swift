@@ -6,6 +6,14 @@ import Synchronization
 enum RefusableOutcome<Value: Sendable>: Sendable {
     case done(Value)
     case refused(BudgetExhaustedError)
+
+    /// The value, or the refusal thrown (once its transaction has committed).
+    func value() throws -> Value {
+        switch self {
+        case .done(let value): return value
+        case .refused(let refusal): throw refusal
+        }
+    }
 }
 
 extension Ledger {
@@ -27,25 +35,43 @@ extension Ledger {
         let decided = RefusalDecision()
         let outcome: RefusableOutcome<Result>
         do {
-            outcome = try write { [self] connection -> RefusableOutcome<Result> in
-                let changesBefore = connection.totalChanges
-                do {
-                    return .done(try body(connection))
-                } catch let refusal as BudgetExhaustedError {
-                    precondition(
-                        connection.totalChanges == changesBefore,
-                        "a refused write wrote before it was refused: that would commit with its refusal event")
-                    decided.refusal.withLock { $0 = refusal }
-                    try recordRefusal(refusal, at: configuration.clock(), on: connection)
-                    return .refused(refusal)
-                }
-            }
+            outcome = try write(recordingRefusal(of: body, in: decided))
         } catch {
             throw decided.refusal.withLock { $0 } ?? error
         }
-        switch outcome {
-        case .done(let value): return value
-        case .refused(let refusal): throw refusal
+        return try outcome.value()
+    }
+
+    /// `writeRecordingRefusal(_:)` for a caller that suspends instead of blocking (`write(suspending:)`).
+    func writeRecordingRefusal<Result: Sendable>(
+        suspending body: @escaping @Sendable (Connection) throws -> Result
+    ) async throws -> Result {
+        let decided = RefusalDecision()
+        let outcome: RefusableOutcome<Result>
+        do {
+            outcome = try await write(suspending: recordingRefusal(of: body, in: decided))
+        } catch {
+            throw decided.refusal.withLock { $0 } ?? error
+        }
+        return try outcome.value()
+    }
+
+    /// `body` as a write whose refusal is recorded (and kept in `decided`) instead of thrown.
+    private func recordingRefusal<Result: Sendable>(
+        of body: @escaping @Sendable (Connection) throws -> Result, in decided: RefusalDecision
+    ) -> @Sendable (Connection) throws -> RefusableOutcome<Result> {
+        { [self] connection in
+            let changesBefore = connection.totalChanges
+            do {
+                return .done(try body(connection))
+            } catch let refusal as BudgetExhaustedError {
+                precondition(
+                    connection.totalChanges == changesBefore,
+                    "a refused write wrote before it was refused: that would commit with its refusal event")
+                decided.refusal.withLock { $0 = refusal }
+                try recordRefusal(refusal, at: configuration.clock(), on: connection)
+                return .refused(refusal)
+            }
         }
     }
 

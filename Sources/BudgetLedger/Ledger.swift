@@ -61,6 +61,9 @@ public final class Ledger: Sendable {
     let thresholds: [BudgetThreshold]
     let connection: Mutex<Connection>
     let writeQueue = Mutex(WriteQueue())
+    /// Where a suspended writer leads its batch (`write(suspending:)`): a thread that may block,
+    /// one at a time as there is one leader at a time.
+    let leaderQueue = DispatchQueue(label: "budget-ledger.group-commit-leader")
     /// Transactions since one found another writer waiting (see `syncsInCommit(_:)`).
     let transactionsSinceContention = Atomic<Int>(Ledger.contendedTransactionsMemory + 1)
     let writerLock: WriterLock

@@ -60,6 +60,21 @@ final class LedgerService: Service, Sendable {
         return try await threadPool.runIfActive { try body(ledger) }
     }
 
+    /// Runs `body`, a ledger call that suspends instead of blocking (a write joining the group
+    /// commit: `Ledger.consume(suspending:…)`), on the caller's executor, under the same bound as
+    /// `run(_:)`: it holds no thread of the pool while it waits for its batch to commit.
+    ///
+    /// - Throws: what `body` throws; `LedgerServiceOverloadedError` as `run(_:)`.
+    func suspending<Result: Sendable>(_ body: @Sendable (Ledger) async throws -> Result) async throws -> Result {
+        guard admittedCalls.add(1, ordering: .relaxed).newValue <= admittedCallsMax else {
+            admittedCalls.subtract(1, ordering: .relaxed)
+            refusedCalls.add(1, ordering: .relaxed)
+            throw LedgerServiceOverloadedError(admittedCallsMax: admittedCallsMax)
+        }
+        defer { admittedCalls.subtract(1, ordering: .relaxed) }
+        return try await body(ledger)
+    }
+
     /// Calls running or waiting for a thread now.
     var admittedCallCount: Int { admittedCalls.load(ordering: .relaxed) }
 

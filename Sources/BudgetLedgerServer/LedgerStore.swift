@@ -35,7 +35,7 @@ protocol LedgerStore: Sendable {
 
     func checkBudget(_ threadID: String, estimatedTokens: Int64) async throws -> ThreadBudget
     /// A consume (with `checked`, a check-and-consume): its REST body as bytes (`ConsumeResult.jsonBytes`)
-    /// and whether it was a replay: the hot path, encoded by the store (SQLite's on its ledger thread).
+    /// and whether it was a replay: the hot path, encoded by the store.
     func consumeAnswer(
         _ threadID: String, promptTokens: Int64, completionTokens: Int64, idempotencyKey: String?, usage: UsageDetails,
         checked: Bool
@@ -125,12 +125,14 @@ extension LedgerService: LedgerStore {
         _ threadID: String, promptTokens: Int64, completionTokens: Int64, idempotencyKey: String?, usage: UsageDetails,
         checked: Bool
     ) async throws -> (isReplay: Bool, json: [UInt8]) {
-        try await run { ledger in
-            let result = try ledger.consume(
-                threadID, promptTokens: promptTokens, completionTokens: completionTokens, idempotencyKey: idempotencyKey,
-                usage: usage, checked: checked)
-            return (isReplay: result.isReplay, json: result.jsonBytes)
+        // The hot path suspends while its write waits for the group commit (`Ledger.write(suspending:)`)
+        // instead of holding a pool thread: 35 % less server CPU per request (docs/performance.md).
+        let result = try await suspending { ledger in
+            try await ledger.consume(
+                suspending: threadID, promptTokens: promptTokens, completionTokens: completionTokens,
+                idempotencyKey: idempotencyKey, usage: usage, checked: checked)
         }
+        return (isReplay: result.isReplay, json: result.jsonBytes)
     }
 
     func setLimit(_ threadID: String, maxTokens: Int64) async throws -> ThreadBudget {

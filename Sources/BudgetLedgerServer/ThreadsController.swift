@@ -41,9 +41,8 @@ struct ThreadsController: APIController {
     /// also for a replayed idempotency key.
     private func consume(_ threadID: String, _ request: Request, enforce: Bool) async throws -> Response {
         let input = try await ConsumeInput(request, limit: requestBodyBytesMax)
-        // The answer is written by the store, straight into bytes (`JSONWriter`): on SQLite on
-        // the ledger thread, so the result never crosses back to be encoded, and no `JSONValue`
-        // tree is built.
+        // The answer is written by the store, straight into bytes (`JSONWriter`), no `JSONValue`
+        // tree; on SQLite the write suspends while it waits for its group commit, holding no thread.
         let (isReplay, answer) = try await countingRefusals {
             try await ledger.consumeAnswer(
                 threadID, promptTokens: input.promptTokens, completionTokens: input.completionTokens,

@@ -54,6 +54,48 @@ extension Ledger {
         }
     }
 
+    /// `write(_:)` for a caller that must not block its thread (the REST server's handlers, on
+    /// Swift's cooperative threads): the write joins the same queue and the caller suspends
+    /// instead of holding a thread while it waits.
+    ///
+    /// The same group commit, with the same guarantees: the answer comes once the batch is
+    /// committed (and, at FULL, synced). Leading runs SQLite and waits for the disk, so a
+    /// suspended caller never leads on its own thread: when it would (no leader was running, or
+    /// the lead passed to it), it leads on `leaderQueue`, a serial queue of the ledger's own.
+    ///
+    /// - Throws: as `write(_:)`.
+    func write<Result: Sendable>(suspending body: @escaping @Sendable (Connection) throws -> Result) async throws
+        -> Result
+    {
+        let outcome = await withCheckedContinuation { (continuation: CheckedContinuation<Swift.Result<any Sendable, any Error>, Never>) in
+            let leadThenAnswer: @Sendable (WriteTicket) -> Void = { [self] ticket in
+                leaderQueue.async {
+                    self.lead(until: ticket)
+                    continuation.resume(returning: ticket.outcome!)
+                }
+            }
+            let ticket = WriteTicket({ connection in try body(connection) }) { ticket in
+                // Signalled by a leader: with the outcome, or with the lead.
+                if let outcome = ticket.outcome {
+                    continuation.resume(returning: outcome)
+                } else {
+                    leadThenAnswer(ticket)
+                }
+            }
+            let leads = writeQueue.withLock { queue -> Bool in
+                queue.tickets.append(ticket)
+                if queue.hasLeader { return false }
+                queue.hasLeader = true
+                return true
+            }
+            if leads { leadThenAnswer(ticket) }
+        }
+        switch outcome {
+        case .success(let value): return value as! Result
+        case .failure(let error): throw error
+        }
+    }
+
     /// Runs batches until `ticket`'s has run, then passes the lead on and wakes the batch.
     private func lead(until ticket: WriteTicket) {
         var finished: [WriteTicket] = []

@@ -16,16 +16,26 @@ final class WriteTicket: @unchecked Sendable {
     var outcome: Result<any Sendable, any Error>?
     /// Signalled once: when the outcome is final, or when this caller becomes the leader.
     private let wakeUp = DispatchSemaphore(value: 0)
+    /// For a caller that suspends instead of blocking (`Ledger.write(suspending:)`): called in
+    /// place of the semaphore, once, from the leader's thread.
+    private let onSignal: (@Sendable (WriteTicket) -> Void)?
 
-    init(_ body: @escaping @Sendable (Connection) throws -> any Sendable) {
+    init(
+        _ body: @escaping @Sendable (Connection) throws -> any Sendable,
+        onSignal: (@Sendable (WriteTicket) -> Void)? = nil
+    ) {
         self.body = body
+        self.onSignal = onSignal
     }
 
     /// The batch's commit number for `WALSync.sync(through:)`, at FULL; set with `outcome`.
     var commitNumber: Int64 = 0
 
     func wait() { wakeUp.wait() }
-    func signal() { wakeUp.signal() }
+
+    func signal() {
+        if let onSignal { onSignal(self) } else { wakeUp.signal() }
+    }
 }
 
 /// How much group commit coalesced, since the ledger was opened.
