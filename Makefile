@@ -5,7 +5,7 @@ PORT ?= 8765
 BENCH_FLAGS ?=
 REFERENCE ?= ../shared/reference
 
-.PHONY: deps venv-deps fuzz-deps build test test-python run fuzz fuzz-short bench bench-http bench-compare bench-floor schema screenshot clean
+.PHONY: deps venv-deps fuzz-deps build test test-python run fuzz fuzz-short bench bench-http bench-postgres bench-compare bench-floor schema screenshot clean
 
 # Installs Debian packages, as root or through sudo: $(call apt_install,PACKAGES).
 apt_install = if [ "$$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
@@ -159,6 +159,15 @@ bench-http: deps
 	$(SWIFT) build -c release --product budget-ledger
 	$(SWIFT) build -c release --product budget-ledger-bench
 	SERVE_FLAGS="$(BENCH_HTTP_SERVE_FLAGS)" bench/http-check-and-consume.sh $$($(SWIFT) build -c release --show-bin-path) $(BENCH_HTTP_SECONDS)
+
+# check-and-consume over HTTP on the PostgreSQL store beside the SQLite store: one server of each
+# with 1 and 64 connections, and four servers on one PostgreSQL database (a private throwaway
+# cluster, stopped at the end; release build; figures only). Installs Debian's wrk if missing.
+BENCH_POSTGRES_SECONDS ?= 10
+bench-postgres: deps
+	@if ! command -v wrk > /dev/null; then $(call apt_install,wrk); fi
+	$(SWIFT) build -c release --product budget-ledger
+	bench/postgres-http.sh $$($(SWIFT) build -c release --show-bin-path) $(BENCH_POSTGRES_SECONDS)
 
 # The benchmark beside the raw C reference in ../shared/reference, run in the same session.
 bench-compare: deps
