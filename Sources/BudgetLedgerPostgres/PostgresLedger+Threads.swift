@@ -133,27 +133,10 @@ extension PostgresLedger {
     public func usageTotals(_ scope: UsageScope = .currentWindow) async throws -> UsageTotals {
         let allTime = scope == .allTime
         return try await read { [logger] connection in
-            let row = try await connection.fetchOne(
-                """
-                SELECT coalesce(sum(prompt_tokens), 0)::bigint, coalesce(sum(completion_tokens), 0)::bigint,
-                       coalesce(sum(request_count), 0)::bigint, coalesce(sum(cost_nanos), 0)::bigint,
-                       coalesce(sum(unpriced_requests), 0)::bigint, coalesce(sum(unpriced_tokens), 0)::bigint,
-                       coalesce(sum(latency_ms_sum), 0)::bigint, coalesce(sum(latency_count), 0)::bigint
-                FROM usage_agent_model_live
-                WHERE \(allTime) OR usage_window = (SELECT usage_window FROM ledger_settings WHERE id = 1)
-                """, as: (Int64, Int64, Int64, Int64, Int64, Int64, Int64, Int64).self, logger: logger)
-            var totals = UsageTotals()
-            if let row {
-                totals.promptTokens = row.0
-                totals.completionTokens = row.1
-                totals.requestCount = row.2
-                totals.costNanodollars = row.3
-                totals.unpricedRequests = row.4
-                totals.unpricedTokens = row.5
-                totals.latencyMillisecondsSum = row.6
-                totals.latencyCount = row.7
+            let query = PostgresQuery.sql("SELECT \(Self.totalsColumns) FROM usage_agent_model_live WHERE \(Self.scopeFilter)") {
+                $0.append(allTime)
             }
-            return totals
+            return try await connection.fetchOne(query, as: TotalsRow.self, logger: logger).map(Self.totals) ?? UsageTotals()
         }
     }
 
