@@ -19,10 +19,37 @@ protocol CommandLedger {
     func setLimit(_ threadID: String, maxTokens: Int64) throws -> ThreadBudget
     func resetThread(_ threadID: String) throws -> ThreadBudget?
     func cleanupThread(_ threadID: String) throws -> ThreadBudget?
+    func allUsage() throws -> [ThreadBudget]
+
+    func reserve(
+        _ threadID: String, tokens: Int64, ttlSeconds: Int64, usage: UsageDetails, idempotencyKey: String?
+    ) throws -> ReserveResult
+    func settle(
+        _ reservationID: Int64, promptTokens: Int64, completionTokens: Int64, idempotencyKey: String?, usage: UsageDetails
+    ) throws -> SettleResult
+    func release(_ reservationID: Int64) throws -> ThreadBudget
+    func holds(_ threadID: String?) throws -> [Reservation]
+
+    /// The store's clock now (UTC microseconds): which price rows are in force is decided at it.
+    var now: Int64 { get }
+    func prices() throws -> [ModelPrice]
+    func price(forModel model: String, at time: Int64?) throws -> ModelPrice?
+    func setPrice(
+        model: String, promptUSDPerMillion: String, completionUSDPerMillion: String, effectiveFrom: Int64?
+    ) throws -> ModelPrice
 }
 
 extension Ledger: CommandLedger {
     var location: String { path }
+    var now: Int64 { configuration.clock() }
+
+    func setPrice(
+        model: String, promptUSDPerMillion: String, completionUSDPerMillion: String, effectiveFrom: Int64?
+    ) throws -> ModelPrice {
+        try setPrice(
+            model: model, promptUSDPerMillion: promptUSDPerMillion, completionUSDPerMillion: completionUSDPerMillion,
+            effectiveFrom: effectiveFrom, source: "budget-ledger price set")
+    }
 }
 
 /// `PostgresLedger`'s async calls, waited for: the CLI runs one call and exits, on its main
@@ -84,12 +111,63 @@ struct BlockingPostgresLedger: CommandLedger {
     func cleanupThread(_ threadID: String) throws -> ThreadBudget? {
         try Self.wait { [ledger] in try await ledger.cleanupThread(threadID) }
     }
+
+    func allUsage() throws -> [ThreadBudget] {
+        try Self.wait { [ledger] in try await ledger.allUsage() }
+    }
+
+    func reserve(
+        _ threadID: String, tokens: Int64, ttlSeconds: Int64, usage: UsageDetails, idempotencyKey: String?
+    ) throws -> ReserveResult {
+        try Self.wait { [ledger] in
+            try await ledger.reserve(
+                threadID, tokens: tokens, ttlSeconds: ttlSeconds, usage: usage, idempotencyKey: idempotencyKey)
+        }
+    }
+
+    func settle(
+        _ reservationID: Int64, promptTokens: Int64, completionTokens: Int64, idempotencyKey: String?, usage: UsageDetails
+    ) throws -> SettleResult {
+        try Self.wait { [ledger] in
+            try await ledger.settle(
+                reservationID, promptTokens: promptTokens, completionTokens: completionTokens,
+                idempotencyKey: idempotencyKey, usage: usage)
+        }
+    }
+
+    func release(_ reservationID: Int64) throws -> ThreadBudget {
+        try Self.wait { [ledger] in try await ledger.release(reservationID) }
+    }
+
+    func holds(_ threadID: String?) throws -> [Reservation] {
+        try Self.wait { [ledger] in try await ledger.holds(threadID) }
+    }
+
+    var now: Int64 { ledger.configuration.clock() }
+
+    func prices() throws -> [ModelPrice] {
+        try Self.wait { [ledger] in try await ledger.prices() }
+    }
+
+    func price(forModel model: String, at time: Int64?) throws -> ModelPrice? {
+        try Self.wait { [ledger] in try await ledger.price(forModel: model, at: time) }
+    }
+
+    func setPrice(
+        model: String, promptUSDPerMillion: String, completionUSDPerMillion: String, effectiveFrom: Int64?
+    ) throws -> ModelPrice {
+        try Self.wait { [ledger] in
+            try await ledger.setPrice(
+                model: model, promptUSDPerMillion: promptUSDPerMillion, completionUSDPerMillion: completionUSDPerMillion,
+                effectiveFrom: effectiveFrom, source: "budget-ledger price set")
+        }
+    }
 }
 
 /// A command that does not run on PostgreSQL yet was given a `postgres://` URL.
 struct NotOnPostgresError: Error, CustomStringConvertible {
     var description: String {
         "this command does not run on PostgreSQL yet (init, consume, check, set-limit, reset, cleanup, configure, "
-            + "usage THREAD and serve do; see docs/postgres.md)"
+            + "usage THREAD, threads, reserve, settle, release, holds, price set/list/show and serve do; see docs/postgres.md)"
     }
 }

@@ -48,9 +48,9 @@ struct LedgerOptions: ParsableArguments {
 extension LedgerOptions {
     /// `withLedger` for the commands that run on both stores: a `postgres://` URL opens (and
     /// migrates) the PostgreSQL ledger, anything else the SQLite file.
-    func withAnyLedger(_ body: (any CommandLedger) throws -> Void) throws {
+    func withAnyLedger(fieldNames: [String: String] = [:], _ body: (any CommandLedger) throws -> Void) throws {
         guard PostgresLedger.isPostgresURL(path) else {
-            try withLedger { ledger in try body(ledger) }
+            try withLedger(fieldNames: fieldNames) { ledger in try body(ledger) }
             return
         }
         do {
@@ -61,17 +61,17 @@ extension LedgerOptions {
         } catch let exit as ExitCode {
             throw exit
         } catch {
-            throw Output.fail(error, json: json)
+            throw Output.fail(error, json: json, fieldNames: fieldNames)
         }
     }
 
     /// `withExistingLedger` for the commands that run on both stores (a database is opened as by a write).
-    func withExistingAnyLedger(_ body: (any CommandLedger) throws -> Void) throws {
+    func withExistingAnyLedger(fieldNames: [String: String] = [:], _ body: (any CommandLedger) throws -> Void) throws {
         guard PostgresLedger.isPostgresURL(path) else {
-            try withExistingLedger { ledger in try body(ledger) }
+            try withExistingLedger(fieldNames: fieldNames) { ledger in try body(ledger) }
             return
         }
-        try withAnyLedger(body)
+        try withAnyLedger(fieldNames: fieldNames, body)
     }
 }
 

@@ -72,6 +72,51 @@ struct PostgresCLITests {
         #expect(try runCLI(["configure", "--db", url]).stdout.contains("500 tokens"))
     }
 
+    @Test("threads, reserve, settle, release, holds and price set/list/show run on PostgreSQL as on SQLite")
+    func holdsPricesAndThreadsRunOnPostgres() async throws {
+        // Proves the next commands reach the PostgreSQL ledger with SQLite's answers and exit codes:
+        // a hold that does not fit is exit 3, a second settle exit 5, an unknown reservation
+        // exit 4, a bad model name exit 64 naming MODEL; a price set is listed as in force and
+        // prices a settle's cost; threads lists the open threads hottest first.
+        let url = try await PostgresTestCluster.freshDatabase()
+        #expect(try runCLI(["set-limit", "hot", "100", "--db", url]).status == 0)
+        #expect(try runCLI(["consume", "hot", "--prompt", "90", "--db", url]).status == 0)
+        #expect(try runCLI(["set-limit", "cool", "100", "--db", url]).status == 0)
+        let priced = try runCLI(["price", "set", "bench-model", "--prompt", "2", "--completion", "4", "--db", url])
+        #expect(priced.status == 0, "\(priced.stderr)")
+        let listed = try runCLI(["price", "list", "--db", url])
+        #expect(listed.stdout.split(separator: "\n").contains { $0.hasPrefix("* ") && $0.contains("bench-model") }, "\(listed.stdout)")
+        let shown = try runCLI(["price", "show", "bench-model", "--db", url, "--json"])
+        #expect(shown.status == 0 && shown.stdout.contains("bench-model"), "\(shown)")
+        let badModel = try runCLI(["price", "set", "", "--prompt", "1", "--completion", "1", "--db", url])
+        #expect(badModel.status == 64 && badModel.stderr.contains("invalid MODEL"), "\(badModel.stderr)")
+
+        let reserved = try runCLI(["reserve", "cool", "--tokens", "60", "--db", url, "--json"])
+        #expect(reserved.status == 0, "\(reserved.stderr)")
+        let object = try JSONSerialization.jsonObject(with: Data(reserved.stdout.utf8)) as? [String: Any]
+        let reservation = try #require(object?["reservationId"] as? Int)
+        #expect(try runCLI(["reserve", "cool", "--tokens", "41", "--db", url]).status == 3)
+        let holds = try runCLI(["holds", "cool", "--db", url, "--json"])
+        #expect(holds.stdout.contains(#""heldTokens":60"#), "\(holds.stdout)")
+        let settled = try runCLI(
+            ["settle", "\(reservation)", "--prompt", "10", "--completion", "5", "--model", "bench-model", "--db", url, "--json"])
+        #expect(settled.status == 0, "\(settled.stderr)")
+        #expect(settled.stdout.contains(#""totalTokens":15"#), "\(settled.stdout)")
+        // 10 prompt tokens at $2 and 5 completion tokens at $4 per million: $0.00004.
+        #expect(settled.stdout.contains(#""cost":4.0e-05"#) || settled.stdout.contains(#""cost":0.00004"#), "\(settled.stdout)")
+        #expect(try runCLI(["settle", "\(reservation)", "--prompt", "1", "--db", url]).status == 5)
+        #expect(try runCLI(["release", "999999", "--db", url]).status == 4)
+        let second = try runCLI(["reserve", "cool", "--tokens", "5", "--db", url, "--json"])
+        let secondID = try #require((try JSONSerialization.jsonObject(with: Data(second.stdout.utf8)) as? [String: Any])?["reservationId"] as? Int)
+        #expect(try runCLI(["release", "\(secondID)", "--db", url]).status == 0)
+        #expect(try runCLI(["holds", "--db", url, "--json"]).stdout.contains(#""count":0"#))
+
+        let threads = try runCLI(["threads", "--db", url, "--json"])
+        #expect(threads.status == 0, "\(threads.stderr)")
+        let list = try #require((try JSONSerialization.jsonObject(with: Data(threads.stdout.utf8)) as? [String: Any])?["threads"] as? [[String: Any]])
+        #expect(list.compactMap { $0["threadId"] as? String } == ["hot", "cool"])
+    }
+
     @Test("processes racing with consume --enforce never push a thread past its max")
     func processesAreExact() async throws {
         // Proves exactness across processes, not only across one process's connections: 6
@@ -113,7 +158,7 @@ struct PostgresCLITests {
     @Test("a command that does not run on PostgreSQL yet says so and creates no file")
     func otherCommandsRefuse() throws {
         // Proves a postgres:// URL is never opened as a SQLite file name by the commands not ported yet.
-        let result = try runCLI(["threads", "--db", "postgres://nobody@127.0.0.1:1/none"])
+        let result = try runCLI(["events", "--db", "postgres://nobody@127.0.0.1:1/none"])
         #expect(result.status == 1)
         #expect(result.stderr.contains("does not run on PostgreSQL yet"))
     }

@@ -12,7 +12,7 @@ extension BudgetLedgerCommand {
         var thread: String?
 
         func run() throws {
-            try options.withExistingLedger { ledger in
+            try options.withExistingAnyLedger { ledger in
                 let holds = try ledger.holds(thread)
                 let held = HoldList.heldTokens(holds)
                 let lines = holds.map {

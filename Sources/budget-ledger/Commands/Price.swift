@@ -35,7 +35,7 @@ extension BudgetLedgerCommand {
 
             func run() throws {
                 let start = try from.map { try Timestamps.parse($0, option: "--from") }
-                try options.withLedger(fieldNames: Price.fieldNames) { ledger in
+                try options.withAnyLedger(fieldNames: Price.fieldNames) { ledger in
                     let price = try ledger.setPrice(
                         model: model, promptUSDPerMillion: prompt, completionUSDPerMillion: completion, effectiveFrom: start)
                     Output.emit(price.json, text: "price set: " + Output.text(price), asJSON: options.json)
@@ -154,9 +154,9 @@ extension BudgetLedgerCommand {
             @OptionGroup var options: LedgerOptions
 
             func run() throws {
-                try options.withExistingLedger { ledger in
+                try options.withExistingAnyLedger { ledger in
                     let prices = try ledger.prices()
-                    let now = ledger.configuration.clock()
+                    let now = ledger.now
                     Output.emit(
                         PriceTableJSON.json(prices, at: now),
                         text: prices.map { price in
@@ -185,7 +185,7 @@ extension BudgetLedgerCommand {
 
             func run() throws {
                 let time = try at.map { try Timestamps.parse($0, option: "--at") }
-                try options.withExistingLedger(fieldNames: Price.fieldNames) { ledger in
+                try options.withExistingAnyLedger(fieldNames: Price.fieldNames) { ledger in
                     let price = try ledger.price(forModel: model, at: time)
                     let normalized = ModelName.normalized(model)
                     Output.emit(

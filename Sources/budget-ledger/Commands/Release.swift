@@ -13,7 +13,7 @@ extension BudgetLedgerCommand {
         var reservation: Int64
 
         func run() throws {
-            try options.withLedger { ledger in
+            try options.withAnyLedger { ledger in
                 let budget = try ledger.release(reservation)
                 Output.emit(
                     WriteAnswer.released(reservation, budget: budget),

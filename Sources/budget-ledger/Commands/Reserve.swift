@@ -27,7 +27,7 @@ extension BudgetLedgerCommand {
 
         func run() throws {
             let details = try usage.details()
-            try options.withLedger { ledger in
+            try options.withAnyLedger { ledger in
                 let result = try ledger.reserve(
                     thread, tokens: tokens, ttlSeconds: ttl, usage: details, idempotencyKey: idempotencyKey)
                 let replayed = result.isReplay ? " (replayed: recorded earlier under this key)" : ""

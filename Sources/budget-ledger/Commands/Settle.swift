@@ -18,7 +18,7 @@ extension BudgetLedgerCommand {
 
         func run() throws {
             let details = try usage.details()
-            try options.withLedger { ledger in
+            try options.withAnyLedger { ledger in
                 let result = try ledger.settle(
                     reservation, promptTokens: spent.prompt, completionTokens: spent.completion,
                     idempotencyKey: spent.idempotencyKey, usage: details)

@@ -9,7 +9,7 @@ extension BudgetLedgerCommand {
         @OptionGroup var options: LedgerOptions
 
         func run() throws {
-            try options.withExistingLedger { ledger in
+            try options.withExistingAnyLedger { ledger in
                 let budgets = try ledger.allUsage()
                 let defaultMax = try ledger.maxTokensPerThread
                 let json = ThreadList.json(budgets, defaultMaxTokens: defaultMax)
