@@ -51,6 +51,12 @@ final class ServeProcess: @unchecked Sendable {
         return process.terminationStatus
     }
 
+    /// SIGKILL and wait: the server dies at once, mid-request, as in a crash.
+    func kill9() {
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        process.waitUntilExit()
+    }
+
     /// What the server wrote to stderr so far (its log).
     var stderrText: String { output.stderrText() }
 
@@ -138,9 +144,10 @@ struct HTTPAnswer: Sendable, CustomStringConvertible {
 
 /// Sends `method path` with `json` as the body (when given) and reads the whole answer. The
 /// timeout only keeps a hung server from hanging the test run; no test asserts on time.
-func call(_ method: HTTPMethod, _ baseURL: String, _ path: String, json: String? = nil, headers: [(String, String)] = [])
-    async throws -> HTTPAnswer
-{
+func call(
+    _ method: HTTPMethod, _ baseURL: String, _ path: String, json: String? = nil, headers: [(String, String)] = [],
+    timeout: TimeAmount = .seconds(120)
+) async throws -> HTTPAnswer {
     var request = HTTPClientRequest(url: baseURL + path)
     request.method = method
     for (name, value) in headers { request.headers.add(name: name, value: value) }
@@ -148,7 +155,7 @@ func call(_ method: HTTPMethod, _ baseURL: String, _ path: String, json: String?
         request.headers.add(name: "Content-Type", value: "application/json")
         request.body = .bytes(ByteBuffer(string: json))
     }
-    let response = try await HTTPClient.shared.execute(request, timeout: .seconds(120))
+    let response = try await HTTPClient.shared.execute(request, timeout: timeout)
     let body = try await response.body.collect(upTo: 4 * 1024 * 1024)
     return HTTPAnswer(
         status: Int(response.status.code), retryAfter: response.headers.first(name: "Retry-After"),

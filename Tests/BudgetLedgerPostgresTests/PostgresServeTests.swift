@@ -170,6 +170,80 @@ struct PostgresServeTests {
         for server in servers { #expect(server.stop() == 0) }
     }
 
+    @Test("a server killed with SIGKILL mid-traffic loses no acknowledged consume and lets none through twice")
+    func serverKilledMidTraffic() async throws {
+        // Proves the crash half of the issue's durability test with servers: 16 clients send 480
+        // check-and-consumes of 10 tokens (a 1,000 max) through 3 servers; one server is killed
+        // with SIGKILL in the middle of the traffic and a new one started on the same database.
+        // A client whose call died with its server (or got a 503) retries it on another server
+        // under the same idempotency key, as a client should. Then: every consume acknowledged
+        // with a 200 is in the events table exactly once, no key is recorded twice, exactly 100
+        // calls were acknowledged and the thread's total is exactly its max: nothing acknowledged
+        // was lost, and no retry overshot.
+        let databaseURL = try await PostgresTestCluster.freshDatabase()
+        let first = try (0..<3).map { _ in try ServeProcess(databaseURL: databaseURL) }
+        let traffic = CrashTraffic(servers: first)
+        defer { traffic.servers.withLock { $0 }.forEach { $0.stop() } }
+        #expect(try await call(.PUT, first[1].baseURL, "/api/v1/threads/crash/limit", json: #"{"maxTokens": 1000}"#).status == 200)
+        let acknowledged = try await withThrowingTaskGroup(of: [String].self) { group in
+            for client in 0..<16 {
+                group.addTask {
+                    var keys: [String] = []
+                    for call in 0..<30 {
+                        let key = "k\(client)-\(call)"
+                        var attempt = 0
+                        while true {
+                            let base = traffic.servers.withLock { $0[(client + call + attempt) % $0.count].baseURL }
+                            attempt += 1
+                            // A short deadline: the HTTP client keeps retrying to connect to a dead
+                            // server until then; a live server's answer that comes later is
+                            // retried under its key, which records nothing twice either.
+                            let answer = try? await PostgresServeTests.checkAndConsume(
+                                base, thread: "crash", key: key, tokens: 10, timeout: .seconds(10))
+                            guard let answer, answer.status != 503 else {
+                                #expect(attempt < 50, "\(key) found no server")
+                                if attempt >= 50 { break }
+                                continue
+                            }
+                            #expect(answer.status == 200 || answer.status == 409, "\(answer)")
+                            if answer.status == 200 { keys.append(key) }
+                            traffic.answered.add(1, ordering: .relaxed)
+                            break
+                        }
+                    }
+                    return keys
+                }
+            }
+            group.addTask {
+                // The crash, once traffic is flowing: SIGKILL, then a new server in its place.
+                while traffic.answered.load(ordering: .relaxed) < 60 { try await Task.sleep(for: .milliseconds(5)) }
+                let victim = traffic.servers.withLock { $0[0] }
+                victim.kill9()
+                let replacement = try ServeProcess(databaseURL: databaseURL)
+                traffic.servers.withLock { $0[0] = replacement }
+                return []
+            }
+            var keys: [String] = []
+            for try await clientKeys in group { keys += clientKeys }
+            return keys
+        }
+        #expect(acknowledged.count == 100, "\(acknowledged.count) acknowledged")
+        #expect(Set(acknowledged).count == acknowledged.count)
+        let recorded = try await PostgresTestCluster.withAdminClient(
+            try await PostgresTestCluster.shared(), database: String(databaseURL.split(separator: "/").last!)
+        ) { client in
+            var recorded: [String: Int64] = [:]
+            let rows = try await client.query(
+                "SELECT idempotency_key, count(*)::bigint FROM events WHERE kind = 'consume' AND thread_id = 'crash' GROUP BY 1")
+            for try await (key, count) in rows.decode((String, Int64).self) { recorded[key] = count }
+            return recorded
+        }
+        #expect(recorded.values.allSatisfy { $0 == 1 }, "a key recorded twice")
+        #expect(Set(recorded.keys) == Set(acknowledged), "recorded and acknowledged differ")
+        let base = traffic.servers.withLock { $0[0].baseURL }
+        #expect(number(try await call(.GET, base, "/api/v1/usage/threads/crash").json["totalTokens"]) == 1000)
+    }
+
     @Test("PostgreSQL restarted under a running server: 503 with Retry-After while it is down, then served again")
     func serverRecoversAfterDatabaseRestart() async throws {
         // Proves the pool recovers and the outage is a clear, bounded answer: with one server
@@ -218,9 +292,20 @@ struct PostgresServeTests {
     }
 
     /// One check-and-consume of 10 tokens on `thread` under idempotency key `key`.
-    static func checkAndConsume(_ base: String, thread: String, key: String) async throws -> HTTPAnswer {
+    static func checkAndConsume(
+        _ base: String, thread: String, key: String, tokens: Int = 10, timeout: TimeAmount = .seconds(120)
+    ) async throws -> HTTPAnswer {
         try await call(
             .POST, base, "/api/v1/threads/\(thread)/check-and-consume",
-            json: #"{"promptTokens": 6, "completionTokens": 4, "idempotencyKey": "\#(key)"}"#)
+            json: #"{"promptTokens": \#(tokens - 4), "completionTokens": 4, "idempotencyKey": "\#(key)"}"#,
+            timeout: timeout)
     }
+}
+
+/// The servers a crash test's clients call (one is replaced mid-test) and how many calls were answered.
+private final class CrashTraffic: Sendable {
+    let servers: Mutex<[ServeProcess]>
+    let answered = Atomic<Int>(0)
+
+    init(servers: [ServeProcess]) { self.servers = Mutex(servers) }
 }
