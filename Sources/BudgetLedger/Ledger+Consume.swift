@@ -62,16 +62,16 @@ extension Ledger {
         let request = try ConsumeRequest(
             threadID: threadID, promptTokens: promptTokens, completionTokens: completionTokens,
             idempotencyKey: idempotencyKey, usage: usage, enforce: checked)
-        let result = try await writeRecordingRefusal(suspending: { [self] connection in
-            try record(request, on: connection)
-        })
-        notify(result)
-        return result
+        return notifying(try await writeRecordingRefusal(suspending: { [self] connection in try record(request, on: connection) }))
     }
 
     /// Records a validated consume (group-committed) and tells subscribers once it is committed.
     private func submit(_ request: ConsumeRequest) throws -> ConsumeResult {
-        let result = try writeRecordingRefusal { [self] connection in try record(request, on: connection) }
+        notifying(try writeRecordingRefusal { [self] connection in try record(request, on: connection) })
+    }
+
+    /// `result`, once subscribers have been told of it (a replay tells nobody).
+    private func notifying(_ result: ConsumeResult) -> ConsumeResult {
         notify(result)
         return result
     }

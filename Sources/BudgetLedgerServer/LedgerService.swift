@@ -48,16 +48,7 @@ final class LedgerService: Service, Sendable {
     ///   are already running or waiting (`body` did not run); `NIOThreadPoolError.ThreadPoolInactive`
     ///   once shutting down.
     func run<Result: Sendable>(_ body: @escaping @Sendable (Ledger) throws -> Result) async throws -> Result {
-        // Counting up first and backing out when over the bound keeps the count exact without a
-        // lock: a call that sees itself over the bound leaves without running.
-        guard admittedCalls.add(1, ordering: .relaxed).newValue <= admittedCallsMax else {
-            admittedCalls.subtract(1, ordering: .relaxed)
-            refusedCalls.add(1, ordering: .relaxed)
-            throw LedgerServiceOverloadedError(admittedCallsMax: admittedCallsMax)
-        }
-        defer { admittedCalls.subtract(1, ordering: .relaxed) }
-        let ledger = ledger
-        return try await threadPool.runIfActive { try body(ledger) }
+        try await admitted { [ledger, threadPool] in try await threadPool.runIfActive { try body(ledger) } }
     }
 
     /// Runs `body`, a ledger call that suspends instead of blocking (a write joining the group
@@ -66,13 +57,21 @@ final class LedgerService: Service, Sendable {
     ///
     /// - Throws: what `body` throws; `LedgerServiceOverloadedError` as `run(_:)`.
     func suspending<Result: Sendable>(_ body: @Sendable (Ledger) async throws -> Result) async throws -> Result {
+        try await admitted { try await body(ledger) }
+    }
+
+    /// Runs `call` when fewer than `admittedCallsMax` calls are running or waiting, else throws
+    /// `LedgerServiceOverloadedError` without running it.
+    private func admitted<Result: Sendable>(_ call: () async throws -> Result) async throws -> Result {
+        // Counting up first and backing out when over the bound keeps the count exact without a
+        // lock: a call that sees itself over the bound leaves without running.
         guard admittedCalls.add(1, ordering: .relaxed).newValue <= admittedCallsMax else {
             admittedCalls.subtract(1, ordering: .relaxed)
             refusedCalls.add(1, ordering: .relaxed)
             throw LedgerServiceOverloadedError(admittedCallsMax: admittedCallsMax)
         }
         defer { admittedCalls.subtract(1, ordering: .relaxed) }
-        return try await body(ledger)
+        return try await call()
     }
 
     /// Calls running or waiting for a thread now.

@@ -35,23 +35,14 @@ extension Ledger {
     ///   busy lock, an I/O error, a failed sync, after which writes are refused until reopen).
     func write<Result: Sendable>(_ body: @escaping @Sendable (Connection) throws -> Result) throws -> Result {
         let ticket = WriteTicket { connection in try body(connection) }
-        let leads = writeQueue.withLock { queue -> Bool in
-            queue.tickets.append(ticket)
-            if queue.hasLeader { return false }
-            queue.hasLeader = true
-            return true
-        }
-        if !leads {
+        if !enqueue(ticket) {
             ticket.wait()
         }
         if ticket.outcome == nil {
             // Leader: first in the queue when promoted, or alone when it found no leader.
             lead(until: ticket)
         }
-        switch ticket.outcome! {
-        case .success(let value): return value as! Result
-        case .failure(let error): throw error
-        }
+        return try ticket.answer()
     }
 
     /// `write(_:)` for a caller that must not block its thread (the REST server's handlers, on
@@ -67,32 +58,27 @@ extension Ledger {
     func write<Result: Sendable>(suspending body: @escaping @Sendable (Connection) throws -> Result) async throws
         -> Result
     {
-        let outcome = await withCheckedContinuation { (continuation: CheckedContinuation<Swift.Result<any Sendable, any Error>, Never>) in
-            let leadThenAnswer: @Sendable (WriteTicket) -> Void = { [self] ticket in
+        let ticket = await withCheckedContinuation { (continuation: CheckedContinuation<WriteTicket, Never>) in
+            // Signalled as a blocked caller is woken: with the outcome, or (none yet) with the lead.
+            let ticket = WriteTicket({ connection in try body(connection) }) { [self] ticket in
+                guard ticket.outcome == nil else { return continuation.resume(returning: ticket) }
                 leaderQueue.async {
                     self.lead(until: ticket)
-                    continuation.resume(returning: ticket.outcome!)
+                    continuation.resume(returning: ticket)
                 }
             }
-            let ticket = WriteTicket({ connection in try body(connection) }) { ticket in
-                // Signalled by a leader: with the outcome, or with the lead.
-                if let outcome = ticket.outcome {
-                    continuation.resume(returning: outcome)
-                } else {
-                    leadThenAnswer(ticket)
-                }
-            }
-            let leads = writeQueue.withLock { queue -> Bool in
-                queue.tickets.append(ticket)
-                if queue.hasLeader { return false }
-                queue.hasLeader = true
-                return true
-            }
-            if leads { leadThenAnswer(ticket) }
+            if enqueue(ticket) { ticket.signal() }
         }
-        switch outcome {
-        case .success(let value): return value as! Result
-        case .failure(let error): throw error
+        return try ticket.answer()
+    }
+
+    /// Queues `ticket` and returns whether its caller is to lead (no leader was running).
+    private func enqueue(_ ticket: WriteTicket) -> Bool {
+        writeQueue.withLock { queue -> Bool in
+            queue.tickets.append(ticket)
+            if queue.hasLeader { return false }
+            queue.hasLeader = true
+            return true
         }
     }
 

@@ -33,6 +33,14 @@ final class WriteTicket: @unchecked Sendable {
 
     func wait() { wakeUp.wait() }
 
+    /// The final outcome as the caller's result, or its error.
+    func answer<Result>() throws -> Result {
+        switch outcome! {
+        case .success(let value): return value as! Result
+        case .failure(let error): throw error
+        }
+    }
+
     func signal() {
         if let onSignal { onSignal(self) } else { wakeUp.signal() }
     }
