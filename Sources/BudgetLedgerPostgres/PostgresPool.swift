@@ -62,6 +62,8 @@ final class PostgresPool: Sendable {
     private let configuration: PostgresClient.Configuration
     private let leaseTimeout: Duration
     private let busyLeaseTimeout: Duration
+    /// The longest `close()` waits for the client to close its connections.
+    private let closeTimeout: Duration = .seconds(10)
     private let logger: Logger
     private let current: Mutex<Generation?>
     private let failures = FailureTally()
@@ -184,7 +186,13 @@ final class PostgresPool: Sendable {
         generation.retire()
     }
 
-    /// Closes the current client and waits for it; later calls throw `PostgresLedgerError.closed`.
+    /// Closes the current client and waits for it, at most `closeTimeout`; later calls throw
+    /// `PostgresLedgerError.closed`.
+    ///
+    /// Bounded because a process waits on it to exit (the CLI after its command, `serve` after
+    /// SIGTERM): should postgres-nio's `run()` not return after its cancellation (a connection
+    /// whose socket never closes), the process still exits, and the operating system closes
+    /// what is left. Nothing acknowledged depends on it: every write has committed or failed.
     func close() async {
         let last = current.withLock { current in
             defer { current = nil }
@@ -192,7 +200,26 @@ final class PostgresPool: Sendable {
         }
         guard let last else { return }
         last.runner.cancel()
-        await last.runner.value
+        let ended = await Self.waitAtMost(closeTimeout, for: last.runner)
+        if !ended {
+            logger.warning("the PostgreSQL client did not close within \(closeTimeout); closing without it")
+        }
+    }
+
+    /// Whether `task` ended within `limit` (it is left running when it did not).
+    private static func waitAtMost(_ limit: Duration, for task: Task<Void, Never>) async -> Bool {
+        let outcome = OnceContinuation<Bool>()
+        return (try? await withCheckedThrowingContinuation { continuation in
+            outcome.set(continuation)
+            Task {
+                await task.value
+                outcome.take()?.resume(returning: true)
+            }
+            Task {
+                try? await Task.sleep(for: limit)
+                outcome.take()?.resume(returning: false)
+            }
+        }) ?? false
     }
 
     deinit {

@@ -34,6 +34,11 @@ private func runCLI(_ arguments: [String]) throws -> (status: Int32, stdout: Str
     process.standardError = try FileHandle(forWritingTo: stderr)
     process.standardInput = FileHandle.nullDevice
     try process.run()
+    // A command that hangs fails the test instead of the test run.
+    if !waitForExit(process, seconds: 120) {
+        Issue.record("budget-ledger \(arguments.joined(separator: " ")) was still running after 120 s; killed")
+        kill(process.processIdentifier, SIGKILL)
+    }
     process.waitUntilExit()
     // Nothing may be left in the working folder: a postgres:// URL is never taken for a file name.
     #expect(try FileManager.default.contentsOfDirectory(atPath: folder.path).sorted() == ["stderr", "stdout"])
@@ -132,7 +137,7 @@ struct PostgresCLITests {
             worker.executableURL = URL(fileURLWithPath: "/bin/sh")
             worker.arguments = [
                 "-c",
-                "for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15; do \"$0\" consume shared --prompt 6 --completion 4 "
+                "for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15; do timeout -k 5 120 \"$0\" consume shared --prompt 6 --completion 4 "
                     + "--enforce --db \"$1\" > /dev/null 2>&1; echo $?; done",
                 binary, url,
             ]

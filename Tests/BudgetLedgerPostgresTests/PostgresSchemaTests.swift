@@ -8,7 +8,7 @@ import Testing
 struct PostgresSchemaTests {
     @discardableResult
     private func withDatabase<Result: Sendable>(
-        _ url: String, _ body: (PostgresClient) async throws -> Result
+        _ url: String, _ body: (AdminSession) async throws -> Result
     ) async throws -> Result {
         let server = try await PostgresTestCluster.shared()
         return try await PostgresTestCluster.withAdminClient(server, database: String(url.split(separator: "/").last!), body)

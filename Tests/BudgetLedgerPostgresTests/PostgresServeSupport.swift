@@ -33,20 +33,27 @@ final class ServeProcess: @unchecked Sendable {
         try process.run()
         self.process = process
         output = OutputCollector(stdout: stdout.fileHandleForReading, stderr: stderr.fileHandleForReading)
-        guard let line = output.firstStdoutLine(),
+        guard let line = output.firstStdoutLine(withinSeconds: 120),
             let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
             let url = object["url"] as? String
         else {
+            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
             process.waitUntilExit()
-            throw ServeProcessError("serve exited before listening (status \(process.terminationStatus)): \(output.stderrText())")
+            throw ServeProcessError("serve did not listen within 120 s or exited first (status \(process.terminationStatus)): \(output.stderrText())")
         }
         baseURL = url
     }
 
     /// SIGTERM and wait: the server finishes the requests in flight, closes the ledger, exits 0.
+    /// A server still running 60 s after SIGTERM is a failure of the test (recorded with its
+    /// log) and is killed, so that a server that hangs in shutdown never hangs the test run.
     @discardableResult
     func stop() -> Int32 {
         if process.isRunning { kill(process.processIdentifier, SIGTERM) }
+        if !waitForExit(process, seconds: 60) {
+            Issue.record("serve was still running 60 s after SIGTERM; killed. Its log: \(stderrText.suffix(4_000))")
+            kill(process.processIdentifier, SIGKILL)
+        }
         process.waitUntilExit()
         return process.terminationStatus
     }
@@ -66,6 +73,16 @@ final class ServeProcess: @unchecked Sendable {
             process.waitUntilExit()
         }
     }
+}
+
+/// Waits for `process` to exit, at most `seconds`; whether it did.
+func waitForExit(_ process: Process, seconds: Double) -> Bool {
+    let deadline = Date().addingTimeInterval(seconds)
+    while process.isRunning {
+        if Date() >= deadline { return false }
+        usleep(20_000)
+    }
+    return true
 }
 
 struct ServeProcessError: Error, CustomStringConvertible {
@@ -117,8 +134,9 @@ private final class OutputCollector: Sendable {
         }
     }
 
-    func firstStdoutLine() -> String? {
-        firstLine.wait()
+    /// The first line, or nil when stdout ended without one or none came within `seconds`.
+    func firstStdoutLine(withinSeconds seconds: Int) -> String? {
+        guard firstLine.wait(timeout: .now() + .seconds(seconds)) == .success else { return nil }
         firstLine.signal()
         let text = stdout.withLock { String(decoding: $0, as: UTF8.self) }
         return text.firstIndex(of: "\n").map { String(text[..<$0]) }

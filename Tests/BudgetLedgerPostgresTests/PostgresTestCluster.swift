@@ -46,19 +46,27 @@ actor PostgresTestCluster {
         return server.url(database: name)
     }
 
-    /// Runs `body` with a client connected to the cluster's `postgres` database.
+    /// Runs `body` with one connection to `database` (the cluster's `postgres` by default), as the
+    /// superuser, closed when `body` ends.
+    ///
+    /// One plain connection, not a `PostgresClient`: a client's pool needs `run()` in a task of
+    /// its own, and the lease made before that task starts, the task's cancellation at the end and
+    /// the wait for it are three more things that can go wrong in a helper every test leans on.
     @discardableResult
     static func withAdminClient<Result: Sendable>(
-        _ server: Server, database: String = "postgres", _ body: (PostgresClient) async throws -> Result
+        _ server: Server, database: String = "postgres", _ body: (AdminSession) async throws -> Result
     ) async throws -> Result {
-        var configuration = PostgresClient.Configuration(
+        let configuration = PostgresConnection.Configuration(
             host: "127.0.0.1", port: server.port, username: "postgres", password: nil, database: database, tls: .disable)
-        configuration.options.maximumConnections = 2
-        let client = PostgresClient(configuration: configuration, backgroundLogger: Logger(label: "test-cluster"))
-        return try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { await client.run() }
-            defer { group.cancelAll() }
-            return try await body(client)
+        let connection = try await PostgresConnection.connect(
+            configuration: configuration, id: 1, logger: AdminSession.logger)
+        do {
+            let result = try await body(AdminSession(connection: connection))
+            try? await connection.close()
+            return result
+        } catch {
+            try? await connection.close()
+            throw error
         }
     }
 
@@ -261,6 +269,22 @@ actor PostgresTestCluster {
             let output = log.flatMap { try? String(contentsOfFile: $0, encoding: .utf8) } ?? ""
             throw ClusterError("\(executable) \(arguments.joined(separator: " ")) failed (wait status \(status)): \(output)")
         }
+    }
+}
+
+/// A test's own connection to the cluster, as the superuser: plain SQL, and the connection itself
+/// for a test that runs a transaction by hand.
+struct AdminSession: Sendable {
+    static let logger = Logger(label: "test-cluster")
+    let connection: PostgresConnection
+
+    @discardableResult
+    func query(_ query: PostgresQuery, file: String = #fileID, line: Int = #line) async throws -> PostgresRowSequence {
+        try await connection.query(query, logger: Self.logger, file: file, line: line)
+    }
+
+    func withConnection<Result>(_ body: (PostgresConnection) async throws -> Result) async throws -> Result {
+        try await body(connection)
     }
 }
 
