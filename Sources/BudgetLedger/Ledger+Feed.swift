@@ -42,6 +42,40 @@ public struct LedgerEvent: Sendable, Equatable {
     /// budget, scope_threshold, a scope's refusal: the dollar max in nano-dollars, if any.
     public let maxNanodollars: Int64?
 
+    /// An event as another store read it (PostgreSQL's `events` has these columns).
+    package init(
+        id: Int64, timestampMicroseconds: Int64, kind: String, threadID: String?, promptTokens: Int64,
+        completionTokens: Int64, maxTokens: Int64?, thresholdPercent: Int?, severity: String?, causedBy: Int64?,
+        idempotencyKey: String?, usage: UsageDetails, organizationID: String?, userID: String?,
+        costNanodollars: Int64?, heldTokens: Int64?, expiresAtMicroseconds: Int64?, reservationID: Int64?,
+        tokensUsed: Int64?, scope: String?, windowStartMicroseconds: Int64?, nanodollarsUsed: Int64?,
+        maxNanodollars: Int64?
+    ) {
+        self.id = id
+        self.timestampMicroseconds = timestampMicroseconds
+        self.kind = kind
+        self.threadID = threadID
+        self.promptTokens = promptTokens
+        self.completionTokens = completionTokens
+        self.maxTokens = maxTokens
+        self.thresholdPercent = thresholdPercent
+        self.severity = severity
+        self.causedBy = causedBy
+        self.idempotencyKey = idempotencyKey
+        self.usage = usage
+        self.organizationID = organizationID
+        self.userID = userID
+        self.costNanodollars = costNanodollars
+        self.heldTokens = heldTokens
+        self.expiresAtMicroseconds = expiresAtMicroseconds
+        self.reservationID = reservationID
+        self.tokensUsed = tokensUsed
+        self.scope = scope
+        self.windowStartMicroseconds = windowStartMicroseconds
+        self.nanodollarsUsed = nanodollarsUsed
+        self.maxNanodollars = maxNanodollars
+    }
+
     static let columns = """
         id, timestamp_us, kind, thread_id, prompt_tokens, completion_tokens, max_tokens, threshold_percent, severity,
         caused_by, idempotency_key, agent_id, model, provider, latency_ms, metadata, org_id, user_id, cost_nanos,
@@ -85,6 +119,23 @@ public struct EventPage: Sendable, Equatable {
     public let events: [LedgerEvent]
     /// The id to pass as `after` for the next page: the last event's id, or `after` when empty.
     public let lastID: Int64
+
+    package init(events: [LedgerEvent], lastID: Int64) {
+        self.events = events
+        self.lastID = lastID
+    }
+}
+
+extension Validate {
+    /// A feed page's `after` (not negative) and `limit` (1…`LedgerLimits.feedPageLimitMax`).
+    package static func feedPage(after: Int64, limit: Int) throws {
+        if after < 0 {
+            throw LedgerError.invalidInput(field: "after", reason: "must not be negative (got \(after))")
+        }
+        guard (1...LedgerLimits.feedPageLimitMax).contains(limit) else {
+            throw LedgerError.invalidInput(field: "limit", reason: "must be 1…\(LedgerLimits.feedPageLimitMax) (got \(limit))")
+        }
+    }
 }
 
 /// A time range and filter for exports: `from` inclusive, `to` exclusive, UTC microseconds.
@@ -123,12 +174,7 @@ extension Ledger {
     ///
     /// - Throws: `LedgerError.invalidInput` for a negative `after` or a limit outside 1…10,000.
     public func events(after: Int64, limit: Int = 1_000) throws -> EventPage {
-        if after < 0 {
-            throw LedgerError.invalidInput(field: "after", reason: "must not be negative (got \(after))")
-        }
-        guard (1...LedgerLimits.feedPageLimitMax).contains(limit) else {
-            throw LedgerError.invalidInput(field: "limit", reason: "must be 1…\(LedgerLimits.feedPageLimitMax) (got \(limit))")
-        }
+        try Validate.feedPage(after: after, limit: limit)
         let events = try withConnection { connection in
             try connection.cachedStatement("SELECT \(LedgerEvent.columns) FROM events WHERE id > ? ORDER BY id LIMIT ?")
                 .fetchAll([after, limit], LedgerEvent.init(row:))

@@ -33,13 +33,19 @@ public final class PostgresLedger: Sendable {
         /// The longest a call waits for a pooled connection in any case: while the database
         /// answers but every connection stays busy, or connecting is slow.
         public var busyLeaseTimeout: Duration
+        /// The longest a feed page waits for the transactions in flight when it is read (each
+        /// may commit an event below the page's end); past it the page holds nothing new and
+        /// the caller asks again (`events(after:limit:)`).
+        public var feedWaitMax: Duration
 
         public init(
             thresholds: [BudgetThreshold] = BudgetThreshold.defaults,
             clock: @escaping @Sendable () -> Int64 = Ledger.systemClockMicroseconds,
             connectionsMax: Int = 16, retriesMax: Int = 16, connectTimeout: Duration = .seconds(3),
-            leaseTimeout: Duration = .seconds(5), busyLeaseTimeout: Duration = .seconds(30)
+            leaseTimeout: Duration = .seconds(5), busyLeaseTimeout: Duration = .seconds(30),
+            feedWaitMax: Duration = .seconds(2)
         ) {
+            self.feedWaitMax = feedWaitMax
             self.thresholds = thresholds
             self.clock = clock
             self.connectionsMax = connectionsMax

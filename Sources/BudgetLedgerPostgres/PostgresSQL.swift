@@ -1,6 +1,13 @@
 /// The PostgreSQL store's statements that are more than a line, in one place (the schema is in
 /// `migrations/postgres/`). They mirror `LedgerSQL`'s for SQLite.
 enum PostgresSQL {
+    /// An event's columns in `LedgerEvent`'s order (SQLite's `LedgerEvent.columns`), for the feed.
+    static let eventColumns = """
+        id, timestamp_us, kind, thread_id, prompt_tokens, completion_tokens, max_tokens, threshold_percent, severity,
+        caused_by, idempotency_key, agent_id, model, provider, latency_ms, metadata, org_id, user_id, cost_nanos,
+        held_tokens, expires_at_us, reservation_id, tokens_used, scope, window_start_us, cost_used_nanos, max_cost_nanos
+        """
+
     /// The advisory lock between priced consumes (shared) and `setPrice` (exclusive).
     static let pricesLockKey: Int64 = 0x4244_4C47_0001
     /// A thread's cached state, the default max, its live held tokens, its expired holds and

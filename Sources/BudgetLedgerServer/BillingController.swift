@@ -100,14 +100,13 @@ struct BillingController: APIController {
 
     /// `?after=&limit=`: `{"events": [event…], "lastId": N}`; pass `lastId` as `after` for the next page.
     private func events(_ request: Request) async throws -> Response {
-        let ledger = try ledger.sqliteOnly("the event feed")
         let query = try QueryFields(request, allowed: ["after", "limit"])
         let after = try query.integer("after") ?? 0
         let limit = try query.integer("limit") ?? 1_000
         guard let pageLimit = Int(exactly: limit) else {
             throw APIError.invalid("limit", "must be 1…\(LedgerLimits.feedPageLimitMax) (got \(limit))")
         }
-        let page = try await ledger.run { try $0.events(after: after, limit: pageLimit) }
+        let page = try await ledger.events(after: after, limit: pageLimit)
         return JSONResponse(page.json).response()
     }
 }

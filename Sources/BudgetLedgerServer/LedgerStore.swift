@@ -13,7 +13,7 @@ import BudgetLedgerWire
 ///
 /// The domain's rules (validation, pricing, thresholds, holds, idempotency) are written once, in
 /// `BudgetLedger`, and both stores apply them; what differs is storage. Operations only the
-/// SQLite store has so far (the feed, exports, scope budgets, withdrawing, replacing and
+/// SQLite store has so far (exports, scope budgets, withdrawing, replacing and
 /// re-pricing prices) are reached through `sqliteOnly(_:)`, which on another store throws
 /// `StoreOperationUnavailableError` (a 501, never a 500).
 protocol LedgerStore: Sendable {
@@ -53,6 +53,9 @@ protocol LedgerStore: Sendable {
     func release(_ reservationID: Int64) async throws -> ThreadBudget
     /// Live holds, of one thread or of all, oldest first.
     func holds(_ threadID: String?) async throws -> [Reservation]
+
+    /// The feed: events with id greater than `after`, in id order, at most `limit`.
+    func events(after: Int64, limit: Int) async throws -> EventPage
 
     /// The price table and the store's clock reading (which rows are in force is decided at it).
     func priceTable() async throws -> (prices: [ModelPrice], now: Int64)
@@ -167,6 +170,10 @@ extension LedgerService: LedgerStore {
 
     func release(_ reservationID: Int64) async throws -> ThreadBudget {
         try await run { try $0.release(reservationID) }
+    }
+
+    func events(after: Int64, limit: Int) async throws -> EventPage {
+        try await run { try $0.events(after: after, limit: limit) }
     }
 
     func holds(_ threadID: String?) async throws -> [Reservation] {

@@ -29,6 +29,7 @@ protocol CommandLedger {
     ) throws -> SettleResult
     func release(_ reservationID: Int64) throws -> ThreadBudget
     func holds(_ threadID: String?) throws -> [Reservation]
+    func events(after: Int64, limit: Int) throws -> EventPage
 
     /// The store's clock now (UTC microseconds): which price rows are in force is decided at it.
     var now: Int64 { get }
@@ -139,6 +140,10 @@ struct BlockingPostgresLedger: CommandLedger {
         try Self.wait { [ledger] in try await ledger.release(reservationID) }
     }
 
+    func events(after: Int64, limit: Int) throws -> EventPage {
+        try Self.wait { [ledger] in try await ledger.events(after: after, limit: limit) }
+    }
+
     func holds(_ threadID: String?) throws -> [Reservation] {
         try Self.wait { [ledger] in try await ledger.holds(threadID) }
     }
@@ -168,6 +173,6 @@ struct BlockingPostgresLedger: CommandLedger {
 struct NotOnPostgresError: Error, CustomStringConvertible {
     var description: String {
         "this command does not run on PostgreSQL yet (init, consume, check, set-limit, reset, cleanup, configure, "
-            + "usage THREAD, threads, reserve, settle, release, holds, price set/list/show and serve do; see docs/postgres.md)"
+            + "usage THREAD, threads, reserve, settle, release, holds, events, price set/list/show and serve do; see docs/postgres.md)"
     }
 }

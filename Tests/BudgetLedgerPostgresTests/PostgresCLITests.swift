@@ -163,7 +163,7 @@ struct PostgresCLITests {
     @Test("a command that does not run on PostgreSQL yet says so and creates no file")
     func otherCommandsRefuse() throws {
         // Proves a postgres:// URL is never opened as a SQLite file name by the commands not ported yet.
-        let result = try runCLI(["events", "--db", "postgres://nobody@127.0.0.1:1/none"])
+        let result = try runCLI(["budget", "list", "--db", "postgres://nobody@127.0.0.1:1/none"])
         #expect(result.status == 1)
         #expect(result.stderr.contains("does not run on PostgreSQL yet"))
     }

@@ -99,9 +99,25 @@ struct PostgresServeTests {
         #expect(try await call(.DELETE, base, "/api/v1/threads/t1").status == 404)
         #expect(try await call(.POST, base, "/api/v1/usage/reset").status == 200)
 
+        // The feed: every event once, in id order, paged by lastId; a bad page is a 400 naming the field.
+        var feed: [Int64] = []
+        var after: Int64 = 0
+        while true {
+            let page = try await call(.GET, base, "/api/v1/events?after=\(after)&limit=3")
+            #expect(page.status == 200, "\(page)")
+            let ids = (page.json["events"] as? [[String: Any]] ?? []).compactMap { number($0["id"]) as Int64? }
+            if ids.isEmpty { break }
+            feed += ids
+            after = try #require(number(page.json["lastId"]) as Int64?)
+            #expect(after == ids.last)
+        }
+        #expect(feed.count > 10 && feed == feed.sorted() && Set(feed).count == feed.count, "\(feed)")
+        let badPage = try await call(.GET, base, "/api/v1/events?limit=0")
+        #expect(badPage.status == 400 && badPage.body.contains("limit"), "\(badPage)")
+
         // Not on PostgreSQL yet: a 501 that names the operation, with nothing internal in it.
         let notYet: [(HTTPMethod, String, String?)] = [
-            (.GET, "/api/v1/events", nil), (.GET, "/api/v1/usage/export", nil),
+            (.GET, "/api/v1/usage/export", nil),
             (.GET, "/api/v1/usage/export?groupBy=day", nil), (.GET, "/api/v1/budgets", nil),
             (.PUT, "/api/v1/budgets/global", #"{"maxTokens": 10}"#),
             (.POST, "/api/v1/prices/reprice", #"{"model": "gpt-y", "from": "2020-01-01T00:00:00Z", "to": "2021-01-01T00:00:00Z"}"#),

@@ -17,7 +17,7 @@ extension BudgetLedgerCommand {
         var limit: Int = 1_000
 
         func run() throws {
-            try options.withExistingLedger { ledger in
+            try options.withExistingAnyLedger { ledger in
                 let page = try ledger.events(after: after, limit: limit)
                 let json = page.json
                 Output.emit(json, text: Output.text(page), asJSON: options.json)
