@@ -74,7 +74,7 @@ extension PostgresLedger {
             progress?(present.count + copied, max(inventory.eventCount, present.count + copied))
         }
         if last > 0 {
-            try await write { [logger] connection in
+            try await write { [logger, last] connection in
                 try await connection.execute("SELECT setval(pg_get_serial_sequence('events', 'id'), \(last))", logger: logger)
             }
         }
@@ -156,7 +156,7 @@ extension PostgresLedger {
             try await write { [logger] connection in
                 try await connection.execute("SELECT pg_advisory_xact_lock(\(Self.copyLockKey))", logger: logger)
                 let last = try await connection.fetchOne(
-                    "SELECT coalesce(max(id), 0)::bigint FROM events", as: Int64.self, logger: logger) ?? 0
+                    "SELECT coalesce(max(id), 0)::bigint FROM events", as: Int64.self, logger: logger) ?? Int64(0)
                 guard last == after else {
                     throw LedgerError.conflict(
                         "events were written to the target database during the copy (its last event is \(last), "

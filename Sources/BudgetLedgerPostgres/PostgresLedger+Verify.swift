@@ -34,8 +34,8 @@ extension PostgresLedger {
     }
 
     private static func verify(on connection: PostgresConnection, logger: Logger) async throws -> VerifyReport {
-        let events = try await connection.fetchOne("SELECT count(*) FROM events", as: Int64.self, logger: logger) ?? 0
-        let threads = try await connection.fetchOne("SELECT count(*) FROM thread_state", as: Int64.self, logger: logger) ?? 0
+        let events = try await connection.fetchOne("SELECT count(*) FROM events", as: Int64.self, logger: logger) ?? Int64(0)
+        let threads = try await connection.fetchOne("SELECT count(*) FROM thread_state", as: Int64.self, logger: logger) ?? Int64(0)
         var problems: [String] = []
         for table in PostgresVerifySQL.tables {
             let stale = try await names(in: table.stored, notIn: table.recomputed, on: connection, logger: logger)
@@ -44,7 +44,7 @@ extension PostgresLedger {
             problems += missing.map { "\(table.name): row \($0) that the events imply is missing or different" }
         }
         var present: Set<String> = []
-        let rows = try await connection.query(PostgresVerifySQL.selectGuardTriggers, logger: logger)
+        let rows = try await connection.query(PostgresQuery(unsafeSQL: PostgresVerifySQL.selectGuardTriggers), logger: logger)
         for try await name in rows.decode(String.self) { present.insert(name) }
         for name in PostgresVerifySQL.guardTriggers where !present.contains(name) {
             problems.append("trigger \(name) is missing: events is no longer protected against rewrites")

@@ -171,7 +171,7 @@ struct PostgresCopyTests {
         }
         for index in 0..<7 { _ = try source.consume("t5", promptTokens: Int64(index + 1)) }
         let grown = try source.inventory().eventCount
-        try await withTarget(url) { target in
+        try await withTarget(url, clock: clock) { target in
             let report = try await target.copy(from: source, batchEventsMax: 4)
             #expect(report.eventsAlreadyPresent == first)
             #expect(report.eventsCopied == grown - first)
@@ -283,8 +283,11 @@ struct PostgresCopyTests {
 }
 
 /// A PostgresLedger on `url`, closed after `body`.
-private func withTarget(_ url: String, _ body: (PostgresLedger) async throws -> Void) async throws {
-    let ledger = try await PostgresLedger(url: url)
+private func withTarget(
+    _ url: String, clock: TestClock? = nil, _ body: (PostgresLedger) async throws -> Void
+) async throws {
+    let configuration = clock.map { PostgresLedger.Configuration(clock: $0.read) } ?? PostgresLedger.Configuration()
+    let ledger = try await PostgresLedger(url: url, configuration: configuration)
     do {
         try await body(ledger)
     } catch {
