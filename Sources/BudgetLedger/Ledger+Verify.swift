@@ -11,6 +11,13 @@ public struct VerifyReport: Sendable, Equatable {
 
     /// True when every derived total equals the events and SQLite's integrity check is ok.
     public var isConsistent: Bool { problems.isEmpty }
+
+    /// A report, as another store's verify makes it (`PostgresLedger.verify()`).
+    public init(eventCount: Int64, threadCount: Int64, problems: [String]) {
+        self.eventCount = eventCount
+        self.threadCount = threadCount
+        self.problems = problems
+    }
 }
 
 extension Ledger {

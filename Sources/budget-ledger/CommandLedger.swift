@@ -173,6 +173,7 @@ struct BlockingPostgresLedger: CommandLedger {
 struct NotOnPostgresError: Error, CustomStringConvertible {
     var description: String {
         "this command does not run on PostgreSQL yet (init, consume, check, set-limit, reset, cleanup, configure, "
-            + "usage THREAD, threads, reserve, settle, release, holds, events, price set/list/show and serve do; see docs/postgres.md)"
+            + "usage THREAD, threads, reserve, settle, release, holds, events, price set/list/show, verify and serve do, and copy "
+            + "moves a SQLite ledger there; see docs/postgres.md)"
     }
 }

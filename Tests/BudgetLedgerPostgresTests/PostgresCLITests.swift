@@ -2,7 +2,7 @@ import Foundation
 import Testing
 
 /// The built `budget-ledger`, beside the test executable (as CLITests finds it).
-private func binaryPath() throws -> String {
+func binaryPath() throws -> String {
     let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
     var directory = URL(fileURLWithPath: executable).resolvingSymlinksInPath().deletingLastPathComponent()
     for _ in 0..<4 {
@@ -14,7 +14,7 @@ private func binaryPath() throws -> String {
 }
 
 /// Runs `budget-ledger arguments…` in an empty folder and waits for it.
-private func runCLI(_ arguments: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
+func runCLI(_ arguments: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
     let binary = try binaryPath()
     let process = Process()
     process.executableURL = URL(fileURLWithPath: binary)
