@@ -20,6 +20,10 @@ protocol CommandLedger {
     func resetThread(_ threadID: String) throws -> ThreadBudget?
     func cleanupThread(_ threadID: String) throws -> ThreadBudget?
     func allUsage() throws -> [ThreadBudget]
+    func usageOverview(_ scope: UsageScope) throws -> UsageOverview
+    func usage(agent agentID: String, scope: UsageScope) throws -> UsageTotals
+    func usage(model: String, scope: UsageScope) throws -> UsageTotals
+    func resetUsageWindow() throws
 
     func reserve(
         _ threadID: String, tokens: Int64, ttlSeconds: Int64, usage: UsageDetails, idempotencyKey: String?
@@ -140,6 +144,22 @@ struct BlockingPostgresLedger: CommandLedger {
         try Self.wait { [ledger] in try await ledger.release(reservationID) }
     }
 
+    func usageOverview(_ scope: UsageScope) throws -> UsageOverview {
+        try Self.wait { [ledger] in try await ledger.usageOverview(scope) }
+    }
+
+    func usage(agent agentID: String, scope: UsageScope) throws -> UsageTotals {
+        try Self.wait { [ledger] in try await ledger.usage(agent: agentID, scope: scope) }
+    }
+
+    func usage(model: String, scope: UsageScope) throws -> UsageTotals {
+        try Self.wait { [ledger] in try await ledger.usage(model: model, scope: scope) }
+    }
+
+    func resetUsageWindow() throws {
+        try Self.wait { [ledger] in try await ledger.resetUsageWindow() }
+    }
+
     func events(after: Int64, limit: Int) throws -> EventPage {
         try Self.wait { [ledger] in try await ledger.events(after: after, limit: limit) }
     }
@@ -173,7 +193,7 @@ struct BlockingPostgresLedger: CommandLedger {
 struct NotOnPostgresError: Error, CustomStringConvertible {
     var description: String {
         "this command does not run on PostgreSQL yet (init, consume, check, set-limit, reset, cleanup, configure, "
-            + "usage THREAD, threads, reserve, settle, release, holds, events, price set/list/show, verify and serve do, and copy "
-            + "moves a SQLite ledger there; see docs/postgres.md)"
+            + "usage, usage reset, threads, reserve, settle, release, holds, events, price set/list/show, verify and "
+            + "serve do, and copy moves a SQLite ledger there; see docs/postgres.md)"
     }
 }

@@ -160,6 +160,39 @@ struct PostgresCLITests {
         #expect(usage.stdout.contains("shared: 500 of 500 tokens used"))
     }
 
+    @Test("usage (overview, --agent, --model, --all-time) and usage reset print on PostgreSQL what they print on SQLite")
+    func usageCommandsMatchSQLite() async throws {
+        // Proves the usage commands run on PostgreSQL with SQLite's output: the same calls on a
+        // ledger file and on a database (priced and unpriced models, a case variant of one model
+        // name, two agents), then the overview, one agent, one model, a usage reset and the
+        // overview of the new window and of all time, compared as JSON, byte for byte.
+        let url = try await PostgresTestCluster.freshDatabase()
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("pg-usage-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let file = folder.appendingPathComponent("ledger.db").path
+        let calls: [[String]] = [
+            ["consume", "a", "--prompt", "700", "--completion", "60", "--agent", "planner", "--model", "gpt-4o"],
+            ["consume", "a", "--prompt", "100", "--agent", "planner", "--model", "GPT-4o"],
+            ["consume", "b", "--prompt", "5", "--completion", "5", "--agent", "coder", "--model", "no-such-model"],
+        ]
+        for ledger in [file, url] {
+            for call in calls { #expect(try runCLI(call + ["--db", ledger]).status == 0) }
+        }
+        let reads: [[String]] = [
+            ["usage"], ["usage", "--agent", "planner"], ["usage", "--model", "gpt-4o"], ["usage", "--agent", "nobody"],
+            ["usage", "reset"], ["usage"], ["usage", "--all-time"],
+        ]
+        for read in reads {
+            let onFile = try runCLI(read + ["--db", file, "--json"])
+            let onDatabase = try runCLI(read + ["--db", url, "--json"])
+            #expect(onFile.status == 0 && onDatabase.status == 0, "\(read): \(onFile.stderr) \(onDatabase.stderr)")
+            #expect(onDatabase.stdout == onFile.stdout, "\(read)")
+        }
+        let overview = try runCLI(["usage", "--all-time", "--db", url])
+        #expect(overview.stdout.contains("unpriced"), "\(overview.stdout)")
+    }
+
     @Test("a command that does not run on PostgreSQL yet says so and creates no file")
     func otherCommandsRefuse() throws {
         // Proves a postgres:// URL is never opened as a SQLite file name by the commands not ported yet.

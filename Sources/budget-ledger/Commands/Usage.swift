@@ -1,6 +1,5 @@
 import ArgumentParser
 import BudgetLedger
-import BudgetLedgerPostgres
 import BudgetLedgerWire
 
 extension BudgetLedgerCommand {
@@ -47,16 +46,7 @@ extension BudgetLedgerCommand.Usage {
 
         func run() throws {
             let scope: UsageScope = allTime ? .allTime : .currentWindow
-            if let thread, PostgresLedger.isPostgresURL(options.path) {
-                try options.withExistingAnyLedger { ledger in
-                    guard let budget = try ledger.usage(thread) else {
-                        throw Output.notFound(thread, json: options.json)
-                    }
-                    Output.emit(budget.json, text: Output.text(budget), asJSON: options.json)
-                }
-                return
-            }
-            try options.withExistingLedger { ledger in
+            try options.withExistingAnyLedger { ledger in
                 if let thread {
                     guard let budget = try ledger.usage(thread) else {
                         throw Output.notFound(thread, json: options.json)
@@ -88,7 +78,7 @@ extension BudgetLedgerCommand.Usage {
         @OptionGroup var options: LedgerOptions
 
         func run() throws {
-            try options.withLedger { ledger in
+            try options.withAnyLedger { ledger in
                 try ledger.resetUsageWindow()
                 let message = "usage window reset: the overview counts from now on; no events were deleted"
                 Output.emit(WriteAnswer.usageWindowReset, text: message, asJSON: options.json)
