@@ -68,11 +68,21 @@ extension PostgresLedger {
 
     /// Takes the thread's lock for the rest of the transaction: the one place writers of a
     /// thread meet. The row is created first so that even a thread's first write locks it.
+    ///
+    /// The same statement takes the usage window's lock, shared (`resetUsageWindow` takes it
+    /// exclusive), so that a usage reset and a consume are ordered alike by id and by window: a
+    /// consume either commits before the reset's event is drawn (a smaller id, the old window) or
+    /// reads the window after the reset committed (a larger id, the new one). Without it a
+    /// consume racing a reset could take a larger id yet count in the old window, and `verify`,
+    /// which recomputes the windows in id order, would disagree.
     func lockThread(_ threadID: String, on connection: PostgresConnection) async throws {
         try await connection.execute(
             "INSERT INTO thread_locks (thread_id) VALUES (\(threadID)) ON CONFLICT (thread_id) DO NOTHING", logger: logger)
         try await connection.execute(
-            "SELECT thread_id FROM thread_locks WHERE thread_id = \(threadID) FOR UPDATE", logger: logger)
+            """
+            SELECT thread_id, pg_advisory_xact_lock_shared(\(PostgresSQL.usageWindowLockKey))
+            FROM thread_locks WHERE thread_id = \(threadID) FOR UPDATE
+            """, logger: logger)
     }
 
     /// The thread's row; call under its lock.

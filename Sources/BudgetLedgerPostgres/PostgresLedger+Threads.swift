@@ -140,9 +140,12 @@ extension PostgresLedger {
         }
     }
 
-    /// Starts a new usage window (`Ledger.resetUsageWindow`). Deletes nothing.
+    /// Starts a new usage window (`Ledger.resetUsageWindow`). Deletes nothing. Waits for the
+    /// thread writes in flight and holds new ones until it commits (`lockThread`), so every
+    /// consume is in the window its id says.
     public func resetUsageWindow() async throws {
         try await write { [self] connection in
+            try await connection.execute("SELECT pg_advisory_xact_lock(\(PostgresSQL.usageWindowLockKey))", logger: logger)
             try await connection.execute(
                 "INSERT INTO events (timestamp_us, kind) VALUES (\(configuration.clock()), 'usage_reset')", logger: logger)
         }

@@ -10,6 +10,9 @@ enum PostgresSQL {
 
     /// The advisory lock between priced consumes (shared) and `setPrice` (exclusive).
     static let pricesLockKey: Int64 = 0x4244_4C47_0001
+    /// The advisory lock between thread writes (shared, `lockThread`) and `resetUsageWindow`
+    /// (exclusive). (0x…0002 is the copy's.)
+    static let usageWindowLockKey: Int64 = 0x4244_4C47_0003
     /// A thread's cached state, the default max, its live held tokens, its expired holds and
     /// the consume recorded under idempotency key `$3`; `$1` the thread, `$2` now. The thread
     /// columns are NULL for a thread that is not open.

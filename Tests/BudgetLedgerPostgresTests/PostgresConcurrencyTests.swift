@@ -82,4 +82,55 @@ struct PostgresConcurrencyTests {
             #expect(try await ledger.usageTotals().requestCount == 2)
         }
     }
+
+    @Test("usage resets racing consumes on many connections: every consume is in the window its id says, and verify agrees")
+    func usageResetsAreOrderedWithConsumes() async throws {
+        // Proves the usage window's lock: 8 tasks on two ledgers (two servers) record 40
+        // consumes each while a third ledger resets the usage window 15 times. A consume that
+        // raced a reset used to read the old window yet take an id after the reset's, which
+        // verify (it recomputes the windows in id order) reports. Afterwards verify finds
+        // nothing, the all-time totals are every consume's, and the current window holds exactly
+        // the consumes with ids after the last reset.
+        let url = try await PostgresTestCluster.freshDatabase()
+        let ledgers = [
+            try await PostgresLedger(url: url, configuration: .init(connectionsMax: 4)),
+            try await PostgresLedger(url: url, configuration: .init(connectionsMax: 4)),
+        ]
+        let resetter = try await PostgresLedger(url: url)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for task in 0..<8 {
+                group.addTask {
+                    for call in 0..<40 {
+                        try await ledgers[task % 2].consume(
+                            "t\(task % 4)", promptTokens: 3, completionTokens: 1,
+                            usage: UsageDetails(agentID: "agent-\(call % 3)", model: "gpt-4o"))
+                    }
+                }
+            }
+            group.addTask {
+                for _ in 0..<15 {
+                    try await resetter.resetUsageWindow()
+                    try await Task.sleep(for: .milliseconds(5))
+                }
+            }
+            try await group.waitForAll()
+        }
+        let report = try await resetter.verify()
+        #expect(report.isConsistent, "\(report.problems)")
+        #expect(try await resetter.usageTotals(.allTime).requestCount == 320)
+        #expect(try await resetter.usageTotals(.allTime).totalTokens == 1_280)
+        let server = try await PostgresTestCluster.shared()
+        let afterLastReset = try await PostgresTestCluster.withAdminClient(server, database: String(url.split(separator: "/").last!)) { session in
+            var count: Int64 = -1
+            let rows = try await session.query(
+                """
+                SELECT count(*)::bigint FROM events
+                WHERE kind = 'consume' AND id > (SELECT max(id) FROM events WHERE kind = 'usage_reset')
+                """)
+            for try await value in rows.decode(Int64.self) { count = value }
+            return count
+        }
+        #expect(try await resetter.usageTotals(.currentWindow).requestCount == afterLastReset)
+        for ledger in ledgers + [resetter] { await ledger.close() }
+    }
 }
