@@ -24,7 +24,7 @@ extension PostgresLedger {
                     try await connection.execute("COMMIT", logger: logger)
                     return report
                 } catch {
-                    try? await connection.execute("ROLLBACK", logger: logger)
+                    await connection.rollBack(after: error, logger: logger)
                     throw error
                 }
             }

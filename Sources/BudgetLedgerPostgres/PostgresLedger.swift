@@ -37,15 +37,21 @@ public final class PostgresLedger: Sendable {
         /// may commit an event below the page's end); past it the page holds nothing new and
         /// the caller asks again (`events(after:limit:)`).
         public var feedWaitMax: Duration
+        /// The longest a read or a write may run once it has its connection (row-lock waits
+        /// included) before its caller is answered `PostgresLedgerError.connection` ("may or may
+        /// not have taken effect"; a retry under the same idempotency key records once) and the
+        /// pool's client is replaced. Not for `verify` or an export, which are long by nature.
+        public var callTimeout: Duration
 
         public init(
             thresholds: [BudgetThreshold] = BudgetThreshold.defaults,
             clock: @escaping @Sendable () -> Int64 = Ledger.systemClockMicroseconds,
             connectionsMax: Int = 16, retriesMax: Int = 16, connectTimeout: Duration = .seconds(3),
             leaseTimeout: Duration = .seconds(5), busyLeaseTimeout: Duration = .seconds(30),
-            feedWaitMax: Duration = .seconds(2)
+            feedWaitMax: Duration = .seconds(2), callTimeout: Duration = .seconds(60)
         ) {
             self.feedWaitMax = feedWaitMax
+            self.callTimeout = callTimeout
             self.thresholds = thresholds
             self.clock = clock
             self.connectionsMax = connectionsMax
@@ -131,14 +137,14 @@ public final class PostgresLedger: Sendable {
         while true {
             guard !isClosed.load(ordering: .sequentiallyConsistent) else { throw PostgresLedgerError.closed }
             do {
-                return try await pool.withConnection { [logger] connection in
+                return try await pool.withConnection(callTimeout: configuration.callTimeout) { [logger] connection in
                     try await connection.execute("BEGIN", logger: logger)
                     do {
                         let result = try await body(connection)
                         try await connection.execute("COMMIT", logger: logger)
                         return result
                     } catch {
-                        try? await connection.execute("ROLLBACK", logger: logger)
+                        await connection.rollBack(after: error, logger: logger)
                         throw error
                     }
                 }
@@ -158,7 +164,9 @@ public final class PostgresLedger: Sendable {
     func read<Result: Sendable>(_ body: @escaping @Sendable (PostgresConnection) async throws -> Result) async throws -> Result {
         guard !isClosed.load(ordering: .sequentiallyConsistent) else { throw PostgresLedgerError.closed }
         do {
-            return try await pool.withConnection { connection in try await body(connection) }
+            return try await pool.withConnection(callTimeout: configuration.callTimeout) { connection in
+                try await body(connection)
+            }
         } catch {
             throw PostgresLedgerError.wrapping(error, url: url)
         }
@@ -166,6 +174,16 @@ public final class PostgresLedger: Sendable {
 }
 
 extension PostgresConnection {
+    /// Ends the transaction that `error` interrupted. Not on a connection that failed:
+    /// PostgreSQL rolls back the transaction of a session that ends, and postgres-nio 1.33.2
+    /// never answers a statement sent on a connection after the server closed it. A ROLLBACK
+    /// there held its caller forever, and with it a server's graceful shutdown (a request in
+    /// flight when PostgreSQL crashed never ended: PostgresServeTests.serverKilledMidTraffic).
+    func rollBack(after error: any Error, logger: Logger) async {
+        guard !PostgresPool.isConnectionFailure(error) else { return }
+        try? await execute("ROLLBACK", logger: logger)
+    }
+
     /// The first row of `query` decoded as `type`, or nil when there is none. Reads to the end,
     /// so that an error after the first row is thrown (see `execute`).
     func fetchOne<each Column: PostgresDecodable & Sendable>(

@@ -40,7 +40,7 @@ struct PostgresMigrator {
                 }
                 try await connection.execute("COMMIT", logger: logger)
             } catch {
-                try? await connection.execute("ROLLBACK", logger: logger)
+                await connection.rollBack(after: error, logger: logger)
                 throw error
             }
         }

@@ -91,14 +91,23 @@ final class PostgresPool: Sendable {
     /// - Throws: what `body` throws (PostgreSQL's errors as `PSQLError`); `PostgresPoolError`
     ///   when no connection came in time (`body` did not run and never will);
     ///   `PostgresLedgerError.closed` after `close()`.
+    ///
+    /// - Parameter callTimeout: when given, the longest `body` may run once it has its
+    ///   connection; past it the caller gets `PostgresPoolError` (`callMayHaveRun`: a write may
+    ///   or may not have committed, as when a connection is lost during COMMIT), `body` is
+    ///   cancelled and left behind, and the client is retired. A bound for the store's calls, so
+    ///   that a request never outlives its database: postgres-nio 1.33.2 can leave a statement
+    ///   unanswered when the server dies under it (PostgreSQL stopped at once mid-traffic). Nil
+    ///   for calls that are long by nature (verify, an export being read).
     func withConnection<Result: Sendable>(
-        _ body: @escaping @Sendable (PostgresConnection) async throws -> Result
+        callTimeout: Duration? = nil, _ body: @escaping @Sendable (PostgresConnection) async throws -> Result
     ) async throws -> Result {
         guard let generation = current.withLock({ $0 }) else { throw PostgresLedgerError.closed }
         let lease = LeaseState()
         do {
             return try await Self.race(
-                leaseTimeout: leaseTimeout, busyLeaseTimeout: busyLeaseTimeout, health: generation.health, lease: lease
+                leaseTimeout: leaseTimeout, busyLeaseTimeout: busyLeaseTimeout, callTimeout: callTimeout,
+                health: generation.health, lease: lease
             ) {
                 try await generation.client.withConnection { connection in
                     // A connection that comes after the caller was told "no connection" is
@@ -112,8 +121,10 @@ final class PostgresPool: Sendable {
         } catch {
             let leased = lease.hasStarted
             // No connection while none is in use: the client cannot connect (a busy pool, whose
-            // connections are all in use, is kept). A lost connection: the others are suspect.
-            if (!leased && generation.activeCalls == 0) || Self.isConnectionFailure(error) {
+            // connections are all in use, is kept). A lost connection, or a call that got no
+            // answer in time: the others are suspect.
+            let overran = (error as? PostgresPoolError)?.callMayHaveRun == true
+            if (!leased && generation.activeCalls == 0) || Self.isConnectionFailure(error) || overran {
                 retire(generation)
             }
             if !leased, !(error is PSQLError), !(error is PostgresLedgerError), !(error is PostgresPoolError),
@@ -131,8 +142,8 @@ final class PostgresPool: Sendable {
     /// cancelled and left behind. Not a task group: a group would wait for `work` to end, and a
     /// lease that ignores its cancellation would hold the caller with it.
     private static func race<Result: Sendable>(
-        leaseTimeout: Duration, busyLeaseTimeout: Duration, health: ConnectionHealth, lease: LeaseState,
-        _ work: @escaping @Sendable () async throws -> Result
+        leaseTimeout: Duration, busyLeaseTimeout: Duration, callTimeout: Duration?, health: ConnectionHealth,
+        lease: LeaseState, _ work: @escaping @Sendable () async throws -> Result
     ) async throws -> Result {
         let outcome = OnceContinuation<Result>()
         return try await withCheckedThrowingContinuation { continuation in
@@ -150,8 +161,21 @@ final class PostgresPool: Sendable {
                 var waited = Duration.zero
                 while true {
                     try? await Task.sleep(for: leaseTimeout)
-                    guard !Task.isCancelled else { return }
+                    guard !Task.isCancelled, !outcome.isTaken else { return }
                     waited += leaseTimeout
+                    if lease.hasStarted {
+                        // The call runs: only its own bound, if any, is watched from here.
+                        guard let callTimeout else { return }
+                        guard waited >= callTimeout else { continue }
+                        guard let waiting = outcome.take() else { return }
+                        worker.cancel()
+                        waiting.resume(
+                            throwing: PostgresPoolError(
+                                reason: "the database gave no answer within \(callTimeout); the call may or may not have "
+                                    + "taken effect (a retry under the same idempotency key records it once)",
+                                callMayHaveRun: true))
+                        return
+                    }
                     if health.isFailing || waited >= busyLeaseTimeout { break }
                 }
                 guard lease.timeOut(), let waiting = outcome.take() else { return }
@@ -299,7 +323,16 @@ final class LeaseState: Sendable {
 private final class OnceContinuation<Value: Sendable>: Sendable {
     private let continuation = Mutex<CheckedContinuation<Value, any Error>?>(nil)
     func set(_ value: CheckedContinuation<Value, any Error>) { continuation.withLock { $0 = value } }
-    func take() -> CheckedContinuation<Value, any Error>? { continuation.withLock { $0.take() } }
+    func take() -> CheckedContinuation<Value, any Error>? {
+        continuation.withLock { continuation in
+            guard let value = continuation.take() else { return nil }
+            taken.store(true, ordering: .sequentiallyConsistent)
+            return value
+        }
+    }
+    /// Whether it was set and taken (the call was answered).
+    var isTaken: Bool { taken.load(ordering: .sequentiallyConsistent) }
+    private let taken = Atomic<Bool>(false)
 }
 
 /// The timer of one call, cancelled when the call ends first.
@@ -312,5 +345,7 @@ private final class TimerSlot: Sendable {
 /// No connection to the database could be had in time; nothing was sent.
 struct PostgresPoolError: Error, CustomStringConvertible {
     let reason: String
+    /// The call had its connection and may have run (its answer did not come in time).
+    var callMayHaveRun = false
     var description: String { reason }
 }
