@@ -9,7 +9,7 @@ extension PostgresLedger {
     public static let exportPageEventsMax = 1_000
 
     /// Calls `body` with the consume events in the range, in id order, a page (at most
-    /// `exportPageEventsMax` events) at a time, all read from one snapshot.
+    /// `pageEventsMax`, by default `exportPageEventsMax`, events) at a time, all read from one snapshot.
     ///
     /// The snapshot is a `REPEATABLE READ READ ONLY` transaction and the rows come through a
     /// cursor, so a range of any size streams in bounded memory and a consume that commits
@@ -22,10 +22,12 @@ extension PostgresLedger {
     ///   starts (before any connection is taken); `PostgresLedgerError` for the database; what
     ///   `body` throws.
     public func forEachConsumeEventPage(
-        _ query: ExportQuery, _ body: @escaping @Sendable ([LedgerEvent]) async throws -> Void
+        _ query: ExportQuery, pageEventsMax: Int = exportPageEventsMax,
+        _ body: @escaping @Sendable ([LedgerEvent]) async throws -> Void
     ) async throws {
         try Validate.exportQuery(query)
-        let pageMax = Self.exportPageEventsMax
+        precondition((1...Self.exportPageEventsMax).contains(pageEventsMax), "a page holds 1…\(Self.exportPageEventsMax) events")
+        let pageMax = pageEventsMax
         try await read { [logger] connection in
             try await connection.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", logger: logger)
             do {
