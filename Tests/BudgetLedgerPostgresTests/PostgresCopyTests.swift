@@ -83,7 +83,7 @@ private func eventLines(url: String) async throws -> [String] {
     }
 }
 
-private func withAdmin<Result: Sendable>(_ url: String, _ body: (PostgresClient) async throws -> Result) async throws -> Result {
+private func withAdmin<Result: Sendable>(_ url: String, _ body: (AdminSession) async throws -> Result) async throws -> Result {
     let server = try await PostgresTestCluster.shared()
     return try await PostgresTestCluster.withAdminClient(server, database: String(url.split(separator: "/").last!), body)
 }
