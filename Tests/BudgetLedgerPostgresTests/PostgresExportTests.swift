@@ -44,7 +44,7 @@ struct PostgresExportTests {
         let calls: [(String, Int64, Int64, UsageDetails)] = [
             ("t-a", 1_000, 200, UsageDetails(agentID: "planner", model: "GPT-4o-mini", latencyMilliseconds: 120, metadataJSON: acme)),
             ("t-b", 10, 0, UsageDetails(agentID: "coder", model: "other-model", metadataJSON: beta)),
-            ("T-a", 300, 30, UsageDetails(model: " gpt-4o-mini\t", latencyMilliseconds: 40, metadataJSON: acme)),
+            ("T-a", 300, 30, UsageDetails(model: " gpt-4o-mini  ", latencyMilliseconds: 40, metadataJSON: acme)),
             ("t-a", 7, 3, UsageDetails()),
             ("t-c", 50, 5, UsageDetails(agentID: "Planner", model: "gpt-4O-MINI", metadataJSON: beta)),
             ("t-b", 0, 9, UsageDetails(agentID: "coder", model: "Other-Model", latencyMilliseconds: 7)),
@@ -125,7 +125,7 @@ struct PostgresExportTests {
         let sqlite = try Ledger.inMemory()
         defer { sqlite.close() }
         try await withPostgresLedger { postgres, _ in
-            let bad = [ExportQuery(organizationID: ""), ExportQuery(organizationID: "a b"), ExportQuery(from: 10, to: 5)]
+            let bad = [ExportQuery(organizationID: ""), ExportQuery(organizationID: "a\tb"), ExportQuery(from: 10, to: 5)]
             for query in bad {
                 let expected = await outcome { try sqliteExport(sqlite, query, format: .csv) }
                 #expect(expected.hasPrefix("error LedgerError"), "\(expected)")
@@ -197,7 +197,7 @@ struct PostgresExportTests {
             #expect(try String(contentsOfFile: out, encoding: .utf8) == runCLI(["export", "--format", "csv", "--db", file]).stdout)
 
             for (extra, option) in [
-                (["--org", "a b"], "org"), (["--from", "2026-02-01", "--to", "2026-01-01"], "ends before it starts"), (["--from", "soon"], "--from"),
+                (["--org", "a\tb"], "org"), (["--from", "2026-02-01", "--to", "2026-01-01"], "ends before it starts"), (["--from", "soon"], "--from"),
             ] {
                 let expected = try runCLI(["export", "--format", "csv", "--db", file] + extra)
                 let actual = try runCLI(["export", "--format", "csv", "--db", url] + extra)

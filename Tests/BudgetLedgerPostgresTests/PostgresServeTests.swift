@@ -139,7 +139,7 @@ struct PostgresServeTests {
         let byModel = try await call(.GET, base, "/api/v1/usage/export?format=ndjson&groupBy=model")
         #expect(byModel.body.contains(#""model":"gpt-x""#), "\(byModel)")
         for (path, field) in [
-            ("/api/v1/usage/export?from=yesterday", "from"), ("/api/v1/usage/export?org=a%20b", "org"),
+            ("/api/v1/usage/export?from=yesterday", "from"), ("/api/v1/usage/export?org=a%09b", "org"),
             ("/api/v1/usage/export?groupBy=week", "groupBy"), ("/api/v1/usage/export?format=xml", "format"),
             ("/api/v1/usage/export?groupBy=day&to=soon", "to"),
         ] {
