@@ -25,8 +25,12 @@ final class ChunkPipe: Sendable {
         /// not block a thread of the concurrency pool on `space`.
         var slotsReturned = 0
         var slotWaiter: CheckedContinuation<Void, Never>?
-        /// Numbers the asynchronous producer's waits, so that a stall timer ends only its own.
+        /// Numbers the asynchronous producer's waits, and the one in progress, so that a stall
+        /// timer ends only its own wait.
         var slotWaitNumber = 0
+        var currentWait: Int?
+        /// Slots taken from `space` less signals given to it: what `deinit` gives back.
+        var slotsHeld = 0
     }
 
     /// The consumer stopped reading, or did not read for too long.
@@ -46,6 +50,15 @@ final class ChunkPipe: Sendable {
         stallDuration = .seconds(stallLimitSeconds)
     }
 
+    /// libdispatch crashes the process when a semaphore is freed with a value below its initial
+    /// one ("Semaphore object deallocated while in use"): a pipe dropped with chunks unread (the
+    /// client went away), or after a producer took a slot and found the pipe cancelled, gives
+    /// its slots back first.
+    deinit {
+        let held = state.withLock { $0.slotsHeld }
+        for _ in 0..<max(held, 0) { space.signal() }
+    }
+
     /// Producer: hands over `chunk`, blocking while the pipe is full.
     ///
     /// - Throws: `ConsumerGone` when the consumer cancelled or stalled.
@@ -54,6 +67,7 @@ final class ChunkPipe: Sendable {
             cancel()
             throw ConsumerGone()
         }
+        state.withLock { $0.slotsHeld += 1 }
         try hand(chunk)
     }
 
@@ -63,7 +77,10 @@ final class ChunkPipe: Sendable {
     func send(async chunk: ByteBuffer) async throws {
         while true {
             let seen = state.withLock { $0.slotsReturned }
-            if space.wait(timeout: .now()) == .success { break }
+            if space.wait(timeout: .now()) == .success {
+                state.withLock { $0.slotsHeld += 1 }
+                break
+            }
             await waitForSlot(returnedSince: seen)
             guard !state.withLock({ $0.isCancelled }) else { throw ConsumerGone() }
         }
@@ -71,24 +88,25 @@ final class ChunkPipe: Sendable {
     }
 
     /// Suspends until the consumer gives a slot back after `seen` were, or the pipe is
-    /// cancelled; after `stallLimit` without one, cancels the pipe (the consumer stalled).
+    /// cancelled; after `stallLimit` without one, cancels the pipe (the consumer stalled). The
+    /// timer and the wait may meet in either order: both look at `currentWait` under the lock.
     private func waitForSlot(returnedSince seen: Int) async {
         let number = state.withLock { state in
             state.slotWaitNumber += 1
+            state.currentWait = state.slotWaitNumber
             return state.slotWaitNumber
         }
         let stallTimer = Task { [self, stallDuration] in
-            try await Task.sleep(for: stallDuration)
+            guard (try? await Task.sleep(for: stallDuration)) != nil else { return }
             let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
-                guard state.slotWaitNumber == number, let waiter = state.slotWaiter else { return nil }
-                state.slotWaiter = nil
+                guard state.currentWait == number else { return nil }
                 state.isCancelled = true
                 state.chunks.removeAll()
-                return waiter
+                defer { state.slotWaiter = nil }
+                return state.slotWaiter
             }
             waiter?.resume()
         }
-        defer { stallTimer.cancel() }
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             let now = state.withLock { state -> Bool in
                 if state.isCancelled || state.slotsReturned != seen { return true }
@@ -97,12 +115,15 @@ final class ChunkPipe: Sendable {
             }
             if now { continuation.resume() }
         }
+        state.withLock { $0.currentWait = nil }
+        stallTimer.cancel()
     }
 
     /// Gives a slot back to the producer, waking an asynchronous one.
     private func returnSlot() {
         space.signal()
         let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
+            state.slotsHeld -= 1
             state.slotsReturned += 1
             defer { state.slotWaiter = nil }
             return state.slotWaiter

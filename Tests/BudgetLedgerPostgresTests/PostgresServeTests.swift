@@ -135,7 +135,7 @@ struct PostgresServeTests {
             }
         }
         let exported = try await call(.GET, base, "/api/v1/usage/export?format=csv")
-        #expect(exported.body.split(separator: "\n").count == 3 && exported.body.contains("gpt-x"), "\(exported)")
+        #expect(exported.body.split(whereSeparator: \.isNewline).count == 3 && exported.body.contains("gpt-x"), "\(exported.body)")
         let byModel = try await call(.GET, base, "/api/v1/usage/export?format=ndjson&groupBy=model")
         #expect(byModel.body.contains(#""model":"gpt-x""#), "\(byModel)")
         for (path, field) in [
