@@ -110,7 +110,7 @@ let package = Package(
         .testTarget(
             name: "BudgetLedgerPostgresTests",
             dependencies: [
-                "BudgetLedgerPostgres", "BudgetLedger", "LedgerSQLite",
+                "BudgetLedgerPostgres", "BudgetLedger", "BudgetLedgerWire", "LedgerSQLite",
                 // The CLI tests on PostgreSQL spawn the built binary (`serve` included).
                 "budget-ledger",
                 .product(name: "PostgresNIO", package: "postgres-nio"),

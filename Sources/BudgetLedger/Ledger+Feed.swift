@@ -166,6 +166,17 @@ public enum ExportGrouping: String, Sendable, CaseIterable {
     }
 }
 
+extension Validate {
+    /// An export's `org` (an identifier, when given) and range (`to` not before `from`): the
+    /// checks every store makes before it reads a row.
+    package static func exportQuery(_ query: ExportQuery) throws {
+        try optionalIdentifier(query.organizationID, field: "org")
+        if let from = query.from, let to = query.to, from > to {
+            throw LedgerError.invalidInput(field: "to", reason: "the range ends before it starts")
+        }
+    }
+}
+
 extension Ledger {
     /// Events with id greater than `after`, in id order: a resumable feed. An exporter that
     /// remembers `lastID` gets every event exactly once, across its own restarts, and across a
@@ -191,7 +202,7 @@ extension Ledger {
     /// 0012) carries its corrected cost (the feed, `events(after:)`, shows both events as recorded).
     /// A file ledger reads on a connection of its own, so a long export does not hold up writers.
     public func forEachConsumeEvent(_ query: ExportQuery, _ body: (LedgerEvent) throws -> Void) throws {
-        try validate(query)
+        try Validate.exportQuery(query)
         try withReadSnapshot { connection in
             var cursor = try connection.prepare(
                 """
@@ -212,7 +223,7 @@ extension Ledger {
     /// Like every derived total, an event recorded before the limits existed counts each value
     /// at most at its limit (see `migrations/0006_bounded_sums.sql`), so no sum can overflow.
     public func rollup(_ query: ExportQuery, by grouping: ExportGrouping) throws -> [(key: String?, totals: UsageTotals)] {
-        try validate(query)
+        try Validate.exportQuery(query)
         return try withReadSnapshot { connection in
             try connection.prepare(
                 """
@@ -247,13 +258,6 @@ extension Ledger {
                 totals.latencyCount = try row[8]
                 return (key: key, totals: totals)
             }
-        }
-    }
-
-    private func validate(_ query: ExportQuery) throws {
-        try Validate.optionalIdentifier(query.organizationID, field: "org")
-        if let from = query.from, let to = query.to, from > to {
-            throw LedgerError.invalidInput(field: "to", reason: "the range ends before it starts")
         }
     }
 

@@ -161,10 +161,14 @@ public final class PostgresLedger: Sendable {
     }
 
     /// Runs `body` on a pooled connection outside any explicit transaction (one statement reads one snapshot).
-    func read<Result: Sendable>(_ body: @escaping @Sendable (PostgresConnection) async throws -> Result) async throws -> Result {
+    /// `timed`: bounded by `Configuration.callTimeout` (false for a read as long as its consumer,
+    /// an export).
+    func read<Result: Sendable>(
+        timed: Bool = true, _ body: @escaping @Sendable (PostgresConnection) async throws -> Result
+    ) async throws -> Result {
         guard !isClosed.load(ordering: .sequentiallyConsistent) else { throw PostgresLedgerError.closed }
         do {
-            return try await pool.withConnection(callTimeout: configuration.callTimeout) { connection in
+            return try await pool.withConnection(callTimeout: timed ? configuration.callTimeout : nil) { connection in
                 try await body(connection)
             }
         } catch {

@@ -1,3 +1,5 @@
+import BudgetLedger
+
 /// The PostgreSQL store's statements that are more than a line, in one place (the schema is in
 /// `migrations/postgres/`). They mirror `LedgerSQL`'s for SQLite.
 enum PostgresSQL {
@@ -88,5 +90,36 @@ enum PostgresSQL {
           AND (ledger_model_name(model) = $2
                OR ($3::text IS NOT NULL AND left(ledger_model_name(model), length($3::text)) = $3::text))
         ORDER BY timestamp_us DESC LIMIT 1
+        """
+}
+
+/// The exports' statements (`PostgresLedger+Export.swift`), SQLite's `Ledger.rollup` in PostgreSQL.
+extension PostgresSQL {
+    /// A rollup's key, as SQLite's `ExportGrouping.expression`: text keys in byte order
+    /// (`COLLATE "C"`), model names by the one rule (`ledger_model_name`, migration 0001), the
+    /// UTC day as days since 1970.
+    static func rollupKey(_ grouping: ExportGrouping) -> String {
+        switch grouping {
+        case .org: return #"org_id COLLATE "C""#
+        case .agent: return #"agent_id COLLATE "C""#
+        case .model: return #"ledger_model_name(model) COLLATE "C""#
+        case .thread: return #"thread_id COLLATE "C""#
+        case .day: return "timestamp_us / 86400000000"
+        }
+    }
+
+    /// A rollup's totals in `UsageTotals`' order, each value at most at its limit (SQLite's
+    /// `rollup`), the sums cast back to bigint (PostgreSQL's `sum(bigint)` is numeric). Unlike
+    /// SQLite's `min`, `least` skips a NULL (`least(NULL, 5)` is 5), so the nullable columns
+    /// filter their NULLs out first: an unpriced consume adds no cost, one without latency none.
+    static let rollupTotals = """
+        sum(least(prompt_tokens, \(LedgerLimits.tokensPerCallMax)))::bigint,
+        sum(least(completion_tokens, \(LedgerLimits.tokensPerCallMax)))::bigint, count(*),
+        coalesce(sum(least(cost_nanos, \(LedgerLimits.costNanodollarsPerCallMax))) FILTER (WHERE cost_nanos IS NOT NULL), 0)::bigint,
+        count(*) FILTER (WHERE cost_nanos IS NULL),
+        coalesce(sum(least(prompt_tokens, \(LedgerLimits.tokensPerCallMax))
+                     + least(completion_tokens, \(LedgerLimits.tokensPerCallMax))) FILTER (WHERE cost_nanos IS NULL), 0)::bigint,
+        coalesce(sum(least(latency_ms, \(LedgerLimits.latencyMillisecondsMax))) FILTER (WHERE latency_ms IS NOT NULL), 0)::bigint,
+        count(latency_ms)
         """
 }

@@ -31,7 +31,6 @@ struct BillingController: APIController {
     /// before `from` is an empty range, as `to` equal to `from` is (each parameter is valid alone,
     /// and the OpenAPI document can only describe them alone).
     private func export(_ request: Request, context: BasicRequestContext) async throws -> Response {
-        let ledger = try ledger.sqliteOnly("exporting usage")
         let query = try QueryFields(request, allowed: ["from", "to", "org", "groupBy", "format"])
         let format = try query.choice("format", ExportFormat.self) ?? .json
         let grouping = try query.choice("groupBy", ExportGrouping.self)
@@ -41,34 +40,22 @@ struct BillingController: APIController {
         let range = ExportQuery(from: from, to: to, organizationID: try query.identifier("org"))
         let headers: HTTPFields = [.contentType: format.contentType]
         if let grouping {
-            let rows = try await ledger.run { try $0.rollup(range, by: grouping) }
+            let rows = try await ledger.rollup(range, by: grouping)
             let text = format.render(rows, grouping: grouping)
             return TextResponse(text: text, contentType: format.contentType).response()
         }
-        return try await streamEvents(range, from: ledger, format: format, headers: headers, context: context)
+        return try await streamEvents(range, format: format, headers: headers, context: context)
     }
 
-    /// Streams the events from a ledger thread through a bounded pipe. The first chunk is awaited
+    /// Streams the events from the store through a bounded pipe. The first chunk is awaited
     /// before answering, so that a bad range or an unreadable ledger still gets its 4xx or 5xx;
     /// a failure after that cuts the response short (the client sees an incomplete body, never
     /// the error's text) and is logged under the request id.
     private func streamEvents(
-        _ range: ExportQuery, from ledger: LedgerService, format: ExportFormat, headers: HTTPFields,
-        context: BasicRequestContext
+        _ range: ExportQuery, format: ExportFormat, headers: HTTPFields, context: BasicRequestContext
     ) async throws -> Response {
         let pipe = ChunkPipe()
-        Task {
-            do {
-                try await ledger.run { ledger in
-                    var output = ChunkWriter(pipe: pipe)
-                    try ledger.exportEvents(range, format: format, to: { try output.write($0) })
-                    try output.flush()
-                }
-                pipe.finish(.success(()))
-            } catch {
-                pipe.finish(.failure(error))
-            }
-        }
+        ledger.startEventExport(range, format: format, into: pipe)
         guard let first = try await pipe.next() else {
             return Response(status: .ok, headers: headers, body: ResponseBody())
         }

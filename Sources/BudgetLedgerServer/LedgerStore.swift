@@ -13,7 +13,7 @@ import BudgetLedgerWire
 ///
 /// The domain's rules (validation, pricing, thresholds, holds, idempotency) are written once, in
 /// `BudgetLedger`, and both stores apply them; what differs is storage. Operations only the
-/// SQLite store has so far (exports, scope budgets, withdrawing, replacing and
+/// SQLite store has so far (scope budgets, withdrawing, replacing and
 /// re-pricing prices) are reached through `sqliteOnly(_:)`, which on another store throws
 /// `StoreOperationUnavailableError` (a 501, never a 500).
 protocol LedgerStore: Sendable {
@@ -56,6 +56,12 @@ protocol LedgerStore: Sendable {
 
     /// The feed: events with id greater than `after`, in id order, at most `limit`.
     func events(after: Int64, limit: Int) async throws -> EventPage
+
+    /// Consume totals in the range, grouped, in key order (`Ledger.rollup(_:by:)`).
+    func rollup(_ query: ExportQuery, by grouping: ExportGrouping) async throws -> [(key: String?, totals: UsageTotals)]
+    /// Starts the event export of `query` in `format` into `pipe`, which it finishes with the
+    /// outcome: a bad query or an unreadable store fails the pipe before its first chunk.
+    func startEventExport(_ query: ExportQuery, format: ExportFormat, into pipe: ChunkPipe)
 
     /// The price table and the store's clock reading (which rows are in force is decided at it).
     func priceTable() async throws -> (prices: [ModelPrice], now: Int64)
@@ -178,6 +184,26 @@ extension LedgerService: LedgerStore {
 
     func holds(_ threadID: String?) async throws -> [Reservation] {
         try await run { try $0.holds(threadID) }
+    }
+
+    func rollup(_ query: ExportQuery, by grouping: ExportGrouping) async throws -> [(key: String?, totals: UsageTotals)] {
+        try await run { try $0.rollup(query, by: grouping) }
+    }
+
+    /// Streams from a ledger thread, which blocks while the pipe is full.
+    func startEventExport(_ query: ExportQuery, format: ExportFormat, into pipe: ChunkPipe) {
+        Task {
+            do {
+                try await run { ledger in
+                    var output = ChunkWriter(pipe: pipe)
+                    try ledger.exportEvents(query, format: format, to: { try output.write($0) })
+                    try output.flush()
+                }
+                pipe.finish(.success(()))
+            } catch {
+                pipe.finish(.failure(error))
+            }
+        }
     }
 
     func priceTable() async throws -> (prices: [ModelPrice], now: Int64) {

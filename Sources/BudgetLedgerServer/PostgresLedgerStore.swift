@@ -2,6 +2,7 @@ import BudgetLedger
 import BudgetLedgerPostgres
 import BudgetLedgerWire
 import Logging
+import NIOCore
 import ServiceLifecycle
 
 /// The PostgreSQL store behind the server's routes: `PostgresLedger`'s calls, made directly.
@@ -39,6 +40,20 @@ extension PostgresLedger: LedgerStore {
     func metricsExposition(_ metrics: ServerMetrics) async throws -> String {
         let business = LedgerMetrics.exposition(overview: try await usageOverview(.allTime), gauges: try await gauges())
         return metrics.exposition(ledgerPath: nil) + business
+    }
+
+    /// Streams from a task, a page of events (one chunk) at a time, suspending while the pipe is full.
+    func startEventExport(_ query: ExportQuery, format: ExportFormat, into pipe: ChunkPipe) {
+        Task {
+            do {
+                try await format.exportEvents(
+                    pages: { body in try await self.forEachConsumeEventPage(query, body) },
+                    to: { text in if !text.isEmpty { try await pipe.send(async: ByteBuffer(string: text)) } })
+                pipe.finish(.success(()))
+            } catch {
+                pipe.finish(.failure(error))
+            }
+        }
     }
 
     func sqliteOnly(_ operation: String) throws -> LedgerService {

@@ -1,5 +1,6 @@
 import BudgetLedger
 import BudgetLedgerPostgres
+import BudgetLedgerWire
 import Dispatch
 import Synchronization
 
@@ -34,6 +35,10 @@ protocol CommandLedger {
     func release(_ reservationID: Int64) throws -> ThreadBudget
     func holds(_ threadID: String?) throws -> [Reservation]
     func events(after: Int64, limit: Int) throws -> EventPage
+    /// Consume totals in the range, grouped, in key order (`Ledger.rollup(_:by:)`).
+    func rollup(_ query: ExportQuery, by grouping: ExportGrouping) throws -> [(key: String?, totals: UsageTotals)]
+    /// Writes the consume events of `query` in `format` to `sink` (`Ledger.exportEvents`).
+    func exportEvents(_ query: ExportQuery, format: ExportFormat, into sink: ExportSink) throws
 
     /// The store's clock now (UTC microseconds): which price rows are in force is decided at it.
     var now: Int64 { get }
@@ -47,6 +52,10 @@ protocol CommandLedger {
 extension Ledger: CommandLedger {
     var location: String { path }
     var now: Int64 { configuration.clock() }
+
+    func exportEvents(_ query: ExportQuery, format: ExportFormat, into sink: ExportSink) throws {
+        try exportEvents(query, format: format, to: sink.write, progress: sink.progress)
+    }
 
     func setPrice(
         model: String, promptUSDPerMillion: String, completionUSDPerMillion: String, effectiveFrom: Int64?
@@ -168,6 +177,19 @@ struct BlockingPostgresLedger: CommandLedger {
         try Self.wait { [ledger] in try await ledger.holds(threadID) }
     }
 
+    func rollup(_ query: ExportQuery, by grouping: ExportGrouping) throws -> [(key: String?, totals: UsageTotals)] {
+        try Self.wait { [ledger] in try await ledger.rollup(query, by: grouping) }
+    }
+
+    /// A page of events (at most `PostgresLedger.exportPageEventsMax`) in memory at a time.
+    func exportEvents(_ query: ExportQuery, format: ExportFormat, into sink: ExportSink) throws {
+        try Self.wait { [ledger] in
+            try await format.exportEvents(
+                pages: { body in try await ledger.forEachConsumeEventPage(query, body) }, to: { sink.write($0) },
+                progress: { sink.progress($0) })
+        }
+    }
+
     var now: Int64 { ledger.configuration.clock() }
 
     func prices() throws -> [ModelPrice] {
@@ -193,7 +215,7 @@ struct BlockingPostgresLedger: CommandLedger {
 struct NotOnPostgresError: Error, CustomStringConvertible {
     var description: String {
         "this command does not run on PostgreSQL yet (init, consume, check, set-limit, reset, cleanup, configure, "
-            + "usage, usage reset, threads, reserve, settle, release, holds, events, price set/list/show, verify and "
-            + "serve do, and copy moves a SQLite ledger there; see docs/postgres.md)"
+            + "usage, usage reset, threads, reserve, settle, release, holds, events, export, price set/list/show, verify "
+            + "and serve do, and copy moves a SQLite ledger there; see docs/postgres.md)"
     }
 }

@@ -1,14 +1,16 @@
 import BudgetLedger
 import BudgetLedgerWire
 import Foundation
+import Synchronization
 
 /// Where an export goes: standard output, or a file written beside its final name and renamed
-/// into place only when complete, so a failed export never leaves half a file.
-final class ExportSink {
+/// into place only when complete, so a failed export never leaves half a file. Sendable: a
+/// PostgreSQL export writes to it from a task while the command's thread waits.
+final class ExportSink: Sendable {
     private let handle: FileHandle
     private let finalPath: String?
     private let partialPath: String?
-    private var buffer = ""
+    private let buffer = Mutex("")
     private let showsProgress: Bool
 
     init(path: String?) throws {
@@ -29,8 +31,13 @@ final class ExportSink {
     }
 
     func write(_ text: String) {
-        buffer += text
-        if buffer.utf8.count >= 1 << 16 { flush() }
+        let full = buffer.withLock { buffer -> String? in
+            buffer += text
+            guard buffer.utf8.count >= 1 << 16 else { return nil }
+            defer { buffer = "" }
+            return buffer
+        }
+        if let full { handle.write(Data(full.utf8)) }
     }
 
     /// Every 100,000 rows, on a terminal only, when writing to a file.
@@ -41,8 +48,11 @@ final class ExportSink {
     }
 
     private func flush() {
-        handle.write(Data(buffer.utf8))
-        buffer = ""
+        let rest = buffer.withLock { buffer in
+            defer { buffer = "" }
+            return buffer
+        }
+        handle.write(Data(rest.utf8))
     }
 
     func finish() throws {

@@ -8,11 +8,11 @@ import Testing
 
 @Suite("budget-ledger serve --db postgres://…")
 struct PostgresServeTests {
-    @Test("the core routes answer on PostgreSQL as on SQLite; the others answer 501, never 500")
+    @Test("the core routes, exports included, answer on PostgreSQL as on SQLite; the others answer 501, never 500")
     func coreRoutesServeOnPostgres() async throws {
         // Proves the seam end to end: a spawned server on a PostgreSQL database answers health,
-        // config, the thread routes (idempotent replays included), holds, prices, usage and
-        // metrics with the SQLite server's shapes; bad input is a 400 naming the field with
+        // config, the thread routes (idempotent replays included), holds, prices, usage, the
+        // feed, exports and metrics with the SQLite server's shapes; bad input is a 400 naming the field with
         // nothing written; routes the store does not have yet are a JSON 501 that names the
         // operation and shows nothing internal.
         let databaseURL = try await PostgresTestCluster.freshDatabase()
@@ -116,10 +116,42 @@ struct PostgresServeTests {
         let badPage = try await call(.GET, base, "/api/v1/events?limit=0")
         #expect(badPage.status == 400 && badPage.body.contains("limit"), "\(badPage)")
 
+        // Exports: the events and every rollup, in every format, filtered or not, are served,
+        // each body byte for byte the CLI's `export` output on the same database; a bad query is
+        // a 400 naming the parameter, with nothing internal in it.
+        let filters: [(query: String, options: [String])] = [
+            ("", []), ("&org=acme", ["--org", "acme"]), ("&from=2000-01-01&to=2100-01-01", ["--from", "2000-01-01", "--to", "2100-01-01"]),
+        ]
+        for format in ["csv", "ndjson", "json"] {
+            for grouping in [nil, "org", "agent", "model", "thread", "day"] as [String?] {
+                for (query, options) in grouping == nil ? filters : [filters[0]] {
+                    let path = "/api/v1/usage/export?format=\(format)" + (grouping.map { "&groupBy=\($0)" } ?? "") + query
+                    let served = try await call(.GET, base, path)
+                    #expect(served.status == 200, "\(path): \(served)")
+                    let cli = try runCLI(
+                        ["export", "--format", format, "--db", databaseURL] + (grouping.map { ["--group-by", $0] } ?? []) + options)
+                    #expect(cli.status == 0, "\(cli.stderr)")
+                    #expect(served.body == cli.stdout, "\(path)")
+                }
+            }
+        }
+        let exported = try await call(.GET, base, "/api/v1/usage/export?format=csv")
+        #expect(exported.body.split(whereSeparator: \.isNewline).count == 3 && exported.body.contains("gpt-x"), "\(exported.body)")
+        let byModel = try await call(.GET, base, "/api/v1/usage/export?format=ndjson&groupBy=model")
+        #expect(byModel.body.contains(#""model":"gpt-x""#), "\(byModel)")
+        for (path, field) in [
+            ("/api/v1/usage/export?from=yesterday", "from"), ("/api/v1/usage/export?org=a%09b", "org"),
+            ("/api/v1/usage/export?groupBy=week", "groupBy"), ("/api/v1/usage/export?format=xml", "format"),
+            ("/api/v1/usage/export?groupBy=day&to=soon", "to"),
+        ] {
+            let refused = try await call(.GET, base, path)
+            #expect(refused.status == 400 && refused.body.contains(field), "\(path): \(refused)")
+            #expect(!refused.body.contains("postgres://") && !refused.body.contains("SELECT"))
+        }
+
         // Not on PostgreSQL yet: a 501 that names the operation, with nothing internal in it.
         let notYet: [(HTTPMethod, String, String?)] = [
-            (.GET, "/api/v1/usage/export", nil),
-            (.GET, "/api/v1/usage/export?groupBy=day", nil), (.GET, "/api/v1/budgets", nil),
+            (.GET, "/api/v1/budgets", nil),
             (.PUT, "/api/v1/budgets/global", #"{"maxTokens": 10}"#),
             (.POST, "/api/v1/prices/reprice", #"{"model": "gpt-y", "from": "2020-01-01T00:00:00Z", "to": "2021-01-01T00:00:00Z"}"#),
             (.DELETE, "/api/v1/prices/gpt-y?from=2030-01-01T00:00:00Z", nil),

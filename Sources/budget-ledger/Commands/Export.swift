@@ -47,14 +47,14 @@ extension BudgetLedgerCommand {
         }
 
         func run() throws {
-            try options.withExistingLedger { ledger in
+            try options.withExistingAnyLedger { ledger in
                 let query = try query()
                 let sink = try ExportSink(path: out)
                 do {
                     if let groupBy {
                         sink.write(format.render(try ledger.rollup(query, by: groupBy), grouping: groupBy))
                     } else {
-                        try ledger.exportEvents(query, format: format, to: sink.write, progress: sink.progress)
+                        try ledger.exportEvents(query, format: format, into: sink)
                     }
                     try sink.finish()
                 } catch {
