@@ -1,4 +1,4 @@
--- The ledger's schema after migration 13, as SQLite stores it: generated from a fresh
+-- The ledger's schema after migration 14, as SQLite stores it: generated from a fresh
 -- ledger by `make schema` (SchemaSnapshotTests fails when it is stale). Read it to see every
 -- table, index, trigger and view in one place; change the schema only by a new migration.
 CREATE TABLE alert_cursors (
@@ -250,7 +250,7 @@ CREATE INDEX holds_thread ON holds (thread_id, expires_at_us);
 
 CREATE INDEX model_prices_pattern_start ON model_prices (model_pattern, effective_from_us);
 
-CREATE TRIGGER events_apply_consume AFTER INSERT ON events WHEN NEW.kind = 'consume'
+CREATE TRIGGER consumes_to_apply_insert INSTEAD OF INSERT ON consumes_to_apply
 BEGIN
     UPDATE thread_state
     SET prompt_tokens = prompt_tokens + NEW.prompt_tokens,
@@ -356,6 +356,15 @@ BEGIN
     WHERE scope = 'model:' || lower(trim(NEW.model, char(32, 9, 10, 11, 12, 13)));
     DELETE FROM holds WHERE NEW.reservation_id IS NOT NULL AND reservation_id = NEW.reservation_id;
     UPDATE ledger_settings SET rolled_up_to = NEW.id WHERE NEW.id % 1024 = 0 AND id = 1;
+END;
+
+CREATE TRIGGER events_apply_consume AFTER INSERT ON events
+WHEN NEW.kind = 'consume' AND connection_role() IS NOT 'ledger writer'
+BEGIN
+    INSERT INTO consumes_to_apply (id, timestamp_us, thread_id, prompt_tokens, completion_tokens, agent_id, model,
+                                   latency_ms, org_id, user_id, cost_nanos, reservation_id)
+    VALUES (NEW.id, NEW.timestamp_us, NEW.thread_id, NEW.prompt_tokens, NEW.completion_tokens, NEW.agent_id, NEW.model,
+            NEW.latency_ms, NEW.org_id, NEW.user_id, NEW.cost_nanos, NEW.reservation_id);
 END;
 
 CREATE TRIGGER events_apply_other AFTER INSERT ON events WHEN NEW.kind <> 'consume'
@@ -718,6 +727,11 @@ SELECT scope, period, start_us AS window_start_us, end_us AS window_end_us, max_
        coalesce(spent_tokens + held_tokens >= max_tokens, 0) OR coalesce(spent_cost_nanos + held_cost_nanos >= max_cost_nanos, 0)
            AS is_exhausted
 FROM figures;
+
+CREATE VIEW consumes_to_apply AS
+SELECT id, timestamp_us, thread_id, prompt_tokens, completion_tokens, agent_id, model, latency_ms, org_id, user_id,
+       cost_nanos, reservation_id
+FROM events WHERE 0;
 
 CREATE VIEW event_prices AS
 SELECT
