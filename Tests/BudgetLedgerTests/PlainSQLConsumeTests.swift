@@ -121,4 +121,28 @@ struct PlainSQLConsumeTests {
         #expect(try ledger.budget(for: "t").totalTokens == 5)
         #expect(try ledger.verify().problems == [])
     }
+
+    @Test("verify names the trigger that forwards refusals and reprices to their checks when it is dropped")
+    func verifyGuardsTheForwardingTrigger() throws {
+        // Proves that 0014's forwarding of events_check_reprice is guarded as the check itself is:
+        // without events_check_refusal_or_reprice a plain-SQL reprice of a priced consume slips
+        // in, and verify reports both the stray event and the missing trigger.
+        let folder = try TemporaryFolder()
+        let path = folder.path("l.db")
+        let ledger = try Ledger(path: path)
+        _ = try ledger.setPrice(model: "m", promptUSDPerMillion: "1", completionUSDPerMillion: "1")
+        let consume = try ledger.consume("t", promptTokens: 1_000, usage: UsageDetails(model: "m"))
+        #expect(try ledger.verify().problems == [])
+        let raw = try Connection(path: path)
+        defer { raw.close() }
+        try raw.execute(sql: "DROP TRIGGER events_check_refusal_or_reprice")
+        try raw.execute(
+            "INSERT INTO events (timestamp_us, kind, thread_id, caused_by, cost_nanos) VALUES (1, 'reprice', 't', ?, 5)",
+            [consume.event.id])
+        let strayID = raw.lastInsertRowID
+        let problems = try ledger.verify().problems
+        #expect(problems.contains("events: reprice event \(strayID) names no consume recorded unpriced, or one already repriced"))
+        #expect(problems.contains(
+            "trigger events_check_refusal_or_reprice is missing: events is no longer protected against rewrites"))
+    }
 }
