@@ -6,21 +6,19 @@
 -- budgets, the hold it settles, the fold) inside a trigger frame that SQLite allocates and
 -- zeroes on every insert, whether or not a statement has anything to do.
 --
--- Part 1: the consume trigger keeps the two statements every consume needs, and the ledger's
--- writer runs the others itself, only when the call needs them.
---   - `events_apply_consume` still adds every consume to its thread and to the all-time sums
---     (refused at the capacity, as before), for every writer. Run inside the trigger they cost
---     less than as statements of their own (measured: docs/performance.md).
---   - The rest of its former body (the five scope budgets, the hold a settle ends, the fold)
---     moved, unchanged, to `consumes_to_apply_insert`, an INSTEAD OF trigger on the view
---     `consumes_to_apply`. `events_apply_consume` forwards the row there for every connection
---     whose `connection_role()` is not 'ledger writer' (LedgerSQLite defines the function on
---     every connection it opens: NULL unless the opener names a role, and only `Ledger` names
---     this one), so a plain-SQL writer's consume updates the derived tables exactly as before.
---   - The ledger's writer applies those itself, right after the insert and in the same
---     transaction (Ledger+Consume's `applyDerivedState`): the scope budgets only when a budget
---     applies to the call (it has just read them), the hold only for a settle, the fold at every
---     1,024th event.
+-- The ledger's writer now applies a consume's derived state itself, in the same transaction and
+-- right after the insert, with only the statements the call needs (Ledger+Consume's
+-- `applyDerivedState`: the thread and the all-time sums always; the scope budgets only when a
+-- budget applies; the hold only for a settle; the fold at every 1,024th event). Every other
+-- writer still goes through the same statements in SQL:
+--   - `events_apply_consume` keeps its name and its `WHEN` for consumes, and steps aside only for
+--     a connection whose `connection_role()` is 'ledger writer' (LedgerSQLite defines the
+--     function on every connection it opens: NULL unless the opener names a role, and only
+--     `Ledger` names this one). Its body is one INSERT into the view `consumes_to_apply`, so the
+--     frame SQLite zeroes for it on every consume is a small one.
+--   - `consumes_to_apply_insert`, an INSTEAD OF trigger on that view, holds the former body of
+--     `events_apply_consume`, unchanged (the same statements, in the same order, on the same
+--     values): a plain-SQL writer's consume updates the derived tables exactly as before.
 --   - A connection that does not define `connection_role()` at all (another program, the
 --     sqlite3 shell) is refused outright: SQLite cannot prepare an insert into events there
 --     ("no such function: connection_role"). It cannot record anything the derived tables miss.
@@ -39,8 +37,30 @@ FROM events WHERE 0;
 
 CREATE TRIGGER consumes_to_apply_insert INSTEAD OF INSERT ON consumes_to_apply
 BEGIN
-    -- Each scope sum is a part of the all-time sums (events_apply_consume), so it stays under
-    -- their capacity.
+    UPDATE thread_state
+    SET prompt_tokens = prompt_tokens + NEW.prompt_tokens,
+        completion_tokens = completion_tokens + NEW.completion_tokens,
+        request_count = request_count + 1
+    WHERE thread_id = NEW.thread_id;
+    UPDATE ledger_settings
+    SET all_time_prompt_tokens =
+            CASE WHEN all_time_prompt_tokens <= 4000000000000000000 - NEW.prompt_tokens
+                 THEN all_time_prompt_tokens + NEW.prompt_tokens
+                 ELSE RAISE(ABORT, 'ledger capacity reached: the all-time prompt_tokens would pass 4000000000000000000') END,
+        all_time_completion_tokens =
+            CASE WHEN all_time_completion_tokens <= 4000000000000000000 - NEW.completion_tokens
+                 THEN all_time_completion_tokens + NEW.completion_tokens
+                 ELSE RAISE(ABORT, 'ledger capacity reached: the all-time completion_tokens would pass 4000000000000000000') END,
+        all_time_cost_nanos =
+            CASE WHEN all_time_cost_nanos <= 4000000000000000000 - coalesce(NEW.cost_nanos, 0)
+                 THEN all_time_cost_nanos + coalesce(NEW.cost_nanos, 0)
+                 ELSE RAISE(ABORT, 'ledger capacity reached: the all-time cost_nanos would pass 4000000000000000000') END,
+        all_time_latency_ms =
+            CASE WHEN all_time_latency_ms <= 4000000000000000000 - coalesce(NEW.latency_ms, 0)
+                 THEN all_time_latency_ms + coalesce(NEW.latency_ms, 0)
+                 ELSE RAISE(ABORT, 'ledger capacity reached: the all-time latency_ms would pass 4000000000000000000') END
+    WHERE id = 1;
+    -- Each scope sum is a part of the all-time sums above, so it stays under their capacity.
     -- One statement per scope the consume can fall under, each a primary-key lookup: measured
     -- in the sqlite3 shell, 200,000 consumes cost 1.1 µs more each with no budget set (3.5 with
     -- three), where one UPDATE … FROM over the five candidates cost 28 µs more.
@@ -123,37 +143,13 @@ BEGIN
     UPDATE ledger_settings SET rolled_up_to = NEW.id WHERE NEW.id % 1024 = 0 AND id = 1;
 END;
 
-CREATE TRIGGER events_apply_consume AFTER INSERT ON events WHEN NEW.kind = 'consume'
+CREATE TRIGGER events_apply_consume AFTER INSERT ON events
+WHEN NEW.kind = 'consume' AND connection_role() IS NOT 'ledger writer'
 BEGIN
-    UPDATE thread_state
-    SET prompt_tokens = prompt_tokens + NEW.prompt_tokens,
-        completion_tokens = completion_tokens + NEW.completion_tokens,
-        request_count = request_count + 1
-    WHERE thread_id = NEW.thread_id;
-    UPDATE ledger_settings
-    SET all_time_prompt_tokens =
-            CASE WHEN all_time_prompt_tokens <= 4000000000000000000 - NEW.prompt_tokens
-                 THEN all_time_prompt_tokens + NEW.prompt_tokens
-                 ELSE RAISE(ABORT, 'ledger capacity reached: the all-time prompt_tokens would pass 4000000000000000000') END,
-        all_time_completion_tokens =
-            CASE WHEN all_time_completion_tokens <= 4000000000000000000 - NEW.completion_tokens
-                 THEN all_time_completion_tokens + NEW.completion_tokens
-                 ELSE RAISE(ABORT, 'ledger capacity reached: the all-time completion_tokens would pass 4000000000000000000') END,
-        all_time_cost_nanos =
-            CASE WHEN all_time_cost_nanos <= 4000000000000000000 - coalesce(NEW.cost_nanos, 0)
-                 THEN all_time_cost_nanos + coalesce(NEW.cost_nanos, 0)
-                 ELSE RAISE(ABORT, 'ledger capacity reached: the all-time cost_nanos would pass 4000000000000000000') END,
-        all_time_latency_ms =
-            CASE WHEN all_time_latency_ms <= 4000000000000000000 - coalesce(NEW.latency_ms, 0)
-                 THEN all_time_latency_ms + coalesce(NEW.latency_ms, 0)
-                 ELSE RAISE(ABORT, 'ledger capacity reached: the all-time latency_ms would pass 4000000000000000000') END
-    WHERE id = 1;
-    -- The rest, for every writer but the ledger's own, which runs what a call needs itself.
     INSERT INTO consumes_to_apply (id, timestamp_us, thread_id, prompt_tokens, completion_tokens, agent_id, model,
                                    latency_ms, org_id, user_id, cost_nanos, reservation_id)
-    SELECT NEW.id, NEW.timestamp_us, NEW.thread_id, NEW.prompt_tokens, NEW.completion_tokens, NEW.agent_id, NEW.model,
-           NEW.latency_ms, NEW.org_id, NEW.user_id, NEW.cost_nanos, NEW.reservation_id
-    WHERE connection_role() IS NOT 'ledger writer';
+    VALUES (NEW.id, NEW.timestamp_us, NEW.thread_id, NEW.prompt_tokens, NEW.completion_tokens, NEW.agent_id, NEW.model,
+            NEW.latency_ms, NEW.org_id, NEW.user_id, NEW.cost_nanos, NEW.reservation_id);
 END;
 
 -- Part 2: the triggers of the other kinds, out of a consume's way.

@@ -55,7 +55,9 @@ public final class Connection {
     /// same string constant is one comparison of two words, where the dictionary would hash
     /// the whole text (about 6% of a consume's instructions under callgrind).
     private var recentStatements: [Statement] = []
-    private static let recentStatementsMax = 8
+    /// A consume runs about ten statements since the writer applies its derived state itself
+    /// (migration 0014), so the list holds a dozen.
+    private static let recentStatementsMax = 12
     private var savepointDepth = 0
     /// The SQL of the savepoint at each depth, built once: a group commit opens one per write.
     private var savepointSQLByDepth: [SavepointSQL] = []
