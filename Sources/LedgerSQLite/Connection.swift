@@ -55,8 +55,10 @@ public final class Connection {
     /// same string constant is one comparison of two words, where the dictionary would hash
     /// the whole text (about 6% of a consume's instructions under callgrind).
     private var recentStatements: [Statement] = []
-    /// A consume runs about ten statements since the writer applies its derived state itself
-    /// (migration 0014), so the list holds a dozen.
+    /// Since migration 0014 a consume in a batch can run nine cached statements in turn (the
+    /// savepoint and its release, the thread, the scope budgets, a price, the insert, the thread's
+    /// and the all-time sums' updates, a threshold): with room for eight, such a cycle would
+    /// evict each one before its next use, so the list holds a dozen.
     private static let recentStatementsMax = 12
     private var savepointDepth = 0
     /// The SQL of the savepoint at each depth, built once: a group commit opens one per write.
