@@ -1,4 +1,4 @@
--- The ledger's schema after migration 13, as SQLite stores it: generated from a fresh
+-- The ledger's schema after migration 14, as SQLite stores it: generated from a fresh
 -- ledger by `make schema` (SchemaSnapshotTests fails when it is stale). Read it to see every
 -- table, index, trigger and view in one place; change the schema only by a new migration.
 CREATE TABLE alert_cursors (
@@ -250,7 +250,7 @@ CREATE INDEX holds_thread ON holds (thread_id, expires_at_us);
 
 CREATE INDEX model_prices_pattern_start ON model_prices (model_pattern, effective_from_us);
 
-CREATE TRIGGER events_apply_consume AFTER INSERT ON events WHEN NEW.kind = 'consume'
+CREATE TRIGGER consumes_to_apply_insert INSTEAD OF INSERT ON consumes_to_apply
 BEGIN
     UPDATE thread_state
     SET prompt_tokens = prompt_tokens + NEW.prompt_tokens,
@@ -358,7 +358,16 @@ BEGIN
     UPDATE ledger_settings SET rolled_up_to = NEW.id WHERE NEW.id % 1024 = 0 AND id = 1;
 END;
 
-CREATE TRIGGER events_apply_other AFTER INSERT ON events WHEN NEW.kind <> 'consume'
+CREATE TRIGGER events_apply_consume AFTER INSERT ON events
+WHEN NEW.kind = 'consume' AND connection_role() IS NOT 'ledger writer'
+BEGIN
+    INSERT INTO consumes_to_apply (id, timestamp_us, thread_id, prompt_tokens, completion_tokens, agent_id, model,
+                                   latency_ms, org_id, user_id, cost_nanos, reservation_id)
+    VALUES (NEW.id, NEW.timestamp_us, NEW.thread_id, NEW.prompt_tokens, NEW.completion_tokens, NEW.agent_id, NEW.model,
+            NEW.latency_ms, NEW.org_id, NEW.user_id, NEW.cost_nanos, NEW.reservation_id);
+END;
+
+CREATE TRIGGER events_apply_other INSTEAD OF INSERT ON events_to_apply WHEN NEW.kind <> 'consume'
 BEGIN
     -- open: a new life at the default max; limit: a new max (opening the thread if needed).
     INSERT INTO thread_state (thread_id, max_tokens, opened_event_id, window_event_id)
@@ -394,7 +403,21 @@ BEGIN
     DELETE FROM holds WHERE NEW.reservation_id IS NOT NULL AND reservation_id = NEW.reservation_id;
 END;
 
-CREATE TRIGGER events_apply_refusal AFTER INSERT ON events
+CREATE TRIGGER events_apply_other_kinds AFTER INSERT ON events WHEN NEW.kind <> 'consume'
+BEGIN
+    INSERT INTO events_to_apply (id, timestamp_us, kind, thread_id, prompt_tokens, completion_tokens, max_tokens,
+                                 threshold_percent, severity, caused_by, tokens_used, idempotency_key, agent_id,
+                                 model, provider, latency_ms, metadata, org_id, user_id, cost_nanos, held_tokens,
+                                 expires_at_us, reservation_id, scope, period, max_cost_nanos, cost_used_nanos,
+                                 window_start_us)
+    VALUES (NEW.id, NEW.timestamp_us, NEW.kind, NEW.thread_id, NEW.prompt_tokens, NEW.completion_tokens,
+            NEW.max_tokens, NEW.threshold_percent, NEW.severity, NEW.caused_by, NEW.tokens_used,
+            NEW.idempotency_key, NEW.agent_id, NEW.model, NEW.provider, NEW.latency_ms, NEW.metadata,
+            NEW.org_id, NEW.user_id, NEW.cost_nanos, NEW.held_tokens, NEW.expires_at_us, NEW.reservation_id,
+            NEW.scope, NEW.period, NEW.max_cost_nanos, NEW.cost_used_nanos, NEW.window_start_us);
+END;
+
+CREATE TRIGGER events_apply_refusal INSTEAD OF INSERT ON events_to_apply
 WHEN NEW.kind = 'refusal' OR NEW.kind = 'cleanup' OR NEW.kind = 'budget_remove'
 BEGIN
     INSERT INTO thread_refusals (thread_id, window_event_id, event_id)
@@ -410,7 +433,7 @@ BEGIN
     DELETE FROM scope_refusals WHERE NEW.kind = 'budget_remove' AND scope = NEW.scope;
 END;
 
-CREATE TRIGGER events_apply_scope AFTER INSERT ON events
+CREATE TRIGGER events_apply_scope INSTEAD OF INSERT ON events_to_apply
 WHEN NEW.kind = 'budget' OR NEW.kind = 'budget_remove' OR NEW.kind = 'scope_threshold'
 BEGIN
     -- budget: the scope's budget, with the spend of its window so far (every consume of the
@@ -501,7 +524,7 @@ BEGIN
     WHERE NEW.kind = 'budget_remove' AND NOT EXISTS (SELECT 1 FROM scope_budgets WHERE scope = NEW.scope);
 END;
 
-CREATE TRIGGER events_check_refusal BEFORE INSERT ON events WHEN NEW.kind = 'refusal'
+CREATE TRIGGER events_check_refusal INSTEAD OF INSERT ON events_to_check WHEN NEW.kind = 'refusal'
 BEGIN
     SELECT RAISE(ABORT, 'a scope refusal needs window_start_us; a thread refusal takes no window_start_us, cost_used_nanos or max_cost_nanos')
     WHERE (NEW.scope IS NOT NULL AND NEW.window_start_us IS NULL)
@@ -509,7 +532,22 @@ BEGIN
                                   OR NEW.max_cost_nanos IS NOT NULL));
 END;
 
-CREATE TRIGGER events_check_reprice BEFORE INSERT ON events WHEN NEW.kind = 'reprice'
+CREATE TRIGGER events_check_refusal_or_reprice BEFORE INSERT ON events
+WHEN NEW.kind = 'refusal' OR NEW.kind = 'reprice'
+BEGIN
+    INSERT INTO events_to_check (id, timestamp_us, kind, thread_id, prompt_tokens, completion_tokens, max_tokens,
+                                 threshold_percent, severity, caused_by, tokens_used, idempotency_key, agent_id,
+                                 model, provider, latency_ms, metadata, org_id, user_id, cost_nanos, held_tokens,
+                                 expires_at_us, reservation_id, scope, period, max_cost_nanos, cost_used_nanos,
+                                 window_start_us)
+    VALUES (NEW.id, NEW.timestamp_us, NEW.kind, NEW.thread_id, NEW.prompt_tokens, NEW.completion_tokens,
+            NEW.max_tokens, NEW.threshold_percent, NEW.severity, NEW.caused_by, NEW.tokens_used,
+            NEW.idempotency_key, NEW.agent_id, NEW.model, NEW.provider, NEW.latency_ms, NEW.metadata,
+            NEW.org_id, NEW.user_id, NEW.cost_nanos, NEW.held_tokens, NEW.expires_at_us, NEW.reservation_id,
+            NEW.scope, NEW.period, NEW.max_cost_nanos, NEW.cost_used_nanos, NEW.window_start_us);
+END;
+
+CREATE TRIGGER events_check_reprice INSTEAD OF INSERT ON events_to_check WHEN NEW.kind = 'reprice'
 BEGIN
     SELECT RAISE(ABORT, 'reprice: cost_nanos is required, and caused_by must name a consume recorded unpriced (cost_nanos NULL)')
     WHERE NEW.cost_nanos IS NULL
@@ -719,6 +757,11 @@ SELECT scope, period, start_us AS window_start_us, end_us AS window_end_us, max_
            AS is_exhausted
 FROM figures;
 
+CREATE VIEW consumes_to_apply AS
+SELECT id, timestamp_us, thread_id, prompt_tokens, completion_tokens, agent_id, model, latency_ms, org_id, user_id,
+       cost_nanos, reservation_id
+FROM events WHERE 0;
+
 CREATE VIEW event_prices AS
 SELECT
     events.id AS event_id,
@@ -745,6 +788,20 @@ SELECT
     END AS cost_nanos
 FROM events
 WHERE events.kind = 'consume';
+
+CREATE VIEW events_to_apply AS
+SELECT id, timestamp_us, kind, thread_id, prompt_tokens, completion_tokens, max_tokens, threshold_percent,
+       severity, caused_by, tokens_used, idempotency_key, agent_id, model, provider, latency_ms, metadata,
+       org_id, user_id, cost_nanos, held_tokens, expires_at_us, reservation_id, scope, period, max_cost_nanos,
+       cost_used_nanos, window_start_us
+FROM events WHERE 0;
+
+CREATE VIEW events_to_check AS
+SELECT id, timestamp_us, kind, thread_id, prompt_tokens, completion_tokens, max_tokens, threshold_percent,
+       severity, caused_by, tokens_used, idempotency_key, agent_id, model, provider, latency_ms, metadata,
+       org_id, user_id, cost_nanos, held_tokens, expires_at_us, reservation_id, scope, period, max_cost_nanos,
+       cost_used_nanos, window_start_us
+FROM events WHERE 0;
 
 CREATE VIEW holds_from_events AS
 SELECT reserve.id AS reservation_id, reserve.thread_id, min(reserve.held_tokens, 2000000000) AS tokens,

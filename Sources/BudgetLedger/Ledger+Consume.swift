@@ -144,6 +144,9 @@ extension Ledger {
             throw LedgerError.conflict(error.message)
         }
         let eventID = connection.lastInsertRowID
+        try applyDerivedState(
+            of: request, eventID: eventID, at: now, costNanodollars: cost, settling: reservationID,
+            underScopeBudget: !scopes.isEmpty, on: connection)
         var budget = before.with(
             promptTokens: promptTotal, completionTokens: completionTotal, requestCount: before.requestCount + 1,
             triggeredThresholds: before.triggeredThresholds)
@@ -160,6 +163,43 @@ extension Ledger {
         return ConsumeResult(
             budget: budget, crossedThresholds: crossings, event: event, isReplay: false,
             crossedScopeThresholds: scopeCrossings)
+    }
+
+    /// Applies consume `eventID`'s derived state, as migration 0014's `consumes_to_apply_insert`
+    /// does for other writers, with only the statements this call needs: the thread's totals,
+    /// the all-time sums (refused at the capacity with the trigger's message), the scope budgets
+    /// when one applies (`underScopeBudget`: `ScopeBudgetSQL.budgets` found one in this
+    /// transaction), the hold a settle ends, and the fold at every 1,024th event. Runs right
+    /// after the insert, as the trigger did, so the rest of the call and the next write of the
+    /// batch read the same state as before.
+    ///
+    /// - Throws: `LedgerError.conflict` at the ledger's capacity (the caller's transaction or
+    ///   savepoint then takes the event back); the connection's errors.
+    private func applyDerivedState(
+        of request: ConsumeRequest, eventID: Int64, at now: Int64, costNanodollars cost: Int64?,
+        settling reservationID: Int64?, underScopeBudget: Bool, on connection: Connection
+    ) throws {
+        try connection.execute(
+            ConsumeSQL.addToThread, [request.threadID, request.promptTokens, request.completionTokens])
+        let sums: [any SQLiteBindable] = [
+            request.promptTokens, request.completionTokens, cost ?? 0, request.usage.latencyMilliseconds ?? 0,
+        ]
+        try connection.execute(ConsumeSQL.addToAllTimeSums, sums)
+        if connection.changes == 0 {
+            throw LedgerError.conflict(try ConsumeSQL.capacityReached(adding: sums, on: connection))
+        }
+        if underScopeBudget {
+            let scopes = request.scopes
+            let arguments: [any SQLiteBindable] =
+                [now, request.tokens, cost] + (0..<5).map { $0 < scopes.count ? scopes[$0] : String?.none }
+            try connection.execute(ConsumeSQL.addToScopeBudgets, arguments)
+        }
+        if let reservationID {
+            try connection.execute(ConsumeSQL.endHold, [reservationID])
+        }
+        if eventID % ConsumeSQL.foldEveryEvents == 0 {
+            try connection.execute(ConsumeSQL.fold, [eventID])
+        }
     }
 
     /// The cost of the request at the price in force at `now`; nil when it names no priced model.

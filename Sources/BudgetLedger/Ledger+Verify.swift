@@ -27,6 +27,8 @@ extension Ledger {
         "model_prices_forbid_update", "model_prices_forbid_delete", "legacy_pricing_forbid_update",
         "legacy_pricing_forbid_delete", "price_withdrawals_forbid_update", "price_withdrawals_forbid_delete",
         "events_check_reprice",
+        // Since 0014 events_check_reprice runs only through it (an INSTEAD OF trigger on a view).
+        "events_check_refusal_or_reprice",
     ]
 
     /// The unique indexes on `events` that `events_check_insert` guards against INSERT OR REPLACE.

@@ -88,6 +88,11 @@ public final class Ledger: Sendable {
     /// The `application_id` that marks a BudgetLedger database ('BDLG').
     public static let applicationID: Int32 = 0x4244_4C47
 
+    /// The role the ledger's connection gives itself (`Connection.Options.role`): migration 0014's
+    /// `events_apply_consume` steps aside for it, because `record` applies a consume's derived
+    /// state itself (`applyDerivedState`); every other connection goes through the trigger.
+    static let writerRole = "ledger writer"
+
     /// The migrations carried inside this binary, in order.
     static var migrations: [Migration] { EmbeddedMigrations.all }
 
@@ -121,7 +126,8 @@ public final class Ledger: Sendable {
         walSync = isFile && configuration.synchronous == .full ? WALSync(databasePath: path) : nil
         let options = Connection.Options(
             busyTimeoutMilliseconds: configuration.busyTimeoutMilliseconds,
-            synchronous: walSync == nil ? configuration.synchronous.sqliteLevel : .normal, walAtOpen: false)
+            synchronous: walSync == nil ? configuration.synchronous.sqliteLevel : .normal, walAtOpen: false,
+            role: Self.writerRole)
         let opened: Connection
         do {
             opened = try Connection(path: path, options: options)

@@ -198,3 +198,85 @@ enum IdempotencySQL {
         try connection.cachedStatement(selectEventByKey).fetchOne([key]) { (try $0[0] as Int64, try $0[1] as String) }
     }
 }
+
+/// A consume's derived state as the ledger's writer applies it (`Ledger.applyDerivedState`): the
+/// statements of migration 0014's `consumes_to_apply_insert` (the trigger other writers go
+/// through), one each, so the writer runs only those a call needs.
+enum ConsumeSQL {
+    /// The fold runs at every event whose id is a multiple of this (migration 0004's rule).
+    static let foldEveryEvents: Int64 = 1024
+
+    /// `?1` the thread, `?2` prompt and `?3` completion tokens.
+    static let addToThread = """
+        UPDATE thread_state
+        SET prompt_tokens = prompt_tokens + ?2, completion_tokens = completion_tokens + ?3,
+            request_count = request_count + 1
+        WHERE thread_id = ?1
+        """
+
+    /// Adds `?1` prompt tokens, `?2` completion tokens, `?3` nano-dollars and `?4` ms of latency to
+    /// the all-time sums, only if each stays within the capacity (0006): it changed a row when it
+    /// did. (`RAISE`, which the trigger uses, works only inside a trigger; and `RETURNING` would
+    /// cost a trigger frame of its own, which SQLite uses to run it.)
+    static let addToAllTimeSums = """
+        UPDATE ledger_settings
+        SET all_time_prompt_tokens = all_time_prompt_tokens + ?1,
+            all_time_completion_tokens = all_time_completion_tokens + ?2,
+            all_time_cost_nanos = all_time_cost_nanos + ?3,
+            all_time_latency_ms = all_time_latency_ms + ?4
+        WHERE id = 1
+          AND all_time_prompt_tokens <= \(LedgerLimits.allTimeSumMax) - ?1
+          AND all_time_completion_tokens <= \(LedgerLimits.allTimeSumMax) - ?2
+          AND all_time_cost_nanos <= \(LedgerLimits.allTimeSumMax) - ?3
+          AND all_time_latency_ms <= \(LedgerLimits.allTimeSumMax) - ?4
+        """
+
+    /// Which sum `addToAllTimeSums` would have taken past the capacity, first in the trigger's
+    /// order: 1 prompt, 2 completion, 3 cost, 4 latency (0 none).
+    static let selectSumPastCapacity = """
+        SELECT CASE WHEN all_time_prompt_tokens > \(LedgerLimits.allTimeSumMax) - ?1 THEN 1
+                    WHEN all_time_completion_tokens > \(LedgerLimits.allTimeSumMax) - ?2 THEN 2
+                    WHEN all_time_cost_nanos > \(LedgerLimits.allTimeSumMax) - ?3 THEN 3
+                    WHEN all_time_latency_ms > \(LedgerLimits.allTimeSumMax) - ?4 THEN 4
+                    ELSE 0 END
+        FROM ledger_settings WHERE id = 1
+        """
+
+    /// The trigger's message for the sum `sums` (the arguments of `addToAllTimeSums`) would take
+    /// past the capacity.
+    static func capacityReached(adding sums: [any SQLiteBindable], on connection: Connection) throws -> String {
+        let column = try connection.cachedStatement(selectSumPastCapacity).fetchOne(sums) { try $0[0] as Int64 }
+        let name = ["prompt_tokens", "completion_tokens", "cost_nanos", "latency_ms"]
+        guard let column, column >= 1, column <= 4 else {
+            // The row is missing or the sums fit after all: a damaged file, not a capacity.
+            return "ledger capacity reached: the all-time sums could not be updated"
+        }
+        return "ledger capacity reached: the all-time \(name[Int(column) - 1]) would pass \(LedgerLimits.allTimeSumMax)"
+    }
+
+    /// `?1` the event's time, `?2` its tokens, `?3` its cost (NULL: unpriced), `?4`–`?8` the
+    /// scopes it falls under (`BudgetScope.candidates`; unused ones NULL): each budget's window
+    /// starts again when the consume is past it (0010's arithmetic, as in the trigger).
+    static let addToScopeBudgets = """
+        UPDATE scope_budgets
+        SET (spent_tokens, spent_cost_nanos, request_count, unpriced_requests, window_start_us) =
+            (SELECT (applicable.start <= window_start_us) * spent_tokens + ?2,
+                    (applicable.start <= window_start_us) * spent_cost_nanos + coalesce(?3, 0),
+                    (applicable.start <= window_start_us) * request_count + 1,
+                    (applicable.start <= window_start_us) * unpriced_requests + (?3 IS NULL),
+                    max(applicable.start, window_start_us)
+             FROM (SELECT CASE period
+                         WHEN 'day' THEN ?1 - ?1 % 86400000000
+                         WHEN 'week' THEN (?1 / 86400000000 - (?1 / 86400000000 + 3) % 7) * 86400000000
+                         WHEN 'month' THEN CAST(strftime('%s', ?1 / 1000000, 'unixepoch', 'start of month')
+                                                AS INTEGER) * 1000000
+                         ELSE 0 END AS start) AS applicable)
+        WHERE scope IN (?4, ?5, ?6, ?7, ?8)
+        """
+
+    /// A settle ends its hold (`?1` the reserve event).
+    static let endHold = "DELETE FROM holds WHERE reservation_id = ?1"
+
+    /// Folds the pending usage into the rollups up to event `?1` (`ledger_settings_fold_usage`).
+    static let fold = "UPDATE ledger_settings SET rolled_up_to = ?1 WHERE id = 1"
+}

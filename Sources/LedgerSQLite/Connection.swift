@@ -30,16 +30,20 @@ public final class Connection {
         /// Switches a file database to WAL at open. Off lets a caller inspect a file first and
         /// call `enableWAL()` only once it knows the file is its own (WAL mode is persistent).
         public var walAtOpen = true
+        /// What this connection says it is, to SQL: the value of `connection_role()` on it (NULL
+        /// when nil). See `registerRole(_:)`.
+        public var role: String?
 
         public init(
             busyTimeoutMilliseconds: Int32 = 5_000, synchronous: Synchronous = .full,
-            readOnly: Bool = false, create: Bool = true, walAtOpen: Bool = true
+            readOnly: Bool = false, create: Bool = true, walAtOpen: Bool = true, role: String? = nil
         ) {
             self.busyTimeoutMilliseconds = busyTimeoutMilliseconds
             self.synchronous = synchronous
             self.readOnly = readOnly
             self.create = create
             self.walAtOpen = walAtOpen
+            self.role = role
         }
     }
 
@@ -51,7 +55,11 @@ public final class Connection {
     /// same string constant is one comparison of two words, where the dictionary would hash
     /// the whole text (about 6% of a consume's instructions under callgrind).
     private var recentStatements: [Statement] = []
-    private static let recentStatementsMax = 8
+    /// Since migration 0014 a consume in a batch can run nine cached statements in turn (the
+    /// savepoint and its release, the thread, the scope budgets, a price, the insert, the thread's
+    /// and the all-time sums' updates, a threshold): with room for eight, such a cycle would
+    /// evict each one before its next use, so the list holds a dozen.
+    private static let recentStatementsMax = 12
     private var savepointDepth = 0
     /// The SQL of the savepoint at each depth, built once: a group commit opens one per write.
     private var savepointSQLByDepth: [SavepointSQL] = []
@@ -96,6 +104,7 @@ public final class Connection {
     }
 
     private func configure(_ options: Options) throws {
+        try registerRole(options.role)
         setBusyTimeout(milliseconds: options.busyTimeoutMilliseconds)
         // The first statement reads the file header, so a file that is not SQLite fails here,
         // before anything is written to it.

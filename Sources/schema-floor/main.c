@@ -5,7 +5,11 @@
  * prepared statements and nothing else in the way: no Swift, no locks, no threads, no sync.
  *
  * It answers "how fast could any wrapper run this schema here?", beside the reference (which
- * runs a simpler schema).
+ * runs a simpler schema). Since migration 0014 the ledger's writer applies a consume's derived
+ * state itself (Ledger.applyDerivedState) and the consume trigger steps aside for a connection
+ * whose connection_role() is 'ledger writer': the harness defines that function as LedgerSQLite
+ * does on the ledger's connection and runs the writer's two statements for a consume under no
+ * scope budget (the thread, the all-time sums).
  *
  * Usage: schema-floor LEDGER_FILE normal|full WRITES_PER_TRANSACTION CALLS [CHECKPOINT_FRAMES]
  * LEDGER_FILE must be a fresh ledger made by `budget-ledger init`; the harness opens its
@@ -41,7 +45,32 @@ static const char *insert_consume =
     " agent_id, model, provider, latency_ms, metadata, org_id, user_id, cost_nanos, reservation_id)"
     " VALUES (?, 'consume', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 
+/* Copies of ConsumeSQL.addToThread and ConsumeSQL.addToAllTimeSums (the same file; SchemaFloorTests). */
+static const char *add_to_thread =
+    "UPDATE thread_state"
+    " SET prompt_tokens = prompt_tokens + ?2, completion_tokens = completion_tokens + ?3,"
+    " request_count = request_count + 1"
+    " WHERE thread_id = ?1";
+static const char *add_to_all_time_sums =
+    "UPDATE ledger_settings"
+    " SET all_time_prompt_tokens = all_time_prompt_tokens + ?1,"
+    " all_time_completion_tokens = all_time_completion_tokens + ?2,"
+    " all_time_cost_nanos = all_time_cost_nanos + ?3,"
+    " all_time_latency_ms = all_time_latency_ms + ?4"
+    " WHERE id = 1"
+    " AND all_time_prompt_tokens <= 4000000000000000000 - ?1"
+    " AND all_time_completion_tokens <= 4000000000000000000 - ?2"
+    " AND all_time_cost_nanos <= 4000000000000000000 - ?3"
+    " AND all_time_latency_ms <= 4000000000000000000 - ?4";
+
 enum { THREADS = 1000 };
+
+/* connection_role() on the ledger's own connection (Sources/LedgerSQLite/ConnectionRole.swift). */
+static void connection_role(sqlite3_context *context, int count, sqlite3_value **values) {
+    (void)count;
+    (void)values;
+    sqlite3_result_text(context, "ledger writer", -1, SQLITE_STATIC);
+}
 
 /* splitmix64, as the benchmark's workload. */
 static uint64_t random_state = 0x5EED;
@@ -76,7 +105,7 @@ static double seconds(clockid_t clock) {
     return now.tv_sec + now.tv_nsec * 1e-9;
 }
 
-struct statements { sqlite3_stmt *savepoint, *release, *select_thread, *insert_consume; };
+struct statements { sqlite3_stmt *savepoint, *release, *select_thread, *insert_consume, *add_to_thread, *add_to_sums; };
 
 /* One check-and-consume as the group commit runs it inside a batch. Not inlined, so callgrind
  * can count it alone. */
@@ -93,12 +122,22 @@ __attribute__((noinline)) static void one_write(sqlite3 *db, struct statements *
     run(db, s->select_thread, "select thread");
     sqlite3_bind_int64(s->insert_consume, 1, now);
     sqlite3_bind_text(s->insert_consume, 2, thread, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_int64(s->insert_consume, 3, 100 + (int64_t)(next_random() % 3900));
-    sqlite3_bind_int64(s->insert_consume, 4, 10 + (int64_t)(next_random() % 990));
+    int64_t prompt = 100 + (int64_t)(next_random() % 3900), completion = 10 + (int64_t)(next_random() % 990);
+    sqlite3_bind_int64(s->insert_consume, 3, prompt);
+    sqlite3_bind_int64(s->insert_consume, 4, completion);
     sqlite3_bind_text(s->insert_consume, 5, key, -1, SQLITE_TRANSIENT);
     sqlite3_bind_text(s->insert_consume, 6, agent, -1, SQLITE_TRANSIENT);
     sqlite3_bind_text(s->insert_consume, 7, "gpt-4o", -1, SQLITE_STATIC);
     run(db, s->insert_consume, "insert consume");
+    sqlite3_bind_text(s->add_to_thread, 1, thread, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(s->add_to_thread, 2, prompt);
+    sqlite3_bind_int64(s->add_to_thread, 3, completion);
+    run(db, s->add_to_thread, "add to thread");
+    sqlite3_bind_int64(s->add_to_sums, 1, prompt);
+    sqlite3_bind_int64(s->add_to_sums, 2, completion);
+    sqlite3_bind_int64(s->add_to_sums, 3, 0);
+    sqlite3_bind_int64(s->add_to_sums, 4, 0);
+    run(db, s->add_to_sums, "add to all-time sums");
     run(db, s->release, "RELEASE");
 }
 
@@ -116,6 +155,8 @@ int main(int argc, char **argv) {
     }
     sqlite3 *db;
     if (sqlite3_open(argv[1], &db) != SQLITE_OK) fail(db, "open");
+    if (sqlite3_create_function(db, "connection_role", 0, SQLITE_UTF8 | SQLITE_DETERMINISTIC | SQLITE_INNOCUOUS, NULL,
+                                connection_role, NULL, NULL) != SQLITE_OK) fail(db, "connection_role");
     if (sqlite3_exec(db, "PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;"
                          "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) fail(db, "setup");
     sqlite3_stmt *limit = prepare(db, "INSERT INTO events (timestamp_us, kind, thread_id, max_tokens) VALUES (1, 'limit', ?, 1000000000000000)");
@@ -133,6 +174,7 @@ int main(int argc, char **argv) {
     struct statements s = {
         prepare(db, "SAVEPOINT floor"), prepare(db, "RELEASE floor"),
         prepare(db, select_thread), prepare(db, insert_consume),
+        prepare(db, add_to_thread), prepare(db, add_to_all_time_sums),
     };
     sqlite3_stmt *begin = prepare(db, "BEGIN IMMEDIATE"), *commit = prepare(db, "COMMIT");
     double wall = seconds(CLOCK_MONOTONIC), cpu = seconds(CLOCK_PROCESS_CPUTIME_ID);

@@ -15,6 +15,9 @@ struct SchemaFloorTests {
         let text = try String(contentsOf: source, encoding: .utf8)
         #expect(try normalized(cString(named: "select_thread", in: text)) == normalized(LedgerSQL.selectThreadAndDefault))
         #expect(try normalized(cString(named: "insert_consume", in: text)) == normalized(LedgerSQL.insertConsume))
+        // Since 0014 the writer's own statements for a consume's derived state, too.
+        #expect(try normalized(cString(named: "add_to_thread", in: text)) == normalized(ConsumeSQL.addToThread))
+        #expect(try normalized(cString(named: "add_to_all_time_sums", in: text)) == normalized(ConsumeSQL.addToAllTimeSums))
     }
 
     /// The text of `static const char *name = "…" "…";`: its adjacent literals joined.
