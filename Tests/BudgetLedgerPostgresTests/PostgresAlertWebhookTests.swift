@@ -136,7 +136,7 @@ struct PostgresAlertWebhookTests {
         #expect(beforeRestart.count == 6)
         let delivered = await eventually(seconds: 60) { Set(receiver.acknowledgedIDs).isSuperset(of: beforeRestart) }
         #expect(delivered, "acknowledged \(receiver.acknowledgedIDs) of \(beforeRestart)")
-        let cursorMoved = await eventually(seconds: 30) { try await ledger.alertCursor(for: hook) >= beforeRestart.last! }
+        let cursorMoved = try await eventually(seconds: 30) { try await ledger.alertCursor(for: hook) >= beforeRestart.last! }
         #expect(cursorMoved, "the stored cursor never reached event \(beforeRestart.last!)")
         #expect(first.stop() == 0)
         let deliveriesBeforeRestart = receiver.deliveries.count
@@ -163,7 +163,7 @@ struct PostgresAlertWebhookTests {
         #expect(expected.count == 12)
         let allArrived = await eventually(seconds: 60) { Set(receiver.acknowledgedIDs).isSuperset(of: expected) }
         #expect(allArrived, "missing \(Set(expected).subtracting(receiver.acknowledgedIDs).sorted())")
-        let cursorCaughtUp = await eventually(seconds: 30) { try await ledger.alertCursor(for: hook) >= expected.last! }
+        let cursorCaughtUp = try await eventually(seconds: 30) { try await ledger.alertCursor(for: hook) >= expected.last! }
         #expect(cursorCaughtUp, "the stored cursor never reached event \(expected.last!)")
         #expect(third.stop() == 0)
         await receiver.stop()
