@@ -118,6 +118,9 @@ let package = Package(
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
+                // The alert webhook tests receive the spawned servers' signed posts.
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Crypto", package: "swift-crypto"),
             ]),
         // Depends on the executable so that `swift build --build-tests` builds the binary the tests spawn.
         .testTarget(

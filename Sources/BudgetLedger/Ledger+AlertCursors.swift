@@ -16,7 +16,7 @@ extension Ledger {
     ///
     /// - Throws: `LedgerError.invalidInput` for an empty URL or one longer than `alertURLBytesMax`.
     public func alertCursor(for url: String) throws -> Int64 {
-        try validateAlertURL(url)
+        try Validate.alertURL(url)
         return try write { [self] connection in
             try connection.execute(AlertCursorSQL.insertAtFeedEnd, [url, configuration.clock()])
             guard let cursor = try connection.cachedStatement(AlertCursorSQL.select).fetchOne([url], { try $0[0] as Int64 })
@@ -30,19 +30,28 @@ extension Ledger {
     ///
     /// - Throws: `LedgerError.invalidInput` for a negative id or a bad URL.
     public func advanceAlertCursor(for url: String, to eventID: Int64) throws {
-        try validateAlertURL(url)
-        guard eventID >= 0 else {
-            throw LedgerError.invalidInput(field: "eventId", reason: "must not be negative (got \(eventID))")
-        }
+        try Validate.alertURL(url)
+        try Validate.alertCursorEventID(eventID)
         try write { [self] connection in
             try connection.execute(AlertCursorSQL.advance, [url, eventID, configuration.clock()])
         }
     }
+}
 
-    private func validateAlertURL(_ url: String) throws {
-        guard !url.isEmpty, url.utf8.count <= Self.alertURLBytesMax else {
+/// The rules of an alert cursor's key and position, applied by both stores.
+extension Validate {
+    /// A URL of 1…`Ledger.alertURLBytesMax` UTF-8 bytes.
+    package static func alertURL(_ url: String) throws {
+        guard !url.isEmpty, url.utf8.count <= Ledger.alertURLBytesMax else {
             throw LedgerError.invalidInput(
-                field: "url", reason: "must be 1…\(Self.alertURLBytesMax) bytes (got \(url.utf8.count))")
+                field: "url", reason: "must be 1…\(Ledger.alertURLBytesMax) bytes (got \(url.utf8.count))")
+        }
+    }
+
+    /// An event id a cursor may move to: not negative.
+    package static func alertCursorEventID(_ eventID: Int64) throws {
+        guard eventID >= 0 else {
+            throw LedgerError.invalidInput(field: "eventId", reason: "must not be negative (got \(eventID))")
         }
     }
 }

@@ -21,22 +21,9 @@ extension PostgresLedger {
         try Validate.feedPage(after: after, limit: limit)
         let waitMax = configuration.feedWaitMax
         return try await read { [logger] connection in
-            let newest: Int64 =
-                try await connection.fetchOne("SELECT coalesce(max(id), 0)::bigint FROM events", as: Int64.self, logger: logger)
-                ?? Int64(0)
-            guard newest > after else { return EventPage(events: [], lastID: after) }
-            // A later statement: every writer that drew an id up to `newest` and is still running
-            // holds its lock now.
-            var writers = try await Self.writersOfEvents(among: nil, on: connection, logger: logger)
-            let clock = ContinuousClock()
-            let deadline = clock.now + waitMax
-            var pause = Duration.milliseconds(1)
-            while !writers.isEmpty {
-                guard clock.now < deadline else { return EventPage(events: [], lastID: after) }
-                try await Task.sleep(for: pause)
-                pause = min(pause * 2, .milliseconds(50))
-                writers = try await Self.writersOfEvents(among: writers, on: connection, logger: logger)
-            }
+            guard let newest = try await Self.settledFeedEnd(after: after, waitMax: waitMax, on: connection, logger: logger),
+                newest > after
+            else { return EventPage(events: [], lastID: after) }
             var events: [LedgerEvent] = []
             let rows = try await connection.query(
                 """
@@ -48,6 +35,32 @@ extension PostgresLedger {
             }
             return EventPage(events: events, lastID: events.last?.id ?? after)
         }
+    }
+
+    /// The largest event id up to which every event that will ever commit has committed: the
+    /// largest visible id, once each transaction then writing to `events` has ended (see
+    /// `events(after:limit:)`). `after` when no event past it is visible (nothing is waited
+    /// for); nil when a writer stayed in flight longer than `waitMax`.
+    static func settledFeedEnd(after: Int64, waitMax: Duration, on connection: PostgresConnection, logger: Logger)
+        async throws -> Int64?
+    {
+        let newest: Int64 =
+            try await connection.fetchOne("SELECT coalesce(max(id), 0)::bigint FROM events", as: Int64.self, logger: logger)
+            ?? Int64(0)
+        guard newest > after else { return after }
+        // A later statement: every writer that drew an id up to `newest` and is still running
+        // holds its lock now.
+        var writers = try await writersOfEvents(among: nil, on: connection, logger: logger)
+        let clock = ContinuousClock()
+        let deadline = clock.now + waitMax
+        var pause = Duration.milliseconds(1)
+        while !writers.isEmpty {
+            guard clock.now < deadline else { return nil }
+            try await Task.sleep(for: pause)
+            pause = min(pause * 2, .milliseconds(50))
+            writers = try await writersOfEvents(among: writers, on: connection, logger: logger)
+        }
+        return newest
     }
 
     /// The transactions (virtual transaction ids) that hold a write lock on this database's

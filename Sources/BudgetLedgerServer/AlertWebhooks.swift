@@ -10,19 +10,24 @@ import ServiceLifecycle
 /// Posts every alert of the ledger (threshold, scope_threshold and refusal events) to the
 /// configured webhooks, driven by the durable feed.
 ///
-/// Each URL has its own cursor in the ledger (`Ledger.alertCursor(for:)`): the last event id it
+/// Each URL has its own cursor in the ledger (`LedgerStore.alertCursor(for:)`): the last event id it
 /// acknowledged with a 2xx. Alerts go one at a time, in event-id order (so in order per thread
 /// and per scope), each retried with exponential backoff (`AlertTiming`) until a 2xx; only then
 /// does the cursor move past it. Delivery is therefore at least once: an alert whose 2xx was
 /// lost to a crash, or whose cursor write failed, is posted again after the restart. A URL that
 /// fails holds back only its own alerts. Receivers deduplicate by `X-BudgetLedger-Event-Id`.
 ///
+/// It runs on either store. On PostgreSQL, servers of one database posting to the same URL
+/// share its cursor and each follows the feed: every alert is delivered at least once overall,
+/// and an alert two servers read before either acknowledged it is posted by both (each server
+/// posts in event-id order; the receiver may see a duplicate after a newer alert).
+///
 /// As a `Service` it runs after the ledger's service and stops before it, on graceful shutdown.
 final class AlertWebhookService: Service, Sendable {
     /// Events read per feed page.
     static let pageSize = 1_000
 
-    private let ledger: LedgerService
+    private let ledger: any LedgerStore
     private let urls: [WebhookURL]
     private let secret: String
     private let timing: AlertTiming
@@ -32,7 +37,7 @@ final class AlertWebhookService: Service, Sendable {
     /// - Parameters:
     ///   - urls: the validated webhook URLs (`WebhookURL(parsing:)`).
     ///   - secret: the HMAC-SHA256 key of the signature header.
-    init(ledger: LedgerService, urls: [WebhookURL], secret: String, timing: AlertTiming = AlertTiming(), logger: Logger) {
+    init(ledger: any LedgerStore, urls: [WebhookURL], secret: String, timing: AlertTiming = AlertTiming(), logger: Logger) {
         self.ledger = ledger
         self.urls = urls
         self.secret = secret
@@ -62,22 +67,22 @@ final class AlertWebhookService: Service, Sendable {
                 if let cursor {
                     after = cursor
                 } else {
-                    after = try await ledger.run { try $0.alertCursor(for: url.text) }
+                    after = try await ledger.alertCursor(for: url.text)
                     cursor = after
                 }
                 let pageStart = after
-                let page = try await ledger.run { try $0.events(after: pageStart, limit: Self.pageSize) }
+                let page = try await ledger.events(after: pageStart, limit: Self.pageSize)
                 if page.events.isEmpty {
                     try await Task.sleep(for: timing.pollInterval)
                     continue
                 }
                 for event in page.events where Ledger.alertKinds.contains(event.kind) {
                     try await deliver(event, to: url)
-                    try await ledger.run { try $0.advanceAlertCursor(for: url.text, to: event.id) }
+                    try await ledger.advanceAlertCursor(for: url.text, to: event.id)
                     (cursor, after) = (event.id, event.id)
                 }
                 if page.lastID > after {
-                    try await ledger.run { try $0.advanceAlertCursor(for: url.text, to: page.lastID) }
+                    try await ledger.advanceAlertCursor(for: url.text, to: page.lastID)
                     cursor = page.lastID
                 }
                 failures = 0

@@ -64,25 +64,27 @@ func buildApplication(
 
 /// Builds the REST server on an open PostgreSQL ledger, which it then owns (it is closed on
 /// graceful shutdown, after the requests in flight). Stateless: any number of these may serve
-/// one database (docs/postgres.md). Routes whose operation the PostgreSQL store does not have
-/// yet answer 501.
+/// one database (docs/postgres.md); those given the same alert webhook share its cursor. Routes
+/// whose operation the PostgreSQL store does not have yet answer 501.
 ///
-/// - Throws: `ServerConfigurationError` for an unusable configuration, and for alert webhooks
-///   (they read the event feed, which is not on PostgreSQL yet).
+/// - Throws: `ServerConfigurationError` for an unusable configuration; the store's errors when
+///   a webhook's cursor cannot be read or stored (the ledger is left open: the caller closes it).
 public func buildApplication(
     _ configuration: ServerConfiguration, postgres ledger: PostgresLedger, logger: Logger? = nil,
     onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }
-) throws -> some ApplicationProtocol {
+) async throws -> some ApplicationProtocol {
     try configuration.validate()
-    guard configuration.alertWebhookURLs.isEmpty else {
-        throw ServerConfigurationError(
-            field: "alertWebhookURLs", reason: "alert webhooks are not available on the PostgreSQL store yet")
-    }
+    // As on SQLite: a webhook's cursor exists before the server answers a call.
+    for url in configuration.alertWebhookURLs { _ = try await ledger.alertCursor(for: url) }
     let logger = logger ?? defaultLogger()
     let router = buildRouter(ledger: ledger, metrics: ServerMetrics(ledgerFile: false), configuration: configuration)
-    return application(
-        configuration, router: router, services: [PostgresStoreService(ledger: ledger, logger: logger)], logger: logger,
-        onServerRunning: onServerRunning)
+    var services: [any Service] = [PostgresStoreService(ledger: ledger, logger: logger)]
+    if !configuration.alertWebhookURLs.isEmpty, let secret = configuration.alertSecret {
+        // Validated by `configuration.validate()`; after the store's service, so it stops first.
+        let urls = configuration.alertWebhookURLs.compactMap { try? WebhookURL(parsing: $0) }
+        services.append(AlertWebhookService(ledger: ledger, urls: urls, secret: secret, logger: logger))
+    }
+    return application(configuration, router: router, services: services, logger: logger, onServerRunning: onServerRunning)
 }
 
 /// "budget-ledger" at info level, or `$LOG_LEVEL`.

@@ -12,7 +12,8 @@ import BudgetLedgerWire
 ///   the connections.
 ///
 /// The domain's rules (validation, pricing, thresholds, holds, idempotency) are written once, in
-/// `BudgetLedger`, and both stores apply them; what differs is storage. Operations only the
+/// `BudgetLedger`, and both stores apply them; what differs is storage. The alert webhooks
+/// (`AlertWebhookService`) run on the seam too: the feed and the cursors. Operations only the
 /// SQLite store has so far (scope budgets, withdrawing, replacing and
 /// re-pricing prices) are reached through `sqliteOnly(_:)`, which on another store throws
 /// `StoreOperationUnavailableError` (a 501, never a 500).
@@ -56,6 +57,13 @@ protocol LedgerStore: Sendable {
 
     /// The feed: events with id greater than `after`, in id order, at most `limit`.
     func events(after: Int64, limit: Int) async throws -> EventPage
+
+    /// Where alert delivery to `url` resumes: the last event id it acknowledged, or the end of
+    /// the feed, stored, for a URL seen for the first time (`Ledger.alertCursor(for:)`).
+    /// On PostgreSQL every server of the database shares the cursor (docs/postgres.md).
+    func alertCursor(for url: String) async throws -> Int64
+    /// Moves `url`'s cursor to `eventID`, never back (`Ledger.advanceAlertCursor(for:to:)`).
+    func advanceAlertCursor(for url: String, to eventID: Int64) async throws
 
     /// Consume totals in the range, grouped, in key order (`Ledger.rollup(_:by:)`).
     func rollup(_ query: ExportQuery, by grouping: ExportGrouping) async throws -> [(key: String?, totals: UsageTotals)]
@@ -184,6 +192,14 @@ extension LedgerService: LedgerStore {
 
     func holds(_ threadID: String?) async throws -> [Reservation] {
         try await run { try $0.holds(threadID) }
+    }
+
+    func alertCursor(for url: String) async throws -> Int64 {
+        try await run { try $0.alertCursor(for: url) }
+    }
+
+    func advanceAlertCursor(for url: String, to eventID: Int64) async throws {
+        try await run { try $0.advanceAlertCursor(for: url, to: eventID) }
     }
 
     func rollup(_ query: ExportQuery, by grouping: ExportGrouping) async throws -> [(key: String?, totals: UsageTotals)] {

@@ -70,9 +70,6 @@ extension BudgetLedgerCommand {
                 throw ValidationError(
                     "\(source.name) is empty: give the token clients must send, or leave \(source.name) out to serve without one")
             }
-            if PostgresLedger.isPostgresURL(options.path) && !alertWebhook.isEmpty {
-                throw ValidationError("--alert-webhook is not available with a postgres:// ledger yet (see docs/postgres.md)")
-            }
             do {
                 try serverConfiguration.validate()
             } catch let error as ServerConfigurationError {
