@@ -254,7 +254,7 @@ struct BlockingPostgresLedger: CommandLedger {
 struct NotOnPostgresError: Error, CustomStringConvertible {
     var description: String {
         "this command does not run on PostgreSQL yet (init, consume, check, set-limit, reset, cleanup, configure, "
-            + "usage, usage reset, threads, reserve, settle, release, holds, events, export, price set/list/show/withdraw/replace, verify "
-            + "and serve do, and copy moves a SQLite ledger there; see docs/postgres.md)"
+            + "usage, usage reset, threads, reserve, settle, release, holds, events, export, "
+            + "price set/list/show/withdraw/replace, verify and serve do, and copy moves a SQLite ledger there; see docs/postgres.md)"
     }
 }
