@@ -42,7 +42,7 @@ extension Ledger {
         return try writePrices { [self] connection in
             let from = try Self.checkedStart(effectiveFrom ?? configuration.clock())
             if try livePrice(pattern: pattern, from: from, on: connection) != nil {
-                throw LedgerError.conflict("\(pattern) already has a price from \(Timestamps.iso8601(microseconds: from))")
+                throw LedgerError.priceExists(pattern: pattern, from: from)
             }
             try checkNothingRepriced(from: from, pattern: pattern, on: connection)
             try connection.execute(LedgerSQL.insertPrice, [pattern, prompt, completion, from, source])
@@ -92,13 +92,9 @@ extension Ledger {
             let newFrom = try Self.checkedStart(newEffectiveFrom ?? from, field: "newFrom")
             try withdraw(pattern: pattern, from: from, source: source, on: connection)
             if try livePrice(pattern: pattern, from: newFrom, on: connection) != nil {
-                throw LedgerError.conflict("\(pattern) already has a price from \(Timestamps.iso8601(microseconds: newFrom))")
+                throw LedgerError.priceExists(pattern: pattern, from: newFrom)
             }
-            guard newFrom > configuration.clock() else {
-                throw LedgerError.conflict(
-                    "a replacement must start in the future (got \(Timestamps.iso8601(microseconds: newFrom))); "
-                        + "a price from now on is set with setPrice")
-            }
+            guard newFrom > configuration.clock() else { throw LedgerError.replacementNotInFuture(from: newFrom) }
             try checkNothingRepriced(from: newFrom, pattern: pattern, on: connection)
             try connection.execute(LedgerSQL.insertPrice, [pattern, prompt, completion, newFrom, source])
             return ModelPrice(
@@ -122,11 +118,7 @@ extension Ledger {
             throw LedgerError.priceNotFound(model: pattern, from: from)
         }
         let now = configuration.clock()
-        guard from > now else {
-            throw LedgerError.conflict(
-                "the price of \(pattern) from \(Timestamps.iso8601(microseconds: from)) is already in effect; it can only "
-                    + "be superseded from now on (set a price with a later start)")
-        }
+        guard from > now else { throw LedgerError.priceInEffect(pattern: pattern, from: from) }
         try checkNothingRepriced(from: from, pattern: pattern, on: connection)
         try connection.execute(LedgerSQL.insertWithdrawal, [id, now, source])
         return price
@@ -142,7 +134,7 @@ extension Ledger {
     }
 
     /// `time` when it is a start a price can have (1970…9999), else `invalidInput` naming `field`.
-    static func checkedStart(_ time: Int64, field: String = "from") throws -> Int64 {
+    package static func checkedStart(_ time: Int64, field: String = "from") throws -> Int64 {
         guard (0...Timestamps.maxMicroseconds).contains(time) else {
             throw LedgerError.invalidInput(
                 field: field,
@@ -176,12 +168,7 @@ extension Ledger {
         let latest = try connection.cachedStatement(LedgerSQL.selectLatestConsumeMatching)
             .fetchOne([from, pattern, literal]) { row in (id: try row[0] as Int64, timestamp: try row[1] as Int64) }
         guard let latest else { return }
-        // A well-formed start that the recorded history refuses: a conflict with the ledger's
-        // state (exit 5 / HTTP 409), not bad input.
-        throw LedgerError.conflict(
-            "a price for \(pattern) from \(Timestamps.iso8601(microseconds: from)) would re-price billed consume event \(latest.id) "
-                + "(\(Timestamps.iso8601(microseconds: latest.timestamp))); recorded events keep the price they were "
-                + "billed at, so start it after that event")
+        throw LedgerError.wouldReprice(pattern: pattern, from: from, eventID: latest.id, timestamp: latest.timestamp)
     }
 
     /// Every price row of the current rule, by pattern and start time (the prefix rows from
@@ -199,6 +186,38 @@ extension Ledger {
             try connection.cachedStatement(LedgerSQL.selectPriceForModel)
                 .fetchOne([ModelName.normalized(model), time ?? configuration.clock()], ModelPrice.init(row:))
         }
+    }
+}
+
+/// The conflicts of the price writes, worded once for both stores (`Ledger` and `PostgresLedger`).
+extension LedgerError {
+    /// `pattern` already has a live price starting at `from`.
+    package static func priceExists(pattern: String, from: Int64) -> LedgerError {
+        .conflict("\(pattern) already has a price from \(Timestamps.iso8601(microseconds: from))")
+    }
+
+    /// The price of `pattern` from `from` is in force, so it cannot be withdrawn or replaced.
+    package static func priceInEffect(pattern: String, from: Int64) -> LedgerError {
+        .conflict(
+            "the price of \(pattern) from \(Timestamps.iso8601(microseconds: from)) is already in effect; it can only "
+                + "be superseded from now on (set a price with a later start)")
+    }
+
+    /// A replacement's start `from` is not in the future.
+    package static func replacementNotInFuture(from: Int64) -> LedgerError {
+        .conflict(
+            "a replacement must start in the future (got \(Timestamps.iso8601(microseconds: from))); "
+                + "a price from now on is set with setPrice")
+    }
+
+    /// A price (or withdrawal) for `pattern` from `from` would change the cost of consume
+    /// `eventID`, recorded at `timestamp`. A well-formed start that the recorded history refuses:
+    /// a conflict with the ledger's state (exit 5 / HTTP 409), not bad input.
+    package static func wouldReprice(pattern: String, from: Int64, eventID: Int64, timestamp: Int64) -> LedgerError {
+        .conflict(
+            "a price for \(pattern) from \(Timestamps.iso8601(microseconds: from)) would re-price billed consume event \(eventID) "
+                + "(\(Timestamps.iso8601(microseconds: timestamp))); recorded events keep the price they were "
+                + "billed at, so start it after that event")
     }
 }
 

@@ -120,10 +120,9 @@ extension PostgresLedger {
             var bySourceKey: [String: ModelPrice] = [:]
             for price in prices { bySourceKey["\(price.modelPattern) \(price.effectiveFromMicroseconds)"] = price }
             var present: Set<String> = []
-            let rows = try await connection.query(
-                "SELECT model_pattern, prompt_nanos_per_token, completion_nanos_per_token, effective_from_us FROM model_prices",
-                logger: logger)
-            for try await (pattern, prompt, completion, from) in rows.decode((String, Int64, Int64, Int64).self) {
+            // The target's live rows (a withdrawn row prices nothing, as on SQLite).
+            let rows = try await connection.query(PostgresQuery(unsafeSQL: PostgresSQL.selectPrices), logger: logger)
+            for try await (pattern, prompt, completion, from, _) in rows.decode((String, Int64, Int64, Int64, String).self) {
                 let key = "\(pattern) \(from)"
                 guard let price = bySourceKey[key], price.promptNanodollarsPerToken == prompt,
                     price.completionNanodollarsPerToken == completion

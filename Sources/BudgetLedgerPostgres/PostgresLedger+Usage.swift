@@ -109,15 +109,11 @@ extension PostgresLedger {
         }
     }
 
-    /// Every price row, by pattern and start time (`Ledger.prices`).
+    /// Every live (not withdrawn) price row, by pattern and start time (`Ledger.prices`).
     public func prices() async throws -> [ModelPrice] {
         try await read { [logger] connection in
             var prices: [ModelPrice] = []
-            let rows = try await connection.query(
-                """
-                SELECT model_pattern, prompt_nanos_per_token, completion_nanos_per_token, effective_from_us, source
-                FROM model_prices WHERE legacy_prefix = 0 ORDER BY model_pattern COLLATE "C", effective_from_us
-                """, logger: logger)
+            let rows = try await connection.query(PostgresQuery(unsafeSQL: PostgresSQL.selectPrices), logger: logger)
             for try await row in rows.decode((String, Int64, Int64, Int64, String).self) {
                 prices.append(
                     ModelPrice(

@@ -2,7 +2,7 @@ import BudgetLedger
 
 /// The PostgreSQL store's statements that are more than a line, in one place (the schema is in
 /// `migrations/postgres/`). They mirror `LedgerSQL`'s for SQLite.
-enum PostgresSQL {
+package enum PostgresSQL {
     /// An event's columns in `LedgerEvent`'s order (SQLite's `LedgerEvent.columns`), for the feed.
     static let eventColumns = """
         id, timestamp_us, kind, thread_id, prompt_tokens, completion_tokens, max_tokens, threshold_percent, severity,
@@ -10,8 +10,9 @@ enum PostgresSQL {
         held_tokens, expires_at_us, reservation_id, tokens_used, scope, window_start_us, cost_used_nanos, max_cost_nanos
         """
 
-    /// The advisory lock between priced consumes (shared) and `setPrice` (exclusive).
-    static let pricesLockKey: Int64 = 0x4244_4C47_0001
+    /// The advisory lock between priced consumes (shared) and the price writes (exclusive); the
+    /// triggers of migration 0006 take it too, by its number.
+    package static let pricesLockKey: Int64 = 0x4244_4C47_0001
     /// The advisory lock between thread writes (shared, `lockThread`) and `resetUsageWindow`
     /// (exclusive). (0x…0002 is the copy's.)
     static let usageWindowLockKey: Int64 = 0x4244_4C47_0003
@@ -66,6 +67,7 @@ enum PostgresSQL {
         WHERE legacy_prefix = 0 AND effective_from_us <= $2
           AND (model_pattern = $1
                OR (right(model_pattern, 1) = '*' AND left($1, length(model_pattern) - 1) = left(model_pattern, -1)))
+          AND NOT EXISTS (SELECT 1 FROM price_withdrawals AS w WHERE w.price_id = model_prices.id)
         ORDER BY right(model_pattern, 1) = '*', length(model_pattern) DESC, effective_from_us DESC
         LIMIT 1
         """
@@ -80,6 +82,23 @@ enum PostgresSQL {
         SELECT id, kind, prompt_tokens, completion_tokens, max_tokens, threshold_percent, held_tokens, expires_at_us,
                reservation_id
         FROM events WHERE id <= $1 AND thread_id = $2 ORDER BY id DESC
+        """
+
+    /// Every live (not withdrawn) price row, by pattern (in byte order) and start (`LedgerSQL.selectPrices`).
+    static let selectPrices = """
+        SELECT model_pattern, prompt_nanos_per_token, completion_nanos_per_token, effective_from_us, source
+        FROM model_prices
+        WHERE legacy_prefix = 0 AND NOT EXISTS (SELECT 1 FROM price_withdrawals AS w WHERE w.price_id = model_prices.id)
+        ORDER BY model_pattern COLLATE "C", effective_from_us
+        """
+
+    /// The id and columns of the live (not withdrawn) row of pattern `$1` starting at `$2`
+    /// (`LedgerSQL.selectLivePrice`).
+    static let selectLivePrice = """
+        SELECT id, model_pattern, prompt_nanos_per_token, completion_nanos_per_token, effective_from_us, source
+        FROM model_prices
+        WHERE model_pattern = $1 AND effective_from_us = $2 AND legacy_prefix = 0
+          AND NOT EXISTS (SELECT 1 FROM price_withdrawals AS w WHERE w.price_id = model_prices.id)
         """
 
     /// The latest consume at or after `$1` whose normalised model the price row `$2` (a name, or

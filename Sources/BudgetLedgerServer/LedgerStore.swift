@@ -77,6 +77,13 @@ protocol LedgerStore: Sendable {
     func setPrice(
         model: String, promptUSDPerMillion: String, completionUSDPerMillion: String, effectiveFrom: Int64?, source: String
     ) async throws -> ModelPrice
+    /// Withdraws the price of `model` from `effectiveFrom`, before it takes effect (`Ledger.withdrawPrice`).
+    func withdrawPrice(model: String, effectiveFrom: Int64, source: String) async throws -> ModelPrice
+    /// Replaces the price of `model` from `effectiveFrom`, before it takes effect (`Ledger.replacePrice`).
+    func replacePrice(
+        model: String, effectiveFrom: Int64, promptUSDPerMillion: String, completionUSDPerMillion: String,
+        newEffectiveFrom: Int64?, source: String
+    ) async throws -> ModelPrice
 
     /// The `/metrics` exposition: the server's own `metrics` and the ledger's business figures.
     func metricsExposition(_ metrics: ServerMetrics) async throws -> String
@@ -237,6 +244,21 @@ extension LedgerService: LedgerStore {
             try ledger.setPrice(
                 model: model, promptUSDPerMillion: promptUSDPerMillion, completionUSDPerMillion: completionUSDPerMillion,
                 effectiveFrom: effectiveFrom, source: source)
+        }
+    }
+
+    func withdrawPrice(model: String, effectiveFrom: Int64, source: String) async throws -> ModelPrice {
+        try await run { try $0.withdrawPrice(model: model, effectiveFrom: effectiveFrom, source: source) }
+    }
+
+    func replacePrice(
+        model: String, effectiveFrom: Int64, promptUSDPerMillion: String, completionUSDPerMillion: String,
+        newEffectiveFrom: Int64?, source: String
+    ) async throws -> ModelPrice {
+        try await run { ledger in
+            try ledger.replacePrice(
+                model: model, effectiveFrom: effectiveFrom, promptUSDPerMillion: promptUSDPerMillion,
+                completionUSDPerMillion: completionUSDPerMillion, newEffectiveFrom: newEffectiveFrom, source: source)
         }
     }
 

@@ -70,9 +70,7 @@ struct PricesController: APIController {
         guard let fromText = query.string("from") else { throw APIError.invalid("from", "is required") }
         let from = try Timestamps.parse(fromText, field: "from")
         _ = try await BodyFields(request, allowed: [], limit: requestBodyBytesMax)
-        let price = try await ledger.sqliteOnly("withdrawing a price").run { ledger in
-            try ledger.withdrawPrice(model: model, effectiveFrom: from, source: Self.source)
-        }
+        let price = try await ledger.withdrawPrice(model: model, effectiveFrom: from, source: Self.source)
         return JSONResponse(.object([("withdrawn", price.json)])).response()
     }
 
@@ -114,11 +112,9 @@ struct PricesController: APIController {
         let replaced = try body.stringNotNull("replaces").map { try Timestamps.parse($0, field: "replaces") }
         let price: ModelPrice
         if let replaced {
-            price = try await ledger.sqliteOnly("replacing a price").run { ledger in
-                try ledger.replacePrice(
-                    model: model, effectiveFrom: replaced, promptUSDPerMillion: prompt,
-                    completionUSDPerMillion: completion, newEffectiveFrom: start, source: Self.source)
-            }
+            price = try await ledger.replacePrice(
+                model: model, effectiveFrom: replaced, promptUSDPerMillion: prompt,
+                completionUSDPerMillion: completion, newEffectiveFrom: start, source: Self.source)
         } else {
             price = try await ledger.setPrice(
                 model: model, promptUSDPerMillion: prompt, completionUSDPerMillion: completion, effectiveFrom: start,

@@ -47,6 +47,13 @@ protocol CommandLedger {
     func setPrice(
         model: String, promptUSDPerMillion: String, completionUSDPerMillion: String, effectiveFrom: Int64?
     ) throws -> ModelPrice
+    /// Withdraws a price before it takes effect (`Ledger.withdrawPrice`), as `price withdraw`.
+    func withdrawPrice(model: String, effectiveFrom: Int64) throws -> ModelPrice
+    /// Replaces a price before it takes effect (`Ledger.replacePrice`), as `price replace`.
+    func replacePrice(
+        model: String, effectiveFrom: Int64, promptUSDPerMillion: String, completionUSDPerMillion: String,
+        newEffectiveFrom: Int64?
+    ) throws -> ModelPrice
 }
 
 extension Ledger: CommandLedger {
@@ -63,6 +70,20 @@ extension Ledger: CommandLedger {
         try setPrice(
             model: model, promptUSDPerMillion: promptUSDPerMillion, completionUSDPerMillion: completionUSDPerMillion,
             effectiveFrom: effectiveFrom, source: "budget-ledger price set")
+    }
+
+    func withdrawPrice(model: String, effectiveFrom: Int64) throws -> ModelPrice {
+        try withdrawPrice(model: model, effectiveFrom: effectiveFrom, source: "budget-ledger price withdraw")
+    }
+
+    func replacePrice(
+        model: String, effectiveFrom: Int64, promptUSDPerMillion: String, completionUSDPerMillion: String,
+        newEffectiveFrom: Int64?
+    ) throws -> ModelPrice {
+        try replacePrice(
+            model: model, effectiveFrom: effectiveFrom, promptUSDPerMillion: promptUSDPerMillion,
+            completionUSDPerMillion: completionUSDPerMillion, newEffectiveFrom: newEffectiveFrom,
+            source: "budget-ledger price replace")
     }
 }
 
@@ -209,13 +230,31 @@ struct BlockingPostgresLedger: CommandLedger {
                 effectiveFrom: effectiveFrom, source: "budget-ledger price set")
         }
     }
+
+    func withdrawPrice(model: String, effectiveFrom: Int64) throws -> ModelPrice {
+        try Self.wait { [ledger] in
+            try await ledger.withdrawPrice(model: model, effectiveFrom: effectiveFrom, source: "budget-ledger price withdraw")
+        }
+    }
+
+    func replacePrice(
+        model: String, effectiveFrom: Int64, promptUSDPerMillion: String, completionUSDPerMillion: String,
+        newEffectiveFrom: Int64?
+    ) throws -> ModelPrice {
+        try Self.wait { [ledger] in
+            try await ledger.replacePrice(
+                model: model, effectiveFrom: effectiveFrom, promptUSDPerMillion: promptUSDPerMillion,
+                completionUSDPerMillion: completionUSDPerMillion, newEffectiveFrom: newEffectiveFrom,
+                source: "budget-ledger price replace")
+        }
+    }
 }
 
 /// A command that does not run on PostgreSQL yet was given a `postgres://` URL.
 struct NotOnPostgresError: Error, CustomStringConvertible {
     var description: String {
         "this command does not run on PostgreSQL yet (init, consume, check, set-limit, reset, cleanup, configure, "
-            + "usage, usage reset, threads, reserve, settle, release, holds, events, export, price set/list/show, verify "
-            + "and serve do, and copy moves a SQLite ledger there; see docs/postgres.md)"
+            + "usage, usage reset, threads, reserve, settle, release, holds, events, export, "
+            + "price set/list/show/withdraw/replace, verify and serve do, and copy moves a SQLite ledger there; see docs/postgres.md)"
     }
 }

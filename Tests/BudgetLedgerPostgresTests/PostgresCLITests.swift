@@ -77,7 +77,7 @@ struct PostgresCLITests {
         #expect(try runCLI(["configure", "--db", url]).stdout.contains("500 tokens"))
     }
 
-    @Test("threads, reserve, settle, release, holds and price set/list/show run on PostgreSQL as on SQLite")
+    @Test("threads, reserve, settle, release, holds and price set/list/show/replace/withdraw run on PostgreSQL as on SQLite")
     func holdsPricesAndThreadsRunOnPostgres() async throws {
         // Proves the next commands reach the PostgreSQL ledger with SQLite's answers and exit codes:
         // a hold that does not fit is exit 3, a second settle exit 5, an unknown reservation
@@ -95,6 +95,21 @@ struct PostgresCLITests {
         #expect(shown.status == 0 && shown.stdout.contains("bench-model"), "\(shown)")
         let badModel = try runCLI(["price", "set", "", "--prompt", "1", "--completion", "1", "--db", url])
         #expect(badModel.status == 64 && badModel.stderr.contains("invalid MODEL"), "\(badModel.stderr)")
+        // price replace and price withdraw: a future price is replaced, then withdrawn (exit 0);
+        // a second withdrawal finds nothing (exit 4); the price in force cannot be withdrawn (exit 5).
+        let future = "2099-01-01"
+        #expect(try runCLI(["price", "set", "bench-model", "--prompt", "3", "--completion", "5", "--from", future, "--db", url]).status == 0)
+        let replaced = try runCLI(
+            ["price", "replace", "bench-model", "--from", future, "--prompt", "6", "--completion", "7", "--db", url, "--json"])
+        #expect(replaced.status == 0 && replaced.stdout.contains(#""promptPerMillion":6"#), "\(replaced)")
+        let withdrawn = try runCLI(["price", "withdraw", "bench-model", "--from", future, "--db", url])
+        #expect(withdrawn.status == 0 && withdrawn.stdout.hasPrefix("price withdrawn: "), "\(withdrawn)")
+        #expect(try runCLI(["price", "withdraw", "bench-model", "--from", future, "--db", url]).status == 4)
+        let inForce = try #require(
+            ((try JSONSerialization.jsonObject(with: Data(shown.stdout.utf8)) as? [String: Any])?["price"] as? [String: Any])?[
+                "effectiveFrom"] as? String)
+        let refused = try runCLI(["price", "withdraw", "bench-model", "--from", inForce, "--db", url])
+        #expect(refused.status == 5 && refused.stderr.contains("already in effect"), "\(refused)")
 
         let reserved = try runCLI(["reserve", "cool", "--tokens", "60", "--db", url, "--json"])
         #expect(reserved.status == 0, "\(reserved.stderr)")

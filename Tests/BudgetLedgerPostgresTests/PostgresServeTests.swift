@@ -81,6 +81,22 @@ struct PostgresServeTests {
         #expect(try await call(.GET, base, "/api/v1/prices", headers: [("If-None-Match", tag)]).status == 304)
         #expect(try await call(.GET, base, "/api/v1/prices/GPT-Y").status == 200)
         #expect(try await call(.GET, base, "/api/v1/prices/unknown-model").status == 404)
+        // A future price is replaced (PUT with replaces) and withdrawn (DELETE ?from=); one in
+        // force cannot be (409), and a second withdrawal finds nothing (404), as on SQLite.
+        let future = "2099-01-01T00:00:00Z"
+        #expect(try await call(
+            .PUT, base, "/api/v1/prices/gpt-y", json: #"{"promptPerMillion": "3", "completionPerMillion": "9", "effectiveFrom": "\#(future)"}"#
+        ).status == 200)
+        let replaced = try await call(
+            .PUT, base, "/api/v1/prices/gpt-y", json: #"{"promptPerMillion": "4", "completionPerMillion": "8", "replaces": "\#(future)"}"#)
+        #expect(replaced.status == 200 && replaced.body.contains("4"), "\(replaced)")
+        let withdrawn = try await call(.DELETE, base, "/api/v1/prices/gpt-y?from=\(future)")
+        #expect(withdrawn.status == 200 && withdrawn.json["withdrawn"] != nil, "\(withdrawn)")
+        #expect(try await call(.DELETE, base, "/api/v1/prices/gpt-y?from=\(future)").status == 404)
+        #expect(try await call(.DELETE, base, "/api/v1/prices/gpt-y?from=1970-01-01T00:00:00Z").status == 404)
+        let inForce = try #require(
+            (try await call(.GET, base, "/api/v1/prices/gpt-y").json["price"] as? [String: Any])?["effectiveFrom"] as? String)
+        #expect(try await call(.DELETE, base, "/api/v1/prices/gpt-y?from=\(inForce)").status == 409)
         let overview = try await call(.GET, base, "/api/v1/usage")
         let totals = (overview.json["usage"] as? [String: Any])?["totals"] as? [String: Any]
         #expect(number(totals?["totalTokens"]) == 85, "\(overview)")
@@ -154,8 +170,6 @@ struct PostgresServeTests {
             (.GET, "/api/v1/budgets", nil),
             (.PUT, "/api/v1/budgets/global", #"{"maxTokens": 10}"#),
             (.POST, "/api/v1/prices/reprice", #"{"model": "gpt-y", "from": "2020-01-01T00:00:00Z", "to": "2021-01-01T00:00:00Z"}"#),
-            (.DELETE, "/api/v1/prices/gpt-y?from=2030-01-01T00:00:00Z", nil),
-            (.PUT, "/api/v1/prices/gpt-y", #"{"promptPerMillion": "1", "completionPerMillion": "1", "replaces": "2030-01-01T00:00:00Z"}"#),
         ]
         for (method, path, body) in notYet {
             let answer = try await call(method, base, path, json: body)

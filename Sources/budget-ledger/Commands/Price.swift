@@ -61,7 +61,7 @@ extension BudgetLedgerCommand {
 
             func run() throws {
                 let start = try Timestamps.parse(from, option: "--from")
-                try options.withExistingLedger(fieldNames: Price.fieldNames) { ledger in
+                try options.withExistingAnyLedger(fieldNames: Price.fieldNames) { ledger in
                     let price = try ledger.withdrawPrice(model: model, effectiveFrom: start)
                     Output.emit(price.json, text: "price withdrawn: " + Output.text(price), asJSON: options.json)
                 }
@@ -97,7 +97,7 @@ extension BudgetLedgerCommand {
             func run() throws {
                 let start = try Timestamps.parse(from, option: "--from")
                 let newStart = try newFrom.map { try Timestamps.parse($0, option: "--new-from") }
-                try options.withExistingLedger(fieldNames: Price.fieldNames) { ledger in
+                try options.withExistingAnyLedger(fieldNames: Price.fieldNames) { ledger in
                     let price = try ledger.replacePrice(
                         model: model, effectiveFrom: start, promptUSDPerMillion: prompt, completionUSDPerMillion: completion,
                         newEffectiveFrom: newStart)
