@@ -7,26 +7,6 @@ import Testing
 /// Withdrawing and replacing a future price (issue 18) on PostgreSQL, against the SQLite `Ledger`.
 @Suite("PostgresLedger withdraws and replaces future prices as the SQLite Ledger does")
 struct PostgresPriceCorrectionTests {
-    // As PostgresSchemaTests' helpers: a superuser's session on the ledger's database, and the
-    // SQLSTATE a statement fails with.
-    private func withDatabase<Result: Sendable>(
-        _ url: String, _ body: (AdminSession) async throws -> Result
-    ) async throws -> Result {
-        let server = try await PostgresTestCluster.shared()
-        return try await PostgresTestCluster.withAdminClient(server, database: String(url.split(separator: "/").last!), body)
-    }
-
-    private func sqlState(_ body: () async throws -> Void) async -> String? {
-        do {
-            try await body()
-            return nil
-        } catch let error as PSQLError {
-            return error.serverInfo?[.sqlState] ?? "no state"
-        } catch {
-            return "\(error)"
-        }
-    }
-
     @Test("the same withdrawals and replacements give the same answers, errors, listings and bills")
     func sameAnswers() async throws {
         // Proves withdrawPrice and replacePrice keep SQLite's rules on PostgreSQL: a future price

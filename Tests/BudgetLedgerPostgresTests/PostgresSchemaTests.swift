@@ -6,25 +6,6 @@ import Testing
 
 @Suite("The PostgreSQL schema keeps the ledger's rules")
 struct PostgresSchemaTests {
-    @discardableResult
-    private func withDatabase<Result: Sendable>(
-        _ url: String, _ body: (AdminSession) async throws -> Result
-    ) async throws -> Result {
-        let server = try await PostgresTestCluster.shared()
-        return try await PostgresTestCluster.withAdminClient(server, database: String(url.split(separator: "/").last!), body)
-    }
-
-    private func sqlState(_ body: () async throws -> Void) async -> String? {
-        do {
-            try await body()
-            return nil
-        } catch let error as PSQLError {
-            return error.serverInfo?[.sqlState] ?? "no state"
-        } catch {
-            return "\(error)"
-        }
-    }
-
     @Test("events (and model_prices) refuse UPDATE, DELETE and TRUNCATE, even from a superuser")
     func eventsIsAppendOnly() async throws {
         // Proves the append-only rule is the database's, not the store's: a superuser's plain SQL is refused.

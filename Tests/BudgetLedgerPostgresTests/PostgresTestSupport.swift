@@ -1,6 +1,7 @@
 import BudgetLedger
 import BudgetLedgerPostgres
 import Foundation
+import PostgresNIO
 import Synchronization
 
 /// A clock the test moves by hand, in microseconds (shared by the two stores of a parity test).
@@ -39,5 +40,25 @@ func outcome<Value>(_ body: () async throws -> Value) async -> String {
         return "ok \(try await body())"
     } catch {
         return "error \(String(describing: type(of: error))): \(error)"
+    }
+}
+
+/// Runs `body` with a superuser's session on the database at `url` (a ledger's), for a test's own SQL.
+@discardableResult
+func withDatabase<Result: Sendable>(_ url: String, _ body: (AdminSession) async throws -> Result) async throws -> Result {
+    let server = try await PostgresTestCluster.shared()
+    return try await PostgresTestCluster.withAdminClient(server, database: String(url.split(separator: "/").last!), body)
+}
+
+/// The SQLSTATE `body` fails with ("no state" for a PostgreSQL error without one, the error's
+/// text for any other error); nil when it succeeds.
+func sqlState(_ body: () async throws -> Void) async -> String? {
+    do {
+        try await body()
+        return nil
+    } catch let error as PSQLError {
+        return error.serverInfo?[.sqlState] ?? "no state"
+    } catch {
+        return "\(error)"
     }
 }
