@@ -37,8 +37,8 @@ public final class PostgresLedger: Sendable {
         /// may commit an event below the page's end); past it the page holds nothing new and
         /// the caller asks again (`events(after:limit:)`).
         public var feedWaitMax: Duration
-        /// The longest a read or a write may run once it has its connection (row-lock waits
-        /// included) before its caller is answered `PostgresLedgerError.connection` ("may or may
+        /// The longest a read or a write may take once it has its connection (counted from the
+        /// call's start, in steps of `leaseTimeout`; row-lock waits included) before its caller is answered `PostgresLedgerError.connection` ("may or may
         /// not have taken effect"; a retry under the same idempotency key records once) and the
         /// pool's client is replaced. Not for `verify` or an export, which are long by nature.
         public var callTimeout: Duration

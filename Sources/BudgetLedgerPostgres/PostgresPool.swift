@@ -92,8 +92,8 @@ final class PostgresPool: Sendable {
     ///   when no connection came in time (`body` did not run and never will);
     ///   `PostgresLedgerError.closed` after `close()`.
     ///
-    /// - Parameter callTimeout: when given, the longest `body` may run once it has its
-    ///   connection; past it the caller gets `PostgresPoolError` (`callMayHaveRun`: a write may
+    /// - Parameter callTimeout: when given, the longest the call may take once it has its
+    ///   connection (counted from its start, in steps of `leaseTimeout`); past it the caller gets `PostgresPoolError` (`callMayHaveRun`: a write may
     ///   or may not have committed, as when a connection is lost during COMMIT), `body` is
     ///   cancelled and left behind, and the client is retired. A bound for the store's calls, so
     ///   that a request never outlives its database: postgres-nio 1.33.2 can leave a statement
@@ -323,17 +323,11 @@ final class LeaseState: Sendable {
 /// A continuation resumed by whichever of two tasks takes it first.
 private final class OnceContinuation<Value: Sendable>: Sendable {
     private let continuation = Mutex<CheckedContinuation<Value, any Error>?>(nil)
+    /// Called before either task that may take it starts.
     func set(_ value: CheckedContinuation<Value, any Error>) { continuation.withLock { $0 = value } }
-    func take() -> CheckedContinuation<Value, any Error>? {
-        continuation.withLock { continuation in
-            guard let value = continuation.take() else { return nil }
-            taken.store(true, ordering: .sequentiallyConsistent)
-            return value
-        }
-    }
-    /// Whether it was set and taken (the call was answered).
-    var isTaken: Bool { taken.load(ordering: .sequentiallyConsistent) }
-    private let taken = Atomic<Bool>(false)
+    func take() -> CheckedContinuation<Value, any Error>? { continuation.withLock { $0.take() } }
+    /// Whether it was taken (the call was answered); meaningful once `set`.
+    var isTaken: Bool { continuation.withLock { $0 == nil } }
 }
 
 /// The timer of one call, cancelled when the call ends first.
@@ -343,7 +337,8 @@ private final class TimerSlot: Sendable {
     func cancel() { task.withLock { $0?.cancel() } }
 }
 
-/// No connection to the database could be had in time; nothing was sent.
+/// No connection to the database could be had in time (nothing was sent), or, with
+/// `callMayHaveRun`, a call that had one got no answer within its bound.
 struct PostgresPoolError: Error, CustomStringConvertible {
     let reason: String
     /// The call had its connection and may have run (its answer did not come in time).

@@ -85,4 +85,42 @@ struct PostgresPoolTests {
         #expect(try await ledger.usage("held")?.totalTokens == 7)
         await ledger.close()
     }
+
+    @Test("a write past callTimeout is answered unavailable, 'may or may not have taken effect', and its retry records once")
+    func aCallPastItsBoundIsAnswered() async throws {
+        // Proves the call bound, the limit that keeps a request from outliving its database:
+        // a consume waiting on its thread's row lock, held by another session past the bound
+        // (1 s), is answered PostgresLedgerError.connection saying it may or may not have taken
+        // effect, and the client is retired. The abandoned consume may still commit once the
+        // lock is released, so the caller retries under its idempotency key: exactly one event
+        // carries the key, the thread holds its tokens once, and the ledger keeps serving.
+        let url = try await PostgresTestCluster.freshDatabase()
+        let ledger = try await PostgresLedger(
+            url: url, configuration: .init(leaseTimeout: .milliseconds(200), callTimeout: .seconds(1)))
+        try await ledger.setLimit("held", maxTokens: 100)
+        try await withDatabase(url) { session in
+            try await session.query("BEGIN")
+            try await session.query("SELECT thread_id FROM thread_locks WHERE thread_id = 'held' FOR UPDATE")
+            do {
+                _ = try await ledger.consume("held", promptTokens: 7, idempotencyKey: "k")
+                Issue.record("a consume blocked past its bound was answered as recorded")
+            } catch let error as PostgresLedgerError {
+                #expect(error.isUnavailable, "\(error)")
+                #expect(error.description.contains("may or may not have taken effect"), "\(error)")
+            }
+            #expect(ledger.poolReplacements >= 1)
+            try await session.query("COMMIT")
+        }
+        let retried = try await ledger.consume("held", promptTokens: 7, idempotencyKey: "k")
+        #expect(retried.budget.totalTokens == 7)
+        let recorded = try await withDatabase(url) { session in
+            var count: Int64 = -1
+            for try await value in try await session.query("SELECT count(*)::bigint FROM events WHERE idempotency_key = 'k'")
+                .decode(Int64.self) { count = value }
+            return count
+        }
+        #expect(recorded == 1)
+        #expect(try await ledger.usage("held")?.totalTokens == 7)
+        await ledger.close()
+    }
 }
