@@ -62,7 +62,7 @@ private func eventLines(_ ledger: Ledger) throws -> [String] {
 
 /// The same lines, from the PostgreSQL database at `url`.
 private func eventLines(url: String) async throws -> [String] {
-    try await withAdmin(url) { client in
+    try await withDatabase(url) { client in
         let rows = try await client.query(
             """
             SELECT id, timestamp_us, kind, coalesce(thread_id, '-'), prompt_tokens, completion_tokens,
@@ -83,14 +83,9 @@ private func eventLines(url: String) async throws -> [String] {
     }
 }
 
-private func withAdmin<Result: Sendable>(_ url: String, _ body: (AdminSession) async throws -> Result) async throws -> Result {
-    let server = try await PostgresTestCluster.shared()
-    return try await PostgresTestCluster.withAdminClient(server, database: String(url.split(separator: "/").last!), body)
-}
-
 /// Events and price rows in the database at `url`.
 private func rowCounts(url: String) async throws -> (events: Int64, prices: Int64) {
-    try await withAdmin(url) { client in
+    try await withDatabase(url) { client in
         let rows = try await client.query("SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM model_prices)")
         for try await counts in rows.decode((Int64, Int64).self) { return counts }
         return (-1, -1)
@@ -205,6 +200,31 @@ struct PostgresCopyTests {
         #expect(after == before)
     }
 
+    @Test("a batch size outside 1…10,000 is refused naming batchEventsMax, and nothing is written")
+    func batchSizeIsBounded() async throws {
+        // Proves the limit on a copy's transaction size: 0 and 10,001 events per batch are
+        // refused before the target is touched, and 10,000 is taken.
+        let source = try Ledger.inMemory()
+        defer { source.close() }
+        try source.consume("t", promptTokens: 5)
+        let url = try await PostgresTestCluster.freshDatabase()
+        try await withTarget(url) { target in
+            for size in [0, 10_001] {
+                do {
+                    _ = try await target.copy(from: source, batchEventsMax: size)
+                    Issue.record("a batch of \(size) events was accepted")
+                } catch let LedgerError.invalidInput(field, _) {
+                    #expect(field == "batchEventsMax")
+                }
+            }
+        }
+        #expect(try await rowCounts(url: url).events == 0)
+        try await withTarget(url) { target in
+            let report = try await target.copy(from: source, batchEventsMax: 10_000)
+            #expect(report.eventsCopied == 2)
+        }
+    }
+
     @Test("a ledger with scope budgets or reprices is refused before anything is written, naming the kinds and counts")
     func copyRefusesKindsNotCarried() async throws {
         // Proves the kinds PostgreSQL does not derive yet are found in the source first: the copy
@@ -236,7 +256,7 @@ struct PostgresCopyTests {
             _ = try await target.consume("t1", promptTokens: 10, usage: UsageDetails(agentID: "a", model: "m"))
             #expect(try await target.verify().isConsistent)
         }
-        try await withAdmin(url) { client in
+        try await withDatabase(url) { client in
             try await client.query("UPDATE thread_state SET prompt_tokens = prompt_tokens + 1 WHERE thread_id = 't1'")
             try await client.query("UPDATE usage_agent_model SET cost_nanos = cost_nanos + 5")
         }
@@ -273,7 +293,7 @@ struct PostgresCopyTests {
         #expect(refused.status == 64)
         #expect(refused.stderr.contains("invalid --from: must be a budget-ledger SQLite ledger"), "\(refused.stderr)")
         #expect(try Data(contentsOf: URL(fileURLWithPath: notALedger)) == Data("not a ledger\n".utf8))
-        let tables = try await withAdmin(url) { client in
+        let tables = try await withDatabase(url) { client in
             let rows = try await client.query("SELECT count(*) FROM pg_tables WHERE schemaname = current_schema()")
             for try await count in rows.decode(Int64.self) { return count }
             return Int64(-1)
