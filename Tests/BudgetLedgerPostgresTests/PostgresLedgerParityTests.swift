@@ -16,77 +16,71 @@ struct PostgresLedgerParityTests {
         let sqlite = try Ledger.inMemory(configuration: Ledger.Configuration(clock: clock.read))
         defer { sqlite.close() }
         try await withPostgresLedger(configuration: .init(clock: clock.read)) { postgres, _ in
-            var steps: [(String, String, String)] = []
-            func step<A, B>(_ name: String, _ left: () throws -> A, _ right: () async throws -> B) async {
-                let sqliteAnswer = await outcome { try left() }
-                let postgresAnswer = await outcome { try await right() }
-                steps.append((name, sqliteAnswer, postgresAnswer))
-                clock.advance(microseconds: 1_000)
-            }
-            await step("configure", { try sqlite.configure(maxTokensPerThread: 1_000) }, { try await postgres.configure(maxTokensPerThread: 1_000) })
-            await step("default", { try sqlite.maxTokensPerThread }, { try await postgres.maxTokensPerThread })
-            await step("usage of a new thread", { try sqlite.usage("a") }, { try await postgres.usage("a") })
-            await step("budget opens", { try sqlite.budget(for: "a") }, { try await postgres.budget(for: "a") })
+            let parity = ParitySteps(clock: clock)
+            await parity.step("configure", { try sqlite.configure(maxTokensPerThread: 1_000) }, { try await postgres.configure(maxTokensPerThread: 1_000) })
+            await parity.step("default", { try sqlite.maxTokensPerThread }, { try await postgres.maxTokensPerThread })
+            await parity.step("usage of a new thread", { try sqlite.usage("a") }, { try await postgres.usage("a") })
+            await parity.step("budget opens", { try sqlite.budget(for: "a") }, { try await postgres.budget(for: "a") })
             for index in 0..<6 {
-                await step(
+                await parity.step(
                     "checked consume \(index)",
                     { try sqlite.checkAndConsume("a", promptTokens: 150, completionTokens: 30).budget },
                     { try await postgres.checkAndConsume("a", promptTokens: 150, completionTokens: 30).budget })
-                await step(
+                await parity.step(
                     "crossings \(index)", { try sqlite.usage("a")?.triggeredThresholds },
                     { try await postgres.usage("a")?.triggeredThresholds })
             }
-            await step("over-consume", { try sqlite.consume("a", promptTokens: 500).budget }, { try await postgres.consume("a", promptTokens: 500).budget })
-            await step("exhausted", { try sqlite.checkAndConsume("a", promptTokens: 1) }, { try await postgres.checkAndConsume("a", promptTokens: 1) })
-            await step("check budget", { try sqlite.checkBudget("a", estimatedTokens: 5) }, { try await postgres.checkBudget("a", estimatedTokens: 5) })
-            await step("raise limit re-arms", { try sqlite.setLimit("a", maxTokens: 5_000) }, { try await postgres.setLimit("a", maxTokens: 5_000) })
-            await step("limit of a new thread", { try sqlite.setLimit("b", maxTokens: 10) }, { try await postgres.setLimit("b", maxTokens: 10) })
-            await step(
+            await parity.step("over-consume", { try sqlite.consume("a", promptTokens: 500).budget }, { try await postgres.consume("a", promptTokens: 500).budget })
+            await parity.step("exhausted", { try sqlite.checkAndConsume("a", promptTokens: 1) }, { try await postgres.checkAndConsume("a", promptTokens: 1) })
+            await parity.step("check budget", { try sqlite.checkBudget("a", estimatedTokens: 5) }, { try await postgres.checkBudget("a", estimatedTokens: 5) })
+            await parity.step("raise limit re-arms", { try sqlite.setLimit("a", maxTokens: 5_000) }, { try await postgres.setLimit("a", maxTokens: 5_000) })
+            await parity.step("limit of a new thread", { try sqlite.setLimit("b", maxTokens: 10) }, { try await postgres.setLimit("b", maxTokens: 10) })
+            await parity.step(
                 "does not fit", { try sqlite.checkAndConsume("b", promptTokens: 11) }, { try await postgres.checkAndConsume("b", promptTokens: 11) })
-            await step(
+            await parity.step(
                 "refused on a new thread leaves it closed",
                 { try sqlite.checkAndConsume("c", promptTokens: 2_000) }, { try await postgres.checkAndConsume("c", promptTokens: 2_000) })
-            await step("c after the refusal", { try sqlite.usage("c") }, { try await postgres.usage("c") })
-            await step("reset", { try sqlite.resetThread("a") }, { try await postgres.resetThread("a") })
-            await step("reset of no thread", { try sqlite.resetThread("nope") }, { try await postgres.resetThread("nope") })
-            await step("cleanup", { try sqlite.cleanupThread("b") }, { try await postgres.cleanupThread("b") })
-            await step("after cleanup", { try sqlite.usage("b") }, { try await postgres.usage("b") })
-            await step("bad thread id", { try sqlite.consume("", promptTokens: 1) }, { try await postgres.consume("", promptTokens: 1) })
-            await step(
+            await parity.step("c after the refusal", { try sqlite.usage("c") }, { try await postgres.usage("c") })
+            await parity.step("reset", { try sqlite.resetThread("a") }, { try await postgres.resetThread("a") })
+            await parity.step("reset of no thread", { try sqlite.resetThread("nope") }, { try await postgres.resetThread("nope") })
+            await parity.step("cleanup", { try sqlite.cleanupThread("b") }, { try await postgres.cleanupThread("b") })
+            await parity.step("after cleanup", { try sqlite.usage("b") }, { try await postgres.usage("b") })
+            await parity.step("bad thread id", { try sqlite.consume("", promptTokens: 1) }, { try await postgres.consume("", promptTokens: 1) })
+            await parity.step(
                 "negative tokens", { try sqlite.consume("a", promptTokens: -1) }, { try await postgres.consume("a", promptTokens: -1) })
-            await step(
+            await parity.step(
                 "bad metadata",
                 { try sqlite.consume("a", promptTokens: 1, usage: UsageDetails(metadataJSON: "[1]")) },
                 { try await postgres.consume("a", promptTokens: 1, usage: UsageDetails(metadataJSON: "[1]")) })
-            await step(
+            await parity.step(
                 "a price", { try sqlite.setPrice(model: "GPT-4o*", promptUSDPerMillion: "2.5", completionUSDPerMillion: "10") },
                 { try await postgres.setPrice(model: "GPT-4o*", promptUSDPerMillion: "2.5", completionUSDPerMillion: "10") })
             let details = UsageDetails(
                 agentID: "agent-1", model: " GPT-4o-mini ", provider: "openai", latencyMilliseconds: 120,
                 metadataJSON: #"{"org_id":"acme","user_id":"ann"}"#)
-            await step(
+            await parity.step(
                 "priced consume", { try sqlite.consume("a", promptTokens: 1_000, completionTokens: 200, usage: details).event.costNanodollars },
                 { try await postgres.consume("a", promptTokens: 1_000, completionTokens: 200, usage: details).event.costNanodollars })
-            await step(
+            await parity.step(
                 "re-pricing refused", { try sqlite.setPrice(model: "gpt-4o-mini", promptUSDPerMillion: "1", completionUSDPerMillion: "1", effectiveFrom: 0) },
                 { try await postgres.setPrice(model: "gpt-4o-mini", promptUSDPerMillion: "1", completionUSDPerMillion: "1", effectiveFrom: 0) })
-            await step(
+            await parity.step(
                 "unpriced consume", { try sqlite.consume("a", promptTokens: 10, usage: UsageDetails(agentID: "agent-2", model: "other")).event.costNanodollars },
                 { try await postgres.consume("a", promptTokens: 10, usage: UsageDetails(agentID: "agent-2", model: "other")).event.costNanodollars })
-            await step("totals", { try sqlite.usageOverview().totals }, { try await postgres.usageTotals() })
-            await step("usage reset", { try sqlite.resetUsageWindow() }, { try await postgres.resetUsageWindow() })
-            await step("totals after", { try sqlite.usageOverview().totals }, { try await postgres.usageTotals() })
-            await step("all time", { try sqlite.usageOverview(.allTime).totals }, { try await postgres.usageTotals(.allTime) })
+            await parity.step("totals", { try sqlite.usageOverview().totals }, { try await postgres.usageTotals() })
+            await parity.step("usage reset", { try sqlite.resetUsageWindow() }, { try await postgres.resetUsageWindow() })
+            await parity.step("totals after", { try sqlite.usageOverview().totals }, { try await postgres.usageTotals() })
+            await parity.step("all time", { try sqlite.usageOverview(.allTime).totals }, { try await postgres.usageTotals(.allTime) })
             // Each store numbers its events itself (PostgreSQL's identity skips the ids of
             // rolled-back inserts), so event ids in messages are not compared.
             func withoutEventIDs(_ text: String) -> String {
                 text.replacingOccurrences(of: #"event \d+"#, with: "event N", options: .regularExpression)
             }
-            for (name, sqliteAnswer, postgresAnswer) in steps {
+            for (name, sqliteAnswer, postgresAnswer) in parity.steps {
                 #expect(withoutEventIDs(sqliteAnswer) == withoutEventIDs(postgresAnswer), "\(name)")
             }
-            #expect(steps.contains { $0.1.hasPrefix("error BudgetExhaustedError") })
-            #expect(steps.contains { $0.1.hasPrefix("error LedgerError") })
+            #expect(parity.steps.contains { $0.1.hasPrefix("error BudgetExhaustedError") })
+            #expect(parity.steps.contains { $0.1.hasPrefix("error LedgerError") })
         }
     }
 
@@ -99,12 +93,8 @@ struct PostgresLedgerParityTests {
         let sqlite = try Ledger.inMemory(configuration: Ledger.Configuration(clock: clock.read))
         defer { sqlite.close() }
         try await withPostgresLedger(configuration: .init(clock: clock.read)) { postgres, _ in
-            var steps: [(String, String, String)] = []
-            func step<A, B>(_ name: String, _ left: () throws -> A, _ right: () async throws -> B) async {
-                steps.append((name, await outcome { try left() }, await outcome { try await right() }))
-                clock.advance(microseconds: 1_000)
-            }
-            await step("price", { try sqlite.setPrice(model: "m-*", promptUSDPerMillion: "1", completionUSDPerMillion: "3") },
+            let parity = ParitySteps(clock: clock)
+            await parity.step("price", { try sqlite.setPrice(model: "m-*", promptUSDPerMillion: "1", completionUSDPerMillion: "3") },
                        { try await postgres.setPrice(model: "m-*", promptUSDPerMillion: "1", completionUSDPerMillion: "3") })
             let calls: [(String, Int64, Int64, Int64, UsageDetails)] = [
                 ("t-b", 100, 50, 10, UsageDetails(agentID: "planner", model: "M-1")),
@@ -114,54 +104,54 @@ struct PostgresLedgerParityTests {
                 ("T-a", 500, 200, 100, UsageDetails(agentID: "coder", model: " M-1 ")),
             ]
             for (thread, max, prompt, completion, usage) in calls {
-                await step("limit \(thread)", { try sqlite.setLimit(thread, maxTokens: max) }, { try await postgres.setLimit(thread, maxTokens: max) })
-                await step(
+                await parity.step("limit \(thread)", { try sqlite.setLimit(thread, maxTokens: max) }, { try await postgres.setLimit(thread, maxTokens: max) })
+                await parity.step(
                     "consume \(thread)", { try sqlite.consume(thread, promptTokens: prompt, completionTokens: completion, usage: usage).budget },
                     { try await postgres.consume(thread, promptTokens: prompt, completionTokens: completion, usage: usage).budget })
             }
-            await step("hold", { try sqlite.reserve("t-c", tokens: 50, idempotencyKey: "r1").budget },
+            await parity.step("hold", { try sqlite.reserve("t-c", tokens: 50, idempotencyKey: "r1").budget },
                        { try await postgres.reserve("t-c", tokens: 50, idempotencyKey: "r1").budget })
-            await step("hold replayed", { try sqlite.reserve("t-c", tokens: 50, idempotencyKey: "r1").isReplay },
+            await parity.step("hold replayed", { try sqlite.reserve("t-c", tokens: 50, idempotencyKey: "r1").isReplay },
                        { try await postgres.reserve("t-c", tokens: 50, idempotencyKey: "r1").isReplay })
-            await step("hold key, other tokens", { try sqlite.reserve("t-c", tokens: 51, idempotencyKey: "r1") },
+            await parity.step("hold key, other tokens", { try sqlite.reserve("t-c", tokens: 51, idempotencyKey: "r1") },
                        { try await postgres.reserve("t-c", tokens: 51, idempotencyKey: "r1") })
-            await step("consume key", { try sqlite.consume("t-a", promptTokens: 1, idempotencyKey: "k1").budget },
+            await parity.step("consume key", { try sqlite.consume("t-a", promptTokens: 1, idempotencyKey: "k1").budget },
                        { try await postgres.consume("t-a", promptTokens: 1, idempotencyKey: "k1").budget })
-            await step("hold with a consume's key", { try sqlite.reserve("t-a", tokens: 1, idempotencyKey: "k1") },
+            await parity.step("hold with a consume's key", { try sqlite.reserve("t-a", tokens: 1, idempotencyKey: "k1") },
                        { try await postgres.reserve("t-a", tokens: 1, idempotencyKey: "k1") })
-            await step("hold too big", { try sqlite.reserve("t-b", tokens: 41) }, { try await postgres.reserve("t-b", tokens: 41) })
-            await step("all threads", { try sqlite.allUsage() }, { try await postgres.allUsage() })
-            await step("overview", { try sqlite.usageOverview() }, { try await postgres.usageOverview() })
-            await step("agent", { try sqlite.usage(agent: "coder") }, { try await postgres.usage(agent: "coder") })
-            await step("unknown agent", { try sqlite.usage(agent: "nobody") }, { try await postgres.usage(agent: "nobody") })
-            await step("model", { try sqlite.usage(model: "M-1") }, { try await postgres.usage(model: "M-1") })
-            await step("bad agent", { try sqlite.usage(agent: "") }, { try await postgres.usage(agent: "") })
-            await step("prices", { try sqlite.prices() }, { try await postgres.prices() })
-            await step("model price", { try sqlite.price(forModel: " M-7 ") }, { try await postgres.price(forModel: " M-7 ") })
-            await step("no price", { try sqlite.price(forModel: "zzz") }, { try await postgres.price(forModel: "zzz") })
-            await step("gauges", { try sqlite.gauges().openThreads }, { try await postgres.gauges().openThreads })
-            await step("gauges near", { try sqlite.gauges().threadsNearMax }, { try await postgres.gauges().threadsNearMax })
-            await step("gauges over", { try sqlite.gauges().threadsAtOrOverMax }, { try await postgres.gauges().threadsAtOrOverMax })
-            await step("gauges holds", { try sqlite.gauges().heldTokens }, { try await postgres.gauges().heldTokens })
-            await step(
+            await parity.step("hold too big", { try sqlite.reserve("t-b", tokens: 41) }, { try await postgres.reserve("t-b", tokens: 41) })
+            await parity.step("all threads", { try sqlite.allUsage() }, { try await postgres.allUsage() })
+            await parity.step("overview", { try sqlite.usageOverview() }, { try await postgres.usageOverview() })
+            await parity.step("agent", { try sqlite.usage(agent: "coder") }, { try await postgres.usage(agent: "coder") })
+            await parity.step("unknown agent", { try sqlite.usage(agent: "nobody") }, { try await postgres.usage(agent: "nobody") })
+            await parity.step("model", { try sqlite.usage(model: "M-1") }, { try await postgres.usage(model: "M-1") })
+            await parity.step("bad agent", { try sqlite.usage(agent: "") }, { try await postgres.usage(agent: "") })
+            await parity.step("prices", { try sqlite.prices() }, { try await postgres.prices() })
+            await parity.step("model price", { try sqlite.price(forModel: " M-7 ") }, { try await postgres.price(forModel: " M-7 ") })
+            await parity.step("no price", { try sqlite.price(forModel: "zzz") }, { try await postgres.price(forModel: "zzz") })
+            await parity.step("gauges", { try sqlite.gauges().openThreads }, { try await postgres.gauges().openThreads })
+            await parity.step("gauges near", { try sqlite.gauges().threadsNearMax }, { try await postgres.gauges().threadsNearMax })
+            await parity.step("gauges over", { try sqlite.gauges().threadsAtOrOverMax }, { try await postgres.gauges().threadsAtOrOverMax })
+            await parity.step("gauges holds", { try sqlite.gauges().heldTokens }, { try await postgres.gauges().heldTokens })
+            await parity.step(
                 "gauges thresholds", { try sqlite.gauges().threadsPastThreshold.map { "\($0.percent):\($0.threads)" } },
                 { try await postgres.gauges().threadsPastThreshold.map { "\($0.percent):\($0.threads)" } })
-            await step("usage reset", { try sqlite.resetUsageWindow() }, { try await postgres.resetUsageWindow() })
-            await step("overview after reset", { try sqlite.usageOverview() }, { try await postgres.usageOverview() })
-            await step("all time", { try sqlite.usageOverview(.allTime) }, { try await postgres.usageOverview(.allTime) })
+            await parity.step("usage reset", { try sqlite.resetUsageWindow() }, { try await postgres.resetUsageWindow() })
+            await parity.step("overview after reset", { try sqlite.usageOverview() }, { try await postgres.usageOverview() })
+            await parity.step("all time", { try sqlite.usageOverview(.allTime) }, { try await postgres.usageOverview(.allTime) })
             func withoutIDs(_ text: String) -> String {
                 text.replacingOccurrences(of: #"event \d+"#, with: "event N", options: .regularExpression)
                     .replacingOccurrences(of: #"id: \d+"#, with: "id: N", options: .regularExpression)
             }
-            for (name, sqliteAnswer, postgresAnswer) in steps {
+            for (name, sqliteAnswer, postgresAnswer) in parity.steps {
                 #expect(withoutIDs(sqliteAnswer) == withoutIDs(postgresAnswer), "\(name)")
             }
-            #expect(steps.contains { $0.1.hasPrefix("error LedgerError") })
+            #expect(parity.steps.contains { $0.1.hasPrefix("error LedgerError") })
             // The lists compared are lists, not two equal errors.
             for name in ["all threads", "overview", "prices", "model price", "hold replayed"] {
-                #expect(steps.first { $0.0 == name }?.1.hasPrefix("ok ") == true, "\(name)")
+                #expect(parity.steps.first { $0.0 == name }?.1.hasPrefix("ok ") == true, "\(name)")
             }
-            #expect(steps.first { $0.0 == "hold replayed" }?.1 == "ok true")
+            #expect(parity.steps.first { $0.0 == "hold replayed" }?.1 == "ok true")
         }
     }
 

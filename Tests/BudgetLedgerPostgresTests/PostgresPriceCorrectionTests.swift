@@ -17,24 +17,20 @@ struct PostgresPriceCorrectionTests {
         let sqlite = try Ledger.inMemory(configuration: Ledger.Configuration(clock: clock.read))
         defer { sqlite.close() }
         try await withPostgresLedger(configuration: .init(clock: clock.read)) { postgres, _ in
-            var steps: [(String, String, String)] = []
-            func step<A, B>(_ name: String, _ left: () throws -> A, _ right: () async throws -> B) async {
-                steps.append((name, await outcome { try left() }, await outcome { try await right() }))
-                clock.advance(microseconds: 1_000)
-            }
+            let parity = ParitySteps(clock: clock)
             var consumes = 0
             /// A step, then a consume of model `m-1` (matched by the pattern `m-*`) and the price the stores would bill from `future`.
             func stepAndBill<A, B>(_ name: String, _ left: () throws -> A, _ right: () async throws -> B) async {
-                await step(name, left, right)
+                await parity.step(name, left, right)
                 consumes += 1
                 let usage = UsageDetails(model: "M-1")
-                await step(
+                await parity.step(
                     "consume after \(name)",
                     { try sqlite.consume("t", promptTokens: 1_000, completionTokens: 100, usage: usage).event.costNanodollars },
                     { try await postgres.consume("t", promptTokens: 1_000, completionTokens: 100, usage: usage).event.costNanodollars })
-                await step("price at the future start after \(name)", { try sqlite.price(forModel: "m-1", at: future) },
+                await parity.step("price at the future start after \(name)", { try sqlite.price(forModel: "m-1", at: future) },
                            { try await postgres.price(forModel: "m-1", at: future) })
-                await step("listing after \(name)", { try sqlite.prices().filter { $0.modelPattern.hasPrefix("m-") } },
+                await parity.step("listing after \(name)", { try sqlite.prices().filter { $0.modelPattern.hasPrefix("m-") } },
                            { try await postgres.prices().filter { $0.modelPattern.hasPrefix("m-") } })
             }
             let start = clock.read()
@@ -47,14 +43,14 @@ struct PostgresPriceCorrectionTests {
                 "a future price",
                 { try sqlite.setPrice(model: "M-*", promptUSDPerMillion: "10", completionUSDPerMillion: "20", effectiveFrom: future) },
                 { try await postgres.setPrice(model: "M-*", promptUSDPerMillion: "10", completionUSDPerMillion: "20", effectiveFrom: future) })
-            await step(
+            await parity.step(
                 "a second price at the same start",
                 { try sqlite.setPrice(model: "m-*", promptUSDPerMillion: "3", completionUSDPerMillion: "3", effectiveFrom: future) },
                 { try await postgres.setPrice(model: "m-*", promptUSDPerMillion: "3", completionUSDPerMillion: "3", effectiveFrom: future) })
             await stepAndBill(
                 "withdraw it", { try sqlite.withdrawPrice(model: "m-*", effectiveFrom: future) },
                 { try await postgres.withdrawPrice(model: "m-*", effectiveFrom: future) })
-            await step(
+            await parity.step(
                 "withdraw it again", { try sqlite.withdrawPrice(model: "m-*", effectiveFrom: future) },
                 { try await postgres.withdrawPrice(model: "m-*", effectiveFrom: future) })
             await stepAndBill(
@@ -86,44 +82,44 @@ struct PostgresPriceCorrectionTests {
                         model: "m-*", effectiveFrom: later, promptUSDPerMillion: "4", completionUSDPerMillion: "4", newEffectiveFrom: start + 1)
                 })
             let inForce = try sqlite.price(forModel: "m-1")!.effectiveFromMicroseconds
-            await step(
+            await parity.step(
                 "withdraw the price in force", { try sqlite.withdrawPrice(model: "m-*", effectiveFrom: inForce) },
                 { try await postgres.withdrawPrice(model: "m-*", effectiveFrom: inForce) })
-            await step(
+            await parity.step(
                 "replace the price in force",
                 { try sqlite.replacePrice(model: "m-*", effectiveFrom: inForce, promptUSDPerMillion: "1", completionUSDPerMillion: "1", newEffectiveFrom: later + 1) },
                 { try await postgres.replacePrice(model: "m-*", effectiveFrom: inForce, promptUSDPerMillion: "1", completionUSDPerMillion: "1", newEffectiveFrom: later + 1) })
-            await step(
+            await parity.step(
                 "an unknown model", { try sqlite.withdrawPrice(model: "nope", effectiveFrom: later) },
                 { try await postgres.withdrawPrice(model: "nope", effectiveFrom: later) })
-            await step(
+            await parity.step(
                 "an unknown time", { try sqlite.withdrawPrice(model: "m-*", effectiveFrom: later + 7) },
                 { try await postgres.withdrawPrice(model: "m-*", effectiveFrom: later + 7) })
-            await step(
+            await parity.step(
                 "a start before 1970", { try sqlite.withdrawPrice(model: "m-*", effectiveFrom: -1) },
                 { try await postgres.withdrawPrice(model: "m-*", effectiveFrom: -1) })
-            await step(
+            await parity.step(
                 "a new start after 9999",
                 { try sqlite.replacePrice(model: "m-*", effectiveFrom: later, promptUSDPerMillion: "1", completionUSDPerMillion: "1", newEffectiveFrom: .max) },
                 { try await postgres.replacePrice(model: "m-*", effectiveFrom: later, promptUSDPerMillion: "1", completionUSDPerMillion: "1", newEffectiveFrom: .max) })
-            await step(
+            await parity.step(
                 "a bare *", { try sqlite.withdrawPrice(model: "*", effectiveFrom: later) },
                 { try await postgres.withdrawPrice(model: "*", effectiveFrom: later) })
-            await step(
+            await parity.step(
                 "a bad price",
                 { try sqlite.replacePrice(model: "m-*", effectiveFrom: later, promptUSDPerMillion: "-1", completionUSDPerMillion: "1") },
                 { try await postgres.replacePrice(model: "m-*", effectiveFrom: later, promptUSDPerMillion: "-1", completionUSDPerMillion: "1") })
             clock.advance(microseconds: later - clock.read())
             await stepAndBill(
                 "the replacement takes effect", { try sqlite.price(forModel: "m-1") }, { try await postgres.price(forModel: "m-1") })
-            await step(
+            await parity.step(
                 "withdraw it once in force", { try sqlite.withdrawPrice(model: "m-*", effectiveFrom: later) },
                 { try await postgres.withdrawPrice(model: "m-*", effectiveFrom: later) })
-            for (name, sqliteAnswer, postgresAnswer) in steps {
+            for (name, sqliteAnswer, postgresAnswer) in parity.steps {
                 #expect(sqliteAnswer == postgresAnswer, "\(name)")
             }
             // The sequence reaches every outcome it is meant to compare.
-            let answers = steps.map(\.1)
+            let answers = parity.steps.map(\.1)
             #expect(answers.contains { $0.contains("No price for m-*") })
             #expect(answers.contains { $0.contains("is already in effect") })
             #expect(answers.contains { $0.contains("a replacement must start in the future") })
@@ -132,8 +128,8 @@ struct PostgresPriceCorrectionTests {
             // The bills change once the replacement is in force; the price a consume at the
             // future start would get follows every withdrawal and replacement (the base price,
             // 10/20, 5/6, 7/8, then the base again once the replacement moved to `later`).
-            #expect(Set(steps.filter { $0.0.hasPrefix("consume after") }.map(\.1)).count == 2)
-            #expect(Set(steps.filter { $0.0.hasPrefix("price at the future start") }.map(\.1)).count == 4)
+            #expect(Set(parity.steps.filter { $0.0.hasPrefix("consume after") }.map(\.1)).count == 2)
+            #expect(Set(parity.steps.filter { $0.0.hasPrefix("price at the future start") }.map(\.1)).count == 4)
             #expect(consumes == 8)
         }
     }

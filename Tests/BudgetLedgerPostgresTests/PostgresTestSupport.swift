@@ -34,6 +34,23 @@ func withPostgresLedger<Result>(
     }
 }
 
+/// The answers of the same calls on the two stores, for a parity test: each `step` runs the
+/// SQLite call, then the PostgreSQL one, records both outcomes as text (`outcome`) and moves the
+/// shared clock by 1 ms, so the next call happens later on both.
+final class ParitySteps {
+    private let clock: TestClock
+    private(set) var steps: [(name: String, sqlite: String, postgres: String)] = []
+
+    init(clock: TestClock) { self.clock = clock }
+
+    func step<A, B>(_ name: String, _ sqlite: () throws -> A, _ postgres: () async throws -> B) async {
+        let sqliteAnswer = await outcome { try sqlite() }
+        let postgresAnswer = await outcome { try await postgres() }
+        steps.append((name, sqliteAnswer, postgresAnswer))
+        clock.advance(microseconds: 1_000)
+    }
+}
+
 /// What a call did, in a form two stores' answers can be compared by: the value, or the error's text.
 func outcome<Value>(_ body: () async throws -> Value) async -> String {
     do {
