@@ -35,40 +35,35 @@ struct UsageFlags: ParsableArguments {
     @Option(name: .customLong("meta-json"), help: "Metadata as a JSON object; --meta entries are added to it.")
     var metadataJSON: String?
 
-    /// `--meta` must be KEY=VALUE and `--meta-json` a JSON object: refused before the ledger is opened.
-    func validate() throws {
-        _ = try mergedMetadata()
-    }
-
     /// The usage details, with `--meta` entries merged over `--meta-json`.
     func details() throws -> UsageDetails {
         UsageDetails(
             agentID: agentID, model: model, provider: provider, latencyMilliseconds: latencyMilliseconds,
-            metadataJSON: try mergedMetadata())
+            metadata: try Self.mergedMetadata(json: metadataJSON, pairs: metadataPairs))
     }
 
-    private func mergedMetadata() throws -> String? {
-        try Self.mergedMetadata(json: metadataJSON, pairs: metadataPairs)
-    }
-
-    /// `--meta` entries (KEY=VALUE) merged over `--meta-json` (an object), as sorted JSON text.
-    static func mergedMetadata(json metadataJSON: String?, pairs metadataPairs: [String]) throws -> String? {
+    /// `--meta` entries (KEY=VALUE) merged over `--meta-json` (an object): parsed here, once, and
+    /// handed to the ledger as checked `Metadata` (compact JSON, keys sorted).
+    ///
+    /// - Throws: `ValidationError` (exit 64) for a malformed flag; `LedgerError.invalidInput` for
+    ///   metadata the ledger refuses (run it under `LedgerOptions.checkingInput`).
+    static func mergedMetadata(json metadataJSON: String?, pairs metadataPairs: [String]) throws -> Metadata? {
         guard metadataJSON != nil || !metadataPairs.isEmpty else { return nil }
-        var object: [String: Any] = [:]
+        var members: [String: Metadata.Value] = [:]
         if let metadataJSON {
-            guard let parsed = try? JSONSerialization.jsonObject(with: Data(metadataJSON.utf8)) as? [String: Any] else {
+            guard let parsed = try? JSONDecoder().decode([String: Metadata.Value].self, from: Data(metadataJSON.utf8))
+            else {
                 throw ValidationError("--meta-json must be a JSON object, got: \(metadataJSON)")
             }
-            object = parsed
+            members = parsed
         }
         for pair in metadataPairs {
             guard let equals = pair.firstIndex(of: "="), equals != pair.startIndex else {
                 throw ValidationError("--meta takes KEY=VALUE, got: \(pair)")
             }
-            object[String(pair[..<equals])] = String(pair[pair.index(after: equals)...])
+            members[String(pair[..<equals])] = .string(String(pair[pair.index(after: equals)...]))
         }
-        let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
-        return String(decoding: data, as: UTF8.self)
+        return try Metadata(members)
     }
 }
 
@@ -87,15 +82,11 @@ struct HoldScopeFlags: ParsableArguments {
     @Option(name: .customLong("meta-json"), help: "Metadata as a JSON object; --meta entries are added to it.")
     var metadataJSON: String?
 
-    func validate() throws {
-        _ = try UsageFlags.mergedMetadata(json: metadataJSON, pairs: metadataPairs)
-    }
-
     /// The usage details the ledger files the hold under.
     func details() throws -> UsageDetails {
         UsageDetails(
             agentID: agentID, model: model, provider: nil, latencyMilliseconds: nil,
-            metadataJSON: try UsageFlags.mergedMetadata(json: metadataJSON, pairs: metadataPairs))
+            metadata: try UsageFlags.mergedMetadata(json: metadataJSON, pairs: metadataPairs))
     }
 }
 
