@@ -35,19 +35,30 @@ struct UsageFlags: ParsableArguments {
     @Option(name: .customLong("meta-json"), help: "Metadata as a JSON object; --meta entries are added to it.")
     var metadataJSON: String?
 
+    /// `--meta-json` parsed and `--meta` merged over it by `validate()`, so that `details()` does
+    /// not parse again (a plain property: ArgumentParser keeps it as set).
+    var metadataMembers: [String: Metadata.Value]?
+
+    /// `--meta` must be KEY=VALUE and `--meta-json` a JSON object: refused before the ledger is opened.
+    mutating func validate() throws {
+        metadataMembers = try Self.mergedMembers(json: metadataJSON, pairs: metadataPairs)
+    }
+
     /// The usage details, with `--meta` entries merged over `--meta-json`.
+    ///
+    /// - Throws: `LedgerError.invalidInput` for metadata the ledger refuses (run it under
+    ///   `LedgerOptions.checkingInput`, before the ledger is opened).
     func details() throws -> UsageDetails {
         UsageDetails(
             agentID: agentID, model: model, provider: provider, latencyMilliseconds: latencyMilliseconds,
-            metadata: try Self.mergedMetadata(json: metadataJSON, pairs: metadataPairs))
+            metadata: try Self.metadata(metadataMembers, json: metadataJSON, pairs: metadataPairs))
     }
 
-    /// `--meta` entries (KEY=VALUE) merged over `--meta-json` (an object): parsed here, once, and
-    /// handed to the ledger as checked `Metadata` (compact JSON, keys sorted).
+    /// `--meta` entries (KEY=VALUE) merged over `--meta-json` (an object), as members: parsed here,
+    /// once; nil without either flag.
     ///
-    /// - Throws: `ValidationError` (exit 64) for a malformed flag; `LedgerError.invalidInput` for
-    ///   metadata the ledger refuses (run it under `LedgerOptions.checkingInput`).
-    static func mergedMetadata(json metadataJSON: String?, pairs metadataPairs: [String]) throws -> Metadata? {
+    /// - Throws: `ValidationError` (exit 64) for a malformed flag.
+    static func mergedMembers(json metadataJSON: String?, pairs metadataPairs: [String]) throws -> [String: Metadata.Value]? {
         guard metadataJSON != nil || !metadataPairs.isEmpty else { return nil }
         var members: [String: Metadata.Value] = [:]
         if let metadataJSON {
@@ -63,7 +74,13 @@ struct UsageFlags: ParsableArguments {
             }
             members[String(pair[..<equals])] = .string(String(pair[pair.index(after: equals)...]))
         }
-        return try Metadata(members)
+        return members
+    }
+
+    /// The checked `Metadata` of `members` (as `validate()` left them; merged here only for an
+    /// instance that was never validated), written as compact JSON with its keys sorted.
+    static func metadata(_ members: [String: Metadata.Value]?, json: String?, pairs: [String]) throws -> Metadata? {
+        try (members ?? mergedMembers(json: json, pairs: pairs)).map(Metadata.init)
     }
 }
 
@@ -82,11 +99,19 @@ struct HoldScopeFlags: ParsableArguments {
     @Option(name: .customLong("meta-json"), help: "Metadata as a JSON object; --meta entries are added to it.")
     var metadataJSON: String?
 
-    /// The usage details the ledger files the hold under.
+    /// As `UsageFlags.metadataMembers`.
+    var metadataMembers: [String: Metadata.Value]?
+
+    /// As `UsageFlags.validate()`.
+    mutating func validate() throws {
+        metadataMembers = try UsageFlags.mergedMembers(json: metadataJSON, pairs: metadataPairs)
+    }
+
+    /// The usage details the ledger files the hold under (throws as `UsageFlags.details()`).
     func details() throws -> UsageDetails {
         UsageDetails(
             agentID: agentID, model: model, provider: nil, latencyMilliseconds: nil,
-            metadata: try UsageFlags.mergedMetadata(json: metadataJSON, pairs: metadataPairs))
+            metadata: try UsageFlags.metadata(metadataMembers, json: metadataJSON, pairs: metadataPairs))
     }
 }
 
