@@ -1,7 +1,8 @@
 /// The pieces of compact JSON text, written into UTF-8 bytes: the ledger writes metadata with
-/// them, and `BudgetLedgerWire`'s `JSONWriter` and `JSONValue` write every answer with them.
+/// them, and `BudgetLedgerWire`'s `JSONWriter` and `JSONValue` write every answer with them
+/// (`@inlinable`, so that the server's answers are specialised there as when they lived in it).
 package enum JSONText {
-    package static func append(_ value: Bool, to bytes: inout [UInt8]) {
+    @inlinable package static func append(_ value: Bool, to bytes: inout [UInt8]) {
         if value {
             bytes.append(contentsOf: [0x74, 0x72, 0x75, 0x65])  // true
         } else {
@@ -10,7 +11,7 @@ package enum JSONText {
     }
 
     /// Decimal digits, as `String(value)`.
-    package static func append(_ value: Int64, to bytes: inout [UInt8]) {
+    @inlinable package static func append(_ value: Int64, to bytes: inout [UInt8]) {
         if value < 0 { bytes.append(UInt8(ascii: "-")) }
         var magnitude = value.magnitude
         // 20 digits hold UInt64.max; written backwards, then reversed into place.
@@ -26,7 +27,7 @@ package enum JSONText {
     }
 
     /// Swift's shortest round-tripping text for a finite value (`76.0`, `0.1`, `1e-05`), null otherwise.
-    package static func append(_ value: Double, to bytes: inout [UInt8]) {
+    @inlinable package static func append(_ value: Double, to bytes: inout [UInt8]) {
         if value.isFinite {
             bytes.append(contentsOf: value.description.utf8)
         } else {
@@ -36,7 +37,7 @@ package enum JSONText {
 
     /// A JSON string: `"` and `\` escaped, `\n`, `\r`, `\t` by name, other C0 controls and DEL as
     /// `\u00XX`, everything else (all of Unicode beyond ASCII) as its UTF-8.
-    package static func append(_ text: String, to bytes: inout [UInt8]) {
+    @inlinable package static func append(_ text: String, to bytes: inout [UInt8]) {
         bytes.append(UInt8(ascii: "\""))
         var text = text
         text.withUTF8 { utf8 in
@@ -65,7 +66,7 @@ package enum JSONText {
         bytes.append(UInt8(ascii: "\""))
     }
 
-    private static func needsEscape(_ byte: UInt8) -> Bool {
+    @usableFromInline static func needsEscape(_ byte: UInt8) -> Bool {
         byte < 0x20 || byte == 0x22 || byte == 0x5C || byte == 0x7F
     }
 }

@@ -63,6 +63,8 @@ public struct Metadata: Sendable, Equatable, CustomStringConvertible {
 
     private static let organizationKey = "org_id"
     private static let userKey = "user_id"
+    /// The members the ledger indexes (`package`: the server checks them by its own id rule first).
+    package static let indexedKeys = [organizationKey, userKey]
 
     private static func checkSize(_ json: String) throws {
         let bytes = json.utf8.count

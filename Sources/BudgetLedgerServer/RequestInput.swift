@@ -159,7 +159,7 @@ struct BodyFields: Sendable {
         case nil, .null?:
             return nil
         case .object(let object)?:
-            for key in ["org_id", "user_id"] {
+            for key in Metadata.indexedKeys {
                 if case .string(let value)? = object[key] { try APIIdentifier.validate(value, field: "\(field).\(key)") }
             }
             return try Metadata(object.mapValues(\.metadataValue))
