@@ -14,6 +14,7 @@ public struct Metadata: Sendable, Equatable, CustomStringConvertible {
     /// The object's `user_id`: an identifier (indexed for billing and user scopes), or nil when absent.
     public let userID: String?
 
+    /// The object's JSON text, as recorded.
     public var description: String { json }
 
     /// Metadata given as JSON text (a library call): parsed and checked here, and recorded as given.
@@ -100,13 +101,17 @@ public struct Metadata: Sendable, Equatable, CustomStringConvertible {
 extension Metadata {
     /// A JSON value inside metadata, as an edge parsed it.
     public indirect enum Value: Sendable, Equatable {
+        /// JSON's `null`.
         case null
+        /// `true` or `false`.
         case bool(Bool)
         /// A whole number inside Int64, written as its digits.
         case integer(Int64)
         /// Any other number, written as Swift's shortest round-tripping text (`2.5`, `1e-05`).
         case number(Double)
+        /// A string (written with quotes, backslashes and control characters escaped).
         case string(String)
+        /// An array, in order.
         case array([Value])
         /// An object; its members are written with their keys sorted.
         case object([String: Value])
