@@ -4,18 +4,34 @@ public struct UsageDetails: Sendable, Equatable {
     public var model: String?
     public var provider: String?
     public var latencyMilliseconds: Int64?
-    /// A JSON object, as text; its `org_id` and `user_id` (strings) are indexed for billing.
-    public var metadataJSON: String?
+    /// A JSON object, already checked; its `org_id` and `user_id` are indexed for billing.
+    public var metadata: Metadata?
+
+    /// The metadata's text as recorded, or nil (a reader's convenience: nothing is parsed).
+    public var metadataJSON: String? { metadata?.json }
 
     public init(
         agentID: String? = nil, model: String? = nil, provider: String? = nil,
-        latencyMilliseconds: Int64? = nil, metadataJSON: String? = nil
+        latencyMilliseconds: Int64? = nil, metadata: Metadata? = nil
     ) {
         self.agentID = agentID
         self.model = model
         self.provider = provider
         self.latencyMilliseconds = latencyMilliseconds
-        self.metadataJSON = metadataJSON
+        self.metadata = metadata
+    }
+
+    /// Usage details with metadata given as JSON text, which is checked here, once, as
+    /// `Metadata(json:)` checks it (so a bad one throws before any ledger call, not inside it).
+    ///
+    /// - Throws: `LedgerError.invalidInput` naming `metadata` or `metadata.org_id` / `metadata.user_id`.
+    public init(
+        agentID: String? = nil, model: String? = nil, provider: String? = nil,
+        latencyMilliseconds: Int64? = nil, metadataJSON: String?
+    ) throws {
+        self.init(
+            agentID: agentID, model: model, provider: provider, latencyMilliseconds: latencyMilliseconds,
+            metadata: try metadataJSON.map(Metadata.init(json:)))
     }
 
     public static let none = UsageDetails()

@@ -434,7 +434,9 @@ package struct ConsumeRequest: Sendable {
         try Validate.optionalIdentifier(usage.model, field: "model")
         try Validate.optionalIdentifier(usage.provider, field: "provider")
         try Validate.latency(usage.latencyMilliseconds)
-        (organizationID, userID) = try Validate.metadata(usage.metadataJSON)
+        // Checked where it was made (`Metadata`): the indexed members are read, not parsed.
+        organizationID = usage.metadata?.organizationID
+        userID = usage.metadata?.userID
         self.threadID = threadID
         self.promptTokens = promptTokens
         self.completionTokens = completionTokens
@@ -456,11 +458,15 @@ package struct ConsumeRequest: Sendable {
         if usage.model != recorded.model { return "model" }
         if usage.provider != recorded.provider { return "provider" }
         if usage.latencyMilliseconds != recorded.latencyMilliseconds { return "latency" }
-        if !Self.sameJSONObject(usage.metadataJSON, recorded.metadataJSON) { return "metadata" }
+        if !Self.sameJSONObject(usage.metadata?.json, recorded.metadata?.json) { return "metadata" }
         return nil
     }
 
     /// Whether two metadata texts hold the same JSON object (both absent counts as the same).
+    ///
+    /// Only a retry under a recorded idempotency key gets here, and only when its text differs
+    /// from the recorded one byte for byte (keys in another order): then both are parsed, since
+    /// the recorded text is all a row keeps of the object.
     package static func sameJSONObject(_ left: String?, _ right: String?) -> Bool {
         guard let left, let right else { return left == nil && right == nil }
         if left == right { return true }
@@ -481,7 +487,7 @@ package struct ConsumeRequest: Sendable {
     func consumeArguments(at now: Int64, costNanodollars: Int64?, reservationID: Int64?) -> [any SQLiteBindable] {
         [
             now, threadID, promptTokens, completionTokens, idempotencyKey, usage.agentID, usage.model,
-            usage.provider, usage.latencyMilliseconds, usage.metadataJSON, organizationID, userID, costNanodollars,
+            usage.provider, usage.latencyMilliseconds, usage.metadata?.json, organizationID, userID, costNanodollars,
             reservationID,
         ]
     }
@@ -498,32 +504,8 @@ extension ConsumeEvent {
         idempotencyKey = try row[5]
         usage = UsageDetails(
             agentID: try row[6], model: try row[7], provider: try row[8], latencyMilliseconds: try row[9],
-            metadataJSON: try row[10])
+            metadata: .recorded(try row[10], organizationID: try row[13], userID: try row[14]))
         costNanodollars = try row[11]
         reservationID = try row[12]
-    }
-}
-
-extension Validate {
-    /// Metadata must be a JSON object of bounded size; returns its `org_id` and `user_id` strings.
-    package static func metadata(_ json: String?) throws -> (organizationID: String?, userID: String?) {
-        guard let json else { return (nil, nil) }
-        let bytes = json.utf8.count
-        if bytes > LedgerLimits.metadataBytesMax {
-            throw LedgerError.invalidInput(
-                field: "metadata", reason: "is \(bytes) bytes; the limit is \(LedgerLimits.metadataBytesMax) bytes")
-        }
-        guard let object = try? JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any] else {
-            throw LedgerError.invalidInput(field: "metadata", reason: "must be a JSON object")
-        }
-        func promoted(_ key: String) throws -> String? {
-            guard let value = object[key] else { return nil }
-            guard let text = value as? String else {
-                throw LedgerError.invalidInput(field: "metadata.\(key)", reason: "must be a string")
-            }
-            try identifier(text, field: "metadata.\(key)")
-            return text
-        }
-        return (try promoted("org_id"), try promoted("user_id"))
     }
 }

@@ -99,7 +99,7 @@ public struct LedgerEvent: Sendable, Equatable {
         idempotencyKey = try row[10]
         usage = UsageDetails(
             agentID: try row[11], model: try row[12], provider: try row[13], latencyMilliseconds: try row[14],
-            metadataJSON: try row[15])
+            metadata: .recorded(try row[15], organizationID: try row[16], userID: try row[17]))
         organizationID = try row[16]
         userID = try row[17]
         costNanodollars = try row[18]

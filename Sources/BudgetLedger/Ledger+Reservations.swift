@@ -31,7 +31,7 @@ extension Ledger {
         try Validate.optionalIdentifier(idempotencyKey, field: "idempotencyKey")
         try Validate.optionalIdentifier(usage.agentID, field: "agentId")
         try Validate.optionalIdentifier(usage.model, field: "model")
-        let (organizationID, userID) = try Validate.metadata(usage.metadataJSON)
+        let (organizationID, userID) = (usage.metadata?.organizationID, usage.metadata?.userID)
         guard (1...LedgerLimits.tokensPerRequestMax).contains(tokens) else {
             throw LedgerError.invalidInput(
                 field: "tokens", reason: "must be 1…\(LedgerLimits.tokensPerRequestMax) (got \(tokens))")
@@ -70,7 +70,7 @@ extension Ledger {
             try connection.execute(
                 LedgerSQL.insertReserve,
                 [
-                    now, threadID, tokens, expiresAt, usage.agentID, usage.model, usage.metadataJSON, organizationID, userID,
+                    now, threadID, tokens, expiresAt, usage.agentID, usage.model, usage.metadata?.json, organizationID, userID,
                     heldCost, idempotencyKey,
                 ])
             let reservation = Reservation(
@@ -102,7 +102,7 @@ extension Ledger {
             else if original.tokens != tokens { "tokens" }
             else if original.agentID != usage.agentID { "agent" }
             else if original.model != usage.model { "model" }
-            else if !ConsumeRequest.sameJSONObject(original.metadata, usage.metadataJSON) { "metadata" }
+            else if !ConsumeRequest.sameJSONObject(original.metadata, usage.metadata?.json) { "metadata" }
             else { nil }
         if let differs {
             throw LedgerError.conflict(

@@ -64,7 +64,7 @@ enum LedgerSQL {
 
     static let consumeEventColumns = """
         id, timestamp_us, thread_id, prompt_tokens, completion_tokens, idempotency_key,
-        agent_id, model, provider, latency_ms, metadata, cost_nanos, reservation_id
+        agent_id, model, provider, latency_ms, metadata, cost_nanos, reservation_id, org_id, user_id
         """
 
     static let selectConsumeByKey =

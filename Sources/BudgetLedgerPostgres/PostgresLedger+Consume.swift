@@ -148,7 +148,7 @@ extension PostgresLedger {
                                 reservation_id)
             VALUES (\(now), 'consume', \(request.threadID), \(request.promptTokens), \(request.completionTokens),
                     \(request.idempotencyKey), \(usage.agentID), \(usage.model), \(usage.provider),
-                    \(usage.latencyMilliseconds), \(usage.metadataJSON), \(request.organizationID), \(request.userID),
+                    \(usage.latencyMilliseconds), \(usage.metadata?.json), \(request.organizationID), \(request.userID),
                     \(cost), \(reservationID))
             RETURNING id
             """, as: Int64.self, logger: logger)
@@ -265,13 +265,16 @@ extension PostgresLedger {
             $0.append(key)
         }
         let columns = (
-            Int64, Int64, String, Int64, Int64, String?, String?, String?, String?, Int64?, String?, Int64?, Int64?
+            Int64, Int64, String, Int64, Int64, String?, String?, String?, String?, Int64?, String?, Int64?, Int64?,
+            String?, String?
         ).self
         guard let row = try await connection.fetchOne(query, as: columns, logger: logger) else { return nil }
         return ConsumeEvent(
             id: row.0, timestampMicroseconds: row.1, threadID: row.2, promptTokens: row.3, completionTokens: row.4,
             idempotencyKey: row.5,
-            usage: UsageDetails(agentID: row.6, model: row.7, provider: row.8, latencyMilliseconds: row.9, metadataJSON: row.10),
+            usage: UsageDetails(
+                agentID: row.6, model: row.7, provider: row.8, latencyMilliseconds: row.9,
+                metadata: .recorded(row.10, organizationID: row.13, userID: row.14)),
             costNanodollars: row.11, reservationID: row.12)
     }
 

@@ -98,7 +98,9 @@ extension PostgresLedger {
             usage: UsageDetails(
                 agentID: try cells[11].decode(String?.self), model: try cells[12].decode(String?.self),
                 provider: try cells[13].decode(String?.self), latencyMilliseconds: try cells[14].decode(Int64?.self),
-                metadataJSON: try cells[15].decode(String?.self)),
+                metadata: .recorded(
+                    try cells[15].decode(String?.self), organizationID: try cells[16].decode(String?.self),
+                    userID: try cells[17].decode(String?.self))),
             organizationID: try cells[16].decode(String?.self),
             userID: try cells[17].decode(String?.self),
             costNanodollars: try cells[18].decode(Int64?.self),

@@ -20,7 +20,7 @@ extension PostgresLedger {
         try Validate.optionalIdentifier(idempotencyKey, field: "idempotencyKey")
         try Validate.optionalIdentifier(usage.agentID, field: "agentId")
         try Validate.optionalIdentifier(usage.model, field: "model")
-        let (organizationID, userID) = try Validate.metadata(usage.metadataJSON)
+        let (organizationID, userID) = (usage.metadata?.organizationID, usage.metadata?.userID)
         guard (1...LedgerLimits.tokensPerRequestMax).contains(tokens) else {
             throw LedgerError.invalidInput(
                 field: "tokens", reason: "must be 1…\(LedgerLimits.tokensPerRequestMax) (got \(tokens))")
@@ -58,7 +58,7 @@ extension PostgresLedger {
                 INSERT INTO events (timestamp_us, kind, thread_id, held_tokens, expires_at_us, agent_id, model, metadata,
                                     org_id, user_id, cost_nanos, idempotency_key)
                 VALUES (\(now), 'reserve', \(threadID), \(tokens), \(expiresAt), \(usage.agentID), \(usage.model),
-                        \(usage.metadataJSON), \(organizationID), \(userID), \(heldCost), \(idempotencyKey))
+                        \(usage.metadata?.json), \(organizationID), \(userID), \(heldCost), \(idempotencyKey))
                 RETURNING id
                 """, as: Int64.self, logger: logger)
             guard let reservationID = inserted else { preconditionFailure("INSERT … RETURNING gave no row") }
@@ -95,7 +95,7 @@ extension PostgresLedger {
             else if original.2 != tokens { "tokens" }
             else if original.4 != usage.agentID { "agent" }
             else if original.5 != usage.model { "model" }
-            else if !ConsumeRequest.sameJSONObject(original.6, usage.metadataJSON) { "metadata" }
+            else if !ConsumeRequest.sameJSONObject(original.6, usage.metadata?.json) { "metadata" }
             else { nil }
         if let differs {
             throw LedgerError.conflict(

@@ -55,7 +55,7 @@ package enum PostgresSQL {
 
     static let consumeEventColumns = """
         id, timestamp_us, thread_id, prompt_tokens, completion_tokens, idempotency_key,
-        agent_id, model, provider, latency_ms, metadata, cost_nanos, reservation_id
+        agent_id, model, provider, latency_ms, metadata, cost_nanos, reservation_id, org_id, user_id
         """
 
     /// The price in force for the normalised model name `$1` at `$2`: the exact name first, then

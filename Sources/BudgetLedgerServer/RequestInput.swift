@@ -1,5 +1,4 @@
 import BudgetLedger
-import BudgetLedgerWire
 import Foundation
 import HTTPTypes
 import Hummingbird
@@ -18,17 +17,16 @@ enum JSONInput: Sendable, Equatable {
     case array([JSONInput])
     case object([String: JSONInput])
 
-    /// As the library's JSONValue, object keys sorted (as the CLI writes `--meta`).
-    var jsonValue: JSONValue {
+    /// As the ledger's metadata value (the shape is the same; the ledger writes it).
+    var metadataValue: Metadata.Value {
         switch self {
         case .null: return .null
         case .bool(let value): return .bool(value)
         case .integer(let value): return .integer(value)
-        case .number(let value): return .double(value)
+        case .number(let value): return .number(value)
         case .string(let value): return .string(value)
-        case .array(let items): return .array(items.map(\.jsonValue))
-        case .object(let members):
-            return .object(members.sorted { $0.key < $1.key }.map { ($0.key, $0.value.jsonValue) })
+        case .array(let items): return .array(items.map(\.metadataValue))
+        case .object(let members): return .object(members.mapValues(\.metadataValue))
         }
     }
 
@@ -150,18 +148,21 @@ struct BodyFields: Sendable {
         return value
     }
 
-    /// A JSON object as compact text (keys sorted), or nil when absent or null. The members the
-    /// ledger indexes (`keys`: `org_id`, `user_id`), when they are strings, must be ids by
-    /// `APIIdentifier`'s rule; the ledger checks the rest (types, size).
-    func objectText(_ field: String, identifierKeys keys: [String] = []) throws -> String? {
+    /// The call's metadata, a JSON object, or nil when absent or null: built from the object this
+    /// body's parse already holds (compact, keys sorted), so nothing parses it again. Its `org_id`
+    /// and `user_id`, when strings, must first be ids by `APIIdentifier`'s rule.
+    ///
+    /// - Throws: a 400 naming `field`, or `field.org_id` / `field.user_id`, for what the REST API
+    ///   or the ledger refuses (`Metadata`'s size, type and id rules).
+    func metadata(_ field: String) throws -> Metadata? {
         switch members[field] {
         case nil, .null?:
             return nil
         case .object(let object)?:
-            for key in keys {
+            for key in Metadata.indexedKeys {
                 if case .string(let value)? = object[key] { try APIIdentifier.validate(value, field: "\(field).\(key)") }
             }
-            return members[field]!.jsonValue.serialized()
+            return try Metadata(object.mapValues(\.metadataValue))
         case let other?:
             throw APIError.invalid(field, "must be a JSON object, not \(other.typeName)")
         }

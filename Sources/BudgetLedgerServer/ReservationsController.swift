@@ -46,7 +46,7 @@ struct ReservationsController: APIController {
         // The fields that pick the scope budgets the hold falls under, checked as consume's.
         let usage = UsageDetails(
             agentID: try body.identifier("agentId"), model: try body.identifier("model"),
-            metadataJSON: try body.objectText("metadata", identifierKeys: ["org_id", "user_id"]))
+            metadata: try body.metadata("metadata"))
         let idempotencyKey = try body.idempotencyKey(request)
         do {
             let result = try await ledger.reserve(

@@ -116,7 +116,7 @@ struct ConsumeInput: Sendable {
         usage = UsageDetails(
             agentID: try body.identifier("agentId"), model: try body.identifier("model"),
             provider: try body.identifier("provider"), latencyMilliseconds: try body.optionalCount("latencyMs"),
-            metadataJSON: try body.objectText("metadata", identifierKeys: ["org_id", "user_id"]))
+            metadata: try body.metadata("metadata"))
         idempotencyKey = try body.idempotencyKey(request)
     }
 }

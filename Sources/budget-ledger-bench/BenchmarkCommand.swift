@@ -18,6 +18,9 @@ enum BenchmarkCommand {
             case "probe-open":
                 try ProbeOpenMode.run(Array(arguments.dropFirst()))
                 return 0
+            case "metadata":
+                try MetadataMode.run(Array(arguments.dropFirst()))
+                return 0
             default:
                 return try runBenchmarks(try BenchmarkOptions.parse(arguments))
             }

@@ -70,6 +70,8 @@ struct BenchmarkOptions: Sendable {
           worker --db PATH --seconds S --tight-thread ID [--synchronous full|normal] [--seed N] [--latency-file PATH]
           probe-open --db PATH
           verify --db PATH
+        other modes:
+          metadata [CALLS]            a call's metadata made as text and parsed again, beside made from members
         """
 
     /// Parses the arguments after the program name.

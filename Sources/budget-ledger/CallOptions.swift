@@ -35,40 +35,52 @@ struct UsageFlags: ParsableArguments {
     @Option(name: .customLong("meta-json"), help: "Metadata as a JSON object; --meta entries are added to it.")
     var metadataJSON: String?
 
+    /// `--meta-json` parsed and `--meta` merged over it by `validate()`, so that `details()` does
+    /// not parse again (a plain property: ArgumentParser keeps it as set).
+    var metadataMembers: [String: Metadata.Value]?
+
     /// `--meta` must be KEY=VALUE and `--meta-json` a JSON object: refused before the ledger is opened.
-    func validate() throws {
-        _ = try mergedMetadata()
+    mutating func validate() throws {
+        metadataMembers = try Self.mergedMembers(json: metadataJSON, pairs: metadataPairs)
     }
 
     /// The usage details, with `--meta` entries merged over `--meta-json`.
+    ///
+    /// - Throws: `LedgerError.invalidInput` for metadata the ledger refuses (run it under
+    ///   `LedgerOptions.checkingInput`, before the ledger is opened).
     func details() throws -> UsageDetails {
         UsageDetails(
             agentID: agentID, model: model, provider: provider, latencyMilliseconds: latencyMilliseconds,
-            metadataJSON: try mergedMetadata())
+            metadata: try Self.metadata(metadataMembers, json: metadataJSON, pairs: metadataPairs))
     }
 
-    private func mergedMetadata() throws -> String? {
-        try Self.mergedMetadata(json: metadataJSON, pairs: metadataPairs)
-    }
-
-    /// `--meta` entries (KEY=VALUE) merged over `--meta-json` (an object), as sorted JSON text.
-    static func mergedMetadata(json metadataJSON: String?, pairs metadataPairs: [String]) throws -> String? {
+    /// `--meta` entries (KEY=VALUE) merged over `--meta-json` (an object), as members: parsed here,
+    /// once; nil without either flag.
+    ///
+    /// - Throws: `ValidationError` (exit 64) for a malformed flag.
+    static func mergedMembers(json metadataJSON: String?, pairs metadataPairs: [String]) throws -> [String: Metadata.Value]? {
         guard metadataJSON != nil || !metadataPairs.isEmpty else { return nil }
-        var object: [String: Any] = [:]
+        var members: [String: Metadata.Value] = [:]
         if let metadataJSON {
-            guard let parsed = try? JSONSerialization.jsonObject(with: Data(metadataJSON.utf8)) as? [String: Any] else {
+            guard let parsed = try? JSONDecoder().decode([String: Metadata.Value].self, from: Data(metadataJSON.utf8))
+            else {
                 throw ValidationError("--meta-json must be a JSON object, got: \(metadataJSON)")
             }
-            object = parsed
+            members = parsed
         }
         for pair in metadataPairs {
             guard let equals = pair.firstIndex(of: "="), equals != pair.startIndex else {
                 throw ValidationError("--meta takes KEY=VALUE, got: \(pair)")
             }
-            object[String(pair[..<equals])] = String(pair[pair.index(after: equals)...])
+            members[String(pair[..<equals])] = .string(String(pair[pair.index(after: equals)...]))
         }
-        let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
-        return String(decoding: data, as: UTF8.self)
+        return members
+    }
+
+    /// The checked `Metadata` of `members` (as `validate()` left them; merged here only for an
+    /// instance that was never validated), written as compact JSON with its keys sorted.
+    static func metadata(_ members: [String: Metadata.Value]?, json: String?, pairs: [String]) throws -> Metadata? {
+        try (members ?? mergedMembers(json: json, pairs: pairs)).map(Metadata.init)
     }
 }
 
@@ -87,15 +99,19 @@ struct HoldScopeFlags: ParsableArguments {
     @Option(name: .customLong("meta-json"), help: "Metadata as a JSON object; --meta entries are added to it.")
     var metadataJSON: String?
 
-    func validate() throws {
-        _ = try UsageFlags.mergedMetadata(json: metadataJSON, pairs: metadataPairs)
+    /// As `UsageFlags.metadataMembers`.
+    var metadataMembers: [String: Metadata.Value]?
+
+    /// As `UsageFlags.validate()`.
+    mutating func validate() throws {
+        metadataMembers = try UsageFlags.mergedMembers(json: metadataJSON, pairs: metadataPairs)
     }
 
-    /// The usage details the ledger files the hold under.
+    /// The usage details the ledger files the hold under (throws as `UsageFlags.details()`).
     func details() throws -> UsageDetails {
         UsageDetails(
             agentID: agentID, model: model, provider: nil, latencyMilliseconds: nil,
-            metadataJSON: try UsageFlags.mergedMetadata(json: metadataJSON, pairs: metadataPairs))
+            metadata: try UsageFlags.metadata(metadataMembers, json: metadataJSON, pairs: metadataPairs))
     }
 }
 

@@ -32,6 +32,17 @@ struct LedgerOptions: ParsableArguments {
         }
     }
 
+    /// Runs `body`, which checks input before any ledger is opened, and reports a ledger error it
+    /// throws as `withLedger` would (message, `--json` body, exit code); a `ValidationError`
+    /// passes through to ArgumentParser (exit 64).
+    func checkingInput<Value>(fieldNames: [String: String] = [:], _ body: () throws -> Value) throws -> Value {
+        do {
+            return try body()
+        } catch let error as LedgerError {
+            throw Output.fail(error, json: json, fieldNames: fieldNames)
+        }
+    }
+
     /// Like `withLedger`, for a read: a missing file is `NoLedgerError` (exit 1) and nothing is
     /// created, so a read typed in the wrong folder says so instead of answering from a new, empty
     /// ledger and leaving its files behind.

@@ -183,8 +183,11 @@ struct WorkerTask {
     private mutating func usage() -> UsageDetails {
         UsageDetails(
             agentID: "crash-agent-\(Int.random(in: 0..<2, using: &random))", model: "gpt-4o-mini",
-            metadataJSON: #"{"org_id":"crash-org"}"#)
+            metadata: Self.metadata)
     }
+
+    /// Every call carries the same org, checked once (`try!`: a literal the ledger's rules accept).
+    private static let metadata = try! Metadata(["org_id": .string("crash-org")])
 
     private mutating func consume(on threadID: String) {
         let prompt = Int64.random(in: 1...40, using: &random)

@@ -29,7 +29,7 @@ private func writeHistory(_ ledger: Ledger, clock: TestClock) throws {
     let meta = #"{"org_id":"org-a","user_id":"u1"}"#
     _ = try ledger.consume(
         "t1", promptTokens: 300, completionTokens: 100, idempotencyKey: "k1",
-        usage: UsageDetails(agentID: "agent-1", model: "gpt-4o", provider: "openai", latencyMilliseconds: 120, metadataJSON: meta))
+        usage: try UsageDetails(agentID: "agent-1", model: "gpt-4o", provider: "openai", latencyMilliseconds: 120, metadataJSON: meta))
     _ = try ledger.consume(
         "t1", promptTokens: 200, completionTokens: 50, usage: UsageDetails(agentID: "agent-1", model: "Acme-Large "))
     _ = try ledger.consume("t2", promptTokens: 70, completionTokens: 30, usage: UsageDetails(agentID: "agent-2", model: "mystery"))

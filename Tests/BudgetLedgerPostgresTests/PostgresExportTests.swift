@@ -42,11 +42,11 @@ struct PostgresExportTests {
         let acme = #"{"org_id":"acme","user_id":"ann"}"#
         let beta = #"{"org_id":"beta"}"#
         let calls: [(String, Int64, Int64, UsageDetails)] = [
-            ("t-a", 1_000, 200, UsageDetails(agentID: "planner", model: "GPT-4o-mini", latencyMilliseconds: 120, metadataJSON: acme)),
-            ("t-b", 10, 0, UsageDetails(agentID: "coder", model: "other-model", metadataJSON: beta)),
-            ("T-a", 300, 30, UsageDetails(model: " gpt-4o-mini  ", latencyMilliseconds: 40, metadataJSON: acme)),
+            ("t-a", 1_000, 200, try UsageDetails(agentID: "planner", model: "GPT-4o-mini", latencyMilliseconds: 120, metadataJSON: acme)),
+            ("t-b", 10, 0, try UsageDetails(agentID: "coder", model: "other-model", metadataJSON: beta)),
+            ("T-a", 300, 30, try UsageDetails(model: " gpt-4o-mini  ", latencyMilliseconds: 40, metadataJSON: acme)),
             ("t-a", 7, 3, UsageDetails()),
-            ("t-c", 50, 5, UsageDetails(agentID: "Planner", model: "gpt-4O-MINI", metadataJSON: beta)),
+            ("t-c", 50, 5, try UsageDetails(agentID: "Planner", model: "gpt-4O-MINI", metadataJSON: beta)),
             ("t-b", 0, 9, UsageDetails(agentID: "coder", model: "Other-Model", latencyMilliseconds: 7)),
         ]
         for (index, (thread, prompt, completion, usage)) in calls.enumerated() {
@@ -58,7 +58,7 @@ struct PostgresExportTests {
             _ = try await postgres.consume(thread, promptTokens: prompt, completionTokens: completion, usage: usage)
             clock.advance(microseconds: 11 * 3_600_000_000)
         }
-        let hold = UsageDetails(agentID: "coder", model: "gpt-4o", metadataJSON: acme)
+        let hold = try UsageDetails(agentID: "coder", model: "gpt-4o", metadataJSON: acme)
         let sqliteHold = try sqlite.reserve("t-d", tokens: 500, usage: hold)
         let postgresHold = try await postgres.reserve("t-d", tokens: 500, usage: hold)
         #expect(sqliteHold.reservation.id == postgresHold.reservation.id)

@@ -13,8 +13,8 @@ struct PostgresIdempotencyTests {
         let sqlite = try Ledger.inMemory(configuration: Ledger.Configuration(clock: clock.read))
         defer { sqlite.close() }
         try await withPostgresLedger(configuration: .init(clock: clock.read)) { postgres, _ in
-            let details = UsageDetails(agentID: "a", model: "m", metadataJSON: #"{"x":1,"y":2}"#)
-            let reordered = UsageDetails(agentID: "a", model: "m", metadataJSON: #"{"y":2,"x":1}"#)
+            let details = try UsageDetails(agentID: "a", model: "m", metadataJSON: #"{"x":1,"y":2}"#)
+            let reordered = try UsageDetails(agentID: "a", model: "m", metadataJSON: #"{"y":2,"x":1}"#)
             try sqlite.setLimit("t", maxTokens: 100)
             try await postgres.setLimit("t", maxTokens: 100)
             typealias Call = (String, Int64, Int64, String, UsageDetails, Bool)
@@ -24,7 +24,7 @@ struct PostgresIdempotencyTests {
                 ("t", 80, 0, "k", details, false),  // replay: the check is not part of the request
                 ("t", 81, 0, "k", details, true),  // conflict: prompt tokens
                 ("u", 80, 0, "k", details, true),  // conflict: thread
-                ("t", 80, 0, "k", UsageDetails(agentID: "b", model: "m", metadataJSON: details.metadataJSON), true),
+                ("t", 80, 0, "k", try UsageDetails(agentID: "b", model: "m", metadataJSON: details.metadataJSON), true),
                 ("t", 15, 0, "k2", .none, true),  // records, crosses 90% and 95%
             ]
             func answer(_ result: ConsumeResult) -> String {

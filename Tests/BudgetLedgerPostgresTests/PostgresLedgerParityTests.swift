@@ -50,12 +50,12 @@ struct PostgresLedgerParityTests {
                 "negative tokens", { try sqlite.consume("a", promptTokens: -1) }, { try await postgres.consume("a", promptTokens: -1) })
             await parity.step(
                 "bad metadata",
-                { try sqlite.consume("a", promptTokens: 1, usage: UsageDetails(metadataJSON: "[1]")) },
-                { try await postgres.consume("a", promptTokens: 1, usage: UsageDetails(metadataJSON: "[1]")) })
+                { try sqlite.consume("a", promptTokens: 1, usage: try UsageDetails(metadataJSON: "[1]")) },
+                { try await postgres.consume("a", promptTokens: 1, usage: try UsageDetails(metadataJSON: "[1]")) })
             await parity.step(
                 "a price", { try sqlite.setPrice(model: "GPT-4o*", promptUSDPerMillion: "2.5", completionUSDPerMillion: "10") },
                 { try await postgres.setPrice(model: "GPT-4o*", promptUSDPerMillion: "2.5", completionUSDPerMillion: "10") })
-            let details = UsageDetails(
+            let details = try UsageDetails(
                 agentID: "agent-1", model: " GPT-4o-mini ", provider: "openai", latencyMilliseconds: 120,
                 metadataJSON: #"{"org_id":"acme","user_id":"ann"}"#)
             await parity.step(
@@ -169,10 +169,10 @@ struct PostgresLedgerParityTests {
             try sqlite.setPrice(model: "m1", promptUSDPerMillion: "1", completionUSDPerMillion: "2", effectiveFrom: 0)
             try await postgres.setPrice(model: "m1", promptUSDPerMillion: "1", completionUSDPerMillion: "2", effectiveFrom: 0)
             let calls: [(String, Int64, Int64, UsageDetails)] = [
-                ("t1", 100, 10, UsageDetails(agentID: "a", model: "M1", metadataJSON: #"{"org_id":"o1","user_id":"u1"}"#)),
+                ("t1", 100, 10, try UsageDetails(agentID: "a", model: "M1", metadataJSON: #"{"org_id":"o1","user_id":"u1"}"#)),
                 ("t1", 50, 5, UsageDetails(agentID: "a", model: "m2", latencyMilliseconds: 40)),
                 ("t2", 7, 0, UsageDetails()),
-                ("t3", 20, 20, UsageDetails(agentID: "b", model: "m1", metadataJSON: #"{"org_id":"o2"}"#)),
+                ("t3", 20, 20, try UsageDetails(agentID: "b", model: "m1", metadataJSON: #"{"org_id":"o2"}"#)),
             ]
             for (index, call) in calls.enumerated() {
                 if index == 2 { clock.advance(microseconds: 86_400_000_000) }

@@ -34,7 +34,7 @@ struct PostgresReservationTests {
             }
             try sqlite.setLimit("t", maxTokens: 1_000)
             try await postgres.setLimit("t", maxTokens: 1_000)
-            let details = UsageDetails(agentID: "a", model: "gpt-4o", metadataJSON: #"{"org_id":"o"}"#)
+            let details = try UsageDetails(agentID: "a", model: "gpt-4o", metadataJSON: #"{"org_id":"o"}"#)
             let first = try await ids(
                 { try sqlite.reserve("t", tokens: 600, ttlSeconds: 60, usage: details) },
                 { try await postgres.reserve("t", tokens: 600, ttlSeconds: 60, usage: details) })

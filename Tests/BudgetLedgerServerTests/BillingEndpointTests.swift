@@ -90,7 +90,7 @@ struct BillingEndpointTests {
             for index in 0..<eventCount {
                 try ledger.consume(
                     "thread-\(index % 7)", promptTokens: Int64(index), completionTokens: 1,
-                    usage: UsageDetails(agentID: "agent-with-a-longish-name", model: "model-\(index % 3)", metadataJSON: #"{"org_id":"acme"}"#))
+                    usage: try UsageDetails(agentID: "agent-with-a-longish-name", model: "model-\(index % 3)", metadataJSON: #"{"org_id":"acme"}"#))
             }
         }) { client, _ in
             let response = try await client.get("/api/v1/usage/export?format=csv")

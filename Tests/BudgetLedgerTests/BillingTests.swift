@@ -167,7 +167,7 @@ struct BillingTests {
             clock.advance(microseconds: Int64.random(in: 1...10_000_000_000, using: &generator))
             let org = orgs.randomElement(using: &generator)!
             let metadata = org.map { "{\"org_id\":\"\($0)\",\"user_id\":\"u\(Int.random(in: 1...3, using: &generator))\"}" }
-            let usage = UsageDetails(
+            let usage = try UsageDetails(
                 agentID: agents.randomElement(using: &generator)!, model: models.randomElement(using: &generator)!,
                 latencyMilliseconds: Bool.random(using: &generator) ? Int64.random(in: 1...500, using: &generator) : nil,
                 metadataJSON: metadata)
@@ -367,7 +367,7 @@ struct BillingTests {
         let metadata = "{\n  \"note\": \"a, \\\"quoted\\\" note\",\n  \"org_id\": \"o,1\"\n}"
         try ledger.consume(
             "thread \"one\", really", promptTokens: 3,
-            usage: UsageDetails(agentID: "agent,\"x\"", model: "m\"1", metadataJSON: metadata))
+            usage: try UsageDetails(agentID: "agent,\"x\"", model: "m\"1", metadataJSON: metadata))
         var text = CSV.record(LedgerEvent.csvHeader)
         var fields: [[String]] = []
         try ledger.forEachConsumeEvent(ExportQuery()) { event in

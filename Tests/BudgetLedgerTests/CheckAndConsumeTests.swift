@@ -112,7 +112,7 @@ struct CheckAndConsumeTests {
         #expect(ledgerErrorCase { try ledger.setLimit("t", maxTokens: -1) } == .invalidInput(field: "maxTokens"))
         #expect(ledgerErrorCase { try ledger.configure(maxTokensPerThread: -5) } == .invalidInput(field: "maxTokensPerThread"))
         #expect(ledgerErrorCase {
-            try ledger.consume("t", promptTokens: 1, usage: UsageDetails(metadataJSON: "[1,2]"))
+            try ledger.consume("t", promptTokens: 1, usage: try UsageDetails(metadataJSON: "[1,2]"))
         } == .invalidInput(field: "metadata"))
         #expect(ledgerErrorCase {
             try ledger.consume("t", promptTokens: 1, usage: UsageDetails(latencyMilliseconds: -3))

@@ -146,14 +146,14 @@ struct ConsumeAnswerEncodingTests {
         results.append(
             try ledger.consume(
                 "t1", promptTokens: 200, completionTokens: 10, idempotencyKey: "k-1",
-                usage: UsageDetails(agentID: "planner", model: "gpt-4o", provider: "openai", latencyMilliseconds: 1_234, metadataJSON: metadata)))
+                usage: try UsageDetails(agentID: "planner", model: "gpt-4o", provider: "openai", latencyMilliseconds: 1_234, metadataJSON: metadata)))
         results.append(
             try ledger.consume(
                 "t1", promptTokens: 200, completionTokens: 10, idempotencyKey: "k-1",
-                usage: UsageDetails(agentID: "planner", model: "gpt-4o", provider: "openai", latencyMilliseconds: 1_234, metadataJSON: metadata)))
+                usage: try UsageDetails(agentID: "planner", model: "gpt-4o", provider: "openai", latencyMilliseconds: 1_234, metadataJSON: metadata)))
         results.append(try ledger.checkAndConsume("t\u{e9}\"2", promptTokens: 1, usage: UsageDetails(model: "unpriced-model")))
         results.append(
-            try ledger.consume("t3", promptTokens: 990, completionTokens: 0, usage: UsageDetails(model: "gpt-4o", metadataJSON: #"{"org_id":"acme"}"#)))
+            try ledger.consume("t3", promptTokens: 990, completionTokens: 0, usage: try UsageDetails(model: "gpt-4o", metadataJSON: #"{"org_id":"acme"}"#)))
         let hold = try ledger.reserve("t4", tokens: 10, ttlSeconds: 60)
         results.append(try ledger.settle(hold.reservation.id, promptTokens: 5).consume)
         #expect(results.contains { !$0.crossedThresholds.isEmpty })
@@ -178,11 +178,12 @@ struct ConsumeAnswerEncodingTests {
                     thresholdPercent: [75, 90, 95, 100][random.below(4)], severity: random.text(), tokensUsed: random.integer(),
                     maxTokens: random.integer())
             }
+            // Any JSON text, as a row could hold it: encoding copies recorded text as it is.
             let usage = UsageDetails(
                 agentID: random.below(2) == 0 ? nil : random.text(), model: random.below(2) == 0 ? nil : random.text(),
                 provider: random.below(2) == 0 ? nil : random.text(),
                 latencyMilliseconds: random.below(2) == 0 ? nil : random.integer(),
-                metadataJSON: random.below(2) == 0 ? nil : random.value().serialized())
+                metadata: .recorded(random.below(2) == 0 ? nil : random.value().serialized(), organizationID: nil, userID: nil))
             let event = ConsumeEvent(
                 id: random.integer(), timestampMicroseconds: Int64(random.below(Int(Timestamps.maxMicroseconds))),
                 threadID: budget.threadID, promptTokens: budget.promptTokens, completionTokens: budget.completionTokens,

@@ -324,7 +324,8 @@ struct FaultTests {
     /// Usage whose metadata is about 2 KB, so each consume takes a page or so and a cap fills quickly.
     static func paddedUsage(_ attempt: Int) -> UsageDetails {
         let padding = String(repeating: "x", count: 2_000)
-        return UsageDetails(agentID: "agent-\(attempt % 5)", metadataJSON: "{\"padding\":\"\(padding)\"}")
+        // `try!`: 2 KB of one string member is well inside the metadata limit.
+        return try! UsageDetails(agentID: "agent-\(attempt % 5)", metadataJSON: "{\"padding\":\"\(padding)\"}")
     }
 
     /// The error of opening `path` or, when it opens, of its first write (after checking that it

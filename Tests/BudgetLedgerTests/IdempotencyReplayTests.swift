@@ -5,7 +5,8 @@ import Testing
 @Suite("Idempotent replays compare the whole request")
 struct IdempotencyReplayTests {
     /// The usage of the original request in these tests: every optional field set.
-    static let recordedUsage = UsageDetails(
+    // `try!`: a literal the ledger accepts.
+    static let recordedUsage = try! UsageDetails(
         agentID: "planner", model: "gpt-4o", provider: "openai", latencyMilliseconds: 120,
         metadataJSON: #"{"org_id":"acme","step":3}"#)
 
@@ -24,9 +25,9 @@ struct IdempotencyReplayTests {
         var noLatency = recordedUsage
         noLatency.latencyMilliseconds = nil
         var metadata = recordedUsage
-        metadata.metadataJSON = #"{"org_id":"acme","step":4}"#
+        metadata.metadata = try! Metadata(json: #"{"org_id":"acme","step":4}"#)
         var noMetadata = recordedUsage
-        noMetadata.metadataJSON = nil
+        noMetadata.metadata = nil
         return [
             ("agent", agent), ("no agent", noAgent), ("model", model), ("provider", provider), ("latency", latency),
             ("no latency", noLatency), ("metadata", metadata), ("no metadata", noMetadata),
@@ -70,7 +71,7 @@ struct IdempotencyReplayTests {
         let original = try ledger.consume("t", promptTokens: 10, completionTokens: 2, idempotencyKey: "k", usage: Self.recordedUsage)
         let before = try eventCount(at: path)
         var reordered = Self.recordedUsage
-        reordered.metadataJSON = #"{ "step": 3, "org_id": "acme" }"#
+        reordered.metadata = try Metadata(json: #"{ "step": 3, "org_id": "acme" }"#)
         let retry = try ledger.consume("t", promptTokens: 10, completionTokens: 2, idempotencyKey: "k", usage: reordered)
         #expect(retry.isReplay)
         #expect(retry.event == original.event)

@@ -42,7 +42,7 @@ struct ConsumeCall: CustomStringConvertible {
     var promptTokens: Int64
     var completionTokens: Int64
     var idempotencyKey: String?
-    var usage: UsageDetails
+    var usage: ModelUsage
     var enforce: Bool
 
     var description: String {
@@ -57,7 +57,7 @@ struct SettleCall: CustomStringConvertible {
     var promptTokens: Int64
     var completionTokens: Int64
     var idempotencyKey: String?
-    var usage: UsageDetails
+    var usage: ModelUsage
 
     var description: String {
         "settle(\(reservationID), \(promptTokens) + \(completionTokens)"
@@ -324,7 +324,7 @@ struct LedgerModel {
     }
 
     private mutating func consume(_ call: ConsumeCall, at now: Int64) -> ModelOutcome {
-        if let field = Self.requestProblem(call) { return .invalidInput(field: field) }
+        if let field = call.usage.metadataProblem ?? Self.requestProblem(call) { return .invalidInput(field: field) }
         if let key = call.idempotencyKey, let recorded = keys[key] {
             return replay(call, settling: nil, recorded, at: now)
         }
@@ -423,7 +423,7 @@ struct LedgerModel {
             .add(totals)
         let event = ConsumeEvent(
             id: consumeID, timestampMicroseconds: now, threadID: call.threadID, promptTokens: call.promptTokens,
-            completionTokens: call.completionTokens, idempotencyKey: call.idempotencyKey, usage: call.usage,
+            completionTokens: call.completionTokens, idempotencyKey: call.idempotencyKey, usage: call.usage.recorded,
             costNanodollars: cost, reservationID: reservationID)
         let after = budget(call.threadID, thread, at: now)
         if let key = call.idempotencyKey {
@@ -500,6 +500,8 @@ struct LedgerModel {
     }
 
     private mutating func settle(_ call: SettleCall, at now: Int64) -> ModelOutcome {
+        // Metadata is checked where it is made, before the ledger is called (`Metadata`).
+        if let field = call.usage.metadataProblem { return .invalidInput(field: field) }
         guard let hold = holds[call.reservationID] else { return .reservationNotFound(call.reservationID) }
         let reservation = hold.reservation
         let consume = ConsumeCall(
@@ -612,7 +614,8 @@ struct LedgerModel {
         maxTokens > 0 && used * 100 >= Int64(percent) * maxTokens
     }
 
-    /// The first field of a consume the ledger refuses, in the order it checks them.
+    /// The first field of a consume the ledger refuses, in the order it checks them (metadata,
+    /// checked when made, is `ModelUsage.metadataProblem`).
     static func requestProblem(_ call: ConsumeCall) -> String? {
         identifierProblem(call.threadID, field: "threadId")
             ?? countProblem(call.promptTokens, field: "promptTokens", max: LedgerLimits.tokensPerCallMax)
@@ -624,7 +627,6 @@ struct LedgerModel {
             ?? call.usage.latencyMilliseconds.flatMap {
                 countProblem($0, field: "latencyMs", max: LedgerLimits.latencyMillisecondsMax)
             }
-            ?? call.usage.metadataJSON.flatMap(ModelMetadata.problem)
     }
 
     static func identifierProblem(_ value: String, field: String) -> String? {
@@ -738,7 +740,31 @@ extension Optional where Wrapped == String {
     var shown: String { map(\.shown) ?? "nil" }
 }
 
-extension UsageDetails {
+/// A call's usage as the test generates it: metadata as text, valid or not, since a `Metadata`
+/// that breaks the ledger's rules cannot be made.
+struct ModelUsage {
+    var agentID: String?
+    var model: String?
+    var provider: String?
+    var latencyMilliseconds: Int64?
+    var metadataJSON: String?
+
+    /// The field a refusal of the metadata names, or nil when it is valid (or absent).
+    var metadataProblem: String? { metadataJSON.flatMap(ModelMetadata.problem) }
+
+    /// The details the ledger is called with: the metadata is checked here, as a caller does.
+    func details() throws -> UsageDetails {
+        try UsageDetails(
+            agentID: agentID, model: model, provider: provider, latencyMilliseconds: latencyMilliseconds,
+            metadataJSON: metadataJSON)
+    }
+
+    /// The details a recorded call reads back with (only calls with valid metadata are recorded).
+    var recorded: UsageDetails {
+        // `try!`: the model records a call only after `metadataProblem` found nothing.
+        try! details()
+    }
+
     var shown: String {
         var parts: [String] = []
         if let agentID { parts.append("agent: \(agentID.shown)") }

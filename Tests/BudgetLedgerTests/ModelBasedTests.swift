@@ -152,10 +152,10 @@ struct ModelRun {
                     call.enforce
                     ? try ledger.checkAndConsume(
                         call.threadID, promptTokens: call.promptTokens, completionTokens: call.completionTokens,
-                        idempotencyKey: call.idempotencyKey, usage: call.usage)
+                        idempotencyKey: call.idempotencyKey, usage: try call.usage.details())
                     : try ledger.consume(
                         call.threadID, promptTokens: call.promptTokens, completionTokens: call.completionTokens,
-                        idempotencyKey: call.idempotencyKey, usage: call.usage)
+                        idempotencyKey: call.idempotencyKey, usage: try call.usage.details())
                 return .consumed(result)
             case .checkBudget(let thread, let estimate):
                 return .budget(try ledger.checkBudget(thread, estimatedTokens: estimate))
@@ -165,7 +165,7 @@ struct ModelRun {
                 return .settled(
                     try ledger.settle(
                         call.reservationID, promptTokens: call.promptTokens, completionTokens: call.completionTokens,
-                        idempotencyKey: call.idempotencyKey, usage: call.usage))
+                        idempotencyKey: call.idempotencyKey, usage: try call.usage.details()))
             case .release(let id): return .budget(try ledger.release(id))
             case .resetThread(let thread): return .optionalBudget(try ledger.resetThread(thread))
             case .cleanupThread(let thread): return .optionalBudget(try ledger.cleanupThread(thread))

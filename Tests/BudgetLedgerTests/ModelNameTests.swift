@@ -60,7 +60,7 @@ struct ModelNameTests {
             let metadata = #"{"org_id": "acme", "user_id": "u"}"#
             let result = try ledger.consume(
                 "t", promptTokens: 1_000, completionTokens: 100,
-                usage: UsageDetails(agentID: "a", model: spelling, metadataJSON: metadata))
+                usage: try UsageDetails(agentID: "a", model: spelling, metadataJSON: metadata))
             #expect(result.event.costNanodollars == 3_500_000, "\(spelling) is priced as gpt-4o")
             // Fold the first two into the rollup tables; the other two stay pending.
             if index == 1 {

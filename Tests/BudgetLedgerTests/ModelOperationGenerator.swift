@@ -160,9 +160,9 @@ struct OperationGenerator {
         }
     }
 
-    private mutating func usageDetails() -> UsageDetails {
+    private mutating func usageDetails() -> ModelUsage {
         let metadata = random.chance(6) ? random.pick(ModelMetadata.choices) : random.pick(Array(ModelMetadata.choices.prefix(5)))
-        return UsageDetails(
+        return ModelUsage(
             agentID: identifier(Self.agents), model: identifier(Self.models), provider: identifier(Self.providers),
             latencyMilliseconds: random.chance(2)
                 ? random.pick([LedgerLimits.latencyMillisecondsMax + 1, -1]) : random.pick(Self.latencies),

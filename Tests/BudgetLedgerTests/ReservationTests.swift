@@ -217,11 +217,11 @@ struct SettleClockTests {
         // conflict that writes nothing; a consume cannot take a reserve's key either.
         let ledger = try Ledger.inMemory()
         defer { ledger.close() }
-        let usage = UsageDetails(agentID: "a", model: "gpt-4o", metadataJSON: #"{"org_id":"o"}"#)
+        let usage = try UsageDetails(agentID: "a", model: "gpt-4o", metadataJSON: #"{"org_id":"o"}"#)
         let first = try ledger.reserve("t", tokens: 40, usage: usage, idempotencyKey: "hold-1")
         #expect(!first.isReplay)
         let events = try ledger.events(after: 0, limit: 100).events.count
-        let again = try ledger.reserve("t", tokens: 40, ttlSeconds: 60, usage: UsageDetails(
+        let again = try ledger.reserve("t", tokens: 40, ttlSeconds: 60, usage: try UsageDetails(
             agentID: "a", model: "gpt-4o", metadataJSON: #"{ "org_id" : "o" }"#), idempotencyKey: "hold-1")
         #expect(again.isReplay)
         #expect(again.reservation == first.reservation)
@@ -229,7 +229,7 @@ struct SettleClockTests {
         #expect(try ledger.events(after: 0, limit: 100).events.count == events)
         for (thread, tokens, model) in [("u", 40, "gpt-4o"), ("t", 41, "gpt-4o"), ("t", 40, "o1")] as [(String, Int64, String)] {
             #expect(throws: LedgerError.self) {
-                try ledger.reserve(thread, tokens: tokens, usage: UsageDetails(agentID: "a", model: model,
+                try ledger.reserve(thread, tokens: tokens, usage: try UsageDetails(agentID: "a", model: model,
                     metadataJSON: #"{"org_id":"o"}"#), idempotencyKey: "hold-1")
             }
         }

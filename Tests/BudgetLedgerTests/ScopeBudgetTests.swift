@@ -59,7 +59,7 @@ struct ScopeBudgetTests {
         let ledger = try Ledger.inMemory(configuration: Ledger.Configuration(clock: clock.read))
         defer { ledger.close() }
         try ledger.setBudget(acme, period: .month, maxNanodollars: 1_000_000)
-        let usage = UsageDetails(model: "gpt-4o-mini", metadataJSON: acmeMetadata)
+        let usage = try UsageDetails(model: "gpt-4o-mini", metadataJSON: acmeMetadata)
         // 6,000 tokens cost 900,000; the next 1,000 (150,000) would pass 1,000,000.
         try ledger.checkAndConsume("t1", promptTokens: 6_000, usage: usage)
         let eventsBefore = try ledger.events(after: 0, limit: 100).events.count
@@ -82,7 +82,7 @@ struct ScopeBudgetTests {
         #expect(budget.requestCount == 2)
         #expect(budget.remainingNanodollars == 100)
         // Calls of another org, and plain consumes, are not refused by acme's budget.
-        try ledger.checkAndConsume("t3", promptTokens: 1_000, usage: UsageDetails(model: "gpt-4o-mini", metadataJSON: #"{"org_id":"other"}"#))
+        try ledger.checkAndConsume("t3", promptTokens: 1_000, usage: try UsageDetails(model: "gpt-4o-mini", metadataJSON: #"{"org_id":"other"}"#))
         try ledger.consume("t4", promptTokens: 1_000, usage: usage)
         #expect(try ledger.budget(scope: acme)?.spentNanodollars == 1_149_900)
         #expect(try ledger.verify().problems == [])
@@ -225,7 +225,7 @@ struct ScopeBudgetTests {
         let ledger = try Ledger(path: path)
         defer { ledger.close() }
         try ledger.setBudget(acme, period: .month, maxTokens: 1_000, maxNanodollars: 10_000_000)
-        try ledger.consume("t", promptTokens: 100, usage: UsageDetails(model: "gpt-4o-mini", metadataJSON: acmeMetadata))
+        try ledger.consume("t", promptTokens: 100, usage: try UsageDetails(model: "gpt-4o-mini", metadataJSON: acmeMetadata))
         let raw = try Connection(path: path)
         defer { raw.close() }
         // A writer using plain SQL goes through the same triggers.
@@ -260,9 +260,9 @@ struct ScopeBudgetTests {
         // 1,000 prompt tokens of gpt-4o-mini cost 150,000; $0.0100 allows exactly 66 of them.
         try ledger.setBudget(acme, period: .month, maxNanodollars: 10_000_000)
         let successes = Mutex(0)
+        let usage = try UsageDetails(model: "gpt-4o-mini", metadataJSON: acmeMetadata)
         onThreads(16) { index in
             for call in 0..<10 {
-                let usage = UsageDetails(model: "gpt-4o-mini", metadataJSON: acmeMetadata)
                 if (try? ledger.checkAndConsume("t\(index)-\(call % 3)", promptTokens: 1_000, usage: usage)) != nil {
                     successes.withLock { $0 += 1 }
                 }

@@ -123,7 +123,7 @@ struct UnpricedTokensTests {
             }
             let organization = ["o1", "o2", nil][index % 3]
             let metadata = organization.map { #"{"org_id":"\#($0)","user_id":"u\#(index % 2)"}"# }
-            let usage = UsageDetails(
+            let usage = try UsageDetails(
                 agentID: ["a", "b", nil][index % 4 % 3], model: models[index % 5], metadataJSON: metadata)
             let prompt = Int64(100 + index % 13)
             let completion = Int64(index % 7)

@@ -16,7 +16,7 @@ struct VerifyTests {
         _ = try ledger.setPrice(model: "gpt-x-*", promptUSDPerMillion: "2.5", completionUSDPerMillion: "10")
         for step in 0..<2_300 {
             let thread = "t\(step % 7)"
-            let usage = UsageDetails(
+            let usage = try UsageDetails(
                 agentID: step % 3 == 0 ? nil : "agent\(step % 3)", model: step % 4 == 0 ? "GPT-X-mini" : "other",
                 latencyMilliseconds: step % 5 == 0 ? nil : Int64(step), metadataJSON: step % 6 == 0 ? #"{"org_id":"o1","user_id":"u"}"# : nil)
             _ = try? ledger.checkAndConsume(thread, promptTokens: Int64(step % 40), completionTokens: 3, usage: usage)

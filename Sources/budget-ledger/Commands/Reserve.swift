@@ -26,7 +26,8 @@ extension BudgetLedgerCommand {
         var idempotencyKey: String?
 
         func run() throws {
-            let details = try usage.details()
+            // Metadata is parsed and checked here, once, before the ledger is opened.
+            let details = try options.checkingInput { try usage.details() }
             try options.withAnyLedger { ledger in
                 let result = try ledger.reserve(
                     thread, tokens: tokens, ttlSeconds: ttl, usage: details, idempotencyKey: idempotencyKey)

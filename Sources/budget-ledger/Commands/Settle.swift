@@ -17,7 +17,8 @@ extension BudgetLedgerCommand {
         @OptionGroup var usage: UsageFlags
 
         func run() throws {
-            let details = try usage.details()
+            // Metadata is parsed and checked here, once, before the ledger is opened.
+            let details = try options.checkingInput { try usage.details() }
             try options.withAnyLedger { ledger in
                 let result = try ledger.settle(
                     reservation, promptTokens: spent.prompt, completionTokens: spent.completion,
