@@ -199,18 +199,22 @@ struct PostgresServeTests {
         #expect(noMax.status == 400 && noMax.body.contains("maxTokens"), "\(noMax)")
         #expect(try await call(.GET, base, "/api/v1/budgets/global").status == 404)
 
-        let call80 = #"{"promptTokens": 80, "metadata": {"org_id": "acme"}}"#
+        // With a model: the org's dollar budget refuses a call whose cost is unknown.
+        let call80 = #"{"promptTokens": 80, "model": "gpt-4o", "metadata": {"org_id": "acme"}}"#
+        let unpriced = try await call(.POST, base, "/api/v1/threads/t1/check-and-consume", json: #"{"promptTokens": 1, "metadata": {"org_id": "acme"}}"#)
+        #expect(unpriced.status == 409 && unpriced.body.contains("dollar budget"), "\(unpriced)")
         #expect(try await call(.POST, base, "/api/v1/threads/t1/check-and-consume", json: call80).status == 200)
         let refused = try await call(.POST, base, "/api/v1/threads/t2/check-and-consume", json: call80)
         #expect(refused.status == 409 && refused.body.contains("org:acme"), "\(refused)")
-        let hold = try await call(.POST, base, "/api/v1/threads/t2/reserve", json: #"{"tokens": 30, "metadata": {"org_id": "acme"}}"#)
+        let hold = try await call(
+            .POST, base, "/api/v1/threads/t2/reserve", json: #"{"tokens": 30, "model": "gpt-4o", "metadata": {"org_id": "acme"}}"#)
         #expect(hold.status == 409 && hold.body.contains("org:acme"), "\(hold)")
         let one = try await call(.GET, base, "/api/v1/budgets/org%3Aacme")
         #expect(number(one.json["spentTokens"]) == 80, "\(one)")
         let list = try await call(.GET, base, "/api/v1/budgets")
         #expect(number(list.json["count"]) == 1, "\(list)")
         let cli = try runCLI(["budget", "list", "--json", "--db", databaseURL])
-        #expect(cli.status == 0 && list.body == cli.stdout, "\(list.body) \(cli.stdout)")
+        #expect(cli.status == 0 && list.body + "\n" == cli.stdout, "\(list.body) \(cli.stdout)")
 
         let removed = try await call(.DELETE, base, "/api/v1/budgets/org%3Aacme")
         #expect(removed.status == 200 && removed.json["removed"] as? Bool == true, "\(removed)")
