@@ -155,12 +155,12 @@ extension PostgresSQL {
     /// The stored columns, then the live held tokens and most cost under the scope.
     typealias ScopeBudgetColumns = (String, String, Int64?, Int64?, Int64, Int64, Int64, Int64, Int64, Int64, Int64, Int64)
 
-    /// The budget rows of the scopes in `$1` (a call's candidates), locked in the order of `$1`:
-    /// PostgreSQL locks the rows as the sorted rows leave the sort, so the ORDER BY is the lock
-    /// order (<https://www.postgresql.org/docs/current/sql-select.html#SQL-FOR-UPDATE-SHARE>).
+    /// The budget rows of the scopes in `$1` (a call's candidates), locked in the order of `$1`
+    /// by migration 0007's `ledger_lock_scope_budgets` (which needs no UPDATE privilege of the
+    /// caller), returned in that order too: the order in which they are checked, as on SQLite.
     static let selectScopeBudgetsForUpdate = """
-        SELECT \(scopeBudgetColumns) FROM scope_budgets WHERE scope = ANY($1::text[])
-        ORDER BY array_position($1::text[], scope) FOR UPDATE
+        SELECT \(scopeBudgetColumns) FROM ledger_lock_scope_budgets($1::text[])
+        ORDER BY array_position($1::text[], scope)
         """
 
     /// Per scope of `$2`, the live holds at `$1` under it: their tokens and most cost (SQLite's

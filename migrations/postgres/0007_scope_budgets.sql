@@ -97,6 +97,18 @@ CREATE TABLE scope_thresholds (
     PRIMARY KEY (scope, window_start_us, threshold_percent)
 );
 
+-- Locks the budget rows of `scopes` (a call's candidates) in the order of the array, for the
+-- rest of the transaction, and returns them: the store's one way to lock scope rows. PostgreSQL
+-- locks rows as they leave the sort, so the ORDER BY is the lock order
+-- (https://www.postgresql.org/docs/current/sql-select.html#SQL-FOR-UPDATE-SHARE). SECURITY
+-- DEFINER because FOR UPDATE needs the UPDATE privilege: the server's role keeps only SELECT on
+-- the derived tables (PostgresSchemaTests runs the ledger as such a role).
+CREATE FUNCTION ledger_lock_scope_budgets(scopes text[]) RETURNS SETOF scope_budgets
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path FROM CURRENT
+AS $$
+    SELECT * FROM scope_budgets WHERE scope = ANY (scopes) ORDER BY array_position(scopes, scope) FOR UPDATE
+$$;
+
 -- Per scope, the window of its last refusal: a window records its first refusal only.
 CREATE TABLE scope_refusals (
     scope text PRIMARY KEY,
