@@ -202,6 +202,40 @@ struct PostgresScopeBudgetTests {
         }
     }
 
+    @Test("a budget removed and set again and again while 8 tasks consume under it counts every consume once")
+    func settingBudgetsRacesConsumesExactly() async throws {
+        // Proves the usage-window lock orders budget events with consumes: a budget event sums
+        // its window's spend from the rollups while no consume is in flight, and every later
+        // consume adds itself to the row, so the row ends equal to the events' sum and verify
+        // (which replays them in id order) agrees. Without the lock a consume committing while
+        // the budget summed would be missed or counted twice.
+        try await withPostgresLedger { ledger, _ in
+            let org = try BudgetScope(parsing: "org:o")
+            let usage = UsageDetails(model: "gpt-4o", metadataJSON: #"{"org_id":"o"}"#)
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for task in 0..<8 {
+                    group.addTask {
+                        for _ in 0..<20 { _ = try await ledger.consume("t\(task)", promptTokens: 10, usage: usage) }
+                    }
+                }
+                group.addTask {
+                    // Removed and set again: a new row each time, which no consume in flight has
+                    // locked (changing an existing row would wait for their row locks anyway).
+                    for round in 0..<20 {
+                        try await ledger.setBudget(org, period: .month, maxTokens: 1_000_000 + Int64(round))
+                        if round < 19 { try await ledger.removeBudget(org) }
+                    }
+                }
+                try await group.waitForAll()
+            }
+            let budget = try #require(try await ledger.budget(scope: org))
+            #expect(budget.spentTokens == 8 * 20 * 10)
+            #expect(budget.requestCount == 160)
+            #expect(budget.spentNanodollars == 160 * 25_000)
+            #expect(try await ledger.verify().problems == [])
+        }
+    }
+
     @Test("verify on PostgreSQL names a damaged scope_budgets, scope_thresholds or scope_refusals row")
     func verifyFindsDamagedScopeRows() async throws {
         // Proves verify recomputes the scope tables from the events rather than trusting them.
