@@ -192,15 +192,6 @@ enum ScopeBudgetSQL {
             try $0[0] as Int
         })
     }
-
-    /// Whether a window's spend reaches `percent` in either unit (`ScopeBudgetRules.reaches`).
-    static func reaches(
-        _ percent: Int, spentTokens: Int64, maxTokens: Int64?, spentNanodollars: Int64, maxNanodollars: Int64?
-    ) -> Bool {
-        ScopeBudgetRules.reaches(
-            percent, spentTokens: spentTokens, maxTokens: maxTokens, spentNanodollars: spentNanodollars,
-            maxNanodollars: maxNanodollars)
-    }
 }
 
 extension StoredScopeBudget {

@@ -171,6 +171,12 @@ extension PostgresLedger {
             requestCount: before.requestCount + 1, triggeredThresholds: before.triggeredThresholds)
         // Asserted in pairs: through the checked path, spent plus held never passes the max.
         assert(!request.enforce || budget.totalTokens.saturatingAdd(budget.heldTokens) <= budget.maxTokens)
+        assert(
+            !request.enforce
+                || scopes.allSatisfy { scope in
+                    scope.maxTokens.map { scope.spentTokens.saturatingAdd(scope.heldTokens).saturatingAdd(request.tokens) <= $0 }
+                        ?? true
+                })
         let crossings = try await recordCrossings(of: &budget, causedBy: eventID, at: now, on: connection)
         let scopeCrossings =
             scopes.isEmpty
