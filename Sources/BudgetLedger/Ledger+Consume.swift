@@ -479,7 +479,7 @@ package struct ConsumeRequest: Sendable {
     }
 
     /// The scopes the call falls under (`BudgetScope.candidates`).
-    var scopes: [String] {
+    package var scopes: [String] {
         BudgetScope.candidates(
             agentID: usage.agentID, model: usage.model, organizationID: organizationID, userID: userID)
     }

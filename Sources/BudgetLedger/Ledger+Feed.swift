@@ -41,6 +41,9 @@ public struct LedgerEvent: Sendable, Equatable {
     public let nanodollarsUsed: Int64?
     /// budget, scope_threshold, a scope's refusal: the dollar max in nano-dollars, if any.
     public let maxNanodollars: Int64?
+    /// budget: the period of its windows (`none`, `day`, `week`, `month`); what `copy` needs
+    /// to carry a budget whole (the feed's wire shows it not).
+    public let period: String?
 
     /// An event as another store read it (PostgreSQL's `events` has these columns).
     package init(
@@ -49,7 +52,7 @@ public struct LedgerEvent: Sendable, Equatable {
         idempotencyKey: String?, usage: UsageDetails, organizationID: String?, userID: String?,
         costNanodollars: Int64?, heldTokens: Int64?, expiresAtMicroseconds: Int64?, reservationID: Int64?,
         tokensUsed: Int64?, scope: String?, windowStartMicroseconds: Int64?, nanodollarsUsed: Int64?,
-        maxNanodollars: Int64?
+        maxNanodollars: Int64?, period: String? = nil
     ) {
         self.id = id
         self.timestampMicroseconds = timestampMicroseconds
@@ -74,12 +77,14 @@ public struct LedgerEvent: Sendable, Equatable {
         self.windowStartMicroseconds = windowStartMicroseconds
         self.nanodollarsUsed = nanodollarsUsed
         self.maxNanodollars = maxNanodollars
+        self.period = period
     }
 
     static let columns = """
         id, timestamp_us, kind, thread_id, prompt_tokens, completion_tokens, max_tokens, threshold_percent, severity,
         caused_by, idempotency_key, agent_id, model, provider, latency_ms, metadata, org_id, user_id, cost_nanos,
-        held_tokens, expires_at_us, reservation_id, tokens_used, scope, window_start_us, cost_used_nanos, max_cost_nanos
+        held_tokens, expires_at_us, reservation_id, tokens_used, scope, window_start_us, cost_used_nanos, max_cost_nanos,
+        period
         """
 
     /// `columns` with a consume's corrected cost (its reprice's, migration 0012) for the exports.
@@ -111,6 +116,7 @@ public struct LedgerEvent: Sendable, Equatable {
         windowStartMicroseconds = try row[24]
         nanodollarsUsed = try row[25]
         maxNanodollars = try row[26]
+        period = try row[27]
     }
 }
 

@@ -13,16 +13,7 @@ extension Ledger {
     public func setBudget(
         _ scope: BudgetScope, period: BudgetPeriod = .none, maxTokens: Int64? = nil, maxNanodollars: Int64? = nil
     ) throws -> ScopeBudget {
-        guard maxTokens != nil || maxNanodollars != nil else {
-            throw LedgerError.invalidInput(field: "maxTokens", reason: "a budget needs maxTokens, maxUsd or both")
-        }
-        if let maxTokens { try Validate.maxTokens(maxTokens, field: "maxTokens") }
-        if let maxNanodollars, !(0...LedgerLimits.budgetNanodollarsMax).contains(maxNanodollars) {
-            throw LedgerError.invalidInput(
-                field: "maxUsd",
-                reason: "must be 0…\(Money.decimalString(nanodollars: LedgerLimits.budgetNanodollarsMax)) USD "
-                    + "(got \(Money.decimalString(nanodollars: maxNanodollars)))")
-        }
+        try ScopeBudgetRules.validate(maxTokens: maxTokens, maxNanodollars: maxNanodollars)
         return try write { [self] connection in
             let now = configuration.clock()
             try connection.execute(
@@ -69,28 +60,7 @@ extension Ledger {
     func checkScopes(
         _ applicable: [ScopeBudget], threadID: String, tokens: Int64, cost: Int64?, model: String?
     ) throws {
-        // As a thread's: refused when spent + held already reaches the max, or the call would pass it.
-        func refuses(used: Int64, held: Int64, requested: Int64, max: Int64) -> Bool {
-            used.saturatingAdd(held) >= max || used.saturatingAdd(held).saturatingAdd(requested) > max
-        }
-        for budget in applicable {
-            if let maxTokens = budget.maxTokens,
-                refuses(used: budget.spentTokens, held: budget.heldTokens, requested: tokens, max: maxTokens)
-            {
-                throw BudgetExhaustedError(
-                    threadID: threadID, used: budget.spentTokens, maxTokens: maxTokens, requestedTokens: tokens,
-                    heldTokens: budget.heldTokens, scope: budget.scope, window: budget.window)
-            }
-            guard let maxNanodollars = budget.maxNanodollars else { continue }
-            if cost == nil
-                || refuses(used: budget.spentNanodollars, held: budget.heldNanodollars, requested: cost ?? 0, max: maxNanodollars)
-            {
-                throw BudgetExhaustedError(
-                    threadID: threadID, used: budget.spentNanodollars, maxTokens: maxNanodollars, requestedTokens: cost ?? 0,
-                    heldTokens: budget.heldNanodollars, scope: budget.scope, window: budget.window, unit: .nanodollars,
-                    unpricedModel: cost == nil ? (model ?? "(none named)") : nil)
-            }
-        }
+        try ScopeBudgetRules.check(applicable, threadID: threadID, tokens: tokens, cost: cost, model: model)
     }
 
     /// Records a scope_threshold event for every threshold a scope window reaches after the
@@ -101,28 +71,19 @@ extension Ledger {
     ) throws -> [ScopeThresholdCrossing] {
         var crossings: [ScopeThresholdCrossing] = []
         for budget in applicable {
-            let spentTokens = budget.spentTokens.saturatingAdd(tokens)
-            let spentNanodollars = budget.spentNanodollars.saturatingAdd(cost ?? 0)
-            let reached = thresholds.filter { threshold in
-                ScopeBudgetSQL.reaches(
-                    threshold.percent, spentTokens: spentTokens, maxTokens: budget.maxTokens,
-                    spentNanodollars: spentNanodollars, maxNanodollars: budget.maxNanodollars)
-            }
+            // The fired thresholds are read only when one is reached (most consumes reach none).
+            let reached = ScopeBudgetRules.crossings(of: budget, tokens: tokens, cost: cost, thresholds: thresholds, fired: [])
             if reached.isEmpty { continue }
             let fired = try ScopeBudgetSQL.firedThresholds(budget.scope, window: budget.window, on: connection)
-            for threshold in reached where !fired.contains(threshold.percent) {
+            for crossing in reached where !fired.contains(crossing.thresholdPercent) {
                 try connection.execute(
                     ScopeBudgetSQL.insertScopeThreshold,
                     [
-                        now, budget.scope.description, budget.window.startMicroseconds, threshold.percent,
-                        threshold.severity, eventID, spentTokens, spentNanodollars, budget.maxTokens,
+                        now, budget.scope.description, budget.window.startMicroseconds, crossing.thresholdPercent,
+                        crossing.severity, eventID, crossing.tokensUsed, crossing.nanodollarsUsed, budget.maxTokens,
                         budget.maxNanodollars,
                     ])
-                crossings.append(
-                    ScopeThresholdCrossing(
-                        scope: budget.scope, window: budget.window, thresholdPercent: threshold.percent,
-                        severity: threshold.severity, tokensUsed: spentTokens, nanodollarsUsed: spentNanodollars,
-                        maxTokens: budget.maxTokens, maxNanodollars: budget.maxNanodollars))
+                crossings.append(crossing)
             }
         }
         return crossings
@@ -187,7 +148,7 @@ enum ScopeBudgetSQL {
         precondition(scopes.count <= 5, "a call falls under at most five scopes")
         let parameters: [any SQLiteBindable] = (0..<5).map { $0 < scopes.count ? scopes[$0] : String?.none }
         let rows = try connection.cachedStatement(selectBudgets).fetchAll(parameters) {
-            try StoredBudget(row: $0)
+            try StoredScopeBudget(row: $0)
         }
         return try rows.map { stored in
             let held = countingHolds
@@ -219,7 +180,7 @@ enum ScopeBudgetSQL {
         var windows: [String: BudgetWindow] = [:]
         for period in BudgetPeriod.allCases { windows[period.rawValue] = period.window(containing: now) }
         return try connection.cachedStatement(selectAllBudgets).fetchAll([]) { row in
-            let stored = try StoredBudget(row: row)
+            let stored = try StoredScopeBudget(row: row)
             let sums = held.isEmpty ? nil : held[stored.scope]
             return try stored.budget(
                 at: now, heldTokens: sums?.tokens ?? 0, heldNanodollars: sums?.cost ?? 0, window: windows[stored.period])
@@ -231,59 +192,14 @@ enum ScopeBudgetSQL {
             try $0[0] as Int
         })
     }
+}
 
-    /// Whether a window's spend reaches `percent` in either unit (a max of 0 reaches nothing):
-    /// the rule of 0010's re-arming statement, in 128 bits.
-    static func reaches(
-        _ percent: Int, spentTokens: Int64, maxTokens: Int64?, spentNanodollars: Int64, maxNanodollars: Int64?
-    ) -> Bool {
-        (maxTokens.map { BudgetThreshold.isReached(percent: percent, used: spentTokens, maxTokens: $0) } ?? false)
-            || (maxNanodollars.map { BudgetThreshold.isReached(percent: percent, used: spentNanodollars, maxTokens: $0) }
-                ?? false)
-    }
-
-    /// A row of `scope_budgets`, before its window is judged at a time.
-    struct StoredBudget {
-        let scope: String
-        let period: String
-        let maxTokens: Int64?
-        let maxNanodollars: Int64?
-        let setEventID: Int64
-        let windowStart: Int64
-        let spentTokens: Int64
-        let spentNanodollars: Int64
-        let requestCount: Int64
-        let unpricedRequests: Int64
-
-        init(row: Row) throws {
-            scope = try row[0]
-            period = try row[1]
-            maxTokens = try row[2]
-            maxNanodollars = try row[3]
-            setEventID = try row[4]
-            windowStart = try row[5]
-            spentTokens = try row[6]
-            spentNanodollars = try row[7]
-            requestCount = try row[8]
-            unpricedRequests = try row[9]
-        }
-
-        /// The budget in the window holding `now`: a stored window that has passed spent nothing
-        /// of this one.
-        func budget(
-            at now: Int64, heldTokens: Int64, heldNanodollars: Int64, window known: BudgetWindow? = nil
-        ) throws -> ScopeBudget {
-            guard let period = BudgetPeriod(rawValue: period) else {
-                throw LedgerError.conflict("scope_budgets holds an unknown period \(period.debugDescription)")
-            }
-            let window = known ?? period.window(containing: now)
-            let current = windowStart >= window.startMicroseconds
-            return ScopeBudget(
-                scope: try BudgetScope(stored: scope), period: period, maxTokens: maxTokens,
-                maxNanodollars: maxNanodollars, window: window, spentTokens: current ? spentTokens : 0,
-                spentNanodollars: current ? spentNanodollars : 0, requestCount: current ? requestCount : 0,
-                unpricedRequests: current ? unpricedRequests : 0, heldTokens: heldTokens,
-                heldNanodollars: heldNanodollars, setEventID: setEventID)
-        }
+extension StoredScopeBudget {
+    /// Decodes the columns of `ScopeBudgetSQL.budgetColumns`.
+    init(row: Row) throws {
+        self.init(
+            scope: try row[0], period: try row[1], maxTokens: try row[2], maxNanodollars: try row[3],
+            setEventID: try row[4], windowStart: try row[5], spentTokens: try row[6], spentNanodollars: try row[7],
+            requestCount: try row[8], unpricedRequests: try row[9])
     }
 }

@@ -31,30 +31,11 @@ struct Recomputation {
         var costNanodollars: Int64? = nil
     }
 
-    /// A row of `scope_budgets` (migration 0010).
-    struct ScopeBudgetRow: Equatable {
-        var period: String
-        var maxTokens: Int64?
-        var maxNanodollars: Int64?
-        var setEventID: Int64
-        var windowStart: Int64
-        var spentTokens: Int64 = 0
-        var spentNanodollars: Int64 = 0
-        var requestCount: Int64 = 0
-        var unpricedRequests: Int64 = 0
-    }
-
-    struct ScopeThresholdKey: Hashable {
-        var scope: String
-        var windowStart: Int64
-        var percent: Int64
-    }
-
+    /// The scope tables' rows, recomputed by the rules both stores share (`ScopeRecomputation`).
+    typealias ScopeBudgetRow = ScopeRecomputation.BudgetRow
+    typealias ScopeThresholdKey = ScopeRecomputation.ThresholdKey
     /// A row of `thread_refusals` or `scope_refusals` (migration 0011).
-    struct RefusalWindow: Equatable {
-        var window: Int64
-        var eventID: Int64
-    }
+    typealias RefusalWindow = ScopeRecomputation.RefusalWindow
 
     struct RollupKey: Hashable {
         var usageWindow: Int64
@@ -97,13 +78,15 @@ struct Recomputation {
     /// Crossed thresholds of each thread's current window: percent → the threshold event.
     private(set) var thresholds: [String: [Int64: Int64]] = [:]
     private(set) var holds: [Int64: Hold] = [:]
-    private(set) var scopeBudgets: [String: ScopeBudgetRow] = [:]
+    /// scope_budgets, scope_thresholds and scope_refusals as the events imply them.
+    private(set) var scopes = ScopeRecomputation()
+    var scopeBudgets: [String: ScopeBudgetRow] { scopes.budgets }
     /// Crossed thresholds of scope windows → the scope_threshold event.
-    private(set) var scopeThresholds: [ScopeThresholdKey: Int64] = [:]
+    var scopeThresholds: [ScopeThresholdKey: Int64] { scopes.thresholds }
     /// Per thread, the window of its last refusal (0: not open then) → the refusal event (0011).
     private(set) var threadRefusals: [String: RefusalWindow] = [:]
     /// Per scope, the window start of its last refusal → the refusal event (0011).
-    private(set) var scopeRefusals: [String: RefusalWindow] = [:]
+    var scopeRefusals: [String: RefusalWindow] { scopes.refusals }
     private(set) var settings = Settings()
     private(set) var rollup: [RollupKey: Sums] = [:]
     private(set) var agentModel: [AgentModelKey: Sums] = [:]
@@ -186,15 +169,12 @@ struct Recomputation {
         case "budget":
             try applyBudget(row, id: id)
         case "budget_remove":
-            let scope: String = try row[17]
-            scopeBudgets[scope] = nil
-            scopeThresholds = scopeThresholds.filter { $0.key.scope != scope }
-            scopeRefusals[scope] = nil
+            scopes.remove(try row[17])
         case "scope_threshold":
-            scopeThresholds[ScopeThresholdKey(scope: try row[17], windowStart: try row[20], percent: try row[7])] = id
+            scopes.threshold(scope: try row[17], windowStart: try row[20], percent: try row[7], eventID: id)
         case "refusal":
             if let scope: String = try row[17] {
-                scopeRefusals[scope] = RefusalWindow(window: try row[20], eventID: id)
+                scopes.refusal(scope: scope, windowStart: try row[20], eventID: id)
             } else if let thread = threadID {
                 threadRefusals[thread] = RefusalWindow(window: threads[thread]?.windowEventID ?? 0, eventID: id)
             }
@@ -263,7 +243,7 @@ struct Recomputation {
                 promptTokens: try row[4], completionTokens: try row[5], countedTokens: prompt.saturatingAdd(completion))
         }
 
-        applyToScopes(
+        scopes.consume(
             timestamp: timestamp, tokens: (try row[4] as Int64).saturatingAdd(try row[5]), cost: cost,
             scopes: BudgetScope.candidates(agentID: try row[8], model: model, organizationID: try row[11], userID: try row[12]))
 
@@ -298,53 +278,26 @@ struct Recomputation {
         if expected != cost, mispricedEventIDs.count < 20 { mispricedEventIDs.append(id) }
     }
 
-    /// A consume under the scope budgets of `scopes` (0010's consume trigger): a later window
-    /// starts at this consume; an earlier one (a clock stepped back) counts in the row's window.
-    private mutating func applyToScopes(timestamp: Int64, tokens: Int64, cost: Int64?, scopes: [String]) {
-        for scope in scopes {
-            guard var budget = scopeBudgets[scope], let period = BudgetPeriod(rawValue: budget.period) else { continue }
-            let start = period.window(containing: timestamp).startMicroseconds
-            if start > budget.windowStart {
-                budget = ScopeBudgetRow(
-                    period: budget.period, maxTokens: budget.maxTokens, maxNanodollars: budget.maxNanodollars,
-                    setEventID: budget.setEventID, windowStart: start)
-            }
-            budget.spentTokens = budget.spentTokens.saturatingAdd(tokens)
-            budget.spentNanodollars = budget.spentNanodollars.saturatingAdd(cost ?? 0)
-            budget.requestCount += 1
-            budget.unpricedRequests += cost == nil ? 1 : 0
-            scopeBudgets[scope] = budget
-        }
-    }
-
-    /// A budget event (0010's scope trigger): the window holding it, with the spend of the
-    /// window so far from the rollups (by UTC day), and the thresholds it no longer reaches re-armed.
+    /// A budget event (0010's scope trigger), with the spend of its window so far from the
+    /// rollups (by UTC day).
     private mutating func applyBudget(_ row: Row, id: Int64) throws {
         let scope: String = try row[17]
         let periodName: String = try row[18]
-        let period = BudgetPeriod(rawValue: periodName) ?? .none
-        let start = period.window(containing: try row[1]).startMicroseconds
-        var budget = ScopeBudgetRow(
-            period: periodName, maxTokens: try row[6], maxNanodollars: try row[19], setEventID: id, windowStart: start)
-        let firstDay = start.floorDivided(by: 86_400_000_000)
+        let timestamp: Int64 = try row[1]
+        let firstDay = ScopeRecomputation.firstDay(period: periodName, at: timestamp)
+        var spend = ScopeRecomputation.Spend()
         for (key, sums) in rollup where key.day >= firstDay {
-            let matches =
-                scope == "global" || scope == "org:" + key.organizationID || scope == "user:" + key.userID
-                || scope == "agent:" + key.agentID || scope == "model:" + key.model
-            guard matches else { continue }
-            budget.spentTokens = budget.spentTokens.saturatingAdd(sums.promptTokens.saturatingAdd(sums.completionTokens))
-            budget.spentNanodollars = budget.spentNanodollars.saturatingAdd(sums.costNanodollars)
-            budget.requestCount += sums.requestCount
-            budget.unpricedRequests += sums.unpricedRequests
+            guard
+                ScopeRecomputation.covers(
+                    scope, organizationID: key.organizationID, userID: key.userID, agentID: key.agentID, model: key.model)
+            else { continue }
+            spend.add(
+                tokens: sums.promptTokens.saturatingAdd(sums.completionTokens), nanodollars: sums.costNanodollars,
+                requests: sums.requestCount, unpricedRequests: sums.unpricedRequests)
         }
-        scopeBudgets[scope] = budget
-        scopeThresholds = scopeThresholds.filter { key, _ in
-            key.scope != scope
-                || (key.windowStart == budget.windowStart
-                    && ScopeBudgetSQL.reaches(
-                        Int(key.percent), spentTokens: budget.spentTokens, maxTokens: budget.maxTokens,
-                        spentNanodollars: budget.spentNanodollars, maxNanodollars: budget.maxNanodollars))
-        }
+        scopes.budget(
+            scope: scope, period: periodName, maxTokens: try row[6], maxNanodollars: try row[19], eventID: id,
+            at: timestamp, spend: spend)
     }
 
     /// A limit: the new max (opening the thread when it is not open), and the crossed thresholds

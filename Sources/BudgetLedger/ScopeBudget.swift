@@ -63,7 +63,7 @@ public struct BudgetScope: Sendable, Hashable, Comparable, CustomStringConvertib
 
     /// A scope as `scope_budgets` stores it, whose form the schema's insert check has enforced:
     /// split at the first colon, without validating the id again (listing 100,000 budgets).
-    init(stored text: String) throws {
+    package init(stored text: String) throws {
         // 100,000 of these per listing: the kind is read from the first byte, and the text is
         // kept as it is, with no id string split off (`id` is computed when asked for).
         let kind: Kind? =
@@ -91,7 +91,7 @@ public struct BudgetScope: Sendable, Hashable, Comparable, CustomStringConvertib
 
     /// The scopes a call with these fields falls under, `global` first; the same five
     /// candidates as the consume trigger of migration 0010.
-    static func candidates(agentID: String?, model: String?, organizationID: String?, userID: String?) -> [String] {
+    package static func candidates(agentID: String?, model: String?, organizationID: String?, userID: String?) -> [String] {
         var scopes = ["global"]
         if let organizationID { scopes.append("org:" + organizationID) }
         if let userID { scopes.append("user:" + userID) }

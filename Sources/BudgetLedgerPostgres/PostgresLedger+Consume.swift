@@ -41,7 +41,9 @@ extension PostgresLedger {
     /// Checks the budget and records the usage in one transaction, only if it fits
     /// (`Ledger.checkAndConsume`): exact across connections and servers sharing the database.
     ///
-    /// - Throws: `BudgetExhaustedError` when it does not fit (nothing is recorded); the errors of `consume`.
+    /// - Throws: `BudgetExhaustedError` when the thread or a scope budget it falls under is
+    ///   exhausted or the tokens do not fit: nothing of the call is recorded, only a refusal event
+    ///   when a scope refused and it is the first refusal of the scope's window; the errors of `consume`.
     @discardableResult
     public func checkAndConsume(
         _ threadID: String, promptTokens: Int64, completionTokens: Int64 = 0,
@@ -61,7 +63,7 @@ extension PostgresLedger {
         let request = try ConsumeRequest(
             threadID: threadID, promptTokens: promptTokens, completionTokens: completionTokens,
             idempotencyKey: idempotencyKey, usage: usage, enforce: checked)
-        return try await write { [self] connection in
+        return try await writeRecordingScopeRefusal { [self] connection in
             try await record(request, on: connection)
         }
     }
@@ -125,21 +127,31 @@ extension PostgresLedger {
         {
             return original
         }
-        if found.expiredHolds > 0 {
-            try await connection.execute(.sql(PostgresSQL.insertExpiries) { $0.append(now); $0.append(request.threadID) }, logger: logger)
-        }
-        let before: ThreadBudget
-        if let budget = found.budget {
-            before = budget
-        } else {
-            before = try await openThread(request.threadID, maxTokens: found.defaultMaxTokens, at: now, on: connection)
-        }
+        // Every check comes before the first write but the thread's lock row: a scope's refusal
+        // commits its refusal event and nothing else (`writeRecordingScopeRefusal`). The
+        // thread's live holds are counted at `now` whether or not the expiries are recorded yet,
+        // and a new thread opens empty.
+        let before = found.budget ?? ThreadBudget(threadID: request.threadID, maxTokens: found.defaultMaxTokens)
         if request.enforce && (before.isExhausted || !before.canConsume(request.tokens)) {
             throw BudgetExhaustedError(
                 threadID: request.threadID, used: before.totalTokens, maxTokens: before.maxTokens,
                 requestedTokens: request.tokens, heldTokens: before.heldTokens)
         }
         let cost = try await price(of: request, at: now, on: connection)
+        // The scope budgets the call falls under, locked after the thread (see
+        // `lockScopeBudgets`): checked before the insert when enforced, and their thresholds
+        // judged after it either way.
+        let scopes = try await lockScopeBudgets(request.scopes, at: now, countingHolds: request.enforce, on: connection)
+        if request.enforce && !scopes.isEmpty {
+            try ScopeBudgetRules.check(
+                scopes, threadID: request.threadID, tokens: request.tokens, cost: cost, model: request.usage.model)
+        }
+        if found.expiredHolds > 0 {
+            try await connection.execute(.sql(PostgresSQL.insertExpiries) { $0.append(now); $0.append(request.threadID) }, logger: logger)
+        }
+        if found.budget == nil {
+            _ = try await openThread(request.threadID, maxTokens: found.defaultMaxTokens, at: now, on: connection)
+        }
         let usage = request.usage
         let inserted = try await connection.fetchOne(
             """
@@ -159,12 +171,25 @@ extension PostgresLedger {
             requestCount: before.requestCount + 1, triggeredThresholds: before.triggeredThresholds)
         // Asserted in pairs: through the checked path, spent plus held never passes the max.
         assert(!request.enforce || budget.totalTokens.saturatingAdd(budget.heldTokens) <= budget.maxTokens)
+        assert(
+            !request.enforce
+                || scopes.allSatisfy { scope in
+                    scope.maxTokens.map { scope.spentTokens.saturatingAdd(scope.heldTokens).saturatingAdd(request.tokens) <= $0 }
+                        ?? true
+                })
         let crossings = try await recordCrossings(of: &budget, causedBy: eventID, at: now, on: connection)
+        let scopeCrossings =
+            scopes.isEmpty
+            ? []
+            : try await recordScopeCrossings(
+                scopes, tokens: request.tokens, cost: cost, causedBy: eventID, at: now, on: connection)
         let event = ConsumeEvent(
             id: eventID, timestampMicroseconds: now, threadID: request.threadID, promptTokens: request.promptTokens,
             completionTokens: request.completionTokens, idempotencyKey: request.idempotencyKey, usage: usage,
             costNanodollars: cost, reservationID: reservationID)
-        return ConsumeResult(budget: budget, crossedThresholds: crossings, event: event, isReplay: false)
+        return ConsumeResult(
+            budget: budget, crossedThresholds: crossings, event: event, isReplay: false,
+            crossedScopeThresholds: scopeCrossings)
     }
 
     /// Appends the open event of a new thread life and returns its empty budget.

@@ -20,10 +20,10 @@ extension PostgresLedger {
     /// interrupted copy loses (it resumes from the last committed batch).
     public static let copyBatchEventsMax = 1_000
 
-    /// The kinds of event this store cannot carry yet, as `Ledger.inventory()` names them: scope
-    /// budgets and their thresholds and refusals are not enforced here, and a reprice would change
-    /// a total this store does not derive (docs/postgres.md, "Moving up from SQLite").
-    public static let kindsNotCarried = ["budget", "budget_remove", "scope_threshold", "scope refusal", "reprice"]
+    /// The kinds of event this store cannot carry yet, as `Ledger.inventory()` names them: a
+    /// reprice would change a total this store does not derive (docs/postgres.md, "Moving up
+    /// from SQLite"). Scope budgets, their thresholds and refusals are carried (migration 0007).
+    public static let kindsNotCarried = ["reprice"]
 
     /// Serializes copies into one database (each batch takes it), so two cannot interleave.
     static let copyLockKey: Int64 = 0x4244_4C47_0002
@@ -182,7 +182,8 @@ extension PostgresLedger {
             INSERT INTO events (id, timestamp_us, kind, thread_id, prompt_tokens, completion_tokens, max_tokens,
                                 threshold_percent, severity, caused_by, idempotency_key, agent_id, model, provider,
                                 latency_ms, metadata, org_id, user_id, cost_nanos, held_tokens, expires_at_us,
-                                reservation_id, tokens_used, scope, window_start_us, cost_used_nanos, max_cost_nanos)
+                                reservation_id, tokens_used, scope, window_start_us, cost_used_nanos, max_cost_nanos,
+                                period)
             OVERRIDING SYSTEM VALUE
             VALUES (\(event.id), \(event.timestampMicroseconds), \(event.kind), \(event.threadID), \(event.promptTokens),
                     \(event.completionTokens), \(event.maxTokens), \(event.thresholdPercent.map { Int32(clamping: $0) }),
@@ -190,7 +191,7 @@ extension PostgresLedger {
                     \(usage.provider), \(usage.latencyMilliseconds), \(usage.metadataJSON), \(event.organizationID),
                     \(event.userID), \(event.costNanodollars), \(event.heldTokens), \(event.expiresAtMicroseconds),
                     \(event.reservationID), \(event.tokensUsed), \(event.scope), \(event.windowStartMicroseconds),
-                    \(event.nanodollarsUsed), \(event.maxNanodollars))
+                    \(event.nanodollarsUsed), \(event.maxNanodollars), \(event.period))
             """
     }
 }
@@ -216,13 +217,15 @@ private struct CopyEventFailure: Error {
 struct CopiedEvent: Equatable {
     typealias Row = (
         Int64, Int64, String, String?, Int64, Int64, Int64?, Int32?, String?, Int64?, String?, String?, String?, String?,
-        Int64?, String?, String?, String?, Int64?, Int64?, Int64?, Int64?, Int64?, String?, Int64?, Int64?, Int64?
+        Int64?, String?, String?, String?, Int64?, Int64?, Int64?, Int64?, Int64?, String?, Int64?, Int64?, Int64?,
+        String?
     )
 
     static let columns = """
         id, timestamp_us, kind, thread_id, prompt_tokens, completion_tokens, max_tokens, threshold_percent, severity,
         caused_by, idempotency_key, agent_id, model, provider, latency_ms, metadata, org_id, user_id, cost_nanos,
-        held_tokens, expires_at_us, reservation_id, tokens_used, scope, window_start_us, cost_used_nanos, max_cost_nanos
+        held_tokens, expires_at_us, reservation_id, tokens_used, scope, window_start_us, cost_used_nanos, max_cost_nanos,
+        period
         """
 
     let id: Int64
@@ -235,7 +238,7 @@ struct CopiedEvent: Equatable {
             row.1, row.4, row.5, row.6, row.7.map(Int64.init), row.9, row.14, row.18, row.19, row.20, row.21, row.22,
             row.24, row.25, row.26,
         ]
-        texts = [row.2, row.3, row.8, row.10, row.11, row.12, row.13, row.15, row.16, row.17, row.23]
+        texts = [row.2, row.3, row.8, row.10, row.11, row.12, row.13, row.15, row.16, row.17, row.23, row.27]
     }
 
     init(_ event: LedgerEvent) {
@@ -247,7 +250,7 @@ struct CopiedEvent: Equatable {
                 event.severity, event.causedBy, event.idempotencyKey, usage.agentID, usage.model, usage.provider,
                 usage.latencyMilliseconds, usage.metadataJSON, event.organizationID, event.userID, event.costNanodollars,
                 event.heldTokens, event.expiresAtMicroseconds, event.reservationID, event.tokensUsed, event.scope,
-                event.windowStartMicroseconds, event.nanodollarsUsed, event.maxNanodollars
+                event.windowStartMicroseconds, event.nanodollarsUsed, event.maxNanodollars, event.period
             ))
     }
 }

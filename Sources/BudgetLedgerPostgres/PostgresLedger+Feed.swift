@@ -111,6 +111,7 @@ extension PostgresLedger {
             scope: try cells[23].decode(String?.self),
             windowStartMicroseconds: try cells[24].decode(Int64?.self),
             nanodollarsUsed: try cells[25].decode(Int64?.self),
-            maxNanodollars: try cells[26].decode(Int64?.self))
+            maxNanodollars: try cells[26].decode(Int64?.self),
+            period: try cells[27].decode(String?.self))
     }
 }

@@ -3,10 +3,12 @@ import PostgresNIO
 
 extension PostgresLedger {
     /// Holds `tokens` against the thread's budget for `ttlSeconds`, opening the thread when new
-    /// (`Ledger.reserve`: the same rules, results and errors; scope budgets are not on
-    /// PostgreSQL yet, so only the thread's budget is checked).
+    /// (`Ledger.reserve`: the same rules, results and errors). The hold counts against every
+    /// scope budget the call falls under; under a dollar budget at most what its tokens can
+    /// cost, so a model without a price cannot be held there.
     ///
-    /// - Throws: `BudgetExhaustedError` when it does not fit (nothing is recorded);
+    /// - Throws: `BudgetExhaustedError` when it does not fit (nothing of the call is recorded;
+    ///   the first refusal of a scope's window is recorded as a refusal event);
     ///   `LedgerError.invalidInput` for tokens < 1, a ttl outside 1 s…7 days, or bad usage fields;
     ///   `LedgerError.conflict` when `idempotencyKey` was used by another request.
     ///
@@ -29,7 +31,7 @@ extension PostgresLedger {
             throw LedgerError.invalidInput(
                 field: "ttlSeconds", reason: "must be 1…\(LedgerLimits.holdSecondsMax) seconds (got \(ttlSeconds))")
         }
-        return try await write { [self] connection in
+        return try await writeRecordingScopeRefusal { [self] connection in
             let now = configuration.clock()
             try await lockThread(threadID, on: connection)
             let found = try await fetchThread(threadID, at: now, idempotencyKey: idempotencyKey, on: connection)
@@ -37,21 +39,26 @@ extension PostgresLedger {
                 return try await replayReserve(
                     key: key, threadID: threadID, tokens: tokens, usage: usage, budget: found.budget, on: connection)
             }
-            if found.expiredHolds > 0 {
-                try await connection.execute(.sql(PostgresSQL.insertExpiries) { $0.append(now); $0.append(threadID) }, logger: logger)
-            }
-            let before: ThreadBudget
-            if let budget = found.budget {
-                before = budget
-            } else {
-                before = try await openThread(threadID, maxTokens: found.defaultMaxTokens, at: now, on: connection)
-            }
+            // Checks first, writes after (but the thread's lock row): a scope's refusal commits
+            // its refusal event and nothing else (`writeRecordingScopeRefusal`).
+            let before = found.budget ?? ThreadBudget(threadID: threadID, maxTokens: found.defaultMaxTokens)
             if before.isExhausted || !before.canConsume(tokens) {
                 throw BudgetExhaustedError(
                     threadID: threadID, used: before.totalTokens, maxTokens: before.maxTokens, requestedTokens: tokens,
                     heldTokens: before.heldTokens)
             }
             let heldCost = try await mostCost(of: tokens, model: usage.model, at: now, on: connection)
+            // The scope rows are locked after the thread's, in `BudgetScope.candidates` order.
+            let candidates = BudgetScope.candidates(
+                agentID: usage.agentID, model: usage.model, organizationID: organizationID, userID: userID)
+            let scopes = try await lockScopeBudgets(candidates, at: now, countingHolds: true, on: connection)
+            try ScopeBudgetRules.check(scopes, threadID: threadID, tokens: tokens, cost: heldCost, model: usage.model)
+            if found.expiredHolds > 0 {
+                try await connection.execute(.sql(PostgresSQL.insertExpiries) { $0.append(now); $0.append(threadID) }, logger: logger)
+            }
+            if found.budget == nil {
+                _ = try await openThread(threadID, maxTokens: found.defaultMaxTokens, at: now, on: connection)
+            }
             let expiresAt = now + ttlSeconds * 1_000_000
             let inserted = try await connection.fetchOne(
                 """

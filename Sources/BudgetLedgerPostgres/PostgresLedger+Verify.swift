@@ -5,7 +5,9 @@ import PostgresNIO
 extension PostgresLedger {
     /// Recomputes every derived table from `events` by SQL and compares it with the stored one:
     /// thread state, thresholds, holds, the settings, and both usage rollups (as readers see
-    /// them, the `*_live` views over the shards). Also reported: a missing guard trigger. The
+    /// them, the `*_live` views over the shards); and the scope tables (scope_budgets,
+    /// scope_thresholds, scope_refusals) by the domain's `ScopeRecomputation`, the rules
+    /// SQLite's verify applies. Also reported: a missing guard trigger. The
     /// same `VerifyReport` as `Ledger.verify()`, with the same wording for a difference.
     ///
     /// Reads one snapshot (a REPEATABLE READ, READ ONLY transaction): writers are not blocked.
@@ -43,6 +45,7 @@ extension PostgresLedger {
             let missing = try await names(in: table.recomputed, notIn: table.stored, on: connection, logger: logger)
             problems += missing.map { "\(table.name): row \($0) that the events imply is missing or different" }
         }
+        problems += try await scopeDifferences(on: connection, logger: logger)
         var present: Set<String> = []
         let rows = try await connection.query(PostgresQuery(unsafeSQL: PostgresVerifySQL.selectGuardTriggers), logger: logger)
         for try await name in rows.decode(String.self) { present.insert(name) }
@@ -75,7 +78,7 @@ enum PostgresVerifySQL {
 
     /// The triggers that keep `events` and `model_prices` append-only and the state derived.
     static let guardTriggers = [
-        "events_apply", "events_check_insert", "events_forbid_truncate", "events_forbid_update",
+        "events_accrue_scopes", "events_apply", "events_check_insert", "events_forbid_truncate", "events_forbid_update",
         "model_prices_forbid_truncate", "model_prices_forbid_update",
     ]
 

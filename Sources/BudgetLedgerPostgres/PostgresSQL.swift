@@ -7,7 +7,8 @@ package enum PostgresSQL {
     static let eventColumns = """
         id, timestamp_us, kind, thread_id, prompt_tokens, completion_tokens, max_tokens, threshold_percent, severity,
         caused_by, idempotency_key, agent_id, model, provider, latency_ms, metadata, org_id, user_id, cost_nanos,
-        held_tokens, expires_at_us, reservation_id, tokens_used, scope, window_start_us, cost_used_nanos, max_cost_nanos
+        held_tokens, expires_at_us, reservation_id, tokens_used, scope, window_start_us, cost_used_nanos, max_cost_nanos,
+        period
         """
 
     /// The advisory lock between priced consumes (shared) and the price writes (exclusive); the
@@ -141,4 +142,70 @@ extension PostgresSQL {
         coalesce(sum(least(latency_ms, \(LedgerLimits.latencyMillisecondsMax))) FILTER (WHERE latency_ms IS NOT NULL), 0)::bigint,
         count(latency_ms)
         """
+
+    // MARK: Scope budgets (migration 0007)
+
+    /// `scope_budgets`' columns, as SQLite's `ScopeBudgetSQL.budgetColumns`.
+    static let scopeBudgetColumns = """
+        scope, period, max_tokens, max_cost_nanos, set_event_id, window_start_us, spent_tokens, spent_cost_nanos,
+        request_count, unpriced_requests
+        """
+
+    typealias StoredScopeBudgetColumns = (String, String, Int64?, Int64?, Int64, Int64, Int64, Int64, Int64, Int64)
+    /// The stored columns, then the live held tokens and most cost under the scope.
+    typealias ScopeBudgetColumns = (String, String, Int64?, Int64?, Int64, Int64, Int64, Int64, Int64, Int64, Int64, Int64)
+
+    /// The budget rows of the scopes in `$1` (a call's candidates), locked in the order of `$1`
+    /// by migration 0007's `ledger_lock_scope_budgets` (which needs no UPDATE privilege of the
+    /// caller), returned in that order too: the order in which they are checked, as on SQLite.
+    static let selectScopeBudgetsForUpdate = """
+        SELECT \(scopeBudgetColumns) FROM ledger_lock_scope_budgets($1::text[])
+        ORDER BY array_position($1::text[], scope)
+        """
+
+    /// Per scope of `$2`, the live holds at `$1` under it: their tokens and most cost (SQLite's
+    /// `ScopeBudgetSQL.selectHeld`, for several scopes at once).
+    static let selectHeldUnderScopes = """
+        SELECT s.scope, coalesce(sum(h.tokens), 0)::bigint, coalesce(sum(h.cost_nanos), 0)::bigint
+        FROM unnest($2::text[]) AS s (scope)
+        LEFT JOIN holds AS h
+            ON h.expires_at_us > $1
+           AND (s.scope = 'global' OR s.scope = 'org:' || h.org_id OR s.scope = 'user:' || h.user_id
+                OR s.scope = 'agent:' || h.agent_id OR s.scope = 'model:' || h.model)
+        GROUP BY s.scope
+        """
+
+    /// The budgets of the scopes in `$2` (every budget when NULL) by scope in byte order, with the
+    /// live holds at `$1` under each, summed once per scope as the view budget_windows does.
+    static let selectScopeBudgetsWithHolds = """
+        WITH live AS (SELECT * FROM holds WHERE expires_at_us > $1),
+        held (scope, tokens, cost_nanos) AS (
+            SELECT 'global', sum(tokens), sum(cost_nanos) FROM live
+            UNION ALL SELECT 'org:' || org_id, sum(tokens), sum(cost_nanos) FROM live WHERE org_id IS NOT NULL GROUP BY org_id
+            UNION ALL SELECT 'user:' || user_id, sum(tokens), sum(cost_nanos) FROM live WHERE user_id IS NOT NULL
+                      GROUP BY user_id
+            UNION ALL SELECT 'agent:' || agent_id, sum(tokens), sum(cost_nanos) FROM live WHERE agent_id IS NOT NULL
+                      GROUP BY agent_id
+            UNION ALL SELECT 'model:' || model, sum(tokens), sum(cost_nanos) FROM live WHERE model IS NOT NULL GROUP BY model
+        )
+        SELECT b.scope, b.period, b.max_tokens, b.max_cost_nanos, b.set_event_id, b.window_start_us, b.spent_tokens,
+               b.spent_cost_nanos, b.request_count, b.unpriced_requests, coalesce(h.tokens, 0)::bigint,
+               coalesce(h.cost_nanos, 0)::bigint
+        FROM scope_budgets AS b LEFT JOIN held AS h ON h.scope = b.scope
+        WHERE $2::text[] IS NULL OR b.scope = ANY($2::text[])
+        ORDER BY b.scope COLLATE "C"
+        """
+
+    /// A stored budget from the first ten columns of a scope budget row.
+    static func storedScopeBudget(
+        _ row: (String, String, Int64?, Int64?, Int64, Int64, Int64, Int64, Int64, Int64)
+    ) -> StoredScopeBudget {
+        StoredScopeBudget(
+            scope: row.0, period: row.1, maxTokens: row.2, maxNanodollars: row.3, setEventID: row.4, windowStart: row.5,
+            spentTokens: row.6, spentNanodollars: row.7, requestCount: row.8, unpricedRequests: row.9)
+    }
+
+    static func storedScopeBudget(_ row: ScopeBudgetColumns) -> StoredScopeBudget {
+        storedScopeBudget((row.0, row.1, row.2, row.3, row.4, row.5, row.6, row.7, row.8, row.9))
+    }
 }

@@ -23,14 +23,13 @@ struct BudgetsController: APIController {
     let requestBodyBytesMax: Int
 
     func respond(to route: Route, request: Request, context: BasicRequestContext) async throws -> Response {
-        let ledger = try ledger.sqliteOnly("scope budgets")
         _ = try QueryFields(request, allowed: [])
         switch route {
         case .list:
-            return JSONResponse(ScopeBudgetList.json(try await ledger.run { try $0.budgets() })).response()
+            return JSONResponse(ScopeBudgetList.json(try await ledger.budgets())).response()
         case .read:
             let scope = try context.pathScope()
-            guard let budget = try await ledger.run({ try $0.budget(scope: scope) }) else {
+            guard let budget = try await ledger.budget(scope: scope) else {
                 throw APIError(status: .notFound, error: "not found", detail: "scope \(scope) has no budget")
             }
             return JSONResponse(budget.json).response()
@@ -40,13 +39,13 @@ struct BudgetsController: APIController {
         case .remove:
             let scope = try context.pathScope()
             _ = try await BodyFields(request, allowed: [], limit: requestBodyBytesMax)
-            try await ledger.run { try $0.removeBudget(scope) }
+            try await ledger.removeBudget(scope)
             return JSONResponse(WriteAnswer.budgetRemoved(scope)).response()
         }
     }
 
     /// Sets the budget of `scope` from `{"period", "maxTokens", "maxUsd"}`, as `budget set`.
-    private func set(_ scope: BudgetScope, _ request: Request, on ledger: LedgerService) async throws -> Response {
+    private func set(_ scope: BudgetScope, _ request: Request, on ledger: any LedgerStore) async throws -> Response {
         let body = try await BodyFields(request, allowed: Self.bodyFields, limit: requestBodyBytesMax)
         let period = try body.stringNotNull("period").map { text in
             guard let period = BudgetPeriod(rawValue: text) else {
@@ -60,9 +59,7 @@ struct BudgetsController: APIController {
         try body.refuseNull("maxUsd")
         let maxTokens = try body.optionalCount("maxTokens")
         let maxNanodollars = try Self.usd(body, "maxUsd")
-        let budget = try await ledger.run { ledger in
-            try ledger.setBudget(scope, period: period, maxTokens: maxTokens, maxNanodollars: maxNanodollars)
-        }
+        let budget = try await ledger.setBudget(scope, period: period, maxTokens: maxTokens, maxNanodollars: maxNanodollars)
         return JSONResponse(budget.json).response()
     }
 

@@ -14,9 +14,8 @@ import BudgetLedgerWire
 /// The domain's rules (validation, pricing, thresholds, holds, idempotency) are written once, in
 /// `BudgetLedger`, and both stores apply them; what differs is storage. The alert webhooks
 /// (`AlertWebhookService`) run on the seam too: the feed and the cursors. Operations only the
-/// SQLite store has so far (scope budgets, withdrawing, replacing and
-/// re-pricing prices) are reached through `sqliteOnly(_:)`, which on another store throws
-/// `StoreOperationUnavailableError` (a 501, never a 500).
+/// SQLite store has so far (re-pricing prices) are reached through `sqliteOnly(_:)`, which on
+/// another store throws `StoreOperationUnavailableError` (a 501, never a 500).
 protocol LedgerStore: Sendable {
     /// The store's name in messages: "SQLite" or "PostgreSQL".
     var storeName: String { get }
@@ -84,6 +83,16 @@ protocol LedgerStore: Sendable {
         model: String, effectiveFrom: Int64, promptUSDPerMillion: String, completionUSDPerMillion: String,
         newEffectiveFrom: Int64?, source: String
     ) async throws -> ModelPrice
+
+    /// Sets or changes the budget of `scope` (`Ledger.setBudget`).
+    func setBudget(_ scope: BudgetScope, period: BudgetPeriod, maxTokens: Int64?, maxNanodollars: Int64?) async throws
+        -> ScopeBudget
+    /// Removes the budget of `scope` (`Ledger.removeBudget`).
+    func removeBudget(_ scope: BudgetScope) async throws
+    /// Every scope budget with its current window, by scope (`Ledger.budgets`).
+    func budgets() async throws -> [ScopeBudget]
+    /// The budget of `scope` with its current window; nil when it has none (`Ledger.budget(scope:)`).
+    func budget(scope: BudgetScope) async throws -> ScopeBudget?
 
     /// The `/metrics` exposition: the server's own `metrics` and the ledger's business figures.
     func metricsExposition(_ metrics: ServerMetrics) async throws -> String
@@ -260,6 +269,24 @@ extension LedgerService: LedgerStore {
                 model: model, effectiveFrom: effectiveFrom, promptUSDPerMillion: promptUSDPerMillion,
                 completionUSDPerMillion: completionUSDPerMillion, newEffectiveFrom: newEffectiveFrom, source: source)
         }
+    }
+
+    func setBudget(_ scope: BudgetScope, period: BudgetPeriod, maxTokens: Int64?, maxNanodollars: Int64?) async throws
+        -> ScopeBudget
+    {
+        try await run { try $0.setBudget(scope, period: period, maxTokens: maxTokens, maxNanodollars: maxNanodollars) }
+    }
+
+    func removeBudget(_ scope: BudgetScope) async throws {
+        try await run { try $0.removeBudget(scope) }
+    }
+
+    func budgets() async throws -> [ScopeBudget] {
+        try await run { try $0.budgets() }
+    }
+
+    func budget(scope: BudgetScope) async throws -> ScopeBudget? {
+        try await run { try $0.budget(scope: scope) }
     }
 
     func metricsExposition(_ metrics: ServerMetrics) async throws -> String {

@@ -54,6 +54,16 @@ protocol CommandLedger {
         model: String, effectiveFrom: Int64, promptUSDPerMillion: String, completionUSDPerMillion: String,
         newEffectiveFrom: Int64?
     ) throws -> ModelPrice
+
+    /// Sets or changes a scope's budget (`Ledger.setBudget`), as `budget set`.
+    func setBudget(_ scope: BudgetScope, period: BudgetPeriod, maxTokens: Int64?, maxNanodollars: Int64?) throws
+        -> ScopeBudget
+    /// Removes a scope's budget (`Ledger.removeBudget`), as `budget remove`.
+    func removeBudget(_ scope: BudgetScope) throws
+    /// Every scope budget with its current window (`Ledger.budgets`), as `budget list`.
+    func budgets() throws -> [ScopeBudget]
+    /// One scope's budget, nil when it has none (`Ledger.budget(scope:)`), as `budget show`.
+    func budget(scope: BudgetScope) throws -> ScopeBudget?
 }
 
 extension Ledger: CommandLedger {
@@ -250,11 +260,34 @@ struct BlockingPostgresLedger: CommandLedger {
     }
 }
 
+extension BlockingPostgresLedger {
+    func setBudget(_ scope: BudgetScope, period: BudgetPeriod, maxTokens: Int64?, maxNanodollars: Int64?) throws
+        -> ScopeBudget
+    {
+        try Self.wait { [ledger] in
+            try await ledger.setBudget(scope, period: period, maxTokens: maxTokens, maxNanodollars: maxNanodollars)
+        }
+    }
+
+    func removeBudget(_ scope: BudgetScope) throws {
+        try Self.wait { [ledger] in try await ledger.removeBudget(scope) }
+    }
+
+    func budgets() throws -> [ScopeBudget] {
+        try Self.wait { [ledger] in try await ledger.budgets() }
+    }
+
+    func budget(scope: BudgetScope) throws -> ScopeBudget? {
+        try Self.wait { [ledger] in try await ledger.budget(scope: scope) }
+    }
+}
+
 /// A command that does not run on PostgreSQL yet was given a `postgres://` URL.
 struct NotOnPostgresError: Error, CustomStringConvertible {
     var description: String {
         "this command does not run on PostgreSQL yet (init, consume, check, set-limit, reset, cleanup, configure, "
             + "usage, usage reset, threads, reserve, settle, release, holds, events, export, "
-            + "price set/list/show/withdraw/replace, verify and serve do, and copy moves a SQLite ledger there; see docs/postgres.md)"
+            + "price set/list/show/withdraw/replace, budget set/list/show/remove, verify and serve do, and copy moves "
+            + "a SQLite ledger there; see docs/postgres.md)"
     }
 }

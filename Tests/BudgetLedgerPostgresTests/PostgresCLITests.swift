@@ -208,10 +208,49 @@ struct PostgresCLITests {
         #expect(overview.stdout.contains("unpriced"), "\(overview.stdout)")
     }
 
+    @Test("budget set, list, show and remove run on PostgreSQL with SQLite's output and exit codes")
+    func budgetCommandsMatchSQLite() async throws {
+        // Proves the budget commands reach the PostgreSQL ledger: the same calls on a ledger file
+        // and on a database print the same (text and JSON) and exit alike: 0, 3 when a checked
+        // consume does not fit the org's budget, 4 for a scope without a budget, 5 removing one
+        // twice, 64 for a bad period or scope.
+        let url = try await PostgresTestCluster.freshDatabase()
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("pg-budget-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let file = folder.appendingPathComponent("ledger.db").path
+        let calls: [(arguments: [String], status: Int32)] = [
+            (["budget", "set", "org:acme", "--period", "month", "--max-tokens", "100", "--max-usd", "2.5"], 0),
+            (["budget", "set", "model:GPT-4o", "--max-usd", "0.01"], 0),
+            (["budget", "set", "org:acme", "--period", "fortnight", "--max-tokens", "1"], 64),
+            (["budget", "set", "team:x", "--max-tokens", "1"], 64),
+            (["consume", "t", "--prompt", "90", "--enforce", "--meta", "org_id=acme", "--model", "gpt-4o"], 0),
+            (["consume", "t", "--prompt", "20", "--enforce", "--meta", "org_id=acme"], 3),
+            (["budget", "list"], 0), (["budget", "list", "--json"], 0),
+            (["budget", "show", "org:acme"], 0), (["budget", "show", "model:gpt-4o", "--json"], 0),
+            (["budget", "show", "user:nobody"], 4),
+            (["budget", "remove", "org:acme"], 0), (["budget", "remove", "org:acme"], 5),
+            (["consume", "t", "--prompt", "20", "--enforce", "--meta", "org_id=acme"], 0),
+            (["budget", "list", "--json"], 0),
+        ]
+        for (arguments, status) in calls {
+            let onFile = try runCLI(arguments + ["--db", file])
+            let onDatabase = try runCLI(arguments + ["--db", url])
+            #expect(onFile.status == status && onDatabase.status == status, "\(arguments): \(onFile.stderr) \(onDatabase.stderr)")
+            #expect(onDatabase.stdout == onFile.stdout, "\(arguments)")
+            #expect(onDatabase.stderr == onFile.stderr, "\(arguments)")
+        }
+        #expect(try runCLI(["budget", "list", "--db", url]).stdout.contains("model:gpt-4o"))
+        #expect(try runCLI(["verify", "--db", url]).status == 0)
+    }
+
     @Test("a command that does not run on PostgreSQL yet says so and creates no file")
     func otherCommandsRefuse() throws {
         // Proves a postgres:// URL is never opened as a SQLite file name by the commands not ported yet.
-        let result = try runCLI(["budget", "list", "--db", "postgres://nobody@127.0.0.1:1/none"])
+        let result = try runCLI([
+            "price", "reprice", "--model", "gpt-4o", "--from", "2025-01-01", "--to", "2025-02-01",
+            "--db", "postgres://nobody@127.0.0.1:1/none",
+        ])
         #expect(result.status == 1)
         #expect(result.stderr.contains("does not run on PostgreSQL yet"))
     }

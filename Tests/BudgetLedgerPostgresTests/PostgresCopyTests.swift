@@ -225,26 +225,77 @@ struct PostgresCopyTests {
         }
     }
 
-    @Test("a ledger with scope budgets or reprices is refused before anything is written, naming the kinds and counts")
+    @Test("a ledger with reprices is refused before anything is written, naming the kind and its count")
     func copyRefusesKindsNotCarried() async throws {
-        // Proves the kinds PostgreSQL does not derive yet are found in the source first: the copy
-        // names them with their counts, exits 5, and the target keeps only its migrated schema.
+        // Proves the kinds PostgreSQL does not derive yet (a reprice: a corrected cost) are found
+        // in the source first: the copy names them with their counts, exits 5, and the target
+        // keeps only its migrated schema.
         let file = try SourceFile()
         defer { file.remove() }
-        let source = try Ledger(path: file.path)
-        try source.setBudget(.global, maxTokens: 1_000)
-        _ = try source.consume("t1", promptTokens: 10)
-        try source.setBudget(.global, maxTokens: 2_000)
+        let clock = TestClock()
+        let source = try Ledger(path: file.path, configuration: Ledger.Configuration(clock: clock.read))
+        let start = clock.read()
+        _ = try source.consume("t1", promptTokens: 10, usage: UsageDetails(model: "acme-3"))
+        try source.setPrice(model: "acme-3", promptUSDPerMillion: "1", completionUSDPerMillion: "2", effectiveFrom: start - 1_000)
+        clock.advance(microseconds: 1_000)
+        #expect(try source.reprice(model: "acme-3", from: start - 1_000, to: start + 1_000).repricedCount == 1)
         source.close()
         let url = try await PostgresTestCluster.freshDatabase()
         let refused = try runCLI(["copy", "--from", file.path, "--to", url])
         #expect(refused.status == 5, "\(refused.stderr)")
-        #expect(refused.stderr.contains("cannot store yet (2 budget)"), "\(refused.stderr)")
+        #expect(refused.stderr.contains("cannot store yet (1 reprice)"), "\(refused.stderr)")
         let counts = try await rowCounts(url: url)
         #expect(counts.events == 0)
         let fresh = try await PostgresTestCluster.freshDatabase()
         try await withTarget(fresh) { _ in }
         #expect(try await rowCounts(url: fresh).prices == counts.prices)
+    }
+
+    @Test("a ledger with scope budgets, their thresholds and refusals is copied whole; verify passes on both")
+    func copyCarriesScopeBudgets() async throws {
+        // Proves budget, budget_remove, scope_threshold and a scope's refusal events are carried
+        // (period included) and derived on PostgreSQL as on SQLite: the same budgets with the
+        // same windows and spend, the same thresholds armed (a consume crossing one after the
+        // copy fires nothing twice), both stores verify, and the copied budget still refuses.
+        let file = try SourceFile()
+        defer { file.remove() }
+        let clock = TestClock()
+        let source = try Ledger(path: file.path, configuration: Ledger.Configuration(clock: clock.read))
+        let org = try BudgetScope(parsing: "org:acme")
+        let usage = UsageDetails(agentID: "a", model: "gpt-4o", metadataJSON: #"{"org_id":"acme"}"#)
+        _ = try source.consume("t1", promptTokens: 100, usage: usage)
+        try source.setBudget(org, period: .week, maxTokens: 1_000, maxNanodollars: 5_000_000)
+        try source.setBudget(.global, period: .month, maxTokens: 10_000)
+        try source.setBudget(try BudgetScope(parsing: "agent:gone"), maxTokens: 5)
+        try source.removeBudget(try BudgetScope(parsing: "agent:gone"))
+        _ = try source.checkAndConsume("t1", promptTokens: 700, usage: usage)
+        #expect(throws: BudgetExhaustedError.self) { try source.checkAndConsume("t2", promptTokens: 300, usage: usage) }
+        clock.advance(microseconds: 86_400_000_000)
+        _ = try source.consume("t2", promptTokens: 50, usage: usage)
+        let kinds = try source.events(after: 0, limit: 1_000).events.map(\.kind)
+        source.close()
+        #expect(Set(kinds).isSuperset(of: ["budget", "budget_remove", "scope_threshold", "refusal"]), "\(kinds)")
+        let url = try await PostgresTestCluster.freshDatabase()
+        let copied = try runCLI(["copy", "--from", file.path, "--to", url])
+        #expect(copied.status == 0, "\(copied.stderr)")
+        for location in [file.path, url] {
+            let verified = try runCLI(["verify", "--db", location, "--json"])
+            #expect(verified.status == 0, "\(location): \(verified.stdout) \(verified.stderr)")
+            #expect(verified.stdout.contains(#""events":\#(kinds.count)"#), "\(verified.stdout)")
+        }
+        let sqlite = try Ledger(path: file.path, configuration: Ledger.Configuration(clock: clock.read))
+        defer { sqlite.close() }
+        try await withTarget(url, clock: clock) { postgres in
+            #expect(try await postgres.budgets() == sqlite.budgets())
+            #expect(try await postgres.events(after: 0, limit: 1_000).events == sqlite.events(after: 0, limit: 1_000).events)
+            let sqliteNext = try sqlite.checkAndConsume("t3", promptTokens: 100, usage: usage)
+            let postgresNext = try await postgres.checkAndConsume("t3", promptTokens: 100, usage: usage)
+            #expect(postgresNext.crossedScopeThresholds == sqliteNext.crossedScopeThresholds)
+            #expect(!sqliteNext.crossedScopeThresholds.contains { $0.scope == org && $0.thresholdPercent == 75 })
+            #expect(throws: BudgetExhaustedError.self) { try sqlite.checkAndConsume("t3", promptTokens: 100, usage: usage) }
+            await #expect(throws: BudgetExhaustedError.self) { try await postgres.checkAndConsume("t3", promptTokens: 100, usage: usage) }
+            #expect(try await postgres.verify().problems == [])
+        }
     }
 
     @Test("verify on PostgreSQL reports a derived row that differs from the events, with exit 1")

@@ -36,14 +36,23 @@ struct PostgresSchemaTests {
                     PostgresQuery(
                         unsafeSQL: """
                             GRANT SELECT ON thread_state, thread_thresholds, holds, ledger_settings, model_prices,
-                                usage_rollup, usage_agent_model, schema_migrations, usage_agent_model_live TO \(role)
+                                usage_rollup, usage_agent_model, schema_migrations, usage_agent_model_live, scope_budgets,
+                                scope_thresholds, scope_refusals TO \(role)
                             """))
             }
             let narrowURL = url.replacingOccurrences(of: "postgres://postgres@", with: "postgres://\(role)@")
             let ledger = try await PostgresLedger(url: narrowURL)
             try await ledger.setLimit("t", maxTokens: 100)
-            let result = try await ledger.checkAndConsume("t", promptTokens: 80)
+            // Scope rows are locked and refusals recorded through SECURITY DEFINER code too.
+            try await ledger.setBudget(try BudgetScope(parsing: "org:o"), maxTokens: 90)
+            let usage = UsageDetails(metadataJSON: #"{"org_id":"o"}"#)
+            let result = try await ledger.checkAndConsume("t", promptTokens: 80, usage: usage)
             #expect(result.crossedThresholds.map(\.thresholdPercent) == [75])
+            #expect(result.crossedScopeThresholds.map(\.thresholdPercent) == [75])
+            await #expect(throws: BudgetExhaustedError.self) {
+                try await ledger.checkAndConsume("t", promptTokens: 11, usage: usage)
+            }
+            #expect(try await ledger.events(after: 0, limit: 100).events.contains { $0.kind == "refusal" })
             #expect(try await ledger.usageTotals().totalTokens == 80)
             await ledger.close()
         }

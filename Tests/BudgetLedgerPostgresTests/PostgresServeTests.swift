@@ -167,8 +167,6 @@ struct PostgresServeTests {
 
         // Not on PostgreSQL yet: a 501 that names the operation, with nothing internal in it.
         let notYet: [(HTTPMethod, String, String?)] = [
-            (.GET, "/api/v1/budgets", nil),
-            (.PUT, "/api/v1/budgets/global", #"{"maxTokens": 10}"#),
             (.POST, "/api/v1/prices/reprice", #"{"model": "gpt-y", "from": "2020-01-01T00:00:00Z", "to": "2021-01-01T00:00:00Z"}"#),
         ]
         for (method, path, body) in notYet {
@@ -178,6 +176,51 @@ struct PostgresServeTests {
             #expect((answer.json["detail"] as? String)?.contains("not available on the PostgreSQL store yet") == true)
             #expect(!answer.body.contains("postgres://") && !answer.body.contains("SELECT"))
         }
+        #expect(server.stop() == 0)
+    }
+
+    @Test("the scope budget routes serve on PostgreSQL: set, list, show, remove, and checked calls refused by a scope")
+    func budgetRoutesServeOnPostgres() async throws {
+        // Proves GET/PUT/DELETE /api/v1/budgets… reach the PostgreSQL store through the seam (no
+        // more 501): the answers and errors of the SQLite server (400 naming the field with
+        // nothing written, 404 for a scope without a budget, 409 removing it twice), a checked
+        // consume and a hold refused by the org's budget (409 naming the scope), the list
+        // byte for byte the CLI's `budget list --json` on the same database.
+        let databaseURL = try await PostgresTestCluster.freshDatabase()
+        let server = try ServeProcess(databaseURL: databaseURL)
+        defer { server.stop() }
+        let base = server.baseURL
+        let set = try await call(.PUT, base, "/api/v1/budgets/org%3Aacme", json: #"{"period": "day", "maxTokens": 100, "maxUsd": "1.50"}"#)
+        #expect(set.status == 200, "\(set)")
+        #expect(set.json["scope"] as? String == "org:acme" && set.body.contains(#""maxUsd":1.5,"#), "\(set)")
+        let badPeriod = try await call(.PUT, base, "/api/v1/budgets/global", json: #"{"period": "year", "maxTokens": 1}"#)
+        #expect(badPeriod.status == 400 && badPeriod.body.contains("period"), "\(badPeriod)")
+        let noMax = try await call(.PUT, base, "/api/v1/budgets/global", json: #"{"period": "day"}"#)
+        #expect(noMax.status == 400 && noMax.body.contains("maxTokens"), "\(noMax)")
+        #expect(try await call(.GET, base, "/api/v1/budgets/global").status == 404)
+
+        // With a model: the org's dollar budget refuses a call whose cost is unknown.
+        let call80 = #"{"promptTokens": 80, "model": "gpt-4o", "metadata": {"org_id": "acme"}}"#
+        let unpriced = try await call(.POST, base, "/api/v1/threads/t1/check-and-consume", json: #"{"promptTokens": 1, "metadata": {"org_id": "acme"}}"#)
+        #expect(unpriced.status == 409 && unpriced.body.contains("dollar budget"), "\(unpriced)")
+        #expect(try await call(.POST, base, "/api/v1/threads/t1/check-and-consume", json: call80).status == 200)
+        let refused = try await call(.POST, base, "/api/v1/threads/t2/check-and-consume", json: call80)
+        #expect(refused.status == 409 && refused.body.contains("org:acme"), "\(refused)")
+        let hold = try await call(
+            .POST, base, "/api/v1/threads/t2/reserve", json: #"{"tokens": 30, "model": "gpt-4o", "metadata": {"org_id": "acme"}}"#)
+        #expect(hold.status == 409 && hold.body.contains("org:acme"), "\(hold)")
+        let one = try await call(.GET, base, "/api/v1/budgets/org%3Aacme")
+        #expect(number(one.json["spentTokens"]) == 80, "\(one)")
+        let list = try await call(.GET, base, "/api/v1/budgets")
+        #expect(number(list.json["count"]) == 1, "\(list)")
+        let cli = try runCLI(["budget", "list", "--json", "--db", databaseURL])
+        #expect(cli.status == 0 && list.body + "\n" == cli.stdout, "\(list.body) \(cli.stdout)")
+
+        let removed = try await call(.DELETE, base, "/api/v1/budgets/org%3Aacme")
+        #expect(removed.status == 200 && removed.json["removed"] as? Bool == true, "\(removed)")
+        #expect(try await call(.DELETE, base, "/api/v1/budgets/org%3Aacme").status == 409)
+        #expect(try await call(.POST, base, "/api/v1/threads/t2/check-and-consume", json: call80).status == 200)
+        #expect(number(try await call(.GET, base, "/api/v1/budgets").json["count"]) == 0)
         #expect(server.stop() == 0)
     }
 

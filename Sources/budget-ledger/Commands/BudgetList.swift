@@ -10,7 +10,7 @@ extension BudgetLedgerCommand.Budget {
         @OptionGroup var options: LedgerOptions
 
         func run() throws {
-            try options.withExistingLedger { ledger in
+            try options.withExistingAnyLedger { ledger in
                 let budgets = try ledger.budgets()
                 Output.emit(ScopeBudgetList.json(budgets), text: Output.text(budgets), asJSON: options.json)
             }

@@ -13,7 +13,7 @@ extension BudgetLedgerCommand.Budget {
 
         func run() throws {
             let scope = try scope.parsed()
-            try options.withLedger { ledger in
+            try options.withAnyLedger { ledger in
                 try ledger.removeBudget(scope)
                 Output.emit(WriteAnswer.budgetRemoved(scope), text: "budget removed: \(scope)", asJSON: options.json)
             }

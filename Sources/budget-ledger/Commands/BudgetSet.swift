@@ -33,7 +33,7 @@ extension BudgetLedgerCommand.Budget {
 
         func run() throws {
             let (scope, period, maxNanodollars) = (try scope.parsed(), try parsedPeriod(), try parsedMaxUSD())
-            try options.withLedger { ledger in
+            try options.withAnyLedger { ledger in
                 let budget = try ledger.setBudget(
                     scope, period: period, maxTokens: maxTokens, maxNanodollars: maxNanodollars)
                 Output.emit(budget.json, text: "budget set:\n" + Output.text([budget]), asJSON: options.json)

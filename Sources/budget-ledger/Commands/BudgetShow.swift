@@ -13,7 +13,7 @@ extension BudgetLedgerCommand.Budget {
 
         func run() throws {
             let scope = try scope.parsed()
-            try options.withExistingLedger { ledger in
+            try options.withExistingAnyLedger { ledger in
                 guard let budget = try ledger.budget(scope: scope) else {
                     throw ScopeBudgetNotFoundError(scope: scope)
                 }
