@@ -262,7 +262,7 @@ struct PostgresCopyTests {
         let clock = TestClock()
         let source = try Ledger(path: file.path, configuration: Ledger.Configuration(clock: clock.read))
         let org = try BudgetScope(parsing: "org:acme")
-        let usage = UsageDetails(agentID: "a", model: "gpt-4o", metadataJSON: #"{"org_id":"acme"}"#)
+        let usage = try UsageDetails(agentID: "a", model: "gpt-4o", metadataJSON: #"{"org_id":"acme"}"#)
         _ = try source.consume("t1", promptTokens: 100, usage: usage)
         try source.setBudget(org, period: .week, maxTokens: 1_000, maxNanodollars: 5_000_000)
         try source.setBudget(.global, period: .month, maxTokens: 10_000)

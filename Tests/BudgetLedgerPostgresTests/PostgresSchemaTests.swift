@@ -45,7 +45,7 @@ struct PostgresSchemaTests {
             try await ledger.setLimit("t", maxTokens: 100)
             // Scope rows are locked and refusals recorded through SECURITY DEFINER code too.
             try await ledger.setBudget(try BudgetScope(parsing: "org:o"), maxTokens: 90)
-            let usage = UsageDetails(metadataJSON: #"{"org_id":"o"}"#)
+            let usage = try UsageDetails(metadataJSON: #"{"org_id":"o"}"#)
             let result = try await ledger.checkAndConsume("t", promptTokens: 80, usage: usage)
             #expect(result.crossedThresholds.map(\.thresholdPercent) == [75])
             #expect(result.crossedScopeThresholds.map(\.thresholdPercent) == [75])

@@ -32,7 +32,7 @@ struct PostgresScopeBudgetTests {
             let org = try BudgetScope(parsing: "org:acme")
             let bot = try BudgetScope(parsing: "agent:bot")
             let model = try BudgetScope(parsing: "model:GPT-4o")
-            let acme = UsageDetails(agentID: "planner", model: "gpt-4o", metadataJSON: #"{"org_id":"acme"}"#)
+            let acme = try UsageDetails(agentID: "planner", model: "gpt-4o", metadataJSON: #"{"org_id":"acme"}"#)
             let botCall = UsageDetails(agentID: "bot", model: "gpt-4o")
             try await setBudgets(steps, sqlite, postgres, org: org, bot: bot, model: model)
             await steps.step("a plain consume under the org", { try sqlite.consume("t", promptTokens: 300, usage: acme) }, { try await postgres.consume("t", promptTokens: 300, usage: acme) })
@@ -130,7 +130,7 @@ struct PostgresScopeBudgetTests {
             let second = try await PostgresLedger(url: url)
             let org = try BudgetScope(parsing: "org:acme")
             try await first.setBudget(org, period: .month, maxNanodollars: 12_500_000)
-            let usage = UsageDetails(agentID: "a", model: "gpt-4o", metadataJSON: #"{"org_id":"acme"}"#)
+            let usage = try UsageDetails(agentID: "a", model: "gpt-4o", metadataJSON: #"{"org_id":"acme"}"#)
             let final = try await withThrowingTaskGroup(of: (Int, Int, Int).self) { group in
                 for task in 0..<16 {
                     let ledger = task % 2 == 0 ? first : second
@@ -173,7 +173,7 @@ struct PostgresScopeBudgetTests {
         try await withPostgresLedger { ledger, _ in
             let org = try BudgetScope(parsing: "org:o")
             try await ledger.setBudget(org, maxTokens: 600)
-            let usage = UsageDetails(metadataJSON: #"{"org_id":"o"}"#)
+            let usage = try UsageDetails(metadataJSON: #"{"org_id":"o"}"#)
             let taken = try await withThrowingTaskGroup(of: Int64.self) { group in
                 for task in 0..<12 {
                     group.addTask {
@@ -211,7 +211,7 @@ struct PostgresScopeBudgetTests {
         // the budget summed would be missed or counted twice.
         try await withPostgresLedger { ledger, _ in
             let org = try BudgetScope(parsing: "org:o")
-            let usage = UsageDetails(model: "gpt-4o", metadataJSON: #"{"org_id":"o"}"#)
+            let usage = try UsageDetails(model: "gpt-4o", metadataJSON: #"{"org_id":"o"}"#)
             try await withThrowingTaskGroup(of: Void.self) { group in
                 for task in 0..<8 {
                     group.addTask {
@@ -242,7 +242,7 @@ struct PostgresScopeBudgetTests {
         try await withPostgresLedger { ledger, url in
             let org = try BudgetScope(parsing: "org:acme")
             try await ledger.setBudget(org, period: .day, maxTokens: 100)
-            let usage = UsageDetails(metadataJSON: #"{"org_id":"acme"}"#)
+            let usage = try UsageDetails(metadataJSON: #"{"org_id":"acme"}"#)
             _ = try await ledger.checkAndConsume("t", promptTokens: 80, usage: usage)
             _ = try? await ledger.checkAndConsume("t", promptTokens: 80, usage: usage)
             #expect(try await ledger.verify().problems == [])
@@ -269,7 +269,7 @@ struct PostgresScopeBudgetTests {
         let sqlite = try Ledger(path: path)
         defer { sqlite.close() }
         try await withPostgresLedger { postgres, url in
-            let usage = UsageDetails(agentID: "a", model: "gpt-4o", metadataJSON: #"{"org_id":"o","user_id":"u"}"#)
+            let usage = try UsageDetails(agentID: "a", model: "gpt-4o", metadataJSON: #"{"org_id":"o","user_id":"u"}"#)
             for scope in ["global", "org:o", "user:u", "agent:a", "model:gpt-4o"] {
                 try sqlite.setBudget(try BudgetScope(parsing: scope), period: .day, maxTokens: 1_000, maxNanodollars: 10_000_000)
                 try await postgres.setBudget(try BudgetScope(parsing: scope), period: .day, maxTokens: 1_000, maxNanodollars: 10_000_000)
