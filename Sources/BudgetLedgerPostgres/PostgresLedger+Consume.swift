@@ -43,7 +43,7 @@ extension PostgresLedger {
     ///
     /// - Throws: `BudgetExhaustedError` when the thread or a scope budget it falls under is
     ///   exhausted or the tokens do not fit: nothing of the call is recorded, only a refusal event
-    ///   when a scope refused and it is the first refusal of the scope's window; the errors of `consume`.
+    ///   when it is the first refusal of its window (the thread's or the scope's); the errors of `consume`.
     @discardableResult
     public func checkAndConsume(
         _ threadID: String, promptTokens: Int64, completionTokens: Int64 = 0,
@@ -63,7 +63,7 @@ extension PostgresLedger {
         let request = try ConsumeRequest(
             threadID: threadID, promptTokens: promptTokens, completionTokens: completionTokens,
             idempotencyKey: idempotencyKey, usage: usage, enforce: checked)
-        return try await writeRecordingScopeRefusal { [self] connection in
+        return try await writeRecordingRefusal { [self] connection in
             try await record(request, on: connection)
         }
     }
@@ -127,8 +127,8 @@ extension PostgresLedger {
         {
             return original
         }
-        // Every check comes before the first write but the thread's lock row: a scope's refusal
-        // commits its refusal event and nothing else (`writeRecordingScopeRefusal`). The
+        // Every check comes before the first write but the thread's lock row: a refusal
+        // commits its refusal event and nothing else (`writeRecordingRefusal`). The
         // thread's live holds are counted at `now` whether or not the expiries are recorded yet,
         // and a new thread opens empty.
         let before = found.budget ?? ThreadBudget(threadID: request.threadID, maxTokens: found.defaultMaxTokens)

@@ -8,7 +8,7 @@ extension PostgresLedger {
     /// cost, so a model without a price cannot be held there.
     ///
     /// - Throws: `BudgetExhaustedError` when it does not fit (nothing of the call is recorded;
-    ///   the first refusal of a scope's window is recorded as a refusal event);
+    ///   the first refusal of a window, the thread's or a scope's, is recorded as a refusal event);
     ///   `LedgerError.invalidInput` for tokens < 1, a ttl outside 1 s…7 days, or bad usage fields;
     ///   `LedgerError.conflict` when `idempotencyKey` was used by another request.
     ///
@@ -31,7 +31,7 @@ extension PostgresLedger {
             throw LedgerError.invalidInput(
                 field: "ttlSeconds", reason: "must be 1…\(LedgerLimits.holdSecondsMax) seconds (got \(ttlSeconds))")
         }
-        return try await writeRecordingScopeRefusal { [self] connection in
+        return try await writeRecordingRefusal { [self] connection in
             let now = configuration.clock()
             try await lockThread(threadID, on: connection)
             let found = try await fetchThread(threadID, at: now, idempotencyKey: idempotencyKey, on: connection)
@@ -39,8 +39,8 @@ extension PostgresLedger {
                 return try await replayReserve(
                     key: key, threadID: threadID, tokens: tokens, usage: usage, budget: found.budget, on: connection)
             }
-            // Checks first, writes after (but the thread's lock row): a scope's refusal commits
-            // its refusal event and nothing else (`writeRecordingScopeRefusal`).
+            // Checks first, writes after (but the thread's lock row): a refusal commits
+            // its refusal event and nothing else (`writeRecordingRefusal`).
             let before = found.budget ?? ThreadBudget(threadID: threadID, maxTokens: found.defaultMaxTokens)
             if before.isExhausted || !before.canConsume(tokens) {
                 throw BudgetExhaustedError(

@@ -142,21 +142,20 @@ extension PostgresLedger {
         return crossings
     }
 
-    /// Runs `body` as a write whose scope refusal (a `BudgetExhaustedError` naming a scope) is
-    /// recorded as a refusal event in the same transaction, the first of the scope's window
-    /// (`Ledger.writeRecordingRefusal`), and thrown once that transaction has committed.
+    /// Runs `body` as a write whose refusal (a `BudgetExhaustedError`, of the thread's budget or
+    /// of a scope's) is recorded as a refusal event in the same transaction, the first of its
+    /// window (`Ledger.writeRecordingRefusal`), and thrown once that transaction has committed.
     ///
     /// `body` must decide a refusal before it writes anything but its thread's lock row: the
-    /// transaction commits. A thread's own refusal is thrown and rolled back, as before: this
-    /// store does not record those yet (docs/postgres.md).
-    func writeRecordingScopeRefusal<Result: Sendable>(
+    /// transaction commits.
+    func writeRecordingRefusal<Result: Sendable>(
         _ body: @escaping @Sendable (PostgresConnection) async throws -> Result
     ) async throws -> Result {
-        let outcome: ScopeRefusableOutcome<Result> = try await write { [self] connection in
+        let outcome: RefusableOutcome<Result> = try await write { [self] connection in
             do {
                 return .done(try await body(connection))
-            } catch let refusal as BudgetExhaustedError where refusal.scope != nil {
-                try await recordScopeRefusal(refusal, at: configuration.clock(), on: connection)
+            } catch let refusal as BudgetExhaustedError {
+                try await recordRefusal(refusal, at: configuration.clock(), on: connection)
                 return .refused(refusal)
             }
         }
@@ -166,12 +165,26 @@ extension PostgresLedger {
         }
     }
 
-    /// Records `refusal` (of a scope) unless its window already has one (`Ledger.recordRefusal`):
-    /// the event keeps both of the budget's units, as scope_threshold does.
-    private func recordScopeRefusal(_ refusal: BudgetExhaustedError, at now: Int64, on connection: PostgresConnection)
+    /// Records `refusal` unless its window already has one (`Ledger.recordRefusal`): the
+    /// thread's window (`thread_state.window_event_id`, 0 while the thread is not open, as
+    /// migration 0009 keys it) when the thread's budget refused, else the scope's window, whose
+    /// event keeps both of the budget's units, as scope_threshold does.
+    private func recordRefusal(_ refusal: BudgetExhaustedError, at now: Int64, on connection: PostgresConnection)
         async throws
     {
-        guard let scope = refusal.scope, let window = refusal.window else { return }
+        guard let scope = refusal.scope, let window = refusal.window else {
+            try await connection.execute(
+                """
+                INSERT INTO events (timestamp_us, kind, thread_id, tokens_used, max_tokens)
+                SELECT \(now), 'refusal', \(refusal.threadID), \(refusal.used), \(refusal.maxTokens)
+                WHERE NOT EXISTS (SELECT 1 FROM thread_refusals AS r
+                                  WHERE r.thread_id = \(refusal.threadID)
+                                    AND r.window_event_id
+                                        = coalesce((SELECT s.window_event_id FROM thread_state AS s
+                                                    WHERE s.thread_id = \(refusal.threadID)), 0))
+                """, logger: logger)
+            return
+        }
         let budget = try await scopeBudgets([scope.description], at: now, on: connection).first
         let tokensUsed = budget?.spentTokens ?? (refusal.unit == .tokens ? refusal.used : 0)
         let costUsed = budget?.spentNanodollars ?? (refusal.unit == .nanodollars ? refusal.used : nil)
@@ -189,9 +202,9 @@ extension PostgresLedger {
     }
 }
 
-/// What a write that a scope budget may refuse hands back from its transaction: the refusal
+/// What a write that a budget may refuse hands back from its transaction: the refusal
 /// must commit (its refusal event), so it cannot leave the body as a thrown error, which rolls back.
-private enum ScopeRefusableOutcome<Value: Sendable>: Sendable {
+private enum RefusableOutcome<Value: Sendable>: Sendable {
     case done(Value)
     case refused(BudgetExhaustedError)
 }

@@ -4,7 +4,7 @@ import PostgresNIO
 
 extension PostgresLedger {
     /// Recomputes every derived table from `events` by SQL and compares it with the stored one:
-    /// thread state, thresholds, holds, the settings, and both usage rollups (as readers see
+    /// thread state, thresholds, refusals, holds, the settings, and both usage rollups (as readers see
     /// them, the `*_live` views over the shards); and the scope tables (scope_budgets,
     /// scope_thresholds, scope_refusals) by the domain's `ScopeRecomputation`, the rules
     /// SQLite's verify applies. Also reported: a missing guard trigger. The
@@ -78,7 +78,7 @@ enum PostgresVerifySQL {
 
     /// The triggers that keep `events` and `model_prices` append-only and the state derived.
     static let guardTriggers = [
-        "events_accrue_scopes", "events_apply", "events_check_insert", "events_forbid_truncate", "events_forbid_update",
+        "events_accrue_scopes", "events_apply", "events_apply_thread_refusal", "events_check_insert", "events_forbid_truncate", "events_forbid_update",
         "model_prices_forbid_truncate", "model_prices_forbid_update",
     ]
 
@@ -152,6 +152,26 @@ enum PostgresVerifySQL {
         WHERE r.kind = 'reserve' AND NOT EXISTS (SELECT 1 FROM events AS ending WHERE ending.reservation_id = r.id)
         """
 
+    /// thread_refusals from the events: each thread's last refusal (without a scope) of its
+    /// current life, in the window the thread had then (its first open or limit of the life, or
+    /// a later reset; 0 while it was not open). Migration 0009 derives stored refusals with the
+    /// same rule.
+    static let threadRefusalsFromEvents = """
+        WITH \(lifeEvents),
+        last_refusal AS (
+            SELECT DISTINCT ON (thread_id) thread_id, id FROM life
+            WHERE kind = 'refusal' AND scope IS NULL ORDER BY thread_id, id DESC
+        )
+        SELECT r.thread_id AS name, r.thread_id,
+               coalesce(greatest((SELECT min(o.id) FROM life AS o
+                                  WHERE o.thread_id = r.thread_id AND o.kind IN ('open', 'limit') AND o.id < r.id),
+                                 (SELECT max(x.id) FROM life AS x
+                                  WHERE x.thread_id = r.thread_id AND x.kind = 'reset' AND x.id < r.id)), 0)
+                   AS window_event_id,
+               r.id AS event_id
+        FROM last_refusal AS r
+        """
+
     /// The measures of a rollup row, from the consumes grouped under its key.
     static let rollupSums = """
         sum(prompt_tokens)::bigint AS prompt_tokens, sum(completion_tokens)::bigint AS completion_tokens,
@@ -195,6 +215,10 @@ enum PostgresVerifySQL {
                 FROM thread_thresholds
                 """,
             recomputed: thresholdsFromEvents),
+        Table(
+            name: "thread_refusals",
+            stored: "SELECT thread_id AS name, thread_id, window_event_id, event_id FROM thread_refusals",
+            recomputed: threadRefusalsFromEvents),
         Table(
             name: "holds",
             stored: """

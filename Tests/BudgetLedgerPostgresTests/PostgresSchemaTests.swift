@@ -37,7 +37,7 @@ struct PostgresSchemaTests {
                         unsafeSQL: """
                             GRANT SELECT ON thread_state, thread_thresholds, holds, ledger_settings, model_prices,
                                 usage_rollup, usage_agent_model, schema_migrations, usage_agent_model_live, scope_budgets,
-                                scope_thresholds, scope_refusals TO \(role)
+                                scope_thresholds, scope_refusals, thread_refusals TO \(role)
                             """))
             }
             let narrowURL = url.replacingOccurrences(of: "postgres://postgres@", with: "postgres://\(role)@")
