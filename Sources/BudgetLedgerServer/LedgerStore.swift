@@ -14,8 +14,7 @@ import BudgetLedgerWire
 /// The domain's rules (validation, pricing, thresholds, holds, idempotency) are written once, in
 /// `BudgetLedger`, and both stores apply them; what differs is storage. The alert webhooks
 /// (`AlertWebhookService`) run on the seam too: the feed and the cursors. Operations only the
-/// SQLite store has so far (scope budgets, withdrawing, replacing and
-/// re-pricing prices) are reached through `sqliteOnly(_:)`, which on another store throws
+/// SQLite store has so far (scope budgets) are reached through `sqliteOnly(_:)`, which on another store throws
 /// `StoreOperationUnavailableError` (a 501, never a 500).
 protocol LedgerStore: Sendable {
     /// The store's name in messages: "SQLite" or "PostgreSQL".
@@ -84,6 +83,9 @@ protocol LedgerStore: Sendable {
         model: String, effectiveFrom: Int64, promptUSDPerMillion: String, completionUSDPerMillion: String,
         newEffectiveFrom: Int64?, source: String
     ) async throws -> ModelPrice
+    /// Bills the consumes of `model` recorded unpriced in [`from`, `to`) at the prices now in the
+    /// table (`Ledger.reprice(model:from:to:)`).
+    func reprice(model: String, from: Int64, to: Int64) async throws -> RepriceResult
 
     /// The `/metrics` exposition: the server's own `metrics` and the ledger's business figures.
     func metricsExposition(_ metrics: ServerMetrics) async throws -> String
@@ -260,6 +262,10 @@ extension LedgerService: LedgerStore {
                 model: model, effectiveFrom: effectiveFrom, promptUSDPerMillion: promptUSDPerMillion,
                 completionUSDPerMillion: completionUSDPerMillion, newEffectiveFrom: newEffectiveFrom, source: source)
         }
+    }
+
+    func reprice(model: String, from: Int64, to: Int64) async throws -> RepriceResult {
+        try await run { try $0.reprice(model: model, from: from, to: to) }
     }
 
     func metricsExposition(_ metrics: ServerMetrics) async throws -> String {

@@ -54,6 +54,8 @@ protocol CommandLedger {
         model: String, effectiveFrom: Int64, promptUSDPerMillion: String, completionUSDPerMillion: String,
         newEffectiveFrom: Int64?
     ) throws -> ModelPrice
+    /// Bills a model's consumes recorded unpriced (`Ledger.reprice`), as `price reprice`.
+    func reprice(model: String, from: Int64, to: Int64) throws -> RepriceResult
 }
 
 extension Ledger: CommandLedger {
@@ -248,6 +250,10 @@ struct BlockingPostgresLedger: CommandLedger {
                 source: "budget-ledger price replace")
         }
     }
+
+    func reprice(model: String, from: Int64, to: Int64) throws -> RepriceResult {
+        try Self.wait { [ledger] in try await ledger.reprice(model: model, from: from, to: to) }
+    }
 }
 
 /// A command that does not run on PostgreSQL yet was given a `postgres://` URL.
@@ -255,6 +261,6 @@ struct NotOnPostgresError: Error, CustomStringConvertible {
     var description: String {
         "this command does not run on PostgreSQL yet (init, consume, check, set-limit, reset, cleanup, configure, "
             + "usage, usage reset, threads, reserve, settle, release, holds, events, export, "
-            + "price set/list/show/withdraw/replace, verify and serve do, and copy moves a SQLite ledger there; see docs/postgres.md)"
+            + "price set/list/show/withdraw/replace/reprice, verify and serve do, and copy moves a SQLite ledger there; see docs/postgres.md)"
     }
 }
