@@ -172,7 +172,7 @@ struct PostgresServeTests {
         let acmePrice = #"{"promptPerMillion": "2", "completionPerMillion": "4", "effectiveFrom": "2020-01-01"}"#
         #expect(try await call(.PUT, base, "/api/v1/prices/acme-serve", json: acmePrice).status == 200)
         let noEnd = try await call(.POST, base, "/api/v1/prices/reprice", json: #"{"model": "acme-serve", "from": "2020-01-01"}"#)
-        #expect(noEnd.status == 400 && noEnd.body.contains("to"), "\(noEnd)")
+        #expect(noEnd.status == 400 && noEnd.body.contains("to") && noEnd.body.contains("is required"), "\(noEnd)")
         let range = #"{"model": "acme-serve", "from": "2020-01-01", "to": "2100-01-01"}"#
         let repriced = try await call(.POST, base, "/api/v1/prices/reprice", json: range)
         // 2 × (1,000 × 2,000 + 100 × 4,000) nano-dollars.
