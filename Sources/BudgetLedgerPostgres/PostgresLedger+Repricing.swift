@@ -43,8 +43,9 @@ extension PostgresLedger {
                 PostgresRepriceSQL.query(PostgresRepriceSQL.lockRollupRows, request, now: 0, limit: limit), logger: logger)
             let appended = PostgresRepriceSQL.query(
                 PostgresRepriceSQL.insertReprices, request, now: configuration.clock(), limit: limit)
-            let (considered, count, cost) =
-                try await connection.fetchOne(appended, as: (Int64, Int64, Int64).self, logger: logger) ?? (Int64(0), Int64(0), Int64(0))
+            // The statement always answers one row (an aggregate).
+            let (considered, count, cost) = try await connection.fetchOne(
+                appended, as: (Int64, Int64, Int64).self, logger: logger) ?? (Int64(0), Int64(0), Int64(0))
             let unpriced = try await connection.fetchOne(
                 PostgresRepriceSQL.query(PostgresRepriceSQL.countUnrepriced, request, now: 0, limit: limit),
                 as: Int64.self, logger: logger) ?? Int64(0)

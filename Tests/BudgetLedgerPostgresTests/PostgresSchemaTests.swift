@@ -22,11 +22,13 @@ struct PostgresSchemaTests {
         }
     }
 
-    @Test("a role with only INSERT and SELECT on events can run the ledger")
+    @Test("a role with only INSERT and SELECT on events can run the ledger, reprices included")
     func narrowRoleSuffices() async throws {
         // Proves the server's role needs no UPDATE or DELETE on events: the derived tables are
         // kept by SECURITY DEFINER triggers, and the role's own UPDATE is refused by privilege.
-        try await withPostgresLedger { _, url in
+        // A reprice locks the rollup rows it changes through 0008's SECURITY DEFINER function,
+        // since the role may not lock them FOR UPDATE itself.
+        try await withPostgresLedger { owner, url in
             let role = "ledger_writer_\(UInt32.random(in: 0...UInt32.max))"
             try await withDatabase(url) { client in
                 try await client.query(PostgresQuery(unsafeSQL: "CREATE ROLE \(role) LOGIN"))
@@ -36,7 +38,8 @@ struct PostgresSchemaTests {
                     PostgresQuery(
                         unsafeSQL: """
                             GRANT SELECT ON thread_state, thread_thresholds, holds, ledger_settings, model_prices,
-                                usage_rollup, usage_agent_model, schema_migrations, usage_agent_model_live TO \(role)
+                                price_withdrawals, usage_rollup, usage_agent_model, schema_migrations,
+                                usage_agent_model_live TO \(role)
                             """))
             }
             let narrowURL = url.replacingOccurrences(of: "postgres://postgres@", with: "postgres://\(role)@")
@@ -45,6 +48,10 @@ struct PostgresSchemaTests {
             let result = try await ledger.checkAndConsume("t", promptTokens: 80)
             #expect(result.crossedThresholds.map(\.thresholdPercent) == [75])
             #expect(try await ledger.usageTotals().totalTokens == 80)
+            let start = try await ledger.consume("t", promptTokens: 10, usage: UsageDetails(model: "acme-narrow")).event.timestampMicroseconds
+            try await owner.setPrice(model: "acme-narrow", promptUSDPerMillion: "1", completionUSDPerMillion: "1", effectiveFrom: start)
+            let repriced = await outcome { try await ledger.reprice(model: "acme-narrow", from: start, to: start + 1) }
+            #expect(repriced == "ok \(RepriceResult(repricedCount: 1, costNanodollars: 10_000, unpricedCount: 0, isComplete: true))")
             await ledger.close()
         }
     }
