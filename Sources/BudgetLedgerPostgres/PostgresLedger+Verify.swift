@@ -91,7 +91,7 @@ enum PostgresVerifySQL {
 
     /// The triggers that keep `events` and `model_prices` append-only and the state derived.
     static let guardTriggers = [
-        "events_apply", "events_apply_reprice", "events_check_insert", "events_check_reprice", "events_forbid_truncate",
+        "events_apply", "events_apply_reprices", "events_check_insert", "events_check_reprice", "events_forbid_truncate",
         "events_forbid_update", "model_prices_forbid_truncate", "model_prices_forbid_update",
     ]
 

@@ -250,7 +250,7 @@ struct PostgresRepriceTests {
 
             let strayID = try await withDatabase(url) { client in
                 try await client.query("ALTER TABLE events DISABLE TRIGGER events_check_reprice")
-                try await client.query("ALTER TABLE events DISABLE TRIGGER events_apply_reprice")
+                try await client.query("ALTER TABLE events DISABLE TRIGGER events_apply_reprices")
                 let rows = try await client.query(
                     """
                     INSERT INTO events (timestamp_us, kind, thread_id, caused_by, cost_nanos)
@@ -260,13 +260,44 @@ struct PostgresRepriceTests {
                 var id: Int64 = -1
                 for try await value in rows.decode(Int64.self) { id = value }
                 try await client.query("ALTER TABLE events ENABLE TRIGGER events_check_reprice")
-                try await client.query("ALTER TABLE events ENABLE TRIGGER events_apply_reprice")
+                try await client.query("ALTER TABLE events ENABLE TRIGGER events_apply_reprices")
                 return id
             }
             #expect(try await ledger.verify().problems == [
                 "events: event \(damagedID) has a cost that differs from the price table",
                 "events: reprice event \(strayID) names no consume recorded unpriced, or one already repriced",
             ])
+        }
+    }
+
+    @Test("a consume recorded before 0003's shards (in shard 0) is repriced in the row that holds it")
+    func repriceFindsAConsumeInShardZero() async throws {
+        // Proves events_apply_reprices' fallback: 0003 moved the rollup rows it found to shard 0,
+        // so a consume recorded before it is not in its thread's shard. Here its rows are moved
+        // there by hand; the reprice still bills it (the lowest shard of its key), the totals
+        // are exact and verify passes. Without the fallback the reprice fails, naming the table.
+        let clock = TestClock()
+        try await withPostgresLedger(configuration: .init(clock: clock.read)) { ledger, url in
+            let start = clock.read()
+            try await ledger.consume("old", promptTokens: 1_000, completionTokens: 10, usage: UsageDetails(agentID: "a", model: "acme-8"))
+            let moved = try await withDatabase(url) { client in
+                let rows = try await client.query(
+                    """
+                    WITH r AS (UPDATE usage_rollup SET shard = 0 WHERE model = 'acme-8' RETURNING shard),
+                         m AS (UPDATE usage_agent_model SET shard = 0 WHERE model = 'acme-8' RETURNING shard)
+                    SELECT (SELECT count(*) FROM r) + (SELECT count(*) FROM m), hashtext('old') & 63
+                    """)
+                for try await row in rows.decode((Int64, Int32).self) { return row }
+                return (-1, -1)
+            }
+            #expect(moved.0 == 2 && moved.1 != 0, "two rows moved out of the thread's own shard \(moved.1)")
+            try await ledger.setPrice(model: "acme-8", promptUSDPerMillion: "1", completionUSDPerMillion: "2", effectiveFrom: start)
+            clock.advance(microseconds: 1)
+            #expect(try await ledger.reprice(model: "acme-8", from: start, to: start + 1)
+                == RepriceResult(repricedCount: 1, costNanodollars: 1_020_000, unpricedCount: 0, isComplete: true))
+            let totals = try await ledger.usage(model: "acme-8", scope: .allTime)
+            #expect(totals.costNanodollars == 1_020_000 && totals.unpricedRequests == 0 && totals.unpricedTokens == 0)
+            #expect(try await ledger.verify().problems == [])
         }
     }
 

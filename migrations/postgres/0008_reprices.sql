@@ -6,8 +6,8 @@
 -- coalesce(cost_nanos, its reprice's cost_nanos):
 --   - its usage_rollup and usage_agent_model rows (so every *_live, billing_by_* and usage_by_*
 --     view, usage_totals and the all-time figures, which sum every window) gain the cost and lose
---     one unpriced request and the consume's unpriced tokens, in the reprice's transaction
---     (events_apply_reprice); the rows are the consume's: the usage window it was recorded in
+--     one unpriced request and the consume's unpriced tokens, in the reprice's statement
+--     (events_apply_reprices, once per statement and row changed); the rows are the consume's: the usage window it was recorded in
 --     (the usage resets before it: the store orders resets and thread writes by a lock, so the
 --     count is the window the consume's trigger read), its day, org, user, agent, model, and its
 --     thread's shard (0003);
@@ -23,6 +23,9 @@
 -- Composed with the other migrations rather than rewriting their functions: events_check_insert
 -- (which refuses the kinds this store does not derive) no longer runs for a reprice, by a WHEN on
 -- its trigger, and the reprice has triggers of its own; events_apply ignores the kind (its ELSE).
+-- The cost to other writes: events_apply_reprices is a statement trigger with a transition table,
+-- so every INSERT into events also keeps its new rows for it and calls it once (it returns at
+-- once when none is a reprice).
 -- So a later or concurrent migration that replaces those functions keeps working with this one.
 --
 -- Also SQLite's rule for prices: a billed consume is one priced when recorded, or repriced. A
@@ -56,57 +59,99 @@ $$;
 CREATE TRIGGER events_check_reprice BEFORE INSERT ON events
 FOR EACH ROW WHEN (NEW.kind = 'reprice') EXECUTE FUNCTION events_check_reprice();
 
--- The consume's rollup rows gain the reprice's cost and lose it as unpriced. The row of the
--- consume's own shard is taken when it still counts an unpriced request (always, for a consume
--- recorded after 0003); a consume recorded before 0003 is in shard 0, so otherwise the lowest
--- shard of its key that counts one (the views sum the shards, so their figures are the same).
-CREATE FUNCTION events_apply_reprice() RETURNS trigger
+-- The consumes' rollup rows gain the reprices' costs and lose them as unpriced: once per
+-- statement, per row changed (a transition table), not once per reprice. Updating one row again
+-- and again in one transaction makes each update walk every version the transaction left behind
+-- (they cannot be pruned before it ends): a reprice of 100,000 consumes that share a few rows,
+-- one row trigger per reprice, passed the store's 60 s call timeout. A consume's row is the one
+-- of its own shard (0003); a consume recorded before 0003 is in shard 0, so when its own shard
+-- has no row of its key, the lowest shard that has one (the views sum the shards).
+CREATE FUNCTION events_apply_reprices() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
 DECLARE
-    consume events%ROWTYPE;
-    consume_window bigint;
-    consume_day bigint;
-    consume_model text;
-    own_shard smallint;
-    counted_tokens bigint;
+    rows_expected bigint;
+    rows_changed bigint;
 BEGIN
-    SELECT * INTO STRICT consume FROM events WHERE id = NEW.caused_by;
-    SELECT count(*) INTO consume_window FROM events WHERE kind = 'usage_reset' AND id < consume.id;
-    consume_day := consume.timestamp_us / 86400000000;
-    consume_model := coalesce(ledger_model_name(consume.model), '');
-    own_shard := (hashtext(coalesce(consume.thread_id, '')) & 63)::smallint;
-    counted_tokens := consume.prompt_tokens + consume.completion_tokens;
-    -- One fixed order, as a consume's: the usage_rollup row, then the usage_agent_model row.
-    UPDATE usage_rollup AS u
-    SET cost_nanos = u.cost_nanos + NEW.cost_nanos, unpriced_requests = u.unpriced_requests - 1,
-        unpriced_tokens = u.unpriced_tokens - counted_tokens
-    WHERE (u.usage_window, u.day, u.org_id, u.user_id, u.agent_id, u.model, u.shard) = (
-        SELECT s.usage_window, s.day, s.org_id, s.user_id, s.agent_id, s.model, s.shard FROM usage_rollup AS s
-        WHERE s.usage_window = consume_window AND s.day = consume_day AND s.org_id = coalesce(consume.org_id, '')
-          AND s.user_id = coalesce(consume.user_id, '') AND s.agent_id = coalesce(consume.agent_id, '')
-          AND s.model = consume_model AND s.unpriced_requests > 0
-        ORDER BY s.shard = own_shard DESC, s.shard LIMIT 1);
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'reprice: usage_rollup has no unpriced request of consume %', consume.id
-            USING ERRCODE = 'check_violation';
+    IF NOT EXISTS (SELECT 1 FROM inserted WHERE kind = 'reprice') THEN
+        RETURN NULL;
     END IF;
-    UPDATE usage_agent_model AS u
-    SET cost_nanos = u.cost_nanos + NEW.cost_nanos, unpriced_requests = u.unpriced_requests - 1,
-        unpriced_tokens = u.unpriced_tokens - counted_tokens
-    WHERE (u.usage_window, u.agent_id, u.model, u.shard) = (
-        SELECT s.usage_window, s.agent_id, s.model, s.shard FROM usage_agent_model AS s
-        WHERE s.usage_window = consume_window AND s.agent_id = coalesce(consume.agent_id, '')
-          AND s.model = consume_model AND s.unpriced_requests > 0
-        ORDER BY s.shard = own_shard DESC, s.shard LIMIT 1);
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'reprice: usage_agent_model has no unpriced request of consume %', consume.id
-            USING ERRCODE = 'check_violation';
+    -- One fixed order, as a consume's: usage_rollup, then usage_agent_model.
+    WITH corrections AS (
+        SELECT (SELECT count(*) FROM events AS u WHERE u.kind = 'usage_reset' AND u.id < c.id) AS usage_window,
+               c.timestamp_us / 86400000000 AS day, coalesce(c.org_id, '') AS org_id, coalesce(c.user_id, '') AS user_id,
+               coalesce(c.agent_id, '') AS agent_id, coalesce(ledger_model_name(c.model), '') AS model,
+               (hashtext(coalesce(c.thread_id, '')) & 63)::smallint AS own_shard,
+               r.cost_nanos, c.prompt_tokens + c.completion_tokens AS tokens
+        FROM inserted AS r JOIN events AS c ON c.id = r.caused_by
+        WHERE r.kind = 'reprice'
+    ),
+    targets AS (
+        SELECT k.*, coalesce(
+                   (SELECT x.shard FROM usage_rollup AS x
+                    WHERE (x.usage_window, x.day, x.org_id, x.user_id, x.agent_id, x.model, x.shard)
+                          = (k.usage_window, k.day, k.org_id, k.user_id, k.agent_id, k.model, k.own_shard)),
+                   (SELECT min(x.shard) FROM usage_rollup AS x
+                    WHERE (x.usage_window, x.day, x.org_id, x.user_id, x.agent_id, x.model)
+                          = (k.usage_window, k.day, k.org_id, k.user_id, k.agent_id, k.model))) AS shard
+        FROM corrections AS k
+    ),
+    sums AS (
+        SELECT usage_window, day, org_id, user_id, agent_id, model, shard, sum(cost_nanos) AS cost_nanos,
+               count(*) AS requests, sum(tokens) AS tokens
+        FROM targets GROUP BY usage_window, day, org_id, user_id, agent_id, model, shard
+    ),
+    changed AS (
+        UPDATE usage_rollup AS u
+        SET cost_nanos = u.cost_nanos + s.cost_nanos, unpriced_requests = u.unpriced_requests - s.requests,
+            unpriced_tokens = u.unpriced_tokens - s.tokens
+        FROM sums AS s
+        WHERE (u.usage_window, u.day, u.org_id, u.user_id, u.agent_id, u.model, u.shard)
+              = (s.usage_window, s.day, s.org_id, s.user_id, s.agent_id, s.model, s.shard)
+        RETURNING 1
+    )
+    SELECT (SELECT count(*) FROM sums), (SELECT count(*) FROM changed) INTO rows_expected, rows_changed;
+    IF rows_changed <> rows_expected THEN
+        RAISE EXCEPTION 'reprice: usage_rollup has no row for a repriced consume' USING ERRCODE = 'check_violation';
+    END IF;
+    WITH corrections AS (
+        SELECT (SELECT count(*) FROM events AS u WHERE u.kind = 'usage_reset' AND u.id < c.id) AS usage_window,
+               coalesce(c.agent_id, '') AS agent_id, coalesce(ledger_model_name(c.model), '') AS model,
+               (hashtext(coalesce(c.thread_id, '')) & 63)::smallint AS own_shard,
+               r.cost_nanos, c.prompt_tokens + c.completion_tokens AS tokens
+        FROM inserted AS r JOIN events AS c ON c.id = r.caused_by
+        WHERE r.kind = 'reprice'
+    ),
+    targets AS (
+        SELECT k.*, coalesce(
+                   (SELECT x.shard FROM usage_agent_model AS x
+                    WHERE (x.usage_window, x.agent_id, x.model, x.shard) = (k.usage_window, k.agent_id, k.model, k.own_shard)),
+                   (SELECT min(x.shard) FROM usage_agent_model AS x
+                    WHERE (x.usage_window, x.agent_id, x.model) = (k.usage_window, k.agent_id, k.model))) AS shard
+        FROM corrections AS k
+    ),
+    sums AS (
+        SELECT usage_window, agent_id, model, shard, sum(cost_nanos) AS cost_nanos, count(*) AS requests,
+               sum(tokens) AS tokens
+        FROM targets GROUP BY usage_window, agent_id, model, shard
+    ),
+    changed AS (
+        UPDATE usage_agent_model AS u
+        SET cost_nanos = u.cost_nanos + s.cost_nanos, unpriced_requests = u.unpriced_requests - s.requests,
+            unpriced_tokens = u.unpriced_tokens - s.tokens
+        FROM sums AS s
+        WHERE (u.usage_window, u.agent_id, u.model, u.shard) = (s.usage_window, s.agent_id, s.model, s.shard)
+        RETURNING 1
+    )
+    SELECT (SELECT count(*) FROM sums), (SELECT count(*) FROM changed) INTO rows_expected, rows_changed;
+    IF rows_changed <> rows_expected THEN
+        RAISE EXCEPTION 'reprice: usage_agent_model has no row for a repriced consume' USING ERRCODE = 'check_violation';
     END IF;
     RETURN NULL;
 END
 $$;
-CREATE TRIGGER events_apply_reprice AFTER INSERT ON events
-FOR EACH ROW WHEN (NEW.kind = 'reprice') EXECUTE FUNCTION events_apply_reprice();
+CREATE TRIGGER events_apply_reprices AFTER INSERT ON events
+REFERENCING NEW TABLE AS inserted
+FOR EACH STATEMENT EXECUTE FUNCTION events_apply_reprices();
 
 -- Locks the rollup rows that reprices of the consumes `consume_ids` will change, before the
 -- first of them is inserted: every usage_rollup row, in key order, then every usage_agent_model
