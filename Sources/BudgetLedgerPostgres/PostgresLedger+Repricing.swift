@@ -17,8 +17,10 @@ extension PostgresLedger {
     /// consumes are not held up), then the rollup rows the reprices will change, `usage_rollup`
     /// rows then `usage_agent_model` rows, each in key order, before the first insert. A consume
     /// locks one row of each in the same order, and two reprices lock theirs in one order, so
-    /// they wait for each other instead of deadlocking; two reprices of one consume meet on its
-    /// rows, and the second then skips it (`ON CONFLICT DO NOTHING`), never failing its caller.
+    /// they wait for each other instead of deadlocking. Two reprices of one consume meet on its
+    /// rows: the second waits for the first's commit, and its insert, a later statement, no
+    /// longer selects what the first billed; `ON CONFLICT DO NOTHING` skips what the locks could
+    /// not order, so a concurrent reprice never fails its caller with a constraint error.
     ///
     /// - Parameters:
     ///   - model: an exact model name, or a pattern with one trailing `*`, normalised as everywhere.

@@ -23,10 +23,10 @@
 -- Composed with the other migrations rather than rewriting their functions: events_check_insert
 -- (which refuses the kinds this store does not derive) no longer runs for a reprice, by a WHEN on
 -- its trigger, and the reprice has triggers of its own; events_apply ignores the kind (its ELSE).
+-- So a later or concurrent migration that replaces those functions keeps working with this one.
 -- The cost to other writes: events_apply_reprices is a statement trigger with a transition table,
 -- so every INSERT into events also keeps its new rows for it and calls it once (it returns at
 -- once when none is a reprice).
--- So a later or concurrent migration that replaces those functions keeps working with this one.
 --
 -- Also SQLite's rule for prices: a billed consume is one priced when recorded, or repriced. A
 -- withdrawal (0006's price_withdrawals_check_insert) is refused when a billed consume the price
