@@ -270,6 +270,25 @@ struct PostgresRepriceTests {
         }
     }
 
+    @Test("a consume of a thread cleaned up since is repriced, as on SQLite, and the thread stays closed")
+    func repriceOfAClosedThread() async throws {
+        // Proves a reprice needs no open thread (SQLite's events_check_insert does not ask for one
+        // either; PostgreSQL's is not run for a reprice): the usage of a thread cleaned up since is
+        // billed, no thread state comes back, and verify's recomputation agrees.
+        let clock = TestClock()
+        try await withPostgresLedger(configuration: .init(clock: clock.read)) { ledger, _ in
+            let start = clock.read()
+            try await ledger.consume("gone", promptTokens: 500, usage: UsageDetails(model: "acme-9"))
+            try await ledger.cleanupThread("gone")
+            try await ledger.setPrice(model: "acme-9", promptUSDPerMillion: "2", completionUSDPerMillion: "2", effectiveFrom: start)
+            clock.advance(microseconds: 1)
+            #expect(try await ledger.reprice(model: "acme-9", from: start, to: start + 1).costNanodollars == 1_000_000)
+            #expect(try await ledger.usage("gone") == nil)
+            #expect(try await ledger.usage(model: "acme-9", scope: .allTime).unpricedRequests == 0)
+            #expect(try await ledger.verify().problems == [])
+        }
+    }
+
     @Test("a consume recorded before 0003's shards (in shard 0) is repriced in the row that holds it")
     func repriceFindsAConsumeInShardZero() async throws {
         // Proves events_apply_reprices' fallback: 0003 moved the rollup rows it found to shard 0,
