@@ -179,6 +179,25 @@ extension Ledger {
         }
     }
 
+    /// Every withdrawn price row of the current rule with its withdrawal, in withdrawal order:
+    /// what a copy to another store carries beside the live rows (`prices()`).
+    package func withdrawnPrices() throws -> [WithdrawnPrice] {
+        try withReadSnapshot { connection in
+            try connection.prepare(
+                """
+                SELECT p.model_pattern, p.prompt_nanos_per_token, p.completion_nanos_per_token, p.effective_from_us,
+                       p.source, w.withdrawn_at_us, w.source
+                FROM price_withdrawals AS w JOIN model_prices AS p ON p.id = w.price_id
+                WHERE p.legacy_prefix = 0
+                ORDER BY w.id
+                """
+            ).fetchAll { row in
+                WithdrawnPrice(
+                    price: try ModelPrice(row: row), withdrawnAtMicroseconds: try row[5], source: try row[6])
+            }
+        }
+    }
+
     /// The price that applies to `model` (normalised) at `time` (default now), or nil when it
     /// has none; its `match` says why (the exact name, or which pattern).
     public func price(forModel model: String, at time: Int64? = nil) throws -> ModelPrice? {
@@ -227,5 +246,21 @@ extension String {
         String(String.UnicodeScalarView(unicodeScalars.map { scalar in
             ("A"..."Z").contains(scalar) ? Unicode.Scalar(scalar.value + 32)! : scalar
         }))
+    }
+}
+
+/// A withdrawn row of the price table and its withdrawal (migration 0012's `price_withdrawals`).
+package struct WithdrawnPrice: Sendable, Equatable {
+    /// The row as it was set.
+    package let price: ModelPrice
+    /// When it was withdrawn, in UTC microseconds (before the price's start).
+    package let withdrawnAtMicroseconds: Int64
+    /// Where the withdrawal came from.
+    package let source: String
+
+    package init(price: ModelPrice, withdrawnAtMicroseconds: Int64, source: String) {
+        self.price = price
+        self.withdrawnAtMicroseconds = withdrawnAtMicroseconds
+        self.source = source
     }
 }

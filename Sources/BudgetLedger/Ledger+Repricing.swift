@@ -20,6 +20,37 @@ public struct RepriceResult: Sendable, Equatable {
     }
 }
 
+extension RepriceResult {
+    /// What a reprice of an empty range does.
+    package static let nothing = RepriceResult(repricedCount: 0, costNanodollars: 0, unpricedCount: 0, isComplete: true)
+}
+
+/// A checked `reprice` request, the same on both stores: the model's normalised name or
+/// pattern, the literal of a pattern, and the range [`start`, `end`) in UTC microseconds.
+package struct RepriceRequest: Sendable, Equatable {
+    package let pattern: String
+    /// The literal before a pattern's `*`; nil for an exact name.
+    package let literal: String?
+    package let start: Int64
+    package let end: Int64
+
+    /// An empty range (`from == to`) reprices nothing.
+    package var isEmpty: Bool { start == end }
+
+    /// - Throws: `LedgerError.invalidInput` naming `model`, `from` or `to`: a bad model, a time
+    ///   outside 1970…9999, or a range that ends before it starts.
+    package init(model: String, from: Int64, to: Int64) throws {
+        try Validate.identifier(model, field: "model")
+        pattern = try Ledger.pricePattern(model)
+        start = try Ledger.checkedStart(from)
+        end = try Ledger.checkedStart(to, field: "to")
+        guard start <= end else {
+            throw LedgerError.invalidInput(field: "to", reason: "must not be before from (got \(from) … \(to) microseconds)")
+        }
+        if case .pattern(let text) = PriceMatch(pattern: pattern) { literal = text } else { literal = nil }
+    }
+}
+
 /// The statements of `reprice` (migration 0012).
 enum RepriceSQL {
     /// Appends a reprice at `?1` (now) for each consume of model `?4` (or, when `?5` is a
@@ -78,19 +109,11 @@ extension Ledger {
 
     /// `reprice(model:from:to:)` appending at most `limit` events (tests reach the limit with a few).
     func reprice(model: String, from: Int64, to: Int64, limit: Int64) throws -> RepriceResult {
-        try Validate.identifier(model, field: "model")
-        let pattern = try Self.pricePattern(model)
-        let start = try Self.checkedStart(from)
-        let end = try Self.checkedStart(to, field: "to")
-        guard start <= end else {
-            throw LedgerError.invalidInput(field: "to", reason: "must not be before from (got \(from) … \(to) microseconds)")
-        }
-        if start == end { return RepriceResult(repricedCount: 0, costNanodollars: 0, unpricedCount: 0, isComplete: true) }
-        let literal: String?
-        if case .pattern(let text) = PriceMatch(pattern: pattern) { literal = text } else { literal = nil }
+        let request = try RepriceRequest(model: model, from: from, to: to)
+        if request.isEmpty { return .nothing }
         return try write { [self] connection in
             let now = configuration.clock()
-            let arguments: [any SQLiteBindable] = [now, start, end, pattern, literal, limit]
+            let arguments: [any SQLiteBindable] = [now, request.start, request.end, request.pattern, request.literal, limit]
             let lastID = try connection.cachedStatement("SELECT coalesce(max(id), 0) FROM events").fetchOne { try $0[0] as Int64 } ?? 0
             do {
                 try connection.execute(RepriceSQL.insertReprices, arguments)

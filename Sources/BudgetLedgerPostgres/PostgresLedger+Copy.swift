@@ -1,4 +1,5 @@
 import BudgetLedger
+import Logging
 import PostgresNIO
 
 /// What `PostgresLedger.copy(from:)` did.
@@ -9,8 +10,11 @@ public struct CopyReport: Sendable, Equatable {
     public let eventsAlreadyPresent: Int64
     /// Events this copy wrote.
     public let eventsCopied: Int64
-    /// Price rows this copy wrote (rows the target already had, such as the reference table, are not).
+    /// Price rows this copy wrote, withdrawn ones included (rows the target already had, such as
+    /// the reference table, are not).
     public let pricesCopied: Int
+    /// Price withdrawals this copy wrote (each with its withdrawn row, counted in `pricesCopied`).
+    public let priceWithdrawalsCopied: Int
     /// The last event id in the target: new events get larger ids.
     public let lastEventID: Int64
 }
@@ -20,24 +24,27 @@ extension PostgresLedger {
     /// interrupted copy loses (it resumes from the last committed batch).
     public static let copyBatchEventsMax = 1_000
 
-    /// The kinds of event this store cannot carry yet, as `Ledger.inventory()` names them: a
-    /// reprice would change a total this store does not derive (docs/postgres.md, "Moving up
-    /// from SQLite"). Scope budgets, their thresholds and refusals are carried (migration 0007).
-    public static let kindsNotCarried = ["reprice"]
+    /// The kinds of event this store cannot carry yet, as `Ledger.inventory()` names them: none
+    /// now. Scope budgets, their thresholds and refusals are carried (migration 0007), reprices
+    /// too (0008). The check stays, for a kind a later SQLite migration adds before this store has it.
+    public static let kindsNotCarried: [String] = []
 
     /// Serializes copies into one database (each batch takes it), so two cannot interleave.
     static let copyLockKey: Int64 = 0x4244_4C47_0002
 
     /// Copies every event of `source` into this database with its id, timestamp and every
     /// column, in batches of `batchEventsMax` events per transaction; this schema's triggers
-    /// derive the state from them (derived state is never copied). Then the live price rows
-    /// (`source.prices()`) that the target lacks, and the event id sequence past the last event.
+    /// derive the state from them (derived state is never copied), reprices included. Before
+    /// them, the price rows the target lacks: the withdrawn ones with their withdrawals, in the
+    /// source's order, then the live ones (`source.prices()`); after them, the event id sequence
+    /// past the last event.
     ///
     /// The target must be empty (freshly migrated) or hold exactly the start of the source's
     /// history, as an interrupted copy leaves it: every event it holds is compared with the
     /// source's, and the copy continues after the last. Nothing is written when the source
     /// holds a kind this store cannot carry (`kindsNotCarried`), when the target's events are
-    /// not a prefix of the source's, or when a price row of the target is not the source's.
+    /// not a prefix of the source's, or when a price row of the target (live or withdrawn) is
+    /// not the source's.
     /// Writers on both stores should be stopped for the copy.
     ///
     /// - Parameter progress: called with the events in the target so far and the source's count, after each batch.
@@ -61,7 +68,7 @@ extension PostgresLedger {
                     + "nothing was copied (see docs/postgres.md, \"Moving up from SQLite\")")
         }
         let present = try await checkedPrefix(of: source, batchEventsMax: batchEventsMax)
-        let pricesCopied = try await copyPrices(try source.prices())
+        let (pricesCopied, withdrawalsCopied) = try await copyPrices(try source.prices(), withdrawn: try source.withdrawnPrices())
         var last = present.lastID
         var copied: Int64 = 0
         progress?(present.count, inventory.eventCount)
@@ -80,7 +87,7 @@ extension PostgresLedger {
         }
         return CopyReport(
             sourceEventCount: inventory.eventCount, eventsAlreadyPresent: present.count, eventsCopied: copied,
-            pricesCopied: pricesCopied, lastEventID: last)
+            pricesCopied: pricesCopied + withdrawalsCopied, priceWithdrawalsCopied: withdrawalsCopied, lastEventID: last)
     }
 
     /// The target's events, compared one by one with the source's of the same place in id order:
@@ -111,14 +118,16 @@ extension PostgresLedger {
         }
     }
 
-    /// Adds the source's live price rows that the target lacks, in one transaction; a target row
-    /// with the same pattern and start must have the same prices, and every target row must be
-    /// one of the source's. Returns the rows written.
-    private func copyPrices(_ prices: [ModelPrice]) async throws -> Int {
+    /// Adds the source's price rows that the target lacks, in one transaction: first each
+    /// withdrawn row with its withdrawal, in the source's withdrawal order (so a pattern's later
+    /// row at the same start can be live again), then the live rows. A target row with the same
+    /// pattern and start must have the same prices, and every target row, live or withdrawn, must
+    /// be one of the source's. Returns the live rows and the withdrawals written.
+    private func copyPrices(_ prices: [ModelPrice], withdrawn: [WithdrawnPrice]) async throws -> (live: Int, withdrawn: Int) {
         try await write { [logger] connection in
             try await connection.execute("SELECT pg_advisory_xact_lock(\(Self.copyLockKey))", logger: logger)
             var bySourceKey: [String: ModelPrice] = [:]
-            for price in prices { bySourceKey["\(price.modelPattern) \(price.effectiveFromMicroseconds)"] = price }
+            for price in prices { bySourceKey[Self.key(price)] = price }
             var present: Set<String> = []
             // The target's live rows (a withdrawn row prices nothing, as on SQLite).
             let rows = try await connection.query(PostgresQuery(unsafeSQL: PostgresSQL.selectPrices), logger: logger)
@@ -126,14 +135,14 @@ extension PostgresLedger {
                 let key = "\(pattern) \(from)"
                 guard let price = bySourceKey[key], price.promptNanodollarsPerToken == prompt,
                     price.completionNanodollarsPerToken == completion
-                else {
-                    throw LedgerError.conflict(
-                        "the target database's price for \(pattern) from \(Timestamps.iso8601(microseconds: from)) is not one "
-                            + "of this ledger's prices (withdrawn or different there); nothing was copied")
-                }
+                else { throw Self.foreignPrice(pattern: pattern, from: from) }
                 present.insert(key)
             }
-            let missing = prices.filter { !present.contains("\($0.modelPattern) \($0.effectiveFromMicroseconds)") }
+            let withdrawalsMissing = try await Self.missingWithdrawals(withdrawn, on: connection, logger: logger)
+            for withdrawal in withdrawalsMissing {
+                try await Self.insertWithdrawn(withdrawal, on: connection, logger: logger)
+            }
+            let missing = prices.filter { !present.contains(Self.key($0)) }
             for price in missing {
                 try await connection.execute(
                     """
@@ -143,8 +152,60 @@ extension PostgresLedger {
                             \(price.effectiveFromMicroseconds), \(price.source))
                     """, logger: logger)
             }
-            return missing.count
+            return (missing.count, withdrawalsMissing.count)
         }
+    }
+
+    private static func key(_ price: ModelPrice) -> String { "\(price.modelPattern) \(price.effectiveFromMicroseconds)" }
+
+    private static func foreignPrice(pattern: String, from: Int64) -> LedgerError {
+        .conflict(
+            "the target database's price for \(pattern) from \(Timestamps.iso8601(microseconds: from)) is not one "
+                + "of this ledger's prices (withdrawn or different there); nothing was copied")
+    }
+
+    /// The source's withdrawals the target lacks, in the source's order; every withdrawn row of
+    /// the target must be one of the source's (a resumed copy finds them all).
+    private static func missingWithdrawals(
+        _ withdrawn: [WithdrawnPrice], on connection: PostgresConnection, logger: Logger
+    ) async throws -> [WithdrawnPrice] {
+        var remaining = withdrawn
+        let rows = try await connection.query(
+            """
+            SELECT p.model_pattern, p.prompt_nanos_per_token, p.completion_nanos_per_token, p.effective_from_us,
+                   w.withdrawn_at_us
+            FROM price_withdrawals AS w JOIN model_prices AS p ON p.id = w.price_id ORDER BY w.id
+            """, logger: logger)
+        for try await (pattern, prompt, completion, from, withdrawnAt) in rows.decode((String, Int64, Int64, Int64, Int64).self) {
+            guard let index = remaining.firstIndex(where: {
+                $0.price.modelPattern == pattern && $0.price.promptNanodollarsPerToken == prompt
+                    && $0.price.completionNanodollarsPerToken == completion && $0.price.effectiveFromMicroseconds == from
+                    && $0.withdrawnAtMicroseconds == withdrawnAt
+            }) else { throw foreignPrice(pattern: pattern, from: from) }
+            remaining.remove(at: index)
+        }
+        return remaining
+    }
+
+    /// Adds a withdrawn row and its withdrawal (0006's triggers check it as any withdrawal: it was
+    /// made before the price's start, and no billed consume is in the target yet to refuse it).
+    private static func insertWithdrawn(_ withdrawn: WithdrawnPrice, on connection: PostgresConnection, logger: Logger)
+        async throws
+    {
+        let price = withdrawn.price
+        let id = try await connection.fetchOne(
+            """
+            INSERT INTO model_prices (model_pattern, prompt_nanos_per_token, completion_nanos_per_token, effective_from_us, source)
+            VALUES (\(price.modelPattern), \(price.promptNanodollarsPerToken), \(price.completionNanodollarsPerToken),
+                    \(price.effectiveFromMicroseconds), \(price.source))
+            RETURNING id
+            """, as: Int64.self, logger: logger)
+        guard let id else { preconditionFailure("INSERT … RETURNING answers one row") }
+        try await connection.execute(
+            """
+            INSERT INTO price_withdrawals (price_id, withdrawn_at_us, source)
+            VALUES (\(id), \(withdrawn.withdrawnAtMicroseconds), \(withdrawn.source))
+            """, logger: logger)
     }
 
     /// Inserts `events` (the source's, in id order, right after `after`) in one transaction, with

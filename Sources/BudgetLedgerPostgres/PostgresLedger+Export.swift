@@ -2,8 +2,8 @@ import BudgetLedger
 import PostgresNIO
 
 /// The exports, as `Ledger.forEachConsumeEvent(_:_:)` and `Ledger.rollup(_:by:)`: the same
-/// validation, rows, keys, totals and order. A consume's billed cost is its recorded cost: this
-/// store refuses reprices (migration 0004), so no consume has a corrected one.
+/// validation, rows, keys, totals and order. A consume's cost is its billed cost: as recorded, or
+/// its reprice's when it was recorded unpriced and repriced since (migration 0008).
 extension PostgresLedger {
     /// Events fetched from the export's cursor at a time: the most an export holds in memory.
     public static let exportPageEventsMax = 1_000
@@ -34,7 +34,7 @@ extension PostgresLedger {
             do {
                 try await connection.execute(
                     Self.rangeQuery(
-                        "DECLARE export_events NO SCROLL CURSOR FOR SELECT \(PostgresSQL.eventColumns) FROM events",
+                        "DECLARE export_events NO SCROLL CURSOR FOR SELECT * FROM \(PostgresSQL.billedEvents)",
                         query, then: "ORDER BY id"), logger: logger)
                 while true {
                     var page: [LedgerEvent] = []
@@ -61,7 +61,7 @@ extension PostgresLedger {
     public func rollup(_ query: ExportQuery, by grouping: ExportGrouping) async throws -> [(key: String?, totals: UsageTotals)] {
         try Validate.exportQuery(query)
         let statement = Self.rangeQuery(
-            "SELECT \(PostgresSQL.rollupKey(grouping)) AS key, \(PostgresSQL.rollupTotals) FROM events", query,
+            "SELECT \(PostgresSQL.rollupKey(grouping)) AS key, \(PostgresSQL.rollupTotals) FROM \(PostgresSQL.billedEvents)", query,
             then: "GROUP BY 1 ORDER BY 1 NULLS FIRST")
         return try await read { [logger] connection in
             var groups: [(key: String?, totals: UsageTotals)] = []

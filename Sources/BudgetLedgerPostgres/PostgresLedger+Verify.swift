@@ -4,10 +4,12 @@ import PostgresNIO
 
 extension PostgresLedger {
     /// Recomputes every derived table from `events` by SQL and compares it with the stored one:
-    /// thread state, thresholds, refusals, holds, the settings, and both usage rollups (as readers see
-    /// them, the `*_live` views over the shards); and the scope tables (scope_budgets,
-    /// scope_thresholds, scope_refusals) by the domain's `ScopeRecomputation`, the rules
-    /// SQLite's verify applies. Also reported: a missing guard trigger. The
+    /// thread state, thresholds, refusals, holds, the settings, and both usage rollups (as readers
+    /// see them, the `*_live` views over the shards, at each consume's billed cost); and the scope
+    /// tables (scope_budgets, scope_thresholds, scope_refusals) by the domain's
+    /// `ScopeRecomputation`, the rules SQLite's verify applies. Each reprice is checked against
+    /// the price table at its consume's timestamp, and a reprice that names no unpriced consume,
+    /// or one already repriced, is reported. Also reported: a missing guard trigger. The
     /// same `VerifyReport` as `Ledger.verify()`, with the same wording for a difference.
     ///
     /// Reads one snapshot (a REPEATABLE READ, READ ONLY transaction): writers are not blocked.
@@ -46,6 +48,12 @@ extension PostgresLedger {
             problems += missing.map { "\(table.name): row \($0) that the events imply is missing or different" }
         }
         problems += try await scopeDifferences(on: connection, logger: logger)
+        problems += try await eventIDs(PostgresVerifySQL.selectMispricedReprices, on: connection, logger: logger).map {
+            "events: event \($0) has a cost that differs from the price table"
+        }
+        problems += try await eventIDs(PostgresVerifySQL.selectStrayReprices, on: connection, logger: logger).map {
+            "events: reprice event \($0) names no consume recorded unpriced, or one already repriced"
+        }
         var present: Set<String> = []
         let rows = try await connection.query(PostgresQuery(unsafeSQL: PostgresVerifySQL.selectGuardTriggers), logger: logger)
         for try await name in rows.decode(String.self) { present.insert(name) }
@@ -53,6 +61,14 @@ extension PostgresLedger {
             problems.append("trigger \(name) is missing: events is no longer protected against rewrites")
         }
         return VerifyReport(eventCount: events, threadCount: threads, problems: problems)
+    }
+
+    /// The event ids `query` selects (at most 20, in id order).
+    private static func eventIDs(_ query: String, on connection: PostgresConnection, logger: Logger) async throws -> [Int64] {
+        var ids: [Int64] = []
+        let rows = try await connection.query(PostgresQuery(unsafeSQL: query), logger: logger)
+        for try await id in rows.decode(Int64.self) { ids.append(id) }
+        return ids
     }
 
     /// The names (first column) of the rows of `rows` that `other` does not hold, at most 20, sorted.
@@ -78,9 +94,40 @@ enum PostgresVerifySQL {
 
     /// The triggers that keep `events` and `model_prices` append-only and the state derived.
     static let guardTriggers = [
-        "events_accrue_scopes", "events_apply", "events_apply_thread_refusal", "events_check_insert", "events_forbid_truncate", "events_forbid_update",
+        "events_accrue_scopes", "events_apply", "events_apply_reprices", "events_apply_thread_refusal",
+        "events_check_insert", "events_check_reprice", "events_forbid_truncate", "events_forbid_update",
         "model_prices_forbid_truncate", "model_prices_forbid_update",
     ]
+
+    /// A consume's billed cost, for a query over `events` aliased `e`: as recorded, or its first
+    /// reprice's (migration 0008; a second one is reported by `selectStrayReprices`).
+    static let billedCost = """
+        coalesce(e.cost_nanos, (SELECT r.cost_nanos FROM events AS r WHERE r.caused_by = e.id AND r.kind = 'reprice'
+                                ORDER BY r.id LIMIT 1))
+        """
+
+    /// Reprices whose cost is not the price table's at their consume's timestamp (SQLite's
+    /// `Recomputation.mispricedEventIDs` for reprices; the cost recorded on a consume is not
+    /// re-checked here). The first 20, in id order.
+    static let selectMispricedReprices = """
+        SELECT r.id FROM events AS r
+        JOIN events AS c ON c.id = r.caused_by AND c.kind = 'consume' AND c.cost_nanos IS NULL
+        LEFT JOIN LATERAL (\(PostgresSQL.priceInForce(model: "c.model", at: "c.timestamp_us"))) AS p ON true
+        WHERE r.kind = 'reprice'
+          AND r.cost_nanos IS DISTINCT FROM c.prompt_tokens * p.prompt_nanos_per_token
+                                            + c.completion_tokens * p.completion_nanos_per_token
+        ORDER BY r.id LIMIT 20
+        """
+
+    /// Reprices that name no consume recorded unpriced, or one an earlier reprice already billed.
+    /// The first 20, in id order.
+    static let selectStrayReprices = """
+        SELECT r.id FROM events AS r
+        WHERE r.kind = 'reprice'
+          AND (NOT EXISTS (SELECT 1 FROM events AS c WHERE c.id = r.caused_by AND c.kind = 'consume' AND c.cost_nanos IS NULL)
+               OR EXISTS (SELECT 1 FROM events AS o WHERE o.kind = 'reprice' AND o.caused_by = r.caused_by AND o.id < r.id))
+        ORDER BY r.id LIMIT 20
+        """
 
     static let selectGuardTriggers = """
         SELECT tgname::text FROM pg_trigger
@@ -175,9 +222,9 @@ enum PostgresVerifySQL {
     /// The measures of a rollup row, from the consumes grouped under its key.
     static let rollupSums = """
         sum(prompt_tokens)::bigint AS prompt_tokens, sum(completion_tokens)::bigint AS completion_tokens,
-        count(*) AS request_count, coalesce(sum(cost_nanos), 0)::bigint AS cost_nanos,
-        count(*) FILTER (WHERE cost_nanos IS NULL) AS unpriced_requests,
-        coalesce(sum(prompt_tokens + completion_tokens) FILTER (WHERE cost_nanos IS NULL), 0)::bigint AS unpriced_tokens,
+        count(*) AS request_count, coalesce(sum(billed_cost_nanos), 0)::bigint AS cost_nanos,
+        count(*) FILTER (WHERE billed_cost_nanos IS NULL) AS unpriced_requests,
+        coalesce(sum(prompt_tokens + completion_tokens) FILTER (WHERE billed_cost_nanos IS NULL), 0)::bigint AS unpriced_tokens,
         coalesce(sum(latency_ms), 0)::bigint AS latency_ms_sum, count(latency_ms) AS latency_count
         """
 
@@ -186,10 +233,11 @@ enum PostgresVerifySQL {
         latency_count
         """
 
-    /// Consumes with their usage window: the usage resets before them.
+    /// Consumes with their usage window (the usage resets before them) and their billed cost.
     static let windowedConsumes = """
         SELECT * FROM (
             SELECT e.*, sum((e.kind = 'usage_reset')::integer) OVER (ORDER BY e.id)::bigint AS usage_window,
+                   \(billedCost) AS billed_cost_nanos,
                    coalesce(e.org_id, '') AS org_key, coalesce(e.user_id, '') AS user_key,
                    coalesce(e.agent_id, '') AS agent_key, coalesce(ledger_model_name(e.model), '') AS model_key
             FROM events AS e

@@ -54,6 +54,16 @@ package enum PostgresSQL {
                  s.thread_id COLLATE "C"
         """
 
+    /// `eventColumns` with a consume's billed cost: as recorded, or, when it was recorded
+    /// unpriced, its reprice's (migration 0008; NULL while it has none), for the exports
+    /// (SQLite's `LedgerEvent.billedColumns`).
+    static let billedEventColumns = eventColumns.replacingOccurrences(
+        of: "user_id, cost_nanos,",
+        with: "user_id, coalesce(cost_nanos, (SELECT r.cost_nanos FROM events AS r WHERE r.caused_by = events.id AND r.kind = 'reprice')) AS cost_nanos,")
+
+    /// The events as a billing view reads them (`billedEventColumns`), under the name `events`.
+    static let billedEvents = "(SELECT \(billedEventColumns) FROM events) AS events"
+
     static let consumeEventColumns = """
         id, timestamp_us, thread_id, prompt_tokens, completion_tokens, idempotency_key,
         agent_id, model, provider, latency_ms, metadata, cost_nanos, reservation_id, org_id, user_id
@@ -72,6 +82,23 @@ package enum PostgresSQL {
         ORDER BY right(model_pattern, 1) = '*', length(model_pattern) DESC, effective_from_us DESC
         LIMIT 1
         """
+
+    /// The rates of the price in force for the model `model` (an SQL expression, normalised here)
+    /// at `time` (one too), by `selectPriceForModel`'s rule: at most one row, none when unpriced.
+    /// For a lookup per event (reprices, verify), as SQLite's `event_prices` view.
+    static func priceInForce(model: String, at time: String) -> String {
+        """
+        SELECT prompt_nanos_per_token, completion_nanos_per_token
+        FROM model_prices
+        WHERE legacy_prefix = 0 AND effective_from_us <= \(time)
+          AND (model_pattern = ledger_model_name(\(model))
+               OR (right(model_pattern, 1) = '*'
+                   AND left(ledger_model_name(\(model)), length(model_pattern) - 1) = left(model_pattern, -1)))
+          AND NOT EXISTS (SELECT 1 FROM price_withdrawals AS w WHERE w.price_id = model_prices.id)
+        ORDER BY right(model_pattern, 1) = '*', length(model_pattern) DESC, effective_from_us DESC
+        LIMIT 1
+        """
+    }
 
     static let insertExpiries = """
         INSERT INTO events (timestamp_us, kind, thread_id, reservation_id)
@@ -102,11 +129,15 @@ package enum PostgresSQL {
           AND NOT EXISTS (SELECT 1 FROM price_withdrawals AS w WHERE w.price_id = model_prices.id)
         """
 
-    /// The latest consume at or after `$1` whose normalised model the price row `$2` (a name, or
-    /// with `$3` the literal of a pattern) matches: one a price from `$1` would re-price.
+    /// The latest billed consume (priced when recorded, or repriced: migration 0008) at or after
+    /// `$1` whose normalised model the price row `$2` (a name, or with `$3` the literal of a
+    /// pattern) matches: one a price from `$1` would re-price (`LedgerSQL.selectLatestConsumeMatching`;
+    /// an unpriced consume it would price is billed later by a reprice).
     static let selectLatestConsumeMatching = """
         SELECT id, timestamp_us FROM events
         WHERE timestamp_us >= $1 AND kind = 'consume'
+          AND (cost_nanos IS NOT NULL
+               OR EXISTS (SELECT 1 FROM events AS r WHERE r.caused_by = events.id AND r.kind = 'reprice'))
           AND (ledger_model_name(model) = $2
                OR ($3::text IS NOT NULL AND left(ledger_model_name(model), length($3::text)) = $3::text))
         ORDER BY timestamp_us DESC LIMIT 1

@@ -49,8 +49,6 @@ struct APIError: HTTPResponseError {
                 detail: error.body ?? error.status.reasonPhrase, headers: error.headers)
         case is LedgerServiceOverloadedError:
             self = .overloaded
-        case let error as StoreOperationUnavailableError:
-            self.init(status: .notImplemented, error: "not implemented", detail: error.description)
         case let error as PostgresLedgerError:
             self.init(error, requestID: requestID)
         case is NIOThreadPoolError.ThreadPoolInactive, is CancellationError:

@@ -13,9 +13,8 @@ import BudgetLedgerWire
 ///
 /// The domain's rules (validation, pricing, thresholds, holds, idempotency) are written once, in
 /// `BudgetLedger`, and both stores apply them; what differs is storage. The alert webhooks
-/// (`AlertWebhookService`) run on the seam too: the feed and the cursors. Operations only the
-/// SQLite store has so far (re-pricing prices) are reached through `sqliteOnly(_:)`, which on
-/// another store throws `StoreOperationUnavailableError` (a 501, never a 500).
+/// (`AlertWebhookService`) run on the seam too: the feed and the cursors. Every route of the
+/// server is served by both stores.
 protocol LedgerStore: Sendable {
     /// The store's name in messages: "SQLite" or "PostgreSQL".
     var storeName: String { get }
@@ -83,6 +82,9 @@ protocol LedgerStore: Sendable {
         model: String, effectiveFrom: Int64, promptUSDPerMillion: String, completionUSDPerMillion: String,
         newEffectiveFrom: Int64?, source: String
     ) async throws -> ModelPrice
+    /// Bills the consumes of `model` recorded unpriced in [`from`, `to`) at the prices now in the
+    /// table (`Ledger.reprice(model:from:to:)`).
+    func reprice(model: String, from: Int64, to: Int64) async throws -> RepriceResult
 
     /// Sets or changes the budget of `scope` (`Ledger.setBudget`).
     func setBudget(_ scope: BudgetScope, period: BudgetPeriod, maxTokens: Int64?, maxNanodollars: Int64?) async throws
@@ -96,20 +98,6 @@ protocol LedgerStore: Sendable {
 
     /// The `/metrics` exposition: the server's own `metrics` and the ledger's business figures.
     func metricsExposition(_ metrics: ServerMetrics) async throws -> String
-
-    /// The SQLite ledger and its thread pool, for an operation only the SQLite store has.
-    ///
-    /// - Parameter operation: what the caller wanted, for the error ("the event feed").
-    /// - Throws: `StoreOperationUnavailableError` on any other store.
-    func sqliteOnly(_ operation: String) throws -> LedgerService
-}
-
-/// An operation the server's store does not have yet: a 501 naming the operation and the store.
-struct StoreOperationUnavailableError: Error, Sendable, CustomStringConvertible {
-    let operation: String
-    let storeName: String
-
-    var description: String { "\(operation) is not available on the \(storeName) store yet (see docs/postgres.md)" }
 }
 
 extension LedgerService: LedgerStore {
@@ -289,6 +277,10 @@ extension LedgerService: LedgerStore {
         try await run { try $0.budget(scope: scope) }
     }
 
+    func reprice(model: String, from: Int64, to: Int64) async throws -> RepriceResult {
+        try await run { try $0.reprice(model: model, from: from, to: to) }
+    }
+
     func metricsExposition(_ metrics: ServerMetrics) async throws -> String {
         // Reading the file's size is a file-system call: it runs on the ledger's threads too,
         // with the ledger's own figures (every process's usage, not only this server's).
@@ -298,5 +290,4 @@ extension LedgerService: LedgerStore {
         }
     }
 
-    func sqliteOnly(_ operation: String) throws -> LedgerService { self }
 }

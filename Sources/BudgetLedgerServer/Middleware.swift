@@ -34,8 +34,7 @@ struct APIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
             return try await next(request, context)
         } catch {
             let apiError = APIError(error, request: request, requestID: context.id)
-            // A 501 is a documented answer (an operation this store does not have yet), not a failure.
-            if apiError.status.kind == .serverError && apiError.status != .notImplemented {
+            if apiError.status.kind == .serverError {
                 let level: Logger.Level = apiError.status == .internalServerError ? .error : .warning
                 context.logger.log(
                     level: level, "request failed",

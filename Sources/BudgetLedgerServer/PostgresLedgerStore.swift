@@ -55,10 +55,6 @@ extension PostgresLedger: LedgerStore {
             }
         }
     }
-
-    func sqliteOnly(_ operation: String) throws -> LedgerService {
-        throw StoreOperationUnavailableError(operation: operation, storeName: storeName)
-    }
 }
 
 /// Closes the PostgreSQL store on graceful shutdown, after the HTTP server has finished the

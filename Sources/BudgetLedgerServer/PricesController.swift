@@ -134,7 +134,7 @@ struct PricesController: APIController {
         let from = try Timestamps.parse(fromText, field: "from")
         // As the export's: a range that ends before it starts is the empty range [from, from).
         let to = max(try Timestamps.parse(toText, field: "to"), from)
-        let result = try await ledger.sqliteOnly("re-pricing").run { ledger in try ledger.reprice(model: model, from: from, to: to) }
+        let result = try await ledger.reprice(model: model, from: from, to: to)
         return JSONResponse(result.json).response()
     }
 

@@ -64,6 +64,8 @@ protocol CommandLedger {
     func budgets() throws -> [ScopeBudget]
     /// One scope's budget, nil when it has none (`Ledger.budget(scope:)`), as `budget show`.
     func budget(scope: BudgetScope) throws -> ScopeBudget?
+    /// Bills a model's consumes recorded unpriced (`Ledger.reprice`), as `price reprice`.
+    func reprice(model: String, from: Int64, to: Int64) throws -> RepriceResult
 }
 
 extension Ledger: CommandLedger {
@@ -258,6 +260,10 @@ struct BlockingPostgresLedger: CommandLedger {
                 source: "budget-ledger price replace")
         }
     }
+
+    func reprice(model: String, from: Int64, to: Int64) throws -> RepriceResult {
+        try Self.wait { [ledger] in try await ledger.reprice(model: model, from: from, to: to) }
+    }
 }
 
 extension BlockingPostgresLedger {
@@ -287,7 +293,7 @@ struct NotOnPostgresError: Error, CustomStringConvertible {
     var description: String {
         "this command does not run on PostgreSQL yet (init, consume, check, set-limit, reset, cleanup, configure, "
             + "usage, usage reset, threads, reserve, settle, release, holds, events, export, "
-            + "price set/list/show/withdraw/replace, budget set/list/show/remove, verify and serve do, and copy moves "
-            + "a SQLite ledger there; see docs/postgres.md)"
+            + "price set/list/show/withdraw/replace/reprice, budget set/list/show/remove, verify and serve do, and copy "
+            + "moves a SQLite ledger there; see docs/postgres.md)"
     }
 }

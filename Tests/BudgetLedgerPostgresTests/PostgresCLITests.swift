@@ -244,6 +244,29 @@ struct PostgresCLITests {
         #expect(try runCLI(["verify", "--db", url]).status == 0)
     }
 
+    @Test("price reprice bills unpriced usage on PostgreSQL once, with SQLite's output; bad input is exit 64 naming the flag")
+    func repriceRunsOnPostgres() async throws {
+        // Proves `price reprice --db postgres://…` reaches PostgresLedger.reprice: a consume
+        // recorded unpriced is billed at a price set since (starting before it), exactly, with the
+        // text and JSON of CLIPriceCorrectionTests; a second run is a no-op; a range that ends
+        // before it starts is exit 64 naming --to, with nothing written; verify passes after.
+        let url = try await PostgresTestCluster.freshDatabase()
+        #expect(try runCLI(["consume", "t", "--prompt", "1000", "--completion", "100", "--model", "acme-late", "--db", url]).status == 0)
+        #expect(try runCLI(["price", "set", "acme-late", "--prompt", "2", "--completion", "4", "--from", "2020-01-01", "--db", url]).status == 0)
+        let backwards = try runCLI(["price", "reprice", "--model", "acme-late", "--from", "2100-01-01", "--to", "2020-01-01", "--db", url])
+        #expect(backwards.status == 64 && backwards.stderr.contains("invalid --to: must not be before from"), "\(backwards)")
+        let range = ["--model", "acme-late", "--from", "2020-01-01", "--to", "2100-01-01", "--db", url]
+        // 1,000 × 2,000 + 100 × 4,000 nano-dollars.
+        let repriced = try runCLI(["price", "reprice"] + range)
+        #expect(repriced.status == 0 && repriced.stdout == "repriced 1 consume: $0.0024; 0 consumes still unpriced\n", "\(repriced)")
+        let again = try runCLI(["price", "reprice", "--json"] + range)
+        #expect(again.stdout == #"{"repriced":0,"cost":0,"costNanos":0,"unpriced":0,"complete":true}"# + "\n", "\(again)")
+        let usage = try runCLI(["usage", "--model", "acme-late", "--db", url])
+        #expect(usage.stdout == "model acme-late: 1100 tokens (prompt 1000, completion 100) in 1 request, cost $0.0024\n", "\(usage)")
+        let verified = try runCLI(["verify", "--db", url])
+        #expect(verified.status == 0, "\(verified)")
+    }
+
     @Test("a command that does not run on PostgreSQL yet says so and creates no file")
     func otherCommandsRefuse() throws {
         // Proves a postgres:// URL is never opened as a SQLite file name by the commands not ported yet.

@@ -147,6 +147,74 @@ struct PostgresCopyTests {
         await postgres.close()
     }
 
+    @Test("copy carries reprices and price withdrawals; verify passes on both with equal totals")
+    func copyCarriesRepricesAndWithdrawals() async throws {
+        // Proves migration 0008 lets a SQLite ledger that billed unpriced usage move up whole:
+        // its reprice events are copied with their ids and derived into the rollups at the
+        // corrected cost, its withdrawn prices arrive withdrawn (the same live table, a withdrawn
+        // start set again, a replaced one), both stores verify with the same event count and read
+        // the same totals, and a reprice on the target then finds nothing left to bill.
+        let file = try SourceFile()
+        defer { file.remove() }
+        let clock = TestClock()
+        let configuration = Ledger.Configuration(clock: clock.read)
+        let source = try Ledger(path: file.path, configuration: configuration)
+        let start = clock.read()
+        for (index, thread) in ["t1", "t2", "t1"].enumerated() {
+            try source.consume(thread, promptTokens: 1_000 + Int64(index), completionTokens: 100, usage: UsageDetails(agentID: "a", model: "acme-copy"))
+            clock.advance(microseconds: 1_000)
+        }
+        try source.consume("t2", promptTokens: 500, usage: UsageDetails(agentID: "a", model: "gpt-4o"))
+        try source.setPrice(model: "acme-copy", promptUSDPerMillion: "2", completionUSDPerMillion: "4", effectiveFrom: start - 3_600_000_000)
+        let repriced = try source.reprice(model: "acme-copy", from: start, to: clock.read())
+        #expect(repriced.repricedCount == 3)
+        let future = clock.read() + 86_400_000_000
+        try source.setPrice(model: "acme-copy", promptUSDPerMillion: "3", completionUSDPerMillion: "5", effectiveFrom: future)
+        try source.withdrawPrice(model: "acme-copy", effectiveFrom: future)
+        try source.setPrice(model: "acme-copy", promptUSDPerMillion: "6", completionUSDPerMillion: "7", effectiveFrom: future)
+        try source.replacePrice(model: "acme-copy", effectiveFrom: future, promptUSDPerMillion: "8", completionUSDPerMillion: "9")
+        let lines = try eventLines(source)
+        #expect(lines.filter { $0.contains(" reprice ") }.count == 3)
+        source.close()
+        let url = try await PostgresTestCluster.freshDatabase()
+
+        let copied = try runCLI(["copy", "--from", file.path, "--to", url, "--json"])
+        #expect(copied.status == 0, "\(copied.stderr)")
+        // Three rows: the first future price and its setting again, both withdrawn, and the replacement.
+        #expect(copied.stdout.contains(#""pricesCopied":4,"priceWithdrawalsCopied":2"#), "\(copied.stdout)")
+        #expect(try await eventLines(url: url) == lines)
+        for location in [file.path, url] {
+            let verified = try runCLI(["verify", "--db", location, "--json"])
+            #expect(verified.status == 0, "\(location): \(verified.stdout) \(verified.stderr)")
+            #expect(verified.stdout.contains(#""ok":true,"events":\#(lines.count),"#), "\(verified.stdout)")
+        }
+
+        let sqlite = try Ledger(path: file.path, configuration: configuration)
+        defer { sqlite.close() }
+        let postgres = try await PostgresLedger(url: url, configuration: PostgresLedger.Configuration(clock: clock.read))
+        do {
+            #expect(try await postgres.usageOverview(.allTime) == sqlite.usageOverview(.allTime))
+            #expect(try await postgres.usage(model: "acme-copy", scope: .allTime).unpricedRequests == 0)
+            #expect(try await postgres.usage(model: "acme-copy", scope: .allTime) == sqlite.usage(model: "acme-copy", scope: .allTime))
+            #expect(try await postgres.prices() == sqlite.prices())
+            #expect(try await postgres.price(forModel: "acme-copy", at: future) == sqlite.price(forModel: "acme-copy", at: future))
+            #expect(try await postgres.rollup(ExportQuery(), by: .thread).map { "\($0.key ?? "-") \($0.totals)" }
+                == sqlite.rollup(ExportQuery(), by: .thread).map { "\($0.key ?? "-") \($0.totals)" })
+            #expect(try await postgres.reprice(model: "acme-copy", from: start, to: clock.read()) == .nothing)
+            #expect(try await postgres.verify().isConsistent)
+        } catch {
+            await postgres.close()
+            throw error
+        }
+        await postgres.close()
+        let withdrawals = try await withDatabase(url) { client in
+            let rows = try await client.query("SELECT count(*) FROM price_withdrawals")
+            for try await count in rows.decode(Int64.self) { return count }
+            return -1
+        }
+        #expect(withdrawals == 2)
+    }
+
     @Test("an interrupted copy continues after the events the target already holds, and the result verifies")
     func copyResumesAfterAPrefix() async throws {
         // Proves a target holding exactly the start of the source's history (what a copy stopped
@@ -223,32 +291,6 @@ struct PostgresCopyTests {
             let report = try await target.copy(from: source, batchEventsMax: 10_000)
             #expect(report.eventsCopied == 2)
         }
-    }
-
-    @Test("a ledger with reprices is refused before anything is written, naming the kind and its count")
-    func copyRefusesKindsNotCarried() async throws {
-        // Proves the kinds PostgreSQL does not derive yet (a reprice: a corrected cost) are found
-        // in the source first: the copy names them with their counts, exits 5, and the target
-        // keeps only its migrated schema.
-        let file = try SourceFile()
-        defer { file.remove() }
-        let clock = TestClock()
-        let source = try Ledger(path: file.path, configuration: Ledger.Configuration(clock: clock.read))
-        let start = clock.read()
-        _ = try source.consume("t1", promptTokens: 10, usage: UsageDetails(model: "acme-3"))
-        try source.setPrice(model: "acme-3", promptUSDPerMillion: "1", completionUSDPerMillion: "2", effectiveFrom: start - 1_000)
-        clock.advance(microseconds: 1_000)
-        #expect(try source.reprice(model: "acme-3", from: start - 1_000, to: start + 1_000).repricedCount == 1)
-        source.close()
-        let url = try await PostgresTestCluster.freshDatabase()
-        let refused = try runCLI(["copy", "--from", file.path, "--to", url])
-        #expect(refused.status == 5, "\(refused.stderr)")
-        #expect(refused.stderr.contains("cannot store yet (1 reprice)"), "\(refused.stderr)")
-        let counts = try await rowCounts(url: url)
-        #expect(counts.events == 0)
-        let fresh = try await PostgresTestCluster.freshDatabase()
-        try await withTarget(fresh) { _ in }
-        #expect(try await rowCounts(url: fresh).prices == counts.prices)
     }
 
     @Test("a ledger with scope budgets, their thresholds and refusals is copied whole; verify passes on both")

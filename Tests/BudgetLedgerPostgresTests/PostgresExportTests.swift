@@ -35,8 +35,10 @@ private func sqliteExport(_ sqlite: Ledger, _ query: ExportQuery, format: Export
 struct PostgresExportTests {
     /// The same calls on both stores, at the same clock readings, across four UTC days: priced
     /// and unpriced models, case and space variants of one model name, two orgs and none, agents
-    /// and none, latencies and none, a settled hold, and events that are not consumes.
+    /// and none, latencies and none, a settled hold, events that are not consumes, and one
+    /// model's usage recorded unpriced and repriced since (exported at its corrected cost).
     private static func record(sqlite: Ledger, postgres: PostgresLedger, clock: TestClock) async throws {
+        let start = clock.read()
         _ = try sqlite.setPrice(model: "gpt-4o*", promptUSDPerMillion: "2.5", completionUSDPerMillion: "10")
         _ = try await postgres.setPrice(model: "gpt-4o*", promptUSDPerMillion: "2.5", completionUSDPerMillion: "10")
         let acme = #"{"org_id":"acme","user_id":"ann"}"#
@@ -64,6 +66,11 @@ struct PostgresExportTests {
         #expect(sqliteHold.reservation.id == postgresHold.reservation.id)
         _ = try sqlite.settle(sqliteHold.reservation.id, promptTokens: 400, completionTokens: 20, usage: hold)
         _ = try await postgres.settle(postgresHold.reservation.id, promptTokens: 400, completionTokens: 20, usage: hold)
+        _ = try sqlite.setPrice(model: "other-model", promptUSDPerMillion: "3", completionUSDPerMillion: "7", effectiveFrom: start)
+        _ = try await postgres.setPrice(model: "other-model", promptUSDPerMillion: "3", completionUSDPerMillion: "7", effectiveFrom: start)
+        let sqliteReprice = try sqlite.reprice(model: "other-model", from: start, to: clock.read())
+        #expect(try await postgres.reprice(model: "other-model", from: start, to: clock.read()) == sqliteReprice)
+        #expect(sqliteReprice.repricedCount == 2)
     }
 
     /// The ranges and filters the comparisons run over: all, a window cutting through the
@@ -107,12 +114,15 @@ struct PostgresExportTests {
                 }
             }
             // The comparisons are not vacuous: the whole export has every consume, the model
-            // rollup folds the case variants into one row, and unpriced usage is counted.
+            // rollup folds the case variants into one row, unpriced usage is counted, and the
+            // repriced model is billed: 10 × 3,000 + 9 × 7,000 nano-dollars, none left unpriced.
             let all = try sqliteExport(sqlite, ExportQuery(), format: .ndjson)
             #expect(all.split(separator: "\n").count == 7)
             let byModel = try await postgres.rollup(ExportQuery(), by: .model)
             #expect(byModel.map(\.key) == [nil, "gpt-4o", "gpt-4o-mini", "other-model"])
-            #expect(byModel.first { $0.key == "other-model" }?.totals.unpricedTokens == 19)
+            #expect(byModel.first { $0.key == nil }?.totals.unpricedTokens == 10)
+            let repriced = byModel.first { $0.key == "other-model" }?.totals
+            #expect(repriced?.costNanodollars == 93_000 && repriced?.unpricedTokens == 0 && repriced?.unpricedRequests == 0)
             #expect(byModel.first { $0.key == "gpt-4o-mini" }?.totals.requestCount == 3)
             #expect(try await postgres.rollup(ExportQuery(), by: .day).count == 4)
             #expect(compared == 8 * 3 * 3)

@@ -1,7 +1,6 @@
 import BudgetLedger
 import BudgetLedgerPostgres
 import Foundation
-import LedgerSQLite
 import PostgresNIO
 import Testing
 
@@ -190,47 +189,10 @@ struct PostgresLedgerParityTests {
                 "SELECT total_tokens, request_count, cost_nanos, unpriced_requests, unpriced_tokens, cost_complete FROM usage_totals",
                 "SELECT model_pattern, prompt_nanos_per_token, completion_nanos_per_token, effective_from_us, source FROM model_prices WHERE legacy_prefix = 0 ORDER BY id",
             ]
-            let connection = try Connection(path: path)
-            defer { connection.close() }
-            let server = try await PostgresTestCluster.shared()
-            let database = String(url.split(separator: "/").last!)
-            try await PostgresTestCluster.withAdminClient(server, database: database) { client in
-                for query in queries {
-                    let statement = try connection.prepare(query)
-                    let columns = statement.columnCount
-                    let fromSQLite = try statement.fetchAll { row in
-                        (0..<columns).map { index in Self.text(row.value(at: index)) }.joined(separator: "|")
-                    }
-                    var fromPostgres: [String] = []
-                    let rows = try await client.query(PostgresQuery(unsafeSQL: query))
-                    for try await row in rows {
-                        fromPostgres.append(try row.map(Self.text(_:)).joined(separator: "|"))
-                    }
-                    #expect(fromSQLite == fromPostgres, "\(query)")
-                    #expect(!fromSQLite.isEmpty, "\(query)")
-                }
+            for (query, rows) in zip(queries, try await queryBothStores(sqlitePath: path, postgresURL: url, queries)) {
+                #expect(rows.sqlite == rows.postgres, "\(query)")
+                #expect(!rows.sqlite.isEmpty, "\(query)")
             }
-        }
-    }
-
-    /// A PostgreSQL value as `text(_: SQLiteValue)` writes the same value.
-    private static func text(_ cell: PostgresCell) throws -> String {
-        guard cell.bytes != nil else { return "NULL" }
-        switch cell.dataType {
-        case .int8: return String(try cell.decode(Int64.self))
-        case .int4: return String(try cell.decode(Int32.self))
-        case .float8: return String(try cell.decode(Double.self))
-        default: return try cell.decode(String.self)
-        }
-    }
-
-    private static func text(_ value: SQLiteValue) -> String {
-        switch value {
-        case .null: return "NULL"
-        case .integer(let number): return String(number)
-        case .real(let number): return String(number)
-        case .text(let text): return text
-        case .blob(let bytes): return "\(bytes)"
         }
     }
 }

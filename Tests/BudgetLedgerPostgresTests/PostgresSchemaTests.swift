@@ -22,11 +22,13 @@ struct PostgresSchemaTests {
         }
     }
 
-    @Test("a role with only INSERT and SELECT on events can run the ledger")
+    @Test("a role with only INSERT and SELECT on events can run the ledger, reprices included")
     func narrowRoleSuffices() async throws {
         // Proves the server's role needs no UPDATE or DELETE on events: the derived tables are
         // kept by SECURITY DEFINER triggers, and the role's own UPDATE is refused by privilege.
-        try await withPostgresLedger { _, url in
+        // A reprice locks the rollup rows it changes through 0008's SECURITY DEFINER function,
+        // since the role may not lock them FOR UPDATE itself.
+        try await withPostgresLedger { owner, url in
             let role = "ledger_writer_\(UInt32.random(in: 0...UInt32.max))"
             try await withDatabase(url) { client in
                 try await client.query(PostgresQuery(unsafeSQL: "CREATE ROLE \(role) LOGIN"))
@@ -36,8 +38,9 @@ struct PostgresSchemaTests {
                     PostgresQuery(
                         unsafeSQL: """
                             GRANT SELECT ON thread_state, thread_thresholds, holds, ledger_settings, model_prices,
-                                usage_rollup, usage_agent_model, schema_migrations, usage_agent_model_live, scope_budgets,
-                                scope_thresholds, scope_refusals, thread_refusals TO \(role)
+                                price_withdrawals, usage_rollup, usage_agent_model, schema_migrations,
+                                usage_agent_model_live, scope_budgets, scope_thresholds, scope_refusals,
+                                thread_refusals TO \(role)
                             """))
             }
             let narrowURL = url.replacingOccurrences(of: "postgres://postgres@", with: "postgres://\(role)@")
@@ -54,6 +57,10 @@ struct PostgresSchemaTests {
             }
             #expect(try await ledger.events(after: 0, limit: 100).events.contains { $0.kind == "refusal" })
             #expect(try await ledger.usageTotals().totalTokens == 80)
+            let start = try await ledger.consume("t", promptTokens: 10, usage: UsageDetails(model: "acme-narrow")).event.timestampMicroseconds
+            try await owner.setPrice(model: "acme-narrow", promptUSDPerMillion: "1", completionUSDPerMillion: "1", effectiveFrom: start)
+            let repriced = await outcome { try await ledger.reprice(model: "acme-narrow", from: start, to: start + 1) }
+            #expect(repriced == "ok \(RepriceResult(repricedCount: 1, costNanodollars: 10_000, unpricedCount: 0, isComplete: true))")
             await ledger.close()
         }
     }
@@ -157,7 +164,8 @@ struct PostgresSchemaTests {
 
     @Test("the embedded migrations are migrations/postgres/*.sql, numbered from 1")
     func migrationsAreEmbedded() {
-        // Proves the build-time embedding picked up the PostgreSQL folder, not SQLite's.
+        // Proves the build-time embedding picked up the PostgreSQL folder, not SQLite's, every
+        // number once and in order.
         let migrations = PostgresLedger.migrations
         #expect(migrations.map(\.version) == Array(1...migrations.count))
         #expect(migrations.first?.name == "0001_ledger.sql")

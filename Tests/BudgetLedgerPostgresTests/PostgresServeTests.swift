@@ -8,13 +8,12 @@ import Testing
 
 @Suite("budget-ledger serve --db postgres://…")
 struct PostgresServeTests {
-    @Test("the core routes, exports included, answer on PostgreSQL as on SQLite; the others answer 501, never 500")
+    @Test("the core routes, exports and re-pricing included, answer on PostgreSQL as on SQLite")
     func coreRoutesServeOnPostgres() async throws {
         // Proves the seam end to end: a spawned server on a PostgreSQL database answers health,
         // config, the thread routes (idempotent replays included), holds, prices, usage, the
-        // feed, exports and metrics with the SQLite server's shapes; bad input is a 400 naming the field with
-        // nothing written; routes the store does not have yet are a JSON 501 that names the
-        // operation and shows nothing internal.
+        // feed, exports, re-pricing and metrics with the SQLite server's shapes; bad input is a 400
+        // naming the field with nothing written.
         let databaseURL = try await PostgresTestCluster.freshDatabase()
         let server = try ServeProcess(databaseURL: databaseURL)
         defer { server.stop() }
@@ -165,17 +164,23 @@ struct PostgresServeTests {
             #expect(!refused.body.contains("postgres://") && !refused.body.contains("SELECT"))
         }
 
-        // Not on PostgreSQL yet: a 501 that names the operation, with nothing internal in it.
-        let notYet: [(HTTPMethod, String, String?)] = [
-            (.POST, "/api/v1/prices/reprice", #"{"model": "gpt-y", "from": "2020-01-01T00:00:00Z", "to": "2021-01-01T00:00:00Z"}"#),
-        ]
-        for (method, path, body) in notYet {
-            let answer = try await call(method, base, path, json: body)
-            #expect(answer.status == 501, "\(method) \(path): \(answer)")
-            #expect(answer.json["error"] as? String == "not implemented")
-            #expect((answer.json["detail"] as? String)?.contains("not available on the PostgreSQL store yet") == true)
-            #expect(!answer.body.contains("postgres://") && !answer.body.contains("SELECT"))
-        }
+        // Re-pricing (migration 0008): usage recorded unpriced is billed once, exactly, as on SQLite
+        // (ConfigAndPricesEndpointTests); a body without `to` is a 400 naming it, nothing written.
+        let unpriced = #"{"promptTokens": 1000, "completionTokens": 100, "model": "acme-serve"}"#
+        for _ in 0..<2 { #expect(try await call(.POST, base, "/api/v1/threads/r/consume", json: unpriced).status == 200) }
+        let acmePrice = #"{"promptPerMillion": "2", "completionPerMillion": "4", "effectiveFrom": "2020-01-01"}"#
+        #expect(try await call(.PUT, base, "/api/v1/prices/acme-serve", json: acmePrice).status == 200)
+        let noEnd = try await call(.POST, base, "/api/v1/prices/reprice", json: #"{"model": "acme-serve", "from": "2020-01-01"}"#)
+        #expect(noEnd.status == 400 && noEnd.body.contains("to") && noEnd.body.contains("is required"), "\(noEnd)")
+        let range = #"{"model": "acme-serve", "from": "2020-01-01", "to": "2100-01-01"}"#
+        let repriced = try await call(.POST, base, "/api/v1/prices/reprice", json: range)
+        // 2 × (1,000 × 2,000 + 100 × 4,000) nano-dollars.
+        #expect(repriced.body == #"{"repriced":2,"cost":0.0048,"costNanos":4800000,"unpriced":0,"complete":true}"#, "\(repriced)")
+        let again = try await call(.POST, base, "/api/v1/prices/reprice", json: range)
+        #expect(again.body == #"{"repriced":0,"cost":0,"costNanos":0,"unpriced":0,"complete":true}"#, "\(again)")
+        let acmeUsage = try await call(.GET, base, "/api/v1/usage/models/acme-serve")
+        #expect(acmeUsage.body.contains(#""totalCost":0.0048,"unpricedRequests":0,"unpricedTokens":0"#), "\(acmeUsage)")
+
         #expect(server.stop() == 0)
     }
 

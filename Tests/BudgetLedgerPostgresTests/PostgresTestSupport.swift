@@ -1,6 +1,7 @@
 import BudgetLedger
 import BudgetLedgerPostgres
 import Foundation
+import LedgerSQLite
 import PostgresNIO
 import Synchronization
 
@@ -77,5 +78,56 @@ func sqlState(_ body: () async throws -> Void) async -> String? {
         return error.serverInfo?[.sqlState] ?? "no state"
     } catch {
         return "\(error)"
+    }
+}
+
+/// The rows each of `queries` reads from the SQLite ledger file at `sqlitePath` and from the
+/// PostgreSQL database at `postgresURL`, each row as its values' text joined by `|` (NULL for a
+/// null), so that billing SQL can be compared across the stores as text.
+func queryBothStores(sqlitePath: String, postgresURL: String, _ queries: [String]) async throws
+    -> [(sqlite: [String], postgres: [String])]
+{
+    let connection = try Connection(path: sqlitePath)
+    defer { connection.close() }
+    let server = try await PostgresTestCluster.shared()
+    let database = String(postgresURL.split(separator: "/").last!)
+    return try await PostgresTestCluster.withAdminClient(server, database: database) { client in
+        var answers: [(sqlite: [String], postgres: [String])] = []
+        for query in queries {
+            let statement = try connection.prepare(query)
+            let columns = statement.columnCount
+            let fromSQLite = try statement.fetchAll { row in
+                (0..<columns).map { index in sqlText(row.value(at: index)) }.joined(separator: "|")
+            }
+            var fromPostgres: [String] = []
+            let rows = try await client.query(PostgresQuery(unsafeSQL: query))
+            for try await row in rows {
+                fromPostgres.append(try row.map(sqlText(_:)).joined(separator: "|"))
+            }
+            answers.append((fromSQLite, fromPostgres))
+        }
+        return answers
+    }
+}
+
+/// A PostgreSQL value as `sqlText(_: SQLiteValue)` writes the same value.
+func sqlText(_ cell: PostgresCell) throws -> String {
+    guard cell.bytes != nil else { return "NULL" }
+    switch cell.dataType {
+    case .int8: return String(try cell.decode(Int64.self))
+    case .int4: return String(try cell.decode(Int32.self))
+    case .float8: return String(try cell.decode(Double.self))
+    default: return try cell.decode(String.self)
+    }
+}
+
+/// A SQLite value as text: integers and reals in Swift's notation, NULL for null.
+func sqlText(_ value: SQLiteValue) -> String {
+    switch value {
+    case .null: return "NULL"
+    case .integer(let number): return String(number)
+    case .real(let number): return String(number)
+    case .text(let text): return text
+    case .blob(let bytes): return "\(bytes)"
     }
 }

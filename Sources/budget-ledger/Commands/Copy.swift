@@ -75,11 +75,15 @@ extension BudgetLedgerCommand {
                     ("from", .string(from)), ("to", .string(target)),
                     ("events", .integer(total)), ("eventsCopied", .integer(report.eventsCopied)),
                     ("eventsAlreadyPresent", .integer(report.eventsAlreadyPresent)),
-                    ("pricesCopied", .integer(Int64(report.pricesCopied))), ("lastEventId", .integer(report.lastEventID)),
+                    ("pricesCopied", .integer(Int64(report.pricesCopied))),
+                    ("priceWithdrawalsCopied", .integer(Int64(report.priceWithdrawalsCopied))),
+                    ("lastEventId", .integer(report.lastEventID)),
                 ]),
                 text: "copied \(Output.count(report.eventsCopied, "event"))"
                     + (report.eventsAlreadyPresent > 0 ? " (after the \(report.eventsAlreadyPresent) already there)" : "")
-                    + " and \(Output.count(report.pricesCopied, "price row")) to \(target); "
+                    + " and \(Output.count(report.pricesCopied, "price row"))"
+                    + (report.priceWithdrawalsCopied > 0 ? " (\(report.priceWithdrawalsCopied) withdrawn)" : "")
+                    + " to \(target); "
                     + "last event id \(report.lastEventID); run verify on both to compare",
                 asJSON: json)
         }

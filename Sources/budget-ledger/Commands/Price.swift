@@ -134,7 +134,7 @@ extension BudgetLedgerCommand {
             func run() throws {
                 let start = try Timestamps.parse(from, option: "--from")
                 let end = try Timestamps.parse(to, option: "--to")
-                try options.withExistingLedger { ledger in
+                try options.withExistingAnyLedger { ledger in
                     let result = try ledger.reprice(model: model, from: start, to: end)
                     Output.emit(
                         result.json,

@@ -19,8 +19,8 @@ extension BudgetLedgerCommand {
                 --alert-webhook URL posts each alert, signed with --alert-secret (X-BudgetLedger-Signature:
                 sha256=HMAC-SHA256 of the body), at least once and in event-id order (README: Alerts).
                 The OpenAPI document is served at /openapi.yaml.
-                With --db postgres://…, the server is stateless: run any number on one PostgreSQL database;
-                routes the PostgreSQL store does not have yet answer 501 (docs/postgres.md).
+                With --db postgres://…, the server is stateless: run any number on one PostgreSQL database
+                (docs/postgres.md).
                 """)
 
         @OptionGroup var options: LedgerOptions
