@@ -122,6 +122,30 @@ struct BothStoresConsumeTests {
         }
     }
 
+    @Test("a reserve's key cannot be a consume's, nor a consume's a reserve's", arguments: StoreKind.allCases)
+    func keysAreSharedAcrossKinds(_ kind: StoreKind) async throws {
+        // Proves one key names one request whatever its kind: each reuse is a conflict naming
+        // the event that holds the key and its kind, and writes nothing.
+        try await withStore(kind) { subject in
+            let store = subject.store
+            let hold = try await store.reserve("t", tokens: 10, key: "hold-1")
+            let call = try await store.consume("t", prompt: 1, key: "call-1")
+            let feed = try await subject.feed()
+            let taken = Outcome.conflict("idempotency key hold-1 was already used by event \(hold.reservation.id), a reserve, not a consume")
+            let consume = await attempt { try await store.consume("t", prompt: 1, key: "hold-1") }
+            #expect(consume == taken)
+            // A consume of 0 tokens with nothing else matches every field a reserve event has:
+            // it must still not pass for a replay of the reserve.
+            let empty = await attempt { try await store.consume("t", prompt: 0, key: "hold-1") }
+            #expect(empty == taken)
+            let settle = await attempt { try await store.settle(hold.reservation.id, prompt: 0, key: "hold-1") }
+            #expect(settle == taken)
+            let reserve = await attempt { _ = try await store.reserve("t", tokens: 1, key: "call-1") }
+            #expect(reserve == .conflict("idempotency key call-1 was already used by event \(call.event.id), a consume, not a reserve"))
+            #expect(try await subject.feed() == feed)
+        }
+    }
+
     @Test("a replay after the thread's cleanup answers the budget the original left", arguments: StoreKind.allCases)
     func replayAfterCleanup(_ kind: StoreKind) async throws {
         // Proves a retry that arrives after the thread's life ended replays, with the old life's
