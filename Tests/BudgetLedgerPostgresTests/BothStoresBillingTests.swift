@@ -97,6 +97,89 @@ struct BothStoresBillingTests {
         }
     }
 
+    @Test("a fresh store has the reference price table; a dated model is billed by its family's pattern", arguments: StoreKind.allCases)
+    func seededPrices(_ kind: StoreKind) async throws {
+        // Proves both stores start from the same 18 reference rows (9 models, each with its
+        // dated-release pattern) and match a dated name to the pattern, as the price rules say.
+        try await withStore(kind) { subject in
+            let store = subject.store
+            let table = try await store.priceTable()
+            #expect(table.prices.count == 18)
+            #expect(table.now == subject.clock.read())
+            let dated = try #require(try await store.price(forModel: "Claude-Sonnet-4-20250514"))
+            #expect(dated.modelPattern == "claude-sonnet-4-20*")
+            #expect(dated.promptNanodollarsPerToken == 3_000)
+            #expect(dated.completionNanodollarsPerToken == 15_000)
+            #expect(try await store.price(forModel: "no-such-model") == nil)
+        }
+    }
+
+    @Test("a price takes effect at its start on the store's clock; re-pricing a billed consume or repeating a start is a conflict", arguments: StoreKind.allCases)
+    func priceSchedule(_ kind: StoreKind) async throws {
+        // Proves a consume is billed at the price in force when it is recorded (a later price
+        // waits for the clock), and the two refusals of setPrice, with their messages and
+        // nothing written.
+        try await withStore(kind) { subject in
+            let store = subject.store
+            let start = subject.clock.read()
+            let later = start + 60_000_000
+            func price(_ prompt: String, _ completion: String, from: Int64?) async throws -> ModelPrice {
+                try await store.setPrice(model: "m", promptUSDPerMillion: prompt, completionUSDPerMillion: completion, effectiveFrom: from, source: "test")
+            }
+            _ = try await price("1", "2", from: nil)
+            _ = try await price("3", "4", from: later)
+            try await store.consume("t", prompt: 100, completion: 10, usage: UsageDetails(model: "m"))
+            subject.clock.advance(microseconds: 60_000_000)
+            let second = try await store.consume("t", prompt: 100, completion: 10, usage: UsageDetails(model: "m"))
+            #expect(try await subject.feed().filter { $0.kind == "consume" }.map(\.costNanodollars) == [120_000, 340_000])
+            #expect(try await store.price(forModel: "m")?.promptNanodollarsPerToken == 3_000)
+            let feed = try await subject.feed()
+            let reprice = await attempt { _ = try await price("5", "5", from: start + 1) }
+            #expect(reprice == .conflict(
+                "a price for m from \(Timestamps.iso8601(microseconds: start + 1)) would re-price billed consume event "
+                    + "\(second.event.id) (\(Timestamps.iso8601(microseconds: later))); recorded events keep the price they "
+                    + "were billed at, so start it after that event"))
+            let future = later + 3_600_000_000
+            _ = try await price("5", "5", from: future)
+            let repeated = await attempt { _ = try await price("6", "6", from: future) }
+            #expect(repeated == .conflict("m already has a price from \(Timestamps.iso8601(microseconds: future))"))
+            #expect(try await subject.feed() == feed)
+        }
+    }
+
+    @Test("the feed lists a thread's life in order, and pages resume from lastId", arguments: StoreKind.allCases)
+    func feedInOrder(_ kind: StoreKind) async throws {
+        // Proves both stores record the same kinds of events for the same calls, in call order,
+        // and that a page of 2 resumes exactly where the last ended.
+        try await withStore(kind) { subject in
+            let store = subject.store
+            _ = try await store.setLimit("t", maxTokens: 100)
+            try await store.consume("t", prompt: 80, usage: UsageDetails(agentID: "a"))
+            let hold = try await store.reserve("t", tokens: 10)
+            try await store.settle(hold.reservation.id, prompt: 5)
+            let released = try await store.reserve("t", tokens: 5)
+            _ = try await store.release(released.reservation.id)
+            try await store.resetUsageWindow()
+            _ = try await store.cleanupThread("t")
+            let feed = try await subject.feed()
+            // A limit on a new thread opens it: one `limit` event, no `open` before it.
+            #expect(feed.map(\.kind) == [
+                "limit", "consume", "threshold", "reserve", "consume", "reserve", "release", "usage_reset", "cleanup",
+            ])
+            #expect(feed.map(\.id) == feed.map(\.id).sorted())
+            var paged: [LedgerEvent] = []
+            var after: Int64 = 0
+            while true {
+                let page = try await store.events(after: after, limit: 2)
+                if page.events.isEmpty { break }
+                #expect(page.events.count <= 2)
+                paged += page.events
+                after = page.lastID
+            }
+            #expect(paged == feed)
+        }
+    }
+
     /// The billing columns of `view` grouped by `key`, and the same sums recomputed from the
     /// consume events, both as text and sorted by key: the SQL reads the same on both stores.
     private func viewAndRecomputation(_ view: String, key: String, on subject: StoreUnderTest) async throws

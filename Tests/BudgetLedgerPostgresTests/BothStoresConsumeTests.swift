@@ -14,7 +14,8 @@ struct BothStoresConsumeTests {
     @Test("a checked consume records only what fits; a refusal records no consume and opens no thread", arguments: StoreKind.allCases)
     func refusesWhatDoesNotFit(_ kind: StoreKind) async throws {
         // Proves the check and the consume are one decision: 60+40 of 100 fits exactly, one more
-        // token is refused with the figures, and a refusal on a new thread leaves it unopened.
+        // token is refused with the figures, and a refused consume on a new thread leaves it
+        // unopened (a refused check does open it).
         try await withStore(kind) { subject in
             let store = subject.store
             _ = try await store.setLimit("t", maxTokens: 100)
@@ -29,6 +30,11 @@ struct BothStoresConsumeTests {
             let new = await attempt { try await store.consume("new", prompt: 11, checked: true) }
             #expect(new == .exhausted(BudgetExhaustedError(threadID: "new", used: 0, maxTokens: 10, requestedTokens: 11)))
             #expect(try await store.usage("new") == nil)
+            let check = await attempt { _ = try await store.checkBudget("new", estimatedTokens: 11) }
+            #expect(check == .exhausted(BudgetExhaustedError(threadID: "new", used: 0, maxTokens: 10, requestedTokens: 11)))
+            // Unlike a refused consume, a check gets-or-creates first, as the reference's
+            // check_budget calls get_budget: the refused check leaves the thread open, unspent.
+            #expect(try await store.usage("new") == ThreadBudget(threadID: "new", maxTokens: 10))
         }
     }
 

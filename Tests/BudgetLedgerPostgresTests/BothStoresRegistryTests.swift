@@ -99,6 +99,22 @@ struct BothStoresRegistryTests {
         }
     }
 
+    @Test("a threshold crossed under a lower max fires again once a raised max is crossed again", arguments: StoreKind.allCases)
+    func thresholdRearmedByRaise(_ kind: StoreKind) async throws {
+        // Proves the rule of migration 0007 (where this ledger departs from the reference's
+        // "once per thread"): a raise the thread no longer reaches re-arms 75, so climbing to
+        // 90 % of the new max crosses 75 and 90 again.
+        try await withStore(kind) { subject in
+            let store = subject.store
+            _ = try await store.setLimit("t", maxTokens: 100)
+            #expect(try await store.consume("t", prompt: 80).crossedThresholds.map(\.thresholdPercent) == [75])
+            #expect(try await store.setLimit("t", maxTokens: 1_000).triggeredThresholds == [])
+            let crossed = try await store.consume("t", prompt: 820).crossedThresholds
+            #expect(crossed.map(\.thresholdPercent) == [75, 90])
+            #expect(crossed.map(\.tokensUsed) == [900, 900])
+        }
+    }
+
     @Test("reset zeroes spent, keeps the max and re-arms thresholds; an unknown thread resets to nil", arguments: StoreKind.allCases)
     func reset(_ kind: StoreKind) async throws {
         // Proves reset_thread: the next read starts from zero and 75 % fires again.

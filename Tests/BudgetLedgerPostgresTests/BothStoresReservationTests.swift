@@ -96,6 +96,43 @@ struct BothStoresReservationTests {
         }
     }
 
+    @Test("a reserve retried with its key holds once; the key reused for another hold is a conflict naming the field", arguments: StoreKind.allCases)
+    func reserveIsIdempotent(_ kind: StoreKind) async throws {
+        // Proves a retried reserve records nothing and answers the original hold (metadata as a
+        // JSON object), even after the hold was settled; another thread, size, agent, model or
+        // metadata under the key is a conflict naming it, with nothing written.
+        try await withStore(kind) { subject in
+            let store = subject.store
+            let usage = UsageDetails(agentID: "a", model: "m", metadataJSON: #"{"org_id":"o","n":1}"#)
+            let first = try await store.reserve("t", tokens: 40, usage: usage, key: "hold-1")
+            #expect(!first.isReplay)
+            let feed = try await subject.feed()
+            let again = try await store.reserve(
+                "t", tokens: 40, ttlSeconds: 60, usage: UsageDetails(agentID: "a", model: "m", metadataJSON: #"{ "n": 1, "org_id": "o" }"#),
+                key: "hold-1")
+            #expect(again.isReplay)
+            #expect(again.reservation == first.reservation)
+            #expect(again.budget.heldTokens == 40, "held once")
+            let retries: [(field: String, thread: String, tokens: Int64, usage: UsageDetails)] = [
+                ("thread", "u", 40, usage), ("tokens", "t", 41, usage),
+                ("agent", "t", 40, UsageDetails(agentID: "b", model: "m", metadataJSON: usage.metadataJSON)),
+                ("model", "t", 40, UsageDetails(agentID: "a", model: "n", metadataJSON: usage.metadataJSON)),
+                ("metadata", "t", 40, UsageDetails(agentID: "a", model: "m", metadataJSON: #"{"org_id":"o"}"#)),
+            ]
+            for retry in retries {
+                let conflict = await attempt { _ = try await store.reserve(retry.thread, tokens: retry.tokens, usage: retry.usage, key: "hold-1") }
+                #expect(conflict == .conflict(
+                    "idempotency key hold-1 was already used by reserve event \(first.reservation.id) for a different hold "
+                        + "(its \(retry.field) differs; recorded: thread t, 40 tokens)"), "\(retry.field)")
+            }
+            #expect(try await subject.feed() == feed)
+            try await store.settle(first.reservation.id, prompt: 10, usage: usage)
+            let afterSettle = try await store.reserve("t", tokens: 40, usage: usage, key: "hold-1")
+            #expect(afterSettle.isReplay)
+            #expect(afterSettle.reservation == first.reservation)
+        }
+    }
+
     @Test("an expired hold stops counting when the clock passes its ttl, cannot be released, and a late settle still records", arguments: StoreKind.allCases)
     func expiry(_ kind: StoreKind) async throws {
         // Proves liveness comes from the clock (no background job): the hold counts until 10 s
