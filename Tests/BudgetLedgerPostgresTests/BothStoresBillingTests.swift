@@ -147,42 +147,10 @@ struct BothStoresBillingTests {
         }
     }
 
-    @Test("the feed lists a thread's life in order, and pages resume from lastId", arguments: StoreKind.allCases)
-    func feedInOrder(_ kind: StoreKind) async throws {
-        // Proves both stores record the same kinds of events for the same calls, in call order,
-        // and that a page of 2 resumes exactly where the last ended.
-        try await withStore(kind) { subject in
-            let store = subject.store
-            _ = try await store.setLimit("t", maxTokens: 100)
-            try await store.consume("t", prompt: 80, usage: UsageDetails(agentID: "a"))
-            let hold = try await store.reserve("t", tokens: 10)
-            try await store.settle(hold.reservation.id, prompt: 5)
-            let released = try await store.reserve("t", tokens: 5)
-            _ = try await store.release(released.reservation.id)
-            try await store.resetUsageWindow()
-            _ = try await store.cleanupThread("t")
-            let feed = try await subject.feed()
-            // A limit on a new thread opens it: one `limit` event, no `open` before it.
-            #expect(feed.map(\.kind) == [
-                "limit", "consume", "threshold", "reserve", "consume", "reserve", "release", "usage_reset", "cleanup",
-            ])
-            #expect(feed.map(\.id) == feed.map(\.id).sorted())
-            var paged: [LedgerEvent] = []
-            var after: Int64 = 0
-            while true {
-                let page = try await store.events(after: after, limit: 2)
-                if page.events.isEmpty { break }
-                #expect(page.events.count <= 2)
-                paged += page.events
-                after = page.lastID
-            }
-            #expect(paged == feed)
-        }
-    }
-
     /// The billing columns of `view` grouped by `key`, and the same sums recomputed from the
-    /// consume events, both as text and sorted by key: the SQL reads the same on both stores.
-    private func viewAndRecomputation(_ view: String, key: String, on subject: StoreUnderTest) async throws
+    /// consume events grouped by `eventKey` (the same expression over `events`' columns), both
+    /// as text and sorted by key: the SQL reads the same on both stores.
+    private func viewAndRecomputation(_ view: String, key: String, eventKey: String, on subject: StoreUnderTest) async throws
         -> (view: [[String?]], recomputed: [[String?]])
     {
         let columns = ["prompt_tokens", "completion_tokens", "request_count", "cost_nanos", "unpriced_requests", "unpriced_tokens"]
@@ -190,49 +158,80 @@ struct BothStoresBillingTests {
             "SELECT CAST(\(key) AS TEXT), " + columns.map { "CAST(\($0) AS TEXT)" }.joined(separator: ", ") + " FROM \(view)")
         let recomputed = try await subject.rows(
             """
-            SELECT CAST(\(key) AS TEXT), CAST(sum(prompt_tokens) AS TEXT), CAST(sum(completion_tokens) AS TEXT),
+            SELECT CAST(\(eventKey) AS TEXT), CAST(sum(prompt_tokens) AS TEXT), CAST(sum(completion_tokens) AS TEXT),
                    CAST(count(*) AS TEXT), CAST(CASE WHEN count(cost_nanos) > 0 THEN sum(cost_nanos) END AS TEXT),
                    CAST(count(*) - count(cost_nanos) AS TEXT),
                    CAST(sum(CASE WHEN cost_nanos IS NULL THEN prompt_tokens + completion_tokens ELSE 0 END) AS TEXT)
-            FROM events WHERE kind = 'consume' GROUP BY \(key)
+            FROM events WHERE kind = 'consume' GROUP BY \(eventKey)
             """)
         let byKey = { (rows: [[String?]]) in rows.sorted { ($0[0] ?? "") < ($1[0] ?? "") } }
         return (byKey(fromView), byKey(recomputed))
     }
 
+    /// The grouped views `record(on:)` fills, with their keys (over the view, over `events`;
+    /// models compare by their normalised name, which trimming spaces and lowering is here)
+    /// and their rows: key, prompt, completion, requests, cost (NULL when none is priced),
+    /// unpriced requests, unpriced tokens.
+    private static let groupedViews: [(view: String, key: String, eventKey: String, rows: [[String?]])] = [
+        ("usage_by_agent", "agent_id", "agent_id", [
+            [nil, "4", "0", "1", nil, "1", "4"], ["a", "1110", "215", "3", "2450000", "1", "15"],
+            ["b", "333", "77", "1", "730500", "0", "0"], ["c", "7", "0", "1", nil, "1", "7"],
+        ]),
+        ("usage_by_model", "model", "lower(trim(model))", [
+            [nil, "4", "0", "1", nil, "1", "4"], ["gpt-4o", "100", "10", "1", "350000", "0", "0"],
+            ["m-1", "1333", "277", "2", "2830500", "0", "0"], ["mystery", "17", "5", "2", nil, "2", "22"],
+        ]),
+        ("usage_by_org", "org_id", "org_id", [
+            [nil, "21", "5", "3", nil, "3", "26"], ["acme", "1333", "277", "2", "2830500", "0", "0"],
+            ["globex", "100", "10", "1", "350000", "0", "0"],
+        ]),
+        ("usage_by_user", "user_id", "user_id", [
+            [nil, "1121", "215", "5", "2450000", "3", "26"], ["ann", "333", "77", "1", "730500", "0", "0"],
+        ]),
+        ("usage_by_thread", "thread_id", "thread_id", [
+            ["t1", "1100", "210", "2", "2450000", "0", "0"], ["t2", "343", "82", "2", "730500", "1", "15"],
+            ["t3", "11", "0", "2", nil, "2", "11"],
+        ]),
+        ("billing_by_agent_model", "coalesce(agent_id, '-') || '|' || coalesce(model, '-')",
+         "coalesce(agent_id, '-') || '|' || coalesce(lower(trim(model)), '-')", [
+            ["-|-", "4", "0", "1", nil, "1", "4"], ["a|gpt-4o", "100", "10", "1", "350000", "0", "0"],
+            ["a|m-1", "1000", "200", "1", "2100000", "0", "0"], ["a|mystery", "10", "5", "1", nil, "1", "15"],
+            ["b|m-1", "333", "77", "1", "730500", "0", "0"], ["c|mystery", "7", "0", "1", nil, "1", "7"],
+        ]),
+    ]
+
     @Test("the billing views, read with the store's own SQL, equal a recomputation from the events", arguments: StoreKind.allCases)
     func viewsEqualRecomputation(_ kind: StoreKind) async throws {
-        // Proves usage_by_agent, usage_by_org, usage_by_thread and usage_totals (folded rollups
-        // and pending events, across a usage reset) hold exactly the sums over the consume
-        // events, and those sums are the expected figures (NULL cost where nothing is priced).
+        // Proves the grouped billing views, usage_by_day and usage_totals (folded rollups and
+        // pending events, across a usage reset) hold exactly the sums over the consume events,
+        // and those sums are the expected figures (NULL cost where nothing is priced).
         try await withStore(kind) { subject in
             try await record(on: subject.store)
-            let expected: [(view: String, key: String, rows: [[String?]])] = [
-                ("usage_by_agent", "agent_id", [
-                    [nil, "4", "0", "1", nil, "1", "4"], ["a", "1110", "215", "3", "2450000", "1", "15"],
-                    ["b", "333", "77", "1", "730500", "0", "0"], ["c", "7", "0", "1", nil, "1", "7"],
-                ]),
-                ("usage_by_org", "org_id", [
-                    [nil, "21", "5", "3", nil, "3", "26"], ["acme", "1333", "277", "2", "2830500", "0", "0"],
-                    ["globex", "100", "10", "1", "350000", "0", "0"],
-                ]),
-                ("usage_by_thread", "thread_id", [
-                    ["t1", "1100", "210", "2", "2450000", "0", "0"], ["t2", "343", "82", "2", "730500", "1", "15"],
-                    ["t3", "11", "0", "2", nil, "2", "11"],
-                ]),
-            ]
-            for (view, key, rows) in expected {
-                let read = try await viewAndRecomputation(view, key: key, on: subject)
+            for (view, key, eventKey, rows) in Self.groupedViews {
+                let read = try await viewAndRecomputation(view, key: key, eventKey: eventKey, on: subject)
                 #expect(read.view == rows, "\(view)")
                 #expect(read.recomputed == rows, "\(view) recomputed from the events")
             }
+            // One UTC day: the test clock reads 2025-11-29.
+            let days = try await viewAndRecomputation("usage_by_day", key: "day", eventKey: "CAST('2025-11-29' AS TEXT)", on: subject)
+            #expect(days.view == [["2025-11-29", "1454", "292", "6", "3180500", "3", "26"]])
+            #expect(days.recomputed == days.view)
             let totals = try await subject.rows(
                 """
                 SELECT CAST(total_tokens AS TEXT), CAST(request_count AS TEXT), CAST(cost_nanos AS TEXT),
                        CAST(cost_complete AS TEXT), CAST(unpriced_requests AS TEXT), CAST(unpriced_tokens AS TEXT)
                 FROM usage_totals
                 """)
+            let recomputed = try await subject.rows(
+                """
+                SELECT CAST(sum(prompt_tokens + completion_tokens) AS TEXT), CAST(count(*) AS TEXT), CAST(sum(cost_nanos) AS TEXT),
+                       CAST(CASE WHEN count(*) = count(cost_nanos) THEN 1 ELSE 0 END AS TEXT),
+                       CAST(count(*) - count(cost_nanos) AS TEXT),
+                       CAST(sum(CASE WHEN cost_nanos IS NULL THEN prompt_tokens + completion_tokens ELSE 0 END) AS TEXT)
+                FROM events WHERE kind = 'consume'
+                """)
             #expect(totals == [["1746", "6", "3180500", "0", "3", "26"]])
+            #expect(recomputed == totals)
         }
     }
 }

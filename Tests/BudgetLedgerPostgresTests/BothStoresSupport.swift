@@ -108,12 +108,17 @@ private func sqliteRows(_ sql: String, path: String) throws -> [[String?]] {
 /// `sql`'s rows through a superuser's session on the ledger's database; `sql` casts every
 /// column to text (`CAST(… AS TEXT)` reads the same on both stores).
 private func postgresRows(_ sql: String, url: String) async throws -> [[String?]] {
-    try await withDatabase(url) { session in
-        var rows: [[String?]] = []
-        for try await row in try await session.query(PostgresQuery(unsafeSQL: sql)) {
-            rows.append(try row.map { cell in try cell.decode(String?.self) })
+    do {
+        return try await withDatabase(url) { session in
+            var rows: [[String?]] = []
+            for try await row in try await session.query(PostgresQuery(unsafeSQL: sql)) {
+                rows.append(try row.map { cell in try cell.decode(String?.self) })
+            }
+            return rows
         }
-        return rows
+    } catch let error as PSQLError {
+        // A PSQLError describes itself generically; a test's own SQL failing should say why.
+        throw ClusterError("\(String(reflecting: error))\nwhile running: \(sql)")
     }
 }
 
