@@ -95,6 +95,26 @@ struct BothStoresConsumeTests {
         }
     }
 
+    @Test("16 concurrent calls with one key record once; the other 15 replay it", arguments: StoreKind.allCases)
+    func racingRetriesRecordOnce(_ kind: StoreKind) async throws {
+        // Proves a key raced by concurrent retries (a client's retry arriving while the first
+        // call still runs) is recorded exactly once on each store, and every answer names the
+        // one event.
+        try await withStore(kind) { subject in
+            let store = subject.store
+            let answers = try await withThrowingTaskGroup(of: ConsumeAnswer.self) { group in
+                for _ in 0..<16 {
+                    group.addTask { try await store.consume("t", prompt: 10, key: "same", checked: true) }
+                }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            #expect(answers.count { !$0.replayed } == 1)
+            #expect(Set(answers.map(\.event.id)).count == 1)
+            #expect(try await store.usage("t")?.requestCount == 1)
+            #expect(try await consumes(of: "t", in: subject).count == 1)
+        }
+    }
+
     @Test("a key reused for a different consume is a conflict naming the first field that differs", arguments: StoreKind.allCases)
     func conflictNamesTheField(_ kind: StoreKind) async throws {
         // Proves each recorded field is compared, the conflict's message names it and the

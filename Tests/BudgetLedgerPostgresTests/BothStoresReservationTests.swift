@@ -29,6 +29,34 @@ struct BothStoresReservationTests {
         }
     }
 
+    @Test("64 concurrent callers × 4 holds of 10 on a max of 1,000: exactly 100 held", arguments: StoreKind.allCases)
+    func concurrentHoldsAreExact(_ kind: StoreKind) async throws {
+        // Proves holds are exact under contention on each store: 100 are taken, the 156 others
+        // are refused with all 1,000 tokens held, and the holds listed are exactly the 100.
+        try await withStore(kind) { subject in
+            let store = subject.store
+            _ = try await store.setLimit("shared", maxTokens: 1_000)
+            let outcomes = await withTaskGroup(of: [Outcome].self) { group in
+                for _ in 0..<64 {
+                    group.addTask {
+                        var outcomes: [Outcome] = []
+                        for _ in 0..<4 {
+                            outcomes.append(await attempt { _ = try await store.reserve("shared", tokens: 10) })
+                        }
+                        return outcomes
+                    }
+                }
+                return await group.reduce(into: []) { $0 += $1 }
+            }
+            let refusal = Outcome.exhausted(
+                BudgetExhaustedError(threadID: "shared", used: 0, maxTokens: 1_000, requestedTokens: 10, heldTokens: 1_000))
+            #expect(outcomes.count { $0 == .success } == 100)
+            #expect(outcomes.count { $0 == refusal } == 156)
+            #expect(try await store.holds("shared").count == 100)
+            #expect(try await store.usage("shared")?.heldTokens == 1_000)
+        }
+    }
+
     @Test("settle records the actual spend, above or below the hold, and ends it; release ends one with nothing spent", arguments: StoreKind.allCases)
     func settleAndRelease(_ kind: StoreKind) async throws {
         // Proves settle is one write (the consume recorded, the hold gone, the event naming it)
