@@ -103,10 +103,11 @@ struct BothStoresBadInputTests {
         }
     }
 
-    @Test("negative counts, control characters, empty ids and metadata that is not an object are refused, with nothing written", arguments: StoreKind.allCases)
+    @Test("negative counts, control characters, empty ids, bad prices, pages and ranges are refused, with nothing written", arguments: StoreKind.allCases)
     func malformedInput(_ kind: StoreKind) async throws {
-        // Proves the other validation paths name their field on both stores and write nothing:
-        // the store keeps its default and opens no thread.
+        // Proves the other validation paths (writes, reads, prices, the feed, rollups, a settle)
+        // name the same field on both stores and write nothing: the store keeps its default
+        // and its seeded prices, opens no thread, and the feed stays as it was.
         // `throws` spelled out: every `try` below is inside `#expect`, which the closure's
         // inference does not look into.
         try await withStore(kind) { subject async throws in
@@ -124,14 +125,50 @@ struct BothStoresBadInputTests {
                 ("maxTokensPerThread", { _ = try await store.setDefaultMaxTokens(-5) }),
                 ("tokens", { _ = try await store.reserve("t", tokens: 0) }),
                 ("ttlSeconds", { _ = try await store.reserve("t", tokens: 1, ttlSeconds: 0) }),
-                ("agentId", { _ = try await store.usage(agent: "", scope: .allTime) }),
+                ("idempotencyKey", { try await store.consume("t", prompt: 1, key: "") }),
+                ("estimatedTokens", { _ = try await store.checkBudget("t", estimatedTokens: -1) }),
+                ("metadata", { _ = try await store.reserve("t", tokens: 1, usage: UsageDetails(metadataJSON: "[]")) }),
             ]
-            for (field, call) in cases {
+            for (field, call) in cases + readCases(store) + priceCases(store) {
                 #expect(await attempt(call) == .invalidInput(field: field), "\(field)")
             }
             #expect(try await subject.feed().isEmpty)
             #expect(try await store.threadList().budgets.isEmpty)
             #expect(try await store.maxTokensPerThread == 100_000)
+            #expect(try await store.priceTable().prices.count == 18, "the seeded prices only")
+            let hold = try await store.reserve("t", tokens: 10)
+            let feed = try await subject.feed()
+            #expect(await attempt { try await store.settle(hold.reservation.id, prompt: -1) } == .invalidInput(field: "promptTokens"))
+            #expect(try await subject.feed() == feed)
         }
+    }
+
+    /// Reads and ends of threads with a bad id, and feed or rollup queries out of range.
+    private func readCases(_ store: any LedgerStore) -> [(field: String, call: () async throws -> Void)] {
+        [
+            ("threadId", { _ = try await store.usage("") }),
+            ("threadId", { _ = try await store.holds("") }),
+            ("threadId", { _ = try await store.resetThread("") }),
+            ("threadId", { _ = try await store.cleanupThread("") }),
+            ("threadId", { _ = try await store.setLimit("", maxTokens: 1) }),
+            ("agentId", { _ = try await store.usage(agent: "", scope: .allTime) }),
+            ("model", { _ = try await store.usage(model: "", scope: .allTime) }),
+            ("after", { _ = try await store.events(after: -1, limit: 10) }),
+            ("limit", { _ = try await store.events(after: 0, limit: 0) }),
+            ("org", { _ = try await store.rollup(ExportQuery(organizationID: ""), by: .org) }),
+            ("to", { _ = try await store.rollup(ExportQuery(from: 10, to: 5), by: .day) }),
+        ]
+    }
+
+    /// Prices that are not a price: a bad pattern, a negative or malformed amount, a start before 1970.
+    private func priceCases(_ store: any LedgerStore) -> [(field: String, call: () async throws -> Void)] {
+        func price(_ model: String, _ prompt: String, _ completion: String, from: Int64? = nil) -> () async throws -> Void {
+            { _ = try await store.setPrice(model: model, promptUSDPerMillion: prompt, completionUSDPerMillion: completion, effectiveFrom: from, source: "test") }
+        }
+        return [
+            ("model", price("", "1", "1")), ("model", price("a*b", "1", "1")), ("model", price("*", "1", "1")),
+            ("prompt price", price("m", "-1", "1")), ("prompt price", price("m", "abc", "1")),
+            ("completion price", price("m", "1", "0.0001")), ("from", price("m", "1", "1", from: -1)),
+        ]
     }
 }
