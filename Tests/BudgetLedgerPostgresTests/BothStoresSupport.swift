@@ -118,8 +118,14 @@ private func postgresRows(_ sql: String, url: String) async throws -> [[String?]
         }
     } catch let error as PSQLError {
         // A PSQLError describes itself generically; a test's own SQL failing should say why.
-        throw ClusterError("\(String(reflecting: error))\nwhile running: \(sql)")
+        throw HarnessError("\(String(reflecting: error))\nwhile running: \(sql)")
     }
+}
+
+/// A failure of the harness itself (its SQL, or an answer it cannot read), said in full.
+struct HarnessError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
 }
 
 // MARK: - Calls through the seam, with typed answers
@@ -170,7 +176,9 @@ extension LedgerStore {
         let answer = try await consumeAnswer(
             threadID, promptTokens: prompt, completionTokens: completion, idempotencyKey: key, usage: usage, checked: checked)
         let decoded = try JSONDecoder().decode(ConsumeAnswer.self, from: Data(answer.json))
-        precondition(decoded.replayed == answer.isReplay, "the answer and its replay flag disagree")
+        guard decoded.replayed == answer.isReplay else {
+            throw HarnessError("\(storeName): the body says replayed \(decoded.replayed), the flag \(answer.isReplay)")
+        }
         return decoded
     }
 
