@@ -172,6 +172,28 @@ struct BothStoresRegistryTests {
                 try await store.consume(thread, prompt: spent)
             }
             #expect(try await store.threadList().budgets.map(\.threadID) == ["hot", "warm", "cool"])
+            // Ties are listed by id in byte order (upper case before lower, "é" last), on both.
+            for thread in ["b", "é", "B", "a"] {
+                _ = try await store.setLimit(thread, maxTokens: 10)
+                try await store.consume(thread, prompt: 1)
+            }
+            #expect(try await store.threadList().budgets.map(\.threadID) == ["hot", "warm", "B", "a", "b", "é", "cool"])
+        }
+    }
+
+    @Test("a reset keeps the thread's live holds, which settle into the new window", arguments: StoreKind.allCases)
+    func resetKeepsHolds(_ kind: StoreKind) async throws {
+        // Proves a reset starts a new spending window without touching live holds: they still
+        // count after it, and a settle records into the new window (a cleanup, which ends them,
+        // is BothStoresReservationTests.cleanupEndsHolds).
+        try await withStore(kind) { subject in
+            let store = subject.store
+            _ = try await store.setLimit("t", maxTokens: 100)
+            try await store.consume("t", prompt: 50)
+            let hold = try await store.reserve("t", tokens: 30)
+            #expect(try await store.resetThread("t") == ThreadBudget(threadID: "t", maxTokens: 100, heldTokens: 30))
+            let settled = try await store.settle(hold.reservation.id, prompt: 20)
+            #expect(settled.consume.budget == ThreadBudget(threadID: "t", maxTokens: 100, promptTokens: 20, requestCount: 1))
         }
     }
 
