@@ -73,6 +73,22 @@ struct BothStoresBillingTests {
         }
     }
 
+    @Test("rollups and the overview order keys in byte order, as SQLite does, whatever the database's collation", arguments: StoreKind.allCases)
+    func keysInByteOrder(_ kind: StoreKind) async throws {
+        // Proves ties and keys sort by bytes on both stores (no key first in a rollup; upper
+        // case before lower, "é" last), on a PostgreSQL database whose collation is en-US.
+        try await withStore(kind) { subject in
+            let store = subject.store
+            for agent in ["b", "é", "B", "a", nil] as [String?] {
+                try await store.consume("t", prompt: 5, usage: UsageDetails(agentID: agent, model: agent.map { "m-" + $0 }))
+            }
+            #expect(try await store.rollup(ExportQuery(), by: .agent).map(\.key) == [nil, "B", "a", "b", "é"])
+            #expect(try await store.rollup(ExportQuery(), by: .model).map(\.key) == [nil, "m-a", "m-b", "m-é"])
+            let overview = try await store.usageOverview(.allTime)
+            #expect(overview.byAgent.map(\.agentID) == [nil, "B", "a", "b", "é"])
+        }
+    }
+
     @Test("an unpriced request is never $0: its cost is unknown, and the tokens it leaves out are counted", arguments: StoreKind.allCases)
     func unpricedIsNeverZero(_ kind: StoreKind) async throws {
         // Proves a total with only unpriced requests has no known cost (nil, not 0), one that

@@ -76,13 +76,30 @@ private func withSQLiteStore<Result: Sendable>(
     }
 }
 
-/// A `PostgresLedger` on a new database; the views are read through a superuser's session.
+/// A `PostgresLedger` on a new database whose default collation is ICU's en-US, as a production
+/// database's often is (the test cluster's own databases are C: `initdb --no-locale`). Under C,
+/// text orders by bytes as SQLite's does, so a query missing its `COLLATE "C"` would still pass;
+/// under en-US ("a" < "b" < "B") it orders otherwise and the tests see it. The views are read
+/// through a superuser's session.
 private func withPostgresStore<Result: Sendable>(
     clock: TestClock, _ body: (StoreUnderTest) async throws -> Result
 ) async throws -> Result {
-    try await withPostgresLedger(configuration: .init(clock: clock.read)) { ledger, url in
-        let subject = StoreUnderTest(kind: .postgres, store: ledger, clock: clock, rows: { sql in try await postgresRows(sql, url: url) })
-        return try await body(subject)
+    let server = try await PostgresTestCluster.shared()
+    let name = "both_stores_" + UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "")
+    try await PostgresTestCluster.withAdminClient(server) { session in
+        try await session.query(
+            PostgresQuery(unsafeSQL: "CREATE DATABASE \(name) TEMPLATE template0 LOCALE 'C' LOCALE_PROVIDER icu ICU_LOCALE 'en-US'"))
+    }
+    let url = server.url(database: name)
+    let ledger = try await PostgresLedger(url: url, configuration: .init(clock: clock.read))
+    let subject = StoreUnderTest(kind: .postgres, store: ledger, clock: clock, rows: { sql in try await postgresRows(sql, url: url) })
+    do {
+        let result = try await body(subject)
+        await ledger.close()
+        return result
+    } catch {
+        await ledger.close()
+        throw error
     }
 }
 
