@@ -59,18 +59,19 @@ struct BothStoresReservationTests {
 
     @Test("settle records the actual spend, above or below the hold, and ends it; release ends one with nothing spent", arguments: StoreKind.allCases)
     func settleAndRelease(_ kind: StoreKind) async throws {
-        // Proves settle is one write (the consume recorded, the hold gone, the event naming it)
-        // and release frees the held tokens.
+        // Proves settle is one write (the consume recorded and priced at the seeded gpt-4o
+        // price, the hold gone, the event naming it) and release frees the held tokens.
         try await withStore(kind) { subject in
             let store = subject.store
             _ = try await store.setLimit("t", maxTokens: 1_000)
             let below = try await store.reserve("t", tokens: 300)
             let above = try await store.reserve("t", tokens: 100)
             let released = try await store.reserve("t", tokens: 200)
-            let first = try await store.settle(below.reservation.id, prompt: 100, completion: 50)
+            let first = try await store.settle(below.reservation.id, prompt: 100, completion: 50, usage: UsageDetails(model: "gpt-4o"))
             #expect(first.consume.budget == ThreadBudget(
                 threadID: "t", maxTokens: 1_000, promptTokens: 100, completionTokens: 50, requestCount: 1, heldTokens: 300))
             #expect(first.consume.event.reservationID == below.reservation.id)
+            #expect(first.consume.event.costNanodollars == 750_000, "100 × 2,500 + 50 × 10,000 nano-dollars")
             #expect(first.reservation == below.reservation)
             #expect(!first.holdHadExpired)
             let second = try await store.settle(above.reservation.id, prompt: 180)
@@ -106,7 +107,8 @@ struct BothStoresReservationTests {
     @Test("a settle retried with its key replays, once, even after the hold ended", arguments: StoreKind.allCases)
     func settleIsIdempotent(_ kind: StoreKind) async throws {
         // Proves a settle retried under its idempotency key records nothing and answers the
-        // original consume; without the key a second settle is the conflict above.
+        // original consume, and a consume's key on another hold's settle is a conflict naming
+        // the reservation (the hold stays live).
         try await withStore(kind) { subject in
             let store = subject.store
             let hold = try await store.reserve("t", tokens: 100)
@@ -121,6 +123,14 @@ struct BothStoresReservationTests {
             #expect(again.reservation == first.reservation)
             #expect(!again.holdHadExpired)
             #expect(try await subject.feed() == feed)
+            // A consume's key on a settle is that consume's: the settle differs by its hold.
+            let call = try await store.consume("t", prompt: 7, key: "c-1")
+            let other = try await store.reserve("t", tokens: 10)
+            let reused = await attempt { try await store.settle(other.reservation.id, prompt: 7, key: "c-1") }
+            #expect(reused == .conflict(
+                "idempotency key c-1 was already used by event \(call.event.id) for a different consume (its reservation "
+                    + "differs; recorded: thread t, 7 prompt + 0 completion tokens)"))
+            #expect(try await store.holds("t") == [other.reservation])
         }
     }
 
