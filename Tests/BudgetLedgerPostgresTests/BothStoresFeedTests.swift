@@ -1,5 +1,6 @@
 import BudgetLedger
 @testable import BudgetLedgerServer
+import Foundation
 import Testing
 
 /// The feed and the alert webhooks' cursors (Ledger+Feed and Ledger+AlertCursors' tests on
@@ -65,6 +66,10 @@ struct BothStoresFeedTests {
             #expect(consume.usage == details)
             #expect(consume.organizationID == "acme" && consume.userID == "ann")
             #expect(consume.costNanodollars == 275_000)
+            // The answer the server sends carries the same event, its cost in USD.
+            #expect(consumed.event == ConsumeAnswer.Event(
+                id: consume.id, timestamp: Timestamps.iso8601(microseconds: now), agentId: "a", model: " GPT-4o ",
+                provider: "openai", latencyMs: 120, cost: Decimal(string: "0.000275"), reservationId: nil))
             let threshold = try #require(feed.first { $0.kind == "threshold" })
             #expect(threshold.thresholdPercent == 75 && threshold.severity == "warning")
             #expect(threshold.causedBy == consume.id && threshold.tokensUsed == 80 && threshold.maxTokens == 100)

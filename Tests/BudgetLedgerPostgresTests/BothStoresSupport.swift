@@ -172,8 +172,13 @@ struct ConsumeAnswer: Decodable, Equatable {
 
     struct Event: Decodable, Equatable {
         let id: Int64
+        let timestamp: String
         let agentId: String?
         let model: String?
+        let provider: String?
+        let latencyMs: Int64?
+        /// USD, an exact decimal on the wire; nil when the model has no price.
+        let cost: Decimal?
         let reservationId: Int64?
     }
 
