@@ -214,4 +214,44 @@ struct BothStoresReservationTests {
             #expect(try await store.checkBudget("t", estimatedTokens: 0).heldTokens == 0)
         }
     }
+
+    @Test("a hold whose expiry was recorded still ends with its thread's life: a settle after cleanup is a conflict", arguments: StoreKind.allCases)
+    func expiredHoldEndsWithItsLife(_ kind: StoreKind) async throws {
+        // Proves the model-based test's second finding holds on both stores: once an expire
+        // event is recorded the hold has left the live holds, yet a settle after the thread's
+        // cleanup must still be refused, before and after the id opens a new life, and charge
+        // nothing to that new life.
+        try await withStore(kind) { subject in
+            let store = subject.store
+            let hold = try await store.reserve("t", tokens: 10, ttlSeconds: 1)
+            subject.clock.advance(microseconds: 2_000_000)
+            try await store.consume("t", prompt: 1)
+            #expect(try await subject.feed().map(\.kind) == ["open", "reserve", "expire", "consume"])
+            _ = try await store.cleanupThread("t")
+            let ended = Outcome.conflict("reservation \(hold.reservation.id) ended when thread t was cleaned up")
+            #expect(await attempt { try await store.settle(hold.reservation.id, prompt: 5) } == ended)
+            #expect(try await store.usage("t") == nil)
+            _ = try await store.setLimit("t", maxTokens: 100)
+            #expect(await attempt { try await store.settle(hold.reservation.id, prompt: 5) } == ended)
+            #expect(try await store.usage("t")?.totalTokens == 0)
+        }
+    }
+
+    @Test("a reserve replayed after its thread's cleanup answers the original hold", arguments: StoreKind.allCases)
+    func reserveReplayAfterCleanup(_ kind: StoreKind) async throws {
+        // Proves a retried reserve whose thread has since been cleaned up records nothing and
+        // answers the original hold, with the budget both stores give for a thread no longer open.
+        try await withStore(kind) { subject in
+            let store = subject.store
+            let first = try await store.reserve("t", tokens: 10, key: "h")
+            _ = try await store.cleanupThread("t")
+            let feed = try await subject.feed()
+            let again = try await store.reserve("t", tokens: 10, key: "h")
+            #expect(again.isReplay)
+            #expect(again.reservation == first.reservation)
+            #expect(again.budget == ThreadBudget(threadID: "t", maxTokens: 0))
+            #expect(try await subject.feed() == feed)
+            #expect(try await store.usage("t") == nil)
+        }
+    }
 }
