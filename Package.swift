@@ -111,6 +111,10 @@ let package = Package(
             name: "BudgetLedgerPostgresTests",
             dependencies: [
                 "BudgetLedgerPostgres", "BudgetLedger", "BudgetLedgerWire", "LedgerSQLite",
+                // The behaviour tests run on both stores through the server's `LedgerStore` seam,
+                // the SQLite one as the server runs it (a `LedgerService` in a `ServiceGroup`).
+                "BudgetLedgerServer",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 // The CLI tests on PostgreSQL spawn the built binary (`serve` included).
                 "budget-ledger",
                 .product(name: "PostgresNIO", package: "postgres-nio"),

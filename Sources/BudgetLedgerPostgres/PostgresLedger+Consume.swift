@@ -259,7 +259,16 @@ extension PostgresLedger {
         key: String, of request: ConsumeRequest, settling reservationID: Int64?, found: PostgresThreadRow,
         on connection: PostgresConnection
     ) async throws -> ConsumeResult? {
-        guard let event = try await consumeEvent(key: key, on: connection) else { return nil }
+        guard let event = try await consumeEvent(key: key, on: connection) else {
+            // The key is taken by an event that is not a consume (a reserve): the conflict SQLite names.
+            if let other = try await connection.fetchOne(
+                "SELECT id, kind FROM events WHERE idempotency_key = \(key)", as: (Int64, String).self, logger: logger)
+            {
+                throw LedgerError.conflict(
+                    "idempotency key \(key) was already used by event \(other.0), a \(other.1), not a consume")
+            }
+            return nil
+        }
         if let field = request.difference(from: event, settling: reservationID) {
             throw LedgerError.conflict(
                 "idempotency key \(key) was already used by event \(event.id) for a different consume "
@@ -285,8 +294,13 @@ extension PostgresLedger {
         return ConsumeResult(budget: budget, crossedThresholds: crossings, event: event, isReplay: true)
     }
 
+    /// The consume recorded under `key`, if any; a reserve's key finds none (SQLite's
+    /// `LedgerSQL.selectConsumeByKey`): a reserve event read as a consume would replay a call
+    /// that never happened.
     func consumeEvent(key: String, on connection: PostgresConnection) async throws -> ConsumeEvent? {
-        let query = PostgresQuery.sql("SELECT \(PostgresSQL.consumeEventColumns) FROM events WHERE idempotency_key = $1") {
+        let query = PostgresQuery.sql(
+            "SELECT \(PostgresSQL.consumeEventColumns) FROM events WHERE idempotency_key = $1 AND kind = 'consume'"
+        ) {
             $0.append(key)
         }
         let columns = (
