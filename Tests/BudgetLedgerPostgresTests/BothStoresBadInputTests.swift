@@ -37,8 +37,10 @@ struct BothStoresBadInputTests {
                 field: "latencyMs", atLimit: consume(1, usage: UsageDetails(latencyMilliseconds: latency)),
                 pastLimit: consume(1, usage: UsageDetails(latencyMilliseconds: latency + 1))),
             LimitCase(
-                field: "metadata", atLimit: consume(1, usage: UsageDetails(metadataJSON: Self.metadata(bytes: metadata))),
-                pastLimit: consume(1, usage: UsageDetails(metadataJSON: Self.metadata(bytes: metadata + 1)))),
+                // The details are made inside the call: metadata is checked where it is made.
+                field: "metadata",
+                atLimit: { try await consume(1, usage: try UsageDetails(metadataJSON: Self.metadata(bytes: metadata)))() },
+                pastLimit: { try await consume(1, usage: try UsageDetails(metadataJSON: Self.metadata(bytes: metadata + 1)))() }),
             // 256 bytes pass; 129 "é" are 258 bytes: the limit counts UTF-8 bytes, not characters.
             LimitCase(field: "threadId", atLimit: consume(1, thread: long), pastLimit: consume(1, thread: String(repeating: "é", count: 129))),
             LimitCase(field: "idempotencyKey", atLimit: consume(1, key: long), pastLimit: consume(1, key: long + "x")),

@@ -19,9 +19,9 @@ struct BothStoresBillingTests {
         #expect(price.completionNanodollarsPerToken == 3_000)
         #expect(try await store.price(forModel: " M-1 ") == price)
         let calls: [(thread: String, prompt: Int64, completion: Int64, usage: UsageDetails)] = [
-            ("t1", 1_000, 200, UsageDetails(agentID: "a", model: "m-1", metadataJSON: #"{"org_id":"acme"}"#)),
-            ("t2", 333, 77, UsageDetails(agentID: "b", model: " M-1 ", metadataJSON: #"{"org_id":"acme","user_id":"ann"}"#)),
-            ("t1", 100, 10, UsageDetails(agentID: "a", model: "gpt-4o", latencyMilliseconds: 120, metadataJSON: #"{"org_id":"globex"}"#)),
+            ("t1", 1_000, 200, try UsageDetails(agentID: "a", model: "m-1", metadataJSON: #"{"org_id":"acme"}"#)),
+            ("t2", 333, 77, try UsageDetails(agentID: "b", model: " M-1 ", metadataJSON: #"{"org_id":"acme","user_id":"ann"}"#)),
+            ("t1", 100, 10, try UsageDetails(agentID: "a", model: "gpt-4o", latencyMilliseconds: 120, metadataJSON: #"{"org_id":"globex"}"#)),
             ("t2", 10, 5, UsageDetails(agentID: "a", model: "mystery")),
             ("t3", 7, 0, UsageDetails(agentID: "c", model: "mystery")),
             ("t3", 4, 0, .none),

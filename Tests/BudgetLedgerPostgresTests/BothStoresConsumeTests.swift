@@ -65,11 +65,11 @@ struct BothStoresConsumeTests {
             #expect(budget.totalTokens == 1_000)
             #expect(budget.requestCount == 100)
             #expect(try await consumes(of: "shared", in: subject).count == 100)
-            // The stores differ here, on purpose for now: SQLite records the first refusal of the
-            // thread's window as a `refusal` event (migration 0011, RefusalTests); PostgreSQL does
-            // not record a thread's refusal yet (docs/postgres.md, "What is left of #18").
+            // The first refusal of the thread's window is recorded, once, however many callers
+            // were refused (SQLite's 0011, PostgreSQL's 0009).
             let refusals = try await subject.feed().filter { $0.kind == "refusal" }
-            #expect(refusals.count == (kind == .sqlite ? 1 : 0))
+            #expect(refusals.map(\.threadID) == ["shared"])
+            #expect(refusals.first?.tokensUsed == 1_000 && refusals.first?.maxTokens == 1_000)
         }
     }
 
@@ -121,7 +121,7 @@ struct BothStoresConsumeTests {
         // original, and a conflict writes nothing (the other thread stays unopened).
         try await withStore(kind) { subject in
             let store = subject.store
-            let details = UsageDetails(agentID: "a", model: "m", provider: "p", latencyMilliseconds: 5, metadataJSON: #"{"x":1}"#)
+            let details = try UsageDetails(agentID: "a", model: "m", provider: "p", latencyMilliseconds: 5, metadataJSON: #"{"x":1}"#)
             func changed(_ change: (inout UsageDetails) -> Void) -> UsageDetails {
                 var usage = details
                 change(&usage)
@@ -133,7 +133,7 @@ struct BothStoresConsumeTests {
                 ("thread", "u", 80, 0, details), ("prompt tokens", "t", 81, 0, details), ("completion tokens", "t", 80, 1, details),
                 ("agent", "t", 80, 0, changed { $0.agentID = "b" }), ("model", "t", 80, 0, changed { $0.model = "n" }),
                 ("provider", "t", 80, 0, changed { $0.provider = nil }), ("latency", "t", 80, 0, changed { $0.latencyMilliseconds = 6 }),
-                ("metadata", "t", 80, 0, changed { $0.metadataJSON = #"{"x":2}"# }),
+                ("metadata", "t", 80, 0, changed { $0.metadata = try! Metadata(json: #"{"x":2}"#) }),
             ]
             for retry in retries {
                 let conflict = await attempt {

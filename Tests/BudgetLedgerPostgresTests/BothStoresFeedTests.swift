@@ -50,7 +50,7 @@ struct BothStoresFeedTests {
             let store = subject.store
             let now = subject.clock.read()
             _ = try await store.setLimit("t", maxTokens: 100)
-            let details = UsageDetails(
+            let details = try UsageDetails(
                 agentID: "a", model: " GPT-4o ", provider: "openai", latencyMilliseconds: 120,
                 metadataJSON: #"{"org_id":"acme","user_id":"ann","tags":[1,2]}"#)
             let consumed = try await store.consume("t", prompt: 70, completion: 10, key: "k-1", usage: details)

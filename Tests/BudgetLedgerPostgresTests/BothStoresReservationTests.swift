@@ -141,21 +141,21 @@ struct BothStoresReservationTests {
         // metadata under the key is a conflict naming it, with nothing written.
         try await withStore(kind) { subject in
             let store = subject.store
-            let usage = UsageDetails(agentID: "a", model: "m", metadataJSON: #"{"org_id":"o","n":1}"#)
+            let usage = try UsageDetails(agentID: "a", model: "m", metadataJSON: #"{"org_id":"o","n":1}"#)
             let first = try await store.reserve("t", tokens: 40, usage: usage, key: "hold-1")
             #expect(!first.isReplay)
             let feed = try await subject.feed()
             let again = try await store.reserve(
-                "t", tokens: 40, ttlSeconds: 60, usage: UsageDetails(agentID: "a", model: "m", metadataJSON: #"{ "n": 1, "org_id": "o" }"#),
+                "t", tokens: 40, ttlSeconds: 60, usage: try UsageDetails(agentID: "a", model: "m", metadataJSON: #"{ "n": 1, "org_id": "o" }"#),
                 key: "hold-1")
             #expect(again.isReplay)
             #expect(again.reservation == first.reservation)
             #expect(again.budget.heldTokens == 40, "held once")
             let retries: [(field: String, thread: String, tokens: Int64, usage: UsageDetails)] = [
                 ("thread", "u", 40, usage), ("tokens", "t", 41, usage),
-                ("agent", "t", 40, UsageDetails(agentID: "b", model: "m", metadataJSON: usage.metadataJSON)),
-                ("model", "t", 40, UsageDetails(agentID: "a", model: "n", metadataJSON: usage.metadataJSON)),
-                ("metadata", "t", 40, UsageDetails(agentID: "a", model: "m", metadataJSON: #"{"org_id":"o"}"#)),
+                ("agent", "t", 40, UsageDetails(agentID: "b", model: "m", metadata: usage.metadata)),
+                ("model", "t", 40, UsageDetails(agentID: "a", model: "n", metadata: usage.metadata)),
+                ("metadata", "t", 40, try UsageDetails(agentID: "a", model: "m", metadataJSON: #"{"org_id":"o"}"#)),
             ]
             for retry in retries {
                 let conflict = await attempt { _ = try await store.reserve(retry.thread, tokens: retry.tokens, usage: retry.usage, key: "hold-1") }
