@@ -1,5 +1,4 @@
 import BudgetLedger
-import Foundation
 
 /// Reading an NDJSON event export (`export --format ndjson`, one consume event per line) back
 /// as consumes to record: the input of `budget-ledger import`.
@@ -27,71 +26,90 @@ public enum ConsumeImport {
             throw LedgerError.invalidInput(
                 field: "line \(line)", reason: "is \(bytes.count) bytes; the limit is \(lineBytesMax) bytes")
         }
-        let fields: ExportedConsume
+        let members: [String: JSONInput]
         do {
-            fields = try JSONDecoder().decode(ExportedConsume.self, from: Data(bytes))
-        } catch let error as DecodingError {
-            throw Self.describe(error, line: line)
+            guard case .object(let object) = try JSONBodyParser.parse(bytes) else {
+                throw LedgerError.invalidInput(field: "line \(line)", reason: "is not a JSON object (an export line)")
+            }
+            members = object
+        } catch let failure as JSONBodyParser.Failure {
+            throw Self.describe(failure, line: line)
+        }
+        let fields = LineFields(members: members)
+        let timestamp: Int64, threadID: String, promptTokens: Int64, completionTokens: Int64, sourceEventID: Int64
+        let usage: UsageDetails
+        do {
+            if let kind = try fields.string("kind"), kind != "consume" {
+                throw LedgerError.invalidInput(field: "kind", reason: "must be consume (an export of consume events), not \(kind)")
+            }
+            sourceEventID = try fields.required(fields.integer("id"), "id")
+            timestamp = try Timestamps.parse(try fields.required(fields.string("timestamp"), "timestamp"), field: "timestamp")
+            threadID = try fields.required(fields.string("threadId"), "threadId")
+            promptTokens = try fields.required(fields.integer("promptTokens"), "promptTokens")
+            completionTokens = try fields.required(fields.integer("completionTokens"), "completionTokens")
+            usage = UsageDetails(
+                agentID: try fields.string("agentId"), model: try fields.string("model"),
+                provider: try fields.string("provider"), latencyMilliseconds: try fields.integer("latencyMs"),
+                metadata: try fields.object("metadata").map { try Metadata($0.mapValues(\.metadataValue)) })
         } catch let error as LedgerError {
             throw error.onLine(line)
         }
-        if let kind = fields.kind, kind != "consume" {
-            throw LedgerError.invalidInput(
-                field: "kind on line \(line)", reason: "must be consume (an export of consume events), not \(kind)")
-        }
-        let timestamp = try Result { try Timestamps.parse(fields.timestamp, field: "timestamp") }
-            .mapError { ($0 as? LedgerError)?.onLine(line) ?? $0 }.get()
-        let metadata = try Result { try fields.metadata.map(Metadata.init) }
-            .mapError { ($0 as? LedgerError)?.onLine(line) ?? $0 }.get()
+        // Checks the consume's own rules and names the line itself.
         return try ImportedConsume(
-            line: line, sourceEventID: fields.id, timestampMicroseconds: timestamp, threadID: fields.threadId,
-            promptTokens: fields.promptTokens, completionTokens: fields.completionTokens,
-            usage: UsageDetails(
-                agentID: fields.agentId, model: fields.model, provider: fields.provider,
-                latencyMilliseconds: fields.latencyMs, metadata: metadata))
+            line: line, sourceEventID: sourceEventID, timestampMicroseconds: timestamp, threadID: threadID,
+            promptTokens: promptTokens, completionTokens: completionTokens, usage: usage)
     }
 
-    /// A decoding failure as bad input naming the member (its path from the line's object) and the line.
-    private static func describe(_ error: DecodingError, line: Int) -> LedgerError {
-        func path(_ context: DecodingError.Context, adding key: (any CodingKey)? = nil) -> String {
-            let keys = context.codingPath + (key.map { [$0] } ?? [])
-            return keys.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".")
-        }
-        let (member, reason): (String, String)
-        switch error {
-        case .keyNotFound(let key, let context): (member, reason) = (path(context, adding: key), "is missing")
-        case .valueNotFound(_, let context): (member, reason) = (path(context), "must not be null")
-        case .typeMismatch(let type, let context): (member, reason) = (path(context), "must be \(Self.describe(type))")
-        case .dataCorrupted(let context): (member, reason) = (path(context), "is not valid")
-        @unknown default: (member, reason) = ("", "")
-        }
-        guard !member.isEmpty else {
-            return .invalidInput(field: "line \(line)", reason: "is not one JSON object (an export line)")
-        }
-        return .invalidInput(field: "\(member) on line \(line)", reason: reason)
-    }
-
-    private static func describe(_ type: Any.Type) -> String {
-        switch type {
-        case is Int64.Type: return "a whole number"
-        case is String.Type: return "a string"
-        case is [String: Metadata.Value].Type, is [String: Any].Type: return "a JSON object"
-        default: return "of another type"
+    /// A line that is not JSON, as bad input naming the line (and where), or the member given twice.
+    private static func describe(_ failure: JSONBodyParser.Failure, line: Int) -> LedgerError {
+        switch failure {
+        case .syntax(let expected, let offset):
+            return .invalidInput(field: "line \(line)", reason: "is not valid JSON (expected \(expected) at byte \(offset))")
+        case .tooDeep:
+            return .invalidInput(
+                field: "line \(line)", reason: "is not valid JSON (nested more than \(JSONBodyParser.depthMax) deep)")
+        case .duplicateName(let path):
+            return .invalidInput(field: "\(path) on line \(line)", reason: "is given more than once")
         }
     }
 }
 
-/// The members of an export line that an import reads (`LedgerEvent.json`'s names).
-private struct ExportedConsume: Decodable {
-    let id: Int64
-    let timestamp: String
-    let kind: String?
-    let threadId: String
-    let promptTokens: Int64
-    let completionTokens: Int64
-    let agentId: String?
-    let model: String?
-    let provider: String?
-    let latencyMs: Int64?
-    let metadata: [String: Metadata.Value]?
+/// The members of one export line, read by name with their types checked (a bad one is named
+/// with its line by the caller, as `ImportedConsume` names its fields).
+private struct LineFields {
+    let members: [String: JSONInput]
+
+    /// A string member; nil when absent or null.
+    func string(_ name: String) throws -> String? {
+        switch members[name] {
+        case nil, .null?: return nil
+        case .string(let text)?: return text
+        case let other?: throw LedgerError.invalidInput(field: name, reason: "must be a string, not \(other.typeName)")
+        }
+    }
+
+    /// A whole-number member inside Int64; nil when absent or null.
+    func integer(_ name: String) throws -> Int64? {
+        switch members[name] {
+        case nil, .null?: return nil
+        case .integer(let value)?: return value
+        case .number?: throw LedgerError.invalidInput(field: name, reason: "must be a whole number inside Int64")
+        case let other?: throw LedgerError.invalidInput(field: name, reason: "must be a number, not \(other.typeName)")
+        }
+    }
+
+    /// An object member; nil when absent or null.
+    func object(_ name: String) throws -> [String: JSONInput]? {
+        switch members[name] {
+        case nil, .null?: return nil
+        case .object(let members)?: return members
+        case let other?: throw LedgerError.invalidInput(field: name, reason: "must be a JSON object, not \(other.typeName)")
+        }
+    }
+
+    /// `value`, which an export line always has.
+    func required<Value>(_ value: Value?, _ name: String) throws -> Value {
+        guard let value else { throw LedgerError.invalidInput(field: name, reason: "is missing") }
+        return value
+    }
 }

@@ -134,6 +134,9 @@ import Testing
         let good = #"{"id":1,"timestamp":"2026-12-01T10:00:00.000001Z","threadId":"t","promptTokens":5,"completionTokens":1}"#
         let cases: [(line: String, field: String)] = [
             ("{not json", "line 2"),
+            ("[1]", "line 2"),
+            (#"{"id":2,"id":3,"timestamp":"2026-12-01T10:00:00Z","threadId":"t","promptTokens":5,"completionTokens":1}"#, "id on line 2"),
+            (#"{"id":2.5,"timestamp":"2026-12-01T10:00:00Z","threadId":"t","promptTokens":5,"completionTokens":1}"#, "id on line 2"),
             (#"{"id":2,"timestamp":"2026-12-01T10:00:00Z","threadId":"t","promptTokens":-5,"completionTokens":1}"#,
              "promptTokens on line 2"),
             (#"{"id":2,"timestamp":"2026-12-01T10:00:00Z","threadId":"\#(String(repeating: "x", count: 257))","promptTokens":5,"completionTokens":1}"#,

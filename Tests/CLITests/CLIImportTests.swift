@@ -71,7 +71,7 @@ struct CLIImportTests {
             #"{"id":\#(id),"timestamp":"2026-12-01T10:00:00Z","threadId":"t","promptTokens":5,"completionTokens":1}"#
         }
         let cases: [(line: String, names: String)] = [
-            ("{\"id\":3,", "invalid line 3: is not one JSON object"),
+            ("{\"id\":3,", "invalid line 3: is not valid JSON"),
             (good(3).replacingOccurrences(of: #""promptTokens":5"#, with: #""promptTokens":-5"#), "invalid promptTokens on line 3"),
             (good(3).replacingOccurrences(of: #""threadId":"t""#, with: #""threadId":"\#(String(repeating: "x", count: 257))""#),
              "invalid threadId on line 3"),
