@@ -77,7 +77,9 @@ extension Ledger {
     /// spent), except that its time is its own `timestampMicroseconds`, not the clock's: the
     /// event carries it, it is priced by the price in force then (the source's cost is not
     /// taken), a thread it opens opens then at the default max, its thresholds fire as a
-    /// consume's would, and it counts in the scope windows of that time. Derived state is kept
+    /// consume's would, and a scope budget counts it in the window of that time, or in its
+    /// current window when that time's is older (a consume's rule for a clock that stepped back;
+    /// setting the budget again re-reads the window by each event's time). Derived state is kept
     /// per consume, exactly as for a consume (see docs/performance.md, issue 21, import).
     /// Each is keyed `importIdempotencyKey(sourceEventID:)`: a consume whose key is already
     /// recorded with the same fields is skipped and counted, so re-running an import records

@@ -195,4 +195,31 @@ import Testing
         let budget = try #require(try target.usage("t"))
         #expect(budget.totalTokens == 80 && budget.triggeredThresholds == [75])
     }
+
+    @Test("import is unchecked history: an exhausted thread still records, and a scope window counts history as a consume does")
+    func importIsUncheckedAndWindowedByLineTime() throws {
+        let clock = ManualClock()
+        clock.set(microseconds: Self.start + Self.day + 3_600_000_000)  // day 2, 01:00
+        let target = try Ledger.inMemory(maxTokensPerThread: 100, configuration: .init(clock: clock.read))
+        defer { target.close() }
+        _ = try target.setBudget(.global, period: .day, maxTokens: 1_000)
+        let lines = (1...5).map { id in
+            // Lines 1–3 on day 1, lines 4–5 on day 2: 100 tokens each.
+            let time = Timestamps.iso8601(microseconds: Self.start + (id <= 3 ? 0 : Self.day) + Int64(id) * 1_000_000)
+            return #"{"id":\#(id),"timestamp":"\#(time)","threadId":"t","promptTokens":90,"completionTokens":10}"#
+        }
+        #expect(try Self.importText(lines.joined(separator: "\n"), into: target) == (5, 0))
+        let budget = try #require(try target.usage("t"))
+        #expect(budget.totalTokens == 500 && budget.isExhausted)
+        #expect(budget.triggeredThresholds == [75, 90, 95])
+        // A scope window keeps the consume rule for a time before it (a clock stepped back): the
+        // line counts in the window in force, here all five in day 2's. Setting the budget again
+        // re-reads the window from the rollups, by each line's own day: the two of day 2.
+        let counted = try #require(try target.budget(scope: .global))
+        #expect(counted.spentTokens == 500 && counted.requestCount == 5)
+        _ = try target.setBudget(.global, period: .day, maxTokens: 1_000)
+        let reread = try #require(try target.budget(scope: .global))
+        #expect(reread.spentTokens == 200 && reread.requestCount == 2)
+        #expect(try target.verify().isConsistent)
+    }
 }
