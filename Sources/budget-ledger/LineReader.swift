@@ -17,7 +17,7 @@ final class LineReader {
 
     /// Opens `path`, or standard input for `-`.
     ///
-    /// - Throws: `LedgerError.invalidInput` naming `file` when it cannot be opened.
+    /// - Throws: `LineReadError` (exit 1, I/O) when it cannot be opened.
     init(path: String, lineBytesMax: Int) throws {
         self.lineBytesMax = lineBytesMax
         if path == "-" {
@@ -26,7 +26,7 @@ final class LineReader {
         } else {
             descriptor = open(path, O_RDONLY | O_CLOEXEC)
             guard descriptor >= 0 else {
-                throw LedgerError.invalidInput(field: "file", reason: "cannot open \(path): \(String(cString: strerror(errno)))")
+                throw LineReadError(description: "cannot open \(path): \(String(cString: strerror(errno)))")
             }
             ownsDescriptor = true
         }
@@ -39,7 +39,7 @@ final class LineReader {
     /// The next line's bytes (without its end), or nil at the end of the input.
     ///
     /// - Throws: `LedgerError.invalidInput` naming the line when it is longer than
-    ///   `lineBytesMax` (it is not buffered), or naming `file` when reading fails.
+    ///   `lineBytesMax` (it is not buffered); `LineReadError` when reading fails.
     func next() throws -> ArraySlice<UInt8>? {
         while true {
             if let newline = block[start..<end].firstIndex(of: UInt8(ascii: "\n")) {
@@ -83,9 +83,14 @@ final class LineReader {
         }
         if count < 0 {
             if errno == EINTR { return }
-            throw LedgerError.invalidInput(field: "file", reason: "cannot be read: \(String(cString: strerror(errno)))")
+            throw LineReadError(description: "the input cannot be read: \(String(cString: strerror(errno)))")
         }
         if count == 0 { atEndOfInput = true }
         end += count
     }
+}
+
+/// The input of an import could not be opened or read: an I/O failure (exit 1), not bad input.
+struct LineReadError: Error, CustomStringConvertible {
+    let description: String
 }

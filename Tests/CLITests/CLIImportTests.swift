@@ -91,6 +91,19 @@ struct CLIImportTests {
         }
     }
 
+    @Test("a line over 64 KiB exits 64 naming the line, and is never buffered whole")
+    func overlongLineIsRefused() throws {
+        let target = try ScratchLedger()
+        defer { target.remove() }
+        let path = target.directory.appendingPathComponent("long.ndjson").path
+        let good = #"{"id":1,"timestamp":"2026-12-01T10:00:00Z","threadId":"t","promptTokens":5,"completionTokens":1}"#
+        try (good + "\n" + String(repeating: " ", count: 70_000) + "{}\n").write(toFile: path, atomically: true, encoding: .utf8)
+        let result = try target.run("import", path)
+        #expect(result.status == 64, "\(result)")
+        #expect(result.firstErrorLine.hasPrefix("Error: invalid line 2: is longer than the limit of 65536 bytes"), "\(result)")
+        #expect(try target.snapshot().eventCount == 0)
+    }
+
     @Test("an empty file imports nothing and succeeds")
     func emptyFile() throws {
         let target = try ScratchLedger()

@@ -34,7 +34,7 @@ extension BudgetLedgerCommand {
         }
 
         func run() throws {
-            try options.withLedger(fieldNames: ["file": "FILE"]) { ledger in
+            try options.withLedger { ledger in
                 let reader = try LineReader(path: file, lineBytesMax: ConsumeImport.lineBytesMax)
                 var summary = ImportSummary()
                 do {
@@ -98,7 +98,7 @@ struct ImportSummary {
     /// `error` with what it left behind: nothing of its batch, and the earlier batches recorded
     /// (which a second run skips). A storage error keeps its own words.
     func explaining(_ error: LedgerError) -> LedgerError {
-        let batch = pending.map { "nothing of lines \($0.first)…\($0.last) (its batch) was recorded" } ?? "nothing was recorded"
+        let batch = pending.map { "nothing of lines \($0.first)…\($0.last) (its batch) was recorded" } ?? "nothing of its batch was recorded"
         let before =
             batches == 0
             ? "" : "; kept: \(Output.count(batches, "earlier batch", plural: "earlier batches")) (\(imported) imported, "
