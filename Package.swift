@@ -96,7 +96,7 @@ let package = Package(
             ]
         ),
         // The benchmark behind `make bench`: figures for the real Ledger API, beside raw SQLite.
-        .executableTarget(name: "budget-ledger-bench", dependencies: ["BudgetLedger", "LedgerSQLite"]),
+        .executableTarget(name: "budget-ledger-bench", dependencies: ["BudgetLedger", "BudgetLedgerWire", "LedgerSQLite"]),
         // `make bench-floor`: the ledger's own SQL driven from C, the floor under any wrapper.
         .executableTarget(name: "schema-floor", dependencies: ["CSQLite"], linkerSettings: [.linkedLibrary("sqlite3")]),
         // A worker the crash tests run as many processes and kill with SIGKILL.

@@ -57,6 +57,7 @@ public enum Timestamps {
     ///
     /// - Throws: `LedgerError.invalidInput` naming `field`.
     public static func parse(_ text: String, field: String) throws -> Int64 {
+        if let microseconds = parseWritten(text) { return microseconds }
         let invalid = LedgerError.invalidInput(
             field: field, reason: "\"\(text)\" is not an ISO 8601 UTC date (2026-11-29) or date-time (2026-11-29T08:00:00Z)")
         let pattern = #/^(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,6}))?)?(Z|[+-]\d{2}:\d{2})?)?$/#
@@ -92,5 +93,59 @@ public enum Timestamps {
         }
         guard microseconds >= 0 else { throw invalid }
         return microseconds
+    }
+
+    /// The form `iso8601(microseconds:)` writes (`2026-11-29T08:25:20.123456Z`, or with a shorter
+    /// fraction, or none), read without the pattern; nil for any other text, and for a date that
+    /// does not exist, which `parse` then reads (or refuses) by its pattern. Every exported event
+    /// carries such a timestamp, and the pattern, compiled again at every call, cost about 60 µs,
+    /// most of an import line (docs/performance.md, issue 21, import).
+    private static func parseWritten(_ text: String) -> Int64? {
+        var text = text
+        return text.withUTF8 { bytes -> Int64? in
+            let count = bytes.count
+            guard count >= 20, count <= 27, bytes[count - 1] == UInt8(ascii: "Z"), bytes[4] == UInt8(ascii: "-"),
+                bytes[7] == UInt8(ascii: "-"), bytes[10] == UInt8(ascii: "T"), bytes[13] == UInt8(ascii: ":"),
+                bytes[16] == UInt8(ascii: ":"), count == 20 || (count > 21 && bytes[19] == UInt8(ascii: "."))
+            else { return nil }
+            func digits(_ range: Range<Int>) -> Int64? {
+                var value: Int64 = 0
+                for index in range {
+                    let digit = bytes[index] &- UInt8(ascii: "0")
+                    guard digit < 10 else { return nil }
+                    value = value * 10 + Int64(digit)
+                }
+                return value
+            }
+            guard let year = digits(0..<4), let month = digits(5..<7), let day = digits(8..<10),
+                let hour = digits(11..<13), let minute = digits(14..<16), let second = digits(17..<19),
+                let fraction = count == 20 ? 0 : digits(20..<(count - 1)),
+                (1970...9999).contains(year), (1...12).contains(month), hour < 24, minute < 60, second < 60,
+                day >= 1, day <= daysIn(month: month, year: year)
+            else { return nil }
+            var scale: Int64 = 1
+            if count > 20 { for _ in 0..<(27 - count) { scale *= 10 } }
+            let seconds = ((daysSince1970(year: year, month: month, day: day) * 24 + hour) * 60 + minute) * 60 + second
+            return seconds * 1_000_000 + fraction * scale
+        }
+    }
+
+    private static func daysIn(month: Int64, year: Int64) -> Int64 {
+        switch month {
+        case 2: return year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) ? 29 : 28
+        case 4, 6, 9, 11: return 30
+        default: return 31
+        }
+    }
+
+    /// Days from 1970-01-01 to a date of the proleptic Gregorian calendar (year ≥ 1970), by
+    /// Howard Hinnant's `days_from_civil` (<https://howardhinnant.github.io/date_algorithms.html>).
+    private static func daysSince1970(year: Int64, month: Int64, day: Int64) -> Int64 {
+        let shiftedYear = month <= 2 ? year - 1 : year
+        let era = shiftedYear / 400
+        let yearOfEra = shiftedYear - era * 400
+        let dayOfYear = (153 * (month > 2 ? month - 3 : month + 9) + 2) / 5 + day - 1
+        let dayOfEra = yearOfEra * 365 + yearOfEra / 4 - yearOfEra / 100 + dayOfYear
+        return era * 146_097 + dayOfEra - 719_468
     }
 }

@@ -1,46 +1,9 @@
 import BudgetLedger
+import BudgetLedgerWire
 import Foundation
 import HTTPTypes
 import Hummingbird
 import NIOCore
-
-/// A JSON value as the client sent it, parsed strictly by `JSONBodyParser`: a number is never
-/// read as a Bool, a string never as a number.
-enum JSONInput: Sendable, Equatable {
-    case null
-    case bool(Bool)
-    /// A number whose value is a whole number inside Int64 (`7`, `7.0`, `7e0`).
-    case integer(Int64)
-    /// Any other number: a fraction, or a whole number outside Int64.
-    case number(Double)
-    case string(String)
-    case array([JSONInput])
-    case object([String: JSONInput])
-
-    /// As the ledger's metadata value (the shape is the same; the ledger writes it).
-    var metadataValue: Metadata.Value {
-        switch self {
-        case .null: return .null
-        case .bool(let value): return .bool(value)
-        case .integer(let value): return .integer(value)
-        case .number(let value): return .number(value)
-        case .string(let value): return .string(value)
-        case .array(let items): return .array(items.map(\.metadataValue))
-        case .object(let members): return .object(members.mapValues(\.metadataValue))
-        }
-    }
-
-    var typeName: String {
-        switch self {
-        case .null: return "null"
-        case .bool: return "a boolean"
-        case .integer, .number: return "a number"
-        case .string: return "a string"
-        case .array: return "an array"
-        case .object: return "an object"
-        }
-    }
-}
 
 /// The fields of a JSON request body, checked against the fields the endpoint takes.
 ///
@@ -360,5 +323,20 @@ extension BasicRequestContext {
         }
         try APIIdentifier.validate(decoded, field: field)
         return decoded
+    }
+}
+
+extension JSONBodyParser.Failure {
+    /// The 400 this failure is: the body is not valid JSON (saying where), or it nests too deep,
+    /// or the field given twice.
+    var apiError: LedgerError {
+        switch self {
+        case .syntax(let expected, let offset):
+            return APIError.invalid("body", "is not valid JSON (expected \(expected) at byte \(offset))")
+        case .tooDeep:
+            return APIError.invalid("body", "is not valid JSON (arrays and objects nest more than \(JSONBodyParser.depthMax) deep)")
+        case .duplicateName(let path):
+            return APIError.invalid(path, "is given more than once")
+        }
     }
 }

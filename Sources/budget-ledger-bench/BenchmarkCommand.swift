@@ -68,6 +68,7 @@ enum BenchmarkCommand {
             (.multiprocess, context.measureMultiProcess),
             (.growth, context.measureGrowth),
             (.scopes, context.measureScopeBudgets),
+            (.import, context.measureImport),
         ]
         for (part, measure) in parts where context.options.runs(part) {
             do {

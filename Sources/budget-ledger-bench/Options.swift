@@ -14,6 +14,8 @@ enum BenchmarkPart: String, CaseIterable, Sendable {
     case growth
     /// (8) checkAndConsume with three scope budgets applying to each call, beside none, at FULL.
     case scopes
+    /// (9) `budget-ledger import` of an NDJSON export into a fresh ledger, beside the reference's bulk insert.
+    case `import`
 }
 
 /// What a run measures and where, from the command line.
@@ -42,6 +44,8 @@ struct BenchmarkOptions: Sendable {
     /// The same for the big ledgers of the growth part.
     var verifyBigTimeoutSeconds = 60.0
     var keepFiles = false
+    /// Lines of the import part (9).
+    var importRows = 200_000
 
     /// Whether this run makes the measurements of `part`.
     func runs(_ part: BenchmarkPart) -> Bool {
@@ -56,7 +60,8 @@ struct BenchmarkOptions: Sendable {
           --processes LIST            process counts in (4) (default 2,4)
           --events-million LIST       ledger sizes for (5)-(7), in millions of events (default 1; e.g. 1,10)
           --skip-multiprocess         leave out (4)
-          --only LIST                 only these parts: single, plain, concurrent, multiprocess, growth, scopes
+          --only LIST                 only these parts: single, plain, concurrent, multiprocess, growth, scopes, import
+          --import-rows N             NDJSON lines the import part (9) imports (default 200000)
           --tmp DIR                   where the ledger files go (default: the system temp folder); removed afterwards
           --keep-files                leave the ledger files in place
           --json                      JSON summary lines on stdout (the table goes to stderr)
@@ -91,6 +96,7 @@ struct BenchmarkOptions: Sendable {
             case "--only": options.onlyParts = try cursor.parts(for: flag)
             case "--tmp": options.temporaryDirectory = try cursor.value(for: flag)
             case "--keep-files": options.keepFiles = true
+            case "--import-rows": options.importRows = try cursor.integer(for: flag, in: 1...10_000_000)
             case "--json": options.json = true
             case "--compare-reference": options.referencePath = try cursor.value(for: flag)
             case "--no-idempotency-keys": options.idempotencyKeys = false

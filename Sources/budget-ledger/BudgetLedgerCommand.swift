@@ -19,7 +19,7 @@ struct BudgetLedgerCommand: ParsableCommand {
         subcommands: [
             Init.self, Consume.self, Check.self, Usage.self, Threads.self, Reset.self, Cleanup.self,
             SetLimit.self, Configure.self, Verify.self, Price.self, Export.self, Events.self, Reserve.self,
-            Settle.self, Release.self, Holds.self, Budget.self, Serve.self, Copy.self,
+            Settle.self, Release.self, Holds.self, Budget.self, Serve.self, Copy.self, Import.self,
         ]
     )
 

@@ -1,4 +1,5 @@
 import BudgetLedger
+import BudgetLedgerWire
 import Foundation
 import Testing
 

@@ -1,7 +1,7 @@
 import BudgetLedger
 
-/// Parses a request body's bytes as JSON (RFC 8259) into `JSONInput`, in one pass, without
-/// Foundation.
+/// Parses a request body's bytes (or an NDJSON line's: `ConsumeImport`) as JSON (RFC 8259) into
+/// `JSONInput`, in one pass, without Foundation.
 ///
 /// It replaced `JSONDecoder` on the request path (docs/performance.md, issue 16), keeping what
 /// that decoder accepted and refused, with three deliberate differences, each a refusal of
@@ -18,12 +18,12 @@ import BudgetLedger
 /// than read as infinity. Strings must be valid UTF-8 without raw control characters; a `\u`
 /// escape of a surrogate must be a high surrogate followed by a low one. Arrays and objects nest
 /// at most `depthMax` deep, as `JSONDecoder` allowed, so no body can exhaust the stack.
-struct JSONBodyParser {
+package struct JSONBodyParser {
     /// The deepest nesting of arrays and objects accepted.
-    static let depthMax = 512
+    package static let depthMax = 512
 
     /// Why a body is not acceptable JSON.
-    enum Failure: Error, Equatable {
+    package enum Failure: Error, Equatable {
         /// Not JSON: what was expected, and at which byte (from 0).
         case syntax(String, offset: Int)
         /// Arrays and objects nested deeper than `depthMax`.
@@ -41,7 +41,7 @@ struct JSONBodyParser {
     }
 
     /// The one JSON value that `bytes` holds, with only whitespace around it.
-    static func parse(_ bytes: UnsafeBufferPointer<UInt8>) throws(Failure) -> JSONInput {
+    package static func parse(_ bytes: UnsafeBufferPointer<UInt8>) throws(Failure) -> JSONInput {
         var parser = JSONBodyParser(bytes)
         if bytes.count >= 3, bytes[0] == 0xEF, bytes[1] == 0xBB, bytes[2] == 0xBF { parser.offset = 3 }
         let value = try parser.value()
@@ -52,7 +52,7 @@ struct JSONBodyParser {
 
     /// `parse(_:)` of bytes in any collection (a `ByteBuffer`'s readable view, an array), copied
     /// once when they are not contiguous.
-    static func parse(_ bytes: some Collection<UInt8>) throws(Failure) -> JSONInput {
+    package static func parse(_ bytes: some Collection<UInt8>) throws(Failure) -> JSONInput {
         let parsed = { (buffer: UnsafeBufferPointer<UInt8>) in Result { () throws(Failure) in try parse(buffer) } }
         let result = bytes.withContiguousStorageIfAvailable(parsed) ?? Array(bytes).withUnsafeBufferPointer(parsed)
         return try result.get()
@@ -375,17 +375,40 @@ struct JSONBodyParser {
     }
 }
 
-extension JSONBodyParser.Failure {
-    /// The 400 this failure is: the body is not valid JSON (saying where), or it nests too deep,
-    /// or the field given twice.
-    var apiError: LedgerError {
+/// A JSON value as the client sent it, parsed strictly by `JSONBodyParser`: a number is never
+/// read as a Bool, a string never as a number.
+package enum JSONInput: Sendable, Equatable {
+    case null
+    case bool(Bool)
+    /// A number whose value is a whole number inside Int64 (`7`, `7.0`, `7e0`).
+    case integer(Int64)
+    /// Any other number: a fraction, or a whole number outside Int64.
+    case number(Double)
+    case string(String)
+    case array([JSONInput])
+    case object([String: JSONInput])
+
+    /// As the ledger's metadata value (the shape is the same; the ledger writes it).
+    package var metadataValue: Metadata.Value {
         switch self {
-        case .syntax(let expected, let offset):
-            return APIError.invalid("body", "is not valid JSON (expected \(expected) at byte \(offset))")
-        case .tooDeep:
-            return APIError.invalid("body", "is not valid JSON (arrays and objects nest more than \(JSONBodyParser.depthMax) deep)")
-        case .duplicateName(let path):
-            return APIError.invalid(path, "is given more than once")
+        case .null: return .null
+        case .bool(let value): return .bool(value)
+        case .integer(let value): return .integer(value)
+        case .number(let value): return .number(value)
+        case .string(let value): return .string(value)
+        case .array(let items): return .array(items.map(\.metadataValue))
+        case .object(let members): return .object(members.mapValues(\.metadataValue))
+        }
+    }
+
+    package var typeName: String {
+        switch self {
+        case .null: return "null"
+        case .bool: return "a boolean"
+        case .integer, .number: return "a number"
+        case .string: return "a string"
+        case .array: return "an array"
+        case .object: return "an object"
         }
     }
 }
