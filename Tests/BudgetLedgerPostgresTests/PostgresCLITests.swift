@@ -270,10 +270,7 @@ struct PostgresCLITests {
     @Test("a command that does not run on PostgreSQL yet says so and creates no file")
     func otherCommandsRefuse() throws {
         // Proves a postgres:// URL is never opened as a SQLite file name by the commands not ported yet.
-        let result = try runCLI([
-            "price", "reprice", "--model", "gpt-4o", "--from", "2025-01-01", "--to", "2025-02-01",
-            "--db", "postgres://nobody@127.0.0.1:1/none",
-        ])
+        let result = try runCLI(["import", "-", "--db", "postgres://nobody@127.0.0.1:1/none"])
         #expect(result.status == 1)
         #expect(result.stderr.contains("does not run on PostgreSQL yet"))
     }
