@@ -13,7 +13,8 @@ import ServiceLifecycle
 /// Opens the ledger at `configuration.databasePath`; the application owns it and closes it on
 /// graceful shutdown, after the requests in flight have finished. A `postgres://` URL is
 /// refused here: open it with `PostgresLedger(url:)` (it is asynchronous) and pass it to
-/// `buildApplication(_:postgres:logger:onServerRunning:)`.
+/// `buildApplication(_:postgres:logger:onServerRunning:)`. The SQLite ledger is served through
+/// `SQLiteLedgerStore` (BudgetLedgerStore), the store `openLedgerStore` returns for a file path.
 ///
 /// - Parameters:
 ///   - configuration: where the ledger is, where to listen, the token.

@@ -34,11 +34,11 @@ public struct ServerConfiguration: Sendable {
     /// in group commit (docs/performance.md has the measurements).
     public static let defaultLedgerThreadCount = LedgerStoreOptions.defaultSQLiteThreadCount
     /// The most threads for ledger calls (more than `Ledger.groupCommitBatchMax` cannot enlarge a batch).
-    public static let ledgerThreadCountMax = 256
+    public static let ledgerThreadCountMax = LedgerStoreOptions.sqliteThreadCountMax
     /// The default number of ledger calls that may wait for a thread.
     public static let defaultLedgerWaitingCallsMax = LedgerStoreOptions.defaultSQLiteWaitingCallsMax
     /// The most ledger calls that may be allowed to wait for a thread.
-    public static let ledgerWaitingCallsMaxLimit = 65_536
+    public static let ledgerWaitingCallsMaxLimit = LedgerStoreOptions.sqliteWaitingCallsMaxLimit
     /// The longest token accepted, in UTF-8 bytes.
     public static let tokenBytesMax = 4096
     /// The most alert webhooks one server posts to.

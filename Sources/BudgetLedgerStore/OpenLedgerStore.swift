@@ -52,6 +52,10 @@ public struct LedgerStoreOptions: Sendable {
     public static let defaultSQLiteThreadCount = 64
     /// The SQLite store's default number of calls that may wait for a thread.
     public static let defaultSQLiteWaitingCallsMax = 1024
+    /// The most threads for SQLite calls (more than `Ledger.groupCommitBatchMax` cannot enlarge a batch).
+    public static let sqliteThreadCountMax = 256
+    /// The most SQLite calls that may wait for a thread.
+    public static let sqliteWaitingCallsMaxLimit = 65_536
 
     /// When given and different from the stored default max, it is recorded as the new default
     /// (as `Ledger(path:maxTokensPerThread:)`); nil keeps the stored one.
@@ -59,9 +63,10 @@ public struct LedgerStoreOptions: Sendable {
     /// Whether a file path that names no file yet creates a new ledger there (the default), or
     /// is refused with `LedgerLocationError` (the CLI's rule for its reading commands).
     public var createsMissingFile: Bool
-    /// Threads that run SQLite ledger calls (1…256): the most writes one group commit can batch.
+    /// Threads that run SQLite ledger calls (1…`sqliteThreadCountMax`): the most writes one group commit can batch.
     public var sqliteThreadCount: Int
-    /// SQLite calls that may wait for a thread (0…65536); one more is `LedgerStoreOverloadedError`.
+    /// SQLite calls that may wait for a thread (0…`sqliteWaitingCallsMaxLimit`); one more is
+    /// `LedgerStoreOverloadedError`.
     public var sqliteWaitingCallsMax: Int
     /// How a SQLite ledger is opened (durability, clock, thresholds).
     public var sqlite: Ledger.Configuration
@@ -86,11 +91,14 @@ public struct LedgerStoreOptions: Sendable {
 
     /// The pool's bounds, checked before anything is opened (the server's own limits).
     func validate() throws {
-        guard (1...256).contains(sqliteThreadCount) else {
-            throw LedgerError.invalidInput(field: "sqliteThreadCount", reason: "must be 1…256")
+        guard (1...Self.sqliteThreadCountMax).contains(sqliteThreadCount) else {
+            throw LedgerError.invalidInput(
+                field: "sqliteThreadCount", reason: "must be 1…\(Self.sqliteThreadCountMax) (got \(sqliteThreadCount))")
         }
-        guard (0...65_536).contains(sqliteWaitingCallsMax) else {
-            throw LedgerError.invalidInput(field: "sqliteWaitingCallsMax", reason: "must be 0…65536")
+        guard (0...Self.sqliteWaitingCallsMaxLimit).contains(sqliteWaitingCallsMax) else {
+            throw LedgerError.invalidInput(
+                field: "sqliteWaitingCallsMax",
+                reason: "must be 0…\(Self.sqliteWaitingCallsMaxLimit) (got \(sqliteWaitingCallsMax))")
         }
     }
 }

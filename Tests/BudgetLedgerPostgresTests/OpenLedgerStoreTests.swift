@@ -88,6 +88,29 @@ struct OpenLedgerStoreTests {
         #expect(ledgerTables == 0)
     }
 
+    @Test("pool bounds outside the server's limits are refused before the file is created")
+    func unusablePoolOptionsAreRefused() async throws {
+        // Proves: a thread count of 0 or above the limit, or a negative queue, is bad input
+        // naming the option, and the ledger file is not created.
+        let folder = try newFolder()
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let path = folder + "/ledger.db"
+        let cases: [(LedgerStoreOptions, String)] = [
+            (LedgerStoreOptions(sqliteThreadCount: 0), "sqliteThreadCount"),
+            (LedgerStoreOptions(sqliteThreadCount: LedgerStoreOptions.sqliteThreadCountMax + 1), "sqliteThreadCount"),
+            (LedgerStoreOptions(sqliteWaitingCallsMax: -1), "sqliteWaitingCallsMax"),
+        ]
+        for (options, field) in cases {
+            let error = await #expect(throws: LedgerError.self) { _ = try await openLedgerStore(path, options: options) }
+            guard case .invalidInput(let named, _)? = error else {
+                Issue.record("\(field): expected invalidInput, got \(String(describing: error))")
+                continue
+            }
+            #expect(named == field)
+        }
+        #expect(!FileManager.default.fileExists(atPath: path))
+    }
+
     @Test("a password stays out of the refusal's message")
     func passwordIsRedacted() async throws {
         // Proves: a refused URL is shown without its password (messages reach logs).
