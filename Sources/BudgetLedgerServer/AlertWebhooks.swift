@@ -1,4 +1,5 @@
 import BudgetLedger
+import BudgetLedgerStore
 import BudgetLedgerWire
 import Crypto
 import Logging
@@ -27,7 +28,7 @@ final class AlertWebhookService: Service, Sendable {
     /// Events read per feed page.
     static let pageSize = 1_000
 
-    private let ledger: any ServerLedgerStore
+    private let ledger: any LedgerStore
     private let urls: [WebhookURL]
     private let secret: String
     private let timing: AlertTiming
@@ -37,7 +38,7 @@ final class AlertWebhookService: Service, Sendable {
     /// - Parameters:
     ///   - urls: the validated webhook URLs (`WebhookURL(parsing:)`).
     ///   - secret: the HMAC-SHA256 key of the signature header.
-    init(ledger: any ServerLedgerStore, urls: [WebhookURL], secret: String, timing: AlertTiming = AlertTiming(), logger: Logger) {
+    init(ledger: any LedgerStore, urls: [WebhookURL], secret: String, timing: AlertTiming = AlertTiming(), logger: Logger) {
         self.ledger = ledger
         self.urls = urls
         self.secret = secret
