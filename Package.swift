@@ -6,6 +6,8 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .library(name: "BudgetLedger", targets: ["BudgetLedger"]),
+        // One asynchronous API over both stores, opened by a location string (`openLedgerStore`).
+        .library(name: "BudgetLedgerStore", targets: ["BudgetLedgerStore"]),
         .executable(name: "budget-ledger", targets: ["budget-ledger"]),
         // The LD_PRELOAD library of the power-loss tests (Tests/CLITests/PowerLossTests.swift).
         .library(name: "PowerLossShim", type: .dynamic, targets: ["PowerLossShim"]),
@@ -61,6 +63,19 @@ let package = Package(
         // The wire formats both surfaces share: JSON, CSV and NDJSON shapes of the domain's
         // values, export and feed pages. The domain returns values; this is where text is made.
         .target(name: "BudgetLedgerWire", dependencies: ["BudgetLedger"]),
+        // One asynchronous API over both stores (`LedgerStore`), opened from a file path or a
+        // postgres:// URL: SQLite's `Ledger` behind a thread pool, or `PostgresLedger` as it is.
+        // The server builds on it; it knows nothing of HTTP.
+        .target(
+            name: "BudgetLedgerStore",
+            dependencies: [
+                "BudgetLedger",
+                "BudgetLedgerPostgres",
+                // The hot path's answer is the consume's REST body, encoded once by the store.
+                "BudgetLedgerWire",
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
         // The REST server (Hummingbird): routes, request/response types, error mapping, metrics.
         // The OpenAPI document and the dashboard page are compiled into the binary, never read from
         // the checkout at run time.
@@ -70,6 +85,7 @@ let package = Package(
                 "BudgetLedger",
                 // `serve --db postgres://…`: the second store behind the server's `LedgerStore` seam.
                 "BudgetLedgerPostgres",
+                "BudgetLedgerStore",
                 "BudgetLedgerWire",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
@@ -111,8 +127,9 @@ let package = Package(
             name: "BudgetLedgerPostgresTests",
             dependencies: [
                 "BudgetLedgerPostgres", "BudgetLedger", "BudgetLedgerWire", "LedgerSQLite",
-                // The behaviour tests run on both stores through the server's `LedgerStore` seam,
-                // the SQLite one as the server runs it (a `LedgerService` in a `ServiceGroup`).
+                // The behaviour tests run on both stores through the `LedgerStore` seam, each
+                // opened by its location (`openLedgerStore`), as a library user opens it.
+                "BudgetLedgerStore",
                 "BudgetLedgerServer",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 // The CLI tests on PostgreSQL spawn the built binary (`serve` included).
@@ -136,6 +153,7 @@ let package = Package(
             dependencies: [
                 "BudgetLedgerServer",
                 "BudgetLedger",
+                "BudgetLedgerStore",
                 "BudgetLedgerWire",
                 "budget-ledger",
                 .product(name: "HTTPTypes", package: "swift-http-types"),

@@ -1,5 +1,6 @@
 import BudgetLedger
 import BudgetLedgerPostgres
+import BudgetLedgerStore
 import BudgetLedgerWire
 import Hummingbird
 import NIOCore
@@ -47,7 +48,7 @@ struct APIError: HTTPResponseError {
             self.init(
                 status: error.status, error: error.status.reasonPhrase.lowercased(),
                 detail: error.body ?? error.status.reasonPhrase, headers: error.headers)
-        case is LedgerServiceOverloadedError:
+        case is LedgerStoreOverloadedError:
             self = .overloaded
         case let error as PostgresLedgerError:
             self.init(error, requestID: requestID)

@@ -1,4 +1,5 @@
 import BudgetLedger
+import BudgetLedgerStore
 import BudgetLedgerWire
 import Crypto
 import Logging

@@ -1,5 +1,6 @@
 import BudgetLedger
 import BudgetLedgerPostgres
+import BudgetLedgerStore
 import BudgetLedgerWire
 import Foundation
 import Hummingbird
@@ -12,7 +13,8 @@ import ServiceLifecycle
 /// Opens the ledger at `configuration.databasePath`; the application owns it and closes it on
 /// graceful shutdown, after the requests in flight have finished. A `postgres://` URL is
 /// refused here: open it with `PostgresLedger(url:)` (it is asynchronous) and pass it to
-/// `buildApplication(_:postgres:logger:onServerRunning:)`.
+/// `buildApplication(_:postgres:logger:onServerRunning:)`. The SQLite ledger is served through
+/// `SQLiteLedgerStore` (BudgetLedgerStore), the store `openLedgerStore` returns for a file path.
 ///
 /// - Parameters:
 ///   - configuration: where the ledger is, where to listen, the token.
@@ -49,11 +51,10 @@ func buildApplication(
     onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }
 ) -> some ApplicationProtocol {
     let logger = logger ?? defaultLogger()
-    let ledger = LedgerService(
-        ledger: ledger, threadCount: configuration.ledgerThreadCount,
-        waitingCallsMax: configuration.ledgerWaitingCallsMax, logger: logger)
+    let ledger = SQLiteLedgerStore(
+        ledger: ledger, threadCount: configuration.ledgerThreadCount, waitingCallsMax: configuration.ledgerWaitingCallsMax)
     let router = buildRouter(ledger: ledger, metrics: ServerMetrics(), configuration: configuration)
-    var services: [any Service] = [ledger]
+    var services: [any Service] = [SQLiteStoreService(store: ledger, logger: logger)]
     if !configuration.alertWebhookURLs.isEmpty, let secret = configuration.alertSecret {
         // Validated by `configuration.validate()`; after the ledger's service, so it stops first.
         let urls = configuration.alertWebhookURLs.compactMap { try? WebhookURL(parsing: $0) }
@@ -115,7 +116,7 @@ private func application(
 /// final status; errors become JSON next; `/healthz` and the dashboard page are added before the
 /// token check, everything else (the router's own 404 included) after it.
 func buildRouter(
-    ledger: any LedgerStore, metrics: ServerMetrics, configuration: ServerConfiguration
+    ledger: any ServerLedgerStore, metrics: ServerMetrics, configuration: ServerConfiguration
 ) -> Router<BasicRequestContext> {
     let router = Router(context: BasicRequestContext.self)
     router.add(middleware: RequestIDMiddleware())

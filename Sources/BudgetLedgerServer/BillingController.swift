@@ -17,7 +17,7 @@ struct BillingController: APIController {
         }
     }
 
-    let ledger: any LedgerStore
+    let ledger: any ServerLedgerStore
 
     func respond(to route: Route, request: Request, context: BasicRequestContext) async throws -> Response {
         switch route {

@@ -19,7 +19,7 @@ struct BudgetsController: APIController {
 
     static let bodyFields: Set<String> = ["period", "maxTokens", "maxUsd"]
 
-    let ledger: any LedgerStore
+    let ledger: any ServerLedgerStore
     let requestBodyBytesMax: Int
 
     func respond(to route: Route, request: Request, context: BasicRequestContext) async throws -> Response {
@@ -45,7 +45,7 @@ struct BudgetsController: APIController {
     }
 
     /// Sets the budget of `scope` from `{"period", "maxTokens", "maxUsd"}`, as `budget set`.
-    private func set(_ scope: BudgetScope, _ request: Request, on ledger: any LedgerStore) async throws -> Response {
+    private func set(_ scope: BudgetScope, _ request: Request, on ledger: any ServerLedgerStore) async throws -> Response {
         let body = try await BodyFields(request, allowed: Self.bodyFields, limit: requestBodyBytesMax)
         let period = try body.stringNotNull("period").map { text in
             guard let period = BudgetPeriod(rawValue: text) else {

@@ -15,7 +15,7 @@ struct ConfigController: APIController {
         }
     }
 
-    let ledger: any LedgerStore
+    let ledger: any ServerLedgerStore
     let requestBodyBytesMax: Int
 
     func respond(to route: Route, request: Request, context: BasicRequestContext) async throws -> Response {

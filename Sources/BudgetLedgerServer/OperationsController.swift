@@ -14,7 +14,7 @@ struct HealthController: APIController {
         }
     }
 
-    let ledger: any LedgerStore
+    let ledger: any ServerLedgerStore
 
     /// `{"status": "ok", "version": …}` once the ledger answers a query; the ledger's error otherwise.
     func respond(to route: Route, request: Request, context: BasicRequestContext) async throws -> Response {
@@ -36,7 +36,7 @@ struct OperationsController: APIController {
         }
     }
 
-    let ledger: any LedgerStore
+    let ledger: any ServerLedgerStore
     let metrics: ServerMetrics
 
     func respond(to route: Route, request: Request, context: BasicRequestContext) async throws -> Response {

@@ -40,7 +40,7 @@ struct PricesController: APIController {
     static let repriceFields: Set<String> = ["model", "from", "to"]
     static let source = "budget-ledger REST API"
 
-    let ledger: any LedgerStore
+    let ledger: any ServerLedgerStore
     let requestBodyBytesMax: Int
 
     func respond(to route: Route, request: Request, context: BasicRequestContext) async throws -> Response {

@@ -17,7 +17,7 @@ struct ReservationsController: APIController {
         }
     }
 
-    let ledger: any LedgerStore
+    let ledger: any ServerLedgerStore
     let metrics: ServerMetrics
     let requestBodyBytesMax: Int
 

@@ -1,3 +1,5 @@
+import BudgetLedgerStore
+
 /// How the REST server is run: where the ledger lives, where to listen, who may call.
 public struct ServerConfiguration: Sendable {
     /// The ledger file the server opens (and closes when it shuts down), or a `postgres://` URL,
@@ -30,13 +32,13 @@ public struct ServerConfiguration: Sendable {
     public static let defaultRequestBodyBytesMax = 64 * 1024
     /// The default number of threads for ledger calls: enough for 64 concurrent writes to meet
     /// in group commit (docs/performance.md has the measurements).
-    public static let defaultLedgerThreadCount = 64
+    public static let defaultLedgerThreadCount = LedgerStoreOptions.defaultSQLiteThreadCount
     /// The most threads for ledger calls (more than `Ledger.groupCommitBatchMax` cannot enlarge a batch).
-    public static let ledgerThreadCountMax = 256
+    public static let ledgerThreadCountMax = LedgerStoreOptions.sqliteThreadCountMax
     /// The default number of ledger calls that may wait for a thread.
-    public static let defaultLedgerWaitingCallsMax = 1024
+    public static let defaultLedgerWaitingCallsMax = LedgerStoreOptions.defaultSQLiteWaitingCallsMax
     /// The most ledger calls that may be allowed to wait for a thread.
-    public static let ledgerWaitingCallsMaxLimit = 65_536
+    public static let ledgerWaitingCallsMaxLimit = LedgerStoreOptions.sqliteWaitingCallsMaxLimit
     /// The longest token accepted, in UTF-8 bytes.
     public static let tokenBytesMax = 4096
     /// The most alert webhooks one server posts to.

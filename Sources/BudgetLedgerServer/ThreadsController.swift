@@ -20,7 +20,7 @@ struct ThreadsController: APIController {
         }
     }
 
-    let ledger: any LedgerStore
+    let ledger: any ServerLedgerStore
     let metrics: ServerMetrics
     let requestBodyBytesMax: Int
 

@@ -19,7 +19,7 @@ struct BothStoresMetricsTests {
             _ = try await store.setLimit("t2", maxTokens: 1_000)
             try await store.consume("t2", prompt: 10, usage: UsageDetails(model: "x"))
             _ = try await store.reserve("t2", tokens: 5)
-            let exposition = try await store.metricsExposition(ServerMetrics(ledgerFile: kind == .sqlite))
+            let exposition = try await subject.serverStore().metricsExposition(ServerMetrics(ledgerFile: kind == .sqlite))
             let business = exposition.split(separator: "\n").filter { line in
                 ["model_", "agent_", "threads_", "live_holds", "held_tokens", "unfolded_consumes"]
                     .contains { line.hasPrefix("budget_ledger_" + $0) }

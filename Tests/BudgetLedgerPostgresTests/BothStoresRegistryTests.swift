@@ -1,4 +1,5 @@
 import BudgetLedger
+import BudgetLedgerStore
 @testable import BudgetLedgerServer
 import Testing
 

@@ -1,23 +1,25 @@
 import BudgetLedger
 import BudgetLedgerPostgres
+import BudgetLedgerStore
 @testable import BudgetLedgerServer
 import Foundation
 import LedgerSQLite
-import Logging
 import PostgresNIO
-import ServiceLifecycle
 
-/// The two stores behind the server's `LedgerStore` seam. A behaviour test takes one as its
-/// argument (`@Test(arguments: StoreKind.allCases)`), so one test body runs on both.
+/// The two stores behind the `LedgerStore` seam. A behaviour test takes one as its argument
+/// (`@Test(arguments: StoreKind.allCases)`), so one test body runs on both.
 enum StoreKind: String, CaseIterable, Sendable, CustomStringConvertible {
     case sqlite
     case postgres
 
     var description: String { rawValue }
+
+    /// The name the store gives itself (`LedgerStore.storeName`).
+    var storeName: String { self == .sqlite ? "SQLite" : "PostgreSQL" }
 }
 
-/// One store under test: the seam the server calls, the clock it reads, and read-only SQL on the
-/// store's own database (for its views), every column read as text and NULL as nil.
+/// One store under test: the seam, the clock it reads, and read-only SQL on the store's own
+/// database (for its views), every column read as text and NULL as nil.
 struct StoreUnderTest: Sendable {
     let kind: StoreKind
     let store: any LedgerStore
@@ -28,62 +30,67 @@ struct StoreUnderTest: Sendable {
     func feed() async throws -> [LedgerEvent] {
         try await store.events(after: 0, limit: LedgerLimits.feedPageLimitMax).events
     }
-}
 
-/// Runs `body` on a fresh store of `kind`: a new SQLite file behind `LedgerService` (the
-/// server's thread pool), or a new database of the test cluster behind `PostgresLedger`; both
-/// read `clock`. The store is closed when `body` ends, whether it throws or not.
-func withStore<Result: Sendable>(
-    _ kind: StoreKind, clock: TestClock = TestClock(), _ body: (StoreUnderTest) async throws -> Result
-) async throws -> Result {
-    switch kind {
-    case .sqlite: try await withSQLiteStore(clock: clock, body)
-    case .postgres: try await withPostgresStore(clock: clock, body)
+    /// The store as the server sees it, with what only the server calls (`/metrics`).
+    func serverStore() throws -> any ServerLedgerStore {
+        guard let store = store as? any ServerLedgerStore else {
+            throw HarnessError("\(store.storeName): \(type(of: store)) is not a server store")
+        }
+        return store
     }
 }
 
-private let quietLogger: Logger = {
-    var logger = Logger(label: "both-stores")
-    logger.logLevel = .critical
-    return logger
-}()
-
-/// A `LedgerService` on a new file, run as the server runs it (in a `ServiceGroup`, so that its
-/// thread pool stops and the ledger closes at the end); the views are read by a second connection.
-private func withSQLiteStore<Result: Sendable>(
-    clock: TestClock, _ body: (StoreUnderTest) async throws -> Result
+/// Runs `body` on a fresh store of `kind`, opened by its location as a library user opens it
+/// (`openLedgerStore`): a new SQLite file's path, or the URL of a new database of the test
+/// cluster; both read `clock`. The store is closed when `body` ends, whether it throws or not.
+func withStore<Result: Sendable>(
+    _ kind: StoreKind, clock: TestClock = TestClock(), _ body: (StoreUnderTest) async throws -> Result
 ) async throws -> Result {
-    let folder = FileManager.default.temporaryDirectory.appendingPathComponent("both-stores-\(UUID().uuidString)")
-    try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
-    defer { try? FileManager.default.removeItem(at: folder) }
-    let path = folder.appendingPathComponent("ledger.db").path
-    // `.normal`: a test has no power loss to survive, and 2 shared cores have no syncs to spare.
-    let ledger = try Ledger(path: path, configuration: Ledger.Configuration(synchronous: .normal, clock: clock.read))
-    // 64 waiting calls: the concurrency test's 64 callers are all admitted.
-    let service = LedgerService(ledger: ledger, threadCount: 4, waitingCallsMax: 64, logger: quietLogger)
-    let group = ServiceGroup(services: [service], logger: quietLogger)
-    let running = Task { try await group.run() }
-    let subject = StoreUnderTest(kind: .sqlite, store: service, clock: clock, rows: { sql in try sqliteRows(sql, path: path) })
+    let place = try await kind == .sqlite ? newSQLiteLocation() : newPostgresLocation()
+    defer { place.remove() }
+    let options = LedgerStoreOptions(
+        // 64 waiting calls: the concurrency test's 64 callers are all admitted.
+        sqliteThreadCount: 4, sqliteWaitingCallsMax: 64,
+        // `.normal`: a test has no power loss to survive, and 2 shared cores have no syncs to spare.
+        sqlite: Ledger.Configuration(synchronous: .normal, clock: clock.read),
+        postgres: PostgresLedger.Configuration(clock: clock.read))
+    let store = try await openLedgerStore(place.location, options: options)
+    let subject = StoreUnderTest(kind: kind, store: store, clock: clock, rows: place.rows)
     do {
+        // The location alone chose the store: it must be the one the test is about.
+        guard store.storeName == kind.storeName else { throw HarnessError("\(place.location) opened \(store.storeName)") }
         let result = try await body(subject)
-        await group.triggerGracefulShutdown()
-        try await running.value
+        await store.close()
         return result
     } catch {
-        await group.triggerGracefulShutdown()
-        try? await running.value
+        await store.close()
         throw error
     }
 }
 
-/// A `PostgresLedger` on a new database whose default collation is ICU's en-US, as a production
-/// database's often is (the test cluster's own databases are C: `initdb --no-locale`). Under C,
-/// text orders by bytes as SQLite's does, so a query missing its `COLLATE "C"` would still pass;
-/// under en-US ("a" < "b" < "B") it orders otherwise and the tests see it. The views are read
-/// through a superuser's session.
-private func withPostgresStore<Result: Sendable>(
-    clock: TestClock, _ body: (StoreUnderTest) async throws -> Result
-) async throws -> Result {
+/// Where a fresh store is, how to read its views, and how to remove what the harness made.
+private struct StoreLocation: Sendable {
+    let location: String
+    let rows: @Sendable (_ sql: String) async throws -> [[String?]]
+    let remove: @Sendable () -> Void
+}
+
+/// A new file in a folder of its own; the views are read by a second connection.
+private func newSQLiteLocation() throws -> StoreLocation {
+    let folder = FileManager.default.temporaryDirectory.appendingPathComponent("both-stores-\(UUID().uuidString)")
+    try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+    let path = folder.appendingPathComponent("ledger.db").path
+    return StoreLocation(
+        location: path, rows: { sql in try sqliteRows(sql, path: path) },
+        remove: { try? FileManager.default.removeItem(at: folder) })
+}
+
+/// A new database whose default collation is ICU's en-US, as a production database's often is
+/// (the test cluster's own databases are C: `initdb --no-locale`). Under C, text orders by bytes
+/// as SQLite's does, so a query missing its `COLLATE "C"` would still pass; under en-US
+/// ("a" < "b" < "B") it orders otherwise and the tests see it. The views are read through a
+/// superuser's session.
+private func newPostgresLocation() async throws -> StoreLocation {
     let server = try await PostgresTestCluster.shared()
     let name = "both_stores_" + UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "")
     try await PostgresTestCluster.withAdminClient(server) { session in
@@ -91,16 +98,7 @@ private func withPostgresStore<Result: Sendable>(
             PostgresQuery(unsafeSQL: "CREATE DATABASE \(name) TEMPLATE template0 LOCALE 'C' LOCALE_PROVIDER icu ICU_LOCALE 'en-US'"))
     }
     let url = server.url(database: name)
-    let ledger = try await PostgresLedger(url: url, configuration: .init(clock: clock.read))
-    let subject = StoreUnderTest(kind: .postgres, store: ledger, clock: clock, rows: { sql in try await postgresRows(sql, url: url) })
-    do {
-        let result = try await body(subject)
-        await ledger.close()
-        return result
-    } catch {
-        await ledger.close()
-        throw error
-    }
+    return StoreLocation(location: url, rows: { sql in try await postgresRows(sql, url: url) }, remove: {})
 }
 
 /// `sql`'s rows through a read-only connection of its own on the ledger's file.

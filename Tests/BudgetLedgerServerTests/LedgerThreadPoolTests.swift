@@ -1,4 +1,5 @@
 import BudgetLedger
+import BudgetLedgerStore
 import Foundation
 import Hummingbird
 import HummingbirdTesting
@@ -47,11 +48,11 @@ struct LedgerThreadPoolTests {
         let configuration = ServerConfiguration(
             databasePath: folder.databasePath, port: 0, ledgerThreadCount: 1, ledgerWaitingCallsMax: 1)
         try configuration.validate()
-        let service = LedgerService(
-            ledger: try Ledger(path: folder.databasePath), threadCount: 1, waitingCallsMax: 1, logger: testLogger)
+        let service = SQLiteLedgerStore(ledger: try Ledger(path: folder.databasePath), threadCount: 1, waitingCallsMax: 1)
         #expect(service.admittedCallsMax == 2)
         let router = buildRouter(ledger: service, metrics: ServerMetrics(), configuration: configuration)
-        let app = Application(router: router, services: [service], logger: testLogger)
+        let app = Application(
+            router: router, services: [SQLiteStoreService(store: service, logger: testLogger)], logger: testLogger)
         try await app.test(.router) { client in
             let gate = Gate()
             let running = Task { try await service.run { _ in gate.pass() } }
@@ -87,10 +88,11 @@ struct LedgerThreadPoolTests {
         defer { folder.remove() }
         let defaults = ServerConfiguration(databasePath: folder.databasePath)
         #expect(defaults.ledgerThreadCount >= 64)
-        let service = LedgerService(
+        let service = SQLiteLedgerStore(
             ledger: try Ledger(path: folder.databasePath), threadCount: defaults.ledgerThreadCount,
-            waitingCallsMax: defaults.ledgerWaitingCallsMax, logger: testLogger)
-        let app = Application(router: Router(), services: [service], logger: testLogger)
+            waitingCallsMax: defaults.ledgerWaitingCallsMax)
+        let app = Application(
+            router: Router(), services: [SQLiteStoreService(store: service, logger: testLogger)], logger: testLogger)
         try await app.test(.router) { _ in
             let gate = Gate()
             let callers = 64
