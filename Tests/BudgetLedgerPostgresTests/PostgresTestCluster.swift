@@ -134,11 +134,15 @@ actor PostgresTestCluster {
         }
 
         /// Starts the postmaster (again) on the cluster's port and waits until it accepts connections.
+        ///
+        /// `max_connections` is 1,000: the suite's tests run in parallel, each ledger with a pool of
+        /// up to 16 connections and spawned servers with their own; at 200 a full run refused
+        /// connections ("too many clients already") once the both-stores tests joined.
         func startServer() throws {
             try run(
                 binaries + "/pg_ctl",
                 ["start", "-w", "-t", "60", "-D", folder + "/data", "-l", folder + "/postgres.log", "-o",
-                 "-p \(server.port) -k \(folder) -c listen_addresses=127.0.0.1 -c max_connections=200 -c synchronous_commit=on"],
+                 "-p \(server.port) -k \(folder) -c listen_addresses=127.0.0.1 -c max_connections=1000 -c synchronous_commit=on"],
                 asRoot: asRoot, log: folder + "/pg_ctl.log")
         }
 
