@@ -47,18 +47,7 @@ struct BothStoresConsumeTests {
         try await withStore(kind) { subject in
             let store = subject.store
             _ = try await store.setLimit("shared", maxTokens: 1_000)
-            let outcomes = await withTaskGroup(of: [Outcome].self) { group in
-                for _ in 0..<64 {
-                    group.addTask {
-                        var outcomes: [Outcome] = []
-                        for _ in 0..<4 {
-                            outcomes.append(await attempt { try await store.consume("shared", prompt: 10, checked: true) })
-                        }
-                        return outcomes
-                    }
-                }
-                return await group.reduce(into: []) { $0 += $1 }
-            }
+            let outcomes = await race(callers: 64, callsEach: 4) { try await store.consume("shared", prompt: 10, checked: true) }
             let refusal = Outcome.exhausted(BudgetExhaustedError(threadID: "shared", used: 1_000, maxTokens: 1_000, requestedTokens: 10))
             #expect(outcomes.count { $0 == .success } == 100)
             #expect(outcomes.count { $0 == refusal } == 156)

@@ -37,18 +37,7 @@ struct BothStoresReservationTests {
         try await withStore(kind) { subject in
             let store = subject.store
             _ = try await store.setLimit("shared", maxTokens: 1_000)
-            let outcomes = await withTaskGroup(of: [Outcome].self) { group in
-                for _ in 0..<64 {
-                    group.addTask {
-                        var outcomes: [Outcome] = []
-                        for _ in 0..<4 {
-                            outcomes.append(await attempt { _ = try await store.reserve("shared", tokens: 10) })
-                        }
-                        return outcomes
-                    }
-                }
-                return await group.reduce(into: []) { $0 += $1 }
-            }
+            let outcomes = await race(callers: 64, callsEach: 4) { _ = try await store.reserve("shared", tokens: 10) }
             let refusal = Outcome.exhausted(
                 BudgetExhaustedError(threadID: "shared", used: 0, maxTokens: 1_000, requestedTokens: 10, heldTokens: 1_000))
             #expect(outcomes.count { $0 == .success } == 100)

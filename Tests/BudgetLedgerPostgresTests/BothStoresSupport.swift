@@ -245,6 +245,20 @@ enum Outcome: Equatable, Sendable, CustomStringConvertible {
 }
 
 /// How `body` ended.
+/// The outcomes of `callers` concurrent tasks, each making `callsEach` calls of `call` in turn.
+func race(callers: Int, callsEach: Int, _ call: @escaping @Sendable () async throws -> Void) async -> [Outcome] {
+    await withTaskGroup(of: [Outcome].self) { group in
+        for _ in 0..<callers {
+            group.addTask {
+                var outcomes: [Outcome] = []
+                for _ in 0..<callsEach { outcomes.append(await attempt(call)) }
+                return outcomes
+            }
+        }
+        return await group.reduce(into: []) { $0 += $1 }
+    }
+}
+
 func attempt(_ body: () async throws -> Void) async -> Outcome {
     do {
         try await body()
