@@ -11,8 +11,8 @@ public struct ImportedConsume: Sendable {
     public let sourceEventID: Int64
     /// When it happened (UTC microseconds): the timestamp it is recorded with and priced at.
     public let timestampMicroseconds: Int64
-    /// The consume itself, validated.
-    let request: ConsumeRequest
+    /// The consume itself, validated (`package`: the PostgreSQL store records it too).
+    package let request: ConsumeRequest
 
     /// Checks a consume as `Ledger.consume` checks one, and the import's own fields.
     ///
@@ -54,6 +54,11 @@ public struct ImportBatchResult: Sendable, Equatable {
     /// Consumes found already recorded under their import key (an earlier, maybe interrupted,
     /// run of the same import): nothing recorded for them.
     public let skipped: Int
+
+    package init(imported: Int, skipped: Int) {
+        self.imported = imported
+        self.skipped = skipped
+    }
 }
 
 extension Ledger {

@@ -66,6 +66,8 @@ protocol CommandLedger {
     func budget(scope: BudgetScope) throws -> ScopeBudget?
     /// Bills a model's consumes recorded unpriced (`Ledger.reprice`), as `price reprice`.
     func reprice(model: String, from: Int64, to: Int64) throws -> RepriceResult
+    /// Records a batch of an export's lines as consumes (`Ledger.importConsumes`), as `import`.
+    func importConsumes(_ batch: [ImportedConsume]) throws -> ImportBatchResult
 }
 
 extension Ledger: CommandLedger {
@@ -264,6 +266,10 @@ struct BlockingPostgresLedger: CommandLedger {
     func reprice(model: String, from: Int64, to: Int64) throws -> RepriceResult {
         try Self.wait { [ledger] in try await ledger.reprice(model: model, from: from, to: to) }
     }
+
+    func importConsumes(_ batch: [ImportedConsume]) throws -> ImportBatchResult {
+        try Self.wait { [ledger] in try await ledger.importConsumes(batch) }
+    }
 }
 
 extension BlockingPostgresLedger {
@@ -288,12 +294,8 @@ extension BlockingPostgresLedger {
     }
 }
 
-/// A command that does not run on PostgreSQL yet was given a `postgres://` URL.
+/// A `postgres://` URL reached a path that opens only a ledger file. Every command runs on both
+/// stores today (`withAnyLedger`), so this is a guard: a URL is never taken for a file name.
 struct NotOnPostgresError: Error, CustomStringConvertible {
-    var description: String {
-        "this command does not run on PostgreSQL yet (init, consume, check, set-limit, reset, cleanup, configure, "
-            + "usage, usage reset, threads, reserve, settle, release, holds, events, export, "
-            + "price set/list/show/withdraw/replace/reprice, budget set/list/show/remove, verify and serve do, and copy "
-            + "moves a SQLite ledger there; see docs/postgres.md)"
-    }
+    var description: String { "this command opens a ledger file, not a postgres:// URL (see docs/postgres.md)" }
 }

@@ -267,11 +267,42 @@ struct PostgresCLITests {
         #expect(verified.status == 0, "\(verified)")
     }
 
-    @Test("a command that does not run on PostgreSQL yet says so and creates no file")
-    func otherCommandsRefuse() throws {
-        // Proves a postgres:// URL is never opened as a SQLite file name by the commands not ported yet.
-        let result = try runCLI(["import", "-", "--db", "postgres://nobody@127.0.0.1:1/none"])
-        #expect(result.status == 1)
-        #expect(result.stderr.contains("does not run on PostgreSQL yet"))
+    @Test("import records an export into PostgreSQL as into a ledger file: the same usage, once, and verify passes")
+    func importRunsOnPostgres() async throws {
+        // Proves `import --db postgres://…` reaches PostgresLedger.importConsumes: the same export
+        // imported into a fresh file and a fresh database prints the same usage and rollups;
+        // running it again on the database records nothing (every line skipped); a bad line is
+        // exit 64 naming it, with nothing of its batch written; verify passes after.
+        let url = try await PostgresTestCluster.freshDatabase()
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("pg-import-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let source = folder.appendingPathComponent("source.db").path
+        let target = folder.appendingPathComponent("target.db").path
+        for (thread, agent, model, prompt) in [("t1", "a", "gpt-4o", "100"), ("t2", "b", "gpt-4o-mini", "250"), ("t1", "a", "acme-x", "40")] {
+            let recorded = try runCLI(["consume", thread, "--prompt", prompt, "--completion", "7", "--agent", agent, "--model", model, "--meta", "org_id=acme", "--db", source])
+            #expect(recorded.status == 0, "\(recorded)")
+        }
+        let export = folder.appendingPathComponent("events.ndjson").path
+        let exported = try runCLI(["export", "--format", "ndjson", "--db", source])
+        try exported.stdout.write(toFile: export, atomically: true, encoding: .utf8)
+        for db in [target, url] {
+            let imported = try runCLI(["import", export, "--json", "--db", db])
+            #expect(imported.stdout == #"{"imported":3,"skipped":0,"batches":1}"# + "\n", "\(db): \(imported)")
+        }
+        for reading in [["usage"], ["usage", "--agent", "a"], ["usage", "--model", "acme-x"], ["export", "--group-by", "agent", "--format", "csv"]] {
+            let onFile = try runCLI(reading + ["--db", target])
+            let onDatabase = try runCLI(reading + ["--db", url])
+            #expect(onFile.status == 0 && onDatabase.stdout == onFile.stdout, "\(reading): \(onFile.stdout) \(onDatabase.stdout)")
+        }
+        let again = try runCLI(["import", export, "--json", "--db", url])
+        #expect(again.stdout == #"{"imported":0,"skipped":3,"batches":1}"# + "\n", "\(again)")
+        let bad = folder.appendingPathComponent("bad.ndjson").path
+        try #"{"kind":"consume","id":900,"threadId":"t9","promptTokens":-1,"completionTokens":0,"timestamp":"2026-01-01T00:00:00Z"}"#
+            .write(toFile: bad, atomically: true, encoding: .utf8)
+        let refused = try runCLI(["import", bad, "--db", url])
+        #expect(refused.status == 64 && refused.stderr.contains("on line 1"), "\(refused)")
+        #expect(try runCLI(["usage", "t9", "--db", url]).status == 4)
+        #expect(try runCLI(["verify", "--db", url]).status == 0)
     }
 }

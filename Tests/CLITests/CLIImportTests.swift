@@ -131,15 +131,4 @@ struct CLIImportTests {
         #expect(try result.jsonObject()["imported"] as? Int64 == 9, "\(result)")
         #expect(try Self.billingOutputs(target) == Self.billingOutputs(source))
     }
-
-    @Test("on a postgres:// URL, import says it does not run on PostgreSQL yet")
-    func notOnPostgres() throws {
-        let folder = try ScratchLedger()
-        defer { folder.remove() }
-        let path = folder.directory.appendingPathComponent("empty.ndjson").path
-        try "".write(toFile: path, atomically: true, encoding: .utf8)
-        let result = try runCLI(["import", "--db", "postgres://nobody@127.0.0.1:1/none", path])
-        #expect(result.status == 1, "\(result)")
-        #expect(result.firstErrorLine.contains("does not run on PostgreSQL yet"), "\(result)")
-    }
 }

@@ -34,7 +34,7 @@ extension BudgetLedgerCommand {
         }
 
         func run() throws {
-            try options.withLedger { ledger in
+            try options.withAnyLedger { ledger in
                 let reader = try LineReader(path: file, lineBytesMax: ConsumeImport.lineBytesMax)
                 var summary = ImportSummary()
                 do {
@@ -47,7 +47,7 @@ extension BudgetLedgerCommand {
         }
 
         /// Reads, checks and records every line, `batchSize` lines per transaction.
-        private func importLines(from reader: LineReader, into ledger: Ledger, summary: inout ImportSummary) throws {
+        private func importLines(from reader: LineReader, into ledger: any CommandLedger, summary: inout ImportSummary) throws {
             var batch: [ImportedConsume] = []
             batch.reserveCapacity(batchSize)
             func flush() throws {
