@@ -42,16 +42,15 @@ public protocol LedgerStore: Sendable {
     ///
     /// - Throws: `BudgetExhaustedError` when they do not fit.
     func checkBudget(_ threadID: String, estimatedTokens: Int64) async throws -> ThreadBudget
-    /// A consume (with `checked`, a check-and-consume), answered as its REST body in bytes
-    /// (`ConsumeResult.jsonBytes`) and whether it was a replay: the hot path, encoded once by
-    /// the store (`Ledger.consume`).
+    /// A consume (with `checked`, a check-and-consume), as `Ledger.consume(_:…checked:)`: the
+    /// recorded event, the budget after it, the thresholds it crossed, whether it was a replay.
     ///
     /// - Throws: `BudgetExhaustedError` for a checked consume that does not fit (a refusal);
     ///   `LedgerError` for bad input or a key reused with other figures.
-    func consumeAnswer(
+    func consume(
         _ threadID: String, promptTokens: Int64, completionTokens: Int64, idempotencyKey: String?, usage: UsageDetails,
         checked: Bool
-    ) async throws -> (isReplay: Bool, json: [UInt8])
+    ) async throws -> ConsumeResult
     /// Sets the max of one thread, opening it when needed (`Ledger.setLimit`).
     func setLimit(_ threadID: String, maxTokens: Int64) async throws -> ThreadBudget
     /// Starts the thread's window again at zero (`Ledger.resetThread`); nil for an unknown thread.
@@ -117,4 +116,18 @@ public protocol LedgerStore: Sendable {
     /// Closes the store: the calls already running finish, later ones fail; the SQLite file or
     /// the PostgreSQL connections are closed. Idempotent.
     func close() async
+}
+
+extension LedgerStore {
+    /// `consume(_:…checked:)` answered as its REST body in bytes (`ConsumeResult.jsonBytes`) and
+    /// whether it was a replay: the server's hot path, encoded once.
+    public func consumeAnswer(
+        _ threadID: String, promptTokens: Int64, completionTokens: Int64, idempotencyKey: String?, usage: UsageDetails,
+        checked: Bool
+    ) async throws -> (isReplay: Bool, json: [UInt8]) {
+        let result = try await consume(
+            threadID, promptTokens: promptTokens, completionTokens: completionTokens, idempotencyKey: idempotencyKey,
+            usage: usage, checked: checked)
+        return (isReplay: result.isReplay, json: result.jsonBytes)
+    }
 }

@@ -14,7 +14,7 @@ import NIOPosix
 ///
 /// ```swift
 /// let store = try await openLedgerStore("postgres://ledger@db.internal/ledger")
-/// let answer = try await store.consumeAnswer(
+/// let result = try await store.consume(
 ///     "thread-1", promptTokens: 120, completionTokens: 30, idempotencyKey: "call-1", usage: .none, checked: true)
 /// await store.close()
 /// ```

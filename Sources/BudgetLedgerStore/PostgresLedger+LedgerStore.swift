@@ -18,16 +18,6 @@ extension PostgresLedger: LedgerStore {
         (budgets: try await allUsage(), defaultMaxTokens: try await maxTokensPerThread)
     }
 
-    public func consumeAnswer(
-        _ threadID: String, promptTokens: Int64, completionTokens: Int64, idempotencyKey: String?, usage: UsageDetails,
-        checked: Bool
-    ) async throws -> (isReplay: Bool, json: [UInt8]) {
-        let result = try await consume(
-            threadID, promptTokens: promptTokens, completionTokens: completionTokens, idempotencyKey: idempotencyKey,
-            usage: usage, checked: checked)
-        return (isReplay: result.isReplay, json: result.jsonBytes)
-    }
-
     public func priceTable() async throws -> (prices: [ModelPrice], now: Int64) {
         (prices: try await prices(), now: configuration.clock())
     }

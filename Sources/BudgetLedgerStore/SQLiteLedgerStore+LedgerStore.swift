@@ -47,18 +47,17 @@ extension SQLiteLedgerStore: LedgerStore {
         try await run { try $0.checkBudget(threadID, estimatedTokens: estimatedTokens) }
     }
 
-    public func consumeAnswer(
+    public func consume(
         _ threadID: String, promptTokens: Int64, completionTokens: Int64, idempotencyKey: String?, usage: UsageDetails,
         checked: Bool
-    ) async throws -> (isReplay: Bool, json: [UInt8]) {
+    ) async throws -> ConsumeResult {
         // The hot path suspends while its write waits for the group commit (`Ledger.write(suspending:)`)
         // instead of holding a pool thread: 35 % less server CPU per request (docs/performance.md).
-        let result = try await suspending { ledger in
+        try await suspending { ledger in
             try await ledger.consume(
                 suspending: threadID, promptTokens: promptTokens, completionTokens: completionTokens,
                 idempotencyKey: idempotencyKey, usage: usage, checked: checked)
         }
-        return (isReplay: result.isReplay, json: result.jsonBytes)
     }
 
     public func setLimit(_ threadID: String, maxTokens: Int64) async throws -> ThreadBudget {

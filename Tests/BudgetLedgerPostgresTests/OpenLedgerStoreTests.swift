@@ -17,6 +17,11 @@ struct OpenLedgerStoreTests {
             let answer = try await subject.store.consume("t1", prompt: 40, completion: 2, key: "k1")
             #expect(answer.budget.totalTokens == 42)
             #expect(try await subject.store.usage("t1")?.totalTokens == 42)
+            // The protocol's own consume answers the domain's result (the library's typed API).
+            let store: any LedgerStore = subject.store
+            let typed = try await store.consume(
+                "t1", promptTokens: 8, completionTokens: 0, idempotencyKey: nil, usage: .none, checked: true)
+            #expect(typed.budget.totalTokens == 50 && typed.event.promptTokens == 8 && !typed.isReplay)
         }
     }
 
