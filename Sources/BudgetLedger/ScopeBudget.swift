@@ -13,7 +13,10 @@ public struct BudgetScope: Sendable, Hashable, Comparable, CustomStringConvertib
     public let description: String
 
     /// The org, user, agent or (normalised) model; empty for `global`.
-    public var id: String { kind == .global ? "" : String(description.dropFirst(kind.rawValue.count + 1)) }
+    /// (Dropped by Unicode scalar: the colon and an id's leading combining mark are one Character.)
+    public var id: String {
+        kind == .global ? "" : String(String.UnicodeScalarView(description.unicodeScalars.dropFirst(kind.rawValue.count + 1)))
+    }
 
     public static let global = BudgetScope(kind: .global, id: "")
 
@@ -48,13 +51,17 @@ public struct BudgetScope: Sendable, Hashable, Comparable, CustomStringConvertib
             self = .global
             return
         }
-        guard let colon = text.firstIndex(of: ":"),
-            let kind = Kind(rawValue: String(text[..<colon])), kind != .global
+        // Split by Unicode scalars, not Characters: an id that starts with a combining mark or
+        // an emoji modifier makes one Character of the colon and itself (":🏻"), which a
+        // Character search would never find (the REST fuzzer found it).
+        let scalars = text.unicodeScalars
+        guard let colon = scalars.firstIndex(of: ":"),
+            let kind = Kind(rawValue: String(scalars[..<colon])), kind != .global
         else {
             throw LedgerError.invalidInput(
                 field: field, reason: "must be global, org:ID, user:ID, agent:ID or model:NAME (got \(text.debugDescription))")
         }
-        let id = String(text[text.index(after: colon)...])
+        let id = String(scalars[scalars.index(after: colon)...])
         guard !id.isEmpty else {
             throw LedgerError.invalidInput(field: field, reason: "\(kind.rawValue): needs an id after the colon")
         }

@@ -105,12 +105,15 @@ extension APIIdentifier {
     /// - Throws: `LedgerError.invalidInput` naming `field` when `value` breaks `scopePattern`.
     static func validateScope(_ value: String, field: String) throws {
         if value == "global" { return }
-        guard let colon = value.firstIndex(of: ":"), ["org", "user", "agent", "model"].contains(value[..<colon]) else {
+        // By Unicode scalars, as `BudgetScope(parsing:)`: ":" and a combining mark after it are one Character.
+        let scalars = value.unicodeScalars
+        guard let colon = scalars.firstIndex(of: ":"), ["org", "user", "agent", "model"].contains(String(scalars[..<colon]))
+        else {
             throw APIError.invalid(
                 field, "must be global, org:ID, user:ID, agent:ID or model:NAME (got \(value.debugDescription))")
         }
-        let kind = value[..<colon]
-        let id = String(value[value.index(after: colon)...])
+        let kind = String(scalars[..<colon])
+        let id = String(scalars[scalars.index(after: colon)...])
         try validate(id, field: field)
         if kind == "model", id.hasPrefix(" ") {
             throw APIError.invalid(field, "a model name must not start with a space")

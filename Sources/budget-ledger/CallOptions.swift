@@ -69,10 +69,12 @@ struct UsageFlags: ParsableArguments {
             members = parsed
         }
         for pair in metadataPairs {
-            guard let equals = pair.firstIndex(of: "="), equals != pair.startIndex else {
+            // By Unicode scalars: "=" and a combining mark after it are one Character.
+            let scalars = pair.unicodeScalars
+            guard let equals = scalars.firstIndex(of: "="), equals != scalars.startIndex else {
                 throw ValidationError("--meta takes KEY=VALUE, got: \(pair)")
             }
-            members[String(pair[..<equals])] = .string(String(pair[pair.index(after: equals)...]))
+            members[String(scalars[..<equals])] = .string(String(scalars[scalars.index(after: equals)...]))
         }
         return members
     }

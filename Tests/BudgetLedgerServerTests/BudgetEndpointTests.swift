@@ -10,6 +10,19 @@ import Testing
 
 @Suite("Scope budgets over REST")
 struct BudgetEndpointTests {
+    @Test func aScopeIDStartingWithAnEmojiModifierIsAScope() async throws {
+        // Proves the fuzzer's case: `org:` then U+1F3FB (which joins the colon into one Character)
+        // is a schema-valid scope: DELETE without a budget is a 409 (not a 400), PUT sets it.
+        try await withServer { client, _ in
+            let path = "/api/v1/budgets/org%3A%F0%9F%8F%BB%24L%C4%98%C2%AC"
+            let absent = try await client.send(.delete, path)
+            #expect(absent.status == .conflict, "\(absent.text)")
+            let set = try await client.send(.put, path, json: #"{"maxTokens":5}"#)
+            #expect(set.status == .ok, "\(set.text)")
+            #expect(try set.object()["scope"] as? String == "org:🏻$LĘ¬", "\(set.text)")
+        }
+    }
+
     @Test func aBudgetIsSetReadListedAndRemoved() async throws {
         // Proves: PUT stores a budget and answers the wire shape the CLI prints (USD exact);
         // GET reads it by its plain and its percent-encoded scope; the list has it; DELETE

@@ -17,6 +17,21 @@ private let acmeMetadata = #"{"org_id":"acme"}"#
 
 @Suite("Scope budgets: one decision for every budget a call falls under")
 struct ScopeBudgetTests {
+    @Test("a scope whose id starts with a combining mark or an emoji modifier parses, and round-trips in the ledger")
+    func scopeIDsStartingWithAnExtendingScalarParse() throws {
+        // Proves the colon is found by Unicode scalar: ":🏻" and ":\u{301}" are one Character each,
+        // so a Character search refused these schema-valid scopes (the REST fuzzer's case).
+        for (text, id) in [("org:🏻$LĘ¬", "🏻$LĘ¬"), ("agent:\u{301}a", "\u{301}a"), ("user:x:y", "x:y")] {
+            let scope = try BudgetScope(parsing: text)
+            #expect(scope.id == id && scope.description == text, "\(text)")
+        }
+        let ledger = try Ledger.inMemory()
+        let scope = try BudgetScope(parsing: "org:🏻$LĘ¬")
+        try ledger.setBudget(scope, maxTokens: 10)
+        #expect(try ledger.budget(scope: scope)?.scope == scope)
+        #expect(try ledger.budgets().map(\.scope) == [scope])
+    }
+
     @Test("windows are UTC calendar days, ISO weeks from Monday and months, in Swift as in SQL")
     func windowsMatchTheSQLArithmetic() throws {
         // Proves BudgetPeriod and migration 0010's SQL give the same window at every boundary:
