@@ -69,6 +69,16 @@ extension Ledger {
     /// The batch the CLI's `import` uses unless told otherwise.
     public static let importBatchDefault = 2_000
 
+    /// A batch holds at most `importBatchMax` consumes (`package`: both stores apply it).
+    ///
+    /// - Throws: `LedgerError.invalidInput` naming `batch`.
+    package static func checkImportBatch(_ batch: [ImportedConsume]) throws {
+        guard batch.count <= importBatchMax else {
+            throw LedgerError.invalidInput(
+                field: "batch", reason: "holds \(batch.count) consumes; the limit is \(importBatchMax)")
+        }
+    }
+
     /// The idempotency key an imported consume is recorded under: `import:<source event id>`.
     /// A second run of the same import finds each line's key and skips the line.
     public static func importIdempotencyKey(sourceEventID: Int64) -> String {
@@ -96,10 +106,7 @@ extension Ledger {
     ///   the same id), or at the ledger's capacity; each naming the line. The storage errors.
     @discardableResult
     public func importConsumes(_ batch: [ImportedConsume]) throws -> ImportBatchResult {
-        guard batch.count <= Self.importBatchMax else {
-            throw LedgerError.invalidInput(
-                field: "batch", reason: "holds \(batch.count) consumes; the limit is \(Self.importBatchMax)")
-        }
+        try Self.checkImportBatch(batch)
         guard !batch.isEmpty else { return ImportBatchResult(imported: 0, skipped: 0) }
         return try write { [self] connection in
             var imported = 0

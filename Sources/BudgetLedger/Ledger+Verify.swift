@@ -119,14 +119,14 @@ private struct DerivedTables {
                 maxTokens: try row[1], promptTokens: try row[2], completionTokens: try row[3], requestCount: try row[4],
                 openedEventID: try row[5], windowEventID: try row[6]))
         })
-        problems += compare("thread_state", stored: threads, recomputed: recomputed.threads) { $0 }
+        problems += tableDifferences("thread_state", stored: threads, recomputed: recomputed.threads) { $0 }
         var thresholds: [String: [Int64: Int64]] = [:]
         for (thread, percent, event) in try connection.prepare(
             "SELECT thread_id, threshold_percent, event_id FROM thread_thresholds"
         ).fetchAll({ (try $0[0] as String, try $0[1] as Int64, try $0[2] as Int64) }) {
             thresholds[thread, default: [:]][percent] = event
         }
-        problems += compare("thread_thresholds", stored: thresholds, recomputed: recomputed.thresholds.filter { !$0.value.isEmpty }) { $0 }
+        problems += tableDifferences("thread_thresholds", stored: thresholds, recomputed: recomputed.thresholds.filter { !$0.value.isEmpty }) { $0 }
         let holds = try Dictionary(uniqueKeysWithValues: connection.prepare(
             "SELECT reservation_id, thread_id, tokens, expires_at_us, agent_id, model, org_id, user_id, cost_nanos FROM holds"
         ).fetchAll { row in
@@ -134,7 +134,7 @@ private struct DerivedTables {
                 threadID: try row[1], tokens: try row[2], expiresAtMicroseconds: try row[3], agentID: try row[4],
                 model: try row[5], organizationID: try row[6], userID: try row[7], costNanodollars: try row[8]))
         })
-        problems += compare("holds", stored: holds, recomputed: recomputed.holds) { String($0) }
+        problems += tableDifferences("holds", stored: holds, recomputed: recomputed.holds) { String($0) }
         let settings = try connection.prepare(
             """
             SELECT default_max_tokens, usage_window, all_time_prompt_tokens, all_time_completion_tokens,
@@ -146,7 +146,7 @@ private struct DerivedTables {
                 defaultMaxTokens: try row[0], usageWindow: try row[1], allTimePromptTokens: try row[2],
                 allTimeCompletionTokens: try row[3], allTimeCostNanodollars: try row[4], allTimeLatencyMilliseconds: try row[5])
         }
-        problems += compare("ledger_settings", stored: [1: settings], recomputed: [1: recomputed.settings]) { String($0) }
+        problems += tableDifferences("ledger_settings", stored: [1: settings], recomputed: [1: recomputed.settings]) { String($0) }
         problems += try rollupDifferences()
         problems += try scopeDifferences()
         problems += try refusalDifferences()
@@ -162,8 +162,8 @@ private struct DerivedTables {
         }
         let threads = try read("SELECT thread_id, window_event_id, event_id FROM thread_refusals")
         let scopes = try read("SELECT scope, window_start_us, event_id FROM scope_refusals")
-        return compare("thread_refusals", stored: threads, recomputed: recomputed.threadRefusals) { $0 }
-            + compare("scope_refusals", stored: scopes, recomputed: recomputed.scopeRefusals) { $0 }
+        return tableDifferences("thread_refusals", stored: threads, recomputed: recomputed.threadRefusals) { $0 }
+            + tableDifferences("scope_refusals", stored: scopes, recomputed: recomputed.scopeRefusals) { $0 }
     }
 
     private func scopeDifferences() throws -> [String] {
@@ -180,8 +180,8 @@ private struct DerivedTables {
         ).fetchAll { row in
             (Recomputation.ScopeThresholdKey(scope: try row[0], windowStart: try row[1], percent: try row[2]), try row[3] as Int64)
         })
-        return compare("scope_budgets", stored: budgets, recomputed: recomputed.scopeBudgets) { $0 }
-            + compare("scope_thresholds", stored: thresholds, recomputed: recomputed.scopeThresholds) {
+        return tableDifferences("scope_budgets", stored: budgets, recomputed: recomputed.scopeBudgets) { $0 }
+            + tableDifferences("scope_thresholds", stored: thresholds, recomputed: recomputed.scopeThresholds) {
                 "\($0.scope) window \($0.windowStart) \($0.percent)%"
             }
     }
@@ -210,21 +210,21 @@ private struct DerivedTables {
         ).fetchAll { row in
             (Recomputation.AgentModelKey(usageWindow: try row[0], agentID: try row[1], model: try row[2]), try sums(row, 3))
         })
-        return compare("usage_rollup_live", stored: rollup, recomputed: recomputed.rollup) {
+        return tableDifferences("usage_rollup_live", stored: rollup, recomputed: recomputed.rollup) {
             "window \($0.usageWindow), day \($0.day), org \($0.organizationID), agent \($0.agentID), model \($0.model)"
-        } + compare("usage_agent_model_live", stored: agentModel, recomputed: recomputed.agentModel) {
+        } + tableDifferences("usage_agent_model_live", stored: agentModel, recomputed: recomputed.agentModel) {
             "window \($0.usageWindow), agent \($0.agentID), model \($0.model)"
         }
     }
+}
 
-    /// Rows stored that the events do not reproduce, then rows the events imply that are
-    /// missing or different (at most 20 of each), named by `name(key)`.
-    private func compare<Key: Hashable, Value: Equatable>(
-        _ table: String, stored: [Key: Value], recomputed: [Key: Value], name: (Key) -> String
-    ) -> [String] {
-        let stale = stored.filter { recomputed[$0.key] != $0.value }.keys.map(name).sorted().prefix(20)
-        let missing = recomputed.filter { stored[$0.key] != $0.value }.keys.map(name).sorted().prefix(20)
-        return stale.map { "\(table): row \($0) differs from the events" }
-            + missing.map { "\(table): row \($0) that the events imply is missing or different" }
-    }
+/// Rows of `table` stored that the events do not reproduce, then rows the events imply that are
+/// missing or different (at most 20 of each), named by `name(key)`: verify's words on both stores.
+package func tableDifferences<Key: Hashable, Value: Equatable>(
+    _ table: String, stored: [Key: Value], recomputed: [Key: Value], name: (Key) -> String
+) -> [String] {
+    let stale = stored.filter { recomputed[$0.key] != $0.value }.keys.map(name).sorted().prefix(20)
+    let missing = recomputed.filter { stored[$0.key] != $0.value }.keys.map(name).sorted().prefix(20)
+    return stale.map { "\(table): row \($0) differs from the events" }
+        + missing.map { "\(table): row \($0) that the events imply is missing or different" }
 }

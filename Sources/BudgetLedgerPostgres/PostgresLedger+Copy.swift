@@ -24,10 +24,6 @@ extension PostgresLedger {
     /// interrupted copy loses (it resumes from the last committed batch).
     public static let copyBatchEventsMax = 1_000
 
-    /// The kinds of event this store cannot carry yet, as `Ledger.inventory()` names them: none
-    /// now. Scope budgets, their thresholds and refusals are carried (migration 0007), reprices
-    /// too (0008). The check stays, for a kind a later SQLite migration adds before this store has it.
-    public static let kindsNotCarried: [String] = []
 
     /// Serializes copies into one database (each batch takes it), so two cannot interleave.
     static let copyLockKey: Int64 = 0x4244_4C47_0002
@@ -41,10 +37,9 @@ extension PostgresLedger {
     ///
     /// The target must be empty (freshly migrated) or hold exactly the start of the source's
     /// history, as an interrupted copy leaves it: every event it holds is compared with the
-    /// source's, and the copy continues after the last. Nothing is written when the source
-    /// holds a kind this store cannot carry (`kindsNotCarried`), when the target's events are
-    /// not a prefix of the source's, or when a price row of the target (live or withdrawn) is
-    /// not the source's.
+    /// source's, and the copy continues after the last. Every kind of event is carried. Nothing
+    /// is written when the target's events are not a prefix of the source's, or when a price row
+    /// of the target (live or withdrawn) is not the source's.
     /// Writers on both stores should be stopped for the copy.
     ///
     /// - Parameter progress: called with the events in the target so far and the source's count, after each batch.
@@ -61,12 +56,6 @@ extension PostgresLedger {
                 field: "batchEventsMax", reason: "must be 1…\(LedgerLimits.feedPageLimitMax) (got \(batchEventsMax))")
         }
         let inventory = try source.inventory()
-        let refused = Self.kindsNotCarried.compactMap { kind in inventory.eventsByKind[kind].map { "\($0) \(kind)" } }
-        guard refused.isEmpty else {
-            throw LedgerError.conflict(
-                "the ledger holds events PostgreSQL cannot store yet (\(refused.joined(separator: ", "))); "
-                    + "nothing was copied (see docs/postgres.md, \"Moving up from SQLite\")")
-        }
         let present = try await checkedPrefix(of: source, batchEventsMax: batchEventsMax)
         let (pricesCopied, withdrawalsCopied) = try await copyPrices(try source.prices(), withdrawn: try source.withdrawnPrices())
         var last = present.lastID

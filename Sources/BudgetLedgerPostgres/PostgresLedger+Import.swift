@@ -18,10 +18,7 @@ extension PostgresLedger {
     ///   line; `PostgresLedgerError` for the server or the connection.
     @discardableResult
     public func importConsumes(_ batch: [ImportedConsume]) async throws -> ImportBatchResult {
-        guard batch.count <= Ledger.importBatchMax else {
-            throw LedgerError.invalidInput(
-                field: "batch", reason: "holds \(batch.count) consumes; the limit is \(Ledger.importBatchMax)")
-        }
+        try Ledger.checkImportBatch(batch)
         guard !batch.isEmpty else { return ImportBatchResult(imported: 0, skipped: 0) }
         return try await write { [self] connection in
             var imported = 0

@@ -33,11 +33,11 @@ extension PostgresLedger {
         for try await (scope, window, eventID) in refusalRows.decode((String, Int64, Int64).self) {
             refusals[scope] = ScopeRecomputation.RefusalWindow(window: window, eventID: eventID)
         }
-        return compare("scope_budgets", stored: budgets, recomputed: recomputed.budgets) { $0 }
-            + compare("scope_thresholds", stored: thresholds, recomputed: recomputed.thresholds) {
+        return tableDifferences("scope_budgets", stored: budgets, recomputed: recomputed.budgets) { $0 }
+            + tableDifferences("scope_thresholds", stored: thresholds, recomputed: recomputed.thresholds) {
                 "\($0.scope) window \($0.windowStart) \($0.percent)%"
             }
-            + compare("scope_refusals", stored: refusals, recomputed: recomputed.refusals) { $0 }
+            + tableDifferences("scope_refusals", stored: refusals, recomputed: recomputed.refusals) { $0 }
     }
 
     /// One pass over the events that shape the scope tables, in id order.
@@ -99,17 +99,6 @@ extension PostgresLedger {
             }
         }
         return scopes
-    }
-
-    /// Rows stored that the events do not reproduce, then rows the events imply that are
-    /// missing or different (at most 20 of each), named by `name(key)`: SQLite's verify's words.
-    private static func compare<Key: Hashable, Value: Equatable>(
-        _ table: String, stored: [Key: Value], recomputed: [Key: Value], name: (Key) -> String
-    ) -> [String] {
-        let stale = stored.filter { recomputed[$0.key] != $0.value }.keys.map(name).sorted().prefix(20)
-        let missing = recomputed.filter { stored[$0.key] != $0.value }.keys.map(name).sorted().prefix(20)
-        return stale.map { "\(table): row \($0) differs from the events" }
-            + missing.map { "\(table): row \($0) that the events imply is missing or different" }
     }
 }
 
