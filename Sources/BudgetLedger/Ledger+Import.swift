@@ -94,8 +94,13 @@ extension Ledger {
     /// taken), a thread it opens opens then at the default max, its thresholds fire as a
     /// consume's would, and a scope budget counts it in the window of that time, or in its
     /// current window when that time's is older (a consume's rule for a clock that stepped back;
-    /// setting the budget again re-reads the window by each event's time). Derived state is kept
-    /// per consume, exactly as for a consume (see docs/performance.md, issue 21, import).
+    /// setting the budget again re-reads the window by each event's time).
+    /// Derived state is kept per batch: each touched thread is read once and its totals written
+    /// once, the all-time sums added once, with the same events, ids and thresholds as one
+    /// consume at a time would give. A batch that needs more than a plain append (the ledger has
+    /// a scope budget, a touched thread has holds, a line's key is already recorded, a line or
+    /// the capacity is refused) is recorded one consume at a time instead, exactly as a consume
+    /// (see docs/performance.md, issue 21, import).
     /// Each is keyed `importIdempotencyKey(sourceEventID:)`: a consume whose key is already
     /// recorded with the same fields is skipped and counted, so re-running an import records
     /// nothing twice. Subscribers are not told: this is history, not new usage.
@@ -106,20 +111,38 @@ extension Ledger {
     ///   the same id), or at the ledger's capacity; each naming the line. The storage errors.
     @discardableResult
     public func importConsumes(_ batch: [ImportedConsume]) throws -> ImportBatchResult {
+        try importConsumes(batch, rowByRow: false).result
+    }
+
+    /// `importConsumes(_:)`, and the path that recorded the batch; with `rowByRow`, always one
+    /// consume at a time (`package`: the reference the tests compare the batch path with).
+    package func importConsumes(_ batch: [ImportedConsume], rowByRow: Bool) throws
+        -> (result: ImportBatchResult, route: ImportRoute)
+    {
         try Self.checkImportBatch(batch)
-        guard !batch.isEmpty else { return ImportBatchResult(imported: 0, skipped: 0) }
+        guard !batch.isEmpty else { return (ImportBatchResult(imported: 0, skipped: 0), .batch) }
         return try write { [self] connection in
-            var imported = 0
-            for consume in batch {
-                do {
-                    let result = try record(consume.request, at: consume.timestampMicroseconds, on: connection)
-                    if !result.isReplay { imported += 1 }
-                } catch let error as LedgerError {
-                    throw error.onLine(consume.line)
-                }
+            let fallback: ImportFallback? = rowByRow ? .asked : try importAsBatch(batch, on: connection)
+            guard let fallback else {
+                return (ImportBatchResult(imported: batch.count, skipped: 0), .batch)
             }
-            return ImportBatchResult(imported: imported, skipped: batch.count - imported)
+            return (try importRowByRow(batch, on: connection), .rowByRow(fallback))
         }
+    }
+
+    /// Records `batch` one consume at a time (`record`, the consume path), naming the line of
+    /// any error.
+    private func importRowByRow(_ batch: [ImportedConsume], on connection: Connection) throws -> ImportBatchResult {
+        var imported = 0
+        for consume in batch {
+            do {
+                let result = try record(consume.request, at: consume.timestampMicroseconds, on: connection)
+                if !result.isReplay { imported += 1 }
+            } catch let error as LedgerError {
+                throw error.onLine(consume.line)
+            }
+        }
+        return ImportBatchResult(imported: imported, skipped: batch.count - imported)
     }
 }
 
