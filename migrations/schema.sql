@@ -1,4 +1,4 @@
--- The ledger's schema after migration 14, as SQLite stores it: generated from a fresh
+-- The ledger's schema after migration 15, as SQLite stores it: generated from a fresh
 -- ledger by `make schema` (SchemaSnapshotTests fails when it is stale). Read it to see every
 -- table, index, trigger and view in one place; change the schema only by a new migration.
 CREATE TABLE alert_cursors (
@@ -478,7 +478,7 @@ BEGIN
     SELECT NEW.scope, NEW.window_start_us, NEW.threshold_percent, NEW.id WHERE NEW.kind = 'scope_threshold';
 END;
 
-CREATE TRIGGER events_check_insert BEFORE INSERT ON events
+CREATE TRIGGER events_check_insert INSTEAD OF INSERT ON events_to_guard
 BEGIN
     -- The per-event limits (see 0006); the ledger's API checks them first with a message
     -- that names the field, so this guards writers that use plain SQL.
@@ -595,6 +595,21 @@ END;
 CREATE TRIGGER events_forbid_update BEFORE UPDATE ON events
 BEGIN
     SELECT RAISE(ABORT, 'events is append-only: UPDATE is not allowed');
+END;
+
+CREATE TRIGGER events_guard_insert BEFORE INSERT ON events
+WHEN NEW.kind <> 'consume' OR connection_role() IS NOT 'ledger writer'
+BEGIN
+    INSERT INTO events_to_guard (id, timestamp_us, kind, thread_id, prompt_tokens, completion_tokens, max_tokens,
+                                 threshold_percent, severity, caused_by, tokens_used, idempotency_key, agent_id,
+                                 model, provider, latency_ms, metadata, org_id, user_id, cost_nanos, held_tokens,
+                                 expires_at_us, reservation_id, scope, period, max_cost_nanos, cost_used_nanos,
+                                 window_start_us)
+    VALUES (NEW.id, NEW.timestamp_us, NEW.kind, NEW.thread_id, NEW.prompt_tokens, NEW.completion_tokens,
+            NEW.max_tokens, NEW.threshold_percent, NEW.severity, NEW.caused_by, NEW.tokens_used,
+            NEW.idempotency_key, NEW.agent_id, NEW.model, NEW.provider, NEW.latency_ms, NEW.metadata,
+            NEW.org_id, NEW.user_id, NEW.cost_nanos, NEW.held_tokens, NEW.expires_at_us, NEW.reservation_id,
+            NEW.scope, NEW.period, NEW.max_cost_nanos, NEW.cost_used_nanos, NEW.window_start_us);
 END;
 
 CREATE TRIGGER ledger_settings_fold_usage BEFORE UPDATE OF rolled_up_to ON ledger_settings
@@ -797,6 +812,13 @@ SELECT id, timestamp_us, kind, thread_id, prompt_tokens, completion_tokens, max_
 FROM events WHERE 0;
 
 CREATE VIEW events_to_check AS
+SELECT id, timestamp_us, kind, thread_id, prompt_tokens, completion_tokens, max_tokens, threshold_percent,
+       severity, caused_by, tokens_used, idempotency_key, agent_id, model, provider, latency_ms, metadata,
+       org_id, user_id, cost_nanos, held_tokens, expires_at_us, reservation_id, scope, period, max_cost_nanos,
+       cost_used_nanos, window_start_us
+FROM events WHERE 0;
+
+CREATE VIEW events_to_guard AS
 SELECT id, timestamp_us, kind, thread_id, prompt_tokens, completion_tokens, max_tokens, threshold_percent,
        severity, caused_by, tokens_used, idempotency_key, agent_id, model, provider, latency_ms, metadata,
        org_id, user_id, cost_nanos, held_tokens, expires_at_us, reservation_id, scope, period, max_cost_nanos,

@@ -119,9 +119,12 @@ extension Ledger {
         }
         let cost = try price(of: request, at: now, pricesVersion: found.pricesVersion, on: connection)
         // The scope budgets the call falls under, in this transaction: checked before the insert
-        // when enforced, and their thresholds judged after it either way.
-        let scopes = try ScopeBudgetSQL.budgets(
-            scopes: request.scopes, at: now, countingHolds: request.enforce, on: connection)
+        // when enforced, and their thresholds judged after it either way. None to read when the
+        // ledger has no scope budget (the thread read says so, in the same transaction).
+        let scopes =
+            found.hasScopeBudgets
+            ? try ScopeBudgetSQL.budgets(scopes: request.scopes, at: now, countingHolds: request.enforce, on: connection)
+            : []
         if request.enforce && !scopes.isEmpty {
             try checkScopes(
                 scopes, threadID: request.threadID, tokens: request.tokens, cost: cost, model: request.usage.model)

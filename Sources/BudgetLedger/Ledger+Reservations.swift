@@ -55,10 +55,13 @@ extension Ledger {
                     heldTokens: before.heldTokens)
             }
             let heldCost = try mostCost(of: tokens, model: usage.model, at: now, pricesVersion: found.pricesVersion, on: connection)
-            let scopes = try ScopeBudgetSQL.budgets(
-                scopes: BudgetScope.candidates(
-                    agentID: usage.agentID, model: usage.model, organizationID: organizationID, userID: userID),
-                at: now, on: connection)
+            let scopes =
+                found.hasScopeBudgets
+                ? try ScopeBudgetSQL.budgets(
+                    scopes: BudgetScope.candidates(
+                        agentID: usage.agentID, model: usage.model, organizationID: organizationID, userID: userID),
+                    at: now, on: connection)
+                : []
             try checkScopes(scopes, threadID: threadID, tokens: tokens, cost: heldCost, model: usage.model)
             if found.expiredHolds > 0 {
                 try connection.execute(LedgerSQL.insertExpiries, [now, threadID])

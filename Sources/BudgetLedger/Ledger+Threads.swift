@@ -12,9 +12,12 @@ struct ThreadRow {
     let pricesVersion: Int64
     /// The consume already recorded under the idempotency key asked about, if any.
     let eventIDForKey: Int64?
+    /// Whether the ledger has any scope budget: when it has none, a call needs no scope read.
+    let hasScopeBudgets: Bool
 
-    /// One statement: the thread's state, its live holds at `now`, the ledger's default max, and
-    /// whether `idempotencyKey` was already used (so the consume path needs no second lookup).
+    /// One statement: the thread's state, its live holds at `now`, the ledger's default max,
+    /// whether `idempotencyKey` was already used (so the consume path needs no second lookup), and
+    /// whether any scope budget exists (so a call under none skips the scope read).
     static func fetch(
         _ threadID: String, at now: Int64, idempotencyKey: String? = nil, on connection: Connection
     ) throws -> ThreadRow {
@@ -28,7 +31,7 @@ struct ThreadRow {
             }
             return ThreadRow(
                 budget: budget, defaultMaxTokens: try row[5], expiredHolds: try row[7], pricesVersion: try row[8],
-                eventIDForKey: try row[9])
+                eventIDForKey: try row[9], hasScopeBudgets: try row[10])
         }
         guard let row else {
             preconditionFailure("ledger_settings has no row: the schema is broken")

@@ -29,6 +29,8 @@ extension Ledger {
         "events_check_reprice",
         // Since 0014 events_check_reprice runs only through it (an INSTEAD OF trigger on a view).
         "events_check_refusal_or_reprice",
+        // Since 0015 events_check_insert runs only through it (an INSTEAD OF trigger on a view).
+        "events_guard_insert",
     ]
 
     /// The unique indexes on `events` that `events_check_insert` guards against INSERT OR REPLACE.

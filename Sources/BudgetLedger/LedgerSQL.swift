@@ -18,7 +18,8 @@ enum LedgerSQL {
                (SELECT coalesce(sum(h.tokens), 0) FROM holds AS h WHERE h.thread_id = ?1 AND h.expires_at_us > ?2),
                (SELECT count(*) FROM holds AS h WHERE h.thread_id = ?1 AND h.expires_at_us <= ?2),
                (SELECT coalesce(max(id), 0) FROM model_prices) + (SELECT coalesce(max(id), 0) FROM price_withdrawals),
-               (SELECT e.id FROM events AS e WHERE e.idempotency_key = ?3)
+               (SELECT e.id FROM events AS e WHERE e.idempotency_key = ?3),
+               EXISTS (SELECT 1 FROM scope_budgets)
         FROM ledger_settings AS g LEFT JOIN thread_state AS s ON s.thread_id = ?1
         WHERE g.id = 1
         """

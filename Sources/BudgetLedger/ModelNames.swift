@@ -8,18 +8,33 @@ public enum ModelName {
     static func sql(_ operand: String) -> String { "lower(trim(\(operand), char(32, 9, 10, 11, 12, 13)))" }
 
     /// ASCII whitespace: space, tab, line feed, vertical tab, form feed, carriage return.
-    private static func isTrimmed(_ scalar: Unicode.Scalar) -> Bool {
-        scalar == " " || (0x09...0x0D).contains(scalar.value)
+    private static func isTrimmed(_ byte: UInt8) -> Bool {
+        byte == 0x20 || (0x09...0x0D).contains(byte)
     }
 
     /// `name` with ASCII whitespace trimmed from both ends and ASCII letters lowercased (SQLite's
     /// `lower()` folds nothing else).
+    ///
+    /// Works on the UTF-8 bytes: an ASCII byte never occurs inside a longer character's bytes, so
+    /// trimming and folding ASCII bytes leaves every other character as it is. Every consume with
+    /// a model runs it (its scope, its price), so a name already in normal form, the common
+    /// case, is returned without a copy.
     public static func normalized(_ name: String) -> String {
-        let scalars = Array(name.unicodeScalars)
-        guard let first = scalars.firstIndex(where: { !isTrimmed($0) }),
-            let last = scalars.lastIndex(where: { !isTrimmed($0) })
-        else { return "" }
-        return String(String.UnicodeScalarView(scalars[first...last])).lowercasedASCII
+        var copy = name
+        let changed = copy.withUTF8 { bytes -> String? in
+            guard let first = bytes.firstIndex(where: { !isTrimmed($0) }),
+                let last = bytes.lastIndex(where: { !isTrimmed($0) })
+            else { return "" }
+            let kept = UnsafeBufferPointer(rebasing: bytes[first...last])
+            if kept.count == bytes.count && !kept.contains(where: { (0x41...0x5A).contains($0) }) { return nil }
+            return String(unsafeUninitializedCapacity: kept.count) { output in
+                for (index, byte) in kept.enumerated() {
+                    output[index] = (0x41...0x5A).contains(byte) ? byte + 32 : byte
+                }
+                return kept.count
+            }
+        }
+        return changed ?? name
     }
 }
 

@@ -74,6 +74,7 @@ public final class Connection {
     /// - Throws: `SQLiteError`: `.cannotOpen` for a missing folder, `.notADatabase` for a file
     ///   that is not SQLite, `.readOnly` when WAL cannot be set up on a read-only file or folder.
     public init(path: String, options: Options = Options()) throws {
+        Self.configureProcess
         self.path = path
         var flags = SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_URI
         if options.readOnly {
@@ -102,6 +103,19 @@ public final class Connection {
     deinit {
         close()
     }
+
+    /// SQLite's process-wide settings, made once, before the first connection opens (SQLite
+    /// takes them only before it initializes; if another part of the process used SQLite first,
+    /// they are refused and SQLite's defaults stay, which changes no result, only the speed).
+    ///
+    /// Memory statistics off: SQLite counts every allocation under a global mutex for
+    /// `sqlite3_memory_used()`, which nothing here reads; a consume makes about a hundred
+    /// allocations (this SQLite is built without lookaside), and the mutex was 4 % of a
+    /// consume's instructions (docs/performance.md, issue 21).
+    /// See https://www.sqlite.org/c3ref/c_config_covering_index_scan.html#sqliteconfigmemstatus
+    private static let configureProcess: Void = {
+        _ = ledger_sqlite3_config_memstatus(0)
+    }()
 
     private func configure(_ options: Options) throws {
         try registerRole(options.role)

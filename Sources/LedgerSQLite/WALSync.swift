@@ -28,13 +28,18 @@ import Synchronization
 public final class WALSync: Sendable {
     /// The `-wal` file beside the database.
     public let walPath: String
-    /// Held while the disk syncs: its waiters sleep rather than spin (`SleepingLock`).
-    private let file = SleepingLock(OpenFile())
+    /// The descriptor and the sync in progress. Its mutex is never held while the disk syncs:
+    /// `syncing` says a sync runs, and callers wait on its condition (`ConditionLock`).
+    private let file = ConditionLock(OpenFile())
     private let state = Mutex(Progress())
 
     private struct OpenFile {
         /// The WAL's descriptor; -1 until the first sync, and after `close()`.
         var descriptor: Int32 = -1
+        /// Whether a sync runs now (one at a time: it owns `descriptor` until it ends).
+        var syncing = false
+        /// Syncs ended, successful or not: `syncFile()` waits for one that began after its call.
+        var ended = 0
         var syncs = 0
         /// Syncs begun (successful or not), numbered for `injectSyncFault(_:)`.
         var attempts = 0
@@ -101,39 +106,68 @@ public final class WALSync: Sendable {
     /// Makes commit `commit` (a number from `committed()`) and every one before it durable.
     ///
     /// Syncs at most once for many callers: a sync covers every commit counted before it
-    /// began, so a caller that finds its commit already covered returns at once, and callers
-    /// that arrive during a sync share the next one.
+    /// began, so a caller that finds its commit already covered returns at once, callers that
+    /// arrive during a sync wait for it (all woken together when it ends) and share the next one
+    /// if it did not cover them.
     ///
     /// - Throws: `SQLiteError` with the extended code `SQLITE_IOERR_FSYNC` when the sync fails,
     ///   or failed before (see `writesRefused`): then nothing written since the last successful
     ///   sync may be taken as durable.
     public func sync(through commit: Int64) throws {
-        // One sync at a time, under the lock, so that `close()` cannot close the descriptor
-        // while it is in use and waiting callers find their commit covered.
-        try file.withLock { file in
-            if state.withLock({ $0.durable }) >= commit { return }
-            try syncNow(&file)
-        }
+        try sync { _ in self.state.withLock { $0.durable } >= commit }
     }
 
     /// Syncs the WAL now, whoever wrote what it holds (other processes' commits too): for readers
     /// that must not hand on a commit a power loss could take back. The same rules as
-    /// `sync(through:)`: one sync at a time, and a failure is final.
+    /// `sync(through:)`: one sync at a time, and a failure is final. A sync already running
+    /// when it is called may have begun before the frames it must cover, so it waits for one
+    /// that begins after the call.
     public func syncFile() throws {
-        try file.withLock { file in try syncNow(&file) }
+        let needed = file.withLock { $0.ended + ($0.syncing ? 2 : 1) }
+        try sync { file in file.ended >= needed }
     }
 
-    private func syncNow(_ file: inout OpenFile) throws {
+    /// Syncs until `isDone` (asked holding the lock): waits while another caller's sync runs,
+    /// runs one itself when none does, and checks again after each.
+    private func sync(until isDone: (OpenFile) -> Bool) throws {
+        file.lock()
+        defer { file.unlock() }
+        while true {
+            if isDone(file.value) { return }
+            if let refused = writesRefused { throw refused }
+            if file.value.syncing {
+                file.wait()
+                continue
+            }
+            try syncNow()
+        }
+    }
+
+    /// Runs one sync, holding the lock before and after but not while the disk works; wakes
+    /// every waiter when it ends. Call it holding the lock, with no sync running.
+    private func syncNow() throws {
         let target = state.withLock { $0.written }
-        if let refused = writesRefused { throw refused }
+        file.value.syncing = true
+        file.value.attempts += 1
+        defer {
+            file.value.syncing = false
+            file.value.ended += 1
+            file.broadcast()
+        }
         do {
-            try openCurrent(&file.descriptor)
-            try fdatasync(&file)
+            try openCurrent(&file.value.descriptor)
+            let descriptor = file.value.descriptor
+            let attempt = file.value.attempts
+            let fault = file.value.fault
+            file.unlock()
+            let result = Result { try fdatasync(descriptor, attempt: attempt, fault: fault) }
+            file.lock()
+            try result.get()
         } catch let error as SQLiteError {
             syncFailed(error)
             throw error
         }
-        file.syncs += 1
+        file.value.syncs += 1
         state.withLock { $0.durable = max($0.durable, target) }
     }
 
@@ -146,14 +180,16 @@ public final class WALSync: Sendable {
         }
     }
 
-    private func fdatasync(_ file: inout OpenFile) throws {
-        file.attempts += 1
+    /// `fdatasync(2)` of `descriptor`, or the fault injected for sync number `attempt`.
+    private func fdatasync(
+        _ descriptor: Int32, attempt: Int, fault: (@Sendable (_ attempt: Int) -> Int32?)?
+    ) throws {
         var result: Int32
-        if let injected = file.fault?(file.attempts) {
+        if let injected = fault?(attempt) {
             result = -1
             errno = injected
         } else {
-            repeat { result = Foundation.fdatasync(file.descriptor) } while result != 0 && errno == EINTR
+            repeat { result = Foundation.fdatasync(descriptor) } while result != 0 && errno == EINTR
         }
         if result != 0 {
             throw SQLiteError(
@@ -163,8 +199,8 @@ public final class WALSync: Sendable {
         }
     }
 
-    /// Fault injection, for tests: `fault` runs before every sync of the WAL, under the lock that
-    /// orders syncs (a fault that blocks is a slow disk), with the sync's number counted from 1
+    /// Fault injection, for tests: `fault` runs before every sync of the WAL, as the sync that
+    /// runs (one at a time: a fault that blocks is a slow disk), with the sync's number counted from 1
     /// since this object was made (the sync of the migrations at open is the first). When it
     /// returns an `errno`, that sync fails as `fdatasync(2)` would with it, and the disk is not
     /// asked. Nil removes the fault.
@@ -180,12 +216,13 @@ public final class WALSync: Sendable {
         try sync(through: committed())
     }
 
-    /// Closes the descriptor. A later sync opens the file again.
+    /// Closes the descriptor, once no sync is using it. A later sync opens the file again.
     public func close() {
-        file.withLock { file in
-            if file.descriptor >= 0 { Foundation.close(file.descriptor) }
-            file.descriptor = -1
-        }
+        file.lock()
+        defer { file.unlock() }
+        while file.value.syncing { file.wait() }
+        if file.value.descriptor >= 0 { Foundation.close(file.value.descriptor) }
+        file.value.descriptor = -1
     }
 
     /// Opens the WAL the first time (and after `close()`); checks it is still there after that.

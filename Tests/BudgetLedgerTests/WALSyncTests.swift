@@ -319,3 +319,109 @@ struct ReaderSyncTests {
         #expect(try eventCount(at: path) == before)
     }
 }
+
+@Suite("WALSync: callers wait on a running sync together, and a sync covers what was written before it began")
+struct WALSyncWaitingTests {
+    /// A WAL sync of a fresh FULL ledger whose next sync blocks until `release` is signalled,
+    /// and a semaphore signalled once that sync has begun.
+    private func blockedSync(_ walSync: WALSync) -> (started: DispatchSemaphore, release: DispatchSemaphore) {
+        let started = DispatchSemaphore(value: 0)
+        let release = DispatchSemaphore(value: 0)
+        let blocking = Atomic<Bool>(true)
+        walSync.injectSyncFault { _ in
+            if blocking.exchange(false, ordering: .relaxed) {
+                started.signal()
+                release.wait()
+            }
+            return nil
+        }
+        return (started, release)
+    }
+
+    @Test("sixteen callers whose commits a running sync covers all return after it, with no sync of their own")
+    func coveredCallersShareTheRunningSync() throws {
+        // Proves the waiting rule: callers that arrive during a sync wait for it (not for a lock
+        // held across it), and each finds its commit covered when it ends. Sixteen commits are
+        // counted before the sync begins; exactly one sync runs for all of them.
+        let folder = try TemporaryFolder()
+        let (ledger, walSync) = try fullLedger(in: folder)
+        defer { ledger.close() }
+        let commits = (0..<16).map { _ in walSync.committed() }
+        let (started, release) = blockedSync(walSync)
+        let syncsBefore = walSync.syncs
+        let first = DispatchSemaphore(value: 0)
+        Thread {
+            try? walSync.sync(through: commits[0])
+            first.signal()
+        }.start()
+        started.wait()
+        let returned = DispatchSemaphore(value: 0)
+        for commit in commits.dropFirst() {
+            Thread {
+                try? walSync.sync(through: commit)
+                returned.signal()
+            }.start()
+        }
+        #expect(walSync.syncs == syncsBefore, "the running sync has not ended; syncs is readable meanwhile")
+        release.signal()
+        first.wait()
+        for _ in commits.dropFirst() { returned.wait() }
+        #expect(walSync.syncs == syncsBefore + 1)
+        #expect(walSync.commits.durable >= commits.last!)
+    }
+
+    @Test("syncFile during a running sync waits for a sync that begins after its call")
+    func syncFileWaitsForALaterSync() throws {
+        // Proves syncFile's rule: a sync already running may have begun before the frames it
+        // must cover, so syncFile does not take it; it returns only after a second sync.
+        let folder = try TemporaryFolder()
+        let (ledger, walSync) = try fullLedger(in: folder)
+        defer { ledger.close() }
+        let commit = walSync.committed()
+        let (started, release) = blockedSync(walSync)
+        let syncsBefore = walSync.syncs
+        let first = DispatchSemaphore(value: 0)
+        Thread {
+            try? walSync.sync(through: commit)
+            first.signal()
+        }.start()
+        started.wait()
+        let fileSynced = DispatchSemaphore(value: 0)
+        Thread {
+            try? walSync.syncFile()
+            fileSynced.signal()
+        }.start()
+        release.signal()
+        first.wait()
+        fileSynced.wait()
+        #expect(walSync.syncs == syncsBefore + 2)
+    }
+
+    @Test("close() during a running sync waits for it, and a later sync opens the file again")
+    func closeWaitsForTheRunningSync() throws {
+        // Proves the descriptor is never closed under a running fdatasync: close() returns only
+        // after the sync has ended (and succeeded), and the next sync still works.
+        let folder = try TemporaryFolder()
+        let (ledger, walSync) = try fullLedger(in: folder)
+        defer { ledger.close() }
+        let commit = walSync.committed()
+        let (started, release) = blockedSync(walSync)
+        let synced = Atomic<Bool>(false)
+        Thread {
+            if (try? walSync.sync(through: commit)) != nil { synced.store(true, ordering: .relaxed) }
+        }.start()
+        started.wait()
+        let closed = DispatchSemaphore(value: 0)
+        Thread {
+            walSync.close()
+            closed.signal()
+        }.start()
+        #expect(closed.wait(timeout: .now() + .milliseconds(200)) == .timedOut, "close() waits for the running sync")
+        release.signal()
+        closed.wait()
+        let syncSucceeded = synced.load(ordering: .relaxed)
+        #expect(syncSucceeded)
+        try walSync.sync(through: walSync.committed())
+        #expect(walSync.writesRefused == nil)
+    }
+}
