@@ -86,7 +86,8 @@ extension Ledger {
     }
 
     /// Records `batch` as consumes, in order, in one transaction: all of it or, on an error,
-    /// nothing of it (earlier batches stay recorded).
+    /// nothing of it (earlier batches stay recorded). (A batch the batch path hands over is
+    /// recorded in a second transaction, the first having written nothing.)
     ///
     /// Each is recorded as `consume` records one (unchecked: it is history, the tokens were
     /// spent), except that its time is its own `timestampMicroseconds`, not the clock's: the
@@ -121,13 +122,18 @@ extension Ledger {
     {
         try Self.checkImportBatch(batch)
         guard !batch.isEmpty else { return (ImportBatchResult(imported: 0, skipped: 0), .batch) }
-        return try write { [self] connection in
-            let fallback: ImportFallback? = rowByRow ? .asked : try importAsBatch(batch, on: connection)
-            guard let fallback else {
+        var fallback = ImportFallback.asked
+        if !rowByRow {
+            do {
+                // A fallback thrown out of the write rolls back what the batch path wrote.
+                try write { [self] connection in try importAsBatch(batch, on: connection) }
                 return (ImportBatchResult(imported: batch.count, skipped: 0), .batch)
+            } catch let reason as ImportFallback {
+                fallback = reason
             }
-            return (try importRowByRow(batch, on: connection), .rowByRow(fallback))
         }
+        let result = try write { [self] connection in try importRowByRow(batch, on: connection) }
+        return (result, .rowByRow(fallback))
     }
 
     /// Records `batch` one consume at a time (`record`, the consume path), naming the line of

@@ -49,29 +49,26 @@ private struct BatchState {
 }
 
 extension Ledger {
-    /// Records `batch` with its derived state applied per batch, inside a savepoint of the
-    /// caller's transaction: each touched thread read once, its totals kept in Swift and written
-    /// once, the all-time sums added (and checked against the capacity) once. The events are
-    /// those the row path writes, in its order, with its ids: a new thread's open, the consume
-    /// (and the fold at every 1,024th event), its threshold events, judged as `record` judges them.
+    /// Records `batch` with its derived state applied per batch, in the caller's write: each
+    /// touched thread read once, its totals kept in Swift and written once, the all-time sums
+    /// added (and checked against the capacity) once. The events are those the row path writes,
+    /// in its order, with its ids: a new thread's open, the consume (and the fold at every
+    /// 1,024th event), its threshold events, judged as `record` judges them.
     ///
-    /// - Returns: the result, or nil after rolling the savepoint back, when the batch needs the
-    ///   row path (`ImportFallback`: scope budgets, holds, a recorded key, a refused line, the
-    ///   capacity), which then records it as a consume would and names any line refused.
-    /// - Throws: the connection's errors.
-    func importAsBatch(_ batch: [ImportedConsume], on connection: Connection) throws -> ImportFallback? {
-        guard var state = try readBatchSettings(on: connection) else { return .scopeBudget }
-        do {
-            try connection.savepoint {
-                for consume in batch {
-                    try recordInBatch(consume, state: &state, on: connection)
-                }
-                try applyBatchDerivedState(state, on: connection)
-            }
-        } catch let fallback as ImportFallback {
-            return fallback
+    /// It opens no savepoint of its own: under one, SQLite keeps every statement's page images
+    /// in the sub-journal until the savepoint ends, which spilled to a temporary file (3.4 page
+    /// writes a line, most of a line's system time). A fallback is thrown instead, and the
+    /// caller's write rolls back what the batch wrote.
+    ///
+    /// - Throws: an `ImportFallback` when the batch needs the row path (scope budgets, holds, a
+    ///   recorded key, a refused line, the capacity), which then records it as a consume would
+    ///   and names any line refused; the connection's errors.
+    func importAsBatch(_ batch: [ImportedConsume], on connection: Connection) throws {
+        guard var state = try readBatchSettings(on: connection) else { throw ImportFallback.scopeBudget }
+        for consume in batch {
+            try recordInBatch(consume, state: &state, on: connection)
         }
-        return nil
+        try applyBatchDerivedState(state, on: connection)
     }
 
     /// The ledger's default max and price version; nil when a scope budget is set.
