@@ -113,9 +113,21 @@ public final class Connection {
     /// allocations (this SQLite is built without lookaside), and the mutex was 4 % of a
     /// consume's instructions (docs/performance.md, issue 21).
     /// See https://www.sqlite.org/c3ref/c_config_covering_index_scan.html#sqliteconfigmemstatus
+    ///
+    /// Statement journals in memory up to `statementJournalSpillBytes`: a statement that may fail
+    /// part-way keeps the pages it changes in a sub-journal, which SQLite moves to a temporary
+    /// file past 64 KiB and then keeps writing there for the rest of the transaction. The fold
+    /// (every 1,024th event) passes 64 KiB once the rollups are large, so every later statement
+    /// of a long transaction (an import batch: 2.25 page writes a line) wrote its pages to disk.
+    /// See https://www.sqlite.org/c3ref/c_config_covering_index_scan.html#sqliteconfigstmtjrnlspill
     private static let configureProcess: Void = {
         _ = ledger_sqlite3_config_memstatus(0)
+        _ = ledger_sqlite3_config_statement_journal_spill(statementJournalSpillBytes)
     }()
+
+    /// The most a statement journal holds in memory before SQLite spills it to a file: a bound
+    /// on the memory one transaction's sub-journal takes.
+    static let statementJournalSpillBytes: Int32 = 8 * 1024 * 1024
 
     private func configure(_ options: Options) throws {
         try registerRole(options.role)
