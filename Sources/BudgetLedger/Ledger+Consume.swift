@@ -62,12 +62,18 @@ extension Ledger {
         let request = try ConsumeRequest(
             threadID: threadID, promptTokens: promptTokens, completionTokens: completionTokens,
             idempotencyKey: idempotencyKey, usage: usage, enforce: checked)
-        return notifying(try await writeRecordingRefusal(suspending: { [self] connection in try record(request, on: connection) }))
+        return notifying(
+            try await writeRecordingRefusal(
+                batchable: BatchedConsume(request: request, time: nil),
+                suspending: { [self] connection in try record(request, on: connection) }))
     }
 
     /// Records a validated consume (group-committed) and tells subscribers once it is committed.
     private func submit(_ request: ConsumeRequest) throws -> ConsumeResult {
-        notifying(try writeRecordingRefusal { [self] connection in try record(request, on: connection) })
+        notifying(
+            try writeRecordingRefusal(batchable: BatchedConsume(request: request, time: nil)) { [self] connection in
+                try record(request, on: connection)
+            })
     }
 
     /// `result`, once subscribers have been told of it (a replay tells nobody).
@@ -233,7 +239,7 @@ extension Ledger {
     }
 
     /// Records a threshold event for every threshold `budget` reaches that has not fired in this window.
-    private func recordCrossings(
+    func recordCrossings(
         of budget: inout ThreadBudget, causedBy eventID: Int64, at now: Int64, on connection: Connection
     ) throws -> [ThresholdCrossing] {
         let crossings = thresholds.crossings(by: budget)

@@ -30,12 +30,12 @@ extension Ledger {
     ///
     /// - Throws: the `BudgetExhaustedError` of `body`, after commit; whatever else `write` throws.
     func writeRecordingRefusal<Result: Sendable>(
-        _ body: @escaping @Sendable (Connection) throws -> Result
+        batchable: BatchedConsume? = nil, _ body: @escaping @Sendable (Connection) throws -> Result
     ) throws -> Result {
         let decided = RefusalDecision()
         let outcome: RefusableOutcome<Result>
         do {
-            outcome = try write(recordingRefusal(of: body, in: decided))
+            outcome = try write(batchable: batchable, recordingRefusal(of: body, in: decided))
         } catch {
             throw decided.refusal.withLock { $0 } ?? error
         }
@@ -44,12 +44,12 @@ extension Ledger {
 
     /// `writeRecordingRefusal(_:)` for a caller that suspends instead of blocking (`write(suspending:)`).
     func writeRecordingRefusal<Result: Sendable>(
-        suspending body: @escaping @Sendable (Connection) throws -> Result
+        batchable: BatchedConsume? = nil, suspending body: @escaping @Sendable (Connection) throws -> Result
     ) async throws -> Result {
         let decided = RefusalDecision()
         let outcome: RefusableOutcome<Result>
         do {
-            outcome = try await write(suspending: recordingRefusal(of: body, in: decided))
+            outcome = try await write(batchable: batchable, suspending: recordingRefusal(of: body, in: decided))
         } catch {
             throw decided.refusal.withLock { $0 } ?? error
         }

@@ -8,9 +8,9 @@ static inline int ledger_sqlite3_config_memstatus(int on) {
     return sqlite3_config(SQLITE_CONFIG_MEMSTATUS, on);
 }
 
-/* SQLITE_CONFIG_STMTJRNL_SPILL: how large a statement journal (the sub-journal) grows in memory
- * before SQLite moves it to a temporary file (default 64 KiB). Only valid before SQLite
- * initializes; returns SQLITE_MISUSE after. */
+/* SQLITE_CONFIG_STMTJRNL_SPILL: how many bytes of a statement (savepoint) journal stay in memory
+ * before SQLite writes it to a temporary file (https://www.sqlite.org/c3ref/c_config_covering_index_scan.html).
+ * Only valid before SQLite initializes; returns SQLITE_MISUSE after. */
 static inline int ledger_sqlite3_config_statement_journal_spill(int bytes) {
     return sqlite3_config(SQLITE_CONFIG_STMTJRNL_SPILL, bytes);
 }

@@ -111,23 +111,21 @@ public final class Connection {
     /// Memory statistics off: SQLite counts every allocation under a global mutex for
     /// `sqlite3_memory_used()`, which nothing here reads; a consume makes about a hundred
     /// allocations (this SQLite is built without lookaside), and the mutex was 4 % of a
-    /// consume's instructions (docs/performance.md, issue 21).
-    /// See https://www.sqlite.org/c3ref/c_config_covering_index_scan.html#sqliteconfigmemstatus
-    ///
-    /// Statement journals in memory up to `statementJournalSpillBytes`: a statement that may fail
-    /// part-way keeps the pages it changes in a sub-journal, which SQLite moves to a temporary
-    /// file past 64 KiB and then keeps writing there for the rest of the transaction. The fold
-    /// (every 1,024th event) passes 64 KiB once the rollups are large, so every later statement
-    /// of a long transaction (an import batch: 2.25 page writes a line) wrote its pages to disk.
-    /// See https://www.sqlite.org/c3ref/c_config_covering_index_scan.html#sqliteconfigstmtjrnlspill
+    /// consume's instructions (docs/performance.md, issue 21). And savepoint journals kept in
+    /// memory up to `statementJournalInMemoryBytes`.
+    /// See https://www.sqlite.org/c3ref/c_config_covering_index_scan.html
     private static let configureProcess: Void = {
         _ = ledger_sqlite3_config_memstatus(0)
-        _ = ledger_sqlite3_config_statement_journal_spill(statementJournalSpillBytes)
+        _ = ledger_sqlite3_config_statement_journal_spill(Int32(statementJournalInMemoryBytes))
     }()
 
-    /// The most a statement journal holds in memory before SQLite spills it to a file: a bound
-    /// on the memory one transaction's sub-journal takes.
-    static let statementJournalSpillBytes: Int32 = 8 * 1024 * 1024
+    /// How much of a savepoint's journal SQLite keeps in memory before it writes it to a
+    /// temporary file (its default: 64 KiB). Under a savepoint, SQLite keeps the original of
+    /// every page the savepoint changes; a group-commit batch (`Ledger.recordBatch`) or an
+    /// import batch changes a few pages per consume, so 64 KiB spilled to disk within a batch:
+    /// page writes to a file that is thrown away at the end. 8 MiB covers the largest batch
+    /// (256 consumes) with room to spare, and is freed when the savepoint ends.
+    static let statementJournalInMemoryBytes = 8 << 20
 
     private func configure(_ options: Options) throws {
         try registerRole(options.role)

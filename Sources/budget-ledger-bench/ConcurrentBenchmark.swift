@@ -69,6 +69,9 @@ extension BenchmarkContext {
         report.add(
             "3", "concurrent.full.writes_per_transaction", "\(title): writes per transaction (group commit; largest \(batching.largestBatch))",
             Double(batching.writes) / Double(max(batching.transactions, 1)), .count)
+        report.add(
+            "3", "concurrent.full.batched_share", "\(title): writes recorded per batch (Ledger.recordBatch), share",
+            Double(batching.batchedWrites) / Double(max(batching.writes, 1)), .ratio)
         let counts = perCaller.map(\.completed)
         report.add(
             "3", "concurrent.full.fairness", "\(title): fairness (min ÷ max calls per thread)",

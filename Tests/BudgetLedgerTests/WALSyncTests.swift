@@ -407,8 +407,10 @@ struct WALSyncWaitingTests {
         let commit = walSync.committed()
         let (started, release) = blockedSync(walSync)
         let synced = Atomic<Bool>(false)
+        let syncReturned = DispatchSemaphore(value: 0)
         Thread {
             if (try? walSync.sync(through: commit)) != nil { synced.store(true, ordering: .relaxed) }
+            syncReturned.signal()
         }.start()
         started.wait()
         let closed = DispatchSemaphore(value: 0)
@@ -419,6 +421,7 @@ struct WALSyncWaitingTests {
         #expect(closed.wait(timeout: .now() + .milliseconds(200)) == .timedOut, "close() waits for the running sync")
         release.signal()
         closed.wait()
+        syncReturned.wait()
         let syncSucceeded = synced.load(ordering: .relaxed)
         #expect(syncSucceeded)
         try walSync.sync(through: walSync.committed())

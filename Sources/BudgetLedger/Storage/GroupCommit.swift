@@ -33,8 +33,10 @@ extension Ledger {
     ///
     /// - Throws: what `body` threw; `LedgerError.database` when the transaction failed (a
     ///   busy lock, an I/O error, a failed sync, after which writes are refused until reopen).
-    func write<Result: Sendable>(_ body: @escaping @Sendable (Connection) throws -> Result) throws -> Result {
-        let ticket = WriteTicket { connection in try body(connection) }
+    func write<Result: Sendable>(
+        batchable: BatchedConsume? = nil, _ body: @escaping @Sendable (Connection) throws -> Result
+    ) throws -> Result {
+        let ticket = WriteTicket({ connection in try body(connection) }, batchable: batchable)
         if !enqueue(ticket) {
             ticket.wait()
         }
@@ -55,12 +57,12 @@ extension Ledger {
     /// the lead passed to it), it leads on `leaderQueue`, a serial queue of the ledger's own.
     ///
     /// - Throws: as `write(_:)`.
-    func write<Result: Sendable>(suspending body: @escaping @Sendable (Connection) throws -> Result) async throws
-        -> Result
-    {
+    func write<Result: Sendable>(
+        batchable: BatchedConsume? = nil, suspending body: @escaping @Sendable (Connection) throws -> Result
+    ) async throws -> Result {
         let ticket = await withCheckedContinuation { (continuation: CheckedContinuation<WriteTicket, Never>) in
             // Signalled as a blocked caller is woken: with the outcome, or (none yet) with the lead.
-            let ticket = WriteTicket({ connection in try body(connection) }) { [self] ticket in
+            let ticket = WriteTicket({ connection in try body(connection) }, batchable: batchable) { [self] ticket in
                 guard ticket.outcome == nil else { return continuation.resume(returning: ticket) }
                 leaderQueue.async {
                     self.lead(until: ticket)
@@ -185,7 +187,7 @@ extension Ledger {
         if batch.count == 1 {
             // A lone write needs no savepoint: its failure rolls back the whole transaction.
             batch[0].staged = Swift.Result { try batch[0].body(connection) }.mapError(mapped)
-        } else {
+        } else if !runAsConsumeBatch(batch, on: connection) {
             for ticket in batch {
                 ticket.staged = Swift.Result { try connection.savepoint { try ticket.body(connection) } }.mapError(mapped)
                 // Some errors (a full disk, I/O) end the whole transaction: nothing staged so far
@@ -194,6 +196,35 @@ extension Ledger {
             }
         }
         finish(batch, on: connection, syncedInCommit: syncInCommit)
+    }
+
+    /// Runs `batch` through `recordBatch` when every write of it is a plain consume: derived
+    /// state once per batch, no savepoint per write. Returns false, with nothing of the batch
+    /// written, when the batch must run one write at a time (`ConsumeBatchFallback`, or a write
+    /// that is not a consume), which then gives every caller exactly the row path's answer.
+    ///
+    /// Each caller's outcome is what its body would have returned: its consume's result, as
+    /// `writeRecordingRefusal` wraps it (the batch path refuses nothing: a refusal falls back).
+    private func runAsConsumeBatch(_ batch: [WriteTicket], on connection: Connection) -> Bool {
+        let consumes = batch.compactMap(\.batchable)
+        guard consumes.count == batch.count else { return false }
+        let recorded: Swift.Result<[ConsumeResult], ConsumeBatchFallback>
+        do {
+            recorded = try recordBatch(consumes, on: connection)
+        } catch {
+            // The savepoint is rolled back. When the error ended the transaction, every write
+            // of the batch reports it; otherwise the writes run alone and meet it themselves.
+            guard connection.isAutocommit else { return false }
+            let failure = mapped(error)
+            for ticket in batch { ticket.staged = .failure(failure) }
+            return true
+        }
+        guard case .success(let results) = recorded else { return false }
+        writeStatistics.withLock { $0.batchedWrites += Int64(batch.count) }
+        for (ticket, result) in zip(batch, results) {
+            ticket.staged = .success(RefusableOutcome<ConsumeResult>.done(result))
+        }
+        return true
     }
 
     /// At FULL, whether SQLite should sync the WAL inside this commit (`synchronous = FULL`)

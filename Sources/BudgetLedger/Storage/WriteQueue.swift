@@ -10,6 +10,10 @@ import Synchronization
 /// only after `wakeUp` fired, and the semaphore orders the two.
 final class WriteTicket: @unchecked Sendable {
     let body: @Sendable (Connection) throws -> any Sendable
+    /// When the write is a plain consume: the call, so that a batch of consumes can be recorded
+    /// with its derived state per batch (`Ledger.recordBatch`) instead of one `body` at a time.
+    /// `body` records the same consume alone, and stays the reference (the row path).
+    let batchable: BatchedConsume?
     /// Set by the body's run, kept until the batch commits.
     var staged: Result<any Sendable, any Error>?
     /// Set only once the batch's commit (or failure) is final.
@@ -21,10 +25,11 @@ final class WriteTicket: @unchecked Sendable {
     private let onSignal: (@Sendable (WriteTicket) -> Void)?
 
     init(
-        _ body: @escaping @Sendable (Connection) throws -> any Sendable,
+        _ body: @escaping @Sendable (Connection) throws -> any Sendable, batchable: BatchedConsume? = nil,
         onSignal: (@Sendable (WriteTicket) -> Void)? = nil
     ) {
         self.body = body
+        self.batchable = batchable
         self.onSignal = onSignal
     }
 
@@ -54,6 +59,9 @@ public struct WriteStatistics: Sendable, Equatable {
     public var writes: Int64 = 0
     /// The most writes one transaction carried.
     public var largestBatch = 0
+    /// Writes recorded with their transaction's other consumes, derived state once per batch
+    /// (`Ledger.recordBatch`), rather than one at a time.
+    public var batchedWrites: Int64 = 0
 }
 
 /// The writes waiting for the next leader, in arrival order, and whether a leader is running.

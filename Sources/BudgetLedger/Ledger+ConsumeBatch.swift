@@ -1,0 +1,212 @@
+internal import LedgerSQLite
+
+/// One consume of a batch whose derived state is applied once per batch (`Ledger.recordBatch`).
+struct BatchedConsume: Sendable {
+    /// The validated call.
+    let request: ConsumeRequest
+    /// The time it is recorded at; nil: the clock's, read when its turn in the batch comes (as
+    /// `Ledger.record` reads it).
+    let time: Int64?
+}
+
+/// Why a batch is recorded one consume at a time instead (`Ledger.record`, the reference path),
+/// which does exactly what a consume does: whatever the batch path would have to do otherwise
+/// than append, count and judge thresholds.
+enum ConsumeBatchFallback: Error, Sendable, Equatable {
+    /// The ledger has a scope budget: each consume's windows and thresholds are the row path's.
+    case scopeBudget
+    /// A touched thread has holds, live or expired (expiries to record, held tokens to count).
+    case holds
+    /// A checked consume does not fit: the row path refuses it and records the refusal event.
+    case refused
+    /// A consume's cost at its price is above the per-call limit: the row path names it.
+    case priceRefused
+    /// An insert was refused: its idempotency key is already recorded (a replay, or a conflict
+    /// the row path names), or another constraint.
+    case insertRefused
+    /// The batch would take an all-time sum past the ledger's capacity.
+    case capacity
+}
+
+/// A touched thread as the batch keeps it: its budget with the batch's consumes added so far,
+/// and what the batch added, written once at the end.
+private struct BatchThread {
+    var budget: ThreadBudget
+    var promptTokensAdded: Int64 = 0
+    var completionTokensAdded: Int64 = 0
+    var requestsAdded: Int64 = 0
+}
+
+/// What the batch path reads once per batch and keeps while it records the consumes.
+private struct ConsumeBatchState {
+    let defaultMaxTokens: Int64
+    let pricesVersion: Int64
+    /// The touched threads, and their ids in the order first touched (the order of the updates).
+    var threads: [String: BatchThread] = [:]
+    var threadOrder: [String] = []
+    /// The all-time sums' additions: prompt, completion, cost, latency (saturating: a batch that
+    /// would overflow is past the capacity anyway).
+    var allTimeSums: [Int64] = [0, 0, 0, 0]
+}
+
+extension Ledger {
+    /// Records `consumes` in order, in a savepoint of the caller's transaction, with their
+    /// derived state applied per batch: each touched thread read once and its totals written
+    /// once, the all-time sums added (and checked against the capacity) once. The events are
+    /// the row path's, in its order and with its ids: a new thread's open, the consume (and the
+    /// fold at every 1,024th event), its threshold events, each judged as `record` judges them;
+    /// so are the results.
+    ///
+    /// - Returns: each consume's result, in order; or, with the savepoint rolled back and nothing
+    ///   of the batch written, why the batch must go through the row path instead.
+    /// - Throws: the connection's errors (the savepoint rolled back).
+    func recordBatch(
+        _ consumes: [BatchedConsume], on connection: Connection
+    ) throws -> Result<[ConsumeResult], ConsumeBatchFallback> {
+        guard var state = try readConsumeBatchSettings(on: connection) else { return .failure(.scopeBudget) }
+        do {
+            let results = try connection.savepoint {
+                let results = try consumes.map { consume in try recordInBatch(consume, state: &state, on: connection) }
+                try applyBatchDerivedState(state, on: connection)
+                return results
+            }
+            return .success(results)
+        } catch let fallback as ConsumeBatchFallback {
+            return .failure(fallback)
+        }
+    }
+
+    /// The ledger's default max and price version; nil when a scope budget is set.
+    private func readConsumeBatchSettings(on connection: Connection) throws -> ConsumeBatchState? {
+        let settings = try connection.cachedStatement(ConsumeBatchSQL.selectSettings).fetchOne { row in
+            (defaultMaxTokens: try row[0] as Int64, pricesVersion: try row[1] as Int64, anyScopeBudget: try row[2] as Bool)
+        }
+        guard let settings else {
+            preconditionFailure("ledger_settings has no row: the schema is broken")
+        }
+        if settings.anyScopeBudget { return nil }
+        return ConsumeBatchState(defaultMaxTokens: settings.defaultMaxTokens, pricesVersion: settings.pricesVersion)
+    }
+
+    /// Records one consume's events and adds it to the batch's running totals; returns its result.
+    ///
+    /// - Throws: a `ConsumeBatchFallback` when the batch must go row by row; the connection's errors.
+    private func recordInBatch(
+        _ consume: BatchedConsume, state: inout ConsumeBatchState, on connection: Connection
+    ) throws -> ConsumeResult {
+        let request = consume.request
+        let now = consume.time ?? configuration.clock()
+        var thread = try batchThread(request.threadID, state: &state, on: connection)
+        let before = thread?.budget ?? ThreadBudget(threadID: request.threadID, maxTokens: state.defaultMaxTokens)
+        if request.enforce && (before.isExhausted || !before.canConsume(request.tokens)) {
+            throw ConsumeBatchFallback.refused
+        }
+        let cost: Int64?
+        do {
+            cost = try price(of: request, at: now, pricesVersion: state.pricesVersion, on: connection)
+        } catch is LedgerError {
+            throw ConsumeBatchFallback.priceRefused
+        }
+        if thread == nil {
+            thread = BatchThread(budget: try openThread(request.threadID, maxTokens: state.defaultMaxTokens, at: now, on: connection))
+            state.threadOrder.append(request.threadID)
+        }
+        do {
+            try connection.execute(
+                LedgerSQL.insertConsume, request.consumeArguments(at: now, costNanodollars: cost, reservationID: nil))
+        } catch let error as SQLiteError where error.code == .constraint {
+            throw ConsumeBatchFallback.insertRefused
+        }
+        let eventID = connection.lastInsertRowID
+        // The fold reads every consume past `rolled_up_to`, so it runs here, when the event that
+        // reaches the multiple is the last one, as in `record`.
+        if eventID % ConsumeSQL.foldEveryEvents == 0 {
+            try connection.execute(ConsumeSQL.fold, [eventID])
+        }
+        var budget = before.with(
+            promptTokens: before.promptTokens.saturatingAdd(request.promptTokens),
+            completionTokens: before.completionTokens.saturatingAdd(request.completionTokens),
+            requestCount: before.requestCount + 1, triggeredThresholds: before.triggeredThresholds)
+        let crossings = try recordCrossings(of: &budget, causedBy: eventID, at: now, on: connection)
+        thread?.budget = budget
+        thread?.promptTokensAdded += request.promptTokens
+        thread?.completionTokensAdded += request.completionTokens
+        thread?.requestsAdded += 1
+        state.threads[request.threadID] = thread
+        let added = [request.promptTokens, request.completionTokens, cost ?? 0, request.usage.latencyMilliseconds ?? 0]
+        for index in 0..<4 {
+            state.allTimeSums[index] = state.allTimeSums[index].saturatingAdd(added[index])
+        }
+        let event = ConsumeEvent(
+            id: eventID, timestampMicroseconds: now, threadID: request.threadID,
+            promptTokens: request.promptTokens, completionTokens: request.completionTokens,
+            idempotencyKey: request.idempotencyKey, usage: request.usage, costNanodollars: cost, reservationID: nil)
+        return ConsumeResult(budget: budget, crossedThresholds: crossings, event: event, isReplay: false)
+    }
+
+    /// The thread as the batch keeps it: read on first touch, then from the batch's own state;
+    /// nil when it is not open (the caller opens it once the consume is judged).
+    ///
+    /// - Throws: `ConsumeBatchFallback.holds` for a thread with holds; the connection's errors.
+    private func batchThread(
+        _ threadID: String, state: inout ConsumeBatchState, on connection: Connection
+    ) throws -> BatchThread? {
+        if let thread = state.threads[threadID] { return thread }
+        let found = try connection.cachedStatement(ConsumeBatchSQL.selectThread).fetchOne([threadID]) { row in
+            (budget: ThreadBudget(
+                threadID: threadID, maxTokens: try row[0], promptTokens: try row[1], completionTokens: try row[2],
+                requestCount: try row[3], triggeredThresholds: ThreadRow.parseThresholds(try row[4])),
+             hasHolds: try row[5] as Bool)
+        }
+        guard let found else { return nil }
+        if found.hasHolds { throw ConsumeBatchFallback.holds }
+        state.threadOrder.append(threadID)
+        return BatchThread(budget: found.budget)
+    }
+
+    /// Writes what the batch added: each touched thread's totals once, the all-time sums once
+    /// (refused at the capacity, as `addToAllTimeSums` refuses a consume).
+    ///
+    /// - Throws: `ConsumeBatchFallback.capacity` when a sum would pass the capacity; the connection's errors.
+    private func applyBatchDerivedState(_ state: ConsumeBatchState, on connection: Connection) throws {
+        for threadID in state.threadOrder {
+            guard let thread = state.threads[threadID] else { continue }
+            try connection.execute(
+                ConsumeBatchSQL.addToThread,
+                [threadID, thread.promptTokensAdded, thread.completionTokensAdded, thread.requestsAdded])
+            // The thread was read (or opened) in this transaction, and only this writer writes.
+            assert(connection.changes == 1, "thread \(threadID) vanished during its batch")
+        }
+        try connection.execute(ConsumeSQL.addToAllTimeSums, state.allTimeSums.map { $0 as any SQLiteBindable })
+        if connection.changes == 0 { throw ConsumeBatchFallback.capacity }
+    }
+}
+
+/// The reads and the derived state of a batch of consumes (`Ledger.recordBatch`).
+enum ConsumeBatchSQL {
+    /// The ledger's default max, the price table's version (as `LedgerSQL.selectThreadAndDefault`
+    /// reads it for `PriceCache`) and whether any scope budget is set.
+    static let selectSettings = """
+        SELECT g.default_max_tokens,
+               (SELECT coalesce(max(id), 0) FROM model_prices) + (SELECT coalesce(max(id), 0) FROM price_withdrawals),
+               EXISTS (SELECT 1 FROM scope_budgets)
+        FROM ledger_settings AS g WHERE g.id = 1
+        """
+
+    /// An open thread's totals, its fired thresholds, and whether it has any hold, live or
+    /// expired (`?1` the thread); no row when the thread is not open.
+    static let selectThread = """
+        SELECT s.max_tokens, s.prompt_tokens, s.completion_tokens, s.request_count,
+               (SELECT group_concat(t.threshold_percent) FROM thread_thresholds AS t WHERE t.thread_id = s.thread_id),
+               EXISTS (SELECT 1 FROM holds AS h WHERE h.thread_id = s.thread_id)
+        FROM thread_state AS s WHERE s.thread_id = ?1
+        """
+
+    /// Adds a batch's `?2` prompt and `?3` completion tokens and `?4` consumes to thread `?1`.
+    static let addToThread = """
+        UPDATE thread_state
+        SET prompt_tokens = prompt_tokens + ?2, completion_tokens = completion_tokens + ?3,
+            request_count = request_count + ?4
+        WHERE thread_id = ?1
+        """
+}
