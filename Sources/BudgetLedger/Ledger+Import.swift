@@ -86,7 +86,8 @@ extension Ledger {
     }
 
     /// Records `batch` as consumes, in order, in one transaction: all of it or, on an error,
-    /// nothing of it (earlier batches stay recorded).
+    /// nothing of it (earlier batches stay recorded). (A batch the batch path hands over is
+    /// recorded in a second transaction, the first having written nothing.)
     ///
     /// Each is recorded as `consume` records one (unchecked: it is history, the tokens were
     /// spent), except that its time is its own `timestampMicroseconds`, not the clock's: the
@@ -94,8 +95,13 @@ extension Ledger {
     /// taken), a thread it opens opens then at the default max, its thresholds fire as a
     /// consume's would, and a scope budget counts it in the window of that time, or in its
     /// current window when that time's is older (a consume's rule for a clock that stepped back;
-    /// setting the budget again re-reads the window by each event's time). Derived state is kept
-    /// per consume, exactly as for a consume (see docs/performance.md, issue 21, import).
+    /// setting the budget again re-reads the window by each event's time).
+    /// Derived state is kept per batch: each touched thread is read once and its totals written
+    /// once, the all-time sums added once, with the same events, ids and thresholds as one
+    /// consume at a time would give. A batch that needs more than a plain append (the ledger has
+    /// a scope budget, a touched thread has holds, a line's key is already recorded, a line or
+    /// the capacity is refused) is recorded one consume at a time instead, exactly as a consume
+    /// (see docs/performance.md, issue 21, import).
     /// Each is keyed `importIdempotencyKey(sourceEventID:)`: a consume whose key is already
     /// recorded with the same fields is skipped and counted, so re-running an import records
     /// nothing twice. Subscribers are not told: this is history, not new usage.
@@ -106,20 +112,43 @@ extension Ledger {
     ///   the same id), or at the ledger's capacity; each naming the line. The storage errors.
     @discardableResult
     public func importConsumes(_ batch: [ImportedConsume]) throws -> ImportBatchResult {
+        try importConsumes(batch, rowByRow: false).result
+    }
+
+    /// `importConsumes(_:)`, and the path that recorded the batch; with `rowByRow`, always one
+    /// consume at a time (`package`: the reference the tests compare the batch path with).
+    package func importConsumes(_ batch: [ImportedConsume], rowByRow: Bool) throws
+        -> (result: ImportBatchResult, route: ImportRoute)
+    {
         try Self.checkImportBatch(batch)
-        guard !batch.isEmpty else { return ImportBatchResult(imported: 0, skipped: 0) }
-        return try write { [self] connection in
-            var imported = 0
-            for consume in batch {
-                do {
-                    let result = try record(consume.request, at: consume.timestampMicroseconds, on: connection)
-                    if !result.isReplay { imported += 1 }
-                } catch let error as LedgerError {
-                    throw error.onLine(consume.line)
-                }
+        guard !batch.isEmpty else { return (ImportBatchResult(imported: 0, skipped: 0), .batch) }
+        var fallback = ImportFallback.asked
+        if !rowByRow {
+            do {
+                // A fallback thrown out of the write rolls back what the batch path wrote.
+                try write { [self] connection in try importAsBatch(batch, on: connection) }
+                return (ImportBatchResult(imported: batch.count, skipped: 0), .batch)
+            } catch let reason as ImportFallback {
+                fallback = reason
             }
-            return ImportBatchResult(imported: imported, skipped: batch.count - imported)
         }
+        let result = try write { [self] connection in try importRowByRow(batch, on: connection) }
+        return (result, .rowByRow(fallback))
+    }
+
+    /// Records `batch` one consume at a time (`record`, the consume path), naming the line of
+    /// any error.
+    private func importRowByRow(_ batch: [ImportedConsume], on connection: Connection) throws -> ImportBatchResult {
+        var imported = 0
+        for consume in batch {
+            do {
+                let result = try record(consume.request, at: consume.timestampMicroseconds, on: connection)
+                if !result.isReplay { imported += 1 }
+            } catch let error as LedgerError {
+                throw error.onLine(consume.line)
+            }
+        }
+        return ImportBatchResult(imported: imported, skipped: batch.count - imported)
     }
 }
 

@@ -26,31 +26,22 @@ public enum ConsumeImport {
             throw LedgerError.invalidInput(
                 field: "line \(line)", reason: "is \(bytes.count) bytes; the limit is \(lineBytesMax) bytes")
         }
-        let members: [String: JSONInput]
-        do {
-            guard case .object(let object) = try JSONBodyParser.parse(bytes) else {
-                throw LedgerError.invalidInput(field: "line \(line)", reason: "is not a JSON object (an export line)")
-            }
-            members = object
-        } catch let failure as JSONBodyParser.Failure {
-            throw Self.describe(failure, line: line)
-        }
-        let fields = LineFields(members: members)
+        let fields = try LineFields(picking: bytes) ?? LineFields(parsing: bytes, line: line)
         let timestamp: Int64, threadID: String, promptTokens: Int64, completionTokens: Int64, sourceEventID: Int64
         let usage: UsageDetails
         do {
-            if let kind = try fields.string("kind"), kind != "consume" {
+            if let kind = try fields.string(.kind), kind != "consume" {
                 throw LedgerError.invalidInput(field: "kind", reason: "must be consume (an export of consume events), not \(kind)")
             }
-            sourceEventID = try fields.required(fields.integer("id"), "id")
-            timestamp = try Timestamps.parse(try fields.required(fields.string("timestamp"), "timestamp"), field: "timestamp")
-            threadID = try fields.required(fields.string("threadId"), "threadId")
-            promptTokens = try fields.required(fields.integer("promptTokens"), "promptTokens")
-            completionTokens = try fields.required(fields.integer("completionTokens"), "completionTokens")
+            sourceEventID = try fields.required(fields.integer(.id), "id")
+            timestamp = try Timestamps.parse(try fields.required(fields.string(.timestamp), "timestamp"), field: "timestamp")
+            threadID = try fields.required(fields.string(.threadId), "threadId")
+            promptTokens = try fields.required(fields.integer(.promptTokens), "promptTokens")
+            completionTokens = try fields.required(fields.integer(.completionTokens), "completionTokens")
             usage = UsageDetails(
-                agentID: try fields.string("agentId"), model: try fields.string("model"),
-                provider: try fields.string("provider"), latencyMilliseconds: try fields.integer("latencyMs"),
-                metadata: try fields.object("metadata").map { try Metadata($0.mapValues(\.metadataValue)) })
+                agentID: try fields.string(.agentId), model: try fields.string(.model),
+                provider: try fields.string(.provider), latencyMilliseconds: try fields.integer(.latencyMs),
+                metadata: try fields.object(.metadata).map { try Metadata($0.mapValues(\.metadataValue)) })
         } catch let error as LedgerError {
             throw error.onLine(line)
         }
@@ -61,7 +52,7 @@ public enum ConsumeImport {
     }
 
     /// A line that is not JSON, as bad input naming the line (and where), or the member given twice.
-    private static func describe(_ failure: JSONBodyParser.Failure, line: Int) -> LedgerError {
+    fileprivate static func describe(_ failure: JSONBodyParser.Failure, line: Int) -> LedgerError {
         switch failure {
         case .syntax(let expected, let offset):
             return .invalidInput(field: "line \(line)", reason: "is not valid JSON (expected \(expected) at byte \(offset))")
@@ -74,14 +65,81 @@ public enum ConsumeImport {
     }
 }
 
-/// The members of one export line, read by name with their types checked (a bad one is named
-/// with its line by the caller, as `ImportedConsume` names its fields).
+/// The members of one export line that the import reads, by name, with their types checked (a
+/// bad one is named with its line by the caller, as `ImportedConsume` names its fields).
 private struct LineFields {
-    let members: [String: JSONInput]
+    /// The members read; any other member of a line is ignored.
+    enum Member: Int, CaseIterable {
+        case id, kind, timestamp, threadId, promptTokens, completionTokens, agentId, model, provider, latencyMs, metadata
+
+        /// Its name in an export line.
+        var name: String { Self.names[rawValue] }
+
+        private static let names = [
+            "id", "kind", "timestamp", "threadId", "promptTokens", "completionTokens", "agentId", "model", "provider",
+            "latencyMs", "metadata",
+        ]
+
+        /// Each member's name as UTF-8, by raw value.
+        static let namesUTF8: [[UInt8]] = names.map { Array($0.utf8) }
+
+        /// The member named by `bytes`, if the import reads it.
+        init?(named bytes: UnsafeBufferPointer<UInt8>) {
+            for (index, name) in Self.namesUTF8.enumerated() where name.count == bytes.count && name.elementsEqual(bytes) {
+                self.init(rawValue: index)
+                return
+            }
+            return nil
+        }
+    }
+
+    /// The values read, by `Member`'s raw value (nil: absent).
+    private var values: [JSONInput?] = Array(repeating: nil, count: Member.allCases.count)
+
+    /// The members picked from a line walked once without building a table of every member
+    /// (`JSONBodyParser.forEachMember`); nil when the walk stops or finds a name given twice, so
+    /// that `init(parsing:line:)` reads the line again and names its fault as it always has.
+    init?(picking bytes: some Collection<UInt8>) {
+        var picked = LineFields()
+        let walked = bytes.withContiguousStorageIfAvailable { buffer in
+            var names: [UnsafeBufferPointer<UInt8>] = []
+            names.reserveCapacity(32)
+            return try? JSONBodyParser.forEachMember(of: buffer) { name, value in
+                // An export line has about 25 names: a linear look costs less than hashing them.
+                for earlier in names where earlier.count == name.count && earlier.elementsEqual(name) {
+                    throw JSONBodyParser.Failure.duplicateName(path: "")
+                }
+                names.append(name)
+                if let member = Member(named: name) { picked.values[member.rawValue] = value }
+            }
+        }
+        guard walked == true else { return nil }
+        self = picked
+    }
+
+    /// The members of a line parsed whole.
+    ///
+    /// - Throws: `LedgerError.invalidInput` naming the line (not JSON, not an object) or the
+    ///   member given twice.
+    init(parsing bytes: some Collection<UInt8>, line: Int) throws {
+        let members: [String: JSONInput]
+        do {
+            guard case .object(let object) = try JSONBodyParser.parse(bytes) else {
+                throw LedgerError.invalidInput(field: "line \(line)", reason: "is not a JSON object (an export line)")
+            }
+            members = object
+        } catch let failure as JSONBodyParser.Failure {
+            throw ConsumeImport.describe(failure, line: line)
+        }
+        values = Member.allCases.map { members[$0.name] }
+    }
+
+    private init() {}
 
     /// A string member; nil when absent or null.
-    func string(_ name: String) throws -> String? {
-        switch members[name] {
+    func string(_ member: Member) throws -> String? {
+        let name = member.name
+        switch values[member.rawValue] {
         case nil, .null?: return nil
         case .string(let text)?: return text
         case let other?: throw LedgerError.invalidInput(field: name, reason: "must be a string, not \(other.typeName)")
@@ -89,8 +147,9 @@ private struct LineFields {
     }
 
     /// A whole-number member inside Int64; nil when absent or null.
-    func integer(_ name: String) throws -> Int64? {
-        switch members[name] {
+    func integer(_ member: Member) throws -> Int64? {
+        let name = member.name
+        switch values[member.rawValue] {
         case nil, .null?: return nil
         case .integer(let value)?: return value
         case .number?: throw LedgerError.invalidInput(field: name, reason: "must be a whole number inside Int64")
@@ -99,8 +158,9 @@ private struct LineFields {
     }
 
     /// An object member; nil when absent or null.
-    func object(_ name: String) throws -> [String: JSONInput]? {
-        switch members[name] {
+    func object(_ member: Member) throws -> [String: JSONInput]? {
+        let name = member.name
+        switch values[member.rawValue] {
         case nil, .null?: return nil
         case .object(let members)?: return members
         case let other?: throw LedgerError.invalidInput(field: name, reason: "must be a JSON object, not \(other.typeName)")

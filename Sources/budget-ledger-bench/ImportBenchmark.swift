@@ -9,12 +9,14 @@ extension BenchmarkContext {
     /// off, no derived state), then `verify()`. The lines are made in memory first, untimed.
     func measureImport() throws {
         let rowCount = options.importRows
-        log("(9) import of \(rowCount) NDJSON export lines, batches of \(Ledger.importBatchDefault), FULL")
+        let route = options.importRowByRow ? "one consume at a time" : "derived state per batch"
+        log("(9) import of \(rowCount) NDJSON export lines, batches of \(Ledger.importBatchDefault), FULL, \(route)")
         let lines = Self.exportLines(count: rowCount)
-        let path = path("import.db")
-        removeLedgerFiles(at: path)
-        defer { if !options.keepFiles { removeLedgerFiles(at: path) } }
-        let ledger = try Ledger(path: path)
+        let file = path("import.db")
+        removeLedgerFiles(at: file)
+        defer { if !options.keepFiles { removeLedgerFiles(at: file) } }
+        let ledger = try Ledger(path: file)
+        let rowByRow = options.importRowByRow
         let cpuBefore = ProcessFacts.cpuSeconds()
         let (imported, seconds) = try MonotonicClock.timed { () throws -> Int in
             var imported = 0
@@ -23,7 +25,7 @@ extension BenchmarkContext {
             for (index, line) in lines.enumerated() {
                 batch.append(try ConsumeImport.consume(line: line, number: index + 1))
                 if batch.count == Ledger.importBatchDefault || index == lines.count - 1 {
-                    imported += try ledger.importConsumes(batch).imported
+                    imported += try ledger.importConsumes(batch, rowByRow: rowByRow).result.imported
                     batch.removeAll(keepingCapacity: true)
                 }
             }
@@ -38,7 +40,7 @@ extension BenchmarkContext {
             Double(rowCount) / seconds, .rowsPerSecond, reference: .figure("build1m_bulk.rows_per_s"))
         let cpuMicroseconds = (cpuAfter.user + cpuAfter.system - cpuBefore.user - cpuBefore.system) * 1e6
         report.add("9", "import.cpu_us_per_row", "  … CPU per row (user + system)", cpuMicroseconds / Double(rowCount), .microseconds)
-        verify(path: path, after: "import of \(rowCount) lines", timeoutSeconds: options.verifyBigTimeoutSeconds)
+        verify(path: file, after: "import of \(rowCount) lines", timeoutSeconds: options.verifyBigTimeoutSeconds)
     }
 
     /// `count` lines as `export --format ndjson` writes them: 1,000 threads, four agents, five

@@ -46,6 +46,9 @@ struct BenchmarkOptions: Sendable {
     var keepFiles = false
     /// Lines of the import part (9).
     var importRows = 200_000
+    /// The import part records every batch one consume at a time (the path before issue 21's
+    /// batch path, and its fallback), to compare with.
+    var importRowByRow = false
 
     /// Whether this run makes the measurements of `part`.
     func runs(_ part: BenchmarkPart) -> Bool {
@@ -62,6 +65,7 @@ struct BenchmarkOptions: Sendable {
           --skip-multiprocess         leave out (4)
           --only LIST                 only these parts: single, plain, concurrent, multiprocess, growth, scopes, import
           --import-rows N             NDJSON lines the import part (9) imports (default 200000)
+          --import-row-by-row         the import part records one consume at a time (the fallback path)
           --tmp DIR                   where the ledger files go (default: the system temp folder); removed afterwards
           --keep-files                leave the ledger files in place
           --json                      JSON summary lines on stdout (the table goes to stderr)
@@ -97,6 +101,7 @@ struct BenchmarkOptions: Sendable {
             case "--tmp": options.temporaryDirectory = try cursor.value(for: flag)
             case "--keep-files": options.keepFiles = true
             case "--import-rows": options.importRows = try cursor.integer(for: flag, in: 1...10_000_000)
+            case "--import-row-by-row": options.importRowByRow = true
             case "--json": options.json = true
             case "--compare-reference": options.referencePath = try cursor.value(for: flag)
             case "--no-idempotency-keys": options.idempotencyKeys = false
