@@ -50,30 +50,27 @@ private struct ConsumeBatchState {
 }
 
 extension Ledger {
-    /// Records `consumes` in order, in a savepoint of the caller's transaction, with their
-    /// derived state applied per batch: each touched thread read once and its totals written
-    /// once, the all-time sums added (and checked against the capacity) once. The events are
-    /// the row path's, in its order and with its ids: a new thread's open, the consume (and the
-    /// fold at every 1,024th event), its threshold events, each judged as `record` judges them;
-    /// so are the results.
+    /// Records `consumes` in order, in the caller's transaction, with their derived state
+    /// applied per batch: each touched thread read once and its totals written once, the
+    /// all-time sums added (and checked against the capacity) once. The events are the row
+    /// path's, in its order and with its ids: a new thread's open, the consume (and the fold at
+    /// every 1,024th event), its threshold events, each judged as `record` judges them; so are
+    /// the results. Import (`importConsumes`) and group commit (`runAsConsumeBatch`) use it.
     ///
-    /// - Returns: each consume's result, in order; or, with the savepoint rolled back and nothing
-    ///   of the batch written, why the batch must go through the row path instead.
-    /// - Throws: the connection's errors (the savepoint rolled back).
-    func recordBatch(
-        _ consumes: [BatchedConsume], on connection: Connection
-    ) throws -> Result<[ConsumeResult], ConsumeBatchFallback> {
-        guard var state = try readConsumeBatchSettings(on: connection) else { return .failure(.scopeBudget) }
-        do {
-            let results = try connection.savepoint {
-                let results = try consumes.map { consume in try recordInBatch(consume, state: &state, on: connection) }
-                try applyBatchDerivedState(state, on: connection)
-                return results
-            }
-            return .success(results)
-        } catch let fallback as ConsumeBatchFallback {
-            return .failure(fallback)
-        }
+    /// It opens no savepoint: under one, SQLite keeps the original of every page the batch
+    /// changes until the savepoint ends (for an import batch of 2,000 lines, megabytes, which
+    /// spilled to a temporary file). A fallback is thrown instead, and the caller rolls back
+    /// its transaction, which takes back whatever the batch had written.
+    ///
+    /// - Returns: each consume's result, in order.
+    /// - Throws: a `ConsumeBatchFallback` when the batch must go through the row path; the
+    ///   connection's errors. Either way the caller's transaction holds part of the batch and
+    ///   must be rolled back.
+    func recordBatch(_ consumes: [BatchedConsume], on connection: Connection) throws -> [ConsumeResult] {
+        guard var state = try readConsumeBatchSettings(on: connection) else { throw ConsumeBatchFallback.scopeBudget }
+        let results = try consumes.map { consume in try recordInBatch(consume, state: &state, on: connection) }
+        try applyBatchDerivedState(state, on: connection)
+        return results
     }
 
     /// The ledger's default max and price version; nil when a scope budget is set.

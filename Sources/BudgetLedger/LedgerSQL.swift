@@ -281,33 +281,3 @@ enum ConsumeSQL {
     /// Folds the pending usage into the rollups up to event `?1` (`ledger_settings_fold_usage`).
     static let fold = "UPDATE ledger_settings SET rolled_up_to = ?1 WHERE id = 1"
 }
-
-/// The reads and the derived state of an import batch (`Ledger.importAsBatch`): each touched
-/// thread read once, its totals added once, at the end of the batch.
-enum ImportSQL {
-    /// The ledger's default max, the price table's version (as `LedgerSQL.selectThreadAndDefault`
-    /// reads it for `PriceCache`) and whether any scope budget is set.
-    static let selectSettings = """
-        SELECT g.default_max_tokens,
-               (SELECT coalesce(max(id), 0) FROM model_prices) + (SELECT coalesce(max(id), 0) FROM price_withdrawals),
-               EXISTS (SELECT 1 FROM scope_budgets)
-        FROM ledger_settings AS g WHERE g.id = 1
-        """
-
-    /// An open thread's totals, its fired thresholds, and whether it has any hold, live or
-    /// expired (`?1` the thread); no row when the thread is not open.
-    static let selectThread = """
-        SELECT s.max_tokens, s.prompt_tokens, s.completion_tokens, s.request_count,
-               (SELECT group_concat(t.threshold_percent) FROM thread_thresholds AS t WHERE t.thread_id = s.thread_id),
-               EXISTS (SELECT 1 FROM holds AS h WHERE h.thread_id = s.thread_id)
-        FROM thread_state AS s WHERE s.thread_id = ?1
-        """
-
-    /// Adds a batch's `?2` prompt and `?3` completion tokens and `?4` consumes to thread `?1`.
-    static let addToThread = """
-        UPDATE thread_state
-        SET prompt_tokens = prompt_tokens + ?2, completion_tokens = completion_tokens + ?3,
-            request_count = request_count + ?4
-        WHERE thread_id = ?1
-        """
-}

@@ -80,10 +80,9 @@ struct ConsumeBatchTests {
         let batched = try preparedLedger(at: folder.path("batch.db"))
         let rowByRow = try preparedLedger(at: folder.path("rows.db"))
         let requests = try consumes()
-        let recorded = try batched.write { connection in
+        let batchResults = try batched.write { connection in
             try batched.recordBatch(requests.map { BatchedConsume(request: $0, time: nil) }, on: connection)
         }
-        let batchResults = try recorded.get()
         var rowResults: [ConsumeResult] = []
         for request in requests {
             rowResults.append(try rowByRow.write { connection in try rowByRow.record(request, on: connection) })
@@ -100,13 +99,13 @@ struct ConsumeBatchTests {
         #expect(try rowByRow.verify().problems == [])
     }
 
-    @Test("a batch that needs the row path writes nothing and says why", arguments: [
+    @Test("a batch that needs the row path says why, and its write rolled back leaves nothing", arguments: [
         ConsumeBatchFallback.refused, .scopeBudget, .holds, .insertRefused,
     ])
     func fallbacksWriteNothing(_ expected: ConsumeBatchFallback) throws {
         // Proves each fallback: a checked consume past the max, a scope budget, a thread with a
-        // hold, a key already recorded; the batch's savepoint is rolled back (the first consume
-        // of the batch, which fit, is not recorded either). (A cost above the per-call limit
+        // hold, a key already recorded; thrown out of the write, the fallback rolls back what
+        // the batch wrote (its first consume, which fit, is not recorded either). (A cost above the per-call limit
         // needs a price set before 0006; the row path's tests cover its error.)
         let folder = try TemporaryFolder()
         let path = folder.path("l.db")
@@ -134,16 +133,41 @@ struct ConsumeBatchTests {
             threadID: "t", promptTokens: 1, completionTokens: 0, idempotencyKey: nil, usage: UsageDetails(), enforce: true)
         let before = try eventCount(at: path)
         let batch = [first, last].map { BatchedConsume(request: $0, time: nil) }
-        let recorded = try ledger.write { connection in
-            try ledger.recordBatch(batch, on: connection)
-        }
-        guard case .failure(let fallback) = recorded else {
+        do {
+            _ = try ledger.write { connection in try ledger.recordBatch(batch, on: connection) }
             Issue.record("the batch was recorded")
-            return
+        } catch let fallback as ConsumeBatchFallback {
+            #expect(fallback == expected)
         }
-        #expect(fallback == expected)
         #expect(try eventCount(at: path) == before)
         #expect(try ledger.verify().problems == [])
+    }
+
+    /// Runs `calls` on threads of their own so that all but the first queue behind a leader held
+    /// at the connection, and so run as one batch; returns each call's outcome, by index.
+    private func queuedBehindHeldLeader(
+        _ ledger: Ledger, _ calls: [@Sendable () throws -> ConsumeResult]
+    ) -> [Int: Result<ConsumeResult, any Error>] {
+        let outcomes = Mutex<[Int: Result<ConsumeResult, any Error>]>([:])
+        let done = DispatchGroup()
+        func start(_ index: Int) {
+            done.enter()
+            Thread {
+                defer { done.leave() }
+                let outcome = Result { try calls[index]() }
+                outcomes.withLock { $0[index] = outcome }
+            }.start()
+        }
+        ledger.connection.withLock { _ in
+            // The first caller leads: it takes its batch (itself) and waits for this lock.
+            start(0)
+            while ledger.writeQueue.withLock({ !$0.hasLeader || !$0.tickets.isEmpty }) { usleep(1_000) }
+            // The others queue behind it, and run as the next batch.
+            for index in 1..<calls.count { start(index) }
+            while ledger.writeQueue.withLock({ $0.tickets.count }) < calls.count - 1 { usleep(1_000) }
+        }
+        done.wait()
+        return outcomes.withLock { $0 }
     }
 
     @Test("group commit records a queued batch of consumes through the batch path, and each caller gets its own result")
@@ -154,34 +178,50 @@ struct ConsumeBatchTests {
         let folder = try TemporaryFolder()
         let ledger = try Ledger(path: folder.path("l.db"), configuration: Ledger.Configuration(synchronous: .normal))
         let callers = 16
-        let results = Mutex<[Int: ConsumeResult]>([:])
-        let done = DispatchGroup()
-        func call(_ caller: Int) {
-            done.enter()
-            Thread {
-                defer { done.leave() }
-                let result = try? ledger.checkAndConsume(
-                    "thread-\(caller % 4)", promptTokens: Int64(caller + 1), idempotencyKey: "key-\(caller)")
-                results.withLock { $0[caller] = result }
-            }.start()
-        }
-        ledger.connection.withLock { _ in
-            // The first caller leads: it takes its batch (itself) and waits for this lock.
-            call(0)
-            while ledger.writeQueue.withLock({ !$0.hasLeader || !$0.tickets.isEmpty }) { usleep(1_000) }
-            // The others queue behind it, and run as the next batch.
-            for caller in 1..<callers { call(caller) }
-            while ledger.writeQueue.withLock({ $0.tickets.count }) < callers - 1 { usleep(1_000) }
-        }
-        done.wait()
-        let answered = results.withLock { $0 }
-        #expect(answered.count == callers)
-        for (caller, result) in answered {
+        let outcomes = queuedBehindHeldLeader(
+            ledger,
+            (0..<callers).map { caller in
+                {
+                    try ledger.checkAndConsume(
+                        "thread-\(caller % 4)", promptTokens: Int64(caller + 1), idempotencyKey: "key-\(caller)")
+                }
+            })
+        #expect(outcomes.count == callers)
+        for (caller, outcome) in outcomes {
+            let result = try outcome.get()
             #expect(result.event.promptTokens == Int64(caller + 1))
             #expect(result.event.idempotencyKey == "key-\(caller)")
         }
-        #expect(Set(answered.values.map(\.event.id)).count == callers)
-        #expect(ledger.statistics.batchedWrites == Int64(callers - 1))
+        #expect(Set(outcomes.values.compactMap { try? $0.get().event.id }).count == callers)
+        #expect(ledger.statistics.batchedWrites >= Int64(callers - 1))
+        #expect(try ledger.verify().problems == [])
+    }
+
+    @Test("a queued batch with a consume that does not fit runs one write at a time: that caller alone is refused")
+    func groupCommitFallsBackForARefusal() throws {
+        // Proves the fallback inside group commit: the batch path hands the batch back (a checked
+        // consume past its thread's max), the transaction is begun again, and the row path gives
+        // every caller its own answer: the others recorded, the one refused with its refusal event.
+        let folder = try TemporaryFolder()
+        let ledger = try Ledger(path: folder.path("l.db"), configuration: Ledger.Configuration(synchronous: .normal))
+        _ = try ledger.setLimit("small", maxTokens: 100)
+        let outcomes = queuedBehindHeldLeader(
+            ledger,
+            [
+                { try ledger.checkAndConsume("a", promptTokens: 1) },
+                { try ledger.checkAndConsume("b", promptTokens: 2) },
+                { try ledger.checkAndConsume("small", promptTokens: 101) },
+                { try ledger.checkAndConsume("c", promptTokens: 3) },
+            ])
+        #expect(try outcomes[1]?.get().event.threadID == "b")
+        #expect(try outcomes[3]?.get().event.threadID == "c")
+        #expect(throws: BudgetExhaustedError.self) { try outcomes[2]?.get() }
+        #expect(ledger.statistics.batchedWrites == 0)
+        let refusals = try ledger.withConnection { connection in
+            try connection.prepare("SELECT count(*) FROM events WHERE kind = 'refusal' AND thread_id = 'small'")
+                .fetchOne { try $0[0] as Int64 }
+        }
+        #expect(refusals == 1)
         #expect(try ledger.verify().problems == [])
     }
 }

@@ -199,27 +199,32 @@ extension Ledger {
     }
 
     /// Runs `batch` through `recordBatch` when every write of it is a plain consume: derived
-    /// state once per batch, no savepoint per write. Returns false, with nothing of the batch
-    /// written, when the batch must run one write at a time (`ConsumeBatchFallback`, or a write
-    /// that is not a consume), which then gives every caller exactly the row path's answer.
+    /// state once per batch, no savepoint per write. Returns false when the batch must run one
+    /// write at a time instead (`ConsumeBatchFallback`, an error, or a write that is not a
+    /// consume): then the transaction has been rolled back and begun again, so nothing of the
+    /// batch path is left, and every caller gets exactly the row path's answer.
     ///
     /// Each caller's outcome is what its body would have returned: its consume's result, as
     /// `writeRecordingRefusal` wraps it (the batch path refuses nothing: a refusal falls back).
     private func runAsConsumeBatch(_ batch: [WriteTicket], on connection: Connection) -> Bool {
         let consumes = batch.compactMap(\.batchable)
         guard consumes.count == batch.count else { return false }
-        let recorded: Swift.Result<[ConsumeResult], ConsumeBatchFallback>
+        let results: [ConsumeResult]
         do {
-            recorded = try recordBatch(consumes, on: connection)
+            results = try recordBatch(consumes, on: connection)
         } catch {
-            // The savepoint is rolled back. When the error ended the transaction, every write
-            // of the batch reports it; otherwise the writes run alone and meet it themselves.
-            guard connection.isAutocommit else { return false }
-            let failure = mapped(error)
-            for ticket in batch { ticket.staged = .failure(failure) }
-            return true
+            // A fallback, or an error the writes will meet (or not) one at a time: take back what
+            // the batch wrote, and start the transaction again for them.
+            connection.rollbackIfNeeded()
+            do {
+                try connection.execute("BEGIN IMMEDIATE TRANSACTION", [])
+            } catch {
+                let failure = mapped(error)
+                for ticket in batch { ticket.staged = .failure(failure) }
+                return true
+            }
+            return false
         }
-        guard case .success(let results) = recorded else { return false }
         writeStatistics.withLock { $0.batchedWrites += Int64(batch.count) }
         for (ticket, result) in zip(batch, results) {
             ticket.staged = .success(RefusableOutcome<ConsumeResult>.done(result))
