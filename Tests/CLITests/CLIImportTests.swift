@@ -101,7 +101,22 @@ struct CLIImportTests {
         let result = try target.run("import", path)
         #expect(result.status == 64, "\(result)")
         #expect(result.firstErrorLine.hasPrefix("Error: invalid line 2: is longer than the limit of 65536 bytes"), "\(result)")
-        #expect(try target.snapshot().eventCount == 0)
+        #expect(!FileManager.default.fileExists(atPath: target.databasePath), "the first batch was refused before any ledger was opened")
+    }
+
+    @Test("input bad within its first batch creates no ledger file; a later bad batch keeps the earlier ones")
+    func firstBatchIsCheckedBeforeTheLedgerIsOpened() throws {
+        // Proves the order: the first batch is read and checked before the ledger is opened, so a
+        // wrong file (not an export at all) leaves no empty ledger behind, with the same error.
+        let target = try ScratchLedger()
+        defer { target.remove() }
+        let path = target.directory.appendingPathComponent("not-an-export.ndjson").path
+        try "id,timestamp,threadId\n1,2026-12-01,t\n".write(toFile: path, atomically: true, encoding: .utf8)
+        let result = try target.run("import", path)
+        #expect(result.status == 64, "\(result)")
+        #expect(result.firstErrorLine.hasPrefix("Error: invalid line 1: is not valid JSON"), "\(result)")
+        #expect(result.firstErrorLine.contains("nothing of lines 1…1"), "\(result)")
+        #expect(!FileManager.default.fileExists(atPath: target.databasePath))
     }
 
     @Test("an empty file imports nothing and succeeds")

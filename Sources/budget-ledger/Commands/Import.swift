@@ -34,11 +34,22 @@ extension BudgetLedgerCommand {
         }
 
         func run() throws {
+            var summary = ImportSummary()
+            // The first batch is read and checked before the ledger is opened: input that is bad
+            // from its first lines is refused without creating (or migrating) a ledger file.
+            let reader: LineReader
+            let first: [ImportedConsume]
+            do {
+                reader = try LineReader(path: file, lineBytesMax: ConsumeImport.lineBytesMax)
+                first = try readBatch(from: reader, summary: &summary)
+            } catch let error as LedgerError {
+                throw Output.fail(summary.explaining(error), json: options.json)
+            } catch {
+                throw Output.fail(error, json: options.json)
+            }
             try options.withAnyLedger { ledger in
-                let reader = try LineReader(path: file, lineBytesMax: ConsumeImport.lineBytesMax)
-                var summary = ImportSummary()
                 do {
-                    try importLines(from: reader, into: ledger, summary: &summary)
+                    try importLines(first: first, from: reader, into: ledger, summary: &summary)
                 } catch let error as LedgerError {
                     throw summary.explaining(error)
                 }
@@ -46,24 +57,30 @@ extension BudgetLedgerCommand {
             }
         }
 
-        /// Reads, checks and records every line, `batchSize` lines per transaction.
-        private func importLines(from reader: LineReader, into ledger: any CommandLedger, summary: inout ImportSummary) throws {
+        /// Reads and checks up to `batchSize` lines (fewer at the end of the input).
+        private func readBatch(from reader: LineReader, summary: inout ImportSummary) throws -> [ImportedConsume] {
             var batch: [ImportedConsume] = []
             batch.reserveCapacity(batchSize)
-            func flush() throws {
-                guard !batch.isEmpty else { return }
-                let result = try ledger.importConsumes(batch)
-                summary.add(result)
-                batch.removeAll(keepingCapacity: true)
-            }
-            while let line = try reader.next() {
+            while batch.count < batchSize, let line = try reader.next() {
                 // Blank lines (a trailing newline, a hand-edited file) hold no event.
                 if line.allSatisfy({ $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\t") }) { continue }
                 summary.pending = (summary.pending?.first ?? reader.lineNumber, reader.lineNumber)
                 batch.append(try ConsumeImport.consume(line: line, number: reader.lineNumber))
-                if batch.count == batchSize { try flush() }
             }
-            try flush()
+            return batch
+        }
+
+        /// Records `first`, then reads, checks and records every further line, `batchSize` lines
+        /// per transaction.
+        private func importLines(
+            first: [ImportedConsume], from reader: LineReader, into ledger: any CommandLedger,
+            summary: inout ImportSummary
+        ) throws {
+            var batch = first
+            while !batch.isEmpty {
+                summary.add(try ledger.importConsumes(batch))
+                batch = try readBatch(from: reader, summary: &summary)
+            }
         }
     }
 }
