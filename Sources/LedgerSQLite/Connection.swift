@@ -57,9 +57,11 @@ public final class Connection {
     private var recentStatements: [Statement] = []
     /// Since migration 0014 a consume in a batch can run nine cached statements in turn (the
     /// savepoint and its release, the thread, the scope budgets, a price, the insert, the thread's
-    /// and the all-time sums' updates, a threshold): with room for eight, such a cycle would
-    /// evict each one before its next use, so the list holds a dozen.
-    private static let recentStatementsMax = 12
+    /// and the all-time sums' updates, a threshold); a group commit's transaction adds its
+    /// `BEGIN` and `COMMIT`, and its batch path (`Ledger.recordBatch`) three statements of its
+    /// own beside the row path's. A cycle longer than the list evicts each statement before its
+    /// next use, so the list holds sixteen.
+    private static let recentStatementsMax = 16
     private var savepointDepth = 0
     /// The SQL of the savepoint at each depth, built once: a group commit opens one per write.
     private var savepointSQLByDepth: [SavepointSQL] = []
@@ -241,7 +243,10 @@ public final class Connection {
     /// Compiled with `SQLITE_PREPARE_PERSISTENT`; a statement that fails to compile is not cached.
     /// See <https://www.sqlite.org/c3ref/prepare.html>.
     public func cachedStatement(_ sql: String) throws -> Statement {
-        for (index, statement) in recentStatements.enumerated() where statement.sql == sql {
+        // Found first, moved after: changing the list while a loop over it holds it copied the
+        // whole array on every hit that was not already first.
+        if let index = recentStatements.firstIndex(where: { $0.sql == sql }) {
+            let statement = recentStatements[index]
             if index > 0 {
                 recentStatements.remove(at: index)
                 recentStatements.insert(statement, at: 0)
