@@ -127,10 +127,10 @@ extension Ledger {
         // The scope budgets the call falls under, in this transaction: checked before the insert
         // when enforced, and their thresholds judged after it either way. None to read when the
         // ledger has no scope budget (the thread read says so, in the same transaction).
+        let scopeNames = found.hasScopeBudgets ? request.scopes : []
         let scopes =
-            found.hasScopeBudgets
-            ? try ScopeBudgetSQL.budgets(scopes: request.scopes, at: now, countingHolds: request.enforce, on: connection)
-            : []
+            scopeNames.isEmpty
+            ? [] : try ScopeBudgetSQL.budgets(scopes: scopeNames, at: now, countingHolds: request.enforce, on: connection)
         if request.enforce && !scopes.isEmpty {
             try checkScopes(
                 scopes, threadID: request.threadID, tokens: request.tokens, cost: cost, model: request.usage.model)
@@ -141,11 +141,6 @@ extension Ledger {
         if found.budget == nil {
             _ = try openThread(request.threadID, maxTokens: found.defaultMaxTokens, at: now, on: connection)
         }
-        // Cannot overflow: each call is at most 1e9 and a thread's totals are part of the
-        // all-time sums the schema holds under 4e18 (LedgerLimits, migration 0006). Saturating
-        // all the same: these are stored values, and a damaged file must not crash the caller.
-        let promptTotal = before.promptTokens.saturatingAdd(request.promptTokens)
-        let completionTotal = before.completionTokens.saturatingAdd(request.completionTokens)
         do {
             try connection.execute(
                 LedgerSQL.insertConsume, request.consumeArguments(at: now, costNanodollars: cost, reservationID: reservationID))
@@ -155,30 +150,27 @@ extension Ledger {
         let eventID = connection.lastInsertRowID
         try applyDerivedState(
             of: request, eventID: eventID, at: now, costNanodollars: cost, settling: reservationID,
-            underScopeBudget: !scopes.isEmpty, on: connection)
-        var budget = before.with(
-            promptTokens: promptTotal, completionTokens: completionTotal, requestCount: before.requestCount + 1,
-            triggeredThresholds: before.triggeredThresholds)
+            underScopes: scopes.isEmpty ? [] : scopeNames, on: connection)
+        // Cannot overflow: each call is at most 1e9 and a thread's totals are part of the
+        // all-time sums the schema holds under 4e18 (LedgerLimits, migration 0006).
+        var budget = before.consuming(request)
         let crossings = try recordCrossings(of: &budget, causedBy: eventID, at: now, on: connection)
         let scopeCrossings =
             scopes.isEmpty
             ? []
             : try recordScopeCrossings(
                 scopes, tokens: request.tokens, cost: cost, causedBy: eventID, at: now, on: connection)
-        let event = ConsumeEvent(
-            id: eventID, timestampMicroseconds: now, threadID: request.threadID,
-            promptTokens: request.promptTokens, completionTokens: request.completionTokens,
-            idempotencyKey: request.idempotencyKey, usage: request.usage, costNanodollars: cost, reservationID: reservationID)
         return ConsumeResult(
-            budget: budget, crossedThresholds: crossings, event: event, isReplay: false,
+            budget: budget, crossedThresholds: crossings,
+            event: request.event(id: eventID, at: now, costNanodollars: cost, reservationID: reservationID), isReplay: false,
             crossedScopeThresholds: scopeCrossings)
     }
 
     /// Applies consume `eventID`'s derived state, as migration 0014's `consumes_to_apply_insert`
     /// does for other writers, with only the statements this call needs: the thread's totals,
     /// the all-time sums (refused at the capacity with the trigger's message), the scope budgets
-    /// when one applies (`underScopeBudget`: `ScopeBudgetSQL.budgets` found one in this
-    /// transaction), the hold a settle ends, and the fold at every 1,024th event. Runs right
+    /// when one applies (`underScopes`: the call's scopes when `ScopeBudgetSQL.budgets` found a
+    /// budget among them in this transaction, else empty), the hold a settle ends, and the fold at every 1,024th event. Runs right
     /// after the insert, as the trigger did, so the rest of the call and the next write of the
     /// batch read the same state as before.
     ///
@@ -186,7 +178,7 @@ extension Ledger {
     ///   savepoint then takes the event back); the connection's errors.
     private func applyDerivedState(
         of request: ConsumeRequest, eventID: Int64, at now: Int64, costNanodollars cost: Int64?,
-        settling reservationID: Int64?, underScopeBudget: Bool, on connection: Connection
+        settling reservationID: Int64?, underScopes scopes: [String], on connection: Connection
     ) throws {
         try connection.execute(
             ConsumeSQL.addToThread, [request.threadID, request.promptTokens, request.completionTokens])
@@ -197,8 +189,7 @@ extension Ledger {
         if connection.changes == 0 {
             throw LedgerError.conflict(try ConsumeSQL.capacityReached(adding: sums, on: connection))
         }
-        if underScopeBudget {
-            let scopes = request.scopes
+        if !scopes.isEmpty {
             let arguments: [any SQLiteBindable] =
                 [now, request.tokens, cost] + (0..<5).map { $0 < scopes.count ? scopes[$0] : String?.none }
             try connection.execute(ConsumeSQL.addToScopeBudgets, arguments)
@@ -491,6 +482,14 @@ package struct ConsumeRequest: Sendable {
     package var scopes: [String] {
         BudgetScope.candidates(
             agentID: usage.agentID, model: usage.model, organizationID: organizationID, userID: userID)
+    }
+
+    /// The event this call is recorded as, once inserted as event `id`.
+    package func event(id: Int64, at now: Int64, costNanodollars: Int64?, reservationID: Int64?) -> ConsumeEvent {
+        ConsumeEvent(
+            id: id, timestampMicroseconds: now, threadID: threadID, promptTokens: promptTokens,
+            completionTokens: completionTokens, idempotencyKey: idempotencyKey, usage: usage,
+            costNanodollars: costNanodollars, reservationID: reservationID)
     }
 
     func consumeArguments(at now: Int64, costNanodollars: Int64?, reservationID: Int64?) -> [any SQLiteBindable] {

@@ -12,7 +12,7 @@ struct BatchedConsume: Sendable {
 /// Why a batch is recorded one consume at a time instead (`Ledger.record`, the reference path),
 /// which does exactly what a consume does: whatever the batch path would have to do otherwise
 /// than append, count and judge thresholds.
-enum ConsumeBatchFallback: Error, Sendable, Equatable {
+package enum ConsumeBatchFallback: Error, Sendable, Equatable {
     /// The ledger has a scope budget: each consume's windows and thresholds are the row path's.
     case scopeBudget
     /// A touched thread has holds, live or expired (expiries to record, held tokens to count).
@@ -35,6 +35,33 @@ private struct BatchThread {
     var promptTokensAdded: Int64 = 0
     var completionTokensAdded: Int64 = 0
     var requestsAdded: Int64 = 0
+
+    /// Counts `request`, whose consume left the thread at `budget`.
+    mutating func add(_ request: ConsumeRequest, leaving budget: ThreadBudget) {
+        self.budget = budget
+        promptTokensAdded += request.promptTokens
+        completionTokensAdded += request.completionTokens
+        requestsAdded += 1
+    }
+}
+
+/// What a batch adds to the all-time sums (saturating: a batch that would overflow is past the
+/// capacity anyway, which the sums' update refuses).
+private struct AllTimeSumsAdded {
+    var promptTokens: Int64 = 0
+    var completionTokens: Int64 = 0
+    var costNanodollars: Int64 = 0
+    var latencyMilliseconds: Int64 = 0
+
+    mutating func add(_ request: ConsumeRequest, costNanodollars cost: Int64?) {
+        promptTokens = promptTokens.saturatingAdd(request.promptTokens)
+        completionTokens = completionTokens.saturatingAdd(request.completionTokens)
+        costNanodollars = costNanodollars.saturatingAdd(cost ?? 0)
+        latencyMilliseconds = latencyMilliseconds.saturatingAdd(request.usage.latencyMilliseconds ?? 0)
+    }
+
+    /// The parameters of `ConsumeSQL.addToAllTimeSums`.
+    var arguments: [any SQLiteBindable] { [promptTokens, completionTokens, costNanodollars, latencyMilliseconds] }
 }
 
 /// What the batch path reads once per batch and keeps while it records the consumes.
@@ -44,9 +71,7 @@ private struct ConsumeBatchState {
     /// The touched threads, and their ids in the order first touched (the order of the updates).
     var threads: [String: BatchThread] = [:]
     var threadOrder: [String] = []
-    /// The all-time sums' additions: prompt, completion, cost, latency (saturating: a batch that
-    /// would overflow is past the capacity anyway).
-    var allTimeSums: [Int64] = [0, 0, 0, 0]
+    var allTimeSums = AllTimeSumsAdded()
 }
 
 extension Ledger {
@@ -93,8 +118,10 @@ extension Ledger {
     ) throws -> ConsumeResult {
         let request = consume.request
         let now = consume.time ?? configuration.clock()
-        var thread = try batchThread(request.threadID, state: &state, on: connection)
-        let before = thread?.budget ?? ThreadBudget(threadID: request.threadID, maxTokens: state.defaultMaxTokens)
+        let touched = state.threads[request.threadID]
+        let found = touched == nil ? try readBatchThread(request.threadID, on: connection) : nil
+        let before =
+            (touched ?? found)?.budget ?? ThreadBudget(threadID: request.threadID, maxTokens: state.defaultMaxTokens)
         if request.enforce && (before.isExhausted || !before.canConsume(request.tokens)) {
             throw ConsumeBatchFallback.refused
         }
@@ -104,10 +131,11 @@ extension Ledger {
         } catch is LedgerError {
             throw ConsumeBatchFallback.priceRefused
         }
-        if thread == nil {
-            thread = BatchThread(budget: try openThread(request.threadID, maxTokens: state.defaultMaxTokens, at: now, on: connection))
-            state.threadOrder.append(request.threadID)
-        }
+        // Opened once the consume is judged, as `record` opens a new thread.
+        var thread =
+            try touched ?? found
+            ?? BatchThread(budget: openThread(request.threadID, maxTokens: state.defaultMaxTokens, at: now, on: connection))
+        if touched == nil { state.threadOrder.append(request.threadID) }
         do {
             try connection.execute(
                 LedgerSQL.insertConsume, request.consumeArguments(at: now, costNanodollars: cost, reservationID: nil))
@@ -120,35 +148,20 @@ extension Ledger {
         if eventID % ConsumeSQL.foldEveryEvents == 0 {
             try connection.execute(ConsumeSQL.fold, [eventID])
         }
-        var budget = before.with(
-            promptTokens: before.promptTokens.saturatingAdd(request.promptTokens),
-            completionTokens: before.completionTokens.saturatingAdd(request.completionTokens),
-            requestCount: before.requestCount + 1, triggeredThresholds: before.triggeredThresholds)
+        var budget = before.consuming(request)
         let crossings = try recordCrossings(of: &budget, causedBy: eventID, at: now, on: connection)
-        thread?.budget = budget
-        thread?.promptTokensAdded += request.promptTokens
-        thread?.completionTokensAdded += request.completionTokens
-        thread?.requestsAdded += 1
+        thread.add(request, leaving: budget)
         state.threads[request.threadID] = thread
-        let added = [request.promptTokens, request.completionTokens, cost ?? 0, request.usage.latencyMilliseconds ?? 0]
-        for index in 0..<4 {
-            state.allTimeSums[index] = state.allTimeSums[index].saturatingAdd(added[index])
-        }
-        let event = ConsumeEvent(
-            id: eventID, timestampMicroseconds: now, threadID: request.threadID,
-            promptTokens: request.promptTokens, completionTokens: request.completionTokens,
-            idempotencyKey: request.idempotencyKey, usage: request.usage, costNanodollars: cost, reservationID: nil)
-        return ConsumeResult(budget: budget, crossedThresholds: crossings, event: event, isReplay: false)
+        state.allTimeSums.add(request, costNanodollars: cost)
+        return ConsumeResult(
+            budget: budget, crossedThresholds: crossings,
+            event: request.event(id: eventID, at: now, costNanodollars: cost, reservationID: nil), isReplay: false)
     }
 
-    /// The thread as the batch keeps it: read on first touch, then from the batch's own state;
-    /// nil when it is not open (the caller opens it once the consume is judged).
+    /// An open thread as the batch starts keeping it, read from the ledger; nil when it is not open.
     ///
     /// - Throws: `ConsumeBatchFallback.holds` for a thread with holds; the connection's errors.
-    private func batchThread(
-        _ threadID: String, state: inout ConsumeBatchState, on connection: Connection
-    ) throws -> BatchThread? {
-        if let thread = state.threads[threadID] { return thread }
+    private func readBatchThread(_ threadID: String, on connection: Connection) throws -> BatchThread? {
         let found = try connection.cachedStatement(ConsumeBatchSQL.selectThread).fetchOne([threadID]) { row in
             (budget: ThreadBudget(
                 threadID: threadID, maxTokens: try row[0], promptTokens: try row[1], completionTokens: try row[2],
@@ -157,7 +170,6 @@ extension Ledger {
         }
         guard let found else { return nil }
         if found.hasHolds { throw ConsumeBatchFallback.holds }
-        state.threadOrder.append(threadID)
         return BatchThread(budget: found.budget)
     }
 
@@ -174,7 +186,7 @@ extension Ledger {
             // The thread was read (or opened) in this transaction, and only this writer writes.
             assert(connection.changes == 1, "thread \(threadID) vanished during its batch")
         }
-        try connection.execute(ConsumeSQL.addToAllTimeSums, state.allTimeSums.map { $0 as any SQLiteBindable })
+        try connection.execute(ConsumeSQL.addToAllTimeSums, state.allTimeSums.arguments)
         if connection.changes == 0 { throw ConsumeBatchFallback.capacity }
     }
 }

@@ -122,18 +122,20 @@ extension Ledger {
     {
         try Self.checkImportBatch(batch)
         guard !batch.isEmpty else { return (ImportBatchResult(imported: 0, skipped: 0), .batch) }
-        var fallback = ImportFallback.asked
+        var route = ImportRoute.rowByRowAsked
         if !rowByRow {
             do {
-                // A fallback thrown out of the write rolls back what the batch path wrote.
-                try write { [self] connection in try importAsBatch(batch, on: connection) }
+                // Derived state per batch, each consume at its own time (group commit's engine
+                // too). A fallback thrown out of the write rolls back what the batch path wrote.
+                let consumes = batch.map { BatchedConsume(request: $0.request, time: $0.timestampMicroseconds) }
+                try write { [self] connection in _ = try recordBatch(consumes, on: connection) }
                 return (ImportBatchResult(imported: batch.count, skipped: 0), .batch)
-            } catch let reason as ImportFallback {
-                fallback = reason
+            } catch let fallback as ConsumeBatchFallback {
+                route = .rowByRow(fallback)
             }
         }
         let result = try write { [self] connection in try importRowByRow(batch, on: connection) }
-        return (result, .rowByRow(fallback))
+        return (result, route)
     }
 
     /// Records `batch` one consume at a time (`record`, the consume path), naming the line of
@@ -150,6 +152,18 @@ extension Ledger {
         }
         return ImportBatchResult(imported: imported, skipped: batch.count - imported)
     }
+}
+
+/// Which path recorded an import batch (`package`: tests check that a batch took the one they
+/// mean to prove).
+package enum ImportRoute: Sendable, Equatable {
+    /// Derived state per batch (`Ledger.recordBatch`).
+    case batch
+    /// One consume at a time (`Ledger.record`, the reference), because the caller asked.
+    case rowByRowAsked
+    /// One consume at a time, because the batch path handed the batch back: the row path then
+    /// names any line it refuses (a cost past the limit, a conflicting key, the capacity).
+    case rowByRow(ConsumeBatchFallback)
 }
 
 extension LedgerError {

@@ -243,9 +243,8 @@ extension LedgerError {
 extension String {
     /// Lowercases ASCII letters only, as SQLite's `lower()`.
     var lowercasedASCII: String {
-        String(String.UnicodeScalarView(unicodeScalars.map { scalar in
-            ("A"..."Z").contains(scalar) ? Unicode.Scalar(scalar.value + 32)! : scalar
-        }))
+        var copy = self
+        return copy.withUTF8 { ModelName.lowercasedASCII($0) } ?? self
     }
 }
 

@@ -26,15 +26,22 @@ public enum ModelName {
                 let last = bytes.lastIndex(where: { !isTrimmed($0) })
             else { return "" }
             let kept = UnsafeBufferPointer(rebasing: bytes[first...last])
-            if kept.count == bytes.count && !kept.contains(where: { (0x41...0x5A).contains($0) }) { return nil }
-            return String(unsafeUninitializedCapacity: kept.count) { output in
-                for (index, byte) in kept.enumerated() {
-                    output[index] = (0x41...0x5A).contains(byte) ? byte + 32 : byte
-                }
-                return kept.count
-            }
+            if let lowered = lowercasedASCII(kept) { return lowered }
+            return kept.count == bytes.count ? nil : String(decoding: kept, as: UTF8.self)
         }
         return changed ?? name
+    }
+
+    /// `bytes` (UTF-8) with ASCII letters lowercased, as SQLite's `lower()`; nil when none is
+    /// uppercase (the caller keeps its string, no copy).
+    static func lowercasedASCII(_ bytes: UnsafeBufferPointer<UInt8>) -> String? {
+        guard bytes.contains(where: { (0x41...0x5A).contains($0) }) else { return nil }
+        return String(unsafeUninitializedCapacity: bytes.count) { output in
+            for (index, byte) in bytes.enumerated() {
+                output[index] = (0x41...0x5A).contains(byte) ? byte + 32 : byte
+            }
+            return bytes.count
+        }
     }
 }
 

@@ -58,6 +58,15 @@ public struct ThreadBudget: Sendable, Equatable {
     }
 
     /// The same budget with other counts (for the consume path, which knows the new totals).
+    /// The budget after `request`'s consume: its tokens added (saturating: these are stored
+    /// values, and a damaged file must not crash the caller) and one more request.
+    package func consuming(_ request: ConsumeRequest) -> ThreadBudget {
+        with(
+            promptTokens: promptTokens.saturatingAdd(request.promptTokens),
+            completionTokens: completionTokens.saturatingAdd(request.completionTokens), requestCount: requestCount + 1,
+            triggeredThresholds: triggeredThresholds)
+    }
+
     package func with(promptTokens: Int64, completionTokens: Int64, requestCount: Int64, triggeredThresholds: [Int]) -> ThreadBudget {
         ThreadBudget(
             threadID: threadID, maxTokens: maxTokens, promptTokens: promptTokens, completionTokens: completionTokens,

@@ -165,10 +165,7 @@ extension PostgresLedger {
             RETURNING id
             """, as: Int64.self, logger: logger)
         guard let eventID = inserted else { preconditionFailure("INSERT … RETURNING gave no row") }
-        var budget = before.with(
-            promptTokens: before.promptTokens + request.promptTokens,
-            completionTokens: before.completionTokens + request.completionTokens,
-            requestCount: before.requestCount + 1, triggeredThresholds: before.triggeredThresholds)
+        var budget = before.consuming(request)
         // Asserted in pairs: through the checked path, spent plus held never passes the max.
         assert(!request.enforce || budget.totalTokens.saturatingAdd(budget.heldTokens) <= budget.maxTokens)
         assert(
@@ -183,12 +180,9 @@ extension PostgresLedger {
             ? []
             : try await recordScopeCrossings(
                 scopes, tokens: request.tokens, cost: cost, causedBy: eventID, at: now, on: connection)
-        let event = ConsumeEvent(
-            id: eventID, timestampMicroseconds: now, threadID: request.threadID, promptTokens: request.promptTokens,
-            completionTokens: request.completionTokens, idempotencyKey: request.idempotencyKey, usage: usage,
-            costNanodollars: cost, reservationID: reservationID)
         return ConsumeResult(
-            budget: budget, crossedThresholds: crossings, event: event, isReplay: false,
+            budget: budget, crossedThresholds: crossings,
+            event: request.event(id: eventID, at: now, costNanodollars: cost, reservationID: reservationID), isReplay: false,
             crossedScopeThresholds: scopeCrossings)
     }
 

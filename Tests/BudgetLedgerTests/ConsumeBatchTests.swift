@@ -13,20 +13,6 @@ struct ConsumeBatchTests {
         "events", "thread_state", "ledger_settings", "thread_thresholds", "usage_rollup", "usage_agent_model", "holds",
     ]
 
-    /// Every row of every table of `tables`, as text, table by table.
-    private func contents(at path: String) throws -> [String: [String]] {
-        let connection = try Connection(path: path)
-        defer { connection.close() }
-        var contents: [String: [String]] = [:]
-        for table in Self.tables {
-            let columns = try connection.prepare("SELECT name FROM pragma_table_info(?) ORDER BY cid")
-                .fetchAll([table]) { try $0[0] as String }
-            let row = columns.map { "quote(\($0))" }.joined(separator: " || '|' || ")
-            contents[table] = try connection.prepare("SELECT \(row) FROM \(table) ORDER BY 1").fetchAll { try $0[0] as String }
-        }
-        return contents
-    }
-
     /// A ledger at `path` whose clock moves one second per reading, with thread t (max 10,000)
     /// at event 1, a price for m, and 1,020 events in all, so that a batch crosses the fold at 1,024.
     private func preparedLedger(at path: String) throws -> Ledger {
@@ -89,8 +75,8 @@ struct ConsumeBatchTests {
         }
         #expect(batchResults == rowResults)
         #expect(batchResults.flatMap(\.crossedThresholds).map(\.thresholdPercent) == [75, 90, 95], "t crossed the default thresholds mid-batch")
-        let batchContents = try contents(at: folder.path("batch.db"))
-        let rowContents = try contents(at: folder.path("rows.db"))
+        let batchContents = try tableContents(at: folder.path("batch.db"), tables: Self.tables)
+        let rowContents = try tableContents(at: folder.path("rows.db"), tables: Self.tables)
         for table in Self.tables {
             #expect(batchContents[table] == rowContents[table], "table \(table)")
         }
@@ -194,6 +180,23 @@ struct ConsumeBatchTests {
         }
         #expect(Set(outcomes.values.compactMap { try? $0.get().event.id }).count == callers)
         #expect(ledger.statistics.batchedWrites >= Int64(callers - 1))
+        #expect(try ledger.verify().problems == [])
+    }
+
+    @Test("on a ledger with a scope budget a queued batch runs one write at a time, each counted once under the budget")
+    func groupCommitWithScopeBudget() throws {
+        // Proves the fallback that hands a batch back before its first write: the transaction goes
+        // on without a rollback, the writes run one at a time, and the global budget counts each
+        // consume exactly once (a batch's writes left in place and then run again would count twice).
+        let folder = try TemporaryFolder()
+        let ledger = try Ledger(path: folder.path("l.db"), configuration: Ledger.Configuration(synchronous: .normal))
+        try ledger.setBudget(.global, period: .none, maxTokens: 1_000)
+        let outcomes = queuedBehindHeldLeader(
+            ledger,
+            (0..<6).map { caller in { try ledger.checkAndConsume("thread-\(caller)", promptTokens: 10) } })
+        #expect(outcomes.values.allSatisfy { (try? $0.get()) != nil })
+        #expect(ledger.statistics.batchedWrites == 0)
+        #expect(try ledger.budget(scope: .global)?.spentTokens == 60)
         #expect(try ledger.verify().problems == [])
     }
 

@@ -80,18 +80,7 @@ import Testing
 
     /// Every row of `events` (every column, by id) and of every derived table, as text.
     static func contents(at path: String) throws -> [String: [String]] {
-        let connection = try Connection(path: path)
-        defer { connection.close() }
-        var contents: [String: [String]] = [:]
-        for table in ["events"] + derivedTables {
-            let columns = try connection.prepare("SELECT name FROM pragma_table_info(?) ORDER BY cid")
-                .fetchAll([table]) { try $0[0] as String }
-            let row = columns.map { "quote(\($0))" }.joined(separator: " || '|' || ")
-            let order = table == "events" ? "id" : "1"
-            contents[table] = try connection.prepare("SELECT \(row) FROM \(table) ORDER BY \(order)")
-                .fetchAll { try $0[0] as String }
-        }
-        return contents
+        try tableContents(at: path, tables: ["events"] + derivedTables)
     }
 
     /// Imports `lines` through the batch path into one new ledger and through the row path into

@@ -32,20 +32,6 @@ struct PlainSQLConsumeTests {
         return ledger
     }
 
-    /// Every row of every derived table, as text, table by table.
-    private func derivedState(at path: String) throws -> [String: [String]] {
-        let connection = try Connection(path: path)
-        defer { connection.close() }
-        var state: [String: [String]] = [:]
-        for table in Self.derivedTables {
-            let columns = try connection.prepare("SELECT name FROM pragma_table_info(?) ORDER BY cid")
-                .fetchAll([table]) { try $0[0] as String }
-            let row = columns.map { "quote(\($0))" }.joined(separator: " || '|' || ")
-            state[table] = try connection.prepare("SELECT \(row) FROM \(table) ORDER BY 1").fetchAll { try $0[0] as String }
-        }
-        return state
-    }
-
     @Test("a consume inserted by a plain connection updates every derived table exactly as the ledger's writer does")
     func plainConnectionKeepsTheDerivedState() throws {
         // Proves that 0014 left other writers on the triggers: the same 1,101 consumes (priced
@@ -87,11 +73,11 @@ struct PlainSQLConsumeTests {
         }
         try plain.execute(sql: "COMMIT")
 
-        let recorded = try derivedState(at: ledgerPath)
+        let recorded = try tableContents(at: ledgerPath, tables: Self.derivedTables)
         #expect(recorded["ledger_settings"]?.first?.hasPrefix("1|") == true)
         #expect(recorded["holds"] == [])
         #expect(recorded["usage_rollup"]?.isEmpty == false, "the fold at event 1,024 ran")
-        #expect(try derivedState(at: plainPath) == recorded)
+        #expect(try tableContents(at: plainPath, tables: Self.derivedTables) == recorded)
         #expect(try ledger.verify().problems == [])
         let reopened = try Ledger(path: plainPath)
         #expect(try reopened.verify().problems == [])

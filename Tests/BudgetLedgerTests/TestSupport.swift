@@ -41,6 +41,21 @@ final class ManualClock: Sendable {
 }
 
 /// Counts rows of `events` through a raw connection, bypassing the ledger.
+/// Every row of each of `tables` in the ledger file at `path`, as text (every column, quoted),
+/// ordered by the first column (`events` by id): for tests that compare two ledgers table by table.
+func tableContents(at path: String, tables: [String]) throws -> [String: [String]] {
+    let connection = try Connection(path: path)
+    defer { connection.close() }
+    var contents: [String: [String]] = [:]
+    for table in tables {
+        let columns = try connection.prepare("SELECT name FROM pragma_table_info(?) ORDER BY cid")
+            .fetchAll([table]) { try $0[0] as String }
+        let row = columns.map { "quote(\($0))" }.joined(separator: " || '|' || ")
+        contents[table] = try connection.prepare("SELECT \(row) FROM \(table) ORDER BY 1").fetchAll { try $0[0] as String }
+    }
+    return contents
+}
+
 func eventCount(at path: String) throws -> Int64 {
     let connection = try Connection(path: path)
     defer { connection.close() }

@@ -201,8 +201,8 @@ extension Ledger {
     /// Runs `batch` through `recordBatch` when every write of it is a plain consume: derived
     /// state once per batch, no savepoint per write. Returns false when the batch must run one
     /// write at a time instead (`ConsumeBatchFallback`, an error, or a write that is not a
-    /// consume): then the transaction has been rolled back and begun again, so nothing of the
-    /// batch path is left, and every caller gets exactly the row path's answer.
+    /// consume): then nothing of the batch path is left in the transaction (rolled back and
+    /// begun again when it had written), and every caller gets exactly the row path's answer.
     ///
     /// Each caller's outcome is what its body would have returned: its consume's result, as
     /// `writeRecordingRefusal` wraps it (the batch path refuses nothing: a refusal falls back).
@@ -210,11 +210,15 @@ extension Ledger {
         let consumes = batch.compactMap(\.batchable)
         guard consumes.count == batch.count else { return false }
         let results: [ConsumeResult]
+        let changesBefore = connection.totalChanges
         do {
             results = try recordBatch(consumes, on: connection)
         } catch {
-            // A fallback, or an error the writes will meet (or not) one at a time: take back what
-            // the batch wrote, and start the transaction again for them.
+            // A fallback, or an error the writes will meet (or not) one at a time. When the batch
+            // wrote nothing (a ledger with scope budgets hands every batch back before its first
+            // write), the transaction goes on as it is; else what the batch wrote is taken back
+            // and the transaction begun again for them.
+            if !connection.isAutocommit && connection.totalChanges == changesBefore { return false }
             connection.rollbackIfNeeded()
             do {
                 try connection.execute("BEGIN IMMEDIATE TRANSACTION", [])
