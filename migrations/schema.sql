@@ -1,4 +1,4 @@
--- The ledger's schema after migration 15, as SQLite stores it: generated from a fresh
+-- The ledger's schema after migration 17, as SQLite stores it: generated from a fresh
 -- ledger by `make schema` (SchemaSnapshotTests fails when it is stale). Read it to see every
 -- table, index, trigger and view in one place; change the schema only by a new migration.
 CREATE TABLE alert_cursors (
@@ -257,25 +257,7 @@ BEGIN
         completion_tokens = completion_tokens + NEW.completion_tokens,
         request_count = request_count + 1
     WHERE thread_id = NEW.thread_id;
-    UPDATE ledger_settings
-    SET all_time_prompt_tokens =
-            CASE WHEN all_time_prompt_tokens <= 4000000000000000000 - NEW.prompt_tokens
-                 THEN all_time_prompt_tokens + NEW.prompt_tokens
-                 ELSE RAISE(ABORT, 'ledger capacity reached: the all-time prompt_tokens would pass 4000000000000000000') END,
-        all_time_completion_tokens =
-            CASE WHEN all_time_completion_tokens <= 4000000000000000000 - NEW.completion_tokens
-                 THEN all_time_completion_tokens + NEW.completion_tokens
-                 ELSE RAISE(ABORT, 'ledger capacity reached: the all-time completion_tokens would pass 4000000000000000000') END,
-        all_time_cost_nanos =
-            CASE WHEN all_time_cost_nanos <= 4000000000000000000 - coalesce(NEW.cost_nanos, 0)
-                 THEN all_time_cost_nanos + coalesce(NEW.cost_nanos, 0)
-                 ELSE RAISE(ABORT, 'ledger capacity reached: the all-time cost_nanos would pass 4000000000000000000') END,
-        all_time_latency_ms =
-            CASE WHEN all_time_latency_ms <= 4000000000000000000 - coalesce(NEW.latency_ms, 0)
-                 THEN all_time_latency_ms + coalesce(NEW.latency_ms, 0)
-                 ELSE RAISE(ABORT, 'ledger capacity reached: the all-time latency_ms would pass 4000000000000000000') END
-    WHERE id = 1;
-    -- Each scope sum is a part of the all-time sums above, so it stays under their capacity.
+    -- Each scope sum is a part of the all-time sums, so it stays under their capacity.
     -- One statement per scope the consume can fall under, each a primary-key lookup: measured
     -- in the sqlite3 shell, 200,000 consumes cost 1.1 µs more each with no budget set (3.5 with
     -- three), where one UPDATE … FROM over the five candidates cost 28 µs more.
@@ -355,7 +337,16 @@ BEGIN
                      ELSE 0 END AS start) AS applicable)
     WHERE scope = 'model:' || lower(trim(NEW.model, char(32, 9, 10, 11, 12, 13)));
     DELETE FROM holds WHERE NEW.reservation_id IS NOT NULL AND reservation_id = NEW.reservation_id;
-    UPDATE ledger_settings SET rolled_up_to = NEW.id WHERE NEW.id % 1024 = 0 AND id = 1;
+    -- The fold: at every 128th event, and at once when the consumes since the last fold, each
+    -- at its limits, could take an all-time sum past the capacity (then the fold's sums, in
+    -- ledger_settings_fold_all_time_sums, refuse this consume if it does).
+    UPDATE ledger_settings SET rolled_up_to = NEW.id
+    WHERE id = 1
+      AND (NEW.id % 128 = 0
+           OR all_time_prompt_tokens > 4000000000000000000 - (NEW.id - rolled_up_to) * 1000000000
+           OR all_time_completion_tokens > 4000000000000000000 - (NEW.id - rolled_up_to) * 1000000000
+           OR all_time_cost_nanos > 4000000000000000000 - (NEW.id - rolled_up_to) * 20000000000000000
+           OR all_time_latency_ms > 4000000000000000000 - (NEW.id - rolled_up_to) * 604800000);
 END;
 
 CREATE TRIGGER events_apply_consume AFTER INSERT ON events
@@ -394,7 +385,7 @@ BEGIN
     -- The fold (see ledger_settings_fold_usage); usage_reset starts a new window after it.
     UPDATE ledger_settings
     SET rolled_up_to = NEW.id, usage_window = usage_window + (NEW.kind = 'usage_reset')
-    WHERE (NEW.id % 1024 = 0 OR NEW.kind = 'usage_reset') AND id = 1;
+    WHERE (NEW.id % 128 = 0 OR NEW.kind = 'usage_reset') AND id = 1;
     -- reserve: a new hold; release and expire end one.
     INSERT INTO holds (reservation_id, thread_id, tokens, expires_at_us, agent_id, model, org_id, user_id, cost_nanos)
     SELECT NEW.id, NEW.thread_id, NEW.held_tokens, NEW.expires_at_us, NEW.agent_id,
@@ -556,6 +547,13 @@ BEGIN
     WHERE EXISTS (SELECT 1 FROM events WHERE caused_by = NEW.caused_by AND kind = 'reprice');
     SELECT RAISE(ABORT, 'reprice: carries only thread_id, caused_by and cost_nanos (no tokens, latency or usage fields)')
     WHERE NEW.prompt_tokens <> 0 OR NEW.completion_tokens <> 0 OR NEW.latency_ms IS NOT NULL;
+    -- The all-time cost holds the folded consumes and every reprice: when the consumes since the
+    -- last fold, each at its limit, and this cost could pass the capacity, they are folded first,
+    -- so the check below is exact.
+    UPDATE ledger_settings SET rolled_up_to = (SELECT max(id) FROM events)
+    WHERE id = 1
+      AND all_time_cost_nanos > 4000000000000000000 - ((SELECT max(id) FROM events) - rolled_up_to) * 20000000000000000
+                                - NEW.cost_nanos;
     UPDATE ledger_settings
     SET all_time_cost_nanos =
             CASE WHEN all_time_cost_nanos <= 4000000000000000000 - NEW.cost_nanos
@@ -610,6 +608,32 @@ BEGIN
             NEW.idempotency_key, NEW.agent_id, NEW.model, NEW.provider, NEW.latency_ms, NEW.metadata,
             NEW.org_id, NEW.user_id, NEW.cost_nanos, NEW.held_tokens, NEW.expires_at_us, NEW.reservation_id,
             NEW.scope, NEW.period, NEW.max_cost_nanos, NEW.cost_used_nanos, NEW.window_start_us);
+END;
+
+CREATE TRIGGER ledger_settings_fold_all_time_sums AFTER UPDATE OF rolled_up_to ON ledger_settings
+BEGIN
+    UPDATE ledger_settings
+    SET (all_time_prompt_tokens, all_time_completion_tokens, all_time_cost_nanos, all_time_latency_ms) = (
+        SELECT CASE WHEN ledger_settings.all_time_prompt_tokens
+                             <= 4000000000000000000 - coalesce(sum(min(folded.prompt_tokens, 1000000000)), 0)
+                    THEN ledger_settings.all_time_prompt_tokens + coalesce(sum(min(folded.prompt_tokens, 1000000000)), 0)
+                    ELSE RAISE(ABORT, 'ledger capacity reached: the all-time prompt_tokens would pass 4000000000000000000') END,
+               CASE WHEN ledger_settings.all_time_completion_tokens
+                             <= 4000000000000000000 - coalesce(sum(min(folded.completion_tokens, 1000000000)), 0)
+                    THEN ledger_settings.all_time_completion_tokens
+                         + coalesce(sum(min(folded.completion_tokens, 1000000000)), 0)
+                    ELSE RAISE(ABORT, 'ledger capacity reached: the all-time completion_tokens would pass 4000000000000000000') END,
+               CASE WHEN ledger_settings.all_time_cost_nanos
+                             <= 4000000000000000000 - coalesce(sum(min(folded.cost_nanos, 20000000000000000)), 0)
+                    THEN ledger_settings.all_time_cost_nanos + coalesce(sum(min(folded.cost_nanos, 20000000000000000)), 0)
+                    ELSE RAISE(ABORT, 'ledger capacity reached: the all-time cost_nanos would pass 4000000000000000000') END,
+               CASE WHEN ledger_settings.all_time_latency_ms
+                             <= 4000000000000000000 - coalesce(sum(min(folded.latency_ms, 604800000)), 0)
+                    THEN ledger_settings.all_time_latency_ms + coalesce(sum(min(folded.latency_ms, 604800000)), 0)
+                    ELSE RAISE(ABORT, 'ledger capacity reached: the all-time latency_ms would pass 4000000000000000000') END
+        FROM events AS folded
+        WHERE folded.id > OLD.rolled_up_to AND folded.id <= NEW.rolled_up_to AND folded.kind = 'consume')
+    WHERE id = 1;
 END;
 
 CREATE TRIGGER ledger_settings_fold_usage BEFORE UPDATE OF rolled_up_to ON ledger_settings
@@ -839,7 +863,7 @@ WITH all_time AS (
            coalesce(sum(min(cost_nanos, 20000000000000000)), 0)
                + (SELECT coalesce(sum(cost_nanos), 0) FROM events WHERE kind = 'reprice') AS cost_nanos,
            coalesce(sum(min(latency_ms, 604800000)), 0) AS latency_ms
-    FROM events WHERE kind = 'consume'
+    FROM events WHERE kind = 'consume' AND id <= (SELECT rolled_up_to FROM ledger_settings WHERE id = 1)
 )
 SELECT 1 AS id,
        coalesce((SELECT max_tokens FROM events WHERE kind = 'configure' ORDER BY id DESC LIMIT 1), 100000)

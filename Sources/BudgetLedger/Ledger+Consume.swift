@@ -150,7 +150,7 @@ extension Ledger {
         let eventID = connection.lastInsertRowID
         try applyDerivedState(
             of: request, eventID: eventID, at: now, costNanodollars: cost, settling: reservationID,
-            underScopes: scopes.isEmpty ? [] : scopeNames, on: connection)
+            underScopes: scopes.isEmpty ? [] : scopeNames, foldMark: found.foldMark, on: connection)
         // Cannot overflow: each call is at most 1e9 and a thread's totals are part of the
         // all-time sums the schema holds under 4e18 (LedgerLimits, migration 0006).
         var budget = before.consuming(request)
@@ -168,27 +168,21 @@ extension Ledger {
 
     /// Applies consume `eventID`'s derived state, as migration 0014's `consumes_to_apply_insert`
     /// does for other writers, with only the statements this call needs: the thread's totals,
-    /// the all-time sums (refused at the capacity with the trigger's message), the scope budgets
-    /// when one applies (`underScopes`: the call's scopes when `ScopeBudgetSQL.budgets` found a
-    /// budget among them in this transaction, else empty), the hold a settle ends, and the fold at every 1,024th event. Runs right
-    /// after the insert, as the trigger did, so the rest of the call and the next write of the
-    /// batch read the same state as before.
+    /// the scope budgets when one applies (`underScopes`: the call's scopes when
+    /// `ScopeBudgetSQL.budgets` found a budget among them in this transaction, else empty), the
+    /// hold a settle ends, and the fold when it is due (`FoldMark`, read before the insert: at
+    /// every 128th event, or at once when its bound no longer proves the capacity kept). Runs
+    /// right after the insert, as the trigger did, so the rest of the call and the next write
+    /// of the batch read the same state as before.
     ///
     /// - Throws: `LedgerError.conflict` at the ledger's capacity (the caller's transaction or
     ///   savepoint then takes the event back); the connection's errors.
     private func applyDerivedState(
         of request: ConsumeRequest, eventID: Int64, at now: Int64, costNanodollars cost: Int64?,
-        settling reservationID: Int64?, underScopes scopes: [String], on connection: Connection
+        settling reservationID: Int64?, underScopes scopes: [String], foldMark: FoldMark, on connection: Connection
     ) throws {
         try connection.execute(
             ConsumeSQL.addToThread, [request.threadID, request.promptTokens, request.completionTokens])
-        let sums: [any SQLiteBindable] = [
-            request.promptTokens, request.completionTokens, cost ?? 0, request.usage.latencyMilliseconds ?? 0,
-        ]
-        try connection.execute(ConsumeSQL.addToAllTimeSums, sums)
-        if connection.changes == 0 {
-            throw LedgerError.conflict(try ConsumeSQL.capacityReached(adding: sums, on: connection))
-        }
         if !scopes.isEmpty {
             let arguments: [any SQLiteBindable] =
                 [now, request.tokens, cost] + (0..<5).map { $0 < scopes.count ? scopes[$0] : String?.none }
@@ -197,8 +191,10 @@ extension Ledger {
         if let reservationID {
             try connection.execute(ConsumeSQL.endHold, [reservationID])
         }
-        if eventID % ConsumeSQL.foldEveryEvents == 0 {
-            try connection.execute(ConsumeSQL.fold, [eventID])
+        // A fold by an event of this call before the consume (an open, an expiry) moved the mark
+        // on; the one read before is then behind, and its bound only the looser: still sound.
+        if foldMark.foldIsDue(after: eventID) {
+            try FoldMark.fold(through: eventID, on: connection)
         }
     }
 

@@ -24,7 +24,8 @@ package enum ConsumeBatchFallback: Error, Sendable, Equatable {
     /// An insert was refused: its idempotency key is already recorded (a replay, or a conflict
     /// the row path names), or another constraint.
     case insertRefused
-    /// The batch would take an all-time sum past the ledger's capacity.
+    /// A consume of the batch would take an all-time sum past the ledger's capacity: the row
+    /// path refuses it with the fold's message.
     case capacity
 }
 
@@ -45,25 +46,6 @@ private struct BatchThread {
     }
 }
 
-/// What a batch adds to the all-time sums (saturating: a batch that would overflow is past the
-/// capacity anyway, which the sums' update refuses).
-private struct AllTimeSumsAdded {
-    var promptTokens: Int64 = 0
-    var completionTokens: Int64 = 0
-    var costNanodollars: Int64 = 0
-    var latencyMilliseconds: Int64 = 0
-
-    mutating func add(_ request: ConsumeRequest, costNanodollars cost: Int64?) {
-        promptTokens = promptTokens.saturatingAdd(request.promptTokens)
-        completionTokens = completionTokens.saturatingAdd(request.completionTokens)
-        costNanodollars = costNanodollars.saturatingAdd(cost ?? 0)
-        latencyMilliseconds = latencyMilliseconds.saturatingAdd(request.usage.latencyMilliseconds ?? 0)
-    }
-
-    /// The parameters of `ConsumeSQL.addToAllTimeSums`.
-    var arguments: [any SQLiteBindable] { [promptTokens, completionTokens, costNanodollars, latencyMilliseconds] }
-}
-
 /// What the batch path reads once per batch and keeps while it records the consumes.
 private struct ConsumeBatchState {
     let defaultMaxTokens: Int64
@@ -71,16 +53,16 @@ private struct ConsumeBatchState {
     /// The touched threads, and their ids in the order first touched (the order of the updates).
     var threads: [String: BatchThread] = [:]
     var threadOrder: [String] = []
-    var allTimeSums = AllTimeSumsAdded()
+    /// The fold's mark as it stands in the batch (read again after each fold).
+    var foldMark: FoldMark
 }
 
 extension Ledger {
     /// Records `consumes` in order, in the caller's transaction, with their derived state
-    /// applied per batch: each touched thread read once and its totals written once, the
-    /// all-time sums added (and checked against the capacity) once. The events are the row
-    /// path's, in its order and with its ids: a new thread's open, the consume (and the fold at
-    /// every 1,024th event), its threshold events, each judged as `record` judges them; so are
-    /// the results. Import (`importConsumes`) and group commit (`runAsConsumeBatch`) use it.
+    /// applied per batch: each touched thread read once and its totals written once. The events
+    /// are the row path's, in its order and with its ids: a new thread's open, the consume (and
+    /// the fold when it is due, `FoldMark`), its threshold events, each judged as `record` judges
+    /// them; so are the results. Import (`importConsumes`) and group commit (`runAsConsumeBatch`) use it.
     ///
     /// It opens no savepoint: under one, SQLite keeps the original of every page the batch
     /// changes until the savepoint ends (for an import batch of 2,000 lines, megabytes, which
@@ -98,16 +80,18 @@ extension Ledger {
         return results
     }
 
-    /// The ledger's default max and price version; nil when a scope budget is set.
+    /// The ledger's default max, price version and fold mark; nil when a scope budget is set.
     private func readConsumeBatchSettings(on connection: Connection) throws -> ConsumeBatchState? {
         let settings = try connection.cachedStatement(ConsumeBatchSQL.selectSettings).fetchOne { row in
-            (defaultMaxTokens: try row[0] as Int64, pricesVersion: try row[1] as Int64, anyScopeBudget: try row[2] as Bool)
+            (defaultMaxTokens: try row[0] as Int64, pricesVersion: try row[1] as Int64, anyScopeBudget: try row[2] as Bool,
+             foldMark: try FoldMark(row: row, from: 3))
         }
         guard let settings else {
             preconditionFailure("ledger_settings has no row: the schema is broken")
         }
         if settings.anyScopeBudget { return nil }
-        return ConsumeBatchState(defaultMaxTokens: settings.defaultMaxTokens, pricesVersion: settings.pricesVersion)
+        return ConsumeBatchState(
+            defaultMaxTokens: settings.defaultMaxTokens, pricesVersion: settings.pricesVersion, foldMark: settings.foldMark)
     }
 
     /// Records one consume's events and adds it to the batch's running totals; returns its result.
@@ -143,16 +127,24 @@ extension Ledger {
             throw ConsumeBatchFallback.insertRefused
         }
         let eventID = connection.lastInsertRowID
-        // The fold reads every consume past `rolled_up_to`, so it runs here, when the event that
-        // reaches the multiple is the last one, as in `record`.
-        if eventID % ConsumeSQL.foldEveryEvents == 0 {
-            try connection.execute(ConsumeSQL.fold, [eventID])
+        // The fold reads every consume past `rolled_up_to`, so it runs here, when the consume is
+        // the last event, as in `record`. Another event of the batch (an open, a threshold) may
+        // have folded since the mark was read: it is read again before the fold is judged due.
+        if state.foldMark.foldIsDue(after: eventID) {
+            state.foldMark = try FoldMark.read(on: connection)
+            if state.foldMark.foldIsDue(after: eventID) {
+                do {
+                    try FoldMark.fold(through: eventID, on: connection)
+                } catch is LedgerError {
+                    throw ConsumeBatchFallback.capacity
+                }
+                state.foldMark = try FoldMark.read(on: connection)
+            }
         }
         var budget = before.consuming(request)
         let crossings = try recordCrossings(of: &budget, causedBy: eventID, at: now, on: connection)
         thread.add(request, leaving: budget)
         state.threads[request.threadID] = thread
-        state.allTimeSums.add(request, costNanodollars: cost)
         return ConsumeResult(
             budget: budget, crossedThresholds: crossings,
             event: request.event(id: eventID, at: now, costNanodollars: cost, reservationID: nil), isReplay: false)
@@ -173,10 +165,7 @@ extension Ledger {
         return BatchThread(budget: found.budget)
     }
 
-    /// Writes what the batch added: each touched thread's totals once, the all-time sums once
-    /// (refused at the capacity, as `addToAllTimeSums` refuses a consume).
-    ///
-    /// - Throws: `ConsumeBatchFallback.capacity` when a sum would pass the capacity; the connection's errors.
+    /// Writes what the batch added: each touched thread's totals once.
     private func applyBatchDerivedState(_ state: ConsumeBatchState, on connection: Connection) throws {
         for threadID in state.threadOrder {
             guard let thread = state.threads[threadID] else { continue }
@@ -186,19 +175,17 @@ extension Ledger {
             // The thread was read (or opened) in this transaction, and only this writer writes.
             assert(connection.changes == 1, "thread \(threadID) vanished during its batch")
         }
-        try connection.execute(ConsumeSQL.addToAllTimeSums, state.allTimeSums.arguments)
-        if connection.changes == 0 { throw ConsumeBatchFallback.capacity }
     }
 }
 
 /// The reads and the derived state of a batch of consumes (`Ledger.recordBatch`).
 enum ConsumeBatchSQL {
     /// The ledger's default max, the price table's version (as `LedgerSQL.selectThreadAndDefault`
-    /// reads it for `PriceCache`) and whether any scope budget is set.
+    /// reads it for `PriceCache`), whether any scope budget is set, and the fold's mark.
     static let selectSettings = """
         SELECT g.default_max_tokens,
                (SELECT coalesce(max(id), 0) FROM model_prices) + (SELECT coalesce(max(id), 0) FROM price_withdrawals),
-               EXISTS (SELECT 1 FROM scope_budgets)
+               EXISTS (SELECT 1 FROM scope_budgets), \(FoldMark.columns(of: "g"))
         FROM ledger_settings AS g WHERE g.id = 1
         """
 

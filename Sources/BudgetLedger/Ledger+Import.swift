@@ -97,7 +97,7 @@ extension Ledger {
     /// current window when that time's is older (a consume's rule for a clock that stepped back;
     /// setting the budget again re-reads the window by each event's time).
     /// Derived state is kept per batch: each touched thread is read once and its totals written
-    /// once, the all-time sums added once, with the same events, ids and thresholds as one
+    /// once, with the same events, ids and thresholds as one
     /// consume at a time would give. A batch that needs more than a plain append (the ledger has
     /// a scope budget, a touched thread has holds, a line's key is already recorded, a line or
     /// the capacity is refused) is recorded one consume at a time instead, exactly as a consume

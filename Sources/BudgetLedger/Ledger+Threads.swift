@@ -14,6 +14,8 @@ struct ThreadRow {
     let eventIDForKey: Int64?
     /// Whether the ledger has any scope budget: when it has none, a call needs no scope read.
     let hasScopeBudgets: Bool
+    /// How far the fold went and the all-time sums it folded: whether a consume can skip them.
+    let foldMark: FoldMark
 
     /// One statement: the thread's state, its live holds at `now`, the ledger's default max,
     /// whether `idempotencyKey` was already used (so the consume path needs no second lookup), and
@@ -31,7 +33,7 @@ struct ThreadRow {
             }
             return ThreadRow(
                 budget: budget, defaultMaxTokens: try row[5], expiredHolds: try row[7], pricesVersion: try row[8],
-                eventIDForKey: try row[9], hasScopeBudgets: try row[10])
+                eventIDForKey: try row[9], hasScopeBudgets: try row[10], foldMark: try FoldMark(row: row, from: 11))
         }
         guard let row else {
             preconditionFailure("ledger_settings has no row: the schema is broken")

@@ -54,7 +54,9 @@ extension Ledger {
             let integrity = try connection.prepare("PRAGMA integrity_check").fetchAll { try $0[0] as String }
             problems += integrity.filter { $0 != "ok" }.map { "integrity: \($0)" }
             let total = try connection.prepare("SELECT count(*) FROM events").fetchOne { try $0[0] as Int64 } ?? 0
-            var recomputed = Recomputation(prices: try PriceTable(on: connection))
+            // The all-time sums hold the consumes up to the fold's mark (migration 0017).
+            let foldedThrough = try FoldMark.read(on: connection).rolledUpTo
+            var recomputed = Recomputation(prices: try PriceTable(on: connection), foldedThrough: foldedThrough)
             var cursor = try connection.prepare("SELECT \(Recomputation.columns) FROM events ORDER BY id").rows()
             while let row = try cursor.next() {
                 try recomputed.apply(row)
@@ -63,10 +65,14 @@ extension Ledger {
             progress?(recomputed.eventCount, total)
             problems += try DerivedTables(recomputed, on: connection).differences()
             problems += recomputed.mispricedEventIDs.map { "events: event \($0) has a cost that differs from the price table" }
+            problems += recomputed.strayConsumeEventIDs.map { "events: consume event \($0) is of a thread that was not open" }
             problems += recomputed.strayRepriceEventIDs.map {
                 "events: reprice event \($0) names no consume recorded unpriced, or one already repriced"
             }
             problems += try appendOnlyProblems(recomputed, on: connection)
+            if foldedThrough > recomputed.lastID {
+                problems.append("ledger_settings: rolled_up_to \(foldedThrough) is past the last event, \(recomputed.lastID)")
+            }
             let threads = try connection.prepare("SELECT count(*) FROM thread_state").fetchOne { try $0[0] as Int64 } ?? 0
             return VerifyReport(eventCount: recomputed.eventCount, threadCount: threads, problems: problems)
         }

@@ -8,9 +8,9 @@ internal import LedgerSQLite
 enum LedgerSQL {
     /// A thread's cached state, the ledger's default max, the thread's live held tokens, its
     /// expired-but-unrecorded holds, the version of the price table (`PriceCache`) and the
-    /// consume already recorded under idempotency key `?3` (NULL: none, or no key), in one
-    /// statement; `?1` is the thread, `?2` now. The thread columns are NULL for a thread that
-    /// is not open.
+    /// consume already recorded under idempotency key `?3` (NULL: none, or no key), whether any
+    /// scope budget exists and the fold's mark (`FoldMark`), in one statement; `?1` is the
+    /// thread, `?2` now. The thread columns are NULL for a thread that is not open.
     static let selectThreadAndDefault = """
         SELECT s.max_tokens, s.prompt_tokens, s.completion_tokens, s.request_count,
                (SELECT group_concat(t.threshold_percent) FROM thread_thresholds AS t WHERE t.thread_id = s.thread_id),
@@ -19,7 +19,8 @@ enum LedgerSQL {
                (SELECT count(*) FROM holds AS h WHERE h.thread_id = ?1 AND h.expires_at_us <= ?2),
                (SELECT coalesce(max(id), 0) FROM model_prices) + (SELECT coalesce(max(id), 0) FROM price_withdrawals),
                (SELECT e.id FROM events AS e WHERE e.idempotency_key = ?3),
-               EXISTS (SELECT 1 FROM scope_budgets)
+               EXISTS (SELECT 1 FROM scope_budgets),
+               \(FoldMark.columns(of: "g"))
         FROM ledger_settings AS g LEFT JOIN thread_state AS s ON s.thread_id = ?1
         WHERE g.id = 1
         """
@@ -204,9 +205,6 @@ enum IdempotencySQL {
 /// statements of migration 0014's `consumes_to_apply_insert` (the trigger other writers go
 /// through), one each, so the writer runs only those a call needs.
 enum ConsumeSQL {
-    /// The fold runs at every event whose id is a multiple of this (migration 0004's rule).
-    static let foldEveryEvents: Int64 = 1024
-
     /// `?1` the thread, `?2` prompt and `?3` completion tokens.
     static let addToThread = """
         UPDATE thread_state
@@ -214,46 +212,6 @@ enum ConsumeSQL {
             request_count = request_count + 1
         WHERE thread_id = ?1
         """
-
-    /// Adds `?1` prompt tokens, `?2` completion tokens, `?3` nano-dollars and `?4` ms of latency to
-    /// the all-time sums, only if each stays within the capacity (0006): it changed a row when it
-    /// did. (`RAISE`, which the trigger uses, works only inside a trigger; and `RETURNING` would
-    /// cost a trigger frame of its own, which SQLite uses to run it.)
-    static let addToAllTimeSums = """
-        UPDATE ledger_settings
-        SET all_time_prompt_tokens = all_time_prompt_tokens + ?1,
-            all_time_completion_tokens = all_time_completion_tokens + ?2,
-            all_time_cost_nanos = all_time_cost_nanos + ?3,
-            all_time_latency_ms = all_time_latency_ms + ?4
-        WHERE id = 1
-          AND all_time_prompt_tokens <= \(LedgerLimits.allTimeSumMax) - ?1
-          AND all_time_completion_tokens <= \(LedgerLimits.allTimeSumMax) - ?2
-          AND all_time_cost_nanos <= \(LedgerLimits.allTimeSumMax) - ?3
-          AND all_time_latency_ms <= \(LedgerLimits.allTimeSumMax) - ?4
-        """
-
-    /// Which sum `addToAllTimeSums` would have taken past the capacity, first in the trigger's
-    /// order: 1 prompt, 2 completion, 3 cost, 4 latency (0 none).
-    static let selectSumPastCapacity = """
-        SELECT CASE WHEN all_time_prompt_tokens > \(LedgerLimits.allTimeSumMax) - ?1 THEN 1
-                    WHEN all_time_completion_tokens > \(LedgerLimits.allTimeSumMax) - ?2 THEN 2
-                    WHEN all_time_cost_nanos > \(LedgerLimits.allTimeSumMax) - ?3 THEN 3
-                    WHEN all_time_latency_ms > \(LedgerLimits.allTimeSumMax) - ?4 THEN 4
-                    ELSE 0 END
-        FROM ledger_settings WHERE id = 1
-        """
-
-    /// The trigger's message for the sum `sums` (the arguments of `addToAllTimeSums`) would take
-    /// past the capacity.
-    static func capacityReached(adding sums: [any SQLiteBindable], on connection: Connection) throws -> String {
-        let column = try connection.cachedStatement(selectSumPastCapacity).fetchOne(sums) { try $0[0] as Int64 }
-        let name = ["prompt_tokens", "completion_tokens", "cost_nanos", "latency_ms"]
-        guard let column, column >= 1, column <= 4 else {
-            // The row is missing or the sums fit after all: a damaged file, not a capacity.
-            return "ledger capacity reached: the all-time sums could not be updated"
-        }
-        return "ledger capacity reached: the all-time \(name[Int(column) - 1]) would pass \(LedgerLimits.allTimeSumMax)"
-    }
 
     /// `?1` the event's time, `?2` its tokens, `?3` its cost (NULL: unpriced), `?4`–`?8` the
     /// scopes it falls under (`BudgetScope.candidates`; unused ones NULL): each budget's window
@@ -277,7 +235,4 @@ enum ConsumeSQL {
 
     /// A settle ends its hold (`?1` the reserve event).
     static let endHold = "DELETE FROM holds WHERE reservation_id = ?1"
-
-    /// Folds the pending usage into the rollups up to event `?1` (`ledger_settings_fold_usage`).
-    static let fold = "UPDATE ledger_settings SET rolled_up_to = ?1 WHERE id = 1"
 }

@@ -99,6 +99,9 @@ struct Recomputation {
     private(set) var mispricedEventIDs: [Int64] = []
     /// Reprice events that name no consume recorded unpriced, or one already repriced (the first 20).
     private(set) var strayRepriceEventIDs: [Int64] = []
+    /// Consume events of a thread that was not open then (the first 20): the insert guard
+    /// refuses them, but the ledger's writer steps around it (migration 0015).
+    private(set) var strayConsumeEventIDs: [Int64] = []
 
     /// A consume recorded unpriced and not yet repriced: what a reprice of it corrects.
     private struct UnpricedConsume {
@@ -114,9 +117,12 @@ struct Recomputation {
     private var unpricedConsumes: [Int64: UnpricedConsume] = [:]
 
     private var prices: PriceTable
+    /// The fold's mark: the all-time sums hold the consumes up to it (migration 0017).
+    private let foldedThrough: Int64
 
-    init(prices: PriceTable) {
+    init(prices: PriceTable, foldedThrough: Int64) {
         self.prices = prices
+        self.foldedThrough = foldedThrough
     }
 
     /// The columns `apply(_:)` reads, in its order.
@@ -209,12 +215,16 @@ struct Recomputation {
             state.completionTokens = state.completionTokens.saturatingAdd(completion)
             state.requestCount += 1
             threads[threadID] = state
+        } else if strayConsumeEventIDs.count < 20 {
+            strayConsumeEventIDs.append(id)
         }
         if let reservation: Int64 = try row[16] { holds[reservation] = nil }
-        settings.allTimePromptTokens = settings.allTimePromptTokens.saturatingAdd(prompt)
-        settings.allTimeCompletionTokens = settings.allTimeCompletionTokens.saturatingAdd(completion)
-        settings.allTimeCostNanodollars = settings.allTimeCostNanodollars.saturatingAdd(countedCost ?? 0)
-        settings.allTimeLatencyMilliseconds = settings.allTimeLatencyMilliseconds.saturatingAdd(countedLatency ?? 0)
+        if id <= foldedThrough {
+            settings.allTimePromptTokens = settings.allTimePromptTokens.saturatingAdd(prompt)
+            settings.allTimeCompletionTokens = settings.allTimeCompletionTokens.saturatingAdd(completion)
+            settings.allTimeCostNanodollars = settings.allTimeCostNanodollars.saturatingAdd(countedCost ?? 0)
+            settings.allTimeLatencyMilliseconds = settings.allTimeLatencyMilliseconds.saturatingAdd(countedLatency ?? 0)
+        }
 
         let timestamp: Int64 = try row[1]
         let agent: String = try row[8] ?? ""

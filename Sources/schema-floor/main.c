@@ -8,17 +8,15 @@
  * runs a simpler schema). Since migration 0014 the ledger's writer applies a consume's derived
  * state itself (Ledger.applyDerivedState) and the consume trigger steps aside for a connection
  * whose connection_role() is 'ledger writer': the harness defines that function as LedgerSQLite
- * does on the ledger's connection and runs the writer's two statements for a consume under no
- * scope budget (the thread, the all-time sums).
+ * does on the ledger's connection and runs the writer's statements for a consume under no
+ * scope budget: the thread, and the fold when it is due (FoldMark: every 128th event, or when the
+ * bound on the pending consumes no longer proves the capacity kept; migration 0017).
  *
  * Usage: schema-floor LEDGER_FILE normal|full WRITES_PER_TRANSACTION CALLS [CHECKPOINT_FRAMES]
  * LEDGER_FILE must be a fresh ledger made by `budget-ledger init`; the harness opens its
  * 1,000 threads itself. At normal, commits write their WAL frames but never wait for the
  * disk; at full, every commit syncs the WAL, as SQLite does. CHECKPOINT_FRAMES is SQLite's
  * auto-checkpoint (default 1000; 0: none, the statements and commits alone).
- *
- * FLOOR_WITHOUT_ALL_TIME_SUMS=1 leaves out the all-time sums' UPDATE (an experiment: what a commit
- * that does not write ledger_settings' page would cost).
  *
  * For instruction counts (repeatable here, unlike time):
  *   valgrind --tool=callgrind --toggle-collect=one_write schema-floor L normal 16 5000
@@ -42,30 +40,36 @@ static const char *select_thread =
     " (SELECT count(*) FROM holds AS h WHERE h.thread_id = ?1 AND h.expires_at_us <= ?2),"
     " (SELECT coalesce(max(id), 0) FROM model_prices) + (SELECT coalesce(max(id), 0) FROM price_withdrawals),"
     " (SELECT e.id FROM events AS e WHERE e.idempotency_key = ?3),"
-    " EXISTS (SELECT 1 FROM scope_budgets)"
+    " EXISTS (SELECT 1 FROM scope_budgets),"
+    " g.rolled_up_to, g.all_time_prompt_tokens, g.all_time_completion_tokens,"
+    " g.all_time_cost_nanos, g.all_time_latency_ms"
     " FROM ledger_settings AS g LEFT JOIN thread_state AS s ON s.thread_id = ?1 WHERE g.id = 1";
 static const char *insert_consume =
     "INSERT INTO events (timestamp_us, kind, thread_id, prompt_tokens, completion_tokens, idempotency_key,"
     " agent_id, model, provider, latency_ms, metadata, org_id, user_id, cost_nanos, reservation_id)"
     " VALUES (?, 'consume', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 
-/* Copies of ConsumeSQL.addToThread and ConsumeSQL.addToAllTimeSums (the same file; SchemaFloorTests). */
+/* Copies of ConsumeSQL.addToThread and FoldMark.foldStatement (Sources/BudgetLedger; SchemaFloorTests). */
 static const char *add_to_thread =
     "UPDATE thread_state"
     " SET prompt_tokens = prompt_tokens + ?2, completion_tokens = completion_tokens + ?3,"
     " request_count = request_count + 1"
     " WHERE thread_id = ?1";
-static const char *add_to_all_time_sums =
-    "UPDATE ledger_settings"
-    " SET all_time_prompt_tokens = all_time_prompt_tokens + ?1,"
-    " all_time_completion_tokens = all_time_completion_tokens + ?2,"
-    " all_time_cost_nanos = all_time_cost_nanos + ?3,"
-    " all_time_latency_ms = all_time_latency_ms + ?4"
-    " WHERE id = 1"
-    " AND all_time_prompt_tokens <= 4000000000000000000 - ?1"
-    " AND all_time_completion_tokens <= 4000000000000000000 - ?2"
-    " AND all_time_cost_nanos <= 4000000000000000000 - ?3"
-    " AND all_time_latency_ms <= 4000000000000000000 - ?4";
+static const char *fold = "UPDATE ledger_settings SET rolled_up_to = ?1 WHERE id = 1";
+
+/* FoldMark.admits(through:): the events after the mark, each at its limits, keep every all-time
+ * sum within the capacity (4e18). The limits: LedgerLimits (Sources/BudgetLedger/Validation.swift). */
+static int fold_mark_admits(sqlite3_stmt *select, int64_t event_id) {
+    static const int64_t capacity = 4000000000000000000LL;
+    static const int64_t limits[4] = {1000000000LL, 1000000000LL, 20000000000000000LL, 604800000LL};
+    int64_t events = event_id - sqlite3_column_int64(select, 11);
+    for (int index = 0; index < 4; index++) {
+        int64_t most;
+        if (__builtin_mul_overflow(events, limits[index], &most)) return 0;
+        if (most > capacity - sqlite3_column_int64(select, 12 + index)) return 0;
+    }
+    return 1;
+}
 
 enum { THREADS = 1000 };
 
@@ -109,7 +113,7 @@ static double seconds(clockid_t clock) {
     return now.tv_sec + now.tv_nsec * 1e-9;
 }
 
-struct statements { sqlite3_stmt *savepoint, *release, *select_thread, *insert_consume, *add_to_thread, *add_to_sums; };
+struct statements { sqlite3_stmt *savepoint, *release, *select_thread, *insert_consume, *add_to_thread, *fold; };
 
 /* One check-and-consume as the group commit runs it inside a batch. Not inlined, so callgrind
  * can count it alone. */
@@ -123,7 +127,7 @@ __attribute__((noinline)) static void one_write(sqlite3 *db, struct statements *
     sqlite3_bind_text(s->select_thread, 1, thread, -1, SQLITE_TRANSIENT);
     sqlite3_bind_int64(s->select_thread, 2, now);
     sqlite3_bind_text(s->select_thread, 3, key, -1, SQLITE_TRANSIENT);
-    run(db, s->select_thread, "select thread");
+    if (sqlite3_step(s->select_thread) != SQLITE_ROW) fail(db, "select thread");
     sqlite3_bind_int64(s->insert_consume, 1, now);
     sqlite3_bind_text(s->insert_consume, 2, thread, -1, SQLITE_TRANSIENT);
     int64_t prompt = 100 + (int64_t)(next_random() % 3900), completion = 10 + (int64_t)(next_random() % 990);
@@ -133,15 +137,16 @@ __attribute__((noinline)) static void one_write(sqlite3 *db, struct statements *
     sqlite3_bind_text(s->insert_consume, 6, agent, -1, SQLITE_TRANSIENT);
     sqlite3_bind_text(s->insert_consume, 7, "gpt-4o", -1, SQLITE_STATIC);
     run(db, s->insert_consume, "insert consume");
+    int64_t event_id = sqlite3_last_insert_rowid(db);
     sqlite3_bind_text(s->add_to_thread, 1, thread, -1, SQLITE_TRANSIENT);
     sqlite3_bind_int64(s->add_to_thread, 2, prompt);
     sqlite3_bind_int64(s->add_to_thread, 3, completion);
     run(db, s->add_to_thread, "add to thread");
-    sqlite3_bind_int64(s->add_to_sums, 1, prompt);
-    sqlite3_bind_int64(s->add_to_sums, 2, completion);
-    sqlite3_bind_int64(s->add_to_sums, 3, 0);
-    sqlite3_bind_int64(s->add_to_sums, 4, 0);
-    run(db, s->add_to_sums, "add to all-time sums");
+    if (event_id % 128 == 0 || !fold_mark_admits(s->select_thread, event_id)) {
+        sqlite3_bind_int64(s->fold, 1, event_id);
+        run(db, s->fold, "fold");
+    }
+    sqlite3_reset(s->select_thread);
     run(db, s->release, "RELEASE");
 }
 
@@ -178,10 +183,7 @@ int main(int argc, char **argv) {
     struct statements s = {
         prepare(db, "SAVEPOINT floor"), prepare(db, "RELEASE floor"),
         prepare(db, select_thread), prepare(db, insert_consume),
-        prepare(db, add_to_thread),
-        /* An experiment, not the ledger: FLOOR_WITHOUT_ALL_TIME_SUMS=1 runs no statement in the sums'
-         * place, so the commit does not write ledger_settings' page (docs/performance.md, issue 21). */
-        prepare(db, getenv("FLOOR_WITHOUT_ALL_TIME_SUMS") ? "SELECT 1" : add_to_all_time_sums),
+        prepare(db, add_to_thread), prepare(db, fold),
     };
     sqlite3_stmt *begin = prepare(db, "BEGIN IMMEDIATE"), *commit = prepare(db, "COMMIT");
     double wall = seconds(CLOCK_MONOTONIC), cpu = seconds(CLOCK_PROCESS_CPUTIME_ID);

@@ -230,8 +230,9 @@ struct UnpricedTokensTests {
             ).fetchAll { try $0[0] as String }
         }
         // Window 0: acme-9 1,500 unpriced (the 42 were repriced under 0012), zeta-5 300, gpt-4o
-        // priced; window 1: acme-9 7. The pending zeta-5 consume (3 tokens) is not folded yet.
-        #expect(folded == ["0 a acme-9: 1, 1500", "0 a gpt-4o: 0, 0", "0 b zeta-5: 1, 300", "1 a acme-9: 1, 7"])
+        // priced; window 1: acme-9 7, and the zeta-5 consume (3 tokens) pending at 0013, which
+        // 0017 folds with every pending consume.
+        #expect(folded == ["0 a acme-9: 1, 1500", "0 a gpt-4o: 0, 0", "0 b zeta-5: 1, 300", "1 a acme-9: 1, 7", "1 b zeta-5: 1, 3"])
         let rollup = try Self.actual(ledger, "SELECT model, unpriced_requests, unpriced_tokens FROM usage_rollup WHERE usage_window = 0")
         #expect(rollup == ["acme-9": [1, 1_500], "zeta-5": [1, 300], "gpt-4o": [0, 0]])
         let byModel = try Self.actual(ledger, "SELECT model, unpriced_requests, unpriced_tokens FROM usage_by_model")
