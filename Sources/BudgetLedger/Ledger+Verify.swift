@@ -39,11 +39,11 @@ extension Ledger {
     /// Recomputes every derived total from the raw events and runs SQLite's integrity check.
     ///
     /// One pass over `events` in id order (`Recomputation`) rebuilds thread state, thresholds,
-    /// holds, settings, both rollups (with reprices applied), scope budgets, the windows that
-    /// have a refusal, and each billed consume's and reprice's cost (a consume recorded unpriced
-    /// may be priced later; migration 0012); then every derived table is compared with it row by
-    /// row (the rollups as readers see them: folded plus pending, the
-    /// `*_live` views). Also reported: gaps in the ids (nothing is ever deleted, so a gap is
+    /// holds, settings, both rollups (with reprices applied), the time blocks of the folded
+    /// events (migration 0016), scope budgets, the windows that have a refusal, and each billed
+    /// consume's and reprice's cost (a consume recorded unpriced may be priced later; migration
+    /// 0012); then every derived table is compared with it row by row (the rollups as readers
+    /// see them: folded plus pending, the `*_live` views). Also reported: gaps in the ids (nothing is ever deleted, so a gap is
     /// tampering), a unique index on `events` that the insert guard does not cover, and a missing
     /// guard trigger. Reads one snapshot on a connection of its own (file ledgers): writers are
     /// not blocked. `progress` is called with the events read so far and the total, every 65,536.
@@ -54,7 +54,9 @@ extension Ledger {
             let integrity = try connection.prepare("PRAGMA integrity_check").fetchAll { try $0[0] as String }
             problems += integrity.filter { $0 != "ok" }.map { "integrity: \($0)" }
             let total = try connection.prepare("SELECT count(*) FROM events").fetchOne { try $0[0] as Int64 } ?? 0
-            var recomputed = Recomputation(prices: try PriceTable(on: connection))
+            let foldedThrough = try connection.prepare("SELECT rolled_up_to FROM ledger_settings WHERE id = 1")
+                .fetchOne { try $0[0] as Int64 } ?? 0
+            var recomputed = Recomputation(prices: try PriceTable(on: connection), foldedThrough: foldedThrough)
             var cursor = try connection.prepare("SELECT \(Recomputation.columns) FROM events ORDER BY id").rows()
             while let row = try cursor.next() {
                 try recomputed.apply(row)
@@ -150,6 +152,7 @@ private struct DerivedTables {
         }
         problems += tableDifferences("ledger_settings", stored: [1: settings], recomputed: [1: recomputed.settings]) { String($0) }
         problems += try rollupDifferences()
+        problems += try timeBlockDifferences()
         problems += try scopeDifferences()
         problems += try refusalDifferences()
         return problems
@@ -166,6 +169,16 @@ private struct DerivedTables {
         let scopes = try read("SELECT scope, window_start_us, event_id FROM scope_refusals")
         return tableDifferences("thread_refusals", stored: threads, recomputed: recomputed.threadRefusals) { $0 }
             + tableDifferences("scope_refusals", stored: scopes, recomputed: recomputed.scopeRefusals) { $0 }
+    }
+
+    /// The time blocks of the folded events (migration 0016), by block.
+    private func timeBlockDifferences() throws -> [String] {
+        let blocks = try Dictionary(uniqueKeysWithValues: connection.prepare(
+            "SELECT block, min_timestamp_us, max_timestamp_us FROM event_time_blocks"
+        ).fetchAll { row in
+            (try row[0] as Int64, Recomputation.TimeBlock(minTimestamp: try row[1], maxTimestamp: try row[2]))
+        })
+        return tableDifferences("event_time_blocks", stored: blocks, recomputed: recomputed.timeBlocks) { "block \($0)" }
     }
 
     private func scopeDifferences() throws -> [String] {

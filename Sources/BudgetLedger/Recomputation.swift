@@ -3,7 +3,7 @@ internal import LedgerSQLite
 /// Every derived table recomputed from the events in one pass, in id order: what `verify`
 /// compares the tables with.
 ///
-/// It applies the rules of the triggers (migrations 0001, 0003, 0004, 0006, 0007, 0010–0013) event by
+/// It applies the rules of the triggers (migrations 0001, 0003, 0004, 0006, 0007, 0010–0013, 0016) event by
 /// event, so it costs one scan of `events` and memory in the size of the derived tables (a
 /// few hundred bytes per open thread, live hold and rollup row), where the `*_from_events`
 /// views, which say the same in SQL for the sqlite3 shell, sort the events several times
@@ -64,6 +64,12 @@ struct Recomputation {
         var latencyCount: Int64 = 0
     }
 
+    /// A row of `event_time_blocks` (migration 0016): the bounds of a block's folded timestamps.
+    struct TimeBlock: Equatable {
+        var minTimestamp: Int64
+        var maxTimestamp: Int64
+    }
+
     /// The settings row: `ledger_settings` but `rolled_up_to`, which says how far the fold went.
     struct Settings: Equatable {
         var defaultMaxTokens: Int64 = 100_000
@@ -90,6 +96,8 @@ struct Recomputation {
     private(set) var settings = Settings()
     private(set) var rollup: [RollupKey: Sums] = [:]
     private(set) var agentModel: [AgentModelKey: Sums] = [:]
+    /// Per block of 1,024 ids ((id - 1) / 1024), the bounds of its events folded so far.
+    private(set) var timeBlocks: [Int64: TimeBlock] = [:]
     /// Events read, the highest id, and the ids that a contiguous run from 1 lacks.
     private(set) var eventCount: Int64 = 0
     private(set) var lastID: Int64 = 0
@@ -114,9 +122,12 @@ struct Recomputation {
     private var unpricedConsumes: [Int64: UnpricedConsume] = [:]
 
     private var prices: PriceTable
+    /// The fold mark as stored (`ledger_settings.rolled_up_to`): the events up to it are in the time blocks.
+    private let foldedThrough: Int64
 
-    init(prices: PriceTable) {
+    init(prices: PriceTable, foldedThrough: Int64) {
         self.prices = prices
+        self.foldedThrough = foldedThrough
     }
 
     /// The columns `apply(_:)` reads, in its order.
@@ -130,6 +141,7 @@ struct Recomputation {
     mutating func apply(_ row: Row) throws {
         let id: Int64 = try row[0]
         noteID(id)
+        if id <= foldedThrough { noteFoldedTimestamp(try row[1], id: id) }
         let kind: String = try row[2]
         let threadID: String? = try row[3]
         switch kind {
@@ -195,6 +207,18 @@ struct Recomputation {
         }
         eventCount += 1
         lastID = max(lastID, id)
+    }
+
+    /// Widens the bounds of the event's block to its timestamp (0016's fold trigger).
+    private mutating func noteFoldedTimestamp(_ timestamp: Int64, id: Int64) {
+        let block = (id - 1) / 1024
+        guard var bounds = timeBlocks[block] else {
+            timeBlocks[block] = TimeBlock(minTimestamp: timestamp, maxTimestamp: timestamp)
+            return
+        }
+        bounds.minTimestamp = min(bounds.minTimestamp, timestamp)
+        bounds.maxTimestamp = max(bounds.maxTimestamp, timestamp)
+        timeBlocks[block] = bounds
     }
 
     private mutating func applyConsume(_ row: Row, id: Int64, threadID: String) throws {
