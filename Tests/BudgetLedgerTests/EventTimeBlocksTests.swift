@@ -234,7 +234,8 @@ struct EventTimeBlocksTests {
         for round in 0..<12 {
             for index in 0..<(round * 67 + 5) {
                 _ = try ledger.consume("t\(index % 4)", promptTokens: 1)
-                clock.advance(microseconds: (index + round) % 11 == 0 ? -5 * Self.hour : Self.minute)
+                // Forward on the whole (10 hours each 11 events), back 5 hours at every 11th.
+                clock.advance(microseconds: (index + round) % 11 == 0 ? -5 * Self.hour : Self.hour)
             }
             switch round % 4 {
             case 0: try ledger.resetUsageWindow()
