@@ -245,7 +245,9 @@ struct EventTimeBlocksTests {
                 try fold(ledger)
                 try fold(ledger)  // nothing new: a fold of no events
             default:
-                clock.advance(microseconds: -48 * Self.hour)
+                // A fold inside a block, then a clock 100 days back: the rest of the block is older.
+                try fold(ledger)
+                clock.advance(microseconds: -2_400 * Self.hour)
             }
             try noteFold()
             #expect(try canonical() == 0, "round \(round)")
