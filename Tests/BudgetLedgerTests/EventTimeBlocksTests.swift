@@ -27,12 +27,13 @@ struct EventTimeBlocksTests {
     /// every 97 calls, an import of consumes a month old between them, a usage reset (a fold at
     /// no multiple of 1,024), writer folds at 1,024 and 2,048, an early fold inside block 2 (as a
     /// fold may run at any event), then a pending tail with a clock stepped back a day. Models:
-    /// `m-priced` (billed when recorded) and `u-1` (unpriced), both from ids in every block.
+    /// `m-priced` (billed when recorded) and `u-1` (unpriced) in every block; `m-imported` (billed)
+    /// only in the import, whose latest time is older than most of its blocks'.
     private func unorderedLedger(_ folder: TemporaryFolder) throws -> (Ledger, String, ManualClock) {
         let path = folder.path("l.db")
         let clock = ManualClock()
         let ledger = try Ledger(path: path, configuration: Ledger.Configuration(synchronous: .normal, clock: clock.read))
-        try ledger.setPrice(model: "m-priced", promptUSDPerMillion: "1", completionUSDPerMillion: "2", effectiveFrom: 1)
+        try ledger.setPrice(model: "m-*", promptUSDPerMillion: "1", completionUSDPerMillion: "2", effectiveFrom: 1)
         let consume = { (index: Int) in
             let usage = UsageDetails(agentID: "a\(index % 3)", model: index % 2 == 0 ? "m-priced" : "u-1")
             _ = try ledger.consume("t\(index % 5)", promptTokens: Int64(index % 50 + 1), completionTokens: 2, usage: usage)
@@ -44,7 +45,7 @@ struct EventTimeBlocksTests {
                 line: index + 1, sourceEventID: Int64(index + 1),
                 timestampMicroseconds: Self.start - 30 * 24 * Self.hour + Int64(index) * Self.minute,
                 threadID: "old\(index % 3)", promptTokens: 7, completionTokens: 1,
-                usage: UsageDetails(agentID: "importer", model: index % 2 == 0 ? "m-priced" : "u-1"))
+                usage: UsageDetails(agentID: "importer", model: index % 2 == 0 ? "m-imported" : "u-1"))
         }
         try ledger.importConsumes(imported)
         for index in 700..<1_000 { try consume(index) }
@@ -135,11 +136,17 @@ struct EventTimeBlocksTests {
     @Test("the latest billed consume from a time, and the withdrawal guard, equal a scan of every event")
     func latestConsumeAndWithdrawalEqualAFullScan() throws {
         // Proves selectLatestConsumeMatching finds the consume a scan finds (latest timestamp,
-        // then latest id) from any start, for an exact name and a pattern, and that
+        // then latest id) from any start, for exact names whose latest consume is pending or in
+        // an old block, and for a pattern, and that
         // price_withdrawals_check_insert refuses a withdrawal exactly when a scan finds a billed
         // consume at or after the price's start.
         let folder = try TemporaryFolder()
-        let (ledger, path, _) = try unorderedLedger(folder)
+        let (ledger, path, clock) = try unorderedLedger(folder)
+        // The latest time twice: a consume folded, and one pending after it (ties go to the later id).
+        clock.set(microseconds: try integers(ledger, "SELECT max(timestamp_us) FROM events")[0] + Self.hour)
+        try ledger.consume("t0", promptTokens: 1, usage: UsageDetails(model: "m-priced"))
+        try fold(ledger)
+        try ledger.consume("t1", promptTokens: 1, usage: UsageDetails(model: "m-priced"))
         let scan = """
             SELECT id, timestamp_us FROM events
             WHERE timestamp_us >= ?1 AND kind = 'consume' AND cost_nanos IS NOT NULL
@@ -150,7 +157,7 @@ struct EventTimeBlocksTests {
         defer { raw.close() }
         var refused = 0
         for from in try bounds(ledger) {
-            for (pattern, literal) in [("m-priced", nil), ("m-*", "m-") as (String, String?)] {
+            for (pattern, literal) in [("m-priced", nil), ("m-imported", nil), ("m-*", "m-") as (String, String?)] {
                 let (found, expected) = try ledger.withConnection { connection in
                     let pair = { (row: Row) in "\(try row[0] as Int64) \(try row[1] as Int64)" }
                     return (try connection.prepare(LedgerSQL.selectLatestConsumeMatching).fetchOne([from, pattern, literal], pair),
