@@ -43,9 +43,9 @@ extension Ledger {
     /// events (migration 0016), scope budgets, the windows that have a refusal, and each billed
     /// consume's and reprice's cost (a consume recorded unpriced may be priced later; migration
     /// 0012); then every derived table is compared with it row by row (the rollups as readers
-    /// see them: folded plus pending, the `*_live` views). Also reported: gaps in the ids (nothing is ever deleted, so a gap is
-    /// tampering), a unique index on `events` that the insert guard does not cover, and a missing
-    /// guard trigger. Reads one snapshot on a connection of its own (file ledgers): writers are
+    /// see them: folded plus pending, the `*_live` views). Also reported: gaps in the ids
+    /// (nothing is ever deleted, so a gap is tampering), a unique index on `events` that the
+    /// insert guard does not cover, and a missing guard trigger. Reads one snapshot on a connection of its own (file ledgers): writers are
     /// not blocked. `progress` is called with the events read so far and the total, every 65,536.
     /// See <https://www.sqlite.org/pragma.html#pragma_integrity_check>.
     public func verify(progress: ((_ eventsRead: Int64, _ eventCount: Int64) -> Void)? = nil) throws -> VerifyReport {

@@ -96,7 +96,7 @@ struct Recomputation {
     private(set) var settings = Settings()
     private(set) var rollup: [RollupKey: Sums] = [:]
     private(set) var agentModel: [AgentModelKey: Sums] = [:]
-    /// Per block of 1,024 ids ((id - 1) / 1024), the bounds of its events folded so far.
+    /// Per block of ids (`TimeRangeSQL.eventsPerBlock`), the bounds of its events folded so far.
     private(set) var timeBlocks: [Int64: TimeBlock] = [:]
     /// Events read, the highest id, and the ids that a contiguous run from 1 lacks.
     private(set) var eventCount: Int64 = 0
@@ -211,7 +211,7 @@ struct Recomputation {
 
     /// Widens the bounds of the event's block to its timestamp (0016's fold trigger).
     private mutating func noteFoldedTimestamp(_ timestamp: Int64, id: Int64) {
-        let block = (id - 1) / 1024
+        let block = (id - 1) / TimeRangeSQL.eventsPerBlock
         guard var bounds = timeBlocks[block] else {
             timeBlocks[block] = TimeBlock(minTimestamp: timestamp, maxTimestamp: timestamp)
             return

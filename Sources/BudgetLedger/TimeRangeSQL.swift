@@ -6,6 +6,10 @@
 /// written with these two fragments; `price_withdrawals_check_insert` (migration 0016) writes the
 /// same join, and `EventTimeBlocksTests` fails when the copies part.
 enum TimeRangeSQL {
+    /// The ids of a block of `event_time_blocks`: block = (id - 1) / this (migration 0016 writes
+    /// the number in its SQL; `verify` recomputes the blocks with this one).
+    static let eventsPerBlock: Int64 = 1_024
+
     /// The FROM clause: the ranges, then (CROSS JOIN keeps that loop order) the events of each,
     /// named `alias`, read by rowid range only (NOT INDEXED: without statistics SQLite would
     /// otherwise build an automatic index over all of events for the query).
