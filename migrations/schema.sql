@@ -7,6 +7,14 @@ CREATE TABLE alert_cursors (
     updated_at_us INTEGER NOT NULL
 ) STRICT;
 
+CREATE TABLE event_time_blocks (
+    -- (id - 1) / 1024: ids 1 … 1024 are block 0.
+    block INTEGER PRIMARY KEY,
+    -- UTC microseconds: the least and greatest timestamp of the block's folded events.
+    min_timestamp_us INTEGER NOT NULL,
+    max_timestamp_us INTEGER NOT NULL
+) STRICT;
+
 CREATE TABLE events (
     -- Rowid: strictly increasing, never reused, because rows are never deleted.
     id INTEGER PRIMARY KEY,
@@ -236,13 +244,13 @@ CREATE TABLE usage_rollup (
     PRIMARY KEY (usage_window, day, org_id, user_id, agent_id, model)
 ) STRICT, WITHOUT ROWID;
 
+CREATE INDEX event_time_blocks_max ON event_time_blocks (max_timestamp_us);
+
 CREATE INDEX events_caused_by ON events (caused_by) WHERE caused_by IS NOT NULL;
 
 CREATE UNIQUE INDEX events_idempotency_key ON events (idempotency_key) WHERE idempotency_key IS NOT NULL;
 
 CREATE UNIQUE INDEX events_reservation_end ON events (reservation_id, kind = 'consume') WHERE reservation_id IS NOT NULL;
-
-CREATE INDEX events_timestamp ON events (timestamp_us);
 
 CREATE INDEX events_usage_resets ON events (id) WHERE kind = 'usage_reset';
 
@@ -636,6 +644,18 @@ BEGIN
     WHERE id = 1;
 END;
 
+CREATE TRIGGER ledger_settings_fold_time_blocks AFTER UPDATE OF rolled_up_to ON ledger_settings
+WHEN NEW.rolled_up_to > OLD.rolled_up_to
+BEGIN
+    INSERT INTO event_time_blocks (block, min_timestamp_us, max_timestamp_us)
+    SELECT (id - 1) / 1024, min(timestamp_us), max(timestamp_us)
+    FROM events WHERE id > OLD.rolled_up_to AND id <= NEW.rolled_up_to
+    GROUP BY 1
+    ON CONFLICT (block) DO UPDATE SET
+        min_timestamp_us = min(min_timestamp_us, excluded.min_timestamp_us),
+        max_timestamp_us = max(max_timestamp_us, excluded.max_timestamp_us);
+END;
+
 CREATE TRIGGER ledger_settings_fold_usage BEFORE UPDATE OF rolled_up_to ON ledger_settings
 BEGIN
     INSERT INTO usage_rollup (usage_window, day, org_id, user_id, agent_id, model, prompt_tokens, completion_tokens,
@@ -709,8 +729,12 @@ BEGIN
     WHERE (SELECT effective_from_us FROM model_prices WHERE id = NEW.price_id) <= NEW.withdrawn_at_us;
     SELECT RAISE(ABORT, 'price_withdrawals: a recorded consume has reached the price''s start; supersede it instead')
     WHERE EXISTS (
-        SELECT 1 FROM model_prices AS p, events AS e
-        WHERE p.id = NEW.price_id AND e.timestamp_us >= p.effective_from_us AND e.kind = 'consume'
+        SELECT 1
+        FROM model_prices AS p,
+             event_id_ranges AS ranges CROSS JOIN events AS e NOT INDEXED ON e.id BETWEEN ranges.first_id AND ranges.last_id
+        WHERE p.id = NEW.price_id
+          AND ranges.max_timestamp_us >= p.effective_from_us AND e.timestamp_us >= p.effective_from_us
+          AND e.kind = 'consume'
           AND (e.cost_nanos IS NOT NULL
                OR EXISTS (SELECT 1 FROM events AS r WHERE r.caused_by = e.id AND r.kind = 'reprice'))
           AND (lower(trim(e.model, char(32, 9, 10, 11, 12, 13))) = p.model_pattern
@@ -801,6 +825,15 @@ SELECT id, timestamp_us, thread_id, prompt_tokens, completion_tokens, agent_id, 
        cost_nanos, reservation_id
 FROM events WHERE 0;
 
+CREATE VIEW event_id_ranges AS
+SELECT b.block * 1024 + 1 AS first_id, min(b.block * 1024 + 1024, s.rolled_up_to) AS last_id,
+       b.min_timestamp_us AS min_timestamp_us, b.max_timestamp_us AS max_timestamp_us
+FROM event_time_blocks AS b, ledger_settings AS s
+WHERE s.id = 1
+UNION ALL
+SELECT rolled_up_to + 1, 9223372036854775807, -9223372036854775808, 9223372036854775807
+FROM ledger_settings WHERE id = 1;
+
 CREATE VIEW event_prices AS
 SELECT
     events.id AS event_id,
@@ -827,6 +860,11 @@ SELECT
     END AS cost_nanos
 FROM events
 WHERE events.kind = 'consume';
+
+CREATE VIEW event_time_blocks_from_events AS
+SELECT (id - 1) / 1024 AS block, min(timestamp_us) AS min_timestamp_us, max(timestamp_us) AS max_timestamp_us
+FROM events WHERE id <= (SELECT rolled_up_to FROM ledger_settings WHERE id = 1)
+GROUP BY 1;
 
 CREATE VIEW events_to_apply AS
 SELECT id, timestamp_us, kind, thread_id, prompt_tokens, completion_tokens, max_tokens, threshold_percent,

@@ -212,8 +212,9 @@ extension Ledger {
         try withReadSnapshot { connection in
             var cursor = try connection.prepare(
                 """
-                SELECT \(LedgerEvent.billedColumns) FROM events
-                WHERE kind = 'consume' AND timestamp_us >= ?1 AND timestamp_us < ?2 AND (?3 IS NULL OR org_id = ?3)
+                SELECT \(LedgerEvent.billedColumns) FROM \(TimeRangeSQL.events(as: "events"))
+                WHERE \(TimeRangeSQL.timestamps(of: "events", from: "?1", to: "?2"))
+                  AND kind = 'consume' AND (?3 IS NULL OR org_id = ?3)
                 ORDER BY id
                 """
             ).rows([query.from ?? 0, query.to ?? Int64.max, query.organizationID])
@@ -242,8 +243,9 @@ extension Ledger {
                                               + min(completion_tokens, \(LedgerLimits.tokensPerCallMax))
                                          ELSE 0 END), 0),
                        coalesce(sum(min(latency_ms, \(LedgerLimits.latencyMillisecondsMax))), 0), count(latency_ms)
-                FROM events
-                WHERE kind = 'consume' AND timestamp_us >= ?1 AND timestamp_us < ?2 AND (?3 IS NULL OR org_id = ?3)
+                FROM \(TimeRangeSQL.events(as: "events"))
+                WHERE \(TimeRangeSQL.timestamps(of: "events", from: "?1", to: "?2"))
+                  AND kind = 'consume' AND (?3 IS NULL OR org_id = ?3)
                 GROUP BY 1 ORDER BY 1
                 """
             ).fetchAll([query.from ?? 0, query.to ?? Int64.max, query.organizationID]) { row in

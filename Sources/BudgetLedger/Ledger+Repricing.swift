@@ -57,12 +57,15 @@ enum RepriceSQL {
     /// pattern's literal, of every model starting with it) timestamped in [`?2`, `?3`), recorded
     /// unpriced and not yet repriced, that the price table (`event_prices`) prices: at the price
     /// in force at the consume's own timestamp, in id order, at most `?6`. A product past the
-    /// per-call cost limit (a float in SQLite) is left unpriced.
+    /// per-call cost limit (a float in SQLite) is left unpriced. The price is looked up per
+    /// consume (CROSS JOIN keeps it the inner loop: otherwise SQLite may read the view's events
+    /// through an automatic index over all of them).
     static let insertReprices = """
         INSERT INTO events (timestamp_us, kind, thread_id, caused_by, cost_nanos)
         SELECT ?1, 'reprice', c.thread_id, c.id, p.cost_nanos
-        FROM events AS c JOIN event_prices AS p ON p.event_id = c.id
-        WHERE c.kind = 'consume' AND c.timestamp_us >= ?2 AND c.timestamp_us < ?3 AND c.cost_nanos IS NULL
+        FROM \(TimeRangeSQL.events(as: "c")) CROSS JOIN event_prices AS p ON p.event_id = c.id
+        WHERE \(TimeRangeSQL.timestamps(of: "c", from: "?2", to: "?3"))
+          AND c.kind = 'consume' AND c.cost_nanos IS NULL
           AND (\(ModelName.sql("c.model")) = ?4
                OR (?5 IS NOT NULL AND substr(\(ModelName.sql("c.model")), 1, length(?5)) = ?5))
           AND NOT EXISTS (SELECT 1 FROM events AS r WHERE r.caused_by = c.id AND r.kind = 'reprice')
@@ -73,8 +76,9 @@ enum RepriceSQL {
     /// The count of such consumes not repriced yet (the price table does not price them, or the
     /// call stopped at its limit). It takes `insertReprices`'s first five arguments; `?1` is unused.
     static let countUnrepriced = """
-        SELECT count(*) FROM events AS c
-        WHERE c.kind = 'consume' AND c.timestamp_us >= ?2 AND c.timestamp_us < ?3 AND c.cost_nanos IS NULL
+        SELECT count(*) FROM \(TimeRangeSQL.events(as: "c"))
+        WHERE \(TimeRangeSQL.timestamps(of: "c", from: "?2", to: "?3"))
+          AND c.kind = 'consume' AND c.cost_nanos IS NULL
           AND (\(ModelName.sql("c.model")) = ?4
                OR (?5 IS NOT NULL AND substr(\(ModelName.sql("c.model")), 1, length(?5)) = ?5))
           AND NOT EXISTS (SELECT 1 FROM events AS r WHERE r.caused_by = c.id AND r.kind = 'reprice')

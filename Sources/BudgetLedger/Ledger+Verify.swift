@@ -39,13 +39,13 @@ extension Ledger {
     /// Recomputes every derived total from the raw events and runs SQLite's integrity check.
     ///
     /// One pass over `events` in id order (`Recomputation`) rebuilds thread state, thresholds,
-    /// holds, settings, both rollups (with reprices applied), scope budgets, the windows that
-    /// have a refusal, and each billed consume's and reprice's cost (a consume recorded unpriced
-    /// may be priced later; migration 0012); then every derived table is compared with it row by
-    /// row (the rollups as readers see them: folded plus pending, the
-    /// `*_live` views). Also reported: gaps in the ids (nothing is ever deleted, so a gap is
-    /// tampering), a unique index on `events` that the insert guard does not cover, and a missing
-    /// guard trigger. Reads one snapshot on a connection of its own (file ledgers): writers are
+    /// holds, settings, both rollups (with reprices applied), the time blocks of the folded
+    /// events (migration 0016), scope budgets, the windows that have a refusal, and each billed
+    /// consume's and reprice's cost (a consume recorded unpriced may be priced later; migration
+    /// 0012); then every derived table is compared with it row by row (the rollups as readers
+    /// see them: folded plus pending, the `*_live` views). Also reported: gaps in the ids
+    /// (nothing is ever deleted, so a gap is tampering), a unique index on `events` that the
+    /// insert guard does not cover, and a missing guard trigger. Reads one snapshot on a connection of its own (file ledgers): writers are
     /// not blocked. `progress` is called with the events read so far and the total, every 65,536.
     /// See <https://www.sqlite.org/pragma.html#pragma_integrity_check>.
     public func verify(progress: ((_ eventsRead: Int64, _ eventCount: Int64) -> Void)? = nil) throws -> VerifyReport {
@@ -54,8 +54,11 @@ extension Ledger {
             let integrity = try connection.prepare("PRAGMA integrity_check").fetchAll { try $0[0] as String }
             problems += integrity.filter { $0 != "ok" }.map { "integrity: \($0)" }
             let total = try connection.prepare("SELECT count(*) FROM events").fetchOne { try $0[0] as Int64 } ?? 0
-            // The all-time sums hold the consumes up to the fold's mark (migration 0017).
-            let foldedThrough = try FoldMark.read(on: connection).rolledUpTo
+            // The all-time sums hold the consumes up to the fold's mark (migration 0017), and
+            // the time blocks the events up to it (0016).
+            // (Read without FoldMark.read, which traps on a missing row: verify reads damaged files.)
+            let foldedThrough = try connection.prepare("SELECT rolled_up_to FROM ledger_settings WHERE id = 1")
+                .fetchOne { try $0[0] as Int64 } ?? 0
             var recomputed = Recomputation(prices: try PriceTable(on: connection), foldedThrough: foldedThrough)
             var cursor = try connection.prepare("SELECT \(Recomputation.columns) FROM events ORDER BY id").rows()
             while let row = try cursor.next() {
@@ -156,6 +159,7 @@ private struct DerivedTables {
         }
         problems += tableDifferences("ledger_settings", stored: [1: settings], recomputed: [1: recomputed.settings]) { String($0) }
         problems += try rollupDifferences()
+        problems += try timeBlockDifferences()
         problems += try scopeDifferences()
         problems += try refusalDifferences()
         return problems
@@ -172,6 +176,16 @@ private struct DerivedTables {
         let scopes = try read("SELECT scope, window_start_us, event_id FROM scope_refusals")
         return tableDifferences("thread_refusals", stored: threads, recomputed: recomputed.threadRefusals) { $0 }
             + tableDifferences("scope_refusals", stored: scopes, recomputed: recomputed.scopeRefusals) { $0 }
+    }
+
+    /// The time blocks of the folded events (migration 0016), by block.
+    private func timeBlockDifferences() throws -> [String] {
+        let blocks = try Dictionary(uniqueKeysWithValues: connection.prepare(
+            "SELECT block, min_timestamp_us, max_timestamp_us FROM event_time_blocks"
+        ).fetchAll { row in
+            (try row[0] as Int64, Recomputation.TimeBlock(minTimestamp: try row[1], maxTimestamp: try row[2]))
+        })
+        return tableDifferences("event_time_blocks", stored: blocks, recomputed: recomputed.timeBlocks) { "block \($0)" }
     }
 
     private func scopeDifferences() throws -> [String] {

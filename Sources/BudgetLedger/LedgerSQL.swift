@@ -133,16 +133,18 @@ enum LedgerSQL {
     /// The latest billed consume (priced when recorded, or repriced) at or after `?1` whose
     /// normalised model the price row `?2` matches: the exact name `?2`, or, when `?3` is the
     /// literal of a pattern, every name starting with it. One a price for `?2` from `?1` could
-    /// re-price (an unpriced consume it would price is billed later by a reprice, migration 0012). The range is read through
-    /// `events_timestamp`, so a start after every event reads nothing.
+    /// re-price (an unpriced consume it would price is billed later by a reprice, migration 0012).
+    /// The range is read through the time blocks (`TimeRangeSQL`, migration 0016), so a start
+    /// after every folded event reads only the pending tail; among consumes of one timestamp the
+    /// latest id wins (as the backward scan of the timestamp index before 0016 found it).
     static let selectLatestConsumeMatching = """
-        SELECT id, timestamp_us FROM events
-        WHERE timestamp_us >= ?1 AND kind = 'consume'
+        SELECT id, timestamp_us FROM \(TimeRangeSQL.events(as: "events"))
+        WHERE \(TimeRangeSQL.timestamps(of: "events", from: "?1")) AND kind = 'consume'
           AND (cost_nanos IS NOT NULL
                OR EXISTS (SELECT 1 FROM events AS r WHERE r.caused_by = events.id AND r.kind = 'reprice'))
           AND (\(ModelName.sql("model")) = ?2
                OR (?3 IS NOT NULL AND substr(\(ModelName.sql("model")), 1, length(?3)) = ?3))
-        ORDER BY timestamp_us DESC LIMIT 1
+        ORDER BY timestamp_us DESC, id DESC LIMIT 1
         """
 
     /// A consume's billed cost, for a query over `events` unaliased: as recorded, or, when it was

@@ -3,7 +3,7 @@ internal import LedgerSQLite
 /// Every derived table recomputed from the events in one pass, in id order: what `verify`
 /// compares the tables with.
 ///
-/// It applies the rules of the triggers (migrations 0001, 0003, 0004, 0006, 0007, 0010–0013) event by
+/// It applies the rules of the triggers (migrations 0001, 0003, 0004, 0006, 0007, 0010–0013, 0016) event by
 /// event, so it costs one scan of `events` and memory in the size of the derived tables (a
 /// few hundred bytes per open thread, live hold and rollup row), where the `*_from_events`
 /// views, which say the same in SQL for the sqlite3 shell, sort the events several times
@@ -64,6 +64,12 @@ struct Recomputation {
         var latencyCount: Int64 = 0
     }
 
+    /// A row of `event_time_blocks` (migration 0016): the bounds of a block's folded timestamps.
+    struct TimeBlock: Equatable {
+        var minTimestamp: Int64
+        var maxTimestamp: Int64
+    }
+
     /// The settings row: `ledger_settings` but `rolled_up_to`, which says how far the fold went.
     struct Settings: Equatable {
         var defaultMaxTokens: Int64 = 100_000
@@ -90,6 +96,8 @@ struct Recomputation {
     private(set) var settings = Settings()
     private(set) var rollup: [RollupKey: Sums] = [:]
     private(set) var agentModel: [AgentModelKey: Sums] = [:]
+    /// Per block of ids (`TimeRangeSQL.eventsPerBlock`), the bounds of its events folded so far.
+    private(set) var timeBlocks: [Int64: TimeBlock] = [:]
     /// Events read, the highest id, and the ids that a contiguous run from 1 lacks.
     private(set) var eventCount: Int64 = 0
     private(set) var lastID: Int64 = 0
@@ -117,7 +125,8 @@ struct Recomputation {
     private var unpricedConsumes: [Int64: UnpricedConsume] = [:]
 
     private var prices: PriceTable
-    /// The fold's mark: the all-time sums hold the consumes up to it (migration 0017).
+    /// The fold's mark (`ledger_settings.rolled_up_to`): the all-time sums hold the consumes up to
+    /// it (migration 0017), the time blocks the events up to it (0016).
     private let foldedThrough: Int64
 
     init(prices: PriceTable, foldedThrough: Int64) {
@@ -136,6 +145,7 @@ struct Recomputation {
     mutating func apply(_ row: Row) throws {
         let id: Int64 = try row[0]
         noteID(id)
+        if id <= foldedThrough { noteFoldedTimestamp(try row[1], id: id) }
         let kind: String = try row[2]
         let threadID: String? = try row[3]
         switch kind {
@@ -201,6 +211,18 @@ struct Recomputation {
         }
         eventCount += 1
         lastID = max(lastID, id)
+    }
+
+    /// Widens the bounds of the event's block to its timestamp (0016's fold trigger).
+    private mutating func noteFoldedTimestamp(_ timestamp: Int64, id: Int64) {
+        let block = (id - 1) / TimeRangeSQL.eventsPerBlock
+        guard var bounds = timeBlocks[block] else {
+            timeBlocks[block] = TimeBlock(minTimestamp: timestamp, maxTimestamp: timestamp)
+            return
+        }
+        bounds.minTimestamp = min(bounds.minTimestamp, timestamp)
+        bounds.maxTimestamp = max(bounds.maxTimestamp, timestamp)
+        timeBlocks[block] = bounds
     }
 
     private mutating func applyConsume(_ row: Row, id: Int64, threadID: String) throws {

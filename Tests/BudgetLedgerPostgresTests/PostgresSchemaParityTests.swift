@@ -10,12 +10,14 @@ struct PostgresSchemaParityTests {
     /// SQLite views that PostgreSQL does not have yet, each for a reason (docs/postgres.md): the
     /// legacy price rows, verify's recomputations and the fold's pending parts;
     /// and SQLite's trigger plumbing, which no reader reads (migration 0014: views that show no
-    /// rows, there for their INSTEAD OF triggers; 0015's `events_to_guard` too).
+    /// rows, there for their INSTEAD OF triggers; 0015's `events_to_guard` too); and 0016's time
+    /// blocks as id ranges (PostgreSQL reads time ranges through its index on events' timestamps).
     static let sqliteOnlyViews: Set<String> = [
         "event_prices", "holds_from_events", "ledger_settings_from_events", "thread_life_events",
         "thread_state_from_events", "thread_thresholds_from_events", "usage_agent_model_from_events",
         "usage_agent_model_pending", "usage_rollup_from_events", "usage_rollup_pending",
         "consumes_to_apply", "events_to_apply", "events_to_check", "events_to_guard",
+        "event_id_ranges", "event_time_blocks_from_events",
     ]
 
     /// The views billing and the dashboards read: they must be on both stores.

@@ -57,6 +57,7 @@ struct VerifyTests {
             ("holds", "holds_from_events", "reservation_id, thread_id, tokens, expires_at_us"),
             ("usage_rollup_live", "usage_rollup_from_events", "*"),
             ("usage_agent_model_live", "usage_agent_model_from_events", "*"),
+            ("event_time_blocks", "event_time_blocks_from_events", "*"),
         ]
         var rows = 0
         for (table, view, columns) in pairs {
@@ -87,6 +88,7 @@ struct VerifyTests {
              "usage_agent_model_live"),
             ("UPDATE usage_rollup SET request_count = request_count + 1 WHERE rowid IN (SELECT rowid FROM usage_rollup LIMIT 1)",
              "usage_rollup_live"),
+            ("UPDATE event_time_blocks SET max_timestamp_us = max_timestamp_us + 1 WHERE block = 1", "event_time_blocks: row block 1 differs"),
             ("INSERT INTO model_prices (model_pattern, prompt_nanos_per_token, completion_nanos_per_token, effective_from_us, source) "
                 + "VALUES ('gpt-x-m*', 1, 1, 0, 'test')", "has a cost that differs from the price table"),
         ]
