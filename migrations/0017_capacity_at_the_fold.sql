@@ -1,52 +1,64 @@
 -- 0017: the capacity checked at the fold, so a consume's commit no longer writes the settings
--- page (issue 21: a commit of 3 pages, not 5).
+-- page (issue 21: a commit of 3 pages, not 5; 0016 took the timestamp index's).
 --
 -- Since 0006 every consume added its values to the all-time sums in `ledger_settings`, refusing
 -- one that would take a sum past the capacity (4e18): one more page written by every commit, for
 -- a check that only matters near $4 billion or 4e18 tokens (docs/performance.md, issue 21).
 --
 -- The sums now hold the *folded* consumes (id <= rolled_up_to) and every reprice, and are added
--- at the fold, by `ledger_settings_fold_all_time_sums`, which refuses a fold that would pass the
--- capacity with 0006's messages. A consume since the last fold is at most its limits (1e9
--- tokens each, 2e16 nano-dollars, 604,800,000 ms), so with n events since the fold,
--- `sum + n * limit <= capacity` proves the capacity is kept without reading them. The writer
--- (Ledger.applyDerivedState) and `consumes_to_apply_insert` fold at once when that bound does
--- not hold, and the fold's exact sums then refuse the consume (its transaction takes it back):
--- a consume is refused exactly when the sum over every consume would pass the capacity, as
--- before. Far from the capacity the bound holds and nothing is written but the fold's mark.
---
--- The fold runs every 128 events, not 1,024: 128 consumes at the cost limit are 2.56e18, so the
--- bound holds until the folded cost passes 1.44e18 ($1.44 billion); past it, every consume
--- folds first. Readers add fewer pending events too.
+-- at the fold by `ledger_settings_fold_all_time_sums`, which refuses a fold that would pass the
+-- capacity with 0006's messages. A consume since the last fold is at most its limits: 1e9
+-- tokens each, 604,800,000 ms, and a cost of at most `consume_cost_bound_nanos`, 1e9 times the
+-- greatest prompt + completion price ever set (model_prices is append-only, so the bound never
+-- falls; a trigger keeps it). With n events since the fold, `sum + n * limit <= capacity` for
+-- each sum proves the capacity kept without reading them. The writer (Ledger.applyDerivedState,
+-- `FoldMark`) and `consumes_to_apply_insert` fold at once when that bound does not hold, or
+-- when a plain-SQL consume costs more than the bound; the fold's exact sums then refuse the
+-- consume past the capacity (its transaction takes it back). So a consume is refused exactly
+-- when the sum over every consume would pass the capacity, as before; far from it (for 1,024
+-- events at the bound: the folded cost under 4e18 - 1,024 * bound) a commit writes nothing of
+-- ledger_settings.
 --
 -- A reprice adds its cost at once, as before, after the same bound (folding first when it does
 -- not hold). `ledger_settings_from_events` (what verify's recomputation agrees with) counts the
--- consumes up to the mark.
+-- consumes up to the mark, and recomputes the bound from the prices.
 
 -- Everything recorded so far is folded first, by the triggers as they were: the sums then hold
--- every consume, the folded ones, as the new rule says.
+-- every consume, all folded, as the new rule says.
 UPDATE ledger_settings SET rolled_up_to = (SELECT max(id) FROM events)
 WHERE id = 1 AND rolled_up_to < (SELECT coalesce(max(id), 0) FROM events);
 
+-- The most one consume can cost at any price ever set (nano-dollars; 0: no price yet), at most
+-- the per-call limit: a price row is at most 1e7 per token since 0006, and a cost past the
+-- limit is refused.
+ALTER TABLE ledger_settings ADD COLUMN consume_cost_bound_nanos INTEGER NOT NULL DEFAULT 0;
+UPDATE ledger_settings
+SET consume_cost_bound_nanos = (SELECT coalesce(max(min(20000000000000000, 1000000000 * (prompt_nanos_per_token + completion_nanos_per_token))), 0)
+           FROM model_prices)
+WHERE id = 1;
+
+CREATE TRIGGER model_prices_bound_consume_cost AFTER INSERT ON model_prices
+BEGIN
+    UPDATE ledger_settings
+    SET consume_cost_bound_nanos = max(consume_cost_bound_nanos, min(20000000000000000, 1000000000 * (NEW.prompt_nanos_per_token + NEW.completion_nanos_per_token)))
+    WHERE id = 1;
+END;
+
 CREATE TRIGGER ledger_settings_fold_all_time_sums AFTER UPDATE OF rolled_up_to ON ledger_settings
+WHEN NEW.rolled_up_to > OLD.rolled_up_to
 BEGIN
     UPDATE ledger_settings
     SET (all_time_prompt_tokens, all_time_completion_tokens, all_time_cost_nanos, all_time_latency_ms) = (
-        SELECT CASE WHEN ledger_settings.all_time_prompt_tokens
-                             <= 4000000000000000000 - coalesce(sum(min(folded.prompt_tokens, 1000000000)), 0)
+        SELECT CASE WHEN ledger_settings.all_time_prompt_tokens <= 4000000000000000000 - coalesce(sum(min(folded.prompt_tokens, 1000000000)), 0)
                     THEN ledger_settings.all_time_prompt_tokens + coalesce(sum(min(folded.prompt_tokens, 1000000000)), 0)
                     ELSE RAISE(ABORT, 'ledger capacity reached: the all-time prompt_tokens would pass 4000000000000000000') END,
-               CASE WHEN ledger_settings.all_time_completion_tokens
-                             <= 4000000000000000000 - coalesce(sum(min(folded.completion_tokens, 1000000000)), 0)
-                    THEN ledger_settings.all_time_completion_tokens
-                         + coalesce(sum(min(folded.completion_tokens, 1000000000)), 0)
+               CASE WHEN ledger_settings.all_time_completion_tokens <= 4000000000000000000 - coalesce(sum(min(folded.completion_tokens, 1000000000)), 0)
+                    THEN ledger_settings.all_time_completion_tokens + coalesce(sum(min(folded.completion_tokens, 1000000000)), 0)
                     ELSE RAISE(ABORT, 'ledger capacity reached: the all-time completion_tokens would pass 4000000000000000000') END,
-               CASE WHEN ledger_settings.all_time_cost_nanos
-                             <= 4000000000000000000 - coalesce(sum(min(folded.cost_nanos, 20000000000000000)), 0)
+               CASE WHEN ledger_settings.all_time_cost_nanos <= 4000000000000000000 - coalesce(sum(min(folded.cost_nanos, 20000000000000000)), 0)
                     THEN ledger_settings.all_time_cost_nanos + coalesce(sum(min(folded.cost_nanos, 20000000000000000)), 0)
                     ELSE RAISE(ABORT, 'ledger capacity reached: the all-time cost_nanos would pass 4000000000000000000') END,
-               CASE WHEN ledger_settings.all_time_latency_ms
-                             <= 4000000000000000000 - coalesce(sum(min(folded.latency_ms, 604800000)), 0)
+               CASE WHEN ledger_settings.all_time_latency_ms <= 4000000000000000000 - coalesce(sum(min(folded.latency_ms, 604800000)), 0)
                     THEN ledger_settings.all_time_latency_ms + coalesce(sum(min(folded.latency_ms, 604800000)), 0)
                     ELSE RAISE(ABORT, 'ledger capacity reached: the all-time latency_ms would pass 4000000000000000000') END
         FROM events AS folded
@@ -143,54 +155,18 @@ BEGIN
                      ELSE 0 END AS start) AS applicable)
     WHERE scope = 'model:' || lower(trim(NEW.model, char(32, 9, 10, 11, 12, 13)));
     DELETE FROM holds WHERE NEW.reservation_id IS NOT NULL AND reservation_id = NEW.reservation_id;
-    -- The fold: at every 128th event, and at once when the consumes since the last fold, each
-    -- at its limits, could take an all-time sum past the capacity (then the fold's sums, in
-    -- ledger_settings_fold_all_time_sums, refuse this consume if it does).
+    -- The fold: at every 1,024th event, and at once when the events since the last fold, each at
+    -- its limits (its cost at most consume_cost_bound_nanos), could take an all-time sum past the capacity,
+    -- or when this consume costs more than any price allows; the fold's sums
+    -- (ledger_settings_fold_all_time_sums) then refuse it if it passes the capacity.
     UPDATE ledger_settings SET rolled_up_to = NEW.id
     WHERE id = 1
-      AND (NEW.id % 128 = 0
+      AND (NEW.id % 1024 = 0
+           OR coalesce(NEW.cost_nanos, 0) > consume_cost_bound_nanos
            OR all_time_prompt_tokens > 4000000000000000000 - (NEW.id - rolled_up_to) * 1000000000
            OR all_time_completion_tokens > 4000000000000000000 - (NEW.id - rolled_up_to) * 1000000000
-           OR all_time_cost_nanos > 4000000000000000000 - (NEW.id - rolled_up_to) * 20000000000000000
+           OR all_time_cost_nanos > 4000000000000000000 - (NEW.id - rolled_up_to) * consume_cost_bound_nanos
            OR all_time_latency_ms > 4000000000000000000 - (NEW.id - rolled_up_to) * 604800000);
-END;
-
-DROP TRIGGER events_apply_other;
-
-CREATE TRIGGER events_apply_other INSTEAD OF INSERT ON events_to_apply WHEN NEW.kind <> 'consume'
-BEGIN
-    -- open: a new life at the default max; limit: a new max (opening the thread if needed).
-    INSERT INTO thread_state (thread_id, max_tokens, opened_event_id, window_event_id)
-    SELECT NEW.thread_id, NEW.max_tokens, NEW.id, NEW.id WHERE NEW.kind = 'open';
-    INSERT INTO thread_state (thread_id, max_tokens, opened_event_id, window_event_id)
-    SELECT NEW.thread_id, NEW.max_tokens, NEW.id, NEW.id WHERE NEW.kind = 'limit'
-    ON CONFLICT (thread_id) DO UPDATE SET max_tokens = excluded.max_tokens;
-    -- limit: the thresholds the thread no longer reaches under the new max are armed again.
-    DELETE FROM thread_thresholds
-    WHERE NEW.kind = 'limit' AND thread_id = NEW.thread_id
-      AND (NEW.max_tokens = 0
-           OR (SELECT (s.prompt_tokens + s.completion_tokens) * 100 FROM thread_state AS s WHERE s.thread_id = NEW.thread_id)
-              < threshold_percent * NEW.max_tokens);
-    -- reset: a new window; cleanup: the life ends. Both re-arm the thresholds.
-    UPDATE thread_state
-    SET prompt_tokens = 0, completion_tokens = 0, request_count = 0, window_event_id = NEW.id
-    WHERE NEW.kind = 'reset' AND thread_id = NEW.thread_id;
-    DELETE FROM thread_state WHERE NEW.kind = 'cleanup' AND thread_id = NEW.thread_id;
-    DELETE FROM thread_thresholds WHERE (NEW.kind = 'reset' OR NEW.kind = 'cleanup') AND thread_id = NEW.thread_id;
-    DELETE FROM holds WHERE NEW.kind = 'cleanup' AND thread_id = NEW.thread_id;
-    INSERT INTO thread_thresholds (thread_id, threshold_percent, event_id)
-    SELECT NEW.thread_id, NEW.threshold_percent, NEW.id WHERE NEW.kind = 'threshold';
-    UPDATE ledger_settings SET default_max_tokens = NEW.max_tokens WHERE NEW.kind = 'configure' AND id = 1;
-    -- The fold (see ledger_settings_fold_usage); usage_reset starts a new window after it.
-    UPDATE ledger_settings
-    SET rolled_up_to = NEW.id, usage_window = usage_window + (NEW.kind = 'usage_reset')
-    WHERE (NEW.id % 128 = 0 OR NEW.kind = 'usage_reset') AND id = 1;
-    -- reserve: a new hold; release and expire end one.
-    INSERT INTO holds (reservation_id, thread_id, tokens, expires_at_us, agent_id, model, org_id, user_id, cost_nanos)
-    SELECT NEW.id, NEW.thread_id, NEW.held_tokens, NEW.expires_at_us, NEW.agent_id,
-           lower(trim(NEW.model, char(32, 9, 10, 11, 12, 13))), NEW.org_id, NEW.user_id, NEW.cost_nanos
-    WHERE NEW.kind = 'reserve';
-    DELETE FROM holds WHERE NEW.reservation_id IS NOT NULL AND reservation_id = NEW.reservation_id;
 END;
 
 DROP TRIGGER events_check_reprice;
@@ -205,12 +181,11 @@ BEGIN
     SELECT RAISE(ABORT, 'reprice: carries only thread_id, caused_by and cost_nanos (no tokens, latency or usage fields)')
     WHERE NEW.prompt_tokens <> 0 OR NEW.completion_tokens <> 0 OR NEW.latency_ms IS NOT NULL;
     -- The all-time cost holds the folded consumes and every reprice: when the consumes since the
-    -- last fold, each at its limit, and this cost could pass the capacity, they are folded first,
+    -- last fold, each at the bound, and this cost could pass the capacity, they are folded first,
     -- so the check below is exact.
     UPDATE ledger_settings SET rolled_up_to = (SELECT max(id) FROM events)
     WHERE id = 1
-      AND all_time_cost_nanos > 4000000000000000000 - ((SELECT max(id) FROM events) - rolled_up_to) * 20000000000000000
-                                - NEW.cost_nanos;
+      AND all_time_cost_nanos > 4000000000000000000 - ((SELECT max(id) FROM events) - rolled_up_to) * consume_cost_bound_nanos - NEW.cost_nanos;
     UPDATE ledger_settings
     SET all_time_cost_nanos =
             CASE WHEN all_time_cost_nanos <= 4000000000000000000 - NEW.cost_nanos
@@ -260,5 +235,7 @@ SELECT 1 AS id,
        all_time.prompt_tokens AS all_time_prompt_tokens,
        all_time.completion_tokens AS all_time_completion_tokens,
        all_time.cost_nanos AS all_time_cost_nanos,
-       all_time.latency_ms AS all_time_latency_ms
+       all_time.latency_ms AS all_time_latency_ms,
+       (SELECT coalesce(max(min(20000000000000000, 1000000000 * (prompt_nanos_per_token + completion_nanos_per_token))), 0)
+        FROM model_prices) AS consume_cost_bound_nanos
 FROM all_time;

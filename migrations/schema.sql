@@ -114,7 +114,7 @@ CREATE TABLE ledger_settings (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     default_max_tokens INTEGER NOT NULL,
     usage_window INTEGER NOT NULL
-, rolled_up_to INTEGER NOT NULL DEFAULT 0, all_time_prompt_tokens INTEGER NOT NULL DEFAULT 0, all_time_completion_tokens INTEGER NOT NULL DEFAULT 0, all_time_cost_nanos INTEGER NOT NULL DEFAULT 0, all_time_latency_ms INTEGER NOT NULL DEFAULT 0) STRICT;
+, rolled_up_to INTEGER NOT NULL DEFAULT 0, all_time_prompt_tokens INTEGER NOT NULL DEFAULT 0, all_time_completion_tokens INTEGER NOT NULL DEFAULT 0, all_time_cost_nanos INTEGER NOT NULL DEFAULT 0, all_time_latency_ms INTEGER NOT NULL DEFAULT 0, consume_cost_bound_nanos INTEGER NOT NULL DEFAULT 0) STRICT;
 
 CREATE TABLE legacy_pricing (
     id INTEGER PRIMARY KEY CHECK (id = 1),
@@ -345,15 +345,17 @@ BEGIN
                      ELSE 0 END AS start) AS applicable)
     WHERE scope = 'model:' || lower(trim(NEW.model, char(32, 9, 10, 11, 12, 13)));
     DELETE FROM holds WHERE NEW.reservation_id IS NOT NULL AND reservation_id = NEW.reservation_id;
-    -- The fold: at every 128th event, and at once when the consumes since the last fold, each
-    -- at its limits, could take an all-time sum past the capacity (then the fold's sums, in
-    -- ledger_settings_fold_all_time_sums, refuse this consume if it does).
+    -- The fold: at every 1,024th event, and at once when the events since the last fold, each at
+    -- its limits (its cost at most consume_cost_bound_nanos), could take an all-time sum past the capacity,
+    -- or when this consume costs more than any price allows; the fold's sums
+    -- (ledger_settings_fold_all_time_sums) then refuse it if it passes the capacity.
     UPDATE ledger_settings SET rolled_up_to = NEW.id
     WHERE id = 1
-      AND (NEW.id % 128 = 0
+      AND (NEW.id % 1024 = 0
+           OR coalesce(NEW.cost_nanos, 0) > consume_cost_bound_nanos
            OR all_time_prompt_tokens > 4000000000000000000 - (NEW.id - rolled_up_to) * 1000000000
            OR all_time_completion_tokens > 4000000000000000000 - (NEW.id - rolled_up_to) * 1000000000
-           OR all_time_cost_nanos > 4000000000000000000 - (NEW.id - rolled_up_to) * 20000000000000000
+           OR all_time_cost_nanos > 4000000000000000000 - (NEW.id - rolled_up_to) * consume_cost_bound_nanos
            OR all_time_latency_ms > 4000000000000000000 - (NEW.id - rolled_up_to) * 604800000);
 END;
 
@@ -393,7 +395,7 @@ BEGIN
     -- The fold (see ledger_settings_fold_usage); usage_reset starts a new window after it.
     UPDATE ledger_settings
     SET rolled_up_to = NEW.id, usage_window = usage_window + (NEW.kind = 'usage_reset')
-    WHERE (NEW.id % 128 = 0 OR NEW.kind = 'usage_reset') AND id = 1;
+    WHERE (NEW.id % 1024 = 0 OR NEW.kind = 'usage_reset') AND id = 1;
     -- reserve: a new hold; release and expire end one.
     INSERT INTO holds (reservation_id, thread_id, tokens, expires_at_us, agent_id, model, org_id, user_id, cost_nanos)
     SELECT NEW.id, NEW.thread_id, NEW.held_tokens, NEW.expires_at_us, NEW.agent_id,
@@ -556,12 +558,11 @@ BEGIN
     SELECT RAISE(ABORT, 'reprice: carries only thread_id, caused_by and cost_nanos (no tokens, latency or usage fields)')
     WHERE NEW.prompt_tokens <> 0 OR NEW.completion_tokens <> 0 OR NEW.latency_ms IS NOT NULL;
     -- The all-time cost holds the folded consumes and every reprice: when the consumes since the
-    -- last fold, each at its limit, and this cost could pass the capacity, they are folded first,
+    -- last fold, each at the bound, and this cost could pass the capacity, they are folded first,
     -- so the check below is exact.
     UPDATE ledger_settings SET rolled_up_to = (SELECT max(id) FROM events)
     WHERE id = 1
-      AND all_time_cost_nanos > 4000000000000000000 - ((SELECT max(id) FROM events) - rolled_up_to) * 20000000000000000
-                                - NEW.cost_nanos;
+      AND all_time_cost_nanos > 4000000000000000000 - ((SELECT max(id) FROM events) - rolled_up_to) * consume_cost_bound_nanos - NEW.cost_nanos;
     UPDATE ledger_settings
     SET all_time_cost_nanos =
             CASE WHEN all_time_cost_nanos <= 4000000000000000000 - NEW.cost_nanos
@@ -619,24 +620,20 @@ BEGIN
 END;
 
 CREATE TRIGGER ledger_settings_fold_all_time_sums AFTER UPDATE OF rolled_up_to ON ledger_settings
+WHEN NEW.rolled_up_to > OLD.rolled_up_to
 BEGIN
     UPDATE ledger_settings
     SET (all_time_prompt_tokens, all_time_completion_tokens, all_time_cost_nanos, all_time_latency_ms) = (
-        SELECT CASE WHEN ledger_settings.all_time_prompt_tokens
-                             <= 4000000000000000000 - coalesce(sum(min(folded.prompt_tokens, 1000000000)), 0)
+        SELECT CASE WHEN ledger_settings.all_time_prompt_tokens <= 4000000000000000000 - coalesce(sum(min(folded.prompt_tokens, 1000000000)), 0)
                     THEN ledger_settings.all_time_prompt_tokens + coalesce(sum(min(folded.prompt_tokens, 1000000000)), 0)
                     ELSE RAISE(ABORT, 'ledger capacity reached: the all-time prompt_tokens would pass 4000000000000000000') END,
-               CASE WHEN ledger_settings.all_time_completion_tokens
-                             <= 4000000000000000000 - coalesce(sum(min(folded.completion_tokens, 1000000000)), 0)
-                    THEN ledger_settings.all_time_completion_tokens
-                         + coalesce(sum(min(folded.completion_tokens, 1000000000)), 0)
+               CASE WHEN ledger_settings.all_time_completion_tokens <= 4000000000000000000 - coalesce(sum(min(folded.completion_tokens, 1000000000)), 0)
+                    THEN ledger_settings.all_time_completion_tokens + coalesce(sum(min(folded.completion_tokens, 1000000000)), 0)
                     ELSE RAISE(ABORT, 'ledger capacity reached: the all-time completion_tokens would pass 4000000000000000000') END,
-               CASE WHEN ledger_settings.all_time_cost_nanos
-                             <= 4000000000000000000 - coalesce(sum(min(folded.cost_nanos, 20000000000000000)), 0)
+               CASE WHEN ledger_settings.all_time_cost_nanos <= 4000000000000000000 - coalesce(sum(min(folded.cost_nanos, 20000000000000000)), 0)
                     THEN ledger_settings.all_time_cost_nanos + coalesce(sum(min(folded.cost_nanos, 20000000000000000)), 0)
                     ELSE RAISE(ABORT, 'ledger capacity reached: the all-time cost_nanos would pass 4000000000000000000') END,
-               CASE WHEN ledger_settings.all_time_latency_ms
-                             <= 4000000000000000000 - coalesce(sum(min(folded.latency_ms, 604800000)), 0)
+               CASE WHEN ledger_settings.all_time_latency_ms <= 4000000000000000000 - coalesce(sum(min(folded.latency_ms, 604800000)), 0)
                     THEN ledger_settings.all_time_latency_ms + coalesce(sum(min(folded.latency_ms, 604800000)), 0)
                     ELSE RAISE(ABORT, 'ledger capacity reached: the all-time latency_ms would pass 4000000000000000000') END
         FROM events AS folded
@@ -696,6 +693,13 @@ END;
 CREATE TRIGGER legacy_pricing_forbid_update BEFORE UPDATE ON legacy_pricing
 BEGIN
     SELECT RAISE(ABORT, 'legacy_pricing is fixed by migration 0008');
+END;
+
+CREATE TRIGGER model_prices_bound_consume_cost AFTER INSERT ON model_prices
+BEGIN
+    UPDATE ledger_settings
+    SET consume_cost_bound_nanos = max(consume_cost_bound_nanos, min(20000000000000000, 1000000000 * (NEW.prompt_nanos_per_token + NEW.completion_nanos_per_token)))
+    WHERE id = 1;
 END;
 
 CREATE TRIGGER model_prices_check_insert BEFORE INSERT ON model_prices
@@ -910,7 +914,9 @@ SELECT 1 AS id,
        all_time.prompt_tokens AS all_time_prompt_tokens,
        all_time.completion_tokens AS all_time_completion_tokens,
        all_time.cost_nanos AS all_time_cost_nanos,
-       all_time.latency_ms AS all_time_latency_ms
+       all_time.latency_ms AS all_time_latency_ms,
+       (SELECT coalesce(max(min(20000000000000000, 1000000000 * (prompt_nanos_per_token + completion_nanos_per_token))), 0)
+        FROM model_prices) AS consume_cost_bound_nanos
 FROM all_time;
 
 CREATE VIEW live_holds AS

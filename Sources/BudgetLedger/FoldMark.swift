@@ -4,11 +4,12 @@ internal import LedgerSQLite
 /// migration 0017): what a consume needs to know that it keeps the ledger under its capacity
 /// without writing the sums.
 ///
-/// The sums hold the consumes up to `rolledUpTo` (and every reprice); those after it are at most
-/// their limits each. So with `n` events after the mark, `sum + n × limit ≤ capacity` for each
-/// sum proves the capacity kept. When that bound does not hold, the writer folds at once, and
-/// the fold's trigger (`ledger_settings_fold_all_time_sums`) adds the exact sums and refuses
-/// the consume past the capacity, with 0006's message.
+/// The sums hold the consumes up to `rolledUpTo` (and every reprice); each consume after it is
+/// at most its limits, its cost at most `consumeCostBoundNanodollars` (1e9 times the greatest
+/// prompt + completion price ever set). So with `n` events after the mark, `sum + n × limit ≤
+/// capacity` for each sum proves the capacity kept. When that bound does not hold, the writer
+/// folds at once, and the fold's trigger (`ledger_settings_fold_all_time_sums`) adds the exact
+/// sums and refuses the consume past the capacity, with 0006's message.
 struct FoldMark: Equatable {
     /// The last folded event (`rolled_up_to`).
     var rolledUpTo: Int64
@@ -16,9 +17,11 @@ struct FoldMark: Equatable {
     var allTimeCompletionTokens: Int64
     var allTimeCostNanodollars: Int64
     var allTimeLatencyMilliseconds: Int64
+    /// The most a consume can cost at any price ever set (`consume_cost_bound_nanos`).
+    var consumeCostBoundNanodollars: Int64
 
-    /// The fold runs at every event whose id is a multiple of this (0017's rule; 1,024 before).
-    static let foldEveryEvents: Int64 = 128
+    /// The fold runs at every event whose id is a multiple of this (migration 0004's rule).
+    static let foldEveryEvents: Int64 = 1024
 
     /// Whether the events after the mark up to `eventID` (included), each at its limits, keep
     /// every all-time sum within the capacity.
@@ -30,21 +33,22 @@ struct FoldMark: Equatable {
         }
         return fits(allTimePromptTokens, LedgerLimits.tokensPerCallMax)
             && fits(allTimeCompletionTokens, LedgerLimits.tokensPerCallMax)
-            && fits(allTimeCostNanodollars, LedgerLimits.costNanodollarsPerCallMax)
+            && fits(allTimeCostNanodollars, consumeCostBoundNanodollars)
             && fits(allTimeLatencyMilliseconds, LedgerLimits.latencyMillisecondsMax)
     }
 
-    /// Whether the fold must run right after event `eventID`: its turn (every 128th event), or
-    /// a bound that no longer proves the capacity kept.
-    func foldIsDue(after eventID: Int64) -> Bool {
-        eventID % Self.foldEveryEvents == 0 || !admits(through: eventID)
+    /// Whether the fold must run right after consume `eventID` of cost `cost`: its turn (every
+    /// 1,024th event), a bound that no longer proves the capacity kept, or a cost above the
+    /// bound (none from the price table is; the check keeps the bound true whatever happens).
+    func foldIsDue(after eventID: Int64, costNanodollars cost: Int64?) -> Bool {
+        eventID % Self.foldEveryEvents == 0 || (cost ?? 0) > consumeCostBoundNanodollars || !admits(through: eventID)
     }
 
     /// The mark's columns, for a statement that reads `ledger_settings` as `alias`.
     static func columns(of alias: String) -> String {
         """
         \(alias).rolled_up_to, \(alias).all_time_prompt_tokens, \(alias).all_time_completion_tokens, \
-        \(alias).all_time_cost_nanos, \(alias).all_time_latency_ms
+        \(alias).all_time_cost_nanos, \(alias).all_time_latency_ms, \(alias).consume_cost_bound_nanos
         """
     }
 
@@ -84,5 +88,6 @@ extension FoldMark {
         allTimeCompletionTokens = try row[first + 2]
         allTimeCostNanodollars = try row[first + 3]
         allTimeLatencyMilliseconds = try row[first + 4]
+        consumeCostBoundNanodollars = try row[first + 5]
     }
 }

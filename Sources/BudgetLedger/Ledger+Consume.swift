@@ -171,7 +171,7 @@ extension Ledger {
     /// the scope budgets when one applies (`underScopes`: the call's scopes when
     /// `ScopeBudgetSQL.budgets` found a budget among them in this transaction, else empty), the
     /// hold a settle ends, and the fold when it is due (`FoldMark`, read before the insert: at
-    /// every 128th event, or at once when its bound no longer proves the capacity kept). Runs
+    /// every 1,024th event, or at once when its bound no longer proves the capacity kept). Runs
     /// right after the insert, as the trigger did, so the rest of the call and the next write
     /// of the batch read the same state as before.
     ///
@@ -193,7 +193,7 @@ extension Ledger {
         }
         // A fold by an event of this call before the consume (an open, an expiry) moved the mark
         // on; the one read before is then behind, and its bound only the looser: still sound.
-        if foldMark.foldIsDue(after: eventID) {
+        if foldMark.foldIsDue(after: eventID, costNanodollars: cost) {
             try FoldMark.fold(through: eventID, on: connection)
         }
     }

@@ -130,9 +130,9 @@ extension Ledger {
         // The fold reads every consume past `rolled_up_to`, so it runs here, when the consume is
         // the last event, as in `record`. Another event of the batch (an open, a threshold) may
         // have folded since the mark was read: it is read again before the fold is judged due.
-        if state.foldMark.foldIsDue(after: eventID) {
+        if state.foldMark.foldIsDue(after: eventID, costNanodollars: cost) {
             state.foldMark = try FoldMark.read(on: connection)
-            if state.foldMark.foldIsDue(after: eventID) {
+            if state.foldMark.foldIsDue(after: eventID, costNanodollars: cost) {
                 do {
                     try FoldMark.fold(through: eventID, on: connection)
                 } catch is LedgerError {

@@ -19,7 +19,7 @@ public struct LedgerGauges: Sendable, Equatable {
     /// Open threads past each threshold percent in their current window, by percent (ascending).
     public var threadsPastThreshold: [(percent: Int, threads: Int64)] = []
     /// Consume events recorded but not yet folded into the usage rollups (readers add them on
-    /// the fly; the fold runs every 128 events).
+    /// the fly; the fold runs every 1,024 events).
     public var unfoldedConsumes: Int64 = 0
 
     /// "Near" the max: 90 % and over.

@@ -149,13 +149,14 @@ private struct DerivedTables {
         let settings = try connection.prepare(
             """
             SELECT default_max_tokens, usage_window, all_time_prompt_tokens, all_time_completion_tokens,
-                   all_time_cost_nanos, all_time_latency_ms
+                   all_time_cost_nanos, all_time_latency_ms, consume_cost_bound_nanos
             FROM ledger_settings WHERE id = 1
             """
         ).fetchOne { row in
             Recomputation.Settings(
                 defaultMaxTokens: try row[0], usageWindow: try row[1], allTimePromptTokens: try row[2],
-                allTimeCompletionTokens: try row[3], allTimeCostNanodollars: try row[4], allTimeLatencyMilliseconds: try row[5])
+                allTimeCompletionTokens: try row[3], allTimeCostNanodollars: try row[4], allTimeLatencyMilliseconds: try row[5],
+                consumeCostBoundNanodollars: try row[6])
         }
         problems += tableDifferences("ledger_settings", stored: [1: settings], recomputed: [1: recomputed.settings]) { String($0) }
         problems += try rollupDifferences()

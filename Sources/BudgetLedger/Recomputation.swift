@@ -78,6 +78,9 @@ struct Recomputation {
         var allTimeCompletionTokens: Int64 = 0
         var allTimeCostNanodollars: Int64 = 0
         var allTimeLatencyMilliseconds: Int64 = 0
+        /// 1e9 times the greatest prompt + completion price ever set, at most the per-call cost
+        /// limit (migration 0017): from `model_prices`, not from the events.
+        var consumeCostBoundNanodollars: Int64 = 0
     }
 
     private(set) var threads: [String: ThreadState] = [:]
@@ -132,6 +135,7 @@ struct Recomputation {
     init(prices: PriceTable, foldedThrough: Int64) {
         self.prices = prices
         self.foldedThrough = foldedThrough
+        settings.consumeCostBoundNanodollars = prices.consumeCostBoundNanodollars
     }
 
     /// The columns `apply(_:)` reads, in its order.
@@ -361,6 +365,8 @@ struct PriceTable {
     private let legacyPrices: [ModelPrice]
     /// The rows of today's rule, matched as the consume path matches them (`PriceCache`).
     private let prices: [ModelPrice]
+    /// The most one consume can cost at any price ever set (migration 0017's bound).
+    let consumeCostBoundNanodollars: Int64
     /// Per model name as recorded: the rows that match it, in the order that picks the price.
     private var legacyCandidates: [String: [ModelPrice]] = [:]
     private var candidates: [String: [ModelPrice]] = [:]
@@ -375,6 +381,14 @@ struct PriceTable {
             """
         ).fetchAll(ModelPrice.init(row:))
         prices = try connection.prepare(LedgerSQL.selectPrices).fetchAll(ModelPrice.init(row:))
+        // Every row ever set counts, withdrawn ones too (0017's trigger never lowers the bound).
+        consumeCostBoundNanodollars = try connection.prepare(
+            """
+            SELECT coalesce(max(min(\(LedgerLimits.costNanodollarsPerCallMax),
+                                    \(LedgerLimits.tokensPerCallMax) * (prompt_nanos_per_token + completion_nanos_per_token))), 0)
+            FROM model_prices
+            """
+        ).fetchOne { try $0[0] as Int64 } ?? 0
     }
 
     /// The cost at the price in force for event `id` at `timestamp`; nil without one; -1 when it

@@ -9,8 +9,9 @@
  * state itself (Ledger.applyDerivedState) and the consume trigger steps aside for a connection
  * whose connection_role() is 'ledger writer': the harness defines that function as LedgerSQLite
  * does on the ledger's connection and runs the writer's statements for a consume under no
- * scope budget: the thread, and the fold when it is due (FoldMark: every 128th event, or when the
- * bound on the pending consumes no longer proves the capacity kept; migration 0017).
+ * scope budget: the thread, and the fold when it is due (FoldMark: every 1,024th event, or when
+ * the bound on the pending consumes no longer proves the capacity kept; migration 0017). Its
+ * consumes are unpriced.
  *
  * Usage: schema-floor LEDGER_FILE normal|full WRITES_PER_TRANSACTION CALLS [CHECKPOINT_FRAMES]
  * LEDGER_FILE must be a fresh ledger made by `budget-ledger init`; the harness opens its
@@ -42,7 +43,7 @@ static const char *select_thread =
     " (SELECT e.id FROM events AS e WHERE e.idempotency_key = ?3),"
     " EXISTS (SELECT 1 FROM scope_budgets),"
     " g.rolled_up_to, g.all_time_prompt_tokens, g.all_time_completion_tokens,"
-    " g.all_time_cost_nanos, g.all_time_latency_ms"
+    " g.all_time_cost_nanos, g.all_time_latency_ms, g.consume_cost_bound_nanos"
     " FROM ledger_settings AS g LEFT JOIN thread_state AS s ON s.thread_id = ?1 WHERE g.id = 1";
 static const char *insert_consume =
     "INSERT INTO events (timestamp_us, kind, thread_id, prompt_tokens, completion_tokens, idempotency_key,"
@@ -57,11 +58,12 @@ static const char *add_to_thread =
     " WHERE thread_id = ?1";
 static const char *fold = "UPDATE ledger_settings SET rolled_up_to = ?1 WHERE id = 1";
 
-/* FoldMark.admits(through:): the events after the mark, each at its limits, keep every all-time
- * sum within the capacity (4e18). The limits: LedgerLimits (Sources/BudgetLedger/Validation.swift). */
+/* FoldMark.admits(through:): the events after the mark, each at its limits (its cost at most the
+ * ledger's consume_cost_bound_nanos), keep every all-time sum within the capacity (4e18). The
+ * limits: LedgerLimits (Sources/BudgetLedger/Validation.swift). */
 static int fold_mark_admits(sqlite3_stmt *select, int64_t event_id) {
     static const int64_t capacity = 4000000000000000000LL;
-    static const int64_t limits[4] = {1000000000LL, 1000000000LL, 20000000000000000LL, 604800000LL};
+    const int64_t limits[4] = {1000000000LL, 1000000000LL, sqlite3_column_int64(select, 16), 604800000LL};
     int64_t events = event_id - sqlite3_column_int64(select, 11);
     for (int index = 0; index < 4; index++) {
         int64_t most;
@@ -142,7 +144,7 @@ __attribute__((noinline)) static void one_write(sqlite3 *db, struct statements *
     sqlite3_bind_int64(s->add_to_thread, 2, prompt);
     sqlite3_bind_int64(s->add_to_thread, 3, completion);
     run(db, s->add_to_thread, "add to thread");
-    if (event_id % 128 == 0 || !fold_mark_admits(s->select_thread, event_id)) {
+    if (event_id % 1024 == 0 || !fold_mark_admits(s->select_thread, event_id)) {
         sqlite3_bind_int64(s->fold, 1, event_id);
         run(db, s->fold, "fold");
     }

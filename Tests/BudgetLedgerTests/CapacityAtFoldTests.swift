@@ -11,30 +11,64 @@ struct CapacityAtFoldTests {
 
     @Test("the bound admits the pending events while each at its limits keeps every sum within the capacity")
     func boundArithmetic() {
-        // Proves FoldMark.admits: 200 events at the cost limit (2e16) fill 4e18 exactly, 201 do
-        // not fit; a folded sum leaves that much less room; a gap too large to multiply admits
-        // nothing; and the fold is due at every 128th event or when the bound fails.
-        let empty = FoldMark(
+        // Proves FoldMark.admits: with a cost bound of 2e15 a consume, 2,000 events fill 4e18
+        // exactly and 2,001 do not fit; a folded sum leaves that much less room; a gap too large
+        // to multiply admits nothing; and the fold is due at every 1,024th event, when the bound
+        // fails, or for a cost above the bound.
+        let mark = FoldMark(
             rolledUpTo: 1_000, allTimePromptTokens: 0, allTimeCompletionTokens: 0, allTimeCostNanodollars: 0,
-            allTimeLatencyMilliseconds: 0)
-        #expect(empty.admits(through: 1_200))
-        #expect(!empty.admits(through: 1_201))
-        var spent = empty
-        spent.allTimeCostNanodollars = Self.capacity - 128 * LedgerLimits.costNanodollarsPerCallMax
-        #expect(spent.admits(through: 1_128))
-        #expect(!spent.admits(through: 1_129))
+            allTimeLatencyMilliseconds: 0, consumeCostBoundNanodollars: 2_000_000_000_000_000)
+        #expect(mark.admits(through: 3_000))
+        #expect(!mark.admits(through: 3_001))
+        var spent = mark
+        spent.allTimeCostNanodollars = Self.capacity - 10 * 2_000_000_000_000_000
+        #expect(spent.admits(through: 1_010) && !spent.admits(through: 1_011))
         spent.allTimeCostNanodollars = 0
         spent.allTimePromptTokens = Self.capacity - 5 * LedgerLimits.tokensPerCallMax
         #expect(spent.admits(through: 1_005) && !spent.admits(through: 1_006))
-        #expect(!empty.admits(through: Int64.max))
-        #expect(empty.foldIsDue(after: 1_024) && !empty.foldIsDue(after: 1_025) && empty.foldIsDue(after: 1_201))
+        #expect(!mark.admits(through: Int64.max))
+        #expect(mark.foldIsDue(after: 2_048, costNanodollars: nil))
+        #expect(!mark.foldIsDue(after: 2_049, costNanodollars: 2_000_000_000_000_000))
+        #expect(mark.foldIsDue(after: 2_049, costNanodollars: 2_000_000_000_000_001))
+        #expect(mark.foldIsDue(after: 3_001, costNanodollars: nil))
+    }
+
+    @Test("the cost bound is 1e9 times the greatest price ever set, withdrawn or not, and only rises")
+    func costBoundFollowsThePrices() throws {
+        // Proves 0017's model_prices trigger and verify's recomputation of the bound: it starts
+        // at the seeded prices' greatest; a greater price raises it to 1e9 × (prompt +
+        // completion); a lower price and a withdrawal leave it; a tampered bound is named by verify.
+        let folder = try TemporaryFolder()
+        let path = folder.path("l.db")
+        let clock = ManualClock()
+        let ledger = try Ledger(path: path, configuration: Ledger.Configuration(clock: clock.read))
+        defer { ledger.close() }
+        let bound = { try ledger.withConnection { try FoldMark.read(on: $0).consumeCostBoundNanodollars } }
+        let seeded = try ledger.withConnection { connection in
+            try connection.prepare("SELECT max(prompt_nanos_per_token + completion_nanos_per_token) FROM model_prices")
+                .fetchOne { try $0[0] as Int64 } ?? 0
+        }
+        #expect(try bound() == 1_000_000_000 * seeded)
+        _ = try ledger.setPrice(model: "a", promptUSDPerMillion: "100", completionUSDPerMillion: "200")
+        #expect(try bound() == 1_000_000_000 * 300_000)
+        _ = try ledger.setPrice(model: "b", promptUSDPerMillion: "1", completionUSDPerMillion: "2")
+        #expect(try bound() == 1_000_000_000 * 300_000)
+        let future = try ledger.setPrice(
+            model: "c", promptUSDPerMillion: "500", completionUSDPerMillion: "1000",
+            effectiveFrom: clock.read() + 3_600_000_000)
+        #expect(try bound() == 1_000_000_000 * 1_500_000)
+        _ = try ledger.withdrawPrice(model: "c", effectiveFrom: future.effectiveFromMicroseconds)
+        #expect(try bound() == 1_000_000_000 * 1_500_000)
+        #expect(try ledger.verify().problems == [])
+        try ledger.write { try $0.execute(sql: "UPDATE ledger_settings SET consume_cost_bound_nanos = 1") }
+        #expect(try ledger.verify().problems.contains { $0.hasPrefix("ledger_settings: row 1 differs") })
     }
 
     @Test("far from the capacity a consume leaves the sums alone; each fold adds exactly the consumes it folds")
     func sumsMoveAtTheFold() throws {
         // Proves the new meaning of ledger_settings' sums: after every consume they equal the sums
         // of the consumes up to rolled_up_to (and every reprice), the mark moves only at every
-        // 128th event, and verify agrees throughout.
+        // 1,024th event, and verify agrees throughout.
         let folder = try TemporaryFolder()
         let path = folder.path("l.db")
         let ledger = try Ledger(path: path)
@@ -52,19 +86,48 @@ struct CapacityAtFoldTests {
             FROM ledger_settings AS g
             """
         var marks: Set<Int64> = []
-        for call in 1...300 {
+        for call in 1...1_100 {
             let result = try ledger.consume(
                 "t\(call % 3)", promptTokens: Int64(call), completionTokens: 7,
                 usage: UsageDetails(model: call % 4 == 0 ? "unpriced" : "m", latencyMilliseconds: Int64(call % 50)))
+            guard call % 50 == 0 || (1_020...1_030).contains(call) else { continue }
             let row = try #require(try reader.prepare(compare).fetchOne { row in (0..<9).map { try? row[$0] as Int64 } })
             #expect(Array(row[1...4]) == Array(row[5...8]), "after event \(result.event.id)")
             let mark = try #require(row[0])
             #expect(mark % FoldMark.foldEveryEvents == 0 && result.event.id - mark < FoldMark.foldEveryEvents)
             marks.insert(mark)
         }
-        #expect(marks.count > 2, "the mark moved at the folds: \(marks.sorted())")
+        #expect(marks == [0, 1_024], "the mark moved at the fold: \(marks.sorted())")
+        #expect(try reader.prepare("SELECT all_time_prompt_tokens FROM ledger_settings").fetchOne { try $0[0] as Int64 }
+            ?? 0 > 0)
         #expect(try ledger.verify().problems == [])
-        #expect(try ledger.usageOverview(.allTime).totals.promptTokens == (1...300).reduce(0, +))
+        #expect(try ledger.usageOverview(.allTime).totals.promptTokens == (1...1_100).reduce(0, +))
+    }
+
+    @Test("a plain-SQL consume costing more than any price allows is folded at once")
+    func plainSQLCostAboveTheBoundFolds() throws {
+        // Proves consumes_to_apply_insert keeps the bound true for writers that set their own
+        // cost: a consume above the bound folds (the mark moves to it), one within it does not.
+        let folder = try TemporaryFolder()
+        let path = folder.path("l.db")
+        let ledger = try Ledger(path: path)
+        defer { ledger.close() }
+        _ = try ledger.setPrice(model: "m", promptUSDPerMillion: "1", completionUSDPerMillion: "1")
+        try ledger.setLimit("t", maxTokens: 1_000)
+        let raw = try Connection(path: path)
+        defer { raw.close() }
+        let insert = "INSERT INTO events (timestamp_us, kind, thread_id, prompt_tokens, cost_nanos) VALUES (1, 'consume', 't', 1, ?)"
+        let mark = { try raw.prepare("SELECT rolled_up_to, all_time_cost_nanos FROM ledger_settings").fetchOne {
+            (try $0[0] as Int64, try $0[1] as Int64) }! }
+        let bound = try ledger.withConnection { try FoldMark.read(on: $0).consumeCostBoundNanodollars }
+        #expect(bound > 0)
+        try raw.execute(insert, [bound])
+        #expect(try mark() == (0, 0), "a cost at the bound waits for the fold")
+        try raw.execute(insert, [bound + 1])
+        let last = try raw.prepare("SELECT max(id) FROM events").fetchOne { try $0[0] as Int64 }!
+        #expect(try mark() == (last, 2 * bound + 1), "a cost past the bound is folded at once")
+        // (verify names these consumes' costs, which no price gives, and nothing else.)
+        #expect(try ledger.verify().problems.allSatisfy { $0.hasSuffix("has a cost that differs from the price table") })
     }
 
     @Test("past the bound each consume folds first, and the capacity is exact on every write path")
