@@ -1,4 +1,4 @@
--- The ledger's schema after migration 17, as SQLite stores it: generated from a fresh
+-- The ledger's schema after migration 18, as SQLite stores it: generated from a fresh
 -- ledger by `make schema` (SchemaSnapshotTests fails when it is stale). Read it to see every
 -- table, index, trigger and view in one place; change the schema only by a new migration.
 CREATE TABLE alert_cursors (
@@ -569,8 +569,9 @@ BEGIN
                  THEN all_time_cost_nanos + NEW.cost_nanos
                  ELSE RAISE(ABORT, 'ledger capacity reached: the all-time cost_nanos would pass 4000000000000000000') END
     WHERE id = 1;
-    -- The consume's folded rows, when the fold has passed it (before this event is inserted, so
-    -- a fold that this event starts reads it through the pending views instead).
+    -- The consume's folded row, when the fold has passed it (before this event is inserted, so
+    -- a fold that this event starts reads it through the pending views instead); its
+    -- usage_agent_model row follows (usage_rollup_changes_agent_model).
     UPDATE usage_rollup
     SET cost_nanos = cost_nanos + NEW.cost_nanos, unpriced_requests = unpriced_requests - 1,
         unpriced_tokens = unpriced_tokens
@@ -580,16 +581,6 @@ BEGIN
         SELECT (SELECT count(*) FROM events AS r WHERE r.kind = 'usage_reset' AND r.id < c.id),
                c.timestamp_us / 86400000000, coalesce(c.org_id, ''), coalesce(c.user_id, ''), coalesce(c.agent_id, ''),
                coalesce(lower(trim(c.model, char(32, 9, 10, 11, 12, 13))), '')
-        FROM events AS c
-        WHERE c.id = NEW.caused_by AND c.id <= (SELECT rolled_up_to FROM ledger_settings WHERE id = 1));
-    UPDATE usage_agent_model
-    SET cost_nanos = cost_nanos + NEW.cost_nanos, unpriced_requests = unpriced_requests - 1,
-        unpriced_tokens = unpriced_tokens
-            - (SELECT min(c.prompt_tokens, 1000000000) + min(c.completion_tokens, 1000000000)
-               FROM events AS c WHERE c.id = NEW.caused_by)
-    WHERE (usage_window, agent_id, model) = (
-        SELECT (SELECT count(*) FROM events AS r WHERE r.kind = 'usage_reset' AND r.id < c.id),
-               coalesce(c.agent_id, ''), coalesce(lower(trim(c.model, char(32, 9, 10, 11, 12, 13))), '')
         FROM events AS c
         WHERE c.id = NEW.caused_by AND c.id <= (SELECT rolled_up_to FROM ledger_settings WHERE id = 1));
 END;
@@ -661,20 +652,6 @@ BEGIN
            cost_nanos, unpriced_requests, latency_ms_sum, latency_count, unpriced_tokens
     FROM usage_rollup_pending WHERE true
     ON CONFLICT (usage_window, day, org_id, user_id, agent_id, model) DO UPDATE SET
-        prompt_tokens = prompt_tokens + excluded.prompt_tokens,
-        completion_tokens = completion_tokens + excluded.completion_tokens,
-        request_count = request_count + excluded.request_count,
-        cost_nanos = cost_nanos + excluded.cost_nanos,
-        unpriced_requests = unpriced_requests + excluded.unpriced_requests,
-        unpriced_tokens = unpriced_tokens + excluded.unpriced_tokens,
-        latency_ms_sum = latency_ms_sum + excluded.latency_ms_sum,
-        latency_count = latency_count + excluded.latency_count;
-    INSERT INTO usage_agent_model (usage_window, agent_id, model, prompt_tokens, completion_tokens, request_count,
-                                   cost_nanos, unpriced_requests, latency_ms_sum, latency_count, unpriced_tokens)
-    SELECT usage_window, agent_id, model, prompt_tokens, completion_tokens, request_count, cost_nanos,
-           unpriced_requests, latency_ms_sum, latency_count, unpriced_tokens
-    FROM usage_agent_model_pending WHERE true
-    ON CONFLICT (usage_window, agent_id, model) DO UPDATE SET
         prompt_tokens = prompt_tokens + excluded.prompt_tokens,
         completion_tokens = completion_tokens + excluded.completion_tokens,
         request_count = request_count + excluded.request_count,
@@ -755,6 +732,40 @@ END;
 CREATE TRIGGER price_withdrawals_forbid_update BEFORE UPDATE ON price_withdrawals
 BEGIN
     SELECT RAISE(ABORT, 'price_withdrawals is append-only');
+END;
+
+CREATE TRIGGER usage_rollup_adds_to_agent_model AFTER INSERT ON usage_rollup
+BEGIN
+    INSERT INTO usage_agent_model (usage_window, agent_id, model, prompt_tokens, completion_tokens, request_count, cost_nanos, unpriced_requests, latency_ms_sum, latency_count, unpriced_tokens)
+    VALUES (NEW.usage_window, NEW.agent_id, NEW.model, NEW.prompt_tokens, NEW.completion_tokens, NEW.request_count, NEW.cost_nanos, NEW.unpriced_requests, NEW.latency_ms_sum, NEW.latency_count, NEW.unpriced_tokens)
+    ON CONFLICT (usage_window, agent_id, model) DO UPDATE SET
+        prompt_tokens = prompt_tokens + excluded.prompt_tokens,
+        completion_tokens = completion_tokens + excluded.completion_tokens,
+        request_count = request_count + excluded.request_count,
+        cost_nanos = cost_nanos + excluded.cost_nanos,
+        unpriced_requests = unpriced_requests + excluded.unpriced_requests,
+        latency_ms_sum = latency_ms_sum + excluded.latency_ms_sum,
+        latency_count = latency_count + excluded.latency_count,
+        unpriced_tokens = unpriced_tokens + excluded.unpriced_tokens;
+END;
+
+CREATE TRIGGER usage_rollup_changes_agent_model AFTER UPDATE ON usage_rollup
+BEGIN
+    UPDATE usage_agent_model
+    SET prompt_tokens = prompt_tokens + NEW.prompt_tokens - OLD.prompt_tokens,
+        completion_tokens = completion_tokens + NEW.completion_tokens - OLD.completion_tokens,
+        request_count = request_count + NEW.request_count - OLD.request_count,
+        cost_nanos = cost_nanos + NEW.cost_nanos - OLD.cost_nanos,
+        unpriced_requests = unpriced_requests + NEW.unpriced_requests - OLD.unpriced_requests,
+        latency_ms_sum = latency_ms_sum + NEW.latency_ms_sum - OLD.latency_ms_sum,
+        latency_count = latency_count + NEW.latency_count - OLD.latency_count,
+        unpriced_tokens = unpriced_tokens + NEW.unpriced_tokens - OLD.unpriced_tokens
+    WHERE usage_window = NEW.usage_window AND agent_id = NEW.agent_id AND model = NEW.model;
+END;
+
+CREATE TRIGGER usage_rollup_forbid_key_change BEFORE UPDATE OF usage_window, day, org_id, user_id, agent_id, model ON usage_rollup
+BEGIN
+    SELECT RAISE(ABORT, 'usage_rollup: a row keeps its keys (usage_agent_model follows its changes)');
 END;
 
 CREATE VIEW billing_by_agent_model AS

@@ -132,12 +132,11 @@ struct LimitsTests {
         let latencyHalf = (cap - LedgerLimits.latencyMillisecondsMax) / 2
         for (day, agent) in [(0, "a"), (1, "b")] {
             let values: [any SQLiteBindable] = [Int64(day), agent, half, costHalf, latencyHalf]
+            // usage_agent_model follows (0018).
             try raw.execute(
                 """
                 INSERT INTO usage_rollup VALUES (0, ?1, 'o' || ?1, 'u', ?2, 'm', ?3, ?3, 2, ?4, 0, ?5, 2, 0)
                 """, values)
-            try raw.execute(
-                "INSERT INTO usage_agent_model VALUES (0, ?2, 'm', ?3, ?3, 2, ?4, 0, ?5, 2, 0)", values)
         }
         raw.close()
 

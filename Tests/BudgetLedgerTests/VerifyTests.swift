@@ -118,7 +118,10 @@ struct VerifyTests {
             var calls: [(Int64, Int64)] = []
             let problems = try damaged.verify { calls.append(($0, $1)) }.problems
             damaged.close()
-            #expect(!problems.isEmpty && problems.allSatisfy { $0.contains(expected.components(separatedBy: ":")[0]) || $0.contains(expected) },
+            let named = expected.components(separatedBy: ":")[0]
+            // A row of usage_rollup changed behind the fold changes its agent-model row too (0018).
+            let alsoNamed = named == "usage_rollup_live" ? "usage_agent_model_live" : named
+            #expect(!problems.isEmpty && problems.allSatisfy { $0.contains(named) || $0.contains(alsoNamed) || $0.contains(expected) },
                     "\(sql): \(problems)")
             #expect(problems.contains { $0.contains(expected) }, "\(sql): \(problems)")
             #expect(calls.last.map { $0.0 == $0.1 } == true)
