@@ -302,13 +302,7 @@ struct EventTimeBlocksTests {
         ]
         for (sql, row, how) in damages {
             let copy = folder.path("copy.db")
-            try? FileManager.default.removeItem(atPath: copy)
-            let source = try Connection(path: path)
-            try source.execute("VACUUM INTO ?", [copy])
-            source.close()
-            let raw = try Connection(path: copy)
-            try raw.execute(sql: sql)
-            raw.close()
+            try damagedCopy(of: path, at: copy, running: sql)
             let damaged = try Ledger(path: copy)
             let problems = try damaged.verify().problems
             damaged.close()

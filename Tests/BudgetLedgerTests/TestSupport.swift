@@ -128,3 +128,15 @@ func ledgerErrorCase(_ body: () throws -> Void) -> LedgerErrorCase {
         return .other("\(type(of: error)): \(error)")
     }
 }
+
+/// A copy of the ledger at `path` (`VACUUM INTO` `copy`, replaced if there) with `sql` run on it
+/// through a plain connection: damage behind the ledger's back, for verify to find.
+func damagedCopy(of path: String, at copy: String, running sql: String) throws {
+    try? FileManager.default.removeItem(atPath: copy)
+    let source = try Connection(path: path)
+    try source.execute("VACUUM INTO ?", [copy])
+    source.close()
+    let raw = try Connection(path: copy)
+    defer { raw.close() }
+    try raw.execute(sql: sql)
+}

@@ -97,23 +97,14 @@ struct VerifyTests {
         ledger.close()
         for (sql, expected) in damages {
             let copy = folder.path("copy.db")
-            try? FileManager.default.removeItem(atPath: copy)
-            let source = try Connection(path: path)
-            try source.execute("VACUUM INTO ?", [copy])
-            source.close()
-            let raw = try Connection(path: copy)
-            if sql.contains("thread_thresholds") || sql.contains("usage_") {
-                // Derived tables are WITHOUT ROWID: pick a row by its key instead.
-                try raw.execute(sql: sql.replacingOccurrences(of: "WHERE rowid IN (SELECT rowid FROM thread_thresholds LIMIT 1)",
-                                                              with: "WHERE event_id = (SELECT min(event_id) FROM thread_thresholds)")
-                    .replacingOccurrences(of: "WHERE rowid IN (SELECT rowid FROM usage_agent_model LIMIT 1)",
-                                          with: "WHERE request_count = (SELECT max(request_count) FROM usage_agent_model)")
-                    .replacingOccurrences(of: "WHERE rowid IN (SELECT rowid FROM usage_rollup LIMIT 1)",
-                                          with: "WHERE request_count = (SELECT max(request_count) FROM usage_rollup)"))
-            } else {
-                try raw.execute(sql: sql)
-            }
-            raw.close()
+            // Derived tables are WITHOUT ROWID: a row is picked by its key instead.
+            let keyed = sql.replacingOccurrences(of: "WHERE rowid IN (SELECT rowid FROM thread_thresholds LIMIT 1)",
+                                                 with: "WHERE event_id = (SELECT min(event_id) FROM thread_thresholds)")
+                .replacingOccurrences(of: "WHERE rowid IN (SELECT rowid FROM usage_agent_model LIMIT 1)",
+                                      with: "WHERE request_count = (SELECT max(request_count) FROM usage_agent_model)")
+                .replacingOccurrences(of: "WHERE rowid IN (SELECT rowid FROM usage_rollup LIMIT 1)",
+                                      with: "WHERE request_count = (SELECT max(request_count) FROM usage_rollup)")
+            try damagedCopy(of: path, at: copy, running: keyed)
             let damaged = try Ledger(path: copy)
             var calls: [(Int64, Int64)] = []
             let problems = try damaged.verify { calls.append(($0, $1)) }.problems
