@@ -253,8 +253,18 @@ actor PostgresTestCluster {
     /// posix_spawn and waitpid, not Foundation's `Process`: `pg_ctl start` leaves the postmaster
     /// running with the descriptors it inherited, and `Process.waitUntilExit` waits for those
     /// to close, i.e. for the server to stop.
-    private static func run(_ executable: String, _ arguments: [String], asRoot: Bool, log: String?) throws {
-        let command = asRoot ? ["/usr/sbin/runuser", "-u", unprivilegedUser, "--", executable] + arguments : [executable] + arguments
+    /// Closes the shell's descriptors above 2, then runs its arguments in its place.
+    static let closeInheritedDescriptors =
+        #"for fd in /proc/$$/fd/*; do n=${fd##*/}; if (( n > 2 )); then eval "exec $n>&-"; fi; done; exec "$@""#
+
+    static func run(_ executable: String, _ arguments: [String], asRoot: Bool, log: String?) throws {
+        let program = asRoot ? ["/usr/sbin/runuser", "-u", unprivilegedUser, "--", executable] + arguments : [executable] + arguments
+        // Through bash, which first closes every descriptor it got above 2: posix_spawn passes on
+        // all of this process's descriptors, and a server started by `pg_ctl start` lives on
+        // with them. A pipe another test had open at that moment (CLITests' workers') then never
+        // reached its end, and that test waited for it until the process ended: a hang seen in CI.
+        // (dash cannot close descriptors above 9; glibc's closefrom action is not in Swift's Glibc.)
+        let command = ["/bin/bash", "-c", Self.closeInheritedDescriptors, "bash"] + program
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
@@ -265,7 +275,7 @@ actor PostgresTestCluster {
         defer { argv.forEach { free($0) } }
         var pid: pid_t = 0
         let spawned = posix_spawn(&pid, command[0], &actions, nil, &argv, environ)
-        guard spawned == 0 else { throw ClusterError("cannot run \(command[0]): errno \(spawned)") }
+        guard spawned == 0 else { throw ClusterError("cannot run \(program[0]): errno \(spawned)") }
         var status: Int32 = 0
         while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
         // WIFEXITED and WEXITSTATUS, which Swift does not import.
