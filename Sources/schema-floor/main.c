@@ -1,7 +1,8 @@
 /*
  * The floor under BudgetLedger's write path: the ledger's own SQL for one check-and-consume
  * (the read of LedgerSQL.selectThreadAndDefault, then LedgerSQL.insertConsume with the schema's
- * triggers, each write in its own savepoint as group commit runs it), driven from C with
+ * triggers; with several writes a transaction, each in its own savepoint as group commit's row
+ * path runs them, and a lone write without one, as group commit runs it), driven from C with
  * prepared statements and nothing else in the way: no Swift, no locks, no threads, no sync.
  *
  * It answers "how fast could any wrapper run this schema here?", beside the reference (which
@@ -119,13 +120,13 @@ struct statements { sqlite3_stmt *savepoint, *release, *select_thread, *insert_c
 
 /* One check-and-consume as the group commit runs it inside a batch. Not inlined, so callgrind
  * can count it alone. */
-__attribute__((noinline)) static void one_write(sqlite3 *db, struct statements *s, int64_t now) {
+__attribute__((noinline)) static void one_write(sqlite3 *db, struct statements *s, int64_t now, int in_savepoint) {
     char thread[16], key[40], agent[16];
     snprintf(thread, sizeof thread, "thread-%04d", (int)(next_random() % THREADS));
     uint64_t high = next_random(), low = next_random();
     snprintf(key, sizeof key, "req_%016llx%016llx", (unsigned long long)high, (unsigned long long)low);
     snprintf(agent, sizeof agent, "agent-%02d", (int)(next_random() % 16));
-    run(db, s->savepoint, "SAVEPOINT");
+    if (in_savepoint) run(db, s->savepoint, "SAVEPOINT");
     sqlite3_bind_text(s->select_thread, 1, thread, -1, SQLITE_TRANSIENT);
     sqlite3_bind_int64(s->select_thread, 2, now);
     sqlite3_bind_text(s->select_thread, 3, key, -1, SQLITE_TRANSIENT);
@@ -149,7 +150,7 @@ __attribute__((noinline)) static void one_write(sqlite3 *db, struct statements *
         run(db, s->fold, "fold");
     }
     sqlite3_reset(s->select_thread);
-    run(db, s->release, "RELEASE");
+    if (in_savepoint) run(db, s->release, "RELEASE");
 }
 
 int main(int argc, char **argv) {
@@ -165,6 +166,9 @@ int main(int argc, char **argv) {
         return 64;
     }
     sqlite3 *db;
+    /* As the ledger configures SQLite once per process (Connection.configureProcess): no memory
+     * statistics (a global mutex on every allocation). */
+    sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
     if (sqlite3_open(argv[1], &db) != SQLITE_OK) fail(db, "open");
     if (sqlite3_create_function(db, "connection_role", 0, SQLITE_UTF8 | SQLITE_DETERMINISTIC | SQLITE_INNOCUOUS, NULL,
                                 connection_role, NULL, NULL) != SQLITE_OK) fail(db, "connection_role");
@@ -191,7 +195,7 @@ int main(int argc, char **argv) {
     double wall = seconds(CLOCK_MONOTONIC), cpu = seconds(CLOCK_PROCESS_CPUTIME_ID);
     for (int call = 0; call < calls; call++) {
         if (call % batch == 0) run(db, begin, "BEGIN");
-        one_write(db, &s, 2 + call);
+        one_write(db, &s, 2 + call, batch > 1);
         if (call % batch == batch - 1 || call == calls - 1) run(db, commit, "COMMIT");
     }
     wall = seconds(CLOCK_MONOTONIC) - wall;
