@@ -10,7 +10,7 @@ internal import LedgerSQLite
 /// capacity` for each sum proves the capacity kept. When that bound does not hold, the writer
 /// folds at once, and the fold's trigger (`ledger_settings_fold_all_time_sums`) adds the exact
 /// sums and refuses the consume past the capacity, with 0006's message.
-struct FoldMark: Equatable {
+struct FoldMark {
     /// The last folded event (`rolled_up_to`).
     var rolledUpTo: Int64
     var allTimePromptTokens: Int64

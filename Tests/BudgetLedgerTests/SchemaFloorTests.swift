@@ -19,6 +19,12 @@ struct SchemaFloorTests {
         #expect(try normalized(cString(named: "add_to_thread", in: text)) == normalized(ConsumeSQL.addToThread))
         // Since 0017 the fold, which the harness runs when FoldMark would.
         #expect(try normalized(cString(named: "fold", in: text)) == normalized(FoldMark.foldStatement))
+        // And FoldMark's bound and period, which C writes as numbers: the limits of prompt,
+        // completion and latency (cost is the ledger's bound, read from the row) and the fold's turn.
+        let limits = "{\(LedgerLimits.tokensPerCallMax)LL, \(LedgerLimits.tokensPerCallMax)LL, "
+            + "sqlite3_column_int64(select, 16), \(LedgerLimits.latencyMillisecondsMax)LL}"
+        #expect(text.contains("const int64_t limits[4] = \(limits);"), "main.c's limits differ from LedgerLimits")
+        #expect(text.contains("event_id % \(FoldMark.foldEveryEvents) == 0"), "main.c's fold period differs from FoldMark's")
     }
 
     /// The text of `static const char *name = "…" "…";`: its adjacent literals joined.
